@@ -1,0 +1,397 @@
+//! teal's configuration file (TOML), parsed and validated as plain data.
+//!
+//! `Config::parse` reads the text, `Config::validate` checks what the types cannot, and
+//! the binary's `load(path)` is a thin wrapper that reads the file and resolves relative
+//! paths against the file's folder.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::routing::Color;
+
+/// Default data-plane address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin address (admin API, metrics, dashboard).
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+/// Default largest request body, in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, limits and where state lives.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The models teal serves, each with a blue and an optional green slot.
+    #[serde(default, rename = "model")]
+    pub models: Vec<ModelConfig>,
+}
+
+/// Listeners, limits and where state lives.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Data-plane address: the V2 and simple JSON endpoints. Port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Admin address: admin API, metrics and dashboard. Keep it off public interfaces.
+    #[serde(default = "default_admin")]
+    pub admin: String,
+    /// Largest request body accepted; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Folder for teal's state: the admin token file and the admin address file.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Path of `libonnxruntime.so`; when unset teal looks at `ORT_DYLIB_PATH`, then at the
+    /// `onnxruntime` Python package.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            admin: default_admin(),
+            max_body_bytes: default_max_body(),
+            state_dir: default_state_dir(),
+            onnxruntime: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_admin() -> String {
+    DEFAULT_ADMIN.to_string()
+}
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".teal")
+}
+
+/// One model: the name clients call, and its slots.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name clients call, as in `/v2/models/{name}/infer`.
+    pub name: String,
+    /// The slot serving traffic at start-up.
+    #[serde(default = "default_live")]
+    pub live: Color,
+    /// The output the simple JSON endpoint answers with; the model's first output when unset.
+    #[serde(default)]
+    pub prediction_output: Option<String>,
+    /// Whether callers may pick a slot with the `x-teal-slot` header.
+    #[serde(default = "yes")]
+    pub header_override: bool,
+    /// The blue slot.
+    pub blue: Option<SlotConfig>,
+    /// The green slot.
+    pub green: Option<SlotConfig>,
+}
+
+fn default_live() -> Color {
+    Color::Blue
+}
+fn yes() -> bool {
+    true
+}
+
+impl ModelConfig {
+    pub fn slot(&self, color: Color) -> Option<&SlotConfig> {
+        match color {
+            Color::Blue => self.blue.as_ref(),
+            Color::Green => self.green.as_ref(),
+        }
+    }
+}
+
+/// One version of a model in one slot. Unknown keys are refused by [`BackendConfig`],
+/// which receives every key this struct does not name.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct SlotConfig {
+    /// The version's name, reported in `x-teal-version` and reachable at `/versions/{version}/`.
+    pub version: String,
+    /// How the version runs.
+    #[serde(flatten)]
+    pub backend: BackendConfig,
+    /// Model-card fields (notes, owner, training data, ...), served with the model metadata.
+    #[serde(default)]
+    pub card: BTreeMap<String, String>,
+}
+
+/// How a version runs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// In-process on ONNX Runtime.
+    Onnx {
+        /// The `.onnx` file.
+        path: PathBuf,
+        /// Reference outputs (`reference.json`, as `models/make_models.py` writes them): the
+        /// version must reproduce them before it may take traffic.
+        #[serde(default)]
+        reference: Option<PathBuf>,
+        /// Inferences that may run at once; each has its own session and thread.
+        #[serde(default = "default_workers")]
+        workers: usize,
+    },
+}
+
+fn default_workers() -> usize {
+    2
+}
+
+/// A configuration that cannot be used, with the field and the reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// Overrides from the environment, read through a trait so tests pass a map.
+pub trait Environment {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+impl Environment for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        BTreeMap::get(self, name).cloned()
+    }
+}
+
+/// Whether a model name is safe in a URL path and a file name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Config {
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            let field = e.span().map_or_else(|| "file".to_string(), |span| {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                format!("line {line}")
+            });
+            ConfigError::new(field, message)
+        })
+    }
+
+    /// Applies `TEAL_LISTEN`, `TEAL_ADMIN_LISTEN` and `TEAL_STATE_DIR`.
+    pub fn apply_environment(&mut self, env: &dyn Environment) {
+        if let Some(listen) = env.get("TEAL_LISTEN") {
+            self.server.listen = listen;
+        }
+        if let Some(admin) = env.get("TEAL_ADMIN_LISTEN") {
+            self.server.admin = admin;
+        }
+        if let Some(dir) = env.get("TEAL_STATE_DIR") {
+            self.server.state_dir = PathBuf::from(dir);
+        }
+    }
+
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.server.state_dir);
+        if let Some(lib) = self.server.onnxruntime.as_mut() {
+            resolve(lib);
+        }
+        for model in &mut self.models {
+            for slot in [model.blue.as_mut(), model.green.as_mut()].into_iter().flatten() {
+                match &mut slot.backend {
+                    BackendConfig::Onnx { path, reference, .. } => {
+                        resolve(path);
+                        if let Some(r) = reference.as_mut() {
+                            resolve(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks what the types cannot: addresses, names, limits, the live slot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [("server.listen", &self.server.listen), ("server.admin", &self.server.admin)] {
+            value.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(field, format!("'{value}' is not an address: write it as IP:PORT, like 127.0.0.1:8080"))
+            })?;
+        }
+        if self.server.listen == self.server.admin && !self.server.listen.ends_with(":0") {
+            return Err(ConfigError::new(
+                "server.admin",
+                "the admin API needs its own address: it must not share the data plane's",
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::new("server.max_body_bytes", "must be more than 0"));
+        }
+        if self.models.is_empty() {
+            return Err(ConfigError::new("model", "no models: add a [[model]] table with a name and a blue slot"));
+        }
+        let mut names = HashSet::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let at = format!("model[{i}]");
+            if !valid_name(&model.name) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("'{}' is not a valid model name: use letters, digits, '-', '_' and '.'", model.name),
+                ));
+            }
+            if !names.insert(model.name.as_str()) {
+                return Err(ConfigError::new(format!("{at}.name"), format!("model '{}' is configured twice", model.name)));
+            }
+            if model.slot(model.live).is_none() {
+                return Err(ConfigError::new(
+                    format!("{at}.live"),
+                    format!("model '{}' is live on {} but has no [model.{}] slot", model.name, model.live, model.live),
+                ));
+            }
+            for color in [Color::Blue, Color::Green] {
+                let Some(slot) = model.slot(color) else { continue };
+                let field = format!("{at}.{color}");
+                if !valid_name(&slot.version) {
+                    return Err(ConfigError::new(
+                        format!("{field}.version"),
+                        format!("'{}' is not a valid version name: use letters, digits, '-', '_' and '.'", slot.version),
+                    ));
+                }
+                match &slot.backend {
+                    BackendConfig::Onnx { workers, .. } if *workers == 0 || *workers > 64 => {
+                        return Err(ConfigError::new(format!("{field}.workers"), "must be between 1 and 64"));
+                    }
+                    BackendConfig::Onnx { .. } => {}
+                }
+            }
+            if let (Some(blue), Some(green)) = (&model.blue, &model.green)
+                && blue.version == green.version
+            {
+                return Err(ConfigError::new(
+                    format!("{at}.green.version"),
+                    format!("blue and green both hold version '{}': give each slot its own version", blue.version),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        [server]
+        listen = "127.0.0.1:0"
+        admin = "127.0.0.1:0"
+
+        [[model]]
+        name = "digits"
+
+        [model.blue]
+        version = "v1"
+        kind = "onnx"
+        path = "digits/v1/model.onnx"
+        card = { owner = "ml-team" }
+
+        [model.green]
+        version = "v2"
+        kind = "onnx"
+        path = "/models/v2.onnx"
+        workers = 4
+    "#;
+
+    #[test]
+    fn parses_the_example_with_defaults() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        config.validate().unwrap();
+        let model = &config.models[0];
+        assert_eq!(model.live, Color::Blue);
+        assert!(model.header_override);
+        assert_eq!(config.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(model.blue.as_ref().unwrap().card["owner"], "ml-team");
+        assert!(matches!(model.green.as_ref().unwrap().backend, BackendConfig::Onnx { workers: 4, .. }));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let mut config = Config::parse(EXAMPLE).unwrap();
+        config.resolve_paths(Path::new("/etc/teal"));
+        let BackendConfig::Onnx { path, .. } = &config.models[0].blue.as_ref().unwrap().backend;
+        assert_eq!(path, Path::new("/etc/teal/digits/v1/model.onnx"));
+        let BackendConfig::Onnx { path, .. } = &config.models[0].green.as_ref().unwrap().backend;
+        assert_eq!(path, Path::new("/models/v2.onnx"));
+        assert_eq!(config.server.state_dir, Path::new("/etc/teal/.teal"));
+    }
+
+    #[test]
+    fn environment_overrides_listeners() {
+        let mut config = Config::parse(EXAMPLE).unwrap();
+        let env = BTreeMap::from([("TEAL_LISTEN".to_string(), "0.0.0.0:80".to_string())]);
+        config.apply_environment(&env);
+        assert_eq!(config.server.listen, "0.0.0.0:80");
+        assert_eq!(config.server.admin, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn refuses_bad_configs_with_the_field_and_reason() {
+        let cases = [
+            (EXAMPLE.replace("name = \"digits\"", "name = \"../etc\""), "model[0].name"),
+            (EXAMPLE.replace("version = \"v2\"", "version = \"v1\""), "model[0].green.version"),
+            (EXAMPLE.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""), "server.listen"),
+            (EXAMPLE.replace("workers = 4", "workers = 0"), "model[0].green.workers"),
+            (EXAMPLE.replace("[model.blue]", "[model.red]"), "line"),
+            (EXAMPLE.replace("kind = \"onnx\"\n        path = \"/models", "kind = \"tensorflow\"\n        path = \"/models"), "line"),
+            ("[server]\n".to_string(), "model"),
+        ];
+        for (text, field) in cases {
+            let err = Config::parse(&text).and_then(|c| c.validate().map(|_| c)).expect_err(field);
+            assert!(err.field.starts_with(field), "expected field {field}, got {err}");
+        }
+    }
+
+    #[test]
+    fn live_slot_must_exist() {
+        let text = EXAMPLE.replace("name = \"digits\"", "name = \"digits\"\nlive = \"green\"");
+        let text = text.replace("[model.green]", "[model.unused]");
+        assert!(Config::parse(&text).is_err());
+        let without_green: String = EXAMPLE.split("[model.green]").next().unwrap().replace("name = \"digits\"", "name = \"digits\"\nlive = \"green\"");
+        let err = Config::parse(&without_green).unwrap().validate().unwrap_err();
+        assert_eq!(err.field, "model[0].live");
+    }
+
+    #[test]
+    fn model_names_are_path_safe() {
+        for ok in ["digits", "fraud-v2", "a_b.c"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(129)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! teal's pure logic, kept free of I/O so the compiler guards the boundary: no tokio,
+//! no sockets, no files. The gateway, the admin API and the CLI in the `teal` crate
+//! build on these types.
+//!
+//! - [`routing`]: the route table and the choice of slot for one request.
+//! - [`protocol`]: the Open Inference Protocol (V2) wire types, decoding and validation.
+//! - [`config`]: the configuration file, parsed and validated as plain data.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod protocol;
+pub mod routing;

@@ -1,0 +1,215 @@
+//! The admin API, on its own listener: status and routing changes, behind a bearer token.
+//!
+//! None of these routes exist on the data plane's router, so they cannot be reached there.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderValue, Response, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use teal_core::routing::Color;
+
+use crate::routing::{ModelStatus, RouteError, Routes};
+
+/// Where the CLI finds the token and the admin address teal wrote.
+pub const TOKEN_FILE: &str = "admin.token";
+pub const ADMIN_URL_FILE: &str = "admin.url";
+
+/// Shared state of the admin API.
+pub struct Admin {
+    pub routes: Arc<Routes>,
+    token: String,
+    token_hint: String,
+}
+
+impl Admin {
+    pub fn new(routes: Arc<Routes>, token: String, token_hint: String) -> Admin {
+        Admin { routes, token, token_hint }
+    }
+}
+
+/// The admin router; every route but `/healthz` needs the token.
+pub fn router(admin: Arc<Admin>) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/status", get(status_all))
+        .route("/api/v1/models/{model}", get(status_one))
+        .route("/api/v1/models/{model}/switch", post(switch))
+        .route("/api/v1/models/{model}/rollback", post(rollback))
+        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(protected)
+        .fallback(|uri: axum::http::Uri| async move {
+            error(StatusCode::NOT_FOUND, format!("no admin endpoint {}: see /api/v1/status", uri.path()))
+        })
+        .with_state(admin)
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let mut response = Response::new(Body::from(serde_json::to_vec(value).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, message: String) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn route_error(e: RouteError) -> Response<Body> {
+    let status = match e {
+        RouteError::UnknownModel(_) => StatusCode::NOT_FOUND,
+        RouteError::EmptySlot { .. } | RouteError::NothingToRollBack { .. } => StatusCode::CONFLICT,
+    };
+    error(status, e.to_string())
+}
+
+/// Compares in time that does not depend on where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response<Body> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if same_secret(token.as_bytes(), admin.token.as_bytes()) => next.run(request).await,
+        _ => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                format!("missing or wrong admin token: send Authorization: Bearer <token> ({})", admin.token_hint),
+            );
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+async fn status_all(State(admin): State<Arc<Admin>>) -> Response<Body> {
+    let snapshot = admin.routes.load();
+    let models: Vec<ModelStatus> = snapshot.models.values().map(|m| ModelStatus::of(m)).collect();
+    json(StatusCode::OK, &serde_json::json!({ "models": models }))
+}
+
+async fn status_one(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>) -> Response<Body> {
+    match admin.routes.load().models.get(&model) {
+        Some(routes) => json(StatusCode::OK, &ModelStatus::of(routes)),
+        None => route_error(RouteError::UnknownModel(model)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    to: Color,
+}
+
+async fn switch(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>, body: axum::body::Bytes) -> Response<Body> {
+    let request: SwitchBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"to\": \"blue\"|\"green\"}}: {e}")),
+    };
+    match admin.routes.switch(&model, request.to) {
+        Ok(outcome) => {
+            if outcome.changed {
+                tracing::info!(model = %outcome.model, from = %outcome.from, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "switched");
+            }
+            json(StatusCode::OK, &outcome)
+        }
+        Err(e) => route_error(e),
+    }
+}
+
+async fn rollback(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>) -> Response<Body> {
+    match admin.routes.rollback(&model) {
+        Ok(outcome) => {
+            tracing::info!(model = %outcome.model, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "rolled back");
+            json(StatusCode::OK, &outcome)
+        }
+        Err(e) => route_error(e),
+    }
+}
+
+/// The admin token: `TEAL_ADMIN_TOKEN` when set, otherwise the one in the state folder,
+/// otherwise a new random one written there with mode 0600.
+pub fn load_or_create_token(state_dir: &Path, from_env: Option<String>) -> std::io::Result<(String, String)> {
+    if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
+        return Ok((token.trim().to_string(), "the token is TEAL_ADMIN_TOKEN".to_string()));
+    }
+    let path = token_path(state_dir);
+    let hint = format!("the token is in {}", path.display());
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok((existing, hint));
+        }
+    }
+    create_private_dir(state_dir)?;
+    let mut bytes = [0u8; 32];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &token)?;
+    Ok((token, hint))
+}
+
+pub fn token_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(TOKEN_FILE)
+}
+
+/// Creates the state folder readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(content.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn a_generated_token_is_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("teal-token-{}", fastrand::u64(..)));
+        let (first, _) = load_or_create_token(&dir, None).unwrap();
+        assert_eq!(first.len(), 64);
+        let mode = std::fs::metadata(token_path(&dir)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (second, _) = load_or_create_token(&dir, None).unwrap();
+        assert_eq!(first, second);
+        let (env, hint) = load_or_create_token(&dir, Some("from-env".into())).unwrap();
+        assert_eq!(env, "from-env");
+        assert!(hint.contains("TEAL_ADMIN_TOKEN"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,312 @@
+//! In-process models on ONNX Runtime, loaded at run time from `libonnxruntime`.
+//!
+//! Each model has a few worker threads, each owning one session (an ONNX Runtime session
+//! runs one inference at a time). The async side hands a job over a channel and awaits a
+//! oneshot reply, so inference never blocks the runtime's threads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+use teal_core::protocol::{Datatype, Signature, Tensor, TensorData, TensorSpec};
+use tokio::sync::oneshot;
+
+use super::{BackendError, LoadError};
+
+/// The ONNX Runtime release teal is built against.
+pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
+
+/// The loaded ONNX Runtime library. It is process-wide: the library can be loaded once.
+#[derive(Clone)]
+pub struct OnnxRuntime {
+    environment: ort::environment::Environment,
+    pub library: PathBuf,
+}
+
+static RUNTIME: OnceLock<Result<OnnxRuntime, String>> = OnceLock::new();
+
+fn install_hint() -> String {
+    format!(
+        "install it with `python3 -m pip install onnxruntime=={ONNXRUNTIME_VERSION}` (teal finds it there), \
+         or set ORT_DYLIB_PATH to its libonnxruntime.so.{ONNXRUNTIME_VERSION}, or set server.onnxruntime in the config"
+    )
+}
+
+/// Where the library is: the configured path, then `ORT_DYLIB_PATH`, then the
+/// `onnxruntime` Python package (found without importing it).
+pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = configured {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let probe = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util as u; s = u.find_spec('onnxruntime'); print(s.submodule_search_locations[0] if s else '')",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(output) = probe {
+        let package = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !package.is_empty() {
+            let capi = Path::new(&package).join("capi");
+            let exact = capi.join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"));
+            if exact.exists() {
+                return Ok(exact);
+            }
+            if let Ok(entries) = std::fs::read_dir(&capi) {
+                let mut found: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.")))
+                    .collect();
+                found.sort();
+                if let Some(path) = found.pop() {
+                    return Ok(path);
+                }
+            }
+        }
+    }
+    Err(format!("ONNX Runtime library not found: {}", install_hint()))
+}
+
+impl OnnxRuntime {
+    /// Loads the library once per process; later calls return the same runtime (or error).
+    pub fn load(configured: Option<&Path>) -> Result<OnnxRuntime, LoadError> {
+        RUNTIME
+            .get_or_init(|| {
+                let library = locate_library(configured)?;
+                if !library.exists() {
+                    return Err(format!("ONNX Runtime library {} does not exist: {}", library.display(), install_hint()));
+                }
+                let loaded = std::panic::catch_unwind(|| ort::init_from(&library)).map_err(|_| {
+                    format!("loading ONNX Runtime from {} crashed: {}", library.display(), install_hint())
+                })?;
+                let builder = loaded.map_err(|e| {
+                    format!("cannot load ONNX Runtime from {}: {e}; {}", library.display(), install_hint())
+                })?;
+                let environment = builder.with_name("teal").build().map_err(|e| {
+                    format!(
+                        "ONNX Runtime at {} did not start ({e}); teal needs version {ONNXRUNTIME_VERSION}: {}",
+                        library.display(),
+                        install_hint()
+                    )
+                })?;
+                Ok(OnnxRuntime { environment, library })
+            })
+            .clone()
+            .map_err(LoadError::Runtime)
+    }
+}
+
+struct Job {
+    inputs: Vec<Tensor>,
+    reply: oneshot::Sender<Result<Vec<Tensor>, BackendError>>,
+}
+
+/// A model served in-process.
+pub struct OnnxModel {
+    signature: Signature,
+    /// Dropping the model closes the channel; each worker ends once its queue is answered.
+    jobs: crossbeam_channel::Sender<Job>,
+}
+
+fn datatype_of(ty: TensorElementType) -> Option<Datatype> {
+    Some(match ty {
+        TensorElementType::Float32 => Datatype::Fp32,
+        TensorElementType::Float64 => Datatype::Fp64,
+        TensorElementType::Int32 => Datatype::Int32,
+        TensorElementType::Int64 => Datatype::Int64,
+        TensorElementType::Bool => Datatype::Bool,
+        _ => return None,
+    })
+}
+
+fn spec_of(name: &str, dtype: &ValueType, path: &Path) -> Result<TensorSpec, LoadError> {
+    let unsupported = |what: String| LoadError::Model {
+        path: path.display().to_string(),
+        reason: format!("'{name}' is {what}, which teal does not serve yet (tensors of FP32, FP64, INT32, INT64 or BOOL; export classifiers with ZipMap off)"),
+    };
+    match dtype {
+        ValueType::Tensor { ty, shape, .. } => {
+            let datatype = datatype_of(*ty).ok_or_else(|| unsupported(format!("a tensor of {ty:?}")))?;
+            Ok(TensorSpec { name: name.to_string(), datatype, shape: shape.iter().map(|d| if *d < 0 { -1 } else { *d }).collect() })
+        }
+        other => Err(unsupported(format!("{other:?}"))),
+    }
+}
+
+fn session(runtime: &OnnxRuntime, bytes: &[u8], path: &Path) -> Result<Session, LoadError> {
+    let failed = |e: ort::Error| LoadError::Model { path: path.display().to_string(), reason: e.to_string() };
+    Session::builder(&runtime.environment)
+        .map_err(failed)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| failed(e.into()))?
+        .with_intra_threads(1)
+        .map_err(|e| failed(e.into()))?
+        .with_inter_threads(1)
+        .map_err(|e| failed(e.into()))?
+        .commit_from_memory(bytes)
+        .map_err(failed)
+}
+
+fn to_value(tensor: Tensor) -> ort::Result<DynValue> {
+    let shape = tensor.shape;
+    Ok(match tensor.data {
+        TensorData::Fp32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Fp64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Int32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Int64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Bool(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+    })
+}
+
+fn from_value(spec: &TensorSpec, value: &DynValue) -> ort::Result<Tensor> {
+    fn parts<T: ort::value::PrimitiveTensorElementType + Clone>(value: &DynValue) -> ort::Result<(Vec<usize>, Vec<T>)> {
+        let (shape, data) = value.try_extract_tensor::<T>()?;
+        Ok((shape.iter().map(|d| (*d).max(0) as usize).collect(), data.to_vec()))
+    }
+    let (shape, data) = match spec.datatype {
+        Datatype::Fp32 => parts::<f32>(value).map(|(s, d)| (s, TensorData::Fp32(d)))?,
+        Datatype::Fp64 => parts::<f64>(value).map(|(s, d)| (s, TensorData::Fp64(d)))?,
+        Datatype::Int32 => parts::<i32>(value).map(|(s, d)| (s, TensorData::Int32(d)))?,
+        Datatype::Int64 => parts::<i64>(value).map(|(s, d)| (s, TensorData::Int64(d)))?,
+        _ => parts::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
+    };
+    Ok(Tensor { name: spec.name.clone(), shape, data })
+}
+
+fn run(session: &mut Session, outputs: &[TensorSpec], inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    let failed = |e: ort::Error| BackendError::Inference(e.to_string());
+    let values: Vec<(String, DynValue)> = inputs
+        .into_iter()
+        .map(|t| Ok((t.name.clone(), to_value(t)?)))
+        .collect::<ort::Result<_>>()
+        .map_err(failed)?;
+    let results = session.run(values).map_err(failed)?;
+    outputs
+        .iter()
+        .map(|spec| {
+            let value = results
+                .get(&spec.name)
+                .ok_or_else(|| BackendError::Inference(format!("output '{}' is missing from the model's results", spec.name)))?;
+            from_value(spec, value).map_err(failed)
+        })
+        .collect()
+}
+
+impl OnnxModel {
+    /// Loads `path` into `workers` sessions, each on its own thread.
+    pub fn load(runtime: &OnnxRuntime, path: &Path, workers: usize) -> Result<OnnxModel, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Model { path: path.display().to_string(), reason: e.to_string() })?;
+        let first = session(runtime, &bytes, path)?;
+        let signature = Signature {
+            inputs: first.inputs().iter().map(|o| spec_of(o.name(), o.dtype(), path)).collect::<Result<_, _>>()?,
+            outputs: first.outputs().iter().map(|o| spec_of(o.name(), o.dtype(), path)).collect::<Result<_, _>>()?,
+        };
+        let mut sessions = vec![first];
+        for _ in 1..workers.max(1) {
+            sessions.push(session(runtime, &bytes, path)?);
+        }
+        let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+        for (i, mut session) in sessions.into_iter().enumerate() {
+            let receiver = receiver.clone();
+            let outputs = signature.outputs.clone();
+            std::thread::Builder::new()
+                .name(format!("onnx-{name}-{i}"))
+                .spawn(move || {
+                    for job in receiver {
+                        let result = run(&mut session, &outputs, job.inputs);
+                        // The caller may have gone away (client disconnected); that is fine.
+                        let _ = job.reply.send(result);
+                    }
+                })
+                .map_err(|e| LoadError::Model { path: path.display().to_string(), reason: format!("cannot start a worker thread: {e}") })?;
+        }
+        Ok(OnnxModel { signature, jobs: sender })
+    }
+
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job { inputs, reply }).map_err(|_| BackendError::Unavailable)?;
+        answer.await.map_err(|_| BackendError::Unavailable)?
+    }
+
+    /// Runs the reference inputs shipped with a version and compares the outputs: a model
+    /// that loads and runs can still be wrong, so it must reproduce them before taking traffic.
+    /// Integer outputs must match exactly; float outputs within 1e-5 (relative, at least absolute).
+    pub async fn check_reference(&self, path: &Path) -> Result<usize, LoadError> {
+        let failed = |reason: String| LoadError::Reference { path: path.display().to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+        let reference: ReferenceFile = serde_json::from_str(&text).map_err(|e| failed(format!("not a reference file: {e}")))?;
+        let mut inputs = Vec::new();
+        let mut rows = 0;
+        for spec in &self.signature.inputs {
+            let value = reference.inputs.get(&spec.name).ok_or_else(|| failed(format!("has no input '{}'", spec.name)))?;
+            let body = serde_json::json!({"inputs": [{"name": spec.name, "shape": shape_of(value), "datatype": spec.datatype, "data": value}]});
+            let single = Signature { inputs: vec![spec.clone()], outputs: vec![] };
+            let request = teal_core::protocol::InferRequest::decode(body.to_string().as_bytes(), None, &single)
+                .map_err(|e| failed(format!("input '{}': {e}", spec.name)))?;
+            rows = request.inputs[0].shape.first().copied().unwrap_or(0);
+            inputs.extend(request.inputs);
+        }
+        let outputs = self.infer(inputs).await.map_err(|e| failed(e.to_string()))?;
+        for output in &outputs {
+            let Some(expected) = reference.outputs.get(&output.name) else { continue };
+            let mut flat = Vec::new();
+            flatten(expected, &mut flat);
+            if flat.len() != output.data.len() {
+                return Err(failed(format!("output '{}' has {} values, the reference {}", output.name, output.data.len(), flat.len())));
+            }
+            for (i, want) in flat.iter().enumerate() {
+                let got = output.data.json_value(i).as_f64().unwrap_or(f64::NAN);
+                let exact = matches!(output.data, TensorData::Int32(_) | TensorData::Int64(_) | TensorData::Bool(_));
+                let tolerance = if exact { 0.0 } else { 1e-5 * want.abs().max(1.0) };
+                if (got - want).abs() > tolerance || got.is_nan() != want.is_nan() {
+                    return Err(failed(format!(
+                        "output '{}' differs from the reference at element {i}: got {got}, expected {want}; the runtime or the model file is not the one the reference was made with",
+                        output.name
+                    )));
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReferenceFile {
+    inputs: BTreeMap<String, serde_json::Value>,
+    outputs: BTreeMap<String, serde_json::Value>,
+}
+
+fn shape_of(value: &serde_json::Value) -> Vec<usize> {
+    let mut shape = Vec::new();
+    let mut current = value;
+    while let serde_json::Value::Array(items) = current {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => current = first,
+            None => break,
+        }
+    }
+    shape
+}
+
+fn flatten(value: &serde_json::Value, out: &mut Vec<f64>) {
+    match value {
+        serde_json::Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        serde_json::Value::Bool(b) => out.push(f64::from(u8::from(*b))),
+        other => out.push(other.as_f64().unwrap_or(f64::NAN)),
+    }
+}

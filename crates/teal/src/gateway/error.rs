@@ -1,0 +1,73 @@
+//! Data-plane errors, classified by who is at fault, and turned into a response in
+//! exactly one place: `{"error": "..."}` with the status the fault calls for.
+
+use axum::http::StatusCode;
+use teal_core::protocol::ProtocolError;
+
+use crate::backends::BackendError;
+
+/// Everything a data-plane request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request itself is wrong.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("unknown model '{name}': served models are {served}")]
+    UnknownModel { name: String, served: String },
+    #[error("model '{model}' has no loaded version '{version}': loaded versions are {loaded}")]
+    UnknownVersion { model: String, version: String, loaded: String },
+    #[error("model '{model}' has no {slot} slot: x-teal-slot must name a loaded slot")]
+    EmptySlot { model: String, slot: &'static str },
+    #[error("x-teal-slot must be blue or green, not '{0}'")]
+    BadSlotHeader(String),
+    #[error("no such endpoint: {method} {path}; see /v2 for the server and /v2/models/{{model}} for a model")]
+    NoRoute { method: String, path: String },
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("request body is larger than the limit of {limit} bytes: send fewer rows per request, or raise server.max_body_bytes")]
+    TooLarge { limit: usize },
+    #[error("content type '{0}' is not accepted: send application/json (or application/octet-stream with Inference-Header-Content-Length for binary tensors)")]
+    ContentType(String),
+    #[error("content encoding '{0}' is not accepted: send the body uncompressed")]
+    ContentEncoding(String),
+    #[error("Inference-Header-Content-Length must be a whole number of bytes, not '{0}'")]
+    HeaderLength(String),
+    #[error("could not read the request body: {0}")]
+    Body(String),
+    /// The model failed on a valid request.
+    #[error("version {version} of model '{model}' failed: {source}")]
+    Backend { model: String, version: String, source: BackendError },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Protocol(_)
+            | GatewayError::BadSlotHeader(_)
+            | GatewayError::HeaderLength(_)
+            | GatewayError::Body(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UnknownModel { .. }
+            | GatewayError::UnknownVersion { .. }
+            | GatewayError::EmptySlot { .. }
+            | GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::ContentType(_) | GatewayError::ContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::Backend { source: BackendError::Unavailable, .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Backend { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Who is at fault, as a metric label: the caller, the model's backend, or teal.
+    pub fn fault(&self) -> &'static str {
+        match self {
+            GatewayError::Backend { .. } => "backend",
+            _ => "client",
+        }
+    }
+
+    /// The JSON body of the response.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "error": self.to_string() })).unwrap_or_default()
+    }
+}

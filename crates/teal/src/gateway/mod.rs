@@ -1,0 +1,400 @@
+//! The data plane: Open Inference Protocol (V2) REST and the simple JSON predict endpoint.
+//!
+//! A request reads the route snapshot once, picks a slot, and keeps that slot until it
+//! answers. Nothing here waits on storage or on the admin side.
+
+mod error;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use teal_core::protocol::{self, InferRequest};
+use teal_core::routing::{Color, WHOLE};
+
+pub use error::GatewayError;
+
+use crate::routing::{ModelRoutes, Routes, Slot};
+
+/// Header naming the version that answered.
+pub const VERSION_HEADER: &str = "x-teal-version";
+/// Header naming the slot that answered; on a request, asks for a slot (when the model allows it).
+pub const SLOT_HEADER: &str = "x-teal-slot";
+/// Header carrying the request id: the caller's, echoed, or one teal made.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Header carrying the generation of the route table that routed the request.
+pub const GENERATION_HEADER: &str = "x-teal-route-generation";
+/// The binary tensor extension's header: the length of the JSON part of the body.
+pub const JSON_LENGTH_HEADER: &str = "inference-header-content-length";
+
+/// Shared state of the data plane.
+pub struct Gateway {
+    pub routes: Arc<Routes>,
+    pub max_body_bytes: usize,
+    ids: RequestIds,
+}
+
+/// Makes request ids that are unique within and across runs without a syscall per request.
+struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        RequestIds { prefix: fastrand::u32(..), counter: AtomicU64::new(0) }
+    }
+
+    fn next(&self) -> String {
+        format!("{:08x}{:012x}", self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Gateway {
+    pub fn new(routes: Arc<Routes>, max_body_bytes: usize) -> Gateway {
+        Gateway { routes, max_body_bytes, ids: RequestIds::new() }
+    }
+
+    /// The caller's request id when it is a sane header value, otherwise a new one.
+    fn request_id(&self, headers: &HeaderMap) -> String {
+        headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| self.ids.next(), str::to_string)
+    }
+}
+
+/// The data-plane router.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}", get(version_metadata))
+        .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
+        .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
+        .route("/v1/models/{model}/predict", post(predict))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gateway)
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    bytes_response(status, "application/json", body)
+}
+
+fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn error_response(error: &GatewayError, request_id: Option<&str>) -> Response<Body> {
+    let mut response = bytes_response(error.status(), "application/json", error.body());
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    response
+}
+
+fn served(snapshot: &crate::routing::RouteSnapshot) -> String {
+    let names: Vec<&str> = snapshot.models.keys().map(String::as_str).collect();
+    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+}
+
+fn find_model(gateway: &Gateway, name: &str) -> Result<Arc<ModelRoutes>, GatewayError> {
+    let snapshot = gateway.routes.load();
+    snapshot
+        .models
+        .get(name)
+        .cloned()
+        .ok_or_else(|| GatewayError::UnknownModel { name: name.to_string(), served: served(&snapshot) })
+}
+
+fn find_version(routes: &ModelRoutes, version: &str) -> Result<Arc<Slot>, GatewayError> {
+    routes.by_version(version).cloned().ok_or_else(|| GatewayError::UnknownVersion {
+        model: routes.name.clone(),
+        version: version.to_string(),
+        loaded: routes.versions().join(", "),
+    })
+}
+
+/// Picks the slot for a request: the named version, or the route table's choice.
+fn pick(routes: &ModelRoutes, version: Option<&str>, headers: &HeaderMap) -> Result<Arc<Slot>, GatewayError> {
+    if let Some(version) = version {
+        return find_version(routes, version);
+    }
+    let requested = match headers.get(SLOT_HEADER) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().unwrap_or("");
+            Some(text.parse::<Color>().map_err(|_| GatewayError::BadSlotHeader(text.to_string()))?)
+        }
+    };
+    let bucket = if routes.table.candidate_weight > 0 { fastrand::u32(..WHOLE) } else { 0 };
+    let color = routes.table.choose(requested, bucket);
+    routes
+        .slot(color)
+        .cloned()
+        .ok_or(GatewayError::EmptySlot { model: routes.name.clone(), slot: color.as_str() })
+}
+
+async fn server_metadata() -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "name": "teal",
+            "version": env!("CARGO_PKG_VERSION"),
+            "extensions": ["binary_tensor_data"],
+        }),
+    )
+}
+
+async fn live() -> Response<Body> {
+    json_response(StatusCode::OK, &serde_json::json!({ "live": true }))
+}
+
+async fn ready(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    let snapshot = gateway.routes.load();
+    let ready = snapshot.models.values().all(|m| m.live().is_some());
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &serde_json::json!({ "ready": ready }))
+}
+
+fn path_error(rejection: axum::extract::rejection::PathRejection) -> Response<Body> {
+    error_response(&GatewayError::Body(rejection.body_text()), None)
+}
+
+type ModelPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
+type VersionPath = Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
+
+fn metadata_response(routes: &ModelRoutes, slot: &Slot) -> Response<Body> {
+    let mut metadata = serde_json::to_value(routes.metadata(slot)).unwrap_or_default();
+    if !slot.card.is_empty() {
+        metadata["card"] = serde_json::to_value(&slot.card).unwrap_or_default();
+    }
+    json_response(StatusCode::OK, &metadata)
+}
+
+async fn model_metadata(State(gateway): State<Arc<Gateway>>, path: ModelPath) -> Response<Body> {
+    let Path(model) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match find_model(&gateway, &model).and_then(|routes| {
+        let slot = pick(&routes, None, &HeaderMap::new())?;
+        Ok(metadata_response(&routes, &slot))
+    }) {
+        Ok(response) => response,
+        Err(e) => error_response(&e, None),
+    }
+}
+
+async fn version_metadata(State(gateway): State<Arc<Gateway>>, path: VersionPath) -> Response<Body> {
+    let Path((model, version)) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match find_model(&gateway, &model).and_then(|routes| {
+        let slot = find_version(&routes, &version)?;
+        Ok(metadata_response(&routes, &slot))
+    }) {
+        Ok(response) => response,
+        Err(e) => error_response(&e, None),
+    }
+}
+
+async fn model_ready(State(gateway): State<Arc<Gateway>>, path: ModelPath) -> Response<Body> {
+    let Path(model) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match find_model(&gateway, &model) {
+        Ok(routes) => {
+            let ready = routes.live().is_some();
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            json_response(status, &serde_json::json!({ "name": model, "ready": ready }))
+        }
+        Err(e) => error_response(&e, None),
+    }
+}
+
+async fn version_ready(State(gateway): State<Arc<Gateway>>, path: VersionPath) -> Response<Body> {
+    let Path((model, version)) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match find_model(&gateway, &model).and_then(|routes| find_version(&routes, &version)) {
+        Ok(_) => json_response(StatusCode::OK, &serde_json::json!({ "name": model, "version": version, "ready": true })),
+        Err(e) => error_response(&e, None),
+    }
+}
+
+/// Checks the headers that describe the body, and returns the binary extension's JSON length.
+fn body_headers(headers: &HeaderMap, allow_binary: bool) -> Result<Option<usize>, GatewayError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("?").trim();
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(GatewayError::ContentEncoding(encoding.to_string()));
+        }
+    }
+    let json_len = match headers.get(JSON_LENGTH_HEADER).filter(|_| allow_binary) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().unwrap_or("?").trim();
+            Some(text.parse::<usize>().map_err(|_| GatewayError::HeaderLength(text.to_string()))?)
+        }
+    };
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let text = content_type.to_str().unwrap_or("?");
+        let media = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let accepted = media == "application/json"
+            || media.ends_with("+json")
+            || (allow_binary && media == "application/octet-stream");
+        if !accepted {
+            return Err(GatewayError::ContentType(text.to_string()));
+        }
+    }
+    Ok(json_len)
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::TooLarge { limit });
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(GatewayError::TooLarge { limit }),
+        Err(e) => Err(GatewayError::Body(e.to_string())),
+    }
+}
+
+/// Headers every routed answer carries.
+fn routed_headers(response: &mut Response<Body>, slot: &Slot, request_id: &str, generation: u64) {
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&slot.version) {
+        headers.insert(VERSION_HEADER, v);
+    }
+    headers.insert(SLOT_HEADER, HeaderValue::from_static(slot.color.as_str()));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID_HEADER, v);
+    }
+    headers.insert(GENERATION_HEADER, HeaderValue::from(generation));
+}
+
+async fn run_infer(
+    gateway: &Gateway,
+    model: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let json_len = body_headers(headers, true)?;
+    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let routes = find_model(gateway, model)?;
+    let slot = pick(&routes, version, headers)?;
+    let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
+    let inputs = std::mem::take(&mut request.inputs);
+    let outputs = slot.backend.infer(inputs).await.map_err(|source| GatewayError::Backend {
+        model: model.to_string(),
+        version: slot.version.clone(),
+        source,
+    })?;
+    let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
+    let mut response = match encoded.json_len {
+        None => bytes_response(StatusCode::OK, "application/json", encoded.body),
+        Some(n) => {
+            let mut r = bytes_response(StatusCode::OK, "application/octet-stream", encoded.body);
+            r.headers_mut().insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
+            r
+        }
+    };
+    routed_headers(&mut response, &slot, request_id, routes.table.generation);
+    Ok(response)
+}
+
+async fn infer(State(gateway): State<Arc<Gateway>>, path: ModelPath, headers: HeaderMap, body: Body) -> Response<Body> {
+    let request_id = gateway.request_id(&headers);
+    let Path(model) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match run_infer(&gateway, &model, None, &headers, body, &request_id).await {
+        Ok(response) => response,
+        Err(e) => error_response(&e, Some(&request_id)),
+    }
+}
+
+async fn version_infer(State(gateway): State<Arc<Gateway>>, path: VersionPath, headers: HeaderMap, body: Body) -> Response<Body> {
+    let request_id = gateway.request_id(&headers);
+    let Path((model, version)) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match run_infer(&gateway, &model, Some(&version), &headers, body, &request_id).await {
+        Ok(response) => response,
+        Err(e) => error_response(&e, Some(&request_id)),
+    }
+}
+
+async fn run_predict(gateway: &Gateway, model: &str, headers: &HeaderMap, body: Body, request_id: &str) -> Result<Response<Body>, GatewayError> {
+    body_headers(headers, false)?;
+    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let routes = find_model(gateway, model)?;
+    let slot = pick(&routes, None, headers)?;
+    let signature = slot.backend.signature();
+    let request = InferRequest::from_features(&body, signature)?;
+    let wanted = routes.prediction_output.as_deref().or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
+    let outputs = slot.backend.infer(request.inputs).await.map_err(|source| GatewayError::Backend {
+        model: model.to_string(),
+        version: slot.version.clone(),
+        source,
+    })?;
+    let predictions = outputs
+        .iter()
+        .find(|o| Some(o.name.as_str()) == wanted)
+        .map(protocol::predictions)
+        .unwrap_or_default();
+    let mut response = json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "predictions": predictions, "model_version": slot.version, "slot": slot.color }),
+    );
+    routed_headers(&mut response, &slot, request_id, routes.table.generation);
+    Ok(response)
+}
+
+async fn predict(State(gateway): State<Arc<Gateway>>, path: ModelPath, headers: HeaderMap, body: Body) -> Response<Body> {
+    let request_id = gateway.request_id(&headers);
+    let Path(model) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match run_predict(&gateway, &model, &headers, body, &request_id).await {
+        Ok(response) => response,
+        Err(e) => error_response(&e, Some(&request_id)),
+    }
+}
+
+async fn no_route(method: Method, uri: Uri) -> Response<Body> {
+    error_response(&GatewayError::NoRoute { method: method.to_string(), path: uri.path().to_string() }, None)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response<Body> {
+    error_response(&GatewayError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }, None)
+}

@@ -1,0 +1,23 @@
+//! teal: serve machine-learning models and replace them safely.
+//!
+//! - [`gateway`]: the data plane (V2 REST, simple JSON), on its own listener.
+//! - [`routing`]: the live route snapshot and the atomic switch.
+//! - [`backends`]: what runs a version (in-process ONNX).
+//! - [`api`]: the admin API, on its own listener, behind a bearer token.
+//! - [`server`]: loading slots, binding listeners, graceful shutdown.
+//! - [`cli`] and [`demo`]: the command line.
+//!
+//! The pure logic (route choice, the protocol's wire types, configuration) lives in the
+//! `teal-core` crate, which has no I/O.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backends;
+pub mod cli;
+pub mod client;
+pub mod demo;
+pub mod gateway;
+pub mod routing;
+pub mod server;
+
+pub use teal_core as core;

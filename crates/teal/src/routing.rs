@@ -1,0 +1,229 @@
+//! The live routing state: every model's slots and route table, published as one
+//! immutable snapshot behind one atomic handle.
+//!
+//! A request loads the snapshot once and keeps the `Arc` of the slot it picked, so a
+//! switch (one store of a new snapshot) never moves a request already in flight, and every
+//! request that starts after the store sees the new table.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use teal_core::protocol::{ModelMetadata, TensorSpec};
+use teal_core::routing::{Color, RouteTable};
+
+use crate::backends::Backend;
+
+/// A running version of a model in one slot.
+pub struct Slot {
+    pub color: Color,
+    pub version: String,
+    pub card: BTreeMap<String, String>,
+    pub backend: Backend,
+}
+
+/// One model's routing: its table and its two slots.
+#[derive(Clone)]
+pub struct ModelRoutes {
+    pub name: String,
+    pub table: RouteTable,
+    pub slots: [Option<Arc<Slot>>; 2],
+    /// The slot that was live before the last switch: where a rollback goes.
+    pub previous: Option<Color>,
+    /// The output the simple JSON endpoint answers with.
+    pub prediction_output: Option<String>,
+}
+
+impl ModelRoutes {
+    pub fn slot(&self, color: Color) -> Option<&Arc<Slot>> {
+        self.slots[color.index()].as_ref()
+    }
+
+    pub fn live(&self) -> Option<&Arc<Slot>> {
+        self.slot(self.table.active)
+    }
+
+    /// The slot holding `version`, if one does.
+    pub fn by_version(&self, version: &str) -> Option<&Arc<Slot>> {
+        self.slots.iter().flatten().find(|s| s.version == version)
+    }
+
+    /// Versions loaded, live first.
+    pub fn versions(&self) -> Vec<String> {
+        let live = self.table.active;
+        [live, live.other()].iter().filter_map(|c| self.slot(*c)).map(|s| s.version.clone()).collect()
+    }
+
+    /// V2 metadata of one slot, under this model's name.
+    pub fn metadata(&self, slot: &Slot) -> ModelMetadata {
+        let signature = slot.backend.signature();
+        ModelMetadata {
+            name: self.name.clone(),
+            versions: self.versions(),
+            platform: slot.backend.platform().to_string(),
+            inputs: signature.inputs.clone(),
+            outputs: signature.outputs.clone(),
+        }
+    }
+}
+
+/// Every model's routing at one moment.
+#[derive(Clone, Default)]
+pub struct RouteSnapshot {
+    pub models: BTreeMap<String, Arc<ModelRoutes>>,
+}
+
+/// Why a routing change was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error("model '{model}' has no {color} slot: deploy a version into it first")]
+    EmptySlot { model: String, color: Color },
+    #[error("nothing to roll back: model '{model}' has been on {live} since start-up")]
+    NothingToRollBack { model: String, live: Color },
+}
+
+/// What a switch did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SwitchOutcome {
+    pub model: String,
+    pub from: Color,
+    pub to: Color,
+    pub from_version: String,
+    pub to_version: String,
+    pub generation: u64,
+    /// False when the requested slot was already live (nothing was published).
+    pub changed: bool,
+}
+
+/// The atomic handle to the current snapshot, and the lock that serialises writers.
+#[derive(Default)]
+pub struct Routes {
+    current: ArcSwap<RouteSnapshot>,
+    writer: Mutex<()>,
+}
+
+impl Routes {
+    pub fn new(snapshot: RouteSnapshot) -> Routes {
+        Routes { current: ArcSwap::from_pointee(snapshot), writer: Mutex::new(()) }
+    }
+
+    /// The current snapshot. Cheap; hold it only for the span of one request's routing.
+    pub fn load(&self) -> Arc<RouteSnapshot> {
+        self.current.load_full()
+    }
+
+    /// Publishes a copy of the snapshot with `model` changed by `change`, in one store.
+    /// `change` sees the latest table under the writer lock; `None` publishes nothing.
+    fn update<T>(
+        &self,
+        model: &str,
+        change: impl FnOnce(&ModelRoutes) -> Result<(Option<ModelRoutes>, T), RouteError>,
+    ) -> Result<T, RouteError> {
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let snapshot = self.current.load_full();
+        let routes = snapshot.models.get(model).ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+        let (next, outcome) = change(routes)?;
+        if let Some(next) = next {
+            let mut models = snapshot.models.clone();
+            models.insert(model.to_string(), Arc::new(next));
+            self.current.store(Arc::new(RouteSnapshot { models }));
+        }
+        Ok(outcome)
+    }
+
+    /// Sends every new request of `model` to the slot `to`.
+    pub fn switch(&self, model: &str, to: Color) -> Result<SwitchOutcome, RouteError> {
+        self.update(model, |routes| {
+            let from = routes.table.active;
+            let target = routes.slot(to).ok_or_else(|| RouteError::EmptySlot { model: model.to_string(), color: to })?;
+            let changed = from != to;
+            let next = changed.then(|| ModelRoutes {
+                table: routes.table.switched(to),
+                previous: Some(from),
+                ..routes.clone()
+            });
+            let outcome = SwitchOutcome {
+                model: model.to_string(),
+                from,
+                to,
+                from_version: routes.live().map(|s| s.version.clone()).unwrap_or_default(),
+                to_version: target.version.clone(),
+                generation: next.as_ref().map_or(routes.table.generation, |n| n.table.generation),
+                changed,
+            };
+            Ok((next, outcome))
+        })
+    }
+
+    /// Switches `model` back to the slot that was live before its last switch.
+    pub fn rollback(&self, model: &str) -> Result<SwitchOutcome, RouteError> {
+        let snapshot = self.load();
+        let routes = snapshot.models.get(model).ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+        let previous = routes
+            .previous
+            .filter(|p| *p != routes.table.active)
+            .ok_or_else(|| RouteError::NothingToRollBack { model: model.to_string(), live: routes.table.active })?;
+        self.switch(model, previous)
+    }
+}
+
+/// One slot as the admin API reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SlotStatus {
+    pub color: Color,
+    pub version: String,
+    pub kind: String,
+    pub live: bool,
+    pub ready: bool,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub card: BTreeMap<String, String>,
+}
+
+/// One model as the admin API reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelStatus {
+    pub name: String,
+    pub live: Color,
+    pub live_version: Option<String>,
+    pub generation: u64,
+    pub candidate_weight: u32,
+    pub shadow: u32,
+    pub header_override: bool,
+    pub rollback_to: Option<Color>,
+    pub slots: Vec<SlotStatus>,
+}
+
+impl ModelStatus {
+    pub fn of(routes: &ModelRoutes) -> ModelStatus {
+        let slots = routes
+            .slots
+            .iter()
+            .flatten()
+            .map(|slot| SlotStatus {
+                color: slot.color,
+                version: slot.version.clone(),
+                kind: slot.backend.kind().to_string(),
+                live: slot.color == routes.table.active,
+                ready: true,
+                inputs: slot.backend.signature().inputs.clone(),
+                outputs: slot.backend.signature().outputs.clone(),
+                card: slot.card.clone(),
+            })
+            .collect();
+        ModelStatus {
+            name: routes.name.clone(),
+            live: routes.table.active,
+            live_version: routes.live().map(|s| s.version.clone()),
+            generation: routes.table.generation,
+            candidate_weight: routes.table.candidate_weight,
+            shadow: routes.table.shadow,
+            header_override: routes.table.header_override,
+            rollback_to: routes.previous.filter(|p| *p != routes.table.active),
+            slots,
+        }
+    }
+}

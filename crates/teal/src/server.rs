@@ -1,0 +1,174 @@
+//! Starting and stopping teal: load every slot, bind both listeners, serve until told to stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use teal_core::config::{BackendConfig, Config, ConfigError, SlotConfig};
+use teal_core::routing::{Color, RouteTable};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, Admin};
+use crate::backends::{Backend, LoadError, OnnxModel, OnnxRuntime};
+use crate::gateway::{self, Gateway};
+use crate::routing::{ModelRoutes, RouteSnapshot, Routes, Slot};
+
+/// Why teal could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("config {file}: {source}")]
+    Config { file: String, source: ConfigError },
+    #[error("cannot read config {file}: {source}")]
+    ReadConfig { file: String, source: std::io::Error },
+    #[error("model '{model}', {color} slot (version {version}): {source}")]
+    Load { model: String, color: Color, version: String, source: LoadError },
+    #[error("cannot listen on {addr} for the {what}: {source}; pick another address with --{flag}")]
+    Bind { addr: String, what: &'static str, flag: &'static str, source: std::io::Error },
+    #[error("state folder {dir}: {source}")]
+    State { dir: String, source: std::io::Error },
+}
+
+/// Reads, resolves and validates a config file.
+pub fn load_config(path: &Path) -> Result<Config, StartError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadConfig { file: file.clone(), source })?;
+    let mut config = Config::parse(&text).map_err(|source| StartError::Config { file: file.clone(), source })?;
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    config.resolve_paths(base);
+    config.validate().map_err(|source| StartError::Config { file, source })?;
+    Ok(config)
+}
+
+async fn load_slot(config: &Config, model: &str, color: Color, slot: &SlotConfig) -> Result<Slot, StartError> {
+    let failed = |source: LoadError| StartError::Load {
+        model: model.to_string(),
+        color,
+        version: slot.version.clone(),
+        source,
+    };
+    let backend = match &slot.backend {
+        BackendConfig::Onnx { path, reference, workers } => {
+            let library = config.server.onnxruntime.clone();
+            let (path, workers) = (path.clone(), *workers);
+            let onnx = tokio::task::spawn_blocking(move || {
+                let runtime = OnnxRuntime::load(library.as_deref())?;
+                OnnxModel::load(&runtime, &path, workers)
+            })
+            .await
+            .map_err(|e| failed(LoadError::Runtime(format!("loading crashed: {e}"))))?
+            .map_err(failed)?;
+            if let Some(reference) = reference {
+                let rows = onnx.check_reference(reference).await.map_err(failed)?;
+                tracing::info!(model, slot = %color, version = %slot.version, rows, "reference outputs reproduced");
+            }
+            Backend::Onnx(onnx)
+        }
+    };
+    tracing::info!(model, slot = %color, version = %slot.version, kind = backend.kind(), "slot loaded");
+    Ok(Slot { color, version: slot.version.clone(), card: slot.card.clone(), backend })
+}
+
+/// Loads every configured slot. A slot that fails stops start-up with the reason.
+pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
+    let mut models = BTreeMap::new();
+    for model in &config.models {
+        let mut slots: [Option<Arc<Slot>>; 2] = [None, None];
+        for color in [Color::Blue, Color::Green] {
+            if let Some(slot) = model.slot(color) {
+                slots[color.index()] = Some(Arc::new(load_slot(config, &model.name, color, slot).await?));
+            }
+        }
+        let table = RouteTable { header_override: model.header_override, ..RouteTable::all_on(model.live) };
+        models.insert(
+            model.name.clone(),
+            Arc::new(ModelRoutes {
+                name: model.name.clone(),
+                table,
+                slots,
+                previous: None,
+                prediction_output: model.prediction_output.clone(),
+            }),
+        );
+    }
+    Ok(RouteSnapshot { models })
+}
+
+/// A running teal: both listeners bound and serving.
+pub struct Running {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub routes: Arc<Routes>,
+    pub token: String,
+    pub state_dir: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn data_url(&self) -> String {
+        format!("http://{}", self.data_addr)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (at most `grace`), and returns.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(?grace, "requests still in flight after the grace period; stopping anyway");
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn bind(addr: &str, what: &'static str, flag: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr: addr.to_string(), what, flag, source })
+}
+
+fn serve_on(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "listener failed");
+        }
+    })
+}
+
+/// Loads the models, binds both listeners and starts serving. `token` overrides the token
+/// file (it comes from `TEAL_ADMIN_TOKEN`).
+pub async fn start(config: &Config, token: Option<String>) -> Result<Running, StartError> {
+    let snapshot = load_models(config).await?;
+    let data = bind(&config.server.listen, "data plane", "listen").await?;
+    let admin_listener = bind(&config.server.admin, "admin API", "admin").await?;
+    let state_dir = config.server.state_dir.clone();
+    let state_error = |source| StartError::State { dir: state_dir.display().to_string(), source };
+    let (token, hint) = api::load_or_create_token(&state_dir, token).map_err(state_error)?;
+
+    let data_addr = data.local_addr().map_err(state_error)?;
+    let admin_addr = admin_listener.local_addr().map_err(state_error)?;
+    api::write_private(&state_dir.join(api::ADMIN_URL_FILE), &format!("http://{admin_addr}\n")).map_err(state_error)?;
+
+    let routes = Arc::new(Routes::new(snapshot));
+    let gateway = Arc::new(Gateway::new(routes.clone(), config.server.max_body_bytes));
+    let admin = Arc::new(Admin::new(routes.clone(), token.clone(), hint));
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        serve_on(data, gateway::router(gateway), stopped.clone()),
+        serve_on(admin_listener, api::router(admin), stopped),
+    ];
+    Ok(Running { data_addr, admin_addr, routes, token, state_dir, stop, tasks })
+}
