@@ -50,7 +50,12 @@ def write_holdout(path, x, y):
 
 
 def write_reference(model_path, x, directory):
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    # One thread, as each of teal's workers runs: tree ensembles sum in another order when
+    # ONNX Runtime splits a batch across threads, which moves the last bit of a score.
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     outputs = session.run(names, {input_name: x})

@@ -281,6 +281,8 @@ pub enum ProtocolError {
     ElementCount { name: String, shape: String, expected: String, got: usize },
     #[error("input '{name}': element {index} is {value}, which is not a valid {datatype}")]
     Value { name: String, index: usize, value: String, datatype: Datatype },
+    #[error("input '{0}' has no data: send \"data\" or, with the binary extension, binary_data_size")]
+    MissingData(String),
     #[error("unknown output '{name}': the model gives {expected}")]
     UnknownOutput { name: String, expected: String },
     #[error("{0}")]
@@ -626,12 +628,7 @@ impl InferRequest {
                     }
                     typed(&spec.name, spec.datatype, values)?
                 }
-                (None, None) => {
-                    return Err(ProtocolError::Malformed(format!(
-                        "input '{}' has no data: send \"data\" or, with the binary extension, binary_data_size",
-                        spec.name
-                    )));
-                }
+                (None, None) => return Err(ProtocolError::MissingData(spec.name.clone())),
             };
             slots[position] = Some(Tensor { name: spec.name.clone(), shape, data });
         }

@@ -156,6 +156,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let admin_listener = bind(&config.server.admin, "admin API", "admin").await?;
     let state_dir = config.server.state_dir.clone();
     let state_error = |source| StartError::State { dir: state_dir.display().to_string(), source };
+    api::create_private_dir(&state_dir).map_err(state_error)?;
     let (token, hint) = api::load_or_create_token(&state_dir, token).map_err(state_error)?;
 
     let data_addr = data.local_addr().map_err(state_error)?;
