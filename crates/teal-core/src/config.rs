@@ -161,7 +161,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { field: field.into(), reason: reason.into() }
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -181,7 +184,9 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl Config {
@@ -189,10 +194,13 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let message = e.message().to_string();
-            let field = e.span().map_or_else(|| "file".to_string(), |span| {
-                let line = text[..span.start.min(text.len())].lines().count().max(1);
-                format!("line {line}")
-            });
+            let field = e.span().map_or_else(
+                || "file".to_string(),
+                |span| {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                },
+            );
             ConfigError::new(field, message)
         })
     }
@@ -222,9 +230,14 @@ impl Config {
             resolve(lib);
         }
         for model in &mut self.models {
-            for slot in [model.blue.as_mut(), model.green.as_mut()].into_iter().flatten() {
+            for slot in [model.blue.as_mut(), model.green.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 match &mut slot.backend {
-                    BackendConfig::Onnx { path, reference, .. } => {
+                    BackendConfig::Onnx {
+                        path, reference, ..
+                    } => {
                         resolve(path);
                         if let Some(r) = reference.as_mut() {
                             resolve(r);
@@ -237,9 +250,17 @@ impl Config {
 
     /// Checks what the types cannot: addresses, names, limits, the live slot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (field, value) in [("server.listen", &self.server.listen), ("server.admin", &self.server.admin)] {
+        for (field, value) in [
+            ("server.listen", &self.server.listen),
+            ("server.admin", &self.server.admin),
+        ] {
             value.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(field, format!("'{value}' is not an address: write it as IP:PORT, like 127.0.0.1:8080"))
+                ConfigError::new(
+                    field,
+                    format!(
+                        "'{value}' is not an address: write it as IP:PORT, like 127.0.0.1:8080"
+                    ),
+                )
             })?;
         }
         if self.server.listen == self.server.admin && !self.server.listen.ends_with(":0") {
@@ -249,10 +270,16 @@ impl Config {
             ));
         }
         if self.server.max_body_bytes == 0 {
-            return Err(ConfigError::new("server.max_body_bytes", "must be more than 0"));
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be more than 0",
+            ));
         }
         if self.models.is_empty() {
-            return Err(ConfigError::new("model", "no models: add a [[model]] table with a name and a blue slot"));
+            return Err(ConfigError::new(
+                "model",
+                "no models: add a [[model]] table with a name and a blue slot",
+            ));
         }
         let mut names = HashSet::new();
         for (i, model) in self.models.iter().enumerate() {
@@ -260,30 +287,47 @@ impl Config {
             if !valid_name(&model.name) {
                 return Err(ConfigError::new(
                     format!("{at}.name"),
-                    format!("'{}' is not a valid model name: use letters, digits, '-', '_' and '.'", model.name),
+                    format!(
+                        "'{}' is not a valid model name: use letters, digits, '-', '_' and '.'",
+                        model.name
+                    ),
                 ));
             }
             if !names.insert(model.name.as_str()) {
-                return Err(ConfigError::new(format!("{at}.name"), format!("model '{}' is configured twice", model.name)));
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("model '{}' is configured twice", model.name),
+                ));
             }
             if model.slot(model.live).is_none() {
                 return Err(ConfigError::new(
                     format!("{at}.live"),
-                    format!("model '{}' is live on {} but has no [model.{}] slot", model.name, model.live, model.live),
+                    format!(
+                        "model '{}' is live on {} but has no [model.{}] slot",
+                        model.name, model.live, model.live
+                    ),
                 ));
             }
             for color in [Color::Blue, Color::Green] {
-                let Some(slot) = model.slot(color) else { continue };
+                let Some(slot) = model.slot(color) else {
+                    continue;
+                };
                 let field = format!("{at}.{color}");
                 if !valid_name(&slot.version) {
                     return Err(ConfigError::new(
                         format!("{field}.version"),
-                        format!("'{}' is not a valid version name: use letters, digits, '-', '_' and '.'", slot.version),
+                        format!(
+                            "'{}' is not a valid version name: use letters, digits, '-', '_' and '.'",
+                            slot.version
+                        ),
                     ));
                 }
                 match &slot.backend {
                     BackendConfig::Onnx { workers, .. } if *workers == 0 || *workers > 64 => {
-                        return Err(ConfigError::new(format!("{field}.workers"), "must be between 1 and 64"));
+                        return Err(ConfigError::new(
+                            format!("{field}.workers"),
+                            "must be between 1 and 64",
+                        ));
                     }
                     BackendConfig::Onnx { .. } => {}
                 }
@@ -293,7 +337,10 @@ impl Config {
             {
                 return Err(ConfigError::new(
                     format!("{at}.green.version"),
-                    format!("blue and green both hold version '{}': give each slot its own version", blue.version),
+                    format!(
+                        "blue and green both hold version '{}': give each slot its own version",
+                        blue.version
+                    ),
                 ));
             }
         }
@@ -335,7 +382,10 @@ mod tests {
         assert!(model.header_override);
         assert_eq!(config.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(model.blue.as_ref().unwrap().card["owner"], "ml-team");
-        assert!(matches!(model.green.as_ref().unwrap().backend, BackendConfig::Onnx { workers: 4, .. }));
+        assert!(matches!(
+            model.green.as_ref().unwrap().backend,
+            BackendConfig::Onnx { workers: 4, .. }
+        ));
     }
 
     #[test]
@@ -361,17 +411,40 @@ mod tests {
     #[test]
     fn refuses_bad_configs_with_the_field_and_reason() {
         let cases = [
-            (EXAMPLE.replace("name = \"digits\"", "name = \"../etc\""), "model[0].name"),
-            (EXAMPLE.replace("version = \"v2\"", "version = \"v1\""), "model[0].green.version"),
-            (EXAMPLE.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""), "server.listen"),
-            (EXAMPLE.replace("workers = 4", "workers = 0"), "model[0].green.workers"),
+            (
+                EXAMPLE.replace("name = \"digits\"", "name = \"../etc\""),
+                "model[0].name",
+            ),
+            (
+                EXAMPLE.replace("version = \"v2\"", "version = \"v1\""),
+                "model[0].green.version",
+            ),
+            (
+                EXAMPLE.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""),
+                "server.listen",
+            ),
+            (
+                EXAMPLE.replace("workers = 4", "workers = 0"),
+                "model[0].green.workers",
+            ),
             (EXAMPLE.replace("[model.blue]", "[model.red]"), "line"),
-            (EXAMPLE.replace("kind = \"onnx\"\n        path = \"/models", "kind = \"tensorflow\"\n        path = \"/models"), "line"),
+            (
+                EXAMPLE.replace(
+                    "kind = \"onnx\"\n        path = \"/models",
+                    "kind = \"tensorflow\"\n        path = \"/models",
+                ),
+                "line",
+            ),
             ("[server]\n".to_string(), "model"),
         ];
         for (text, field) in cases {
-            let err = Config::parse(&text).and_then(|c| c.validate().map(|_| c)).expect_err(field);
-            assert!(err.field.starts_with(field), "expected field {field}, got {err}");
+            let err = Config::parse(&text)
+                .and_then(|c| c.validate().map(|_| c))
+                .expect_err(field);
+            assert!(
+                err.field.starts_with(field),
+                "expected field {field}, got {err}"
+            );
         }
     }
 
@@ -380,8 +453,15 @@ mod tests {
         let text = EXAMPLE.replace("name = \"digits\"", "name = \"digits\"\nlive = \"green\"");
         let text = text.replace("[model.green]", "[model.unused]");
         assert!(Config::parse(&text).is_err());
-        let without_green: String = EXAMPLE.split("[model.green]").next().unwrap().replace("name = \"digits\"", "name = \"digits\"\nlive = \"green\"");
-        let err = Config::parse(&without_green).unwrap().validate().unwrap_err();
+        let without_green: String = EXAMPLE
+            .split("[model.green]")
+            .next()
+            .unwrap()
+            .replace("name = \"digits\"", "name = \"digits\"\nlive = \"green\"");
+        let err = Config::parse(&without_green)
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert_eq!(err.field, "model[0].live");
     }
 

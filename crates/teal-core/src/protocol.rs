@@ -97,7 +97,8 @@ impl fmt::Display for Datatype {
 impl<'de> Deserialize<'de> for Datatype {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
-        Datatype::parse(&name).ok_or_else(|| de::Error::custom(format!("unknown datatype '{name}'")))
+        Datatype::parse(&name)
+            .ok_or_else(|| de::Error::custom(format!("unknown datatype '{name}'")))
     }
 }
 
@@ -117,7 +118,12 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     fn describe(&self) -> String {
-        format!("{} ({} {})", self.name, self.datatype, shape_text(&self.shape))
+        format!(
+            "{} ({} {})",
+            self.name,
+            self.datatype,
+            shape_text(&self.shape)
+        )
     }
 
     fn accepts_shape(&self, shape: &[usize]) -> bool {
@@ -139,11 +145,19 @@ pub struct Signature {
 
 impl Signature {
     fn describe_inputs(&self) -> String {
-        self.inputs.iter().map(TensorSpec::describe).collect::<Vec<_>>().join(", ")
+        self.inputs
+            .iter()
+            .map(TensorSpec::describe)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn describe_outputs(&self) -> String {
-        self.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.outputs
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -209,10 +223,18 @@ impl TensorData {
     pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
         match self {
             TensorData::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),
-            TensorData::Int32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Int64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Fp32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Fp64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Int32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Int64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Fp32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Fp64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
     }
 
@@ -274,14 +296,36 @@ pub enum ProtocolError {
     #[error("missing input '{name}': the model takes {expected}")]
     MissingInput { name: String, expected: String },
     #[error("input '{name}' has datatype {got} but the model expects {want}")]
-    Datatype { name: String, got: String, want: Datatype },
+    Datatype {
+        name: String,
+        got: String,
+        want: Datatype,
+    },
     #[error("input '{name}' has shape {got} but the model expects {want} (-1 is any size)")]
-    Shape { name: String, got: String, want: String },
-    #[error("input '{name}' has shape {shape}, which holds {expected} elements, but {got} were sent")]
-    ElementCount { name: String, shape: String, expected: String, got: usize },
+    Shape {
+        name: String,
+        got: String,
+        want: String,
+    },
+    #[error(
+        "input '{name}' has shape {shape}, which holds {expected} elements, but {got} were sent"
+    )]
+    ElementCount {
+        name: String,
+        shape: String,
+        expected: String,
+        got: usize,
+    },
     #[error("input '{name}': element {index} is {value}, which is not a valid {datatype}")]
-    Value { name: String, index: usize, value: String, datatype: Datatype },
-    #[error("input '{0}' has no data: send \"data\" or, with the binary extension, binary_data_size")]
+    Value {
+        name: String,
+        index: usize,
+        value: String,
+        datatype: Datatype,
+    },
+    #[error(
+        "input '{0}' has no data: send \"data\" or, with the binary extension, binary_data_size"
+    )]
     MissingData(String),
     #[error("unknown output '{name}': the model gives {expected}")]
     UnknownOutput { name: String, expected: String },
@@ -354,13 +398,22 @@ impl<'de> Visitor<'de> for FlatVisitor<'_> {
         Ok(())
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom("string elements belong to BYTES tensors, which teal does not serve: send numbers or booleans"))
+        Err(E::custom(
+            "string elements belong to BYTES tensors, which teal does not serve: send numbers or booleans",
+        ))
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(E::custom("null is not a tensor element: send numbers or booleans"))
+        Err(E::custom(
+            "null is not a tensor element: send numbers or booleans",
+        ))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(FlatSeed { out: &mut *self.out })?.is_some() {}
+        while seq
+            .next_element_seed(FlatSeed {
+                out: &mut *self.out,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 }
@@ -407,22 +460,33 @@ struct WireOutput {
     parameters: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-fn flag(parameters: &Option<serde_json::Map<String, serde_json::Value>>, key: &str) -> Result<bool, ProtocolError> {
+fn flag(
+    parameters: &Option<serde_json::Map<String, serde_json::Value>>,
+    key: &str,
+) -> Result<bool, ProtocolError> {
     match parameters.as_ref().and_then(|p| p.get(key)) {
         None => Ok(false),
         Some(serde_json::Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(ProtocolError::Malformed(format!("parameter '{key}' must be true or false, not {other}"))),
+        Some(other) => Err(ProtocolError::Malformed(format!(
+            "parameter '{key}' must be true or false, not {other}"
+        ))),
     }
 }
 
-fn binary_size(parameters: &Option<serde_json::Map<String, serde_json::Value>>) -> Result<Option<usize>, ProtocolError> {
+fn binary_size(
+    parameters: &Option<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Option<usize>, ProtocolError> {
     match parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
         None => Ok(None),
         Some(value) => value
             .as_u64()
             .and_then(|n| usize::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| ProtocolError::Binary(format!("binary_data_size must be a non-negative integer, not {value}"))),
+            .ok_or_else(|| {
+                ProtocolError::Binary(format!(
+                    "binary_data_size must be a non-negative integer, not {value}"
+                ))
+            }),
     }
 }
 
@@ -443,7 +507,13 @@ fn typed(name: &str, datatype: Datatype, values: Vec<Scalar>) -> Result<TensorDa
             Scalar::Int(i) => Some(i),
             Scalar::UInt(u) => i64::try_from(u).ok(),
             // An integral float such as 3.0 is accepted; 3.5 is not.
-            Scalar::Float(x) if x.fract() == 0.0 && x >= -9.223_372_036_854_776e18 && x < 9.223_372_036_854_776e18 => Some(x as i64),
+            Scalar::Float(x)
+                if x.fract() == 0.0
+                    && x >= -9.223_372_036_854_776e18
+                    && x < 9.223_372_036_854_776e18 =>
+            {
+                Some(x as i64)
+            }
             _ => None,
         }
     }
@@ -499,10 +569,12 @@ fn typed(name: &str, datatype: Datatype, values: Vec<Scalar>) -> Result<TensorDa
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    as_int(v).and_then(|x| i32::try_from(x).ok()).unwrap_or_else(|| {
-                        convert_err.get_or_insert(bad(i, v));
-                        0
-                    })
+                    as_int(v)
+                        .and_then(|x| i32::try_from(x).ok())
+                        .unwrap_or_else(|| {
+                            convert_err.get_or_insert(bad(i, v));
+                            0
+                        })
                 })
                 .collect(),
         ),
@@ -535,13 +607,37 @@ fn unsupported_datatype(name: &str, datatype: Datatype) -> ProtocolError {
     ))
 }
 
-fn from_le_bytes(name: &str, datatype: Datatype, bytes: &[u8]) -> Result<TensorData, ProtocolError> {
+fn from_le_bytes(
+    name: &str,
+    datatype: Datatype,
+    bytes: &[u8],
+) -> Result<TensorData, ProtocolError> {
     Ok(match datatype {
         Datatype::Bool => TensorData::Bool(bytes.iter().map(|b| *b != 0).collect()),
-        Datatype::Int32 => TensorData::Int32(bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default())).collect()),
-        Datatype::Int64 => TensorData::Int64(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect()),
-        Datatype::Fp32 => TensorData::Fp32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect()),
-        Datatype::Fp64 => TensorData::Fp64(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect()),
+        Datatype::Int32 => TensorData::Int32(
+            bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect(),
+        ),
+        Datatype::Int64 => TensorData::Int64(
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect(),
+        ),
+        Datatype::Fp32 => TensorData::Fp32(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect(),
+        ),
+        Datatype::Fp64 => TensorData::Fp64(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect(),
+        ),
         other => return Err(unsupported_datatype(name, other)),
     })
 }
@@ -552,7 +648,11 @@ impl InferRequest {
     /// `json_len` is the `Inference-Header-Content-Length` header of the binary tensor
     /// extension: the body's first `json_len` bytes are JSON and the rest holds the inputs
     /// that declare a `binary_data_size`, in order.
-    pub fn decode(body: &[u8], json_len: Option<usize>, signature: &Signature) -> Result<InferRequest, ProtocolError> {
+    pub fn decode(
+        body: &[u8],
+        json_len: Option<usize>,
+        signature: &Signature,
+    ) -> Result<InferRequest, ProtocolError> {
         let (json, mut binary) = match json_len {
             None => (body, &[][..]),
             Some(n) if n <= body.len() => body.split_at(n),
@@ -563,22 +663,34 @@ impl InferRequest {
                 )));
             }
         };
-        let wire: WireRequest = serde_json::from_slice(json).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let wire: WireRequest =
+            serde_json::from_slice(json).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         let binary_output = flag(&wire.parameters, "binary_data_output")?;
 
         let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
         for input in wire.inputs {
             let Some(position) = signature.inputs.iter().position(|s| s.name == input.name) else {
-                return Err(ProtocolError::UnknownInput { name: input.name, expected: signature.describe_inputs() });
+                return Err(ProtocolError::UnknownInput {
+                    name: input.name,
+                    expected: signature.describe_inputs(),
+                });
             };
             let spec = &signature.inputs[position];
             if slots[position].is_some() {
                 return Err(ProtocolError::DuplicateInput(input.name));
             }
             if input.datatype != spec.datatype.as_str() {
-                return Err(ProtocolError::Datatype { name: input.name, got: input.datatype, want: spec.datatype });
+                return Err(ProtocolError::Datatype {
+                    name: input.name,
+                    got: input.datatype,
+                    want: spec.datatype,
+                });
             }
-            let shape: Vec<usize> = input.shape.iter().map(|d| usize::try_from(*d).unwrap_or(usize::MAX)).collect();
+            let shape: Vec<usize> = input
+                .shape
+                .iter()
+                .map(|d| usize::try_from(*d).unwrap_or(usize::MAX))
+                .collect();
             if !spec.accepts_shape(&shape) {
                 return Err(ProtocolError::Shape {
                     name: input.name,
@@ -630,7 +742,11 @@ impl InferRequest {
                 }
                 (None, None) => return Err(ProtocolError::MissingData(spec.name.clone())),
             };
-            slots[position] = Some(Tensor { name: spec.name.clone(), shape, data });
+            slots[position] = Some(Tensor {
+                name: spec.name.clone(),
+                shape,
+                data,
+            });
         }
         if !binary.is_empty() {
             return Err(ProtocolError::Binary(format!(
@@ -643,7 +759,10 @@ impl InferRequest {
             match slot {
                 Some(tensor) => inputs.push(tensor),
                 None => {
-                    return Err(ProtocolError::MissingInput { name: spec.name.clone(), expected: signature.describe_inputs() });
+                    return Err(ProtocolError::MissingInput {
+                        name: spec.name.clone(),
+                        expected: signature.describe_inputs(),
+                    });
                 }
             }
         }
@@ -653,20 +772,34 @@ impl InferRequest {
                 let mut requested = Vec::with_capacity(list.len());
                 for output in list {
                     if !signature.outputs.iter().any(|s| s.name == output.name) {
-                        return Err(ProtocolError::UnknownOutput { name: output.name, expected: signature.describe_outputs() });
+                        return Err(ProtocolError::UnknownOutput {
+                            name: output.name,
+                            expected: signature.describe_outputs(),
+                        });
                     }
                     let binary = flag(&output.parameters, "binary_data")?;
-                    requested.push(RequestedOutput { name: output.name, binary });
+                    requested.push(RequestedOutput {
+                        name: output.name,
+                        binary,
+                    });
                 }
                 Some(requested)
             }
         };
-        Ok(InferRequest { id: wire.id, inputs, outputs, binary_output })
+        Ok(InferRequest {
+            id: wire.id,
+            inputs,
+            outputs,
+            binary_output,
+        })
     }
 
     /// Builds a request from the simple JSON format, `{"features": [[...], ...]}` or one
     /// row `{"features": [...]}`, for a model with one two-dimensional input.
-    pub fn from_features(body: &[u8], signature: &Signature) -> Result<InferRequest, ProtocolError> {
+    pub fn from_features(
+        body: &[u8],
+        signature: &Signature,
+    ) -> Result<InferRequest, ProtocolError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Predict {
@@ -685,10 +818,17 @@ impl InferRequest {
                 spec.describe()
             )));
         }
-        let predict: Predict = serde_json::from_slice(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let predict: Predict =
+            serde_json::from_slice(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         let rows: Vec<&serde_json::Value> = match &predict.features {
-            serde_json::Value::Array(items) if items.iter().all(serde_json::Value::is_array) && !items.is_empty() => items.iter().collect(),
-            serde_json::Value::Array(items) if items.iter().all(|v| !v.is_array()) => vec![&predict.features],
+            serde_json::Value::Array(items)
+                if items.iter().all(serde_json::Value::is_array) && !items.is_empty() =>
+            {
+                items.iter().collect()
+            }
+            serde_json::Value::Array(items) if items.iter().all(|v| !v.is_array()) => {
+                vec![&predict.features]
+            }
             _ => {
                 return Err(ProtocolError::Malformed(
                     "\"features\" must be one row of numbers or a list of rows, like [[0.1, 2.0], [3.5, 4.0]]".to_string(),
@@ -733,7 +873,11 @@ impl InferRequest {
         let data = typed(&spec.name, spec.datatype, values)?;
         Ok(InferRequest {
             id: None,
-            inputs: vec![Tensor { name: spec.name.clone(), shape, data }],
+            inputs: vec![Tensor {
+                name: spec.name.clone(),
+                shape,
+                data,
+            }],
             outputs: None,
             binary_output: false,
         })
@@ -775,12 +919,22 @@ struct BinaryParameters {
 
 /// Encodes the outputs a request asked for, in the order it asked (all outputs when it
 /// named none), as JSON or with the binary tensor extension.
-pub fn encode_response(model: &str, version: &str, request: &InferRequest, outputs: &[Tensor]) -> EncodedResponse {
+pub fn encode_response(
+    model: &str,
+    version: &str,
+    request: &InferRequest,
+    outputs: &[Tensor],
+) -> EncodedResponse {
     let selected: Vec<(&Tensor, bool)> = match &request.outputs {
         None => outputs.iter().map(|t| (t, request.binary_output)).collect(),
         Some(wanted) => wanted
             .iter()
-            .filter_map(|w| outputs.iter().find(|t| t.name == w.name).map(|t| (t, w.binary || request.binary_output)))
+            .filter_map(|w| {
+                outputs
+                    .iter()
+                    .find(|t| t.name == w.name)
+                    .map(|t| (t, w.binary || request.binary_output))
+            })
             .collect(),
     };
     let wire = WireResponse {
@@ -793,14 +947,19 @@ pub fn encode_response(model: &str, version: &str, request: &InferRequest, outpu
                 name: &t.name,
                 datatype: t.data.datatype(),
                 shape: &t.shape,
-                parameters: binary.then(|| BinaryParameters { binary_data_size: t.data.byte_len() }),
+                parameters: binary.then(|| BinaryParameters {
+                    binary_data_size: t.data.byte_len(),
+                }),
                 data: (!binary).then_some(&t.data),
             })
             .collect(),
     };
     let mut body = serde_json::to_vec(&wire).unwrap_or_default();
     if !selected.iter().any(|(_, binary)| *binary) {
-        return EncodedResponse { body, json_len: None };
+        return EncodedResponse {
+            body,
+            json_len: None,
+        };
     }
     let json_len = body.len();
     for (tensor, binary) in &selected {
@@ -808,7 +967,10 @@ pub fn encode_response(model: &str, version: &str, request: &InferRequest, outpu
             tensor.data.write_le_bytes(&mut body);
         }
     }
-    EncodedResponse { body, json_len: Some(json_len) }
+    EncodedResponse {
+        body,
+        json_len: Some(json_len),
+    }
 }
 
 /// The simple format's predictions: one entry per row of `output`, a scalar for a
@@ -824,7 +986,11 @@ pub fn predictions(output: &Tensor) -> Vec<serde_json::Value> {
             if output.shape.len() == 1 {
                 output.data.json_value(r)
             } else {
-                serde_json::Value::Array((0..per_row).map(|i| output.data.json_value(r * per_row + i)).collect())
+                serde_json::Value::Array(
+                    (0..per_row)
+                        .map(|i| output.data.json_value(r * per_row + i))
+                        .collect(),
+                )
             }
         })
         .collect()
@@ -836,10 +1002,22 @@ mod tests {
 
     fn digits() -> Signature {
         Signature {
-            inputs: vec![TensorSpec { name: "input".into(), datatype: Datatype::Fp32, shape: vec![-1, 4] }],
+            inputs: vec![TensorSpec {
+                name: "input".into(),
+                datatype: Datatype::Fp32,
+                shape: vec![-1, 4],
+            }],
             outputs: vec![
-                TensorSpec { name: "label".into(), datatype: Datatype::Int64, shape: vec![-1] },
-                TensorSpec { name: "probabilities".into(), datatype: Datatype::Fp32, shape: vec![-1, 3] },
+                TensorSpec {
+                    name: "label".into(),
+                    datatype: Datatype::Int64,
+                    shape: vec![-1],
+                },
+                TensorSpec {
+                    name: "probabilities".into(),
+                    datatype: Datatype::Fp32,
+                    shape: vec![-1, 3],
+                },
             ],
         }
     }
@@ -853,49 +1031,109 @@ mod tests {
         let flat = decode(r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[1,2,3,4,5,6,7,8.5]}]}"#).unwrap();
         let nested = decode(r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[[1,2,3,4],[5,6,7,8.5]]}]}"#).unwrap();
         assert_eq!(flat, nested);
-        assert_eq!(flat.inputs[0].data, TensorData::Fp32(vec![1., 2., 3., 4., 5., 6., 7., 8.5]));
+        assert_eq!(
+            flat.inputs[0].data,
+            TensorData::Fp32(vec![1., 2., 3., 4., 5., 6., 7., 8.5])
+        );
         assert_eq!(flat.inputs[0].shape, vec![2, 4]);
     }
 
     #[test]
     fn refuses_wrong_names_types_shapes_and_counts() {
         let cases = [
-            (r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#, "unknown input 'x'"),
-            (r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP64","data":[1,2,3,4]}]}"#, "datatype FP64 but the model expects FP32"),
-            (r#"{"inputs":[{"name":"input","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#, "has shape [1, 5] but the model expects [-1, 4]"),
-            (r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[1,2,3,4]}]}"#, "holds 8 elements, but 4 were sent"),
-            (r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,true,4]}]}"#, "element 2 is true"),
-            (r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,"a",4]}]}"#, "BYTES tensors"),
-            (r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,1e300,4]}]}"#, "not a valid FP32"),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+                "unknown input 'x'",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP64","data":[1,2,3,4]}]}"#,
+                "datatype FP64 but the model expects FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#,
+                "has shape [1, 5] but the model expects [-1, 4]",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+                "holds 8 elements, but 4 were sent",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,true,4]}]}"#,
+                "element 2 is true",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,"a",4]}]}"#,
+                "BYTES tensors",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,1e300,4]}]}"#,
+                "not a valid FP32",
+            ),
             (r#"{"inputs":[]}"#, "missing input 'input'"),
-            (r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"nope"}]}"#, "unknown output 'nope'"),
-            (r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"extra":1}"#, "unknown field `extra`"),
-            (r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32"}]}"#, "has no data"),
-            (r#"{"inputs":[{"name":"input","shape":[-1,4],"datatype":"FP32","data":[]}]}"#, "not valid JSON"),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"nope"}]}"#,
+                "unknown output 'nope'",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"extra":1}"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32"}]}"#,
+                "has no data",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[-1,4],"datatype":"FP32","data":[]}]}"#,
+                "not valid JSON",
+            ),
             (r#"{"inputs": ["#, "not valid JSON"),
         ];
         for (body, expected) in cases {
             let err = decode(body).expect_err(body).to_string();
-            assert!(err.contains(expected), "{body}: got {err:?}, expected {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{body}: got {err:?}, expected {expected:?}"
+            );
         }
     }
 
     #[test]
     fn a_huge_shape_is_refused_without_overflow() {
         let body = r#"{"inputs":[{"name":"input","shape":[18446744073709551615,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
-        assert!(matches!(decode(body), Err(ProtocolError::ElementCount { .. })));
+        assert!(matches!(
+            decode(body),
+            Err(ProtocolError::ElementCount { .. })
+        ));
     }
 
     #[test]
     fn integer_inputs_refuse_fractions_and_accept_integral_floats() {
         let signature = Signature {
-            inputs: vec![TensorSpec { name: "ids".into(), datatype: Datatype::Int64, shape: vec![-1] }],
+            inputs: vec![TensorSpec {
+                name: "ids".into(),
+                datatype: Datatype::Int64,
+                shape: vec![-1],
+            }],
             outputs: vec![],
         };
-        let ok = InferRequest::decode(br#"{"inputs":[{"name":"ids","shape":[2],"datatype":"INT64","data":[3.0,-4]}]}"#, None, &signature).unwrap();
+        let ok = InferRequest::decode(
+            br#"{"inputs":[{"name":"ids","shape":[2],"datatype":"INT64","data":[3.0,-4]}]}"#,
+            None,
+            &signature,
+        )
+        .unwrap();
         assert_eq!(ok.inputs[0].data, TensorData::Int64(vec![3, -4]));
-        let err = InferRequest::decode(br#"{"inputs":[{"name":"ids","shape":[1],"datatype":"INT64","data":[3.5]}]}"#, None, &signature).unwrap_err();
-        assert!(err.to_string().contains("element 0 is 3.5, which is not a valid INT64"), "{err}");
+        let err = InferRequest::decode(
+            br#"{"inputs":[{"name":"ids","shape":[1],"datatype":"INT64","data":[3.5]}]}"#,
+            None,
+            &signature,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("element 0 is 3.5, which is not a valid INT64"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -906,11 +1144,20 @@ mod tests {
             body.extend_from_slice(&x.to_le_bytes());
         }
         let request = InferRequest::decode(&body, Some(json.len()), &digits()).unwrap();
-        assert_eq!(request.inputs[0].data, TensorData::Fp32(vec![1.5, 2.0, -3.25, 4.0]));
+        assert_eq!(
+            request.inputs[0].data,
+            TensorData::Fp32(vec![1.5, 2.0, -3.25, 4.0])
+        );
         assert!(request.binary_output);
 
-        let short = InferRequest::decode(&body[..body.len() - 1], Some(json.len()), &digits()).unwrap_err();
-        assert!(short.to_string().contains("declares 16 binary bytes but only 15 remain"), "{short}");
+        let short =
+            InferRequest::decode(&body[..body.len() - 1], Some(json.len()), &digits()).unwrap_err();
+        assert!(
+            short
+                .to_string()
+                .contains("declares 16 binary bytes but only 15 remain"),
+            "{short}"
+        );
         let too_long = InferRequest::decode(&body, Some(body.len() + 1), &digits()).unwrap_err();
         assert!(matches!(too_long, ProtocolError::Binary(_)));
     }
@@ -919,8 +1166,16 @@ mod tests {
     fn encodes_binary_outputs_after_the_json_header() {
         let request = decode(r#"{"id":"r1","inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"probabilities","parameters":{"binary_data":true}},{"name":"label"}]}"#).unwrap();
         let outputs = vec![
-            Tensor { name: "label".into(), shape: vec![1], data: TensorData::Int64(vec![2]) },
-            Tensor { name: "probabilities".into(), shape: vec![1, 3], data: TensorData::Fp32(vec![0.25, 0.25, 0.5]) },
+            Tensor {
+                name: "label".into(),
+                shape: vec![1],
+                data: TensorData::Int64(vec![2]),
+            },
+            Tensor {
+                name: "probabilities".into(),
+                shape: vec![1, 3],
+                data: TensorData::Fp32(vec![0.25, 0.25, 0.5]),
+            },
         ];
         let encoded = encode_response("digits", "v1", &request, &outputs);
         let json_len = encoded.json_len.expect("binary output");
@@ -938,25 +1193,42 @@ mod tests {
     fn simple_features_accept_one_row_or_many() {
         let one = InferRequest::from_features(br#"{"features":[1,2,3,4]}"#, &digits()).unwrap();
         assert_eq!(one.inputs[0].shape, vec![1, 4]);
-        let two = InferRequest::from_features(br#"{"features":[[1,2,3,4],[5,6,7,8]]}"#, &digits()).unwrap();
+        let two = InferRequest::from_features(br#"{"features":[[1,2,3,4],[5,6,7,8]]}"#, &digits())
+            .unwrap();
         assert_eq!(two.inputs[0].shape, vec![2, 4]);
         for (body, expected) in [
-            (r#"{"features":[[1,2,3,4],[5,6,7]]}"#, "row 1 has 3 features"),
+            (
+                r#"{"features":[[1,2,3,4],[5,6,7]]}"#,
+                "row 1 has 3 features",
+            ),
             (r#"{"features":[1,2,3]}"#, "has shape [1, 3]"),
             (r#"{"features":"abc"}"#, "must be one row"),
             (r#"{"features":[]}"#, "has shape [1, 0]"),
             (r#"{"rows":[]}"#, "unknown field `rows`"),
         ] {
-            let err = InferRequest::from_features(body.as_bytes(), &digits()).expect_err(body).to_string();
+            let err = InferRequest::from_features(body.as_bytes(), &digits())
+                .expect_err(body)
+                .to_string();
             assert!(err.contains(expected), "{body}: got {err:?}");
         }
     }
 
     #[test]
     fn predictions_follow_the_output_rank() {
-        let labels = Tensor { name: "label".into(), shape: vec![2], data: TensorData::Int64(vec![7, 1]) };
-        assert_eq!(predictions(&labels), vec![serde_json::json!(7), serde_json::json!(1)]);
-        let scores = Tensor { name: "p".into(), shape: vec![2, 2], data: TensorData::Fp32(vec![0.5, 0.5, 1.0, 0.0]) };
+        let labels = Tensor {
+            name: "label".into(),
+            shape: vec![2],
+            data: TensorData::Int64(vec![7, 1]),
+        };
+        assert_eq!(
+            predictions(&labels),
+            vec![serde_json::json!(7), serde_json::json!(1)]
+        );
+        let scores = Tensor {
+            name: "p".into(),
+            shape: vec![2, 2],
+            data: TensorData::Fp32(vec![0.5, 0.5, 1.0, 0.0]),
+        };
         assert_eq!(predictions(&scores)[1], serde_json::json!([1.0, 0.0]));
     }
 }

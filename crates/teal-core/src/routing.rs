@@ -161,7 +161,9 @@ mod tests {
             candidate_weight: 250,
             ..RouteTable::all_on(Color::Green)
         };
-        let to_blue = (0..WHOLE).filter(|b| table.choose(None, *b) == Color::Blue).count();
+        let to_blue = (0..WHOLE)
+            .filter(|b| table.choose(None, *b) == Color::Blue)
+            .count();
         assert_eq!(to_blue, 250);
     }
 
@@ -178,7 +180,10 @@ mod tests {
             let chosen = table.choose(None, bucket);
             if chosen != previous {
                 moves += 1;
-                assert!(weight > bucket, "moved at weight {weight} below bucket {bucket}");
+                assert!(
+                    weight > bucket,
+                    "moved at weight {weight} below bucket {bucket}"
+                );
             }
             previous = chosen;
         }
@@ -210,7 +215,10 @@ mod tests {
         assert_eq!(session_bucket(b"abc"), session_bucket(b"abc"));
         assert!(session_bucket(b"") < WHOLE);
         // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c; the bucket is that modulo 10 000.
-        assert_eq!(session_bucket(b"a"), (0xaf63_dc4c_8601_ec8c_u64 % 10_000) as u32);
+        assert_eq!(
+            session_bucket(b"a"),
+            (0xaf63_dc4c_8601_ec8c_u64 % 10_000) as u32
+        );
     }
 
     #[test]

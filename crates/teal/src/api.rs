@@ -29,7 +29,11 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(routes: Arc<Routes>, token: String, token_hint: String) -> Admin {
-        Admin { routes, token, token_hint }
+        Admin {
+            routes,
+            token,
+            token_hint,
+        }
     }
 }
 
@@ -45,7 +49,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(protected)
         .fallback(|uri: axum::http::Uri| async move {
-            error(StatusCode::NOT_FOUND, format!("no admin endpoint {}: see /api/v1/status", uri.path()))
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no admin endpoint {}: see /api/v1/status", uri.path()),
+            )
         })
         .with_state(admin)
 }
@@ -53,7 +60,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let mut response = Response::new(Body::from(serde_json::to_vec(value).unwrap_or_default()));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -77,7 +87,11 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response<Body> {
+async fn require_token(
+    State(admin): State<Arc<Admin>>,
+    request: Request,
+    next: Next,
+) -> Response<Body> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -85,13 +99,20 @@ async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if same_secret(token.as_bytes(), admin.token.as_bytes()) => next.run(request).await,
+        Some(token) if same_secret(token.as_bytes(), admin.token.as_bytes()) => {
+            next.run(request).await
+        }
         _ => {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
-                format!("missing or wrong admin token: send Authorization: Bearer <token> ({})", admin.token_hint),
+                format!(
+                    "missing or wrong admin token: send Authorization: Bearer <token> ({})",
+                    admin.token_hint
+                ),
             );
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
     }
@@ -99,11 +120,18 @@ async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: 
 
 async fn status_all(State(admin): State<Arc<Admin>>) -> Response<Body> {
     let snapshot = admin.routes.load();
-    let models: Vec<ModelStatus> = snapshot.models.values().map(|m| ModelStatus::of(m)).collect();
+    let models: Vec<ModelStatus> = snapshot
+        .models
+        .values()
+        .map(|m| ModelStatus::of(m))
+        .collect();
     json(StatusCode::OK, &serde_json::json!({ "models": models }))
 }
 
-async fn status_one(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>) -> Response<Body> {
+async fn status_one(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+) -> Response<Body> {
     match admin.routes.load().models.get(&model) {
         Some(routes) => json(StatusCode::OK, &ModelStatus::of(routes)),
         None => route_error(RouteError::UnknownModel(model)),
@@ -116,10 +144,19 @@ struct SwitchBody {
     to: Color,
 }
 
-async fn switch(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>, body: axum::body::Bytes) -> Response<Body> {
+async fn switch(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response<Body> {
     let request: SwitchBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"to\": \"blue\"|\"green\"}}: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"to\": \"blue\"|\"green\"}}: {e}"),
+            );
+        }
     };
     match admin.routes.switch(&model, request.to) {
         Ok(outcome) => {
@@ -132,7 +169,10 @@ async fn switch(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>
     }
 }
 
-async fn rollback(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>) -> Response<Body> {
+async fn rollback(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+) -> Response<Body> {
     match admin.routes.rollback(&model) {
         Ok(outcome) => {
             tracing::info!(model = %outcome.model, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "rolled back");
@@ -144,9 +184,15 @@ async fn rollback(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<Strin
 
 /// The admin token: `TEAL_ADMIN_TOKEN` when set, otherwise the one in the state folder,
 /// otherwise a new random one written there with mode 0600.
-pub fn load_or_create_token(state_dir: &Path, from_env: Option<String>) -> std::io::Result<(String, String)> {
+pub fn load_or_create_token(
+    state_dir: &Path,
+    from_env: Option<String>,
+) -> std::io::Result<(String, String)> {
     if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
-        return Ok((token.trim().to_string(), "the token is TEAL_ADMIN_TOKEN".to_string()));
+        return Ok((
+            token.trim().to_string(),
+            "the token is TEAL_ADMIN_TOKEN".to_string(),
+        ));
     }
     let path = token_path(state_dir);
     let hint = format!("the token is in {}", path.display());
@@ -172,7 +218,10 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
 /// Creates the state folder readable by its owner only.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Writes a file readable by its owner only.
@@ -180,7 +229,12 @@ pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(content.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(tmp, path)
@@ -203,7 +257,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("teal-token-{}", fastrand::u64(..)));
         let (first, _) = load_or_create_token(&dir, None).unwrap();
         assert_eq!(first.len(), 64);
-        let mode = std::fs::metadata(token_path(&dir)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(token_path(&dir))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let (second, _) = load_or_create_token(&dir, None).unwrap();
         assert_eq!(first, second);

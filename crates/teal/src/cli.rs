@@ -20,7 +20,9 @@ use crate::server;
 /// one atomic step, and a rollback moves it back just as fast.
 #[derive(Parser, Debug)]
 #[command(name = "teal", version, propagate_version = true)]
-#[command(after_help = "Start here:\n  teal demo                                  run teal on its bundled models and watch a switch\n  teal serve --config examples/teal.toml     serve the example models\n  teal status                                what is live, in another terminal")]
+#[command(
+    after_help = "Start here:\n  teal demo                                  run teal on its bundled models and watch a switch\n  teal serve --config examples/teal.toml     serve the example models\n  teal status                                what is live, in another terminal"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -78,7 +80,12 @@ pub struct AdminArgs {
     #[arg(long, env = "TEAL_ADMIN_URL", value_name = "URL")]
     pub admin_url: Option<String>,
     /// teal's state folder, where it keeps the admin token and address.
-    #[arg(long, env = "TEAL_STATE_DIR", default_value = ".teal", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "TEAL_STATE_DIR",
+        default_value = ".teal",
+        value_name = "DIR"
+    )]
     pub state_dir: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -94,7 +101,10 @@ impl AdminArgs {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| format!("http://{}", teal_core::config::DEFAULT_ADMIN)),
         };
-        let token = match std::env::var("TEAL_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        let token = match std::env::var("TEAL_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+        {
             Some(token) => token.trim().to_string(),
             None => read_token(&self.state_dir)?,
         };
@@ -119,12 +129,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { model, admin } => status(model, admin).await,
         Command::Switch { model, to, admin } => {
             let client = admin.client()?;
-            let answer = call(&client, &format!("/api/v1/models/{model}/switch"), Some(serde_json::json!({ "to": to }))).await?;
+            let answer = call(
+                &client,
+                &format!("/api/v1/models/{model}/switch"),
+                Some(serde_json::json!({ "to": to })),
+            )
+            .await?;
             print_switch(&answer, admin.json, "switched")
         }
         Command::Rollback { model, admin } => {
             let client = admin.client()?;
-            let answer = call(&client, &format!("/api/v1/models/{model}/rollback"), Some(serde_json::json!({}))).await?;
+            let answer = call(
+                &client,
+                &format!("/api/v1/models/{model}/rollback"),
+                Some(serde_json::json!({})),
+            )
+            .await?;
             print_switch(&answer, admin.json, "rolled back")
         }
         Command::Demo(args) => crate::demo::run(args).await,
@@ -140,7 +160,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(admin) = args.admin {
         config.server.admin = admin;
     }
-    config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let token = std::env::var("TEAL_ADMIN_TOKEN").ok();
     let running = server::start(&config, token).await?;
     // One plain line on stdout for people and scripts; logs go to stderr.
@@ -182,7 +204,11 @@ impl teal_core::config::Environment for ProcessEnvironment {
     }
 }
 
-async fn call(client: &HttpClient, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+async fn call(
+    client: &HttpClient,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     let answer = match body {
         Some(body) => client.post_json(path, &body).await,
         None => client.get(path).await,
@@ -197,7 +223,9 @@ async fn call(client: &HttpClient, path: &str, body: Option<serde_json::Value>) 
 async fn status(model: Option<String>, admin: AdminArgs) -> anyhow::Result<()> {
     let client = admin.client()?;
     let models: Vec<ModelStatus> = match &model {
-        Some(name) => vec![serde_json::from_value(call(&client, &format!("/api/v1/models/{name}"), None).await?)?],
+        Some(name) => vec![serde_json::from_value(
+            call(&client, &format!("/api/v1/models/{name}"), None).await?,
+        )?],
         None => {
             let all = call(&client, "/api/v1/status", None).await?;
             serde_json::from_value(all["models"].clone())?
@@ -234,11 +262,25 @@ fn render_status(m: &ModelStatus) -> String {
         out.push_str(&format!(", rollback goes to {back}"));
     }
     out.push('\n');
-    out.push_str(&format!("  {:<6} {:<10} {:<6} {:<16} {}\n", "SLOT", "VERSION", "KIND", "STATE", "INPUTS"));
+    out.push_str(&format!(
+        "  {:<6} {:<10} {:<6} {:<16} {}\n",
+        "SLOT", "VERSION", "KIND", "STATE", "INPUTS"
+    ));
     for s in &m.slots {
-        let state = format!("{}, {}", if s.live { "live" } else { "standby" }, if s.ready { "ready" } else { "not ready" });
+        let state = format!(
+            "{}, {}",
+            if s.live { "live" } else { "standby" },
+            if s.ready { "ready" } else { "not ready" }
+        );
         let inputs: Vec<String> = s.inputs.iter().map(tensor_text).collect();
-        out.push_str(&format!("  {:<6} {:<10} {:<6} {:<16} {}\n", s.color.as_str(), s.version, s.kind, state, inputs.join(", ")));
+        out.push_str(&format!(
+            "  {:<6} {:<10} {:<6} {:<16} {}\n",
+            s.color.as_str(),
+            s.version,
+            s.kind,
+            state,
+            inputs.join(", ")
+        ));
     }
     out
 }
@@ -252,11 +294,19 @@ fn print_switch(answer: &serde_json::Value, json: bool, verb: &str) -> anyhow::R
     if outcome.changed {
         println!(
             "{}: {verb} {} ({}) -> {} ({}), route generation {}",
-            outcome.model, outcome.from, outcome.from_version, outcome.to, outcome.to_version, outcome.generation
+            outcome.model,
+            outcome.from,
+            outcome.from_version,
+            outcome.to,
+            outcome.to_version,
+            outcome.generation
         );
         println!("undo with: teal rollback {}", outcome.model);
     } else {
-        println!("{}: {} ({}) is already live; nothing changed", outcome.model, outcome.to, outcome.to_version);
+        println!(
+            "{}: {} ({}) is already live; nothing changed",
+            outcome.model, outcome.to, outcome.to_version
+        );
     }
     Ok(())
 }

@@ -82,12 +82,28 @@ impl HttpClient {
         self.send("GET", path, &[], Bytes::new()).await
     }
 
-    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<Answer, ClientError> {
-        self.send("POST", path, &[(CONTENT_TYPE.as_str(), "application/json")], Bytes::from(body.to_string())).await
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Answer, ClientError> {
+        self.send(
+            "POST",
+            path,
+            &[(CONTENT_TYPE.as_str(), "application/json")],
+            Bytes::from(body.to_string()),
+        )
+        .await
     }
 
     /// Sends one request with extra headers and a body.
-    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Answer, ClientError> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut builder = Request::builder().method(method).uri(&url);
         if let Some(token) = &self.token {
@@ -98,24 +114,40 @@ impl HttpClient {
         }
         let request = builder
             .body(Full::new(body))
-            .map_err(|e| ClientError::Request { url: url.clone(), reason: e.to_string() })?;
+            .map_err(|e| ClientError::Request {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
         let call = async {
-            let response = self
-                .inner
-                .request(request)
-                .await
-                .map_err(|e| ClientError::Unreachable { url: url.clone(), reason: describe(&e) })?;
+            let response =
+                self.inner
+                    .request(request)
+                    .await
+                    .map_err(|e| ClientError::Unreachable {
+                        url: url.clone(),
+                        reason: describe(&e),
+                    })?;
             let (parts, body) = response.into_parts();
             let body = body
                 .collect()
                 .await
-                .map_err(|e| ClientError::Unreachable { url: url.clone(), reason: e.to_string() })?
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?
                 .to_bytes();
-            Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+            Ok(Answer {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            })
         };
         tokio::time::timeout(self.timeout, call)
             .await
-            .map_err(|_| ClientError::Timeout { url: url.clone(), seconds: self.timeout.as_secs() })?
+            .map_err(|_| ClientError::Timeout {
+                url: url.clone(),
+                seconds: self.timeout.as_secs(),
+            })?
     }
 }
 

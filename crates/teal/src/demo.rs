@@ -146,17 +146,30 @@ fn progress(json: bool, line: &str) {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.clients > 0 && args.requests > 0, "--clients and --requests must be at least 1");
+    anyhow::ensure!(
+        args.clients > 0 && args.requests > 0,
+        "--clients and --requests must be at least 1"
+    );
     let dir = std::env::temp_dir().join(format!("teal-demo-{}", std::process::id()));
     write_demo_files(&dir)?;
     let mut config = Config::parse(DEMO_CONFIG)?;
     config.resolve_paths(&dir);
     config.validate()?;
 
-    progress(args.json, "loading digits v1 (blue) and v2 (green); checking each against its reference outputs");
+    progress(
+        args.json,
+        "loading digits v1 (blue) and v2 (green); checking each against its reference outputs",
+    );
     let token = format!("demo-{:016x}", fastrand::u64(..));
     let running = server::start(&config, Some(token.clone())).await?;
-    progress(args.json, &format!("teal is serving on {} (admin {})", running.data_url(), running.admin_url()));
+    progress(
+        args.json,
+        &format!(
+            "teal is serving on {} (admin {})",
+            running.data_url(),
+            running.admin_url()
+        ),
+    );
 
     let rows = Arc::new(holdout()?);
     let data = HttpClient::new(&running.data_url());
@@ -175,18 +188,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let row = &rows[i % rows.len()];
                 i += 7;
                 let sent = Instant::now();
-                let answer = data.send("POST", "/v2/models/digits/infer", &[("content-type", "application/json")], row.body.clone()).await;
+                let answer = data
+                    .send(
+                        "POST",
+                        "/v2/models/digits/infer",
+                        &[("content-type", "application/json")],
+                        row.body.clone(),
+                    )
+                    .await;
                 let latency = sent.elapsed();
                 let sample = match answer {
                     Ok(a) => Sample {
-                        generation: a.header(GENERATION_HEADER).and_then(|g| g.parse().ok()).unwrap_or(0),
+                        generation: a
+                            .header(GENERATION_HEADER)
+                            .and_then(|g| g.parse().ok())
+                            .unwrap_or(0),
                         version: a.header(VERSION_HEADER).unwrap_or("?").to_string(),
                         slot: a.header(SLOT_HEADER).unwrap_or("?").to_string(),
                         ok: a.status == 200,
                         latency,
                         correct: a.json()["outputs"][0]["data"][0].as_i64() == Some(row.label),
                     },
-                    Err(_) => Sample { generation: 0, version: "-".into(), slot: "-".into(), ok: false, latency, correct: false },
+                    Err(_) => Sample {
+                        generation: 0,
+                        version: "-".into(),
+                        slot: "-".into(),
+                        ok: false,
+                        latency,
+                        correct: false,
+                    },
                 };
                 samples.push(sample);
                 done.fetch_add(1, Ordering::Relaxed);
@@ -204,20 +234,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let mut switch_ms = Vec::new();
-    progress(args.json, &format!("phase 1: {} requests with blue (v1) live", args.requests));
+    progress(
+        args.json,
+        &format!("phase 1: {} requests with blue (v1) live", args.requests),
+    );
     wait_for(args.requests).await;
     for (step, (path, body, what)) in [
-        ("/api/v1/models/digits/switch", serde_json::json!({"to": "green"}), "switched to green (v2)"),
-        ("/api/v1/models/digits/rollback", serde_json::json!({}), "rolled back to blue (v1)"),
+        (
+            "/api/v1/models/digits/switch",
+            serde_json::json!({"to": "green"}),
+            "switched to green (v2)",
+        ),
+        (
+            "/api/v1/models/digits/rollback",
+            serde_json::json!({}),
+            "rolled back to blue (v1)",
+        ),
     ]
     .into_iter()
     .enumerate()
     {
         let t = Instant::now();
         let answer = admin.post_json(path, &body).await?;
-        anyhow::ensure!(answer.status == 200, "switch failed: {}", answer.error_message());
+        anyhow::ensure!(
+            answer.status == 200,
+            "switch failed: {}",
+            answer.error_message()
+        );
         switch_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        progress(args.json, &format!("phase {}: {what} under load; {} more requests", step + 2, args.requests));
+        progress(
+            args.json,
+            &format!(
+                "phase {}: {what} under load; {} more requests",
+                step + 2,
+                args.requests
+            ),
+        );
         wait_for(args.requests * (step + 2)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -229,16 +281,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     running.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let names = ["blue (v1) live", "switched to green (v2)", "rolled back to blue (v1)"];
+    let names = [
+        "blue (v1) live",
+        "switched to green (v2)",
+        "rolled back to blue (v1)",
+    ];
     let mut phases = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let generation = i as u64 + 1;
-        let mut phase: Vec<&Sample> = samples.iter().filter(|s| s.generation == generation).collect();
+        let mut phase: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.generation == generation)
+            .collect();
         phase.sort_by_key(|s| s.latency);
         let latencies: Vec<Duration> = phase.iter().map(|s| s.latency).collect();
         let mut versions = BTreeMap::new();
         for s in &phase {
-            *versions.entry(format!("{} ({})", s.version, s.slot)).or_insert(0) += 1;
+            *versions
+                .entry(format!("{} ({})", s.version, s.slot))
+                .or_insert(0) += 1;
         }
         let ok = phase.iter().filter(|s| s.ok).count();
         phases.push(PhaseSummary {
@@ -249,7 +310,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             versions,
             p50_ms: percentile(&latencies, 0.5),
             p99_ms: percentile(&latencies, 0.99),
-            accuracy: if ok == 0 { 0.0 } else { phase.iter().filter(|s| s.correct).count() as f64 / ok as f64 },
+            accuracy: if ok == 0 {
+                0.0
+            } else {
+                phase.iter().filter(|s| s.correct).count() as f64 / ok as f64
+            },
         });
     }
     let summary = DemoSummary {
@@ -275,9 +340,16 @@ fn render(s: &DemoSummary) -> String {
         "\nteal demo: model {}, {} requests from {} clients, {:.0} requests/s, {} failed\n\n",
         s.model, s.requests, s.clients, s.requests_per_second, s.errors
     );
-    out.push_str(&format!("  {:<26} {:>8} {:>7}  {:<22} {:>8} {:>8} {:>9}\n", "PHASE", "REQUESTS", "ERRORS", "SERVED BY", "P50 MS", "P99 MS", "ACCURACY"));
+    out.push_str(&format!(
+        "  {:<26} {:>8} {:>7}  {:<22} {:>8} {:>8} {:>9}\n",
+        "PHASE", "REQUESTS", "ERRORS", "SERVED BY", "P50 MS", "P99 MS", "ACCURACY"
+    ));
     for p in &s.phases {
-        let served: Vec<String> = p.versions.iter().map(|(v, n)| format!("{v} {}%", (n * 100 + p.requests / 2) / p.requests.max(1))).collect();
+        let served: Vec<String> = p
+            .versions
+            .iter()
+            .map(|(v, n)| format!("{v} {}%", (n * 100 + p.requests / 2) / p.requests.max(1)))
+            .collect();
         out.push_str(&format!(
             "  {:<26} {:>8} {:>7}  {:<22} {:>8.2} {:>8.2} {:>8.1}%\n",
             p.phase,

@@ -52,7 +52,11 @@ impl ModelRoutes {
     /// Versions loaded, live first.
     pub fn versions(&self) -> Vec<String> {
         let live = self.table.active;
-        [live, live.other()].iter().filter_map(|c| self.slot(*c)).map(|s| s.version.clone()).collect()
+        [live, live.other()]
+            .iter()
+            .filter_map(|c| self.slot(*c))
+            .map(|s| s.version.clone())
+            .collect()
     }
 
     /// V2 metadata of one slot, under this model's name.
@@ -107,7 +111,10 @@ pub struct Routes {
 
 impl Routes {
     pub fn new(snapshot: RouteSnapshot) -> Routes {
-        Routes { current: ArcSwap::from_pointee(snapshot), writer: Mutex::new(()) }
+        Routes {
+            current: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(()),
+        }
     }
 
     /// The current snapshot. Cheap; hold it only for the span of one request's routing.
@@ -122,9 +129,15 @@ impl Routes {
         model: &str,
         change: impl FnOnce(&ModelRoutes) -> Result<(Option<ModelRoutes>, T), RouteError>,
     ) -> Result<T, RouteError> {
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let snapshot = self.current.load_full();
-        let routes = snapshot.models.get(model).ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+        let routes = snapshot
+            .models
+            .get(model)
+            .ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
         let (next, outcome) = change(routes)?;
         if let Some(next) = next {
             let mut models = snapshot.models.clone();
@@ -138,7 +151,10 @@ impl Routes {
     pub fn switch(&self, model: &str, to: Color) -> Result<SwitchOutcome, RouteError> {
         self.update(model, |routes| {
             let from = routes.table.active;
-            let target = routes.slot(to).ok_or_else(|| RouteError::EmptySlot { model: model.to_string(), color: to })?;
+            let target = routes.slot(to).ok_or_else(|| RouteError::EmptySlot {
+                model: model.to_string(),
+                color: to,
+            })?;
             let changed = from != to;
             let next = changed.then(|| ModelRoutes {
                 table: routes.table.switched(to),
@@ -151,7 +167,9 @@ impl Routes {
                 to,
                 from_version: routes.live().map(|s| s.version.clone()).unwrap_or_default(),
                 to_version: target.version.clone(),
-                generation: next.as_ref().map_or(routes.table.generation, |n| n.table.generation),
+                generation: next
+                    .as_ref()
+                    .map_or(routes.table.generation, |n| n.table.generation),
                 changed,
             };
             Ok((next, outcome))
@@ -161,11 +179,17 @@ impl Routes {
     /// Switches `model` back to the slot that was live before its last switch.
     pub fn rollback(&self, model: &str) -> Result<SwitchOutcome, RouteError> {
         let snapshot = self.load();
-        let routes = snapshot.models.get(model).ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+        let routes = snapshot
+            .models
+            .get(model)
+            .ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
         let previous = routes
             .previous
             .filter(|p| *p != routes.table.active)
-            .ok_or_else(|| RouteError::NothingToRollBack { model: model.to_string(), live: routes.table.active })?;
+            .ok_or_else(|| RouteError::NothingToRollBack {
+                model: model.to_string(),
+                live: routes.table.active,
+            })?;
         self.switch(model, previous)
     }
 }

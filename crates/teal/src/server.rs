@@ -23,11 +23,24 @@ pub enum StartError {
     #[error("config {file}: {source}")]
     Config { file: String, source: ConfigError },
     #[error("cannot read config {file}: {source}")]
-    ReadConfig { file: String, source: std::io::Error },
+    ReadConfig {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("model '{model}', {color} slot (version {version}): {source}")]
-    Load { model: String, color: Color, version: String, source: LoadError },
+    Load {
+        model: String,
+        color: Color,
+        version: String,
+        source: LoadError,
+    },
     #[error("cannot listen on {addr} for the {what}: {source}; pick another address with --{flag}")]
-    Bind { addr: String, what: &'static str, flag: &'static str, source: std::io::Error },
+    Bind {
+        addr: String,
+        what: &'static str,
+        flag: &'static str,
+        source: std::io::Error,
+    },
     #[error("state folder {dir}: {source}")]
     State { dir: String, source: std::io::Error },
 }
@@ -35,15 +48,31 @@ pub enum StartError {
 /// Reads, resolves and validates a config file.
 pub fn load_config(path: &Path) -> Result<Config, StartError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadConfig { file: file.clone(), source })?;
-    let mut config = Config::parse(&text).map_err(|source| StartError::Config { file: file.clone(), source })?;
-    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadConfig {
+        file: file.clone(),
+        source,
+    })?;
+    let mut config = Config::parse(&text).map_err(|source| StartError::Config {
+        file: file.clone(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     config.resolve_paths(base);
-    config.validate().map_err(|source| StartError::Config { file, source })?;
+    config
+        .validate()
+        .map_err(|source| StartError::Config { file, source })?;
     Ok(config)
 }
 
-async fn load_slot(config: &Config, model: &str, color: Color, slot: &SlotConfig) -> Result<Slot, StartError> {
+async fn load_slot(
+    config: &Config,
+    model: &str,
+    color: Color,
+    slot: &SlotConfig,
+) -> Result<Slot, StartError> {
     let failed = |source: LoadError| StartError::Load {
         model: model.to_string(),
         color,
@@ -51,7 +80,11 @@ async fn load_slot(config: &Config, model: &str, color: Color, slot: &SlotConfig
         source,
     };
     let backend = match &slot.backend {
-        BackendConfig::Onnx { path, reference, workers } => {
+        BackendConfig::Onnx {
+            path,
+            reference,
+            workers,
+        } => {
             let library = config.server.onnxruntime.clone();
             let (path, workers) = (path.clone(), *workers);
             let onnx = tokio::task::spawn_blocking(move || {
@@ -69,7 +102,12 @@ async fn load_slot(config: &Config, model: &str, color: Color, slot: &SlotConfig
         }
     };
     tracing::info!(model, slot = %color, version = %slot.version, kind = backend.kind(), "slot loaded");
-    Ok(Slot { color, version: slot.version.clone(), card: slot.card.clone(), backend })
+    Ok(Slot {
+        color,
+        version: slot.version.clone(),
+        card: slot.card.clone(),
+        backend,
+    })
 }
 
 /// Loads every configured slot. A slot that fails stops start-up with the reason.
@@ -79,10 +117,14 @@ pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
         let mut slots: [Option<Arc<Slot>>; 2] = [None, None];
         for color in [Color::Blue, Color::Green] {
             if let Some(slot) = model.slot(color) {
-                slots[color.index()] = Some(Arc::new(load_slot(config, &model.name, color, slot).await?));
+                slots[color.index()] =
+                    Some(Arc::new(load_slot(config, &model.name, color, slot).await?));
             }
         }
-        let table = RouteTable { header_override: model.header_override, ..RouteTable::all_on(model.live) };
+        let table = RouteTable {
+            header_override: model.header_override,
+            ..RouteTable::all_on(model.live)
+        };
         models.insert(
             model.name.clone(),
             Arc::new(ModelRoutes {
@@ -122,7 +164,10 @@ impl Running {
         let _ = self.stop.send(true);
         let all = futures_join(self.tasks);
         if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!(?grace, "requests still in flight after the grace period; stopping anyway");
+            tracing::warn!(
+                ?grace,
+                "requests still in flight after the grace period; stopping anyway"
+            );
         }
     }
 }
@@ -133,16 +178,34 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     }
 }
 
-async fn bind(addr: &str, what: &'static str, flag: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr: addr.to_string(), what, flag, source })
+async fn bind(
+    addr: &str,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            what,
+            flag,
+            source,
+        })
 }
 
-fn serve_on(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+fn serve_on(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "listener failed");
         }
     })
@@ -155,13 +218,20 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let data = bind(&config.server.listen, "data plane", "listen").await?;
     let admin_listener = bind(&config.server.admin, "admin API", "admin").await?;
     let state_dir = config.server.state_dir.clone();
-    let state_error = |source| StartError::State { dir: state_dir.display().to_string(), source };
+    let state_error = |source| StartError::State {
+        dir: state_dir.display().to_string(),
+        source,
+    };
     api::create_private_dir(&state_dir).map_err(state_error)?;
     let (token, hint) = api::load_or_create_token(&state_dir, token).map_err(state_error)?;
 
     let data_addr = data.local_addr().map_err(state_error)?;
     let admin_addr = admin_listener.local_addr().map_err(state_error)?;
-    api::write_private(&state_dir.join(api::ADMIN_URL_FILE), &format!("http://{admin_addr}\n")).map_err(state_error)?;
+    api::write_private(
+        &state_dir.join(api::ADMIN_URL_FILE),
+        &format!("http://{admin_addr}\n"),
+    )
+    .map_err(state_error)?;
 
     let routes = Arc::new(Routes::new(snapshot));
     let gateway = Arc::new(Gateway::new(routes.clone(), config.server.max_body_bytes));
@@ -171,5 +241,13 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         serve_on(data, gateway::router(gateway), stopped.clone()),
         serve_on(admin_listener, api::router(admin), stopped),
     ];
-    Ok(Running { data_addr, admin_addr, routes, token, state_dir, stop, tasks })
+    Ok(Running {
+        data_addr,
+        admin_addr,
+        routes,
+        token,
+        state_dir,
+        stop,
+        tasks,
+    })
 }

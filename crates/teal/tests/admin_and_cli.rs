@@ -13,10 +13,21 @@ async fn admin_calls_without_the_right_token_are_refused() {
     let running = start(&example_config()).await;
     for token in [None, Some("wrong".to_string()), Some(format!("{TOKEN}x"))] {
         let client = teal::client::HttpClient::new(&running.admin_url()).with_token(token.clone());
-        for (method, path) in [("GET", "/api/v1/status"), ("POST", "/api/v1/models/digits/switch"), ("POST", "/api/v1/models/digits/rollback")] {
-            let answer = client.send(method, path, &[], bytes::Bytes::from("{\"to\":\"green\"}")).await.unwrap();
+        for (method, path) in [
+            ("GET", "/api/v1/status"),
+            ("POST", "/api/v1/models/digits/switch"),
+            ("POST", "/api/v1/models/digits/rollback"),
+        ] {
+            let answer = client
+                .send(method, path, &[], bytes::Bytes::from("{\"to\":\"green\"}"))
+                .await
+                .unwrap();
             assert_eq!(answer.status, 401, "{method} {path} with {token:?}");
-            assert!(answer.error_message().contains("admin token"), "{}", answer.error_message());
+            assert!(
+                answer.error_message().contains("admin token"),
+                "{}",
+                answer.error_message()
+            );
         }
     }
     let status = admin(&running).get("/api/v1/status").await.unwrap();
@@ -31,12 +42,24 @@ async fn admin_calls_without_the_right_token_are_refused() {
 async fn admin_paths_do_not_exist_on_the_data_plane() {
     let running = start(&example_config()).await;
     let client = teal::client::HttpClient::new(&running.data_url()).with_token(Some(TOKEN.into()));
-    for (method, path) in [("GET", "/api/v1/status"), ("POST", "/api/v1/models/digits/switch"), ("POST", "/api/v1/models/digits/rollback"), ("GET", "/healthz")] {
-        let answer = client.send(method, path, &[], bytes::Bytes::from("{\"to\":\"green\"}")).await.unwrap();
+    for (method, path) in [
+        ("GET", "/api/v1/status"),
+        ("POST", "/api/v1/models/digits/switch"),
+        ("POST", "/api/v1/models/digits/rollback"),
+        ("GET", "/healthz"),
+    ] {
+        let answer = client
+            .send(method, path, &[], bytes::Bytes::from("{\"to\":\"green\"}"))
+            .await
+            .unwrap();
         assert_eq!(answer.status, 404, "{method} {path} on the data plane");
     }
     let status = admin(&running).get("/api/v1/models/digits").await.unwrap();
-    assert_eq!(status.json()["live"], "blue", "the data plane switched nothing");
+    assert_eq!(
+        status.json()["live"],
+        "blue",
+        "the data plane switched nothing"
+    );
     stop(running).await;
 }
 
@@ -77,7 +100,10 @@ fn serve(state: &std::path::Path) -> Server {
     let mut line = String::new();
     // The ready line comes once the models are loaded; EOF means teal exited.
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    assert!(line.starts_with("teal ready:"), "unexpected first line: {line:?}");
+    assert!(
+        line.starts_with("teal ready:"),
+        "unexpected first line: {line:?}"
+    );
     let data_url = line.split_whitespace().nth(4).unwrap().to_string();
     Server { child, data_url }
 }
@@ -88,11 +114,18 @@ fn the_cli_reports_switches_and_rolls_back_a_real_server() {
     let mut server = serve(&state);
 
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(state.join("admin.token")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(state.join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o077, 0, "the token file is private");
 
     let status = teal(&["status", "digits", "--json"], &state);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json["live"], "blue");
     assert_eq!(json["slots"].as_array().unwrap().len(), 2);
@@ -122,13 +155,19 @@ fn the_cli_reports_switches_and_rolls_back_a_real_server() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown model 'nope'"));
 
     // SIGTERM: teal finishes and exits cleanly.
-    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let exit = loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "teal did not stop within 15 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "teal did not stop within 15 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "{exit:?}");
@@ -146,13 +185,23 @@ fn the_cli_says_what_to_do_when_no_server_answers() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is `teal serve` running?"), "{stderr}");
-    let no_token = Command::new(teal_bin()).args(["status"]).env("TEAL_STATE_DIR", temp_dir("empty")).env_remove("TEAL_ADMIN_TOKEN").output().unwrap();
+    let no_token = Command::new(teal_bin())
+        .args(["status"])
+        .env("TEAL_STATE_DIR", temp_dir("empty"))
+        .env_remove("TEAL_ADMIN_TOKEN")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("no admin token"));
 }
 
 fn serve_error(env: &[(&str, &str)], config: &std::path::Path) -> String {
     let mut command = Command::new(teal_bin());
-    command.args(["serve", "--config"]).arg(config).args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    command.args(["serve", "--config"]).arg(config).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     command.env("TEAL_STATE_DIR", temp_dir("err"));
     for (k, v) in env {
         command.env(k, v);
@@ -167,13 +216,23 @@ fn serve_error(env: &[(&str, &str)], config: &std::path::Path) -> String {
 #[test]
 fn a_missing_or_wrong_onnx_runtime_library_is_a_clear_start_up_error() {
     let config = repo_root().join("examples/teal.toml");
-    let missing = serve_error(&[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")], &config);
+    let missing = serve_error(
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")],
+        &config,
+    );
     assert!(missing.contains("does not exist"), "{missing}");
-    assert!(missing.contains("pip install onnxruntime==1.31.1"), "{missing}");
-    let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("a libc to stand in for a wrong library");
+    assert!(
+        missing.contains("pip install onnxruntime==1.31.1"),
+        "{missing}"
+    );
+    let libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("a libc to stand in for a wrong library");
     let wrong = serve_error(&[("ORT_DYLIB_PATH", libc)], &config);
     assert!(wrong.contains("cannot load ONNX Runtime"), "{wrong}");
 }
@@ -181,23 +240,48 @@ fn a_missing_or_wrong_onnx_runtime_library_is_a_clear_start_up_error() {
 #[test]
 fn a_bad_config_names_the_file_the_field_and_the_reason() {
     let dir = temp_dir("badconfig");
-    let text = std::fs::read_to_string(repo_root().join("examples/teal.toml")).unwrap().replace("live = \"blue\"", "live = \"purple\"");
+    let text = std::fs::read_to_string(repo_root().join("examples/teal.toml"))
+        .unwrap()
+        .replace("live = \"blue\"", "live = \"purple\"");
     let config = dir.join("teal.toml");
     std::fs::write(&config, text).unwrap();
     let error = serve_error(&[], &config);
-    assert!(error.contains("teal.toml") && error.contains("line") && error.contains("purple"), "{error}");
+    assert!(
+        error.contains("teal.toml") && error.contains("line") && error.contains("purple"),
+        "{error}"
+    );
     let missing = serve_error(&[], &dir.join("absent.toml"));
-    assert!(missing.contains("cannot read config") && missing.contains("absent.toml"), "{missing}");
-    let missing_model = std::fs::read_to_string(repo_root().join("examples/teal.toml")).unwrap().replace("../models/cancer/v1/model.onnx", "/nonexistent/model.onnx");
-    std::fs::write(&config, missing_model.replace("../", &format!("{}/", repo_root().display()))).unwrap();
+    assert!(
+        missing.contains("cannot read config") && missing.contains("absent.toml"),
+        "{missing}"
+    );
+    let missing_model = std::fs::read_to_string(repo_root().join("examples/teal.toml"))
+        .unwrap()
+        .replace("../models/cancer/v1/model.onnx", "/nonexistent/model.onnx");
+    std::fs::write(
+        &config,
+        missing_model.replace("../", &format!("{}/", repo_root().display())),
+    )
+    .unwrap();
     let error = serve_error(&[], &config);
-    assert!(error.contains("model 'cancer', blue slot (version v1)") && error.contains("/nonexistent/model.onnx"), "{error}");
+    assert!(
+        error.contains("model 'cancer', blue slot (version v1)")
+            && error.contains("/nonexistent/model.onnx"),
+        "{error}"
+    );
 }
 
 #[test]
 fn the_demo_switches_under_load_without_a_failed_request() {
-    let output = Command::new(teal_bin()).args(["demo", "--requests", "300", "--clients", "4", "--json"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(teal_bin())
+        .args(["demo", "--requests", "300", "--clients", "4", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["errors"], 0);
     let phases = summary["phases"].as_array().unwrap();

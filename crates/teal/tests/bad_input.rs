@@ -23,46 +23,287 @@ async fn every_bad_request_gets_a_clear_4xx() {
     let input = |name: &str, datatype: &str, shape: serde_json::Value, data: serde_json::Value| {
         serde_json::json!({"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}]}).to_string()
     };
-    let big = format!("{{\"inputs\": [{{\"name\": \"input\", \"data\": [{}]}}]}}", vec!["1.0"; LIMIT / 2].join(","));
+    let big = format!(
+        "{{\"inputs\": [{{\"name\": \"input\", \"data\": [{}]}}]}}",
+        vec!["1.0"; LIMIT / 2].join(",")
+    );
     let cases: Vec<(&str, &str, Vec<(&str, &str)>, String, u16, &str)> = vec![
-        ("POST", "/v2/models/digits/infer", json.to_vec(), "{\"inputs\": [".into(), 400, "not valid JSON"),
-        ("POST", "/v2/models/digits/infer", json.to_vec(), "[1, 2]".into(), 400, "not valid JSON"),
-        ("POST", "/v2/models/nope/infer", json.to_vec(), input("input", "FP32", serde_json::json!([1, 64]), row()), 404, "unknown model 'nope'"),
-        ("POST", "/v2/models/digits/versions/v9/infer", json.to_vec(), input("input", "FP32", serde_json::json!([1, 64]), row()), 404, "no loaded version 'v9'"),
-        ("POST", "/v2/models/digits/infer", json.to_vec(), input("pixels", "FP32", serde_json::json!([1, 64]), row()), 400, "unknown input 'pixels'"),
-        ("POST", "/v2/models/digits/infer", json.to_vec(), input("input", "INT64", serde_json::json!([1, 64]), row()), 400, "datatype INT64 but the model expects FP32"),
-        ("POST", "/v2/models/digits/infer", json.to_vec(), input("input", "FP32", serde_json::json!([1, 63]), serde_json::json!(vec![0.0; 63])), 400, "expects [-1, 64]"),
-        ("POST", "/v2/models/digits/infer", json.to_vec(), input("input", "FP32", serde_json::json!([2, 64]), row()), 400, "holds 128 elements, but 64 were sent"),
-        ("POST", "/v2/models/digits/infer", json.to_vec(), input("input", "FP32", serde_json::json!([1, 64]), serde_json::json!(vec!["a"; 64])), 400, "BYTES"),
-        ("POST", "/v2/models/digits/infer", json.to_vec(), input("input", "FP32", serde_json::json!([1, 64]), serde_json::json!(null)), 400, "has no data"),
-        ("POST", "/v2/models/digits/infer", json.to_vec(), big.clone(), 413, "larger than the limit of 65536 bytes"),
-        ("POST", "/v2/models/digits/infer", vec![("content-type", "text/plain")], input("input", "FP32", serde_json::json!([1, 64]), row()), 415, "content type 'text/plain'"),
-        ("POST", "/v2/models/digits/infer", vec![("content-type", "application/x-www-form-urlencoded")], input("input", "FP32", serde_json::json!([1, 64]), row()), 415, "send application/json"),
-        ("POST", "/v2/models/digits/infer", vec![("content-encoding", "gzip")], input("input", "FP32", serde_json::json!([1, 64]), row()), 415, "content encoding 'gzip'"),
-        ("POST", "/v2/models/digits/infer", vec![("inference-header-content-length", "999999")], input("input", "FP32", serde_json::json!([1, 64]), row()), 400, "Inference-Header-Content-Length is 999999"),
-        ("POST", "/v2/models/digits/infer", vec![("inference-header-content-length", "abc")], input("input", "FP32", serde_json::json!([1, 64]), row()), 400, "whole number of bytes"),
-        ("POST", "/v2/models/digits/infer", vec![("x-teal-slot", "red")], input("input", "FP32", serde_json::json!([1, 64]), row()), 400, "x-teal-slot must be blue or green"),
-        ("POST", "/v2/models/cancer/infer", vec![("x-teal-slot", "green")], input("input", "FP32", serde_json::json!([1, 30]), serde_json::json!(vec![0.0; 30])), 404, "no green slot"),
-        ("GET", "/v2/models/digits/infer", vec![], String::new(), 405, "GET is not allowed"),
-        ("GET", "/v2/models/digits/versions/v9", vec![], String::new(), 404, "no loaded version 'v9'"),
-        ("GET", "/v2/models/..%2Fetc/ready", vec![], String::new(), 404, "unknown model '../etc'"),
-        ("GET", "/v3/anything", vec![], String::new(), 404, "no such endpoint"),
-        ("POST", "/v1/models/digits/predict", json.to_vec(), "{\"features\": [[1, 2], [3]]}".into(), 400, "row 1 has 1 features but row 0 has 2"),
-        ("POST", "/v1/models/digits/predict", json.to_vec(), "{\"rows\": []}".into(), 400, "unknown field `rows`"),
-        ("POST", "/v1/models/digits/predict", json.to_vec(), "{\"features\": [1, 2, 3]}".into(), 400, "has shape [1, 3] but the model expects [-1, 64]"),
-        ("POST", "/v1/models/digits/predict", json.to_vec(), "{\"features\": [[\"x\"]]}".into(), 400, "not a number"),
-        ("POST", "/v1/models/digits/predict", vec![("content-type", "application/octet-stream")], "{\"features\": [1]}".into(), 415, "content type"),
-        ("POST", "/v1/models/digits/predict", json.to_vec(), big, 413, "larger than the limit"),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            "{\"inputs\": [".into(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            "[1, 2]".into(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/v2/models/nope/infer",
+            json.to_vec(),
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            404,
+            "unknown model 'nope'",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/versions/v9/infer",
+            json.to_vec(),
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            404,
+            "no loaded version 'v9'",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input("pixels", "FP32", serde_json::json!([1, 64]), row()),
+            400,
+            "unknown input 'pixels'",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input("input", "INT64", serde_json::json!([1, 64]), row()),
+            400,
+            "datatype INT64 but the model expects FP32",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input(
+                "input",
+                "FP32",
+                serde_json::json!([1, 63]),
+                serde_json::json!(vec![0.0; 63]),
+            ),
+            400,
+            "expects [-1, 64]",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input("input", "FP32", serde_json::json!([2, 64]), row()),
+            400,
+            "holds 128 elements, but 64 were sent",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input(
+                "input",
+                "FP32",
+                serde_json::json!([1, 64]),
+                serde_json::json!(vec!["a"; 64]),
+            ),
+            400,
+            "BYTES",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input(
+                "input",
+                "FP32",
+                serde_json::json!([1, 64]),
+                serde_json::json!(null),
+            ),
+            400,
+            "has no data",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            big.clone(),
+            413,
+            "larger than the limit of 65536 bytes",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            vec![("content-type", "text/plain")],
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            415,
+            "content type 'text/plain'",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            415,
+            "send application/json",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            vec![("content-encoding", "gzip")],
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            415,
+            "content encoding 'gzip'",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            vec![("inference-header-content-length", "999999")],
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            400,
+            "Inference-Header-Content-Length is 999999",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            vec![("inference-header-content-length", "abc")],
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            400,
+            "whole number of bytes",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            vec![("x-teal-slot", "red")],
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            400,
+            "x-teal-slot must be blue or green",
+        ),
+        (
+            "POST",
+            "/v2/models/cancer/infer",
+            vec![("x-teal-slot", "green")],
+            input(
+                "input",
+                "FP32",
+                serde_json::json!([1, 30]),
+                serde_json::json!(vec![0.0; 30]),
+            ),
+            404,
+            "no green slot",
+        ),
+        (
+            "GET",
+            "/v2/models/digits/infer",
+            vec![],
+            String::new(),
+            405,
+            "GET is not allowed",
+        ),
+        (
+            "GET",
+            "/v2/models/digits/versions/v9",
+            vec![],
+            String::new(),
+            404,
+            "no loaded version 'v9'",
+        ),
+        (
+            "GET",
+            "/v2/models/..%2Fetc/ready",
+            vec![],
+            String::new(),
+            404,
+            "unknown model '../etc'",
+        ),
+        (
+            "GET",
+            "/v3/anything",
+            vec![],
+            String::new(),
+            404,
+            "no such endpoint",
+        ),
+        (
+            "POST",
+            "/v1/models/digits/predict",
+            json.to_vec(),
+            "{\"features\": [[1, 2], [3]]}".into(),
+            400,
+            "row 1 has 1 features but row 0 has 2",
+        ),
+        (
+            "POST",
+            "/v1/models/digits/predict",
+            json.to_vec(),
+            "{\"rows\": []}".into(),
+            400,
+            "unknown field `rows`",
+        ),
+        (
+            "POST",
+            "/v1/models/digits/predict",
+            json.to_vec(),
+            "{\"features\": [1, 2, 3]}".into(),
+            400,
+            "has shape [1, 3] but the model expects [-1, 64]",
+        ),
+        (
+            "POST",
+            "/v1/models/digits/predict",
+            json.to_vec(),
+            "{\"features\": [[\"x\"]]}".into(),
+            400,
+            "not a number",
+        ),
+        (
+            "POST",
+            "/v1/models/digits/predict",
+            vec![("content-type", "application/octet-stream")],
+            "{\"features\": [1]}".into(),
+            415,
+            "content type",
+        ),
+        (
+            "POST",
+            "/v1/models/digits/predict",
+            json.to_vec(),
+            big,
+            413,
+            "larger than the limit",
+        ),
     ];
     for (method, path, headers, body, status, message) in cases {
-        let answer = client.send(method, path, &headers, Bytes::from(body)).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        assert_eq!(answer.status, status, "{method} {path} {headers:?}: {}", answer.error_message());
-        assert!(answer.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{method} {path}: JSON error body");
-        let error = answer.json()["error"].as_str().unwrap_or_else(|| panic!("{method} {path}: no error field")).to_string();
-        assert!(error.contains(message), "{method} {path}: {error:?} does not say {message:?}");
+        let answer = client
+            .send(method, path, &headers, Bytes::from(body))
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(
+            answer.status,
+            status,
+            "{method} {path} {headers:?}: {}",
+            answer.error_message()
+        );
+        assert!(
+            answer
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{method} {path}: JSON error body"
+        );
+        let error = answer.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no error field"))
+            .to_string();
+        assert!(
+            error.contains(message),
+            "{method} {path}: {error:?} does not say {message:?}"
+        );
     }
     let ready = client.get("/v2/health/ready").await.unwrap();
-    assert_eq!(ready.status, 200, "the server is healthy after the bad input");
+    assert_eq!(
+        ready.status, 200,
+        "the server is healthy after the bad input"
+    );
     stop(running).await;
 }
 
@@ -71,12 +312,17 @@ async fn a_chunked_body_over_the_limit_is_refused_without_a_declared_length() {
     let mut config = example_config();
     config.server.max_body_bytes = LIMIT;
     let running = start(&config).await;
-    let mut stream = tokio::net::TcpStream::connect(running.data_addr).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(running.data_addr)
+        .await
+        .unwrap();
     let head = "POST /v2/models/digits/infer HTTP/1.1\r\nhost: teal\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'['; 8192];
     for _ in 0..(LIMIT / chunk.len() + 2) {
-        stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
         stream.write_all(&chunk).await.unwrap();
         if stream.write_all(b"\r\n").await.is_err() {
             break;
@@ -84,7 +330,10 @@ async fn a_chunked_body_over_the_limit_is_refused_without_a_declared_length() {
     }
     let _ = stream.write_all(b"0\r\n\r\n").await;
     let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&answer[..n]);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("larger than the limit"), "{text}");
@@ -96,12 +345,24 @@ async fn one_bad_connection_does_not_disturb_the_others() {
     let running = start(&example_config()).await;
     let client = data(&running);
     // Garbage that is not HTTP at all, on its own connection.
-    let mut garbage = tokio::net::TcpStream::connect(running.data_addr).await.unwrap();
-    garbage.write_all(b"\x00\x01\x02 not http\r\n\r\n").await.unwrap();
+    let mut garbage = tokio::net::TcpStream::connect(running.data_addr)
+        .await
+        .unwrap();
+    garbage
+        .write_all(b"\x00\x01\x02 not http\r\n\r\n")
+        .await
+        .unwrap();
     let mut sink = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), garbage.read_to_end(&mut sink)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        garbage.read_to_end(&mut sink),
+    )
+    .await;
     let body = infer_body(&[holdout("digits")[0].0.clone()]);
-    let answer = client.post_json("/v2/models/digits/infer", &body).await.unwrap();
+    let answer = client
+        .post_json("/v2/models/digits/infer", &body)
+        .await
+        .unwrap();
     assert_eq!(answer.status, 200);
     stop(running).await;
 }

@@ -20,7 +20,10 @@ fn as_f32_bits(values: &[f64]) -> Vec<u32> {
 async fn check_version(client: &teal::client::HttpClient, model: &str, version: &str, path: &str) {
     let rows: Vec<Vec<f64>> = holdout(model).into_iter().map(|(f, _)| f).collect();
     let reference = reference(model, version);
-    let answer = client.post_json(path, &infer_body(&rows)).await.expect("answer");
+    let answer = client
+        .post_json(path, &infer_body(&rows))
+        .await
+        .expect("answer");
     assert_eq!(answer.status, 200, "{}", answer.error_message());
     assert_eq!(answer.header("x-teal-version"), Some(version));
     let body = answer.json();
@@ -30,9 +33,17 @@ async fn check_version(client: &teal::client::HttpClient, model: &str, version: 
         let (mut got, mut want) = (Vec::new(), Vec::new());
         flat(&output["data"], &mut got);
         flat(&reference["outputs"][name], &mut want);
-        assert_eq!(got.len(), want.len(), "{model} {version} {name}: element count");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{model} {version} {name}: element count"
+        );
         // FP32 values compare as f32 bits: JSON carries them exactly both ways.
-        assert_eq!(as_f32_bits(&got), as_f32_bits(&want), "{model} {version} output {name} differs from onnxruntime-Python");
+        assert_eq!(
+            as_f32_bits(&got),
+            as_f32_bits(&want),
+            "{model} {version} output {name} differs from onnxruntime-Python"
+        );
     }
 }
 
@@ -41,8 +52,20 @@ async fn every_version_reproduces_onnxruntime_python_on_its_holdout() {
     let running = start(&example_config()).await;
     let client = data(&running);
     check_version(&client, "digits", "v1", "/v2/models/digits/infer").await;
-    check_version(&client, "digits", "v1", "/v2/models/digits/versions/v1/infer").await;
-    check_version(&client, "digits", "v2", "/v2/models/digits/versions/v2/infer").await;
+    check_version(
+        &client,
+        "digits",
+        "v1",
+        "/v2/models/digits/versions/v1/infer",
+    )
+    .await;
+    check_version(
+        &client,
+        "digits",
+        "v2",
+        "/v2/models/digits/versions/v2/infer",
+    )
+    .await;
     check_version(&client, "cancer", "v1", "/v2/models/cancer/infer").await;
     stop(running).await;
 }
@@ -54,21 +77,44 @@ async fn simple_predict_answers_the_reference_labels_row_by_row_and_in_batches()
     for (model, version) in [("digits", "v1"), ("cancer", "v1")] {
         let rows = holdout(model);
         let reference = reference(model, version);
-        let labels: Vec<i64> = reference["outputs"]["label"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let labels: Vec<i64> = reference["outputs"]["label"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
         let features: Vec<Vec<f64>> = rows.iter().map(|(f, _)| f.clone()).collect();
         let batch = client
-            .post_json(&format!("/v1/models/{model}/predict"), &serde_json::json!({ "features": features }))
+            .post_json(
+                &format!("/v1/models/{model}/predict"),
+                &serde_json::json!({ "features": features }),
+            )
             .await
             .unwrap();
         assert_eq!(batch.status, 200, "{}", batch.error_message());
         let body = batch.json();
         assert_eq!(body["model_version"], version);
         assert_eq!(body["slot"], "blue");
-        let predicted: Vec<i64> = body["predictions"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let predicted: Vec<i64> = body["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
         assert_eq!(predicted, labels, "{model}: batch predictions");
         for (i, row) in features.iter().enumerate().take(25) {
-            let one = client.post_json(&format!("/v1/models/{model}/predict"), &serde_json::json!({ "features": row })).await.unwrap();
-            assert_eq!(one.json()["predictions"], serde_json::json!([labels[i]]), "{model} row {i}");
+            let one = client
+                .post_json(
+                    &format!("/v1/models/{model}/predict"),
+                    &serde_json::json!({ "features": row }),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                one.json()["predictions"],
+                serde_json::json!([labels[i]]),
+                "{model} row {i}"
+            );
         }
     }
     stop(running).await;
@@ -82,7 +128,14 @@ async fn a_version_that_does_not_reproduce_its_reference_is_refused_at_start() {
     let green = config.models[0].green.as_mut().unwrap();
     let teal::core::config::BackendConfig::Onnx { reference, .. } = &mut green.backend;
     *reference = Some(repo_root().join("models/digits/v1/reference.json"));
-    let err = teal::server::start(&config, Some(TOKEN.into())).await.err().expect("start must fail").to_string();
-    assert!(err.contains("model 'digits', green slot (version v2)"), "{err}");
+    let err = teal::server::start(&config, Some(TOKEN.into()))
+        .await
+        .err()
+        .expect("start must fail")
+        .to_string();
+    assert!(
+        err.contains("model 'digits', green slot (version v2)"),
+        "{err}"
+    );
     assert!(err.contains("differs from the reference"), "{err}");
 }

@@ -20,6 +20,9 @@ async fn tritonclient_gets_correct_metadata_readiness_and_predictions() {
     stop(running).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "tritonclient check failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "tritonclient check failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }

@@ -63,7 +63,11 @@ pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
                 let mut found: Vec<PathBuf> = entries
                     .flatten()
                     .map(|e| e.path())
-                    .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.")))
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+                    })
                     .collect();
                 found.sort();
                 if let Some(path) = found.pop() {
@@ -72,7 +76,10 @@ pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
             }
         }
     }
-    Err(format!("ONNX Runtime library not found: {}", install_hint()))
+    Err(format!(
+        "ONNX Runtime library not found: {}",
+        install_hint()
+    ))
 }
 
 impl OnnxRuntime {
@@ -130,19 +137,29 @@ fn datatype_of(ty: TensorElementType) -> Option<Datatype> {
 fn spec_of(name: &str, dtype: &ValueType, path: &Path) -> Result<TensorSpec, LoadError> {
     let unsupported = |what: String| LoadError::Model {
         path: path.display().to_string(),
-        reason: format!("'{name}' is {what}, which teal does not serve yet (tensors of FP32, FP64, INT32, INT64 or BOOL; export classifiers with ZipMap off)"),
+        reason: format!(
+            "'{name}' is {what}, which teal does not serve yet (tensors of FP32, FP64, INT32, INT64 or BOOL; export classifiers with ZipMap off)"
+        ),
     };
     match dtype {
         ValueType::Tensor { ty, shape, .. } => {
-            let datatype = datatype_of(*ty).ok_or_else(|| unsupported(format!("a tensor of {ty:?}")))?;
-            Ok(TensorSpec { name: name.to_string(), datatype, shape: shape.iter().map(|d| if *d < 0 { -1 } else { *d }).collect() })
+            let datatype =
+                datatype_of(*ty).ok_or_else(|| unsupported(format!("a tensor of {ty:?}")))?;
+            Ok(TensorSpec {
+                name: name.to_string(),
+                datatype,
+                shape: shape.iter().map(|d| if *d < 0 { -1 } else { *d }).collect(),
+            })
         }
         other => Err(unsupported(format!("{other:?}"))),
     }
 }
 
 fn session(runtime: &OnnxRuntime, bytes: &[u8], path: &Path) -> Result<Session, LoadError> {
-    let failed = |e: ort::Error| LoadError::Model { path: path.display().to_string(), reason: e.to_string() };
+    let failed = |e: ort::Error| LoadError::Model {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
     Session::builder(&runtime.environment)
         .map_err(failed)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -167,9 +184,14 @@ fn to_value(tensor: Tensor) -> ort::Result<DynValue> {
 }
 
 fn from_value(spec: &TensorSpec, value: &DynValue) -> ort::Result<Tensor> {
-    fn parts<T: ort::value::PrimitiveTensorElementType + Clone>(value: &DynValue) -> ort::Result<(Vec<usize>, Vec<T>)> {
+    fn parts<T: ort::value::PrimitiveTensorElementType + Clone>(
+        value: &DynValue,
+    ) -> ort::Result<(Vec<usize>, Vec<T>)> {
         let (shape, data) = value.try_extract_tensor::<T>()?;
-        Ok((shape.iter().map(|d| (*d).max(0) as usize).collect(), data.to_vec()))
+        Ok((
+            shape.iter().map(|d| (*d).max(0) as usize).collect(),
+            data.to_vec(),
+        ))
     }
     let (shape, data) = match spec.datatype {
         Datatype::Fp32 => parts::<f32>(value).map(|(s, d)| (s, TensorData::Fp32(d)))?,
@@ -178,10 +200,18 @@ fn from_value(spec: &TensorSpec, value: &DynValue) -> ort::Result<Tensor> {
         Datatype::Int64 => parts::<i64>(value).map(|(s, d)| (s, TensorData::Int64(d)))?,
         _ => parts::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
     };
-    Ok(Tensor { name: spec.name.clone(), shape, data })
+    Ok(Tensor {
+        name: spec.name.clone(),
+        shape,
+        data,
+    })
 }
 
-fn run(session: &mut Session, outputs: &[TensorSpec], inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+fn run(
+    session: &mut Session,
+    outputs: &[TensorSpec],
+    inputs: Vec<Tensor>,
+) -> Result<Vec<Tensor>, BackendError> {
     let failed = |e: ort::Error| BackendError::Inference(e.to_string());
     let values: Vec<(String, DynValue)> = inputs
         .into_iter()
@@ -192,9 +222,12 @@ fn run(session: &mut Session, outputs: &[TensorSpec], inputs: Vec<Tensor>) -> Re
     outputs
         .iter()
         .map(|spec| {
-            let value = results
-                .get(&spec.name)
-                .ok_or_else(|| BackendError::Inference(format!("output '{}' is missing from the model's results", spec.name)))?;
+            let value = results.get(&spec.name).ok_or_else(|| {
+                BackendError::Inference(format!(
+                    "output '{}' is missing from the model's results",
+                    spec.name
+                ))
+            })?;
             from_value(spec, value).map_err(failed)
         })
         .collect()
@@ -202,19 +235,38 @@ fn run(session: &mut Session, outputs: &[TensorSpec], inputs: Vec<Tensor>) -> Re
 
 impl OnnxModel {
     /// Loads `path` into `workers` sessions, each on its own thread.
-    pub fn load(runtime: &OnnxRuntime, path: &Path, workers: usize) -> Result<OnnxModel, LoadError> {
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Model { path: path.display().to_string(), reason: e.to_string() })?;
+    pub fn load(
+        runtime: &OnnxRuntime,
+        path: &Path,
+        workers: usize,
+    ) -> Result<OnnxModel, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Model {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let first = session(runtime, &bytes, path)?;
         let signature = Signature {
-            inputs: first.inputs().iter().map(|o| spec_of(o.name(), o.dtype(), path)).collect::<Result<_, _>>()?,
-            outputs: first.outputs().iter().map(|o| spec_of(o.name(), o.dtype(), path)).collect::<Result<_, _>>()?,
+            inputs: first
+                .inputs()
+                .iter()
+                .map(|o| spec_of(o.name(), o.dtype(), path))
+                .collect::<Result<_, _>>()?,
+            outputs: first
+                .outputs()
+                .iter()
+                .map(|o| spec_of(o.name(), o.dtype(), path))
+                .collect::<Result<_, _>>()?,
         };
         let mut sessions = vec![first];
         for _ in 1..workers.max(1) {
             sessions.push(session(runtime, &bytes, path)?);
         }
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_string();
         for (i, mut session) in sessions.into_iter().enumerate() {
             let receiver = receiver.clone();
             let outputs = signature.outputs.clone();
@@ -227,9 +279,15 @@ impl OnnxModel {
                         let _ = job.reply.send(result);
                     }
                 })
-                .map_err(|e| LoadError::Model { path: path.display().to_string(), reason: format!("cannot start a worker thread: {e}") })?;
+                .map_err(|e| LoadError::Model {
+                    path: path.display().to_string(),
+                    reason: format!("cannot start a worker thread: {e}"),
+                })?;
         }
-        Ok(OnnxModel { signature, jobs: sender })
+        Ok(OnnxModel {
+            signature,
+            jobs: sender,
+        })
     }
 
     pub fn signature(&self) -> &Signature {
@@ -238,7 +296,9 @@ impl OnnxModel {
 
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { inputs, reply }).map_err(|_| BackendError::Unavailable)?;
+        self.jobs
+            .send(Job { inputs, reply })
+            .map_err(|_| BackendError::Unavailable)?;
         answer.await.map_err(|_| BackendError::Unavailable)?
     }
 
@@ -246,32 +306,63 @@ impl OnnxModel {
     /// that loads and runs can still be wrong, so it must reproduce them before taking traffic.
     /// Integer outputs must match exactly; float outputs within 1e-5 (relative, at least absolute).
     pub async fn check_reference(&self, path: &Path) -> Result<usize, LoadError> {
-        let failed = |reason: String| LoadError::Reference { path: path.display().to_string(), reason };
+        let failed = |reason: String| LoadError::Reference {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-        let reference: ReferenceFile = serde_json::from_str(&text).map_err(|e| failed(format!("not a reference file: {e}")))?;
+        let reference: ReferenceFile = serde_json::from_str(&text)
+            .map_err(|e| failed(format!("not a reference file: {e}")))?;
         let mut inputs = Vec::new();
         let mut rows = 0;
         for spec in &self.signature.inputs {
-            let value = reference.inputs.get(&spec.name).ok_or_else(|| failed(format!("has no input '{}'", spec.name)))?;
+            let value = reference
+                .inputs
+                .get(&spec.name)
+                .ok_or_else(|| failed(format!("has no input '{}'", spec.name)))?;
             let body = serde_json::json!({"inputs": [{"name": spec.name, "shape": shape_of(value), "datatype": spec.datatype, "data": value}]});
-            let single = Signature { inputs: vec![spec.clone()], outputs: vec![] };
-            let request = teal_core::protocol::InferRequest::decode(body.to_string().as_bytes(), None, &single)
-                .map_err(|e| failed(format!("input '{}': {e}", spec.name)))?;
+            let single = Signature {
+                inputs: vec![spec.clone()],
+                outputs: vec![],
+            };
+            let request = teal_core::protocol::InferRequest::decode(
+                body.to_string().as_bytes(),
+                None,
+                &single,
+            )
+            .map_err(|e| failed(format!("input '{}': {e}", spec.name)))?;
             rows = request.inputs[0].shape.first().copied().unwrap_or(0);
             inputs.extend(request.inputs);
         }
-        let outputs = self.infer(inputs).await.map_err(|e| failed(e.to_string()))?;
+        let outputs = self
+            .infer(inputs)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         for output in &outputs {
-            let Some(expected) = reference.outputs.get(&output.name) else { continue };
+            let Some(expected) = reference.outputs.get(&output.name) else {
+                continue;
+            };
             let mut flat = Vec::new();
             flatten(expected, &mut flat);
             if flat.len() != output.data.len() {
-                return Err(failed(format!("output '{}' has {} values, the reference {}", output.name, output.data.len(), flat.len())));
+                return Err(failed(format!(
+                    "output '{}' has {} values, the reference {}",
+                    output.name,
+                    output.data.len(),
+                    flat.len()
+                )));
             }
             for (i, want) in flat.iter().enumerate() {
                 let got = output.data.json_value(i).as_f64().unwrap_or(f64::NAN);
-                let exact = matches!(output.data, TensorData::Int32(_) | TensorData::Int64(_) | TensorData::Bool(_));
-                let tolerance = if exact { 0.0 } else { 1e-5 * want.abs().max(1.0) };
+                let exact = matches!(
+                    output.data,
+                    TensorData::Int32(_) | TensorData::Int64(_) | TensorData::Bool(_)
+                );
+                let tolerance = if exact {
+                    0.0
+                } else {
+                    1e-5 * want.abs().max(1.0)
+                };
                 if (got - want).abs() > tolerance || got.is_nan() != want.is_nan() {
                     return Err(failed(format!(
                         "output '{}' differs from the reference at element {i}: got {got}, expected {want}; the runtime or the model file is not the one the reference was made with",

@@ -15,18 +15,28 @@ pub enum GatewayError {
     #[error("unknown model '{name}': served models are {served}")]
     UnknownModel { name: String, served: String },
     #[error("model '{model}' has no loaded version '{version}': loaded versions are {loaded}")]
-    UnknownVersion { model: String, version: String, loaded: String },
+    UnknownVersion {
+        model: String,
+        version: String,
+        loaded: String,
+    },
     #[error("model '{model}' has no {slot} slot: x-teal-slot must name a loaded slot")]
     EmptySlot { model: String, slot: &'static str },
     #[error("x-teal-slot must be blue or green, not '{0}'")]
     BadSlotHeader(String),
-    #[error("no such endpoint: {method} {path}; see /v2 for the server and /v2/models/{{model}} for a model")]
+    #[error(
+        "no such endpoint: {method} {path}; see /v2 for the server and /v2/models/{{model}} for a model"
+    )]
     NoRoute { method: String, path: String },
     #[error("{method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
-    #[error("request body is larger than the limit of {limit} bytes: send fewer rows per request, or raise server.max_body_bytes")]
+    #[error(
+        "request body is larger than the limit of {limit} bytes: send fewer rows per request, or raise server.max_body_bytes"
+    )]
     TooLarge { limit: usize },
-    #[error("content type '{0}' is not accepted: send application/json (or application/octet-stream with Inference-Header-Content-Length for binary tensors)")]
+    #[error(
+        "content type '{0}' is not accepted: send application/json (or application/octet-stream with Inference-Header-Content-Length for binary tensors)"
+    )]
     ContentType(String),
     #[error("content encoding '{0}' is not accepted: send the body uncompressed")]
     ContentEncoding(String),
@@ -36,7 +46,11 @@ pub enum GatewayError {
     Body(String),
     /// The model failed on a valid request.
     #[error("version {version} of model '{model}' failed: {source}")]
-    Backend { model: String, version: String, source: BackendError },
+    Backend {
+        model: String,
+        version: String,
+        source: BackendError,
+    },
 }
 
 impl GatewayError {
@@ -52,8 +66,13 @@ impl GatewayError {
             | GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::ContentType(_) | GatewayError::ContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            GatewayError::Backend { source: BackendError::Unavailable, .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ContentType(_) | GatewayError::ContentEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            GatewayError::Backend {
+                source: BackendError::Unavailable,
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Backend { .. } => StatusCode::BAD_GATEWAY,
         }
     }

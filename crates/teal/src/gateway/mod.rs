@@ -47,17 +47,28 @@ struct RequestIds {
 
 impl RequestIds {
     fn new() -> RequestIds {
-        RequestIds { prefix: fastrand::u32(..), counter: AtomicU64::new(0) }
+        RequestIds {
+            prefix: fastrand::u32(..),
+            counter: AtomicU64::new(0),
+        }
     }
 
     fn next(&self) -> String {
-        format!("{:08x}{:012x}", self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{:08x}{:012x}",
+            self.prefix,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
     }
 }
 
 impl Gateway {
     pub fn new(routes: Arc<Routes>, max_body_bytes: usize) -> Gateway {
-        Gateway { routes, max_body_bytes, ids: RequestIds::new() }
+        Gateway {
+            routes,
+            max_body_bytes,
+            ids: RequestIds::new(),
+        }
     }
 
     /// The caller's request id when it is a sane header value, otherwise a new one.
@@ -79,9 +90,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v2/models/{model}", get(model_metadata))
         .route("/v2/models/{model}/ready", get(model_ready))
         .route("/v2/models/{model}/infer", post(infer))
-        .route("/v2/models/{model}/versions/{version}", get(version_metadata))
-        .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
-        .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(version_metadata),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(version_ready),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(version_infer),
+        )
         .route("/v1/models/{model}/predict", post(predict))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -96,7 +116,9 @@ fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<
 fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -110,7 +132,11 @@ fn error_response(error: &GatewayError, request_id: Option<&str>) -> Response<Bo
 
 fn served(snapshot: &crate::routing::RouteSnapshot) -> String {
     let names: Vec<&str> = snapshot.models.keys().map(String::as_str).collect();
-    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn find_model(gateway: &Gateway, name: &str) -> Result<Arc<ModelRoutes>, GatewayError> {
@@ -119,19 +145,29 @@ fn find_model(gateway: &Gateway, name: &str) -> Result<Arc<ModelRoutes>, Gateway
         .models
         .get(name)
         .cloned()
-        .ok_or_else(|| GatewayError::UnknownModel { name: name.to_string(), served: served(&snapshot) })
+        .ok_or_else(|| GatewayError::UnknownModel {
+            name: name.to_string(),
+            served: served(&snapshot),
+        })
 }
 
 fn find_version(routes: &ModelRoutes, version: &str) -> Result<Arc<Slot>, GatewayError> {
-    routes.by_version(version).cloned().ok_or_else(|| GatewayError::UnknownVersion {
-        model: routes.name.clone(),
-        version: version.to_string(),
-        loaded: routes.versions().join(", "),
-    })
+    routes
+        .by_version(version)
+        .cloned()
+        .ok_or_else(|| GatewayError::UnknownVersion {
+            model: routes.name.clone(),
+            version: version.to_string(),
+            loaded: routes.versions().join(", "),
+        })
 }
 
 /// Picks the slot for a request: the named version, or the route table's choice.
-fn pick(routes: &ModelRoutes, version: Option<&str>, headers: &HeaderMap) -> Result<Arc<Slot>, GatewayError> {
+fn pick(
+    routes: &ModelRoutes,
+    version: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Arc<Slot>, GatewayError> {
     if let Some(version) = version {
         return find_version(routes, version);
     }
@@ -139,15 +175,22 @@ fn pick(routes: &ModelRoutes, version: Option<&str>, headers: &HeaderMap) -> Res
         None => None,
         Some(value) => {
             let text = value.to_str().unwrap_or("");
-            Some(text.parse::<Color>().map_err(|_| GatewayError::BadSlotHeader(text.to_string()))?)
+            Some(
+                text.parse::<Color>()
+                    .map_err(|_| GatewayError::BadSlotHeader(text.to_string()))?,
+            )
         }
     };
-    let bucket = if routes.table.candidate_weight > 0 { fastrand::u32(..WHOLE) } else { 0 };
+    let bucket = if routes.table.candidate_weight > 0 {
+        fastrand::u32(..WHOLE)
+    } else {
+        0
+    };
     let color = routes.table.choose(requested, bucket);
-    routes
-        .slot(color)
-        .cloned()
-        .ok_or(GatewayError::EmptySlot { model: routes.name.clone(), slot: color.as_str() })
+    routes.slot(color).cloned().ok_or(GatewayError::EmptySlot {
+        model: routes.name.clone(),
+        slot: color.as_str(),
+    })
 }
 
 async fn server_metadata() -> Response<Body> {
@@ -168,7 +211,11 @@ async fn live() -> Response<Body> {
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
     let snapshot = gateway.routes.load();
     let ready = snapshot.models.values().all(|m| m.live().is_some());
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(status, &serde_json::json!({ "ready": ready }))
 }
 
@@ -201,7 +248,10 @@ async fn model_metadata(State(gateway): State<Arc<Gateway>>, path: ModelPath) ->
     }
 }
 
-async fn version_metadata(State(gateway): State<Arc<Gateway>>, path: VersionPath) -> Response<Body> {
+async fn version_metadata(
+    State(gateway): State<Arc<Gateway>>,
+    path: VersionPath,
+) -> Response<Body> {
     let Path((model, version)) = match path {
         Ok(p) => p,
         Err(e) => return path_error(e),
@@ -223,8 +273,15 @@ async fn model_ready(State(gateway): State<Arc<Gateway>>, path: ModelPath) -> Re
     match find_model(&gateway, &model) {
         Ok(routes) => {
             let ready = routes.live().is_some();
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            json_response(status, &serde_json::json!({ "name": model, "ready": ready }))
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json_response(
+                status,
+                &serde_json::json!({ "name": model, "ready": ready }),
+            )
         }
         Err(e) => error_response(&e, None),
     }
@@ -236,7 +293,10 @@ async fn version_ready(State(gateway): State<Arc<Gateway>>, path: VersionPath) -
         Err(e) => return path_error(e),
     };
     match find_model(&gateway, &model).and_then(|routes| find_version(&routes, &version)) {
-        Ok(_) => json_response(StatusCode::OK, &serde_json::json!({ "name": model, "version": version, "ready": true })),
+        Ok(_) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "name": model, "version": version, "ready": true }),
+        ),
         Err(e) => error_response(&e, None),
     }
 }
@@ -253,12 +313,20 @@ fn body_headers(headers: &HeaderMap, allow_binary: bool) -> Result<Option<usize>
         None => None,
         Some(value) => {
             let text = value.to_str().unwrap_or("?").trim();
-            Some(text.parse::<usize>().map_err(|_| GatewayError::HeaderLength(text.to_string()))?)
+            Some(
+                text.parse::<usize>()
+                    .map_err(|_| GatewayError::HeaderLength(text.to_string()))?,
+            )
         }
     };
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let text = content_type.to_str().unwrap_or("?");
-        let media = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = text
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         let accepted = media == "application/json"
             || media.ends_with("+json")
             || (allow_binary && media == "application/octet-stream");
@@ -269,7 +337,11 @@ fn body_headers(headers: &HeaderMap, allow_binary: bool) -> Result<Option<usize>
     Ok(json_len)
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, GatewayError> {
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -279,7 +351,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<byte
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(GatewayError::TooLarge { limit }),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(GatewayError::TooLarge { limit })
+        }
         Err(e) => Err(GatewayError::Body(e.to_string())),
     }
 }
@@ -311,17 +388,22 @@ async fn run_infer(
     let slot = pick(&routes, version, headers)?;
     let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
     let inputs = std::mem::take(&mut request.inputs);
-    let outputs = slot.backend.infer(inputs).await.map_err(|source| GatewayError::Backend {
-        model: model.to_string(),
-        version: slot.version.clone(),
-        source,
-    })?;
+    let outputs = slot
+        .backend
+        .infer(inputs)
+        .await
+        .map_err(|source| GatewayError::Backend {
+            model: model.to_string(),
+            version: slot.version.clone(),
+            source,
+        })?;
     let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
     let mut response = match encoded.json_len {
         None => bytes_response(StatusCode::OK, "application/json", encoded.body),
         Some(n) => {
             let mut r = bytes_response(StatusCode::OK, "application/octet-stream", encoded.body);
-            r.headers_mut().insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
+            r.headers_mut()
+                .insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
             r
         }
     };
@@ -329,7 +411,12 @@ async fn run_infer(
     Ok(response)
 }
 
-async fn infer(State(gateway): State<Arc<Gateway>>, path: ModelPath, headers: HeaderMap, body: Body) -> Response<Body> {
+async fn infer(
+    State(gateway): State<Arc<Gateway>>,
+    path: ModelPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
     let request_id = gateway.request_id(&headers);
     let Path(model) = match path {
         Ok(p) => p,
@@ -341,31 +428,58 @@ async fn infer(State(gateway): State<Arc<Gateway>>, path: ModelPath, headers: He
     }
 }
 
-async fn version_infer(State(gateway): State<Arc<Gateway>>, path: VersionPath, headers: HeaderMap, body: Body) -> Response<Body> {
+async fn version_infer(
+    State(gateway): State<Arc<Gateway>>,
+    path: VersionPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
     let request_id = gateway.request_id(&headers);
     let Path((model, version)) = match path {
         Ok(p) => p,
         Err(e) => return path_error(e),
     };
-    match run_infer(&gateway, &model, Some(&version), &headers, body, &request_id).await {
+    match run_infer(
+        &gateway,
+        &model,
+        Some(&version),
+        &headers,
+        body,
+        &request_id,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(e) => error_response(&e, Some(&request_id)),
     }
 }
 
-async fn run_predict(gateway: &Gateway, model: &str, headers: &HeaderMap, body: Body, request_id: &str) -> Result<Response<Body>, GatewayError> {
+async fn run_predict(
+    gateway: &Gateway,
+    model: &str,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &str,
+) -> Result<Response<Body>, GatewayError> {
     body_headers(headers, false)?;
     let body = read_body(body, headers, gateway.max_body_bytes).await?;
     let routes = find_model(gateway, model)?;
     let slot = pick(&routes, None, headers)?;
     let signature = slot.backend.signature();
     let request = InferRequest::from_features(&body, signature)?;
-    let wanted = routes.prediction_output.as_deref().or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
-    let outputs = slot.backend.infer(request.inputs).await.map_err(|source| GatewayError::Backend {
-        model: model.to_string(),
-        version: slot.version.clone(),
-        source,
-    })?;
+    let wanted = routes
+        .prediction_output
+        .as_deref()
+        .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
+    let outputs =
+        slot.backend
+            .infer(request.inputs)
+            .await
+            .map_err(|source| GatewayError::Backend {
+                model: model.to_string(),
+                version: slot.version.clone(),
+                source,
+            })?;
     let predictions = outputs
         .iter()
         .find(|o| Some(o.name.as_str()) == wanted)
@@ -379,7 +493,12 @@ async fn run_predict(gateway: &Gateway, model: &str, headers: &HeaderMap, body: 
     Ok(response)
 }
 
-async fn predict(State(gateway): State<Arc<Gateway>>, path: ModelPath, headers: HeaderMap, body: Body) -> Response<Body> {
+async fn predict(
+    State(gateway): State<Arc<Gateway>>,
+    path: ModelPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
     let request_id = gateway.request_id(&headers);
     let Path(model) = match path {
         Ok(p) => p,
@@ -392,9 +511,21 @@ async fn predict(State(gateway): State<Arc<Gateway>>, path: ModelPath, headers: 
 }
 
 async fn no_route(method: Method, uri: Uri) -> Response<Body> {
-    error_response(&GatewayError::NoRoute { method: method.to_string(), path: uri.path().to_string() }, None)
+    error_response(
+        &GatewayError::NoRoute {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+        },
+        None,
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response<Body> {
-    error_response(&GatewayError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }, None)
+    error_response(
+        &GatewayError::MethodNotAllowed {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+        },
+        None,
+    )
 }

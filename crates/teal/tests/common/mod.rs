@@ -9,12 +9,16 @@ use teal::core::config::Config;
 use teal::server::{self, Running};
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// The example config, on free ports, with its state in a fresh temporary folder.
 pub fn example_config() -> Config {
-    let mut config = server::load_config(&repo_root().join("examples/teal.toml")).expect("example config");
+    let mut config =
+        server::load_config(&repo_root().join("examples/teal.toml")).expect("example config");
     config.server.listen = "127.0.0.1:0".into();
     config.server.admin = "127.0.0.1:0".into();
     config.server.state_dir = temp_dir("state");
@@ -22,7 +26,11 @@ pub fn example_config() -> Config {
 }
 
 pub fn temp_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("teal-test-{what}-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    let dir = std::env::temp_dir().join(format!(
+        "teal-test-{what}-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -30,7 +38,9 @@ pub fn temp_dir(what: &str) -> PathBuf {
 pub const TOKEN: &str = "test-token";
 
 pub async fn start(config: &Config) -> Running {
-    server::start(config, Some(TOKEN.to_string())).await.expect("teal starts")
+    server::start(config, Some(TOKEN.to_string()))
+        .await
+        .expect("teal starts")
 }
 
 pub fn data(running: &Running) -> HttpClient {
@@ -47,11 +57,17 @@ pub async fn stop(running: Running) {
 
 /// Rows of a model's holdout file: features and label.
 pub fn holdout(model: &str) -> Vec<(Vec<f64>, i64)> {
-    let text = std::fs::read_to_string(repo_root().join(format!("models/{model}/holdout.jsonl"))).expect("holdout");
+    let text = std::fs::read_to_string(repo_root().join(format!("models/{model}/holdout.jsonl")))
+        .expect("holdout");
     text.lines()
         .map(|line| {
             let row: serde_json::Value = serde_json::from_str(line).expect("holdout row");
-            let features = row["features"].as_array().expect("features").iter().map(|v| v.as_f64().expect("number")).collect();
+            let features = row["features"]
+                .as_array()
+                .expect("features")
+                .iter()
+                .map(|v| v.as_f64().expect("number"))
+                .collect();
             (features, row["label"].as_i64().expect("label"))
         })
         .collect()
@@ -59,7 +75,10 @@ pub fn holdout(model: &str) -> Vec<(Vec<f64>, i64)> {
 
 /// The reference outputs onnxruntime-Python computed for a version.
 pub fn reference(model: &str, version: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(repo_root().join(format!("models/{model}/{version}/reference.json"))).expect("reference");
+    let text = std::fs::read_to_string(
+        repo_root().join(format!("models/{model}/{version}/reference.json")),
+    )
+    .expect("reference");
     serde_json::from_str(&text).expect("reference json")
 }
 
