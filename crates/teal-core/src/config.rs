@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Folder for teal's state: the admin token file and the admin address file.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// How long a teardown waits for requests in flight on the slot to finish.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
     /// Path of `libonnxruntime.so`; when unset teal looks at `ORT_DYLIB_PATH`, then at the
     /// `onnxruntime` Python package.
     #[serde(default)]
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
             admin: default_admin(),
             max_body_bytes: default_max_body(),
             state_dir: default_state_dir(),
+            drain_ms: default_drain_ms(),
             onnxruntime: None,
         }
     }
@@ -73,6 +77,9 @@ fn default_admin() -> String {
 }
 fn default_max_body() -> usize {
     DEFAULT_MAX_BODY_BYTES
+}
+fn default_drain_ms() -> u64 {
+    10_000
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".teal")
@@ -93,6 +100,9 @@ pub struct ModelConfig {
     /// Whether callers may pick a slot with the `x-teal-slot` header.
     #[serde(default = "yes")]
     pub header_override: bool,
+    /// The prediction cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// The blue slot.
     pub blue: Option<SlotConfig>,
     /// The green slot.
@@ -129,6 +139,66 @@ pub struct SlotConfig {
     pub card: BTreeMap<String, String>,
 }
 
+impl SlotConfig {
+    /// Checks one slot; the error names the field (relative to the slot) and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |field: &str, reason: &str| Err((field.to_string(), reason.to_string()));
+        if !valid_name(&self.version) {
+            return Err((
+                "version".into(),
+                format!("'{}' is not a valid version name: use letters, digits, '-', '_' and '.'", self.version),
+            ));
+        }
+        match &self.backend {
+            BackendConfig::Onnx { workers, .. } if *workers == 0 || *workers > 64 => err("workers", "must be between 1 and 64"),
+            BackendConfig::Onnx { .. } => Ok(()),
+            BackendConfig::Upstream(remote) => {
+                if remote.urls.is_empty() {
+                    return err("urls", "an upstream slot needs at least one replica URL, like [\"http://127.0.0.1:8081\"]");
+                }
+                if remote.command.is_some() {
+                    return err("command", "an upstream slot fronts running servers; use kind = \"process\" for teal to start one");
+                }
+                for url in &remote.urls {
+                    if !(url.starts_with("http://") && url.len() > 7) {
+                        return Err(("urls".into(), format!("'{url}' is not an http:// URL")));
+                    }
+                }
+                remote.validate_common()
+            }
+            BackendConfig::Process(remote) => {
+                match &remote.command {
+                    None => return err("command", "a process slot needs the command that starts the server"),
+                    Some(c) if c.trim().is_empty() => return err("command", "is empty"),
+                    Some(_) => {}
+                }
+                if !remote.urls.is_empty() {
+                    return err("urls", "a process slot serves on the port teal gives it ({port}); leave urls out");
+                }
+                remote.validate_common()
+            }
+        }
+    }
+}
+
+impl RemoteConfig {
+    fn validate_common(&self) -> Result<(), (String, String)> {
+        for (field, value) in [
+            ("timeout_ms", self.timeout_ms),
+            ("health_interval_ms", self.health_interval_ms),
+            ("ready_timeout_ms", self.ready_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err((field.into(), "must be more than 0".into()));
+            }
+        }
+        if !self.predict_path.starts_with('/') || self.ready_path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+            return Err(("predict_path".into(), "paths start with '/'".into()));
+        }
+        Ok(())
+    }
+}
+
 /// How a version runs.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -145,6 +215,152 @@ pub enum BackendConfig {
         #[serde(default = "default_workers")]
         workers: usize,
     },
+    /// Replicas of a model server that already runs (MLServer, Triton, a Flask app, ...).
+    Upstream(RemoteConfig),
+    /// A model server teal starts, supervises and stops itself, then fronts like an upstream.
+    Process(RemoteConfig),
+}
+
+/// How teal speaks to a model server.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WireProtocol {
+    /// Open Inference Protocol V2 REST.
+    #[default]
+    V2,
+    /// Simple JSON: POST `predict_path` with `{"features": [[...]]}`, answered with
+    /// `{"prediction": ...}` or `{"predictions": [...]}` (the classic Flask pattern).
+    Json,
+}
+
+/// How requests are spread over replicas.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// The replica with the fewest requests in flight (ties go round the ring).
+    #[default]
+    LeastOutstanding,
+    /// Each replica in turn.
+    RoundRobin,
+}
+
+/// A model server: replicas teal fronts (`upstream`) or a command teal starts (`process`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// `upstream`: base URLs of the replicas, like `http://10.0.0.5:8080`.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// `process`: the command teal starts (run by `sh -c`). Placeholders: `{port}` (a free
+    /// port teal picked; the server must listen on it), `{model}`, `{version}`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// `process`: the folder the command runs in (default: the config file's folder).
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// `process`: extra environment variables for the command (placeholders work here too).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `v2` (default) or `json`.
+    #[serde(default)]
+    pub protocol: WireProtocol,
+    /// The model's name on the server, when it is not teal's name for it (V2).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The simple JSON protocol's inference path.
+    #[serde(default = "default_predict_path")]
+    pub predict_path: String,
+    /// The readiness path; default `/v2/models/{model}/ready` (V2) or `/health` (JSON).
+    #[serde(default)]
+    pub ready_path: Option<String>,
+    /// `least_outstanding` (default) or `round_robin`.
+    #[serde(default)]
+    pub balance: Balance,
+    /// How long one inference may take before it fails.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How often each replica's readiness is checked.
+    #[serde(default = "default_health_interval_ms")]
+    pub health_interval_ms: u64,
+    /// Consecutive failed requests after which a replica is ejected.
+    #[serde(default = "default_eject_after")]
+    pub eject_after_failures: u32,
+    /// How long an ejected replica stays out before a passing readiness check re-admits it.
+    #[serde(default = "default_eject_ms")]
+    pub eject_ms: u64,
+    /// `process`: how long the server may take to become ready.
+    #[serde(default = "default_ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+    /// `process`: how long after SIGTERM before SIGKILL.
+    #[serde(default = "default_stop_grace_ms")]
+    pub stop_grace_ms: u64,
+    /// Declared inputs, for servers whose metadata publishes none (teal then validates).
+    #[serde(default)]
+    pub inputs: Option<Vec<crate::protocol::TensorSpec>>,
+    /// Declared outputs, likewise.
+    #[serde(default)]
+    pub outputs: Option<Vec<crate::protocol::TensorSpec>>,
+}
+
+impl RemoteConfig {
+    /// The readiness path for this protocol, for the model the server knows as `server_model`.
+    pub fn ready_path(&self, server_model: &str) -> String {
+        match (&self.ready_path, self.protocol) {
+            (Some(path), _) => path.clone(),
+            (None, WireProtocol::V2) => format!("/v2/models/{server_model}/ready"),
+            (None, WireProtocol::Json) => "/health".to_string(),
+        }
+    }
+}
+
+fn default_predict_path() -> String {
+    "/predict".to_string()
+}
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+fn default_health_interval_ms() -> u64 {
+    2_000
+}
+fn default_eject_after() -> u32 {
+    5
+}
+fn default_eject_ms() -> u64 {
+    10_000
+}
+fn default_ready_timeout_ms() -> u64 {
+    60_000
+}
+fn default_stop_grace_ms() -> u64 {
+    10_000
+}
+
+/// A versioned prediction cache, off by default.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Whether identical inputs are answered from memory.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Entries kept per slot; the oldest go first.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+    /// How long an answer may be reused.
+    #[serde(default = "default_cache_ttl_ms")]
+    pub ttl_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { enabled: false, max_entries: default_cache_entries(), ttl_ms: default_cache_ttl_ms() }
+    }
+}
+
+fn default_cache_entries() -> usize {
+    10_000
+}
+fn default_cache_ttl_ms() -> u64 {
+    60_000
 }
 
 fn default_workers() -> usize {
@@ -243,6 +459,11 @@ impl Config {
                             resolve(r);
                         }
                     }
+                    BackendConfig::Upstream(_) => {}
+                    BackendConfig::Process(remote) => {
+                        let dir = remote.workdir.get_or_insert_with(|| base.to_path_buf());
+                        resolve(dir);
+                    }
                 }
             }
         }
@@ -313,24 +534,10 @@ impl Config {
                     continue;
                 };
                 let field = format!("{at}.{color}");
-                if !valid_name(&slot.version) {
-                    return Err(ConfigError::new(
-                        format!("{field}.version"),
-                        format!(
-                            "'{}' is not a valid version name: use letters, digits, '-', '_' and '.'",
-                            slot.version
-                        ),
-                    ));
-                }
-                match &slot.backend {
-                    BackendConfig::Onnx { workers, .. } if *workers == 0 || *workers > 64 => {
-                        return Err(ConfigError::new(
-                            format!("{field}.workers"),
-                            "must be between 1 and 64",
-                        ));
-                    }
-                    BackendConfig::Onnx { .. } => {}
-                }
+                slot.validate().map_err(|(f, reason)| ConfigError::new(format!("{field}.{f}"), reason))?;
+            }
+            if model.cache.enabled && model.cache.max_entries == 0 {
+                return Err(ConfigError::new(format!("{at}.cache.max_entries"), "must be more than 0 when the cache is on"));
             }
             if let (Some(blue), Some(green)) = (&model.blue, &model.green)
                 && blue.version == green.version
@@ -392,9 +599,13 @@ mod tests {
     fn relative_paths_follow_the_config_file() {
         let mut config = Config::parse(EXAMPLE).unwrap();
         config.resolve_paths(Path::new("/etc/teal"));
-        let BackendConfig::Onnx { path, .. } = &config.models[0].blue.as_ref().unwrap().backend;
+        let BackendConfig::Onnx { path, .. } = &config.models[0].blue.as_ref().unwrap().backend else {
+            panic!("onnx")
+        };
         assert_eq!(path, Path::new("/etc/teal/digits/v1/model.onnx"));
-        let BackendConfig::Onnx { path, .. } = &config.models[0].green.as_ref().unwrap().backend;
+        let BackendConfig::Onnx { path, .. } = &config.models[0].green.as_ref().unwrap().backend else {
+            panic!("onnx")
+        };
         assert_eq!(path, Path::new("/models/v2.onnx"));
         assert_eq!(config.server.state_dir, Path::new("/etc/teal/.teal"));
     }
@@ -463,6 +674,45 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(err.field, "model[0].live");
+    }
+
+    #[test]
+    fn upstream_and_process_slots_parse_with_defaults_and_refuse_mixups() {
+        let text = r#"
+            [[model]]
+            name = "m"
+            [model.blue]
+            version = "a"
+            kind = "upstream"
+            urls = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
+            balance = "round_robin"
+            [model.green]
+            version = "b"
+            kind = "process"
+            command = "mlserver start . --http_port {port}"
+            protocol = "json"
+        "#;
+        let mut config = Config::parse(text).unwrap();
+        config.validate().unwrap();
+        config.resolve_paths(Path::new("/srv"));
+        let BackendConfig::Upstream(up) = &config.models[0].blue.as_ref().unwrap().backend else { panic!() };
+        assert_eq!(up.urls.len(), 2);
+        assert_eq!(up.balance, Balance::RoundRobin);
+        assert_eq!(up.ready_path("m"), "/v2/models/m/ready");
+        let BackendConfig::Process(p) = &config.models[0].green.as_ref().unwrap().backend else { panic!() };
+        assert_eq!(p.workdir.as_deref(), Some(Path::new("/srv")));
+        assert_eq!(p.ready_path("m"), "/health");
+        assert_eq!(p.timeout_ms, 30_000);
+
+        for (from, to, field) in [
+            ("urls = [\"http://127.0.0.1:8001\", \"http://127.0.0.1:8002\"]", "urls = []", "model[0].blue.urls"),
+            ("urls = [\"http://127.0.0.1:8001\", \"http://127.0.0.1:8002\"]", "urls = [\"ftp://x\"]", "model[0].blue.urls"),
+            ("command = \"mlserver start . --http_port {port}\"", "workdir = \"/tmp\"", "model[0].green.command"),
+        ] {
+            let err = Config::parse(&text.replace(from, to)).unwrap().validate().unwrap_err();
+            assert_eq!(err.field, field);
+        }
+        assert!(Config::parse(&text.replace("balance", "balancing")).is_err(), "typos are refused");
     }
 
     #[test]

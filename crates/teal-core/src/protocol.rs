@@ -642,8 +642,106 @@ fn from_le_bytes(
     })
 }
 
+/// The binary part of a body (after the JSON header), handed out to tensors in order.
+struct BinaryTail<'a> {
+    bytes: &'a [u8],
+    /// Whether the body declared a JSON length at all (the binary extension is in use).
+    declared: bool,
+}
+
+fn split_body(body: &[u8], json_len: Option<usize>) -> Result<(&[u8], BinaryTail<'_>), ProtocolError> {
+    match json_len {
+        None => Ok((body, BinaryTail { bytes: &[], declared: false })),
+        Some(n) if n <= body.len() => {
+            let (json, bytes) = body.split_at(n);
+            Ok((json, BinaryTail { bytes, declared: true }))
+        }
+        Some(n) => Err(ProtocolError::Binary(format!(
+            "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+            body.len()
+        ))),
+    }
+}
+
+impl BinaryTail<'_> {
+    fn finish(self) -> Result<(), ProtocolError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::Binary(format!(
+                "{} bytes follow the JSON header that no tensor claims: check each binary_data_size",
+                self.bytes.len()
+            )))
+        }
+    }
+}
+
+type Parameters = Option<serde_json::Map<String, serde_json::Value>>;
+
+/// The elements of one tensor, from JSON `data` or from the binary tail.
+fn tensor_data(
+    name: &str,
+    datatype: Datatype,
+    wire_shape: &[u64],
+    parameters: &Parameters,
+    data: Option<FlatData>,
+    tail: &mut BinaryTail<'_>,
+) -> Result<(Vec<usize>, TensorData), ProtocolError> {
+    let shape: Vec<usize> = wire_shape.iter().map(|d| usize::try_from(*d).unwrap_or(usize::MAX)).collect();
+    let expected = element_count(&shape);
+    let count_error = |got: usize| ProtocolError::ElementCount {
+        name: name.to_string(),
+        shape: shape_text(wire_shape),
+        expected: expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
+        got,
+    };
+    let data = match (binary_size(parameters)?, data) {
+        (Some(_), Some(_)) => {
+            return Err(ProtocolError::Binary(format!(
+                "tensor '{name}' has both binary_data_size and data: send one of them"
+            )));
+        }
+        (Some(size), None) => {
+            if !tail.declared {
+                return Err(ProtocolError::Binary(format!(
+                    "tensor '{name}' declares binary_data_size but there is no Inference-Header-Content-Length header"
+                )));
+            }
+            if size > tail.bytes.len() {
+                return Err(ProtocolError::Binary(format!(
+                    "tensor '{name}' declares {size} binary bytes but only {} remain in the body",
+                    tail.bytes.len()
+                )));
+            }
+            let (bytes, rest) = tail.bytes.split_at(size);
+            tail.bytes = rest;
+            let element = datatype.element_size().unwrap_or(1);
+            if size % element != 0 || Some(size / element) != expected {
+                return Err(count_error(size / element));
+            }
+            from_le_bytes(name, datatype, bytes)?
+        }
+        (None, Some(FlatData(values))) => {
+            if Some(values.len()) != expected {
+                return Err(count_error(values.len()));
+            }
+            typed(name, datatype, values)?
+        }
+        (None, None) => return Err(ProtocolError::MissingData(name.to_string())),
+    };
+    Ok((shape, data))
+}
+
+fn parse_datatype(name: &str, datatype: &str) -> Result<Datatype, ProtocolError> {
+    Datatype::parse(datatype).ok_or_else(|| {
+        ProtocolError::Malformed(format!("tensor '{name}' has unknown datatype '{datatype}'"))
+    })
+}
+
 impl InferRequest {
-    /// Decodes a V2 infer request body and checks it against `signature`.
+    /// Decodes a V2 infer request body and, when the model's `signature` is known, checks
+    /// the request against it. Without a signature (a model server that publishes none)
+    /// the inputs are taken as sent, in the order sent.
     ///
     /// `json_len` is the `Inference-Header-Content-Length` header of the binary tensor
     /// extension: the body's first `json_len` bytes are JSON and the rest holds the inputs
@@ -651,147 +749,122 @@ impl InferRequest {
     pub fn decode(
         body: &[u8],
         json_len: Option<usize>,
-        signature: &Signature,
+        signature: Option<&Signature>,
     ) -> Result<InferRequest, ProtocolError> {
-        let (json, mut binary) = match json_len {
-            None => (body, &[][..]),
-            Some(n) if n <= body.len() => body.split_at(n),
-            Some(n) => {
-                return Err(ProtocolError::Binary(format!(
-                    "Inference-Header-Content-Length is {n} but the body has only {} bytes",
-                    body.len()
-                )));
-            }
-        };
+        let (json, mut tail) = split_body(body, json_len)?;
         let wire: WireRequest =
             serde_json::from_slice(json).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         let binary_output = flag(&wire.parameters, "binary_data_output")?;
 
-        let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
+        let mut sent: Vec<Tensor> = Vec::with_capacity(wire.inputs.len());
         for input in wire.inputs {
-            let Some(position) = signature.inputs.iter().position(|s| s.name == input.name) else {
-                return Err(ProtocolError::UnknownInput {
-                    name: input.name,
-                    expected: signature.describe_inputs(),
-                });
-            };
-            let spec = &signature.inputs[position];
-            if slots[position].is_some() {
+            if sent.iter().any(|t| t.name == input.name) {
                 return Err(ProtocolError::DuplicateInput(input.name));
             }
-            if input.datatype != spec.datatype.as_str() {
-                return Err(ProtocolError::Datatype {
-                    name: input.name,
-                    got: input.datatype,
-                    want: spec.datatype,
-                });
-            }
-            let shape: Vec<usize> = input
-                .shape
-                .iter()
-                .map(|d| usize::try_from(*d).unwrap_or(usize::MAX))
-                .collect();
-            if !spec.accepts_shape(&shape) {
-                return Err(ProtocolError::Shape {
-                    name: input.name,
-                    got: shape_text(&input.shape),
-                    want: shape_text(&spec.shape),
-                });
-            }
-            let expected = element_count(&shape);
-            let count_error = |got: usize| ProtocolError::ElementCount {
-                name: spec.name.clone(),
-                shape: shape_text(&input.shape),
-                expected: expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
-                got,
+            let datatype = match signature {
+                None => parse_datatype(&input.name, &input.datatype)?,
+                Some(signature) => {
+                    let Some(spec) = signature.inputs.iter().find(|s| s.name == input.name) else {
+                        return Err(ProtocolError::UnknownInput {
+                            name: input.name,
+                            expected: signature.describe_inputs(),
+                        });
+                    };
+                    if input.datatype != spec.datatype.as_str() {
+                        return Err(ProtocolError::Datatype {
+                            name: input.name,
+                            got: input.datatype,
+                            want: spec.datatype,
+                        });
+                    }
+                    let shape: Vec<usize> =
+                        input.shape.iter().map(|d| usize::try_from(*d).unwrap_or(usize::MAX)).collect();
+                    if !spec.accepts_shape(&shape) {
+                        return Err(ProtocolError::Shape {
+                            name: input.name,
+                            got: shape_text(&input.shape),
+                            want: shape_text(&spec.shape),
+                        });
+                    }
+                    spec.datatype
+                }
             };
-            let data = match (binary_size(&input.parameters)?, input.data) {
-                (Some(_), Some(_)) => {
-                    return Err(ProtocolError::Binary(format!(
-                        "input '{}' has both binary_data_size and data: send one of them",
-                        spec.name
-                    )));
-                }
-                (Some(size), None) => {
-                    if json_len.is_none() {
-                        return Err(ProtocolError::Binary(format!(
-                            "input '{}' declares binary_data_size but the request has no Inference-Header-Content-Length header",
-                            spec.name
-                        )));
-                    }
-                    if size > binary.len() {
-                        return Err(ProtocolError::Binary(format!(
-                            "input '{}' declares {size} binary bytes but only {} remain in the body",
-                            spec.name,
-                            binary.len()
-                        )));
-                    }
-                    let (bytes, rest) = binary.split_at(size);
-                    binary = rest;
-                    let element = spec.datatype.element_size().unwrap_or(1);
-                    if size % element != 0 || Some(size / element) != expected {
-                        return Err(count_error(size / element));
-                    }
-                    from_le_bytes(&spec.name, spec.datatype, bytes)?
-                }
-                (None, Some(FlatData(values))) => {
-                    if Some(values.len()) != expected {
-                        return Err(count_error(values.len()));
-                    }
-                    typed(&spec.name, spec.datatype, values)?
-                }
-                (None, None) => return Err(ProtocolError::MissingData(spec.name.clone())),
-            };
-            slots[position] = Some(Tensor {
-                name: spec.name.clone(),
-                shape,
-                data,
-            });
+            let (shape, data) =
+                tensor_data(&input.name, datatype, &input.shape, &input.parameters, input.data, &mut tail)?;
+            sent.push(Tensor { name: input.name, shape, data });
         }
-        if !binary.is_empty() {
-            return Err(ProtocolError::Binary(format!(
-                "{} bytes follow the JSON header that no input claims: check each input's binary_data_size",
-                binary.len()
-            )));
-        }
-        let mut inputs = Vec::with_capacity(slots.len());
-        for (spec, slot) in signature.inputs.iter().zip(slots) {
-            match slot {
-                Some(tensor) => inputs.push(tensor),
-                None => {
-                    return Err(ProtocolError::MissingInput {
-                        name: spec.name.clone(),
-                        expected: signature.describe_inputs(),
-                    });
+        tail.finish()?;
+
+        let inputs = match signature {
+            None => sent,
+            Some(signature) => {
+                // The model's declared order, every input present.
+                let mut ordered = Vec::with_capacity(signature.inputs.len());
+                for spec in &signature.inputs {
+                    let Some(position) = sent.iter().position(|t| t.name == spec.name) else {
+                        return Err(ProtocolError::MissingInput {
+                            name: spec.name.clone(),
+                            expected: signature.describe_inputs(),
+                        });
+                    };
+                    ordered.push(sent.swap_remove(position));
                 }
+                ordered
             }
-        }
+        };
         let outputs = match wire.outputs {
             None => None,
             Some(list) => {
                 let mut requested = Vec::with_capacity(list.len());
                 for output in list {
-                    if !signature.outputs.iter().any(|s| s.name == output.name) {
+                    if let Some(signature) = signature
+                        && !signature.outputs.iter().any(|s| s.name == output.name)
+                    {
                         return Err(ProtocolError::UnknownOutput {
                             name: output.name,
                             expected: signature.describe_outputs(),
                         });
                     }
                     let binary = flag(&output.parameters, "binary_data")?;
-                    requested.push(RequestedOutput {
-                        name: output.name,
-                        binary,
-                    });
+                    requested.push(RequestedOutput { name: output.name, binary });
                 }
                 Some(requested)
             }
         };
-        Ok(InferRequest {
-            id: wire.id,
-            inputs,
-            outputs,
-            binary_output,
-        })
+        Ok(InferRequest { id: wire.id, inputs, outputs, binary_output })
+    }
+
+    /// Encodes the request as plain V2 JSON (no binary parts), to send to a model server.
+    pub fn encode_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Input<'a> {
+            name: &'a str,
+            shape: &'a [usize],
+            datatype: Datatype,
+            data: &'a TensorData,
+        }
+        #[derive(Serialize)]
+        struct Output<'a> {
+            name: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Request<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+            inputs: Vec<Input<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            outputs: Option<Vec<Output<'a>>>,
+        }
+        let request = Request {
+            id: self.id.as_deref(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|t| Input { name: &t.name, shape: &t.shape, datatype: t.data.datatype(), data: &t.data })
+                .collect(),
+            outputs: self.outputs.as_ref().map(|o| o.iter().map(|r| Output { name: &r.name }).collect()),
+        };
+        serde_json::to_vec(&request).unwrap_or_default()
     }
 
     /// Builds a request from the simple JSON format, `{"features": [[...], ...]}` or one
@@ -973,8 +1046,40 @@ pub fn encode_response(
     }
 }
 
+#[derive(Deserialize)]
+struct WireAnswer {
+    #[serde(default)]
+    outputs: Vec<WireAnswerTensor>,
+}
+
+#[derive(Deserialize)]
+struct WireAnswerTensor {
+    name: String,
+    shape: Vec<u64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Parameters,
+    #[serde(default)]
+    data: Option<FlatData>,
+}
+
+/// Decodes a V2 infer response from a model server into its output tensors.
+pub fn decode_response(body: &[u8], json_len: Option<usize>) -> Result<Vec<Tensor>, ProtocolError> {
+    let (json, mut tail) = split_body(body, json_len)?;
+    let wire: WireAnswer = serde_json::from_slice(json).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let mut outputs = Vec::with_capacity(wire.outputs.len());
+    for output in wire.outputs {
+        let datatype = parse_datatype(&output.name, &output.datatype)?;
+        let (shape, data) =
+            tensor_data(&output.name, datatype, &output.shape, &output.parameters, output.data, &mut tail)?;
+        outputs.push(Tensor { name: output.name, shape, data });
+    }
+    tail.finish()?;
+    Ok(outputs)
+}
+
 /// The simple format's predictions: one entry per row of `output`, a scalar for a
-/// one-dimensional output and a list for a two-dimensional one.
+/// one-dimensional output (or one column, `[rows, 1]`) and a list otherwise.
 pub fn predictions(output: &Tensor) -> Vec<serde_json::Value> {
     let rows = output.shape.first().copied().unwrap_or(0);
     if rows == 0 {
@@ -983,7 +1088,7 @@ pub fn predictions(output: &Tensor) -> Vec<serde_json::Value> {
     let per_row = output.data.len() / rows;
     (0..rows)
         .map(|r| {
-            if output.shape.len() == 1 {
+            if output.shape.len() == 1 || per_row == 1 {
                 output.data.json_value(r)
             } else {
                 serde_json::Value::Array(
@@ -1023,7 +1128,7 @@ mod tests {
     }
 
     fn decode(body: &str) -> Result<InferRequest, ProtocolError> {
-        InferRequest::decode(body.as_bytes(), None, &digits())
+        InferRequest::decode(body.as_bytes(), None, Some(&digits()))
     }
 
     #[test]
@@ -1119,14 +1224,14 @@ mod tests {
         let ok = InferRequest::decode(
             br#"{"inputs":[{"name":"ids","shape":[2],"datatype":"INT64","data":[3.0,-4]}]}"#,
             None,
-            &signature,
+            Some(&signature),
         )
         .unwrap();
         assert_eq!(ok.inputs[0].data, TensorData::Int64(vec![3, -4]));
         let err = InferRequest::decode(
             br#"{"inputs":[{"name":"ids","shape":[1],"datatype":"INT64","data":[3.5]}]}"#,
             None,
-            &signature,
+            Some(&signature),
         )
         .unwrap_err();
         assert!(
@@ -1143,7 +1248,7 @@ mod tests {
         for x in [1.5f32, 2.0, -3.25, 4.0] {
             body.extend_from_slice(&x.to_le_bytes());
         }
-        let request = InferRequest::decode(&body, Some(json.len()), &digits()).unwrap();
+        let request = InferRequest::decode(&body, Some(json.len()), Some(&digits())).unwrap();
         assert_eq!(
             request.inputs[0].data,
             TensorData::Fp32(vec![1.5, 2.0, -3.25, 4.0])
@@ -1151,14 +1256,14 @@ mod tests {
         assert!(request.binary_output);
 
         let short =
-            InferRequest::decode(&body[..body.len() - 1], Some(json.len()), &digits()).unwrap_err();
+            InferRequest::decode(&body[..body.len() - 1], Some(json.len()), Some(&digits())).unwrap_err();
         assert!(
             short
                 .to_string()
                 .contains("declares 16 binary bytes but only 15 remain"),
             "{short}"
         );
-        let too_long = InferRequest::decode(&body, Some(body.len() + 1), &digits()).unwrap_err();
+        let too_long = InferRequest::decode(&body, Some(body.len() + 1), Some(&digits())).unwrap_err();
         assert!(matches!(too_long, ProtocolError::Binary(_)));
     }
 

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use teal_core::routing::Color;
 
 use crate::routing::{ModelStatus, RouteError, Routes};
+use crate::slots::{SlotError, SlotManager};
 
 /// Where the CLI finds the token and the admin address teal wrote.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -23,14 +24,16 @@ pub const ADMIN_URL_FILE: &str = "admin.url";
 /// Shared state of the admin API.
 pub struct Admin {
     pub routes: Arc<Routes>,
+    pub slots: Arc<SlotManager>,
     token: String,
     token_hint: String,
 }
 
 impl Admin {
-    pub fn new(routes: Arc<Routes>, token: String, token_hint: String) -> Admin {
+    pub fn new(slots: Arc<SlotManager>, token: String, token_hint: String) -> Admin {
         Admin {
-            routes,
+            routes: slots.routes.clone(),
+            slots,
             token,
             token_hint,
         }
@@ -44,6 +47,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/models/{model}", get(status_one))
         .route("/api/v1/models/{model}/switch", post(switch))
         .route("/api/v1/models/{model}/rollback", post(rollback))
+        .route("/api/v1/models/{model}/deploy", post(deploy))
+        .route("/api/v1/models/{model}/teardown", post(teardown))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -74,7 +79,10 @@ fn error(status: StatusCode, message: String) -> Response<Body> {
 fn route_error(e: RouteError) -> Response<Body> {
     let status = match e {
         RouteError::UnknownModel(_) => StatusCode::NOT_FOUND,
-        RouteError::EmptySlot { .. } | RouteError::NothingToRollBack { .. } => StatusCode::CONFLICT,
+        RouteError::EmptySlot { .. }
+        | RouteError::NothingToRollBack { .. }
+        | RouteError::NotReady { .. }
+        | RouteError::SlotIsLive { .. } => StatusCode::CONFLICT,
     };
     error(status, e.to_string())
 }
@@ -179,6 +187,53 @@ async fn rollback(
             json(StatusCode::OK, &outcome)
         }
         Err(e) => route_error(e),
+    }
+}
+
+fn slot_error(e: SlotError) -> Response<Body> {
+    match e {
+        SlotError::Route(e) => route_error(e),
+        SlotError::Busy(_) => error(StatusCode::CONFLICT, e.to_string()),
+        SlotError::Invalid(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        SlotError::Load { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+async fn deploy(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>, body: axum::body::Bytes) -> Response<Body> {
+    let config: teal_core::config::SlotConfig = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must describe the version like a config slot, e.g. {{\"version\": \"v3\", \"kind\": \"onnx\", \"path\": \"/models/v3.onnx\"}}: {e}"),
+            );
+        }
+    };
+    match admin.slots.deploy(&model, &config).await {
+        Ok(outcome) => json(StatusCode::OK, &outcome),
+        Err(e) => slot_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TeardownBody {
+    #[serde(default)]
+    slot: Option<Color>,
+}
+
+async fn teardown(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>, body: axum::body::Bytes) -> Response<Body> {
+    let request: TeardownBody = if body.is_empty() {
+        TeardownBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{}} or {{\"slot\": \"blue\"|\"green\"}}: {e}")),
+        }
+    };
+    match admin.slots.teardown(&model, request.slot).await {
+        Ok(outcome) => json(StatusCode::OK, &outcome),
+        Err(e) => slot_error(e),
     }
 }
 

@@ -56,6 +56,22 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Put a new version of MODEL into its standby slot while the live slot keeps serving.
+    ///
+    /// The version must load and pass its checks (reference outputs, readiness) before it is
+    /// placed; a failure leaves everything as it was. Then `teal switch` makes it live.
+    Deploy(DeployArgs),
+    /// Take a standby slot of MODEL out of routing, let its requests in flight finish, and
+    /// stop it (a process slot's server gets SIGTERM, then SIGKILL after its grace period).
+    Teardown {
+        /// The model.
+        model: String,
+        /// The slot to tear down; default the standby. The live slot cannot be torn down.
+        #[arg(long, value_name = "blue|green")]
+        slot: Option<Color>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Start teal on the bundled example models, send traffic, switch to green and back,
     /// and print what happened.
     Demo(crate::demo::DemoArgs),
@@ -72,6 +88,72 @@ pub struct ServeArgs {
     /// Admin address, overriding server.admin.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["onnx", "upstream", "command"])))]
+pub struct DeployArgs {
+    /// The model to deploy to.
+    pub model: String,
+    /// The new version's name.
+    #[arg(long)]
+    pub version: String,
+    /// An ONNX file, served in-process.
+    #[arg(long, value_name = "PATH")]
+    pub onnx: Option<PathBuf>,
+    /// With --onnx: reference outputs the version must reproduce before it may serve.
+    #[arg(long, value_name = "PATH", requires = "onnx")]
+    pub reference: Option<PathBuf>,
+    /// Base URLs of running model-server replicas (repeat or comma-separate).
+    #[arg(long, value_name = "URL", num_args = 1.., value_delimiter = ',')]
+    pub upstream: Vec<String>,
+    /// A command that starts a model server on {port}; teal runs and supervises it.
+    #[arg(long, value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// How teal speaks to an upstream or process: v2 or json.
+    #[arg(long, default_value = "v2", value_parser = ["v2", "json"])]
+    pub protocol: String,
+    /// How long the version may take to become ready, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub ready_timeout: u64,
+    /// A model-card field, KEY=VALUE (repeat for more).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub card: Vec<String>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+impl DeployArgs {
+    /// The slot description the admin API takes: the same fields as a config slot.
+    fn slot_config(&self) -> anyhow::Result<serde_json::Value> {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut card = serde_json::Map::new();
+        for pair in &self.card {
+            let (k, v) = pair.split_once('=').with_context(|| format!("--card {pair}: write it as KEY=VALUE"))?;
+            card.insert(k.to_string(), v.into());
+        }
+        let mut slot = serde_json::json!({ "version": self.version, "card": card });
+        let ready_timeout_ms = self.ready_timeout * 1000;
+        if let Some(path) = &self.onnx {
+            slot["kind"] = "onnx".into();
+            slot["path"] = absolute(path).display().to_string().into();
+            if let Some(reference) = &self.reference {
+                slot["reference"] = absolute(reference).display().to_string().into();
+            }
+        } else if let Some(command) = &self.command {
+            slot["kind"] = "process".into();
+            slot["command"] = command.clone().into();
+            slot["workdir"] = std::env::current_dir()?.display().to_string().into();
+            slot["protocol"] = self.protocol.clone().into();
+            slot["ready_timeout_ms"] = ready_timeout_ms.into();
+        } else {
+            slot["kind"] = "upstream".into();
+            slot["urls"] = self.upstream.clone().into();
+            slot["protocol"] = self.protocol.clone().into();
+            slot["ready_timeout_ms"] = ready_timeout_ms.into();
+        }
+        Ok(slot)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +229,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             print_switch(&answer, admin.json, "rolled back")
         }
+        Command::Deploy(args) => deploy(args).await,
+        Command::Teardown { model, slot, admin } => {
+            let client = admin.client()?.with_timeout(Duration::from_secs(120));
+            let body = match slot {
+                Some(slot) => serde_json::json!({ "slot": slot }),
+                None => serde_json::json!({}),
+            };
+            if !admin.json {
+                eprintln!("tearing down the standby slot of {model}: draining requests in flight, then stopping it");
+            }
+            let answer = call(&client, &format!("/api/v1/models/{model}/teardown"), Some(body)).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let outcome: crate::slots::TeardownOutcome = serde_json::from_value(answer)?;
+                println!(
+                    "{}: tore down {} ({}) after {} ms; {} requests were in flight, {} did not finish",
+                    outcome.model, outcome.slot, outcome.version, outcome.drain_ms, outcome.in_flight_at_start, outcome.abandoned
+                );
+            }
+            Ok(())
+        }
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }
@@ -220,6 +324,27 @@ async fn call(
     Ok(answer.json())
 }
 
+async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let slot = args.slot_config()?;
+    let client = args.admin.client()?.with_timeout(Duration::from_secs(args.ready_timeout + 60));
+    if !args.admin.json {
+        eprintln!("deploying {} {} into the standby slot; waiting for it to load and pass its checks", args.model, args.version);
+    }
+    let answer = call(&client, &format!("/api/v1/models/{}/deploy", args.model), Some(slot)).await?;
+    if args.admin.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let outcome: crate::slots::DeployOutcome = serde_json::from_value(answer)?;
+    let replaced = outcome.replaced.map(|v| format!(", replacing {v}")).unwrap_or_default();
+    println!(
+        "{}: {} ({}) is ready in the {} slot after {} ms{replaced}",
+        outcome.model, outcome.version, outcome.kind, outcome.slot, outcome.load_ms
+    );
+    println!("make it live with: teal switch {} --to {}", outcome.model, outcome.slot);
+    Ok(())
+}
+
 async fn status(model: Option<String>, admin: AdminArgs) -> anyhow::Result<()> {
     let client = admin.client()?;
     let models: Vec<ModelStatus> = match &model {
@@ -263,7 +388,7 @@ fn render_status(m: &ModelStatus) -> String {
     }
     out.push('\n');
     out.push_str(&format!(
-        "  {:<6} {:<10} {:<6} {:<16} {}\n",
+        "  {:<6} {:<10} {:<8} {:<16} {}\n",
         "SLOT", "VERSION", "KIND", "STATE", "INPUTS"
     ));
     for s in &m.slots {
@@ -274,13 +399,31 @@ fn render_status(m: &ModelStatus) -> String {
         );
         let inputs: Vec<String> = s.inputs.iter().map(tensor_text).collect();
         out.push_str(&format!(
-            "  {:<6} {:<10} {:<6} {:<16} {}\n",
+            "  {:<6} {:<10} {:<8} {:<16} {}\n",
             s.color.as_str(),
             s.version,
             s.kind,
             state,
-            inputs.join(", ")
+            if inputs.is_empty() { "(not published by the server)".to_string() } else { inputs.join(", ") }
         ));
+        if let Some(p) = &s.process {
+            let state = if p.running { "running".to_string() } else { format!("exited: {}", p.exit.clone().unwrap_or_default()) };
+            out.push_str(&format!("         process {} on port {} ({state}): {}\n", p.pid, p.port, p.command));
+        }
+        for r in &s.replicas {
+            let state = match (r.ready, r.ejected) {
+                (_, true) => "ejected",
+                (true, false) => "ready",
+                (false, false) => "not ready",
+            };
+            out.push_str(&format!(
+                "         replica {} {state}, {} in flight, {} requests, {} failed\n",
+                r.url, r.outstanding, r.requests, r.failures
+            ));
+        }
+        if let Some(c) = &s.cache {
+            out.push_str(&format!("         cache {} entries, {} hits, {} misses\n", c.entries, c.hits, c.misses));
+        }
     }
     out
 }

@@ -74,6 +74,12 @@ impl HttpClient {
         self
     }
 
+    /// How long a call may take before it fails.
+    pub fn with_timeout(mut self, timeout: Duration) -> HttpClient {
+        self.timeout = timeout;
+        self
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

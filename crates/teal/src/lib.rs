@@ -2,7 +2,9 @@
 //!
 //! - [`gateway`]: the data plane (V2 REST, simple JSON), on its own listener.
 //! - [`routing`]: the live route snapshot and the atomic switch.
-//! - [`backends`]: what runs a version (in-process ONNX).
+//! - [`backends`]: what runs a version (in-process ONNX, upstream replicas, a supervised process).
+//! - [`slots`]: loading, deploying and tearing down slots.
+//! - [`cache`]: the versioned prediction cache.
 //! - [`api`]: the admin API, on its own listener, behind a bearer token.
 //! - [`server`]: loading slots, binding listeners, graceful shutdown.
 //! - [`cli`] and [`demo`]: the command line.
@@ -13,11 +15,13 @@
 
 pub mod api;
 pub mod backends;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod gateway;
 pub mod routing;
 pub mod server;
+pub mod slots;
 
 pub use teal_core as core;

@@ -6,6 +6,7 @@
 //! request that starts after the store sees the new table.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -13,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use teal_core::protocol::{ModelMetadata, TensorSpec};
 use teal_core::routing::{Color, RouteTable};
 
-use crate::backends::Backend;
+use crate::backends::{Backend, ProcessStatus, ReplicaStatus};
+use crate::cache::{CacheStats, PredictionCache};
 
 /// A running version of a model in one slot.
 pub struct Slot {
@@ -21,6 +23,40 @@ pub struct Slot {
     pub version: String,
     pub card: BTreeMap<String, String>,
     pub backend: Backend,
+    /// The versioned prediction cache, when the model has it on.
+    pub cache: Option<PredictionCache>,
+    in_flight: AtomicUsize,
+}
+
+impl Slot {
+    pub fn new(color: Color, version: String, card: BTreeMap<String, String>, backend: Backend, cache: Option<PredictionCache>) -> Slot {
+        Slot { color, version, card, backend, cache, in_flight: AtomicUsize::new(0) }
+    }
+
+    /// Counts a request on this slot until the returned guard drops.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// A request in flight on a slot; teardown waits for these to drop.
+pub struct InFlight(Arc<Slot>);
+
+impl InFlight {
+    pub fn slot(&self) -> &Arc<Slot> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One model's routing: its table and its two slots.
@@ -33,6 +69,8 @@ pub struct ModelRoutes {
     pub previous: Option<Color>,
     /// The output the simple JSON endpoint answers with.
     pub prediction_output: Option<String>,
+    /// The model's cache settings, for slots deployed later.
+    pub cache: teal_core::config::CacheConfig,
 }
 
 impl ModelRoutes {
@@ -66,8 +104,8 @@ impl ModelRoutes {
             name: self.name.clone(),
             versions: self.versions(),
             platform: slot.backend.platform().to_string(),
-            inputs: signature.inputs.clone(),
-            outputs: signature.outputs.clone(),
+            inputs: signature.map(|s| s.inputs.clone()).unwrap_or_default(),
+            outputs: signature.map(|s| s.outputs.clone()).unwrap_or_default(),
         }
     }
 }
@@ -87,6 +125,10 @@ pub enum RouteError {
     EmptySlot { model: String, color: Color },
     #[error("nothing to roll back: model '{model}' has been on {live} since start-up")]
     NothingToRollBack { model: String, live: Color },
+    #[error("the {color} slot of model '{model}' (version {version}) is not ready: check `teal status {model}`")]
+    NotReady { model: String, color: Color, version: String },
+    #[error("the {color} slot of model '{model}' is live: switch away from it first")]
+    SlotIsLive { model: String, color: Color },
 }
 
 /// What a switch did.
@@ -156,6 +198,9 @@ impl Routes {
                 color: to,
             })?;
             let changed = from != to;
+            if changed && !target.backend.ready() {
+                return Err(RouteError::NotReady { model: model.to_string(), color: to, version: target.version.clone() });
+            }
             let next = changed.then(|| ModelRoutes {
                 table: routes.table.switched(to),
                 previous: Some(from),
@@ -173,6 +218,44 @@ impl Routes {
                 changed,
             };
             Ok((next, outcome))
+        })
+    }
+
+    /// Puts `slot` into its color of `model`, returning what it replaced. The live slot
+    /// cannot be replaced: a new version always arrives in the standby slot.
+    pub fn place(&self, model: &str, slot: Arc<Slot>) -> Result<Option<Arc<Slot>>, RouteError> {
+        self.update(model, |routes| {
+            let color = slot.color;
+            if routes.table.active == color && routes.live().is_some() {
+                return Err(RouteError::SlotIsLive { model: model.to_string(), color });
+            }
+            let mut next = routes.clone();
+            let replaced = next.slots[color.index()].replace(slot);
+            next.table.generation += 1;
+            if next.previous == Some(color) {
+                // A rollback would now go to a version that was never live.
+                next.previous = None;
+            }
+            Ok((Some(next), replaced))
+        })
+    }
+
+    /// Takes the standby slot `color` out of `model`; new requests no longer reach it.
+    pub fn remove(&self, model: &str, color: Color) -> Result<Arc<Slot>, RouteError> {
+        self.update(model, |routes| {
+            if routes.table.active == color {
+                return Err(RouteError::SlotIsLive { model: model.to_string(), color });
+            }
+            let mut next = routes.clone();
+            let removed = next.slots[color.index()]
+                .take()
+                .ok_or_else(|| RouteError::EmptySlot { model: model.to_string(), color })?;
+            next.table.generation += 1;
+            next.table.candidate_weight = 0;
+            if next.previous == Some(color) {
+                next.previous = None;
+            }
+            Ok((Some(next), removed))
         })
     }
 
@@ -205,6 +288,13 @@ pub struct SlotStatus {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub card: BTreeMap<String, String>,
+    pub in_flight: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStats>,
 }
 
 /// One model as the admin API reports it.
@@ -232,10 +322,14 @@ impl ModelStatus {
                 version: slot.version.clone(),
                 kind: slot.backend.kind().to_string(),
                 live: slot.color == routes.table.active,
-                ready: true,
-                inputs: slot.backend.signature().inputs.clone(),
-                outputs: slot.backend.signature().outputs.clone(),
+                ready: slot.backend.ready(),
+                inputs: slot.backend.signature().map(|s| s.inputs.clone()).unwrap_or_default(),
+                outputs: slot.backend.signature().map(|s| s.outputs.clone()).unwrap_or_default(),
                 card: slot.card.clone(),
+                in_flight: slot.in_flight(),
+                replicas: slot.backend.replicas(),
+                process: slot.backend.process(),
+                cache: slot.cache.as_ref().map(PredictionCache::stats),
             })
             .collect();
         ModelStatus {

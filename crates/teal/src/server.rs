@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use teal_core::config::{BackendConfig, Config, ConfigError, SlotConfig};
+use teal_core::config::{Config, ConfigError};
 use teal_core::routing::{Color, RouteTable};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, Admin};
-use crate::backends::{Backend, LoadError, OnnxModel, OnnxRuntime};
+use crate::backends::LoadError;
 use crate::gateway::{self, Gateway};
 use crate::routing::{ModelRoutes, RouteSnapshot, Routes, Slot};
+use crate::slots::{self, SlotManager};
 
 /// Why teal could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,49 +68,6 @@ pub fn load_config(path: &Path) -> Result<Config, StartError> {
     Ok(config)
 }
 
-async fn load_slot(
-    config: &Config,
-    model: &str,
-    color: Color,
-    slot: &SlotConfig,
-) -> Result<Slot, StartError> {
-    let failed = |source: LoadError| StartError::Load {
-        model: model.to_string(),
-        color,
-        version: slot.version.clone(),
-        source,
-    };
-    let backend = match &slot.backend {
-        BackendConfig::Onnx {
-            path,
-            reference,
-            workers,
-        } => {
-            let library = config.server.onnxruntime.clone();
-            let (path, workers) = (path.clone(), *workers);
-            let onnx = tokio::task::spawn_blocking(move || {
-                let runtime = OnnxRuntime::load(library.as_deref())?;
-                OnnxModel::load(&runtime, &path, workers)
-            })
-            .await
-            .map_err(|e| failed(LoadError::Runtime(format!("loading crashed: {e}"))))?
-            .map_err(failed)?;
-            if let Some(reference) = reference {
-                let rows = onnx.check_reference(reference).await.map_err(failed)?;
-                tracing::info!(model, slot = %color, version = %slot.version, rows, "reference outputs reproduced");
-            }
-            Backend::Onnx(onnx)
-        }
-    };
-    tracing::info!(model, slot = %color, version = %slot.version, kind = backend.kind(), "slot loaded");
-    Ok(Slot {
-        color,
-        version: slot.version.clone(),
-        card: slot.card.clone(),
-        backend,
-    })
-}
-
 /// Loads every configured slot. A slot that fails stops start-up with the reason.
 pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
     let mut models = BTreeMap::new();
@@ -117,8 +75,15 @@ pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
         let mut slots: [Option<Arc<Slot>>; 2] = [None, None];
         for color in [Color::Blue, Color::Green] {
             if let Some(slot) = model.slot(color) {
-                slots[color.index()] =
-                    Some(Arc::new(load_slot(config, &model.name, color, slot).await?));
+                let loaded = slots::load(&model.name, color, slot, config.server.onnxruntime.as_deref(), &model.cache)
+                    .await
+                    .map_err(|source| StartError::Load {
+                        model: model.name.clone(),
+                        color,
+                        version: slot.version.clone(),
+                        source,
+                    })?;
+                slots[color.index()] = Some(Arc::new(loaded));
             }
         }
         let table = RouteTable {
@@ -133,6 +98,7 @@ pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
                 slots,
                 previous: None,
                 prediction_output: model.prediction_output.clone(),
+                cache: model.cache.clone(),
             }),
         );
     }
@@ -144,6 +110,7 @@ pub struct Running {
     pub data_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub routes: Arc<Routes>,
+    pub slots: Arc<SlotManager>,
     pub token: String,
     pub state_dir: PathBuf,
     stop: watch::Sender<bool>,
@@ -169,6 +136,8 @@ impl Running {
                 "requests still in flight after the grace period; stopping anyway"
             );
         }
+        // The listeners are closed: stop the model servers teal started.
+        self.slots.stop_all().await;
     }
 }
 
@@ -235,7 +204,12 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
 
     let routes = Arc::new(Routes::new(snapshot));
     let gateway = Arc::new(Gateway::new(routes.clone(), config.server.max_body_bytes));
-    let admin = Arc::new(Admin::new(routes.clone(), token.clone(), hint));
+    let slots = Arc::new(SlotManager::new(
+        routes.clone(),
+        config.server.onnxruntime.clone(),
+        Duration::from_millis(config.server.drain_ms),
+    ));
+    let admin = Arc::new(Admin::new(slots.clone(), token.clone(), hint));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         serve_on(data, gateway::router(gateway), stopped.clone()),
@@ -245,6 +219,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         data_addr,
         admin_addr,
         routes,
+        slots,
         token,
         state_dir,
         stop,

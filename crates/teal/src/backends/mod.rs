@@ -1,15 +1,20 @@
 //! Backends run a version of a model. A slot holds exactly one.
 //!
-//! Kinds: `onnx` (in-process, ONNX Runtime). The gateway only sees [`Backend`]: decoded,
-//! validated tensors in, tensors out.
+//! Kinds: `onnx` (in-process, ONNX Runtime), `upstream` (replicas of a model server teal
+//! fronts) and `process` (a model server teal starts and fronts). The gateway only sees
+//! [`Backend`]: a validated request in, tensors out.
 
 pub mod onnx;
+pub mod process;
+pub mod upstream;
 
-use teal_core::protocol::{Signature, Tensor};
+use teal_core::protocol::{InferRequest, Signature, Tensor};
 
 pub use onnx::{OnnxModel, OnnxRuntime};
+pub use process::{ProcessModel, ProcessStatus};
+pub use upstream::{ReplicaStatus, UpstreamModel};
 
-/// Why a backend could not answer. Never the caller's fault: the request was valid.
+/// Why a backend could not answer a request that passed teal's own checks.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The model ran and failed.
@@ -18,6 +23,18 @@ pub enum BackendError {
     /// The backend is shutting down or its workers are gone.
     #[error("the model's workers are not running")]
     Unavailable,
+    /// The model server refused the request (4xx): the caller's input, as the server sees it.
+    #[error("the model server refused the request ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// The model server failed or answered something teal cannot read.
+    #[error("{0}")]
+    Upstream(String),
+    /// No answer within the slot's timeout.
+    #[error("no answer from {url} within {ms} ms")]
+    Timeout { url: String, ms: u64 },
+    /// No replica could be reached at all.
+    #[error("no replica could be reached: {0}")]
+    Unreachable(String),
 }
 
 /// Why a version could not be loaded into a slot.
@@ -34,12 +51,16 @@ pub enum LoadError {
 /// A running version of a model.
 pub enum Backend {
     Onnx(OnnxModel),
+    Upstream(UpstreamModel),
+    Process(ProcessModel),
 }
 
 impl Backend {
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::Onnx(_) => "onnx",
+            Backend::Upstream(_) => "upstream",
+            Backend::Process(_) => "process",
         }
     }
 
@@ -47,19 +68,58 @@ impl Backend {
     pub fn platform(&self) -> &'static str {
         match self {
             Backend::Onnx(_) => "onnxruntime_onnx",
+            Backend::Upstream(_) | Backend::Process(_) => "teal_upstream",
         }
     }
 
-    pub fn signature(&self) -> &Signature {
+    /// What the model takes and gives, when known. Requests are checked against it; a model
+    /// server that publishes no metadata gets requests as they were sent.
+    pub fn signature(&self) -> Option<&Signature> {
         match self {
-            Backend::Onnx(model) => model.signature(),
+            Backend::Onnx(model) => Some(model.signature()),
+            Backend::Upstream(model) => model.signature(),
+            Backend::Process(model) => model.upstream.signature(),
         }
     }
 
-    /// Runs one inference. The inputs were validated against [`Backend::signature`].
-    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    /// Whether the backend can take traffic now.
+    pub fn ready(&self) -> bool {
         match self {
-            Backend::Onnx(model) => model.infer(inputs).await,
+            Backend::Onnx(_) => true,
+            Backend::Upstream(model) => model.ready(),
+            Backend::Process(model) => model.running() && model.upstream.ready(),
+        }
+    }
+
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        match self {
+            Backend::Onnx(_) => Vec::new(),
+            Backend::Upstream(model) => model.replicas(),
+            Backend::Process(model) => model.upstream.replicas(),
+        }
+    }
+
+    pub fn process(&self) -> Option<ProcessStatus> {
+        match self {
+            Backend::Process(model) => Some(model.status()),
+            _ => None,
+        }
+    }
+
+    /// Runs one inference. The request was validated against [`Backend::signature`]; an
+    /// in-process backend takes its inputs.
+    pub async fn infer(&self, request: &mut InferRequest) -> Result<Vec<Tensor>, BackendError> {
+        match self {
+            Backend::Onnx(model) => model.infer(std::mem::take(&mut request.inputs)).await,
+            Backend::Upstream(model) => model.infer(request).await,
+            Backend::Process(model) => model.upstream.infer(request).await,
+        }
+    }
+
+    /// Releases what the backend holds outside teal's memory (a process slot's server).
+    pub async fn stop(&self) {
+        if let Backend::Process(model) = self {
+            model.stop().await;
         }
     }
 }

@@ -328,7 +328,7 @@ impl OnnxModel {
             let request = teal_core::protocol::InferRequest::decode(
                 body.to_string().as_bytes(),
                 None,
-                &single,
+                Some(&single),
             )
             .map_err(|e| failed(format!("input '{}': {e}", spec.name)))?;
             rows = request.inputs[0].shape.first().copied().unwrap_or(0);

@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
-use teal_core::protocol::{self, InferRequest};
+use teal_core::protocol::{self, Datatype, InferRequest, Signature, Tensor, TensorSpec};
 use teal_core::routing::{Color, WHOLE};
 
 pub use error::GatewayError;
@@ -374,6 +374,26 @@ fn routed_headers(response: &mut Response<Body>, slot: &Slot, request_id: &str, 
     headers.insert(GENERATION_HEADER, HeaderValue::from(generation));
 }
 
+/// Runs a decoded request on a slot, through the slot's cache when it has one.
+async fn run_on_slot(slot: &Slot, model: &str, request: &mut InferRequest) -> Result<Arc<Vec<Tensor>>, GatewayError> {
+    let key = slot.cache.as_ref().and_then(|cache| cache.key(request));
+    if let (Some(cache), Some(key)) = (&slot.cache, &key)
+        && let Some(outputs) = cache.get(key)
+    {
+        return Ok(outputs);
+    }
+    let outputs = slot.backend.infer(request).await.map_err(|source| GatewayError::Backend {
+        model: model.to_string(),
+        version: slot.version.clone(),
+        source,
+    })?;
+    let outputs = Arc::new(outputs);
+    if let (Some(cache), Some(key)) = (&slot.cache, key) {
+        cache.put(key, outputs.clone());
+    }
+    Ok(outputs)
+}
+
 async fn run_infer(
     gateway: &Gateway,
     model: &str,
@@ -385,29 +405,20 @@ async fn run_infer(
     let json_len = body_headers(headers, true)?;
     let body = read_body(body, headers, gateway.max_body_bytes).await?;
     let routes = find_model(gateway, model)?;
-    let slot = pick(&routes, version, headers)?;
+    let in_flight = pick(&routes, version, headers)?.enter();
+    let slot = in_flight.slot();
     let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
-    let inputs = std::mem::take(&mut request.inputs);
-    let outputs = slot
-        .backend
-        .infer(inputs)
-        .await
-        .map_err(|source| GatewayError::Backend {
-            model: model.to_string(),
-            version: slot.version.clone(),
-            source,
-        })?;
+    let outputs = run_on_slot(slot, model, &mut request).await?;
     let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
     let mut response = match encoded.json_len {
         None => bytes_response(StatusCode::OK, "application/json", encoded.body),
         Some(n) => {
             let mut r = bytes_response(StatusCode::OK, "application/octet-stream", encoded.body);
-            r.headers_mut()
-                .insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
+            r.headers_mut().insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
             r
         }
     };
-    routed_headers(&mut response, &slot, request_id, routes.table.generation);
+    routed_headers(&mut response, slot, request_id, routes.table.generation);
     Ok(response)
 }
 
@@ -454,42 +465,41 @@ async fn version_infer(
     }
 }
 
-async fn run_predict(
-    gateway: &Gateway,
-    model: &str,
-    headers: &HeaderMap,
-    body: Body,
-    request_id: &str,
-) -> Result<Response<Body>, GatewayError> {
+/// The form the simple endpoint assumes for a model server that publishes no metadata.
+fn assumed_signature() -> Signature {
+    Signature {
+        inputs: vec![TensorSpec { name: "input".into(), datatype: Datatype::Fp64, shape: vec![-1, -1] }],
+        outputs: Vec::new(),
+    }
+}
+
+async fn run_predict(gateway: &Gateway, model: &str, headers: &HeaderMap, body: Body, request_id: &str) -> Result<Response<Body>, GatewayError> {
     body_headers(headers, false)?;
     let body = read_body(body, headers, gateway.max_body_bytes).await?;
     let routes = find_model(gateway, model)?;
-    let slot = pick(&routes, None, headers)?;
-    let signature = slot.backend.signature();
-    let request = InferRequest::from_features(&body, signature)?;
-    let wanted = routes
-        .prediction_output
-        .as_deref()
-        .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
-    let outputs =
-        slot.backend
-            .infer(request.inputs)
-            .await
-            .map_err(|source| GatewayError::Backend {
-                model: model.to_string(),
-                version: slot.version.clone(),
-                source,
-            })?;
-    let predictions = outputs
-        .iter()
-        .find(|o| Some(o.name.as_str()) == wanted)
-        .map(protocol::predictions)
-        .unwrap_or_default();
+    let in_flight = pick(&routes, None, headers)?.enter();
+    let slot = in_flight.slot();
+    let assumed;
+    let signature = match slot.backend.signature() {
+        Some(signature) => signature,
+        None => {
+            assumed = assumed_signature();
+            &assumed
+        }
+    };
+    let mut request = InferRequest::from_features(&body, signature)?;
+    let wanted = routes.prediction_output.as_deref().or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
+    let outputs = run_on_slot(slot, model, &mut request).await?;
+    let chosen = match wanted {
+        Some(name) => outputs.iter().find(|o| o.name == name),
+        None => outputs.first(),
+    };
+    let predictions = chosen.map(protocol::predictions).unwrap_or_default();
     let mut response = json_response(
         StatusCode::OK,
         &serde_json::json!({ "predictions": predictions, "model_version": slot.version, "slot": slot.color }),
     );
-    routed_headers(&mut response, &slot, request_id, routes.table.generation);
+    routed_headers(&mut response, slot, request_id, routes.table.generation);
     Ok(response)
 }
 

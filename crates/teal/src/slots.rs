@@ -1,0 +1,207 @@
+//! Bringing slots up and down: loading a version into a slot at start-up, deploying a new
+//! version into the standby slot while the live one serves, and tearing a standby slot down
+//! after the requests in flight on it have finished.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use teal_core::config::{BackendConfig, CacheConfig, SlotConfig};
+use teal_core::routing::Color;
+
+use crate::backends::{Backend, LoadError, OnnxModel, OnnxRuntime, ProcessModel, UpstreamModel};
+use crate::cache::PredictionCache;
+use crate::routing::{RouteError, Routes, Slot};
+
+/// Loads one version into a slot of `color`. Nothing is published: the caller places it.
+pub async fn load(
+    model: &str,
+    color: Color,
+    slot: &SlotConfig,
+    onnxruntime: Option<&Path>,
+    cache: &CacheConfig,
+) -> Result<Slot, LoadError> {
+    let backend = match &slot.backend {
+        BackendConfig::Onnx { path, reference, workers } => {
+            let library = onnxruntime.map(Path::to_path_buf);
+            let (path, workers) = (path.clone(), *workers);
+            let onnx = tokio::task::spawn_blocking(move || {
+                let runtime = OnnxRuntime::load(library.as_deref())?;
+                OnnxModel::load(&runtime, &path, workers)
+            })
+            .await
+            .map_err(|e| LoadError::Runtime(format!("loading crashed: {e}")))??;
+            if let Some(reference) = reference {
+                let rows = onnx.check_reference(reference).await?;
+                tracing::info!(model, slot = %color, version = %slot.version, rows, "reference outputs reproduced");
+            }
+            Backend::Onnx(onnx)
+        }
+        BackendConfig::Upstream(remote) => {
+            let wait = Duration::from_millis(remote.ready_timeout_ms);
+            Backend::Upstream(UpstreamModel::connect(model, &remote.urls, remote, wait).await?)
+        }
+        BackendConfig::Process(remote) => Backend::Process(ProcessModel::start(model, &slot.version, remote).await?),
+    };
+    tracing::info!(model, slot = %color, version = %slot.version, kind = backend.kind(), "slot loaded");
+    let cache = cache.enabled.then(|| PredictionCache::new(&slot.version, cache));
+    Ok(Slot::new(color, slot.version.clone(), slot.card.clone(), backend, cache))
+}
+
+/// Why a deploy or a teardown was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("a deploy or teardown of model '{0}' is already in progress: wait for it to finish")]
+    Busy(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("version {version} could not be loaded into the {color} slot; the live slot keeps serving: {source}")]
+    Load { version: String, color: Color, source: LoadError },
+}
+
+/// What a deploy did.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct DeployOutcome {
+    pub model: String,
+    pub version: String,
+    pub slot: Color,
+    pub kind: String,
+    pub replaced: Option<String>,
+    pub load_ms: u64,
+}
+
+/// What a teardown did.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct TeardownOutcome {
+    pub model: String,
+    pub version: String,
+    pub slot: Color,
+    /// Requests that were in flight on the slot when it was taken out of routing.
+    pub in_flight_at_start: usize,
+    /// Requests still in flight when the drain window closed (0 when all finished).
+    pub abandoned: usize,
+    pub drain_ms: u64,
+}
+
+/// Deploys and teardowns, one at a time per model.
+pub struct SlotManager {
+    pub routes: Arc<Routes>,
+    onnxruntime: Option<std::path::PathBuf>,
+    drain: Duration,
+    busy: Mutex<HashSet<String>>,
+}
+
+/// Marks a model busy until dropped.
+struct Busy<'a> {
+    manager: &'a SlotManager,
+    model: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.manager.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.model);
+    }
+}
+
+impl SlotManager {
+    pub fn new(routes: Arc<Routes>, onnxruntime: Option<std::path::PathBuf>, drain: Duration) -> SlotManager {
+        SlotManager { routes, onnxruntime, drain, busy: Mutex::new(HashSet::new()) }
+    }
+
+    fn claim(&self, model: &str) -> Result<Busy<'_>, SlotError> {
+        if !self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(model.to_string()) {
+            return Err(SlotError::Busy(model.to_string()));
+        }
+        Ok(Busy { manager: self, model: model.to_string() })
+    }
+
+    /// Loads `config` into the standby slot of `model` while the live slot keeps serving.
+    /// The standby's previous version, if any, is drained and stopped once the new one is in.
+    pub async fn deploy(&self, model: &str, config: &SlotConfig) -> Result<DeployOutcome, SlotError> {
+        let _busy = self.claim(model)?;
+        config.validate().map_err(|(field, reason)| SlotError::Invalid(format!("{field}: {reason}")))?;
+        let routes = self.routes.load().models.get(model).cloned().ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+        let color = routes.table.candidate();
+        if let Some(live) = routes.live()
+            && live.version == config.version
+        {
+            return Err(SlotError::Invalid(format!(
+                "version {} is already live in the {} slot of '{model}': give the new version its own name",
+                config.version, live.color
+            )));
+        }
+        let started = Instant::now();
+        tracing::info!(model, version = %config.version, slot = %color, "deploying");
+        let slot = load(model, color, config, self.onnxruntime.as_deref(), &routes.cache)
+            .await
+            .map_err(|source| SlotError::Load { version: config.version.clone(), color, source })?;
+        let kind = slot.backend.kind().to_string();
+        let replaced = self.routes.place(model, Arc::new(slot))?;
+        let replaced_version = replaced.as_ref().map(|s| s.version.clone());
+        if let Some(old) = replaced {
+            self.drain_and_stop(model, old).await;
+        }
+        tracing::info!(model, version = %config.version, slot = %color, "deployed");
+        Ok(DeployOutcome {
+            model: model.to_string(),
+            version: config.version.clone(),
+            slot: color,
+            kind,
+            replaced: replaced_version,
+            load_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Takes the standby slot `color` out of routing, waits for its requests in flight
+    /// (bounded by the drain window), then stops its backend.
+    pub async fn teardown(&self, model: &str, color: Option<Color>) -> Result<TeardownOutcome, SlotError> {
+        let _busy = self.claim(model)?;
+        let color = match color {
+            Some(c) => c,
+            None => {
+                let snapshot = self.routes.load();
+                let routes = snapshot.models.get(model).ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+                routes.table.candidate()
+            }
+        };
+        let slot = self.routes.remove(model, color)?;
+        Ok(self.drain_and_stop(model, slot).await)
+    }
+
+    async fn drain_and_stop(&self, model: &str, slot: Arc<Slot>) -> TeardownOutcome {
+        let started = Instant::now();
+        let in_flight_at_start = slot.in_flight();
+        tracing::info!(model, version = %slot.version, slot = %slot.color, in_flight = in_flight_at_start, "draining");
+        while slot.in_flight() > 0 && started.elapsed() < self.drain {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let abandoned = slot.in_flight();
+        if abandoned > 0 {
+            tracing::warn!(model, version = %slot.version, abandoned, "drain window closed with requests still in flight");
+        }
+        slot.backend.stop().await;
+        tracing::info!(model, version = %slot.version, slot = %slot.color, "torn down");
+        TeardownOutcome {
+            model: model.to_string(),
+            version: slot.version.clone(),
+            slot: slot.color,
+            in_flight_at_start,
+            abandoned,
+            drain_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Stops every slot's backend (at shutdown, after the listeners have drained).
+    pub async fn stop_all(&self) {
+        let snapshot = self.routes.load();
+        for routes in snapshot.models.values() {
+            for slot in routes.slots.iter().flatten() {
+                slot.backend.stop().await;
+            }
+        }
+    }
+}
