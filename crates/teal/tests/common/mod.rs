@@ -92,3 +92,155 @@ pub fn infer_body(rows: &[Vec<f64>]) -> serde_json::Value {
 pub fn teal_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_teal"))
 }
+
+/// What a load-and-flip run saw.
+pub struct FlipRun {
+    pub requests: u64,
+    pub failures: Vec<String>,
+}
+
+/// Hammers `path` from `clients` tasks while flipping the model `flips` times through the
+/// admin API. Every answer must be a 200 routed by a table no older than the one live when
+/// its request started; `check` judges the rest (it gets the answer and its generation).
+/// Generation 1 is the start; each flip adds one, so even generations are the flipped-to slot.
+pub async fn flip_under_load(
+    data: &HttpClient,
+    admin: &HttpClient,
+    model: &str,
+    bodies: Vec<bytes::Bytes>,
+    clients: usize,
+    flips: u64,
+    check: impl Fn(&teal::client::Answer, u64, usize) -> Option<String> + Send + Sync + 'static,
+) -> FlipRun {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let bodies = Arc::new(bodies);
+    let check = Arc::new(check);
+    let completed = Arc::new(AtomicU64::new(1));
+    let issued = Arc::new(AtomicU64::new(1));
+    let done = Arc::new(AtomicBool::new(false));
+    let path = format!("/v2/models/{model}/infer");
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (data, bodies, completed, issued, done, check, path) =
+            (data.clone(), bodies.clone(), completed.clone(), issued.clone(), done.clone(), check.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut sent, mut failures) = (0u64, Vec::new());
+            let mut i = c;
+            // Bounded: stops when the flips are done, or after 200 000 requests at most.
+            while !done.load(Ordering::SeqCst) && sent < 200_000 {
+                let row = i % bodies.len();
+                let floor = completed.load(Ordering::SeqCst);
+                let answer = data.send("POST", &path, &[("content-type", "application/json")], bodies[row].clone()).await;
+                let ceiling = issued.load(Ordering::SeqCst);
+                i += 1;
+                sent += 1;
+                let answer = match answer {
+                    Ok(a) if a.status == 200 => a,
+                    Ok(a) => {
+                        failures.push(format!("status {}: {}", a.status, a.error_message()));
+                        continue;
+                    }
+                    Err(e) => {
+                        failures.push(e.to_string());
+                        continue;
+                    }
+                };
+                let generation: u64 = answer.header("x-teal-route-generation").and_then(|g| g.parse().ok()).unwrap_or(0);
+                if generation < floor || generation > ceiling {
+                    failures.push(format!("generation {generation} outside [{floor}, {ceiling}]"));
+                }
+                if let Some(problem) = check(&answer, generation, row) {
+                    failures.push(problem);
+                }
+            }
+            (sent, failures)
+        }));
+    }
+    let start = admin.get(&format!("/api/v1/models/{model}")).await.expect("status");
+    let first = start.json()["live"].as_str().expect("live").to_string();
+    let other = if first == "blue" { "green" } else { "blue" };
+    for flip in 0..flips {
+        let to = if flip % 2 == 0 { other } else { first.as_str() };
+        issued.store(flip + 2, Ordering::SeqCst);
+        let answer = admin.post_json(&format!("/api/v1/models/{model}/switch"), &serde_json::json!({ "to": to })).await.expect("switch");
+        assert_eq!(answer.status, 200, "{}", answer.error_message());
+        assert_eq!(answer.json()["generation"], flip + 2);
+        completed.store(flip + 2, Ordering::SeqCst);
+        // Let requests run on this table before the next flip; correctness does not depend on how many.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    let mut run = FlipRun { requests: 0, failures: Vec::new() };
+    for task in tasks {
+        let (sent, mut failures) = task.await.expect("client task");
+        run.requests += sent;
+        run.failures.append(&mut failures);
+    }
+    run
+}
+
+/// A free port on 127.0.0.1 (for servers that must be restarted on the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (with its process group) when the test lets go of it.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns a command in its own process group.
+pub fn spawn_group(command: &mut std::process::Command) -> Proc {
+    use std::os::unix::process::CommandExt;
+    Proc(command.process_group(0).spawn().expect("spawn"))
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; says whether it held.
+pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A separate `teal serve` process serving one digits version on `port`: a real V2 model
+/// server to put behind an upstream slot.
+pub fn teal_replica(port: u16, version: &str) -> Proc {
+    let dir = temp_dir("replica");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[[model]]\nname = \"digits\"\n[model.blue]\nversion = \"{version}\"\nkind = \"onnx\"\npath = \"{model}\"\n",
+        state = dir.join("state").display(),
+        model = repo_root().join(format!("models/digits/{version}/model.onnx")).display(),
+    );
+    std::fs::write(dir.join("teal.toml"), config).unwrap();
+    let mut command = std::process::Command::new(teal_bin());
+    command
+        .args(["serve", "--config"])
+        .arg(dir.join("teal.toml"))
+        .env("TEAL_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut proc = spawn_group(&mut command);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(proc.0.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.starts_with("teal ready:"), "replica did not start: {line:?}");
+    proc
+}
+
+/// The labels a version's reference gives for the first rows of the holdout.
+pub fn reference_labels(model: &str, version: &str) -> Vec<i64> {
+    reference(model, version)["outputs"]["label"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
+}
