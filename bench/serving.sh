@@ -4,8 +4,8 @@
 #
 #   bench/serving.sh [SECONDS] [CONNECTIONS]
 #
-# Installs what it needs when missing: wrk (Debian), MLServer in .deps/bench-venv (PyPI,
-# with uvloop<0.22: newer uvloop crashes MLServer's inference worker, MLServer issue 2286).
+# Installs what it needs when missing: wrk (Debian), and MLServer in .deps/mlserver through
+# scripts/setup dev (PyPI, with uvloop<0.22: newer uvloop crashes MLServer's inference worker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -15,12 +15,8 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-venv=.deps/bench-venv
-if ! "$venv/bin/python" -c "import mlserver, mlserver_sklearn" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check mlserver==1.7.1 mlserver-sklearn==1.7.1 'uvloop<0.22' scikit-learn==1.9.1
-fi
-scripts/setup
+venv=.deps/mlserver
+scripts/setup dev
 cargo build --release --locked --quiet
 
 python3 - "$work/body.json" <<'PY'

@@ -146,18 +146,29 @@ impl SlotConfig {
         if !valid_name(&self.version) {
             return Err((
                 "version".into(),
-                format!("'{}' is not a valid version name: use letters, digits, '-', '_' and '.'", self.version),
+                format!(
+                    "'{}' is not a valid version name: use letters, digits, '-', '_' and '.'",
+                    self.version
+                ),
             ));
         }
         match &self.backend {
-            BackendConfig::Onnx { workers, .. } if *workers == 0 || *workers > 64 => err("workers", "must be between 1 and 64"),
+            BackendConfig::Onnx { workers, .. } if *workers == 0 || *workers > 64 => {
+                err("workers", "must be between 1 and 64")
+            }
             BackendConfig::Onnx { .. } => Ok(()),
             BackendConfig::Upstream(remote) => {
                 if remote.urls.is_empty() {
-                    return err("urls", "an upstream slot needs at least one replica URL, like [\"http://127.0.0.1:8081\"]");
+                    return err(
+                        "urls",
+                        "an upstream slot needs at least one replica URL, like [\"http://127.0.0.1:8081\"]",
+                    );
                 }
                 if remote.command.is_some() {
-                    return err("command", "an upstream slot fronts running servers; use kind = \"process\" for teal to start one");
+                    return err(
+                        "command",
+                        "an upstream slot fronts running servers; use kind = \"process\" for teal to start one",
+                    );
                 }
                 for url in &remote.urls {
                     if !(url.starts_with("http://") && url.len() > 7) {
@@ -168,12 +179,20 @@ impl SlotConfig {
             }
             BackendConfig::Process(remote) => {
                 match &remote.command {
-                    None => return err("command", "a process slot needs the command that starts the server"),
+                    None => {
+                        return err(
+                            "command",
+                            "a process slot needs the command that starts the server",
+                        );
+                    }
                     Some(c) if c.trim().is_empty() => return err("command", "is empty"),
                     Some(_) => {}
                 }
                 if !remote.urls.is_empty() {
-                    return err("urls", "a process slot serves on the port teal gives it ({port}); leave urls out");
+                    return err(
+                        "urls",
+                        "a process slot serves on the port teal gives it ({port}); leave urls out",
+                    );
                 }
                 remote.validate_common()
             }
@@ -192,7 +211,12 @@ impl RemoteConfig {
                 return Err((field.into(), "must be more than 0".into()));
             }
         }
-        if !self.predict_path.starts_with('/') || self.ready_path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+        if !self.predict_path.starts_with('/')
+            || self
+                .ready_path
+                .as_ref()
+                .is_some_and(|p| !p.starts_with('/'))
+        {
             return Err(("predict_path".into(), "paths start with '/'".into()));
         }
         Ok(())
@@ -352,7 +376,11 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { enabled: false, max_entries: default_cache_entries(), ttl_ms: default_cache_ttl_ms() }
+        CacheConfig {
+            enabled: false,
+            max_entries: default_cache_entries(),
+            ttl_ms: default_cache_ttl_ms(),
+        }
     }
 }
 
@@ -534,10 +562,14 @@ impl Config {
                     continue;
                 };
                 let field = format!("{at}.{color}");
-                slot.validate().map_err(|(f, reason)| ConfigError::new(format!("{field}.{f}"), reason))?;
+                slot.validate()
+                    .map_err(|(f, reason)| ConfigError::new(format!("{field}.{f}"), reason))?;
             }
             if model.cache.enabled && model.cache.max_entries == 0 {
-                return Err(ConfigError::new(format!("{at}.cache.max_entries"), "must be more than 0 when the cache is on"));
+                return Err(ConfigError::new(
+                    format!("{at}.cache.max_entries"),
+                    "must be more than 0 when the cache is on",
+                ));
             }
             if let (Some(blue), Some(green)) = (&model.blue, &model.green)
                 && blue.version == green.version
@@ -599,11 +631,13 @@ mod tests {
     fn relative_paths_follow_the_config_file() {
         let mut config = Config::parse(EXAMPLE).unwrap();
         config.resolve_paths(Path::new("/etc/teal"));
-        let BackendConfig::Onnx { path, .. } = &config.models[0].blue.as_ref().unwrap().backend else {
+        let BackendConfig::Onnx { path, .. } = &config.models[0].blue.as_ref().unwrap().backend
+        else {
             panic!("onnx")
         };
         assert_eq!(path, Path::new("/etc/teal/digits/v1/model.onnx"));
-        let BackendConfig::Onnx { path, .. } = &config.models[0].green.as_ref().unwrap().backend else {
+        let BackendConfig::Onnx { path, .. } = &config.models[0].green.as_ref().unwrap().backend
+        else {
             panic!("onnx")
         };
         assert_eq!(path, Path::new("/models/v2.onnx"));
@@ -695,24 +729,46 @@ mod tests {
         let mut config = Config::parse(text).unwrap();
         config.validate().unwrap();
         config.resolve_paths(Path::new("/srv"));
-        let BackendConfig::Upstream(up) = &config.models[0].blue.as_ref().unwrap().backend else { panic!() };
+        let BackendConfig::Upstream(up) = &config.models[0].blue.as_ref().unwrap().backend else {
+            panic!()
+        };
         assert_eq!(up.urls.len(), 2);
         assert_eq!(up.balance, Balance::RoundRobin);
         assert_eq!(up.ready_path("m"), "/v2/models/m/ready");
-        let BackendConfig::Process(p) = &config.models[0].green.as_ref().unwrap().backend else { panic!() };
+        let BackendConfig::Process(p) = &config.models[0].green.as_ref().unwrap().backend else {
+            panic!()
+        };
         assert_eq!(p.workdir.as_deref(), Some(Path::new("/srv")));
         assert_eq!(p.ready_path("m"), "/health");
         assert_eq!(p.timeout_ms, 30_000);
 
         for (from, to, field) in [
-            ("urls = [\"http://127.0.0.1:8001\", \"http://127.0.0.1:8002\"]", "urls = []", "model[0].blue.urls"),
-            ("urls = [\"http://127.0.0.1:8001\", \"http://127.0.0.1:8002\"]", "urls = [\"ftp://x\"]", "model[0].blue.urls"),
-            ("command = \"mlserver start . --http_port {port}\"", "workdir = \"/tmp\"", "model[0].green.command"),
+            (
+                "urls = [\"http://127.0.0.1:8001\", \"http://127.0.0.1:8002\"]",
+                "urls = []",
+                "model[0].blue.urls",
+            ),
+            (
+                "urls = [\"http://127.0.0.1:8001\", \"http://127.0.0.1:8002\"]",
+                "urls = [\"ftp://x\"]",
+                "model[0].blue.urls",
+            ),
+            (
+                "command = \"mlserver start . --http_port {port}\"",
+                "workdir = \"/tmp\"",
+                "model[0].green.command",
+            ),
         ] {
-            let err = Config::parse(&text.replace(from, to)).unwrap().validate().unwrap_err();
+            let err = Config::parse(&text.replace(from, to))
+                .unwrap()
+                .validate()
+                .unwrap_err();
             assert_eq!(err.field, field);
         }
-        assert!(Config::parse(&text.replace("balance", "balancing")).is_err(), "typos are refused");
+        assert!(
+            Config::parse(&text.replace("balance", "balancing")).is_err(),
+            "typos are refused"
+        );
     }
 
     #[test]

@@ -649,12 +649,27 @@ struct BinaryTail<'a> {
     declared: bool,
 }
 
-fn split_body(body: &[u8], json_len: Option<usize>) -> Result<(&[u8], BinaryTail<'_>), ProtocolError> {
+fn split_body(
+    body: &[u8],
+    json_len: Option<usize>,
+) -> Result<(&[u8], BinaryTail<'_>), ProtocolError> {
     match json_len {
-        None => Ok((body, BinaryTail { bytes: &[], declared: false })),
+        None => Ok((
+            body,
+            BinaryTail {
+                bytes: &[],
+                declared: false,
+            },
+        )),
         Some(n) if n <= body.len() => {
             let (json, bytes) = body.split_at(n);
-            Ok((json, BinaryTail { bytes, declared: true }))
+            Ok((
+                json,
+                BinaryTail {
+                    bytes,
+                    declared: true,
+                },
+            ))
         }
         Some(n) => Err(ProtocolError::Binary(format!(
             "Inference-Header-Content-Length is {n} but the body has only {} bytes",
@@ -687,7 +702,10 @@ fn tensor_data(
     data: Option<FlatData>,
     tail: &mut BinaryTail<'_>,
 ) -> Result<(Vec<usize>, TensorData), ProtocolError> {
-    let shape: Vec<usize> = wire_shape.iter().map(|d| usize::try_from(*d).unwrap_or(usize::MAX)).collect();
+    let shape: Vec<usize> = wire_shape
+        .iter()
+        .map(|d| usize::try_from(*d).unwrap_or(usize::MAX))
+        .collect();
     let expected = element_count(&shape);
     let count_error = |got: usize| ProtocolError::ElementCount {
         name: name.to_string(),
@@ -777,8 +795,11 @@ impl InferRequest {
                             want: spec.datatype,
                         });
                     }
-                    let shape: Vec<usize> =
-                        input.shape.iter().map(|d| usize::try_from(*d).unwrap_or(usize::MAX)).collect();
+                    let shape: Vec<usize> = input
+                        .shape
+                        .iter()
+                        .map(|d| usize::try_from(*d).unwrap_or(usize::MAX))
+                        .collect();
                     if !spec.accepts_shape(&shape) {
                         return Err(ProtocolError::Shape {
                             name: input.name,
@@ -789,9 +810,19 @@ impl InferRequest {
                     spec.datatype
                 }
             };
-            let (shape, data) =
-                tensor_data(&input.name, datatype, &input.shape, &input.parameters, input.data, &mut tail)?;
-            sent.push(Tensor { name: input.name, shape, data });
+            let (shape, data) = tensor_data(
+                &input.name,
+                datatype,
+                &input.shape,
+                &input.parameters,
+                input.data,
+                &mut tail,
+            )?;
+            sent.push(Tensor {
+                name: input.name,
+                shape,
+                data,
+            });
         }
         tail.finish()?;
 
@@ -826,12 +857,20 @@ impl InferRequest {
                         });
                     }
                     let binary = flag(&output.parameters, "binary_data")?;
-                    requested.push(RequestedOutput { name: output.name, binary });
+                    requested.push(RequestedOutput {
+                        name: output.name,
+                        binary,
+                    });
                 }
                 Some(requested)
             }
         };
-        Ok(InferRequest { id: wire.id, inputs, outputs, binary_output })
+        Ok(InferRequest {
+            id: wire.id,
+            inputs,
+            outputs,
+            binary_output,
+        })
     }
 
     /// Encodes the request as plain V2 JSON (no binary parts), to send to a model server.
@@ -860,9 +899,17 @@ impl InferRequest {
             inputs: self
                 .inputs
                 .iter()
-                .map(|t| Input { name: &t.name, shape: &t.shape, datatype: t.data.datatype(), data: &t.data })
+                .map(|t| Input {
+                    name: &t.name,
+                    shape: &t.shape,
+                    datatype: t.data.datatype(),
+                    data: &t.data,
+                })
                 .collect(),
-            outputs: self.outputs.as_ref().map(|o| o.iter().map(|r| Output { name: &r.name }).collect()),
+            outputs: self
+                .outputs
+                .as_ref()
+                .map(|o| o.iter().map(|r| Output { name: &r.name }).collect()),
         };
         serde_json::to_vec(&request).unwrap_or_default()
     }
@@ -1066,13 +1113,24 @@ struct WireAnswerTensor {
 /// Decodes a V2 infer response from a model server into its output tensors.
 pub fn decode_response(body: &[u8], json_len: Option<usize>) -> Result<Vec<Tensor>, ProtocolError> {
     let (json, mut tail) = split_body(body, json_len)?;
-    let wire: WireAnswer = serde_json::from_slice(json).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let wire: WireAnswer =
+        serde_json::from_slice(json).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
     let mut outputs = Vec::with_capacity(wire.outputs.len());
     for output in wire.outputs {
         let datatype = parse_datatype(&output.name, &output.datatype)?;
-        let (shape, data) =
-            tensor_data(&output.name, datatype, &output.shape, &output.parameters, output.data, &mut tail)?;
-        outputs.push(Tensor { name: output.name, shape, data });
+        let (shape, data) = tensor_data(
+            &output.name,
+            datatype,
+            &output.shape,
+            &output.parameters,
+            output.data,
+            &mut tail,
+        )?;
+        outputs.push(Tensor {
+            name: output.name,
+            shape,
+            data,
+        });
     }
     tail.finish()?;
     Ok(outputs)
@@ -1256,14 +1314,16 @@ mod tests {
         assert!(request.binary_output);
 
         let short =
-            InferRequest::decode(&body[..body.len() - 1], Some(json.len()), Some(&digits())).unwrap_err();
+            InferRequest::decode(&body[..body.len() - 1], Some(json.len()), Some(&digits()))
+                .unwrap_err();
         assert!(
             short
                 .to_string()
                 .contains("declares 16 binary bytes but only 15 remain"),
             "{short}"
         );
-        let too_long = InferRequest::decode(&body, Some(body.len() + 1), Some(&digits())).unwrap_err();
+        let too_long =
+            InferRequest::decode(&body, Some(body.len() + 1), Some(&digits())).unwrap_err();
         assert!(matches!(too_long, ProtocolError::Binary(_)));
     }
 
@@ -1319,6 +1379,74 @@ mod tests {
     }
 
     #[test]
+    fn without_a_signature_inputs_are_taken_as_sent_but_still_checked_for_form() {
+        let body = br#"{"inputs":[{"name":"b","shape":[2],"datatype":"INT64","data":[1,2]},{"name":"a","shape":[1],"datatype":"FP64","data":[0.5]}],"outputs":[{"name":"anything"}]}"#;
+        let request = InferRequest::decode(body, None, None).unwrap();
+        assert_eq!(
+            request
+                .inputs
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        assert_eq!(request.outputs.unwrap()[0].name, "anything");
+        for (body, expected) in [
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#,
+                "holds 2 elements",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP99","data":[1]}]}"#,
+                "unknown datatype",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":[1]}]}"#,
+                "does not serve",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]},{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#,
+                "more than once",
+            ),
+        ] {
+            let err = InferRequest::decode(body.as_bytes(), None, None)
+                .expect_err(body)
+                .to_string();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn encoded_requests_decode_to_the_same_tensors() {
+        let request = decode(r#"{"id":"7","inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1.5,2,3,4]}],"outputs":[{"name":"label"}]}"#).unwrap();
+        let again = InferRequest::decode(&request.encode_json(), None, Some(&digits())).unwrap();
+        assert_eq!(again.inputs, request.inputs);
+        assert_eq!(again.id.as_deref(), Some("7"));
+        assert_eq!(again.outputs.unwrap()[0].name, "label");
+    }
+
+    #[test]
+    fn responses_decode_from_json_and_binary() {
+        let outputs = decode_response(br#"{"model_name":"m","outputs":[{"name":"predict","shape":[2,1],"datatype":"INT64","parameters":{"content_type":"np"},"data":[3,4]}]}"#, None).unwrap();
+        assert_eq!(outputs[0].shape, vec![2, 1]);
+        assert_eq!(outputs[0].data, TensorData::Int64(vec![3, 4]));
+        let json = br#"{"outputs":[{"name":"p","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&0.25f32.to_le_bytes());
+        body.extend_from_slice(&0.75f32.to_le_bytes());
+        let binary = decode_response(&body, Some(json.len())).unwrap();
+        assert_eq!(binary[0].data, TensorData::Fp32(vec![0.25, 0.75]));
+        assert!(decode_response(b"<html>", None).is_err());
+        assert!(
+            decode_response(
+                br#"{"outputs":[{"name":"p","shape":[3],"datatype":"FP32","data":[1]}]}"#,
+                None
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn predictions_follow_the_output_rank() {
         let labels = Tensor {
             name: "label".into(),
@@ -1335,5 +1463,14 @@ mod tests {
             data: TensorData::Fp32(vec![0.5, 0.5, 1.0, 0.0]),
         };
         assert_eq!(predictions(&scores)[1], serde_json::json!([1.0, 0.0]));
+        let column = Tensor {
+            name: "predict".into(),
+            shape: vec![2, 1],
+            data: TensorData::Int64(vec![4, 5]),
+        };
+        assert_eq!(
+            predictions(&column),
+            vec![serde_json::json!(4), serde_json::json!(5)]
+        );
     }
 }

@@ -199,13 +199,19 @@ fn slot_error(e: SlotError) -> Response<Body> {
     }
 }
 
-async fn deploy(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>, body: axum::body::Bytes) -> Response<Body> {
+async fn deploy(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response<Body> {
     let config: teal_core::config::SlotConfig = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("body must describe the version like a config slot, e.g. {{\"version\": \"v3\", \"kind\": \"onnx\", \"path\": \"/models/v3.onnx\"}}: {e}"),
+                format!(
+                    "body must describe the version like a config slot, e.g. {{\"version\": \"v3\", \"kind\": \"onnx\", \"path\": \"/models/v3.onnx\"}}: {e}"
+                ),
             );
         }
     };
@@ -222,13 +228,22 @@ struct TeardownBody {
     slot: Option<Color>,
 }
 
-async fn teardown(State(admin): State<Arc<Admin>>, UrlPath(model): UrlPath<String>, body: axum::body::Bytes) -> Response<Body> {
+async fn teardown(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response<Body> {
     let request: TeardownBody = if body.is_empty() {
         TeardownBody::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{}} or {{\"slot\": \"blue\"|\"green\"}}: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body must be {{}} or {{\"slot\": \"blue\"|\"green\"}}: {e}"),
+                );
+            }
         }
     };
     match admin.slots.teardown(&model, request.slot).await {

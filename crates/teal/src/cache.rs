@@ -86,16 +86,28 @@ impl PredictionCache {
     pub fn get(&self, key: &[u8]) -> Option<Arc<Vec<Tensor>>> {
         let found = {
             let entries = self.lock();
-            entries.map.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+            entries
+                .map
+                .get(key)
+                .filter(|(at, _)| at.elapsed() < self.ttl)
+                .map(|(_, v)| v.clone())
         };
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
 
     pub fn put(&self, key: Vec<u8>, outputs: Arc<Vec<Tensor>>) {
         let mut entries = self.lock();
-        if entries.map.insert(key.clone(), (Instant::now(), outputs)).is_none() {
+        if entries
+            .map
+            .insert(key.clone(), (Instant::now(), outputs))
+            .is_none()
+        {
             entries.order.push_back(key);
         }
         while entries.map.len() > self.max_entries {
@@ -126,19 +138,31 @@ mod tests {
     fn request(x: f32) -> InferRequest {
         InferRequest {
             id: None,
-            inputs: vec![Tensor { name: "input".into(), shape: vec![1, 2], data: TensorData::Fp32(vec![x, 1.0]) }],
+            inputs: vec![Tensor {
+                name: "input".into(),
+                shape: vec![1, 2],
+                data: TensorData::Fp32(vec![x, 1.0]),
+            }],
             outputs: None,
             binary_output: false,
         }
     }
 
     fn answer(label: i64) -> Arc<Vec<Tensor>> {
-        Arc::new(vec![Tensor { name: "label".into(), shape: vec![1], data: TensorData::Int64(vec![label]) }])
+        Arc::new(vec![Tensor {
+            name: "label".into(),
+            shape: vec![1],
+            data: TensorData::Int64(vec![label]),
+        }])
     }
 
     #[test]
     fn keys_differ_by_version_and_input() {
-        let config = CacheConfig { enabled: true, max_entries: 10, ttl_ms: 60_000 };
+        let config = CacheConfig {
+            enabled: true,
+            max_entries: 10,
+            ttl_ms: 60_000,
+        };
         let v1 = PredictionCache::new("v1", &config);
         let v2 = PredictionCache::new("v2", &config);
         assert_ne!(v1.key(&request(0.0)), v2.key(&request(0.0)));
@@ -148,12 +172,24 @@ mod tests {
 
     #[test]
     fn hits_misses_and_eviction_of_the_oldest() {
-        let cache = PredictionCache::new("v1", &CacheConfig { enabled: true, max_entries: 2, ttl_ms: 60_000 });
-        let keys: Vec<Vec<u8>> = (0..3).map(|i| cache.key(&request(i as f32)).unwrap()).collect();
+        let cache = PredictionCache::new(
+            "v1",
+            &CacheConfig {
+                enabled: true,
+                max_entries: 2,
+                ttl_ms: 60_000,
+            },
+        );
+        let keys: Vec<Vec<u8>> = (0..3)
+            .map(|i| cache.key(&request(i as f32)).unwrap())
+            .collect();
         assert!(cache.get(&keys[0]).is_none());
         cache.put(keys[0].clone(), answer(0));
         cache.put(keys[1].clone(), answer(1));
-        assert_eq!(cache.get(&keys[0]).unwrap()[0].data, TensorData::Int64(vec![0]));
+        assert_eq!(
+            cache.get(&keys[0]).unwrap()[0].data,
+            TensorData::Int64(vec![0])
+        );
         cache.put(keys[2].clone(), answer(2));
         assert!(cache.get(&keys[0]).is_none(), "the oldest entry went first");
         assert!(cache.get(&keys[2]).is_some());
@@ -163,7 +199,14 @@ mod tests {
 
     #[test]
     fn entries_expire() {
-        let cache = PredictionCache::new("v1", &CacheConfig { enabled: true, max_entries: 2, ttl_ms: 0 });
+        let cache = PredictionCache::new(
+            "v1",
+            &CacheConfig {
+                enabled: true,
+                max_entries: 2,
+                ttl_ms: 0,
+            },
+        );
         let key = cache.key(&request(0.0)).unwrap();
         cache.put(key.clone(), answer(0));
         assert!(cache.get(&key).is_none());

@@ -129,7 +129,9 @@ impl DeployArgs {
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let mut card = serde_json::Map::new();
         for pair in &self.card {
-            let (k, v) = pair.split_once('=').with_context(|| format!("--card {pair}: write it as KEY=VALUE"))?;
+            let (k, v) = pair
+                .split_once('=')
+                .with_context(|| format!("--card {pair}: write it as KEY=VALUE"))?;
             card.insert(k.to_string(), v.into());
         }
         let mut slot = serde_json::json!({ "version": self.version, "card": card });
@@ -237,16 +239,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => serde_json::json!({}),
             };
             if !admin.json {
-                eprintln!("tearing down the standby slot of {model}: draining requests in flight, then stopping it");
+                eprintln!(
+                    "tearing down the standby slot of {model}: draining requests in flight, then stopping it"
+                );
             }
-            let answer = call(&client, &format!("/api/v1/models/{model}/teardown"), Some(body)).await?;
+            let answer = call(
+                &client,
+                &format!("/api/v1/models/{model}/teardown"),
+                Some(body),
+            )
+            .await?;
             if admin.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
                 let outcome: crate::slots::TeardownOutcome = serde_json::from_value(answer)?;
                 println!(
                     "{}: tore down {} ({}) after {} ms; {} requests were in flight, {} did not finish",
-                    outcome.model, outcome.slot, outcome.version, outcome.drain_ms, outcome.in_flight_at_start, outcome.abandoned
+                    outcome.model,
+                    outcome.slot,
+                    outcome.version,
+                    outcome.drain_ms,
+                    outcome.in_flight_at_start,
+                    outcome.abandoned
                 );
             }
             Ok(())
@@ -326,22 +340,39 @@ async fn call(
 
 async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let slot = args.slot_config()?;
-    let client = args.admin.client()?.with_timeout(Duration::from_secs(args.ready_timeout + 60));
+    let client = args
+        .admin
+        .client()?
+        .with_timeout(Duration::from_secs(args.ready_timeout + 60));
     if !args.admin.json {
-        eprintln!("deploying {} {} into the standby slot; waiting for it to load and pass its checks", args.model, args.version);
+        eprintln!(
+            "deploying {} {} into the standby slot; waiting for it to load and pass its checks",
+            args.model, args.version
+        );
     }
-    let answer = call(&client, &format!("/api/v1/models/{}/deploy", args.model), Some(slot)).await?;
+    let answer = call(
+        &client,
+        &format!("/api/v1/models/{}/deploy", args.model),
+        Some(slot),
+    )
+    .await?;
     if args.admin.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     let outcome: crate::slots::DeployOutcome = serde_json::from_value(answer)?;
-    let replaced = outcome.replaced.map(|v| format!(", replacing {v}")).unwrap_or_default();
+    let replaced = outcome
+        .replaced
+        .map(|v| format!(", replacing {v}"))
+        .unwrap_or_default();
     println!(
         "{}: {} ({}) is ready in the {} slot after {} ms{replaced}",
         outcome.model, outcome.version, outcome.kind, outcome.slot, outcome.load_ms
     );
-    println!("make it live with: teal switch {} --to {}", outcome.model, outcome.slot);
+    println!(
+        "make it live with: teal switch {} --to {}",
+        outcome.model, outcome.slot
+    );
     Ok(())
 }
 
@@ -404,11 +435,22 @@ fn render_status(m: &ModelStatus) -> String {
             s.version,
             s.kind,
             state,
-            if inputs.is_empty() { "(not published by the server)".to_string() } else { inputs.join(", ") }
+            if inputs.is_empty() {
+                "(not published by the server)".to_string()
+            } else {
+                inputs.join(", ")
+            }
         ));
         if let Some(p) = &s.process {
-            let state = if p.running { "running".to_string() } else { format!("exited: {}", p.exit.clone().unwrap_or_default()) };
-            out.push_str(&format!("         process {} on port {} ({state}): {}\n", p.pid, p.port, p.command));
+            let state = if p.running {
+                "running".to_string()
+            } else {
+                format!("exited: {}", p.exit.clone().unwrap_or_default())
+            };
+            out.push_str(&format!(
+                "         process {} on port {} ({state}): {}\n",
+                p.pid, p.port, p.command
+            ));
         }
         for r in &s.replicas {
             let state = match (r.ready, r.ejected) {
@@ -422,7 +464,10 @@ fn render_status(m: &ModelStatus) -> String {
             ));
         }
         if let Some(c) = &s.cache {
-            out.push_str(&format!("         cache {} entries, {} hits, {} misses\n", c.entries, c.hits, c.misses));
+            out.push_str(&format!(
+                "         cache {} entries, {} hits, {} misses\n",
+                c.entries, c.hits, c.misses
+            ));
         }
     }
     out

@@ -29,8 +29,21 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub fn new(color: Color, version: String, card: BTreeMap<String, String>, backend: Backend, cache: Option<PredictionCache>) -> Slot {
-        Slot { color, version, card, backend, cache, in_flight: AtomicUsize::new(0) }
+    pub fn new(
+        color: Color,
+        version: String,
+        card: BTreeMap<String, String>,
+        backend: Backend,
+        cache: Option<PredictionCache>,
+    ) -> Slot {
+        Slot {
+            color,
+            version,
+            card,
+            backend,
+            cache,
+            in_flight: AtomicUsize::new(0),
+        }
     }
 
     /// Counts a request on this slot until the returned guard drops.
@@ -125,8 +138,14 @@ pub enum RouteError {
     EmptySlot { model: String, color: Color },
     #[error("nothing to roll back: model '{model}' has been on {live} since start-up")]
     NothingToRollBack { model: String, live: Color },
-    #[error("the {color} slot of model '{model}' (version {version}) is not ready: check `teal status {model}`")]
-    NotReady { model: String, color: Color, version: String },
+    #[error(
+        "the {color} slot of model '{model}' (version {version}) is not ready: check `teal status {model}`"
+    )]
+    NotReady {
+        model: String,
+        color: Color,
+        version: String,
+    },
     #[error("the {color} slot of model '{model}' is live: switch away from it first")]
     SlotIsLive { model: String, color: Color },
 }
@@ -199,7 +218,11 @@ impl Routes {
             })?;
             let changed = from != to;
             if changed && !target.backend.ready() {
-                return Err(RouteError::NotReady { model: model.to_string(), color: to, version: target.version.clone() });
+                return Err(RouteError::NotReady {
+                    model: model.to_string(),
+                    color: to,
+                    version: target.version.clone(),
+                });
             }
             let next = changed.then(|| ModelRoutes {
                 table: routes.table.switched(to),
@@ -227,7 +250,10 @@ impl Routes {
         self.update(model, |routes| {
             let color = slot.color;
             if routes.table.active == color && routes.live().is_some() {
-                return Err(RouteError::SlotIsLive { model: model.to_string(), color });
+                return Err(RouteError::SlotIsLive {
+                    model: model.to_string(),
+                    color,
+                });
             }
             let mut next = routes.clone();
             let replaced = next.slots[color.index()].replace(slot);
@@ -244,12 +270,19 @@ impl Routes {
     pub fn remove(&self, model: &str, color: Color) -> Result<Arc<Slot>, RouteError> {
         self.update(model, |routes| {
             if routes.table.active == color {
-                return Err(RouteError::SlotIsLive { model: model.to_string(), color });
+                return Err(RouteError::SlotIsLive {
+                    model: model.to_string(),
+                    color,
+                });
             }
             let mut next = routes.clone();
-            let removed = next.slots[color.index()]
-                .take()
-                .ok_or_else(|| RouteError::EmptySlot { model: model.to_string(), color })?;
+            let removed =
+                next.slots[color.index()]
+                    .take()
+                    .ok_or_else(|| RouteError::EmptySlot {
+                        model: model.to_string(),
+                        color,
+                    })?;
             next.table.generation += 1;
             next.table.candidate_weight = 0;
             if next.previous == Some(color) {
@@ -323,8 +356,16 @@ impl ModelStatus {
                 kind: slot.backend.kind().to_string(),
                 live: slot.color == routes.table.active,
                 ready: slot.backend.ready(),
-                inputs: slot.backend.signature().map(|s| s.inputs.clone()).unwrap_or_default(),
-                outputs: slot.backend.signature().map(|s| s.outputs.clone()).unwrap_or_default(),
+                inputs: slot
+                    .backend
+                    .signature()
+                    .map(|s| s.inputs.clone())
+                    .unwrap_or_default(),
+                outputs: slot
+                    .backend
+                    .signature()
+                    .map(|s| s.outputs.clone())
+                    .unwrap_or_default(),
                 card: slot.card.clone(),
                 in_flight: slot.in_flight(),
                 replicas: slot.backend.replicas(),

@@ -75,14 +75,20 @@ pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
         let mut slots: [Option<Arc<Slot>>; 2] = [None, None];
         for color in [Color::Blue, Color::Green] {
             if let Some(slot) = model.slot(color) {
-                let loaded = slots::load(&model.name, color, slot, config.server.onnxruntime.as_deref(), &model.cache)
-                    .await
-                    .map_err(|source| StartError::Load {
-                        model: model.name.clone(),
-                        color,
-                        version: slot.version.clone(),
-                        source,
-                    })?;
+                let loaded = slots::load(
+                    &model.name,
+                    color,
+                    slot,
+                    config.server.onnxruntime.as_deref(),
+                    &model.cache,
+                )
+                .await
+                .map_err(|source| StartError::Load {
+                    model: model.name.clone(),
+                    color,
+                    version: slot.version.clone(),
+                    source,
+                })?;
                 slots[color.index()] = Some(Arc::new(loaded));
             }
         }

@@ -24,7 +24,11 @@ pub async fn load(
     cache: &CacheConfig,
 ) -> Result<Slot, LoadError> {
     let backend = match &slot.backend {
-        BackendConfig::Onnx { path, reference, workers } => {
+        BackendConfig::Onnx {
+            path,
+            reference,
+            workers,
+        } => {
             let library = onnxruntime.map(Path::to_path_buf);
             let (path, workers) = (path.clone(), *workers);
             let onnx = tokio::task::spawn_blocking(move || {
@@ -43,11 +47,21 @@ pub async fn load(
             let wait = Duration::from_millis(remote.ready_timeout_ms);
             Backend::Upstream(UpstreamModel::connect(model, &remote.urls, remote, wait).await?)
         }
-        BackendConfig::Process(remote) => Backend::Process(ProcessModel::start(model, &slot.version, remote).await?),
+        BackendConfig::Process(remote) => {
+            Backend::Process(ProcessModel::start(model, &slot.version, remote).await?)
+        }
     };
     tracing::info!(model, slot = %color, version = %slot.version, kind = backend.kind(), "slot loaded");
-    let cache = cache.enabled.then(|| PredictionCache::new(&slot.version, cache));
-    Ok(Slot::new(color, slot.version.clone(), slot.card.clone(), backend, cache))
+    let cache = cache
+        .enabled
+        .then(|| PredictionCache::new(&slot.version, cache));
+    Ok(Slot::new(
+        color,
+        slot.version.clone(),
+        slot.card.clone(),
+        backend,
+        cache,
+    ))
 }
 
 /// Why a deploy or a teardown was refused or failed.
@@ -59,8 +73,14 @@ pub enum SlotError {
     Busy(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("version {version} could not be loaded into the {color} slot; the live slot keeps serving: {source}")]
-    Load { version: String, color: Color, source: LoadError },
+    #[error(
+        "version {version} could not be loaded into the {color} slot; the live slot keeps serving: {source}"
+    )]
+    Load {
+        version: String,
+        color: Color,
+        source: LoadError,
+    },
 }
 
 /// What a deploy did.
@@ -103,28 +123,61 @@ struct Busy<'a> {
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.manager.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.model);
+        self.manager
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.model);
     }
 }
 
 impl SlotManager {
-    pub fn new(routes: Arc<Routes>, onnxruntime: Option<std::path::PathBuf>, drain: Duration) -> SlotManager {
-        SlotManager { routes, onnxruntime, drain, busy: Mutex::new(HashSet::new()) }
+    pub fn new(
+        routes: Arc<Routes>,
+        onnxruntime: Option<std::path::PathBuf>,
+        drain: Duration,
+    ) -> SlotManager {
+        SlotManager {
+            routes,
+            onnxruntime,
+            drain,
+            busy: Mutex::new(HashSet::new()),
+        }
     }
 
     fn claim(&self, model: &str) -> Result<Busy<'_>, SlotError> {
-        if !self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(model.to_string()) {
+        if !self
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(model.to_string())
+        {
             return Err(SlotError::Busy(model.to_string()));
         }
-        Ok(Busy { manager: self, model: model.to_string() })
+        Ok(Busy {
+            manager: self,
+            model: model.to_string(),
+        })
     }
 
     /// Loads `config` into the standby slot of `model` while the live slot keeps serving.
     /// The standby's previous version, if any, is drained and stopped once the new one is in.
-    pub async fn deploy(&self, model: &str, config: &SlotConfig) -> Result<DeployOutcome, SlotError> {
+    pub async fn deploy(
+        &self,
+        model: &str,
+        config: &SlotConfig,
+    ) -> Result<DeployOutcome, SlotError> {
         let _busy = self.claim(model)?;
-        config.validate().map_err(|(field, reason)| SlotError::Invalid(format!("{field}: {reason}")))?;
-        let routes = self.routes.load().models.get(model).cloned().ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+        config
+            .validate()
+            .map_err(|(field, reason)| SlotError::Invalid(format!("{field}: {reason}")))?;
+        let routes = self
+            .routes
+            .load()
+            .models
+            .get(model)
+            .cloned()
+            .ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
         let color = routes.table.candidate();
         if let Some(live) = routes.live()
             && live.version == config.version
@@ -136,9 +189,19 @@ impl SlotManager {
         }
         let started = Instant::now();
         tracing::info!(model, version = %config.version, slot = %color, "deploying");
-        let slot = load(model, color, config, self.onnxruntime.as_deref(), &routes.cache)
-            .await
-            .map_err(|source| SlotError::Load { version: config.version.clone(), color, source })?;
+        let slot = load(
+            model,
+            color,
+            config,
+            self.onnxruntime.as_deref(),
+            &routes.cache,
+        )
+        .await
+        .map_err(|source| SlotError::Load {
+            version: config.version.clone(),
+            color,
+            source,
+        })?;
         let kind = slot.backend.kind().to_string();
         let replaced = self.routes.place(model, Arc::new(slot))?;
         let replaced_version = replaced.as_ref().map(|s| s.version.clone());
@@ -158,13 +221,20 @@ impl SlotManager {
 
     /// Takes the standby slot `color` out of routing, waits for its requests in flight
     /// (bounded by the drain window), then stops its backend.
-    pub async fn teardown(&self, model: &str, color: Option<Color>) -> Result<TeardownOutcome, SlotError> {
+    pub async fn teardown(
+        &self,
+        model: &str,
+        color: Option<Color>,
+    ) -> Result<TeardownOutcome, SlotError> {
         let _busy = self.claim(model)?;
         let color = match color {
             Some(c) => c,
             None => {
                 let snapshot = self.routes.load();
-                let routes = snapshot.models.get(model).ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+                let routes = snapshot
+                    .models
+                    .get(model)
+                    .ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
                 routes.table.candidate()
             }
         };

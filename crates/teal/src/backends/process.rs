@@ -53,10 +53,19 @@ fn signal_group(pid: u32, signal: Signal) {
 
 impl ProcessModel {
     /// Starts the command and waits until the server is ready, or fails with its last output.
-    pub async fn start(model: &str, version: &str, settings: &RemoteConfig) -> Result<ProcessModel, LoadError> {
+    pub async fn start(
+        model: &str,
+        version: &str,
+        settings: &RemoteConfig,
+    ) -> Result<ProcessModel, LoadError> {
         let template = settings.command.clone().unwrap_or_default();
-        let port = free_port().map_err(|e| LoadError::Runtime(format!("cannot find a free port: {e}")))?;
-        let fill = |text: &str| text.replace("{port}", &port.to_string()).replace("{model}", model).replace("{version}", version);
+        let port =
+            free_port().map_err(|e| LoadError::Runtime(format!("cannot find a free port: {e}")))?;
+        let fill = |text: &str| {
+            text.replace("{port}", &port.to_string())
+                .replace("{model}", model)
+                .replace("{version}", version)
+        };
         let command = fill(&template);
         let mut builder = tokio::process::Command::new("sh");
         builder
@@ -72,14 +81,28 @@ impl ProcessModel {
         if let Some(dir) = &settings.workdir {
             builder.current_dir(dir);
         }
-        let mut child = builder.spawn().map_err(|e| LoadError::Runtime(format!("cannot start `{command}`: {e}")))?;
+        let mut child = builder
+            .spawn()
+            .map_err(|e| LoadError::Runtime(format!("cannot start `{command}`: {e}")))?;
         let pid = child.id().unwrap_or_default();
         tracing::info!(model, version, pid, port, %command, "slot process started");
 
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         for (stream, name) in [
-            (child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), "stdout"),
-            (child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), "stderr"),
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                "stdout",
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                "stderr",
+            ),
         ] {
             let Some(stream) = stream else { continue };
             let (tail, model, version) = (tail.clone(), model.to_string(), version.to_string());
@@ -129,9 +152,20 @@ impl ProcessModel {
             }),
             Err(reason) => {
                 signal_group(pid, Signal::SIGKILL);
-                let output: Vec<String> = tail.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
-                let output = if output.is_empty() { "(nothing)".to_string() } else { output.join("\n  ") };
-                Err(LoadError::Runtime(format!("{reason}; its last output:\n  {output}")))
+                let output: Vec<String> = tail
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
+                let output = if output.is_empty() {
+                    "(nothing)".to_string()
+                } else {
+                    output.join("\n  ")
+                };
+                Err(LoadError::Runtime(format!(
+                    "{reason}; its last output:\n  {output}"
+                )))
             }
         }
     }
@@ -157,10 +191,14 @@ impl ProcessModel {
         }
         signal_group(self.pid, Signal::SIGTERM);
         let mut exited = self.exited.clone();
-        if tokio::time::timeout(self.grace, exited.wait_for(Option::is_some)).await.is_err() {
+        if tokio::time::timeout(self.grace, exited.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
             tracing::warn!(pid = self.pid, grace = ?self.grace, "slot process ignored SIGTERM; sending SIGKILL");
             signal_group(self.pid, Signal::SIGKILL);
-            let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(Option::is_some)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(Option::is_some))
+                .await;
         }
         // Workers the server forked may outlive it; the group goes with it.
         signal_group(self.pid, Signal::SIGKILL);

@@ -73,7 +73,9 @@ fn pool() -> HttpPool {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
 }
 
 /// The innermost cause of an error, which is the one that says what happened.
@@ -96,11 +98,16 @@ impl Shared {
 
     /// Picks a replica not in `tried`: ready and not ejected if any are, else any not tried.
     fn choose(&self, tried: &[usize]) -> Option<usize> {
-        let open: Vec<usize> = (0..self.replicas.len()).filter(|i| !tried.contains(i)).collect();
+        let open: Vec<usize> = (0..self.replicas.len())
+            .filter(|i| !tried.contains(i))
+            .collect();
         let good: Vec<usize> = open
             .iter()
             .copied()
-            .filter(|i| self.replicas[*i].ready.load(Ordering::Relaxed) && !self.is_ejected(&self.replicas[*i]))
+            .filter(|i| {
+                self.replicas[*i].ready.load(Ordering::Relaxed)
+                    && !self.is_ejected(&self.replicas[*i])
+            })
             .collect();
         let pool = if good.is_empty() { open } else { good };
         if pool.is_empty() {
@@ -112,7 +119,9 @@ impl Shared {
             Balance::LeastOutstanding => {
                 let offset = start % pool.len();
                 let ring = pool[offset..].iter().chain(&pool[..offset]);
-                *ring.min_by_key(|i| self.replicas[**i].outstanding.load(Ordering::Relaxed)).unwrap_or(&pool[0])
+                *ring
+                    .min_by_key(|i| self.replicas[**i].outstanding.load(Ordering::Relaxed))
+                    .unwrap_or(&pool[0])
             }
         })
     }
@@ -125,7 +134,9 @@ impl Shared {
         replica.failures.fetch_add(1, Ordering::Relaxed);
         let streak = replica.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if streak >= self.settings.eject_after_failures && !self.is_ejected(replica) {
-            replica.ejected_until.store(self.now_ms() + self.settings.eject_ms, Ordering::Relaxed);
+            replica
+                .ejected_until
+                .store(self.now_ms() + self.settings.eject_ms, Ordering::Relaxed);
             tracing::warn!(replica = %replica.url, failures = streak, eject_ms = self.settings.eject_ms, reason = why, "replica ejected");
         }
     }
@@ -141,7 +152,11 @@ impl Shared {
             let _ = response.into_body().collect().await;
             Some(ok)
         };
-        tokio::time::timeout(Duration::from_secs(2), call).await.ok().flatten().unwrap_or(false)
+        tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
     }
 
     /// Runs every readiness check once; re-admits an ejected replica whose time is up and that passes.
@@ -182,7 +197,12 @@ enum Attempt {
 impl UpstreamModel {
     /// Connects to the replicas, reads the model's metadata when the server has it, and
     /// starts the readiness checks. Fails when no replica becomes ready within `wait`.
-    pub async fn connect(model: &str, urls: &[String], settings: &RemoteConfig, wait: Duration) -> Result<UpstreamModel, LoadError> {
+    pub async fn connect(
+        model: &str,
+        urls: &[String],
+        settings: &RemoteConfig,
+        wait: Duration,
+    ) -> Result<UpstreamModel, LoadError> {
         let shared = Arc::new(Shared {
             replicas: urls
                 .iter()
@@ -206,11 +226,19 @@ impl UpstreamModel {
         let deadline = Instant::now() + wait;
         loop {
             shared.check_all().await;
-            if shared.replicas.iter().any(|r| r.ready.load(Ordering::Relaxed)) {
+            if shared
+                .replicas
+                .iter()
+                .any(|r| r.ready.load(Ordering::Relaxed))
+            {
                 break;
             }
             if Instant::now() >= deadline {
-                let urls: Vec<String> = shared.replicas.iter().map(|r| format!("{}{}", r.url, shared.ready_path)).collect();
+                let urls: Vec<String> = shared
+                    .replicas
+                    .iter()
+                    .map(|r| format!("{}{}", r.url, shared.ready_path))
+                    .collect();
                 return Err(LoadError::Runtime(format!(
                     "no replica became ready within {} s: {} did not answer 2xx; check the URLs and that the server is up",
                     wait.as_secs(),
@@ -220,20 +248,29 @@ impl UpstreamModel {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let signature = match (&settings.inputs, &settings.outputs) {
-            (Some(inputs), outputs) => Some(Signature { inputs: inputs.clone(), outputs: outputs.clone().unwrap_or_default() }),
+            (Some(inputs), outputs) => Some(Signature {
+                inputs: inputs.clone(),
+                outputs: outputs.clone().unwrap_or_default(),
+            }),
             (None, _) if settings.protocol == WireProtocol::V2 => fetch_signature(&shared).await,
             (None, _) => None,
         };
         let health_shared = shared.clone();
         let health = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(health_shared.settings.health_interval_ms));
+            let mut every = tokio::time::interval(Duration::from_millis(
+                health_shared.settings.health_interval_ms,
+            ));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
                 health_shared.check_all().await;
             }
         });
-        Ok(UpstreamModel { shared, signature, health })
+        Ok(UpstreamModel {
+            shared,
+            signature,
+            health,
+        })
     }
 
     pub fn signature(&self) -> Option<&Signature> {
@@ -246,7 +283,10 @@ impl UpstreamModel {
 
     /// Whether any replica passed its last readiness check and is not ejected.
     pub fn ready(&self) -> bool {
-        self.shared.replicas.iter().any(|r| r.ready.load(Ordering::Relaxed) && !self.shared.is_ejected(r))
+        self.shared
+            .replicas
+            .iter()
+            .any(|r| r.ready.load(Ordering::Relaxed) && !self.shared.is_ejected(r))
     }
 
     pub fn replicas(&self) -> Vec<ReplicaStatus> {
@@ -271,9 +311,16 @@ impl UpstreamModel {
         let _outstanding = Outstanding(replica);
         replica.requests.fetch_add(1, Ordering::Relaxed);
         let url = format!("{}{path}", replica.url);
-        let request = match Request::post(&url).header("content-type", "application/json").body(Full::new(body)) {
+        let request = match Request::post(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+        {
             Ok(r) => r,
-            Err(e) => return Attempt::Failed(BackendError::Upstream(format!("bad upstream URL {url}: {e}"))),
+            Err(e) => {
+                return Attempt::Failed(BackendError::Upstream(format!(
+                    "bad upstream URL {url}: {e}"
+                )));
+            }
         };
         let timeout = Duration::from_millis(shared.settings.timeout_ms);
         let call = async {
@@ -290,7 +337,10 @@ impl UpstreamModel {
         match tokio::time::timeout(timeout, call).await {
             Err(_) => {
                 shared.failed(replica, "timeout");
-                Attempt::Failed(BackendError::Timeout { url, ms: shared.settings.timeout_ms })
+                Attempt::Failed(BackendError::Timeout {
+                    url,
+                    ms: shared.settings.timeout_ms,
+                })
             }
             Ok(Err(e)) if e.is_connect() => {
                 shared.failed(replica, "connect");
@@ -310,7 +360,9 @@ impl UpstreamModel {
             }
             Ok(Ok((_, _, Err(e)))) => {
                 shared.failed(replica, "body");
-                Attempt::Failed(BackendError::Upstream(format!("{url}: reading the answer: {e}")))
+                Attempt::Failed(BackendError::Upstream(format!(
+                    "{url}: reading the answer: {e}"
+                )))
             }
         }
     }
@@ -318,8 +370,14 @@ impl UpstreamModel {
     /// Sends one inference, to one replica; to another only if it never reached the first.
     pub async fn infer(&self, request: &InferRequest) -> Result<Vec<Tensor>, BackendError> {
         let (path, body) = match self.shared.settings.protocol {
-            WireProtocol::V2 => (format!("/v2/models/{}/infer", self.shared.server_model), Bytes::from(request.encode_json())),
-            WireProtocol::Json => (self.shared.settings.predict_path.clone(), Bytes::from(features_body(request)?)),
+            WireProtocol::V2 => (
+                format!("/v2/models/{}/infer", self.shared.server_model),
+                Bytes::from(request.encode_json()),
+            ),
+            WireProtocol::Json => (
+                self.shared.settings.predict_path.clone(),
+                Bytes::from(features_body(request)?),
+            ),
         };
         let mut tried = Vec::new();
         let mut refused = Vec::new();
@@ -328,18 +386,31 @@ impl UpstreamModel {
             match self.attempt(index, &path, body.clone()).await {
                 Attempt::NotSent(why) => refused.push(why),
                 Attempt::Failed(e) => return Err(e),
-                Attempt::Answer(status, json_len, body) => return self.answer(status, json_len, &body),
+                Attempt::Answer(status, json_len, body) => {
+                    return self.answer(status, json_len, &body);
+                }
             }
         }
         Err(BackendError::Unreachable(refused.join("; ")))
     }
 
-    fn answer(&self, status: u16, json_len: Option<usize>, body: &[u8]) -> Result<Vec<Tensor>, BackendError> {
+    fn answer(
+        &self,
+        status: u16,
+        json_len: Option<usize>,
+        body: &[u8],
+    ) -> Result<Vec<Tensor>, BackendError> {
         if !(200..300).contains(&status) {
             let message = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
-                .and_then(|v| v.get("error").or_else(|| v.get("detail")).map(|e| e.to_string()))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
+                .and_then(|v| {
+                    v.get("error")
+                        .or_else(|| v.get("detail"))
+                        .map(|e| e.to_string())
+                })
+                .unwrap_or_else(|| {
+                    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+                });
             return Err(if status < 500 {
                 BackendError::Refused { status, message }
             } else {
@@ -347,8 +418,11 @@ impl UpstreamModel {
             });
         }
         match self.shared.settings.protocol {
-            WireProtocol::V2 => protocol::decode_response(body, json_len)
-                .map_err(|e| BackendError::Upstream(format!("the model server's answer is not a V2 response: {e}"))),
+            WireProtocol::V2 => protocol::decode_response(body, json_len).map_err(|e| {
+                BackendError::Upstream(format!(
+                    "the model server's answer is not a V2 response: {e}"
+                ))
+            }),
             WireProtocol::Json => prediction_tensor(body),
         }
     }
@@ -364,15 +438,28 @@ async fn fetch_signature(shared: &Shared) -> Option<Signature> {
     }
     for replica in &shared.replicas {
         let url = format!("{}/v2/models/{}", replica.url, shared.server_model);
-        let Ok(request) = Request::get(&url).body(Full::new(Bytes::new())) else { continue };
-        let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), shared.client.request(request)).await else { continue };
+        let Ok(request) = Request::get(&url).body(Full::new(Bytes::new())) else {
+            continue;
+        };
+        let Ok(Ok(response)) =
+            tokio::time::timeout(Duration::from_secs(5), shared.client.request(request)).await
+        else {
+            continue;
+        };
         if !response.status().is_success() {
             continue;
         }
-        let Ok(body) = response.into_body().collect().await else { continue };
+        let Ok(body) = response.into_body().collect().await else {
+            continue;
+        };
         match serde_json::from_slice::<Metadata>(&body.to_bytes()) {
             // A server that publishes no inputs (MLServer's scikit-learn runtime) gets no validation.
-            Ok(meta) if !meta.inputs.is_empty() => return Some(Signature { inputs: meta.inputs, outputs: meta.outputs }),
+            Ok(meta) if !meta.inputs.is_empty() => {
+                return Some(Signature {
+                    inputs: meta.inputs,
+                    outputs: meta.outputs,
+                });
+            }
             _ => return None,
         }
     }
@@ -388,17 +475,33 @@ fn features_body(request: &InferRequest) -> Result<Vec<u8>, BackendError> {
         });
     };
     let rows = input.shape.first().copied().unwrap_or(0);
-    let width = if rows == 0 { 0 } else { input.data.len() / rows };
-    let features: Vec<Vec<serde_json::Value>> =
-        (0..rows).map(|r| (0..width).map(|i| input.data.json_value(r * width + i)).collect()).collect();
+    let width = if rows == 0 {
+        0
+    } else {
+        input.data.len() / rows
+    };
+    let features: Vec<Vec<serde_json::Value>> = (0..rows)
+        .map(|r| {
+            (0..width)
+                .map(|i| input.data.json_value(r * width + i))
+                .collect()
+        })
+        .collect();
     Ok(serde_json::to_vec(&serde_json::json!({ "features": features })).unwrap_or_default())
 }
 
 /// The simple JSON protocol's answer, `prediction` or `predictions`, as a tensor named `prediction`.
 fn prediction_tensor(body: &[u8]) -> Result<Vec<Tensor>, BackendError> {
-    let bad = |why: &str| BackendError::Upstream(format!("the model server's answer {why}: expected {{\"prediction\": ...}} or {{\"predictions\": [...]}}"));
+    let bad = |why: &str| {
+        BackendError::Upstream(format!(
+            "the model server's answer {why}: expected {{\"prediction\": ...}} or {{\"predictions\": [...]}}"
+        ))
+    };
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| bad("is not JSON"))?;
-    let found = value.get("predictions").or_else(|| value.get("prediction")).ok_or_else(|| bad("has neither field"))?;
+    let found = value
+        .get("predictions")
+        .or_else(|| value.get("prediction"))
+        .ok_or_else(|| bad("has neither field"))?;
     let rows: Vec<&serde_json::Value> = match found {
         serde_json::Value::Array(items) => items.iter().collect(),
         one => vec![one],
@@ -407,7 +510,9 @@ fn prediction_tensor(body: &[u8]) -> Result<Vec<Tensor>, BackendError> {
     let mut flat = Vec::new();
     for row in &rows {
         match (row, width) {
-            (serde_json::Value::Array(items), Some(w)) if items.len() == w => flat.extend(items.iter()),
+            (serde_json::Value::Array(items), Some(w)) if items.len() == w => {
+                flat.extend(items.iter())
+            }
             (other, None) if !other.is_array() => flat.push(*other),
             _ => return Err(bad("has rows of different lengths")),
         }
@@ -425,7 +530,11 @@ fn prediction_tensor(body: &[u8]) -> Result<Vec<Tensor>, BackendError> {
     } else {
         return Err(bad("holds values that are not numbers"));
     };
-    Ok(vec![Tensor { name: "prediction".into(), shape, data }])
+    Ok(vec![Tensor {
+        name: "prediction".into(),
+        shape,
+        data,
+    }])
 }
 
 #[cfg(test)]
@@ -442,8 +551,17 @@ mod tests {
         assert_eq!(scores[0].data, TensorData::Fp64(vec![0.5, 0.5, 1.0, 0.0]));
         let one = prediction_tensor(br#"{"prediction": 7}"#).unwrap();
         assert_eq!(one[0].shape, vec![1]);
-        for bad in [&br#"{"label": 1}"#[..], b"not json", br#"{"prediction": [[1], [1, 2]]}"#, br#"{"prediction": ["a"]}"#] {
-            assert!(prediction_tensor(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &br#"{"label": 1}"#[..],
+            b"not json",
+            br#"{"prediction": [[1], [1, 2]]}"#,
+            br#"{"prediction": ["a"]}"#,
+        ] {
+            assert!(
+                prediction_tensor(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -375,18 +375,26 @@ fn routed_headers(response: &mut Response<Body>, slot: &Slot, request_id: &str, 
 }
 
 /// Runs a decoded request on a slot, through the slot's cache when it has one.
-async fn run_on_slot(slot: &Slot, model: &str, request: &mut InferRequest) -> Result<Arc<Vec<Tensor>>, GatewayError> {
+async fn run_on_slot(
+    slot: &Slot,
+    model: &str,
+    request: &mut InferRequest,
+) -> Result<Arc<Vec<Tensor>>, GatewayError> {
     let key = slot.cache.as_ref().and_then(|cache| cache.key(request));
     if let (Some(cache), Some(key)) = (&slot.cache, &key)
         && let Some(outputs) = cache.get(key)
     {
         return Ok(outputs);
     }
-    let outputs = slot.backend.infer(request).await.map_err(|source| GatewayError::Backend {
-        model: model.to_string(),
-        version: slot.version.clone(),
-        source,
-    })?;
+    let outputs = slot
+        .backend
+        .infer(request)
+        .await
+        .map_err(|source| GatewayError::Backend {
+            model: model.to_string(),
+            version: slot.version.clone(),
+            source,
+        })?;
     let outputs = Arc::new(outputs);
     if let (Some(cache), Some(key)) = (&slot.cache, key) {
         cache.put(key, outputs.clone());
@@ -414,7 +422,8 @@ async fn run_infer(
         None => bytes_response(StatusCode::OK, "application/json", encoded.body),
         Some(n) => {
             let mut r = bytes_response(StatusCode::OK, "application/octet-stream", encoded.body);
-            r.headers_mut().insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
+            r.headers_mut()
+                .insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
             r
         }
     };
@@ -468,12 +477,22 @@ async fn version_infer(
 /// The form the simple endpoint assumes for a model server that publishes no metadata.
 fn assumed_signature() -> Signature {
     Signature {
-        inputs: vec![TensorSpec { name: "input".into(), datatype: Datatype::Fp64, shape: vec![-1, -1] }],
+        inputs: vec![TensorSpec {
+            name: "input".into(),
+            datatype: Datatype::Fp64,
+            shape: vec![-1, -1],
+        }],
         outputs: Vec::new(),
     }
 }
 
-async fn run_predict(gateway: &Gateway, model: &str, headers: &HeaderMap, body: Body, request_id: &str) -> Result<Response<Body>, GatewayError> {
+async fn run_predict(
+    gateway: &Gateway,
+    model: &str,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &str,
+) -> Result<Response<Body>, GatewayError> {
     body_headers(headers, false)?;
     let body = read_body(body, headers, gateway.max_body_bytes).await?;
     let routes = find_model(gateway, model)?;
@@ -488,7 +507,10 @@ async fn run_predict(gateway: &Gateway, model: &str, headers: &HeaderMap, body: 
         }
     };
     let mut request = InferRequest::from_features(&body, signature)?;
-    let wanted = routes.prediction_output.as_deref().or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
+    let wanted = routes
+        .prediction_output
+        .as_deref()
+        .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
     let outputs = run_on_slot(slot, model, &mut request).await?;
     let chosen = match wanted {
         Some(name) => outputs.iter().find(|o| o.name == name),

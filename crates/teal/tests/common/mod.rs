@@ -122,8 +122,15 @@ pub async fn flip_under_load(
     let path = format!("/v2/models/{model}/infer");
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (data, bodies, completed, issued, done, check, path) =
-            (data.clone(), bodies.clone(), completed.clone(), issued.clone(), done.clone(), check.clone(), path.clone());
+        let (data, bodies, completed, issued, done, check, path) = (
+            data.clone(),
+            bodies.clone(),
+            completed.clone(),
+            issued.clone(),
+            done.clone(),
+            check.clone(),
+            path.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let (mut sent, mut failures) = (0u64, Vec::new());
             let mut i = c;
@@ -131,7 +138,14 @@ pub async fn flip_under_load(
             while !done.load(Ordering::SeqCst) && sent < 200_000 {
                 let row = i % bodies.len();
                 let floor = completed.load(Ordering::SeqCst);
-                let answer = data.send("POST", &path, &[("content-type", "application/json")], bodies[row].clone()).await;
+                let answer = data
+                    .send(
+                        "POST",
+                        &path,
+                        &[("content-type", "application/json")],
+                        bodies[row].clone(),
+                    )
+                    .await;
                 let ceiling = issued.load(Ordering::SeqCst);
                 i += 1;
                 sent += 1;
@@ -146,9 +160,14 @@ pub async fn flip_under_load(
                         continue;
                     }
                 };
-                let generation: u64 = answer.header("x-teal-route-generation").and_then(|g| g.parse().ok()).unwrap_or(0);
+                let generation: u64 = answer
+                    .header("x-teal-route-generation")
+                    .and_then(|g| g.parse().ok())
+                    .unwrap_or(0);
                 if generation < floor || generation > ceiling {
-                    failures.push(format!("generation {generation} outside [{floor}, {ceiling}]"));
+                    failures.push(format!(
+                        "generation {generation} outside [{floor}, {ceiling}]"
+                    ));
                 }
                 if let Some(problem) = check(&answer, generation, row) {
                     failures.push(problem);
@@ -157,13 +176,22 @@ pub async fn flip_under_load(
             (sent, failures)
         }));
     }
-    let start = admin.get(&format!("/api/v1/models/{model}")).await.expect("status");
+    let start = admin
+        .get(&format!("/api/v1/models/{model}"))
+        .await
+        .expect("status");
     let first = start.json()["live"].as_str().expect("live").to_string();
     let other = if first == "blue" { "green" } else { "blue" };
     for flip in 0..flips {
         let to = if flip % 2 == 0 { other } else { first.as_str() };
         issued.store(flip + 2, Ordering::SeqCst);
-        let answer = admin.post_json(&format!("/api/v1/models/{model}/switch"), &serde_json::json!({ "to": to })).await.expect("switch");
+        let answer = admin
+            .post_json(
+                &format!("/api/v1/models/{model}/switch"),
+                &serde_json::json!({ "to": to }),
+            )
+            .await
+            .expect("switch");
         assert_eq!(answer.status, 200, "{}", answer.error_message());
         assert_eq!(answer.json()["generation"], flip + 2);
         completed.store(flip + 2, Ordering::SeqCst);
@@ -171,7 +199,10 @@ pub async fn flip_under_load(
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     done.store(true, Ordering::SeqCst);
-    let mut run = FlipRun { requests: 0, failures: Vec::new() };
+    let mut run = FlipRun {
+        requests: 0,
+        failures: Vec::new(),
+    };
     for task in tasks {
         let (sent, mut failures) = task.await.expect("client task");
         run.requests += sent;
@@ -182,7 +213,11 @@ pub async fn flip_under_load(
 
 /// A free port on 127.0.0.1 (for servers that must be restarted on the same port).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed (with its process group) when the test lets go of it.
@@ -190,7 +225,9 @@ pub struct Proc(pub std::process::Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{}", self.0.id())]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -223,7 +260,9 @@ pub fn teal_replica(port: u16, version: &str) -> Proc {
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[[model]]\nname = \"digits\"\n[model.blue]\nversion = \"{version}\"\nkind = \"onnx\"\npath = \"{model}\"\n",
         state = dir.join("state").display(),
-        model = repo_root().join(format!("models/digits/{version}/model.onnx")).display(),
+        model = repo_root()
+            .join(format!("models/digits/{version}/model.onnx"))
+            .display(),
     );
     std::fs::write(dir.join("teal.toml"), config).unwrap();
     let mut command = std::process::Command::new(teal_bin());
@@ -235,12 +274,24 @@ pub fn teal_replica(port: u16, version: &str) -> Proc {
         .stderr(std::process::Stdio::null());
     let mut proc = spawn_group(&mut command);
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(proc.0.stdout.take().unwrap()), &mut line).unwrap();
-    assert!(line.starts_with("teal ready:"), "replica did not start: {line:?}");
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proc.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(
+        line.starts_with("teal ready:"),
+        "replica did not start: {line:?}"
+    );
     proc
 }
 
 /// The labels a version's reference gives for the first rows of the holdout.
 pub fn reference_labels(model: &str, version: &str) -> Vec<i64> {
-    reference(model, version)["outputs"]["label"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
+    reference(model, version)["outputs"]["label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
 }
