@@ -25,6 +25,8 @@ pub struct Slot {
     pub backend: Backend,
     /// The versioned prediction cache, when the model has it on.
     pub cache: Option<PredictionCache>,
+    /// The version as a response header value, made once.
+    pub version_header: axum::http::HeaderValue,
     in_flight: AtomicUsize,
 }
 
@@ -36,12 +38,16 @@ impl Slot {
         backend: Backend,
         cache: Option<PredictionCache>,
     ) -> Slot {
+        // Version names are checked to be letters, digits, '-', '_' and '.', so this holds.
+        let version_header = axum::http::HeaderValue::from_str(&version)
+            .unwrap_or(axum::http::HeaderValue::from_static("invalid"));
         Slot {
             color,
             version,
             card,
             backend,
             cache,
+            version_header,
             in_flight: AtomicUsize::new(0),
         }
     }

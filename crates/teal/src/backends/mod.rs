@@ -4,6 +4,7 @@
 //! fronts) and `process` (a model server teal starts and fronts). The gateway only sees
 //! [`Backend`]: a validated request in, tensors out.
 
+pub mod http1;
 pub mod onnx;
 pub mod process;
 pub mod upstream;
@@ -114,6 +115,16 @@ impl Backend {
             Backend::Upstream(model) => model.infer(request).await,
             Backend::Process(model) => model.upstream.infer(request).await,
         }
+    }
+
+    /// The V2 model server behind this slot, when requests can pass to it unchanged.
+    pub fn v2_upstream(&self) -> Option<&UpstreamModel> {
+        let upstream = match self {
+            Backend::Onnx(_) => return None,
+            Backend::Upstream(model) => model,
+            Backend::Process(model) => &model.upstream,
+        };
+        (upstream.protocol() == teal_core::config::WireProtocol::V2).then_some(upstream)
     }
 
     /// Releases what the backend holds outside teal's memory (a process slot's server).

@@ -7,23 +7,19 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use teal_core::config::{Balance, RemoteConfig, WireProtocol};
 use teal_core::protocol::{self, InferRequest, Signature, Tensor, TensorData};
 use tokio::task::JoinHandle;
 
+use super::http1::{Http1Error, Http1Pool};
 use super::{BackendError, LoadError};
-
-type HttpPool = Client<HttpConnector, Full<Bytes>>;
 
 /// One replica and what teal knows of it.
 pub struct Replica {
     pub url: String,
+    /// Keep-alive connections to this replica.
+    pool: Http1Pool,
     outstanding: AtomicUsize,
     consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch` until which the replica is ejected (0: not ejected).
@@ -51,7 +47,8 @@ struct Shared {
     /// The name the server knows the model by.
     server_model: String,
     ready_path: String,
-    client: HttpPool,
+    /// Where inferences go: the V2 infer path or the simple JSON path.
+    infer_path: String,
     epoch: Instant,
     next: AtomicUsize,
 }
@@ -67,24 +64,6 @@ impl Drop for UpstreamModel {
     fn drop(&mut self) {
         self.health.abort();
     }
-}
-
-fn pool() -> HttpPool {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
-}
-
-/// The innermost cause of an error, which is the one that says what happened.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
 }
 
 impl Shared {
@@ -142,21 +121,8 @@ impl Shared {
     }
 
     async fn check_ready(&self, replica: &Replica) -> bool {
-        let url = format!("{}{}", replica.url, self.ready_path);
-        let Ok(request) = Request::get(&url).body(Full::new(Bytes::new())) else {
-            return false;
-        };
-        let call = async {
-            let response = self.client.request(request).await.ok()?;
-            let ok = response.status().is_success();
-            let _ = response.into_body().collect().await;
-            Some(ok)
-        };
-        tokio::time::timeout(Duration::from_secs(2), call)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+        let check = replica.pool.send("GET", &self.ready_path, &[], b"");
+        matches!(tokio::time::timeout(Duration::from_secs(2), check).await, Ok(Ok(answer)) if (200..300).contains(&answer.status))
     }
 
     /// Runs every readiness check once; re-admits an ejected replica whose time is up and that passes.
@@ -186,6 +152,13 @@ impl Drop for Outstanding<'_> {
     }
 }
 
+/// A model server's answer as it came.
+pub struct RawAnswer {
+    pub status: u16,
+    pub json_len: Option<usize>,
+    pub body: Bytes,
+}
+
 /// What one attempt on one replica came to.
 enum Attempt {
     Answer(u16, Option<usize>, Bytes),
@@ -208,6 +181,7 @@ impl UpstreamModel {
                 .iter()
                 .map(|url| Replica {
                     url: url.trim_end_matches('/').to_string(),
+                    pool: Http1Pool::new(url),
                     outstanding: AtomicUsize::new(0),
                     consecutive_failures: AtomicU32::new(0),
                     ejected_until: AtomicU64::new(0),
@@ -219,7 +193,13 @@ impl UpstreamModel {
             server_model: settings.model.clone().unwrap_or_else(|| model.to_string()),
             ready_path: settings.ready_path(settings.model.as_deref().unwrap_or(model)),
             settings: settings.clone(),
-            client: pool(),
+            infer_path: match settings.protocol {
+                WireProtocol::V2 => format!(
+                    "/v2/models/{}/infer",
+                    settings.model.as_deref().unwrap_or(model)
+                ),
+                WireProtocol::Json => settings.predict_path.clone(),
+            },
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
         });
@@ -304,94 +284,104 @@ impl UpstreamModel {
             .collect()
     }
 
-    async fn attempt(&self, index: usize, path: &str, body: Bytes) -> Attempt {
+    async fn attempt(&self, index: usize, body: &[u8], json_len: Option<usize>) -> Attempt {
         let shared = &self.shared;
         let replica = &shared.replicas[index];
         replica.outstanding.fetch_add(1, Ordering::Relaxed);
         let _outstanding = Outstanding(replica);
         replica.requests.fetch_add(1, Ordering::Relaxed);
-        let url = format!("{}{path}", replica.url);
-        let request = match Request::post(&url)
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Attempt::Failed(BackendError::Upstream(format!(
-                    "bad upstream URL {url}: {e}"
-                )));
-            }
+        let url = || format!("{}{}", replica.url, shared.infer_path);
+        let headers: Vec<(&str, String)> = match json_len {
+            None => vec![("content-type", "application/json".to_string())],
+            Some(n) => vec![
+                ("content-type", "application/octet-stream".to_string()),
+                (crate::gateway::JSON_LENGTH_HEADER, n.to_string()),
+            ],
         };
         let timeout = Duration::from_millis(shared.settings.timeout_ms);
-        let call = async {
-            let response = shared.client.request(request).await?;
-            let status = response.status().as_u16();
-            let json_len = response
-                .headers()
-                .get(crate::gateway::JSON_LENGTH_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
-            let body = response.into_body().collect().await.map(|b| b.to_bytes());
-            Ok::<_, hyper_util::client::legacy::Error>((status, json_len, body))
-        };
-        match tokio::time::timeout(timeout, call).await {
+        match tokio::time::timeout(
+            timeout,
+            replica
+                .pool
+                .send("POST", &shared.infer_path, &headers, body),
+        )
+        .await
+        {
             Err(_) => {
                 shared.failed(replica, "timeout");
                 Attempt::Failed(BackendError::Timeout {
-                    url,
+                    url: url(),
                     ms: shared.settings.timeout_ms,
                 })
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(Http1Error::NotSent(why))) => {
                 shared.failed(replica, "connect");
-                Attempt::NotSent(format!("{url}: {}", root_cause(&e)))
+                Attempt::NotSent(why)
             }
-            Ok(Err(e)) => {
+            Ok(Err(Http1Error::Failed(why))) => {
                 shared.failed(replica, "request");
-                Attempt::Failed(BackendError::Upstream(format!("{url}: {}", root_cause(&e))))
+                Attempt::Failed(BackendError::Upstream(format!("{}: {why}", url())))
             }
-            Ok(Ok((status, json_len, Ok(body)))) => {
-                if status >= 500 {
+            Ok(Ok(answer)) => {
+                if answer.status >= 500 {
                     shared.failed(replica, "5xx");
                 } else {
                     shared.succeeded(replica);
                 }
-                Attempt::Answer(status, json_len, body)
-            }
-            Ok(Ok((_, _, Err(e)))) => {
-                shared.failed(replica, "body");
-                Attempt::Failed(BackendError::Upstream(format!(
-                    "{url}: reading the answer: {e}"
-                )))
+                Attempt::Answer(answer.status, answer.json_len, answer.body)
             }
         }
     }
 
-    /// Sends one inference, to one replica; to another only if it never reached the first.
-    pub async fn infer(&self, request: &InferRequest) -> Result<Vec<Tensor>, BackendError> {
-        let (path, body) = match self.shared.settings.protocol {
-            WireProtocol::V2 => (
-                format!("/v2/models/{}/infer", self.shared.server_model),
-                Bytes::from(request.encode_json()),
-            ),
-            WireProtocol::Json => (
-                self.shared.settings.predict_path.clone(),
-                Bytes::from(features_body(request)?),
-            ),
-        };
+    /// Sends one body to one replica; to another only if it never reached the first.
+    async fn send(&self, body: Bytes, json_len: Option<usize>) -> Result<RawAnswer, BackendError> {
         let mut tried = Vec::new();
         let mut refused = Vec::new();
         while let Some(index) = self.shared.choose(&tried) {
             tried.push(index);
-            match self.attempt(index, &path, body.clone()).await {
+            match self.attempt(index, &body, json_len).await {
                 Attempt::NotSent(why) => refused.push(why),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Answer(status, json_len, body) => {
-                    return self.answer(status, json_len, &body);
+                    return Ok(RawAnswer {
+                        status,
+                        json_len,
+                        body,
+                    });
                 }
             }
         }
         Err(BackendError::Unreachable(refused.join("; ")))
+    }
+
+    /// Sends one inference as tensors and reads the answer back as tensors.
+    pub async fn infer(&self, request: &InferRequest) -> Result<Vec<Tensor>, BackendError> {
+        let body = match self.shared.settings.protocol {
+            WireProtocol::V2 => Bytes::from(request.encode_json()),
+            WireProtocol::Json => Bytes::from(features_body(request)?),
+        };
+        let answer = self.send(body, None).await?;
+        self.answer(answer.status, answer.json_len, &answer.body)
+    }
+
+    /// Passes a V2 request body to the server as the caller sent it and returns the server's
+    /// answer as it came: the gateway's fast path when nothing needs the tensors. A 5xx or a
+    /// transport failure is an error; a 2xx or 4xx is the server's answer to pass on.
+    pub async fn forward(
+        &self,
+        body: Bytes,
+        json_len: Option<usize>,
+    ) -> Result<RawAnswer, BackendError> {
+        let answer = self.send(body, json_len).await?;
+        if answer.status >= 500 {
+            return Err(self
+                .answer(answer.status, answer.json_len, &answer.body)
+                .err()
+                .unwrap_or_else(|| {
+                    BackendError::Upstream(format!("the model server answered {}", answer.status))
+                }));
+        }
+        Ok(answer)
     }
 
     fn answer(
@@ -436,23 +426,20 @@ async fn fetch_signature(shared: &Shared) -> Option<Signature> {
         #[serde(default)]
         outputs: Vec<teal_core::protocol::TensorSpec>,
     }
+    let path = format!("/v2/models/{}", shared.server_model);
     for replica in &shared.replicas {
-        let url = format!("{}/v2/models/{}", replica.url, shared.server_model);
-        let Ok(request) = Request::get(&url).body(Full::new(Bytes::new())) else {
-            continue;
-        };
-        let Ok(Ok(response)) =
-            tokio::time::timeout(Duration::from_secs(5), shared.client.request(request)).await
+        let Ok(Ok(answer)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            replica.pool.send("GET", &path, &[], b""),
+        )
+        .await
         else {
             continue;
         };
-        if !response.status().is_success() {
+        if !(200..300).contains(&answer.status) {
             continue;
         }
-        let Ok(body) = response.into_body().collect().await else {
-            continue;
-        };
-        match serde_json::from_slice::<Metadata>(&body.to_bytes()) {
+        match serde_json::from_slice::<Metadata>(&answer.body) {
             // A server that publishes no inputs (MLServer's scikit-learn runtime) gets no validation.
             Ok(meta) if !meta.inputs.is_empty() => {
                 return Some(Signature {

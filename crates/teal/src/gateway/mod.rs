@@ -113,8 +113,12 @@ fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<
     bytes_response(status, "application/json", body)
 }
 
-fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
-    let mut response = Response::new(Body::from(body));
+fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response<Body> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -364,9 +368,7 @@ async fn read_body(
 /// Headers every routed answer carries.
 fn routed_headers(response: &mut Response<Body>, slot: &Slot, request_id: &str, generation: u64) {
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&slot.version) {
-        headers.insert(VERSION_HEADER, v);
-    }
+    headers.insert(VERSION_HEADER, slot.version_header.clone());
     headers.insert(SLOT_HEADER, HeaderValue::from_static(slot.color.as_str()));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(REQUEST_ID_HEADER, v);
@@ -415,6 +417,38 @@ async fn run_infer(
     let routes = find_model(gateway, model)?;
     let in_flight = pick(&routes, version, headers)?.enter();
     let slot = in_flight.slot();
+    if slot.cache.is_none()
+        && let Some(upstream) = slot.backend.v2_upstream()
+    {
+        // Fast path: check the request when the server published its inputs, then pass the
+        // bytes through both ways.
+        if let Some(signature) = slot.backend.signature() {
+            InferRequest::decode(&body, json_len, Some(signature))?;
+        }
+        let answer =
+            upstream
+                .forward(body, json_len)
+                .await
+                .map_err(|source| GatewayError::Backend {
+                    model: model.to_string(),
+                    version: slot.version.clone(),
+                    source,
+                })?;
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let content_type = if answer.json_len.is_some() {
+            "application/octet-stream"
+        } else {
+            "application/json"
+        };
+        let mut response = bytes_response(status, content_type, answer.body);
+        if let Some(n) = answer.json_len {
+            response
+                .headers_mut()
+                .insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
+        }
+        routed_headers(&mut response, slot, request_id, routes.table.generation);
+        return Ok(response);
+    }
     let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
     let outputs = run_on_slot(slot, model, &mut request).await?;
     let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
@@ -434,15 +468,16 @@ async fn run_infer(
 async fn infer(
     State(gateway): State<Arc<Gateway>>,
     path: ModelPath,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response<Body> {
-    let request_id = gateway.request_id(&headers);
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let request_id = gateway.request_id(headers);
     let Path(model) = match path {
         Ok(p) => p,
         Err(e) => return path_error(e),
     };
-    match run_infer(&gateway, &model, None, &headers, body, &request_id).await {
+    match run_infer(&gateway, &model, None, headers, body, &request_id).await {
         Ok(response) => response,
         Err(e) => error_response(&e, Some(&request_id)),
     }
@@ -451,24 +486,16 @@ async fn infer(
 async fn version_infer(
     State(gateway): State<Arc<Gateway>>,
     path: VersionPath,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response<Body> {
-    let request_id = gateway.request_id(&headers);
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let request_id = gateway.request_id(headers);
     let Path((model, version)) = match path {
         Ok(p) => p,
         Err(e) => return path_error(e),
     };
-    match run_infer(
-        &gateway,
-        &model,
-        Some(&version),
-        &headers,
-        body,
-        &request_id,
-    )
-    .await
-    {
+    match run_infer(&gateway, &model, Some(&version), headers, body, &request_id).await {
         Ok(response) => response,
         Err(e) => error_response(&e, Some(&request_id)),
     }
@@ -528,15 +555,16 @@ async fn run_predict(
 async fn predict(
     State(gateway): State<Arc<Gateway>>,
     path: ModelPath,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response<Body> {
-    let request_id = gateway.request_id(&headers);
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let request_id = gateway.request_id(headers);
     let Path(model) = match path {
         Ok(p) => p,
         Err(e) => return path_error(e),
     };
-    match run_predict(&gateway, &model, &headers, body, &request_id).await {
+    match run_predict(&gateway, &model, headers, body, &request_id).await {
         Ok(response) => response,
         Err(e) => error_response(&e, Some(&request_id)),
     }

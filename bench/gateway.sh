@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Gateway overhead and switching under load, side by side in one run:
+#   1. a fast upstream (nginx answering a fixed V2 response) called directly, through nginx
+#      proxy_pass with upstream keep-alive, through HAProxy, and through teal (upstream slot);
+#   2. failed requests while nginx is switched between two upstreams by config reload 20
+#      times, versus teal switched between two upstream slots 100 times.
+#
+#   bench/gateway.sh [SECONDS] [CONNECTIONS]
+#
+# Installs what it needs when missing: wrk, nginx, haproxy (Debian).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+connections=${2:-32}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
+  [ -f "$work/upstream.pid" ] && kill "$(cat "$work/upstream.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+missing=()
+for tool in wrk nginx haproxy; do command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool"); done
+[ "${missing[*]/nginx/nginx-light}" = "" ] || { apt-get update -qq && apt-get install -y -qq "${missing[@]/nginx/nginx-light}" >/dev/null; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+scripts/setup
+cargo build --release --locked --quiet
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ready() { for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
+load() { BODY_FILE=$work/body.json wrk -t1 -c"$2" -d"${3:-$seconds}s" -s bench/v2_post.lua "$1" | grep '^RESULT'; }
+
+python3 - "$work/body.json" <<'PY'
+import json, sys
+row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
+json.dump({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}, open(sys.argv[1], "w"))
+PY
+
+up_a=$(free_port); up_b=$(free_port); proxy=$(free_port); hap=$(free_port); teal_port=$(free_port); teal_admin=$(free_port)
+answer() { echo "{\"model_name\":\"digits\",\"model_version\":\"$1\",\"outputs\":[{\"name\":\"label\",\"shape\":[1],\"datatype\":\"INT64\",\"data\":[3]}]}"; }
+
+# The fast upstream: one nginx worker, two servers (A and B) answering a fixed V2 response.
+cat > "$work/upstream.conf" <<CONF
+worker_processes 1;
+pid $work/upstream.pid;
+error_log $work/upstream-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$up_a; default_type application/json; location / { return 200 '$(answer a)'; } }
+  server { listen 127.0.0.1:$up_b; default_type application/json; location / { return 200 '$(answer b)'; } }
+}
+CONF
+# The reference proxy: one nginx worker, proxy_pass with upstream keep-alive.
+echo "server 127.0.0.1:$up_a;" > "$work/active.conf"
+cat > "$work/proxy.conf" <<CONF
+worker_processes 1;
+pid $work/proxy.pid;
+error_log $work/proxy-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { include $work/active.conf; keepalive 64; }
+  server {
+    listen 127.0.0.1:$proxy;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:$hap
+  default_backend b
+backend b
+  server a 127.0.0.1:$up_a
+CONF
+cat > "$work/teal.toml" <<CONF
+[server]
+listen = "127.0.0.1:$teal_port"
+admin = "127.0.0.1:$teal_admin"
+state_dir = "$work/teal-state"
+[[model]]
+name = "digits"
+[model.blue]
+version = "a"
+kind = "upstream"
+urls = ["http://127.0.0.1:$up_a"]
+[model.green]
+version = "b"
+kind = "upstream"
+urls = ["http://127.0.0.1:$up_b"]
+CONF
+
+"$NGINX" -c "$work/upstream.conf" -p "$work"
+"$NGINX" -c "$work/proxy.conf" -p "$work"
+"$HAPROXY" -f "$work/haproxy.cfg" -q & pids+=($!)
+TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!)
+wait_ready "http://127.0.0.1:$up_a/"; wait_ready "http://127.0.0.1:$proxy/"; wait_ready "http://127.0.0.1:$hap/"
+wait_ready "http://127.0.0.1:$teal_port/v2/health/ready"
+
+infer=/v2/models/digits/infer
+declare -A result
+for c in "$connections" 1; do
+  result[direct,$c]=$(load "http://127.0.0.1:$up_a$infer" "$c")
+  result[nginx,$c]=$(load "http://127.0.0.1:$proxy$infer" "$c")
+  result[haproxy,$c]=$(load "http://127.0.0.1:$hap$infer" "$c")
+  result[teal,$c]=$(load "http://127.0.0.1:$teal_port$infer" "$c")
+done
+
+# Switching under load: nginx by config reload (20 times), teal by its admin API (100 times).
+switch_seconds=$(( seconds > 10 ? seconds : 10 ))
+load "http://127.0.0.1:$proxy$infer" "$connections" "$switch_seconds" > "$work/nginx-switch.txt" &
+wrk_pid=$!
+sleep 0.5
+for i in $(seq 1 20); do
+  if [ $((i % 2)) = 1 ]; then echo "server 127.0.0.1:$up_b;" > "$work/active.conf"; else echo "server 127.0.0.1:$up_a;" > "$work/active.conf"; fi
+  "$NGINX" -c "$work/proxy.conf" -p "$work" -s reload
+  sleep $(python3 -c "print(($switch_seconds - 1) / 20)")
+done
+wait $wrk_pid
+load "http://127.0.0.1:$teal_port$infer" "$connections" "$switch_seconds" > "$work/teal-switch.txt" &
+wrk_pid=$!
+sleep 0.5
+for i in $(seq 1 100); do
+  if [ $((i % 2)) = 1 ]; then to=green; else to=blue; fi
+  curl -fs -o /dev/null -H "authorization: Bearer bench" -H 'content-type: application/json' \
+    -d "{\"to\":\"$to\"}" "http://127.0.0.1:$teal_admin/api/v1/models/digits/switch"
+  sleep $(python3 -c "print(($switch_seconds - 1) / 100)")
+done
+wait $wrk_pid
+
+python3 - "$connections" "$seconds" "$switch_seconds" "$(cat "$work/nginx-switch.txt")" "$(cat "$work/teal-switch.txt")" \
+  "${result[direct,$connections]}" "${result[nginx,$connections]}" "${result[haproxy,$connections]}" "${result[teal,$connections]}" \
+  "${result[direct,1]}" "${result[nginx,1]}" "${result[haproxy,1]}" "${result[teal,1]}" <<'PY'
+import os, sys
+def parse(line):
+    return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+c, seconds, switch_seconds = sys.argv[1], sys.argv[2], sys.argv[3]
+nginx_switch, teal_switch = parse(sys.argv[4]), parse(sys.argv[5])
+names = ["direct", "nginx proxy_pass", "HAProxy", "teal"]
+many = [parse(x) for x in sys.argv[6:10]]
+one = [parse(x) for x in sys.argv[10:14]]
+print(f"machine: {os.cpu_count()} cores; wrk -t1 -d{seconds}s; one nginx worker, one HAProxy thread; fixed V2 answer upstream")
+print(f"{'':18}{'req/s c=' + c:>14}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}   {'p50 ms c=1':>11}{'p99 ms c=1':>11}{'added p50 c=1':>15}")
+for name, m, o in zip(names, many, one):
+    added = (o["p50_ms"] - one[0]["p50_ms"]) * 1000
+    print(f"{name:18}{m['rps']:>14.0f}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['errors'] + m['non2xx']:>8.0f}   {o['p50_ms']:>11.3f}{o['p99_ms']:>11.3f}{added:>12.0f} us")
+t, n, h = many[3], many[1], many[2]
+print(f"ratio teal/nginx: throughput {t['rps']/n['rps']:.2f}x, p99 {t['p99_ms']/n['p99_ms']:.2f}x; teal/HAProxy: throughput {t['rps']/h['rps']:.2f}x")
+print(f"added p99 at c={c} over direct: teal {(t['p99_ms']-many[0]['p99_ms'])*1000:.0f} us, nginx {(n['p99_ms']-many[0]['p99_ms'])*1000:.0f} us")
+print(f"switching under load (c={c}, {switch_seconds}s): nginx reload x20: {nginx_switch['errors'] + nginx_switch['non2xx']:.0f} failed of {nginx_switch['requests']:.0f}; "
+      f"teal switch x100: {teal_switch['errors'] + teal_switch['non2xx']:.0f} failed of {teal_switch['requests']:.0f}")
+PY

@@ -1,0 +1,369 @@
+//! A small HTTP/1.1 client for talking to model servers, with a keep-alive pool per
+//! replica. The request task writes and reads the socket itself, with no connection task
+//! in between, which is what keeps teal's added latency as a proxy small.
+//!
+//! It says whether a failed request could have reached the server: a connect error, or a
+//! write that failed before the whole request was sent, means it did not, and the caller may
+//! try another replica.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Idle connections older than this are not reused: servers close idle keep-alive
+/// connections after a few seconds (uvicorn after 5), and a request must not race that.
+const IDLE_LIMIT: Duration = Duration::from_secs(4);
+const MAX_IDLE: usize = 256;
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// Why a request failed, and whether it may have reached the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Http1Error {
+    /// Nothing reached the server: connecting or writing the request failed.
+    #[error("{0}")]
+    NotSent(String),
+    /// The request was sent; the answer did not come back whole.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// An answer: status, the binary extension's JSON length if present, and the body.
+pub struct Http1Answer {
+    pub status: u16,
+    pub json_len: Option<usize>,
+    pub body: Bytes,
+}
+
+/// Keep-alive connections to one server.
+pub struct Http1Pool {
+    /// `host:port` to connect to, also sent as `Host`.
+    authority: String,
+    idle: Mutex<Vec<(TcpStream, Instant)>>,
+}
+
+impl Http1Pool {
+    /// A pool for a base URL like `http://127.0.0.1:8080`.
+    pub fn new(base_url: &str) -> Http1Pool {
+        let authority = base_url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Http1Pool {
+            authority,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((stream, since)) = idle.pop() {
+            // A connection the server already closed reads as end of stream right away.
+            let mut probe = [0u8; 1];
+            let closed = !matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            if since.elapsed() < IDLE_LIMIT && !closed {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push((stream, Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> Result<TcpStream, Http1Error> {
+        let stream = TcpStream::connect(&self.authority).await.map_err(|e| {
+            Http1Error::NotSent(format!("cannot connect to {}: {e}", self.authority))
+        })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Http1Answer, Http1Error> {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
+            self.authority,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        let mut message = Vec::with_capacity(head.len() + body.len());
+        message.extend_from_slice(head.as_bytes());
+        message.extend_from_slice(body);
+
+        // A reused connection may have been closed by the server while idle; if writing to
+        // it fails, nothing was delivered, so one fresh connection is tried.
+        let mut stream = match self.take_idle() {
+            Some(mut reused) => match reused.write_all(&message).await {
+                Ok(()) => reused,
+                Err(_) => self.fresh(&message).await?,
+            },
+            None => self.fresh(&message).await?,
+        };
+        let (answer, keep_alive) = read_answer(&mut stream, method == "HEAD").await?;
+        if keep_alive {
+            self.give_back(stream);
+        }
+        Ok(answer)
+    }
+
+    async fn fresh(&self, message: &[u8]) -> Result<TcpStream, Http1Error> {
+        let mut stream = self.connect().await?;
+        stream
+            .write_all(message)
+            .await
+            .map_err(|e| Http1Error::NotSent(format!("cannot send to {}: {e}", self.authority)))?;
+        Ok(stream)
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Http1Error {
+    Http1Error::Failed(e.to_string())
+}
+
+/// Reads more bytes into `buf`; an end of stream is an error (the answer is not whole).
+async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Http1Error> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    match stream.read_buf(buf).await {
+        Ok(0) => Err(failed(
+            "the server closed the connection before its answer was complete",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+async fn read_answer(
+    stream: &mut TcpStream,
+    no_body: bool,
+) -> Result<(Http1Answer, bool), Http1Error> {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let (status, framing, json_len, mut keep_alive, head_len) = loop {
+        fill(stream, &mut buf).await?;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf).map_err(failed)? {
+            httparse::Status::Partial if buf.len() > MAX_HEAD => {
+                return Err(failed("the answer's head is too large"));
+            }
+            httparse::Status::Partial => continue,
+            httparse::Status::Complete(head_len) => {
+                let status = response.code.unwrap_or(0);
+                let mut framing = Framing::UntilClose;
+                let mut json_len = None;
+                let mut keep_alive = response.version == Some(1);
+                for header in response.headers.iter() {
+                    let value = std::str::from_utf8(header.value).unwrap_or("").trim();
+                    if header.name.eq_ignore_ascii_case("content-length") {
+                        let n = value
+                            .parse()
+                            .map_err(|_| failed("the answer's content-length is not a number"))?;
+                        framing = Framing::Length(n);
+                    } else if header.name.eq_ignore_ascii_case("transfer-encoding")
+                        && value.to_ascii_lowercase().contains("chunked")
+                    {
+                        framing = Framing::Chunked;
+                    } else if header.name.eq_ignore_ascii_case("connection") {
+                        keep_alive = !value.eq_ignore_ascii_case("close");
+                    } else if header
+                        .name
+                        .eq_ignore_ascii_case("inference-header-content-length")
+                    {
+                        json_len = value.parse().ok();
+                    }
+                }
+                if no_body || status == 204 || status == 304 || (100..200).contains(&status) {
+                    framing = Framing::Length(0);
+                }
+                break (status, framing, json_len, keep_alive, head_len);
+            }
+        }
+    };
+    buf.advance(head_len);
+    let body = match framing {
+        Framing::Length(n) => {
+            if n > MAX_BODY {
+                return Err(failed("the answer is too large"));
+            }
+            while buf.len() < n {
+                fill(stream, &mut buf).await?;
+            }
+            // Bytes past the body would be a protocol error; do not reuse such a connection.
+            keep_alive &= buf.len() == n;
+            buf.split_to(n).freeze()
+        }
+        Framing::Chunked => {
+            let body = read_chunked(stream, &mut buf).await?;
+            keep_alive &= buf.is_empty();
+            body
+        }
+        Framing::UntilClose => {
+            keep_alive = false;
+            loop {
+                if buf.len() > MAX_BODY {
+                    return Err(failed("the answer is too large"));
+                }
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(16 * 1024);
+                }
+                match stream.read_buf(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(failed(e)),
+                }
+            }
+            buf.freeze()
+        }
+    };
+    Ok((
+        Http1Answer {
+            status,
+            json_len,
+            body,
+        },
+        keep_alive,
+    ))
+}
+
+async fn read_chunked(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Bytes, Http1Error> {
+    let mut body = BytesMut::new();
+    loop {
+        // The chunk size line.
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(failed("a chunk size line is too long"));
+            }
+            fill(stream, buf).await?;
+        };
+        let line = std::str::from_utf8(&buf[..line_end]).map_err(failed)?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| failed("a chunk size is not a hex number"))?;
+        buf.advance(line_end + 2);
+        if size == 0 {
+            // Trailers end with an empty line.
+            loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    let empty = i == 0;
+                    buf.advance(i + 2);
+                    if empty {
+                        return Ok(body.freeze());
+                    }
+                    continue;
+                }
+                fill(stream, buf).await?;
+            }
+        }
+        if body.len() + size > MAX_BODY {
+            return Err(failed("the answer is too large"));
+        }
+        while buf.len() < size + 2 {
+            fill(stream, buf).await?;
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.advance(size + 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers each request on a connection with the next canned answer.
+    async fn canned(answers: Vec<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            for answer in answers {
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read one request (these tests send bodies of known size "hello").
+                while !seen.ends_with(b"hello") {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&chunk[..n]);
+                }
+                socket.write_all(answer).await.unwrap();
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn reads_length_and_chunked_answers_on_one_connection() {
+        let url = canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ninference-header-content-length: 3\r\n\r\nabcde",
+            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        ])
+        .await;
+        let pool = Http1Pool::new(&url);
+        let first = pool.send("POST", "/x", &[], b"hello").await.unwrap();
+        assert_eq!(
+            (first.status, first.json_len, &first.body[..]),
+            (200, Some(3), &b"abcde"[..])
+        );
+        let second = pool.send("POST", "/x", &[], b"hello").await.unwrap();
+        assert_eq!((second.status, &second.body[..]), (404, &b"abcde"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_was_not_sent_and_a_cut_answer_failed() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refused = Http1Pool::new(&format!("http://127.0.0.1:{port}"))
+            .send("POST", "/", &[], b"hello")
+            .await;
+        assert!(matches!(refused, Err(Http1Error::NotSent(_))));
+        let url = canned(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\nshort"]).await;
+        let cut = Http1Pool::new(&url).send("POST", "/", &[], b"hello").await;
+        assert!(matches!(cut, Err(Http1Error::Failed(_))), "{:?}", cut.err());
+    }
+
+    #[tokio::test]
+    async fn an_answer_until_close_is_read_whole() {
+        let url = canned(vec![b"HTTP/1.0 200 OK\r\n\r\nall of it"]).await;
+        let answer = Http1Pool::new(&url)
+            .send("POST", "/", &[], b"hello")
+            .await
+            .unwrap();
+        assert_eq!(&answer.body[..], b"all of it");
+    }
+}
