@@ -41,6 +41,7 @@ json.dump({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "d
 PY
 
 up_a=$(free_port); up_b=$(free_port); proxy=$(free_port); hap=$(free_port); teal_port=$(free_port); teal_admin=$(free_port)
+teal1_port=$(free_port); teal1_admin=$(free_port)
 answer() { echo "{\"model_name\":\"digits\",\"model_version\":\"$1\",\"outputs\":[{\"name\":\"label\",\"shape\":[1],\"datatype\":\"INT64\",\"data\":[3]}]}"; }
 
 # The fast upstream: one nginx worker, two servers (A and B) answering a fixed V2 response.
@@ -110,8 +111,11 @@ CONF
 "$NGINX" -c "$work/proxy.conf" -p "$work"
 "$HAPROXY" -f "$work/haproxy.cfg" -q & pids+=($!)
 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!)
+# The same teal on one runtime thread: the resources of one nginx worker or one HAProxy thread.
+TOKIO_WORKER_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench TEAL_STATE_DIR=$work/teal1-state target/release/teal serve \
+  --config "$work/teal.toml" --listen 127.0.0.1:$teal1_port --admin 127.0.0.1:$teal1_admin >/dev/null & pids+=($!)
 wait_ready "http://127.0.0.1:$up_a/"; wait_ready "http://127.0.0.1:$proxy/"; wait_ready "http://127.0.0.1:$hap/"
-wait_ready "http://127.0.0.1:$teal_port/v2/health/ready"
+wait_ready "http://127.0.0.1:$teal_port/v2/health/ready"; wait_ready "http://127.0.0.1:$teal1_port/v2/health/ready"
 
 infer=/v2/models/digits/infer
 declare -A result
@@ -120,6 +124,7 @@ for c in "$connections" 1; do
   result[nginx,$c]=$(load "http://127.0.0.1:$proxy$infer" "$c")
   result[haproxy,$c]=$(load "http://127.0.0.1:$hap$infer" "$c")
   result[teal,$c]=$(load "http://127.0.0.1:$teal_port$infer" "$c")
+  result[teal1,$c]=$(load "http://127.0.0.1:$teal1_port$infer" "$c")
 done
 
 # Switching under load: nginx by config reload (20 times), teal by its admin API (100 times).
@@ -129,7 +134,7 @@ wrk_pid=$!
 sleep 0.5
 for i in $(seq 1 20); do
   if [ $((i % 2)) = 1 ]; then echo "server 127.0.0.1:$up_b;" > "$work/active.conf"; else echo "server 127.0.0.1:$up_a;" > "$work/active.conf"; fi
-  "$NGINX" -c "$work/proxy.conf" -p "$work" -s reload
+  "$NGINX" -c "$work/proxy.conf" -p "$work" -s reload 2>/dev/null
   sleep $(python3 -c "print(($switch_seconds - 1) / 20)")
 done
 wait $wrk_pid
@@ -145,24 +150,25 @@ done
 wait $wrk_pid
 
 python3 - "$connections" "$seconds" "$switch_seconds" "$(cat "$work/nginx-switch.txt")" "$(cat "$work/teal-switch.txt")" \
-  "${result[direct,$connections]}" "${result[nginx,$connections]}" "${result[haproxy,$connections]}" "${result[teal,$connections]}" \
-  "${result[direct,1]}" "${result[nginx,1]}" "${result[haproxy,1]}" "${result[teal,1]}" <<'PY'
+  "${result[direct,$connections]}" "${result[nginx,$connections]}" "${result[haproxy,$connections]}" "${result[teal,$connections]}" "${result[teal1,$connections]}" \
+  "${result[direct,1]}" "${result[nginx,1]}" "${result[haproxy,1]}" "${result[teal,1]}" "${result[teal1,1]}" <<'PY'
 import os, sys
 def parse(line):
     return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 c, seconds, switch_seconds = sys.argv[1], sys.argv[2], sys.argv[3]
 nginx_switch, teal_switch = parse(sys.argv[4]), parse(sys.argv[5])
-names = ["direct", "nginx proxy_pass", "HAProxy", "teal"]
-many = [parse(x) for x in sys.argv[6:10]]
-one = [parse(x) for x in sys.argv[10:14]]
+names = ["direct", "nginx proxy_pass", "HAProxy", "teal", "teal, 1 thread"]
+many = [parse(x) for x in sys.argv[6:11]]
+one = [parse(x) for x in sys.argv[11:16]]
 print(f"machine: {os.cpu_count()} cores; wrk -t1 -d{seconds}s; one nginx worker, one HAProxy thread; fixed V2 answer upstream")
 print(f"{'':18}{'req/s c=' + c:>14}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}   {'p50 ms c=1':>11}{'p99 ms c=1':>11}{'added p50 c=1':>15}")
 for name, m, o in zip(names, many, one):
     added = (o["p50_ms"] - one[0]["p50_ms"]) * 1000
     print(f"{name:18}{m['rps']:>14.0f}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['errors'] + m['non2xx']:>8.0f}   {o['p50_ms']:>11.3f}{o['p99_ms']:>11.3f}{added:>12.0f} us")
-t, n, h = many[3], many[1], many[2]
+t, t1, n, h = many[3], many[4], many[1], many[2]
 print(f"ratio teal/nginx: throughput {t['rps']/n['rps']:.2f}x, p99 {t['p99_ms']/n['p99_ms']:.2f}x; teal/HAProxy: throughput {t['rps']/h['rps']:.2f}x")
-print(f"added p99 at c={c} over direct: teal {(t['p99_ms']-many[0]['p99_ms'])*1000:.0f} us, nginx {(n['p99_ms']-many[0]['p99_ms'])*1000:.0f} us")
+print(f"ratio teal 1 thread/nginx: throughput {t1['rps']/n['rps']:.2f}x, p99 {t1['p99_ms']/n['p99_ms']:.2f}x")
+print(f"added p99 at c={c} over direct: teal {(t['p99_ms']-many[0]['p99_ms'])*1000:.0f} us, teal 1 thread {(t1['p99_ms']-many[0]['p99_ms'])*1000:.0f} us, nginx {(n['p99_ms']-many[0]['p99_ms'])*1000:.0f} us")
 print(f"switching under load (c={c}, {switch_seconds}s): nginx reload x20: {nginx_switch['errors'] + nginx_switch['non2xx']:.0f} failed of {nginx_switch['requests']:.0f}; "
       f"teal switch x100: {teal_switch['errors'] + teal_switch['non2xx']:.0f} failed of {teal_switch['requests']:.0f}")
 PY

@@ -10,3 +10,4 @@
 pub mod config;
 pub mod protocol;
 pub mod routing;
+pub mod stats;

@@ -126,7 +126,9 @@ async fn a_version_that_does_not_reproduce_its_reference_is_refused_at_start() {
     config.models.retain(|m| m.name == "digits");
     // Pair v2's model with v1's reference outputs: it loads and runs, but answers differently.
     let green = config.models[0].green.as_mut().unwrap();
-    let teal::core::config::BackendConfig::Onnx { reference, .. } = &mut green.backend;
+    let teal::core::config::BackendConfig::Onnx { reference, .. } = &mut green.backend else {
+        panic!("digits green is an onnx slot")
+    };
     *reference = Some(repo_root().join("models/digits/v1/reference.json"));
     let err = teal::server::start(&config, Some(TOKEN.into()))
         .await
