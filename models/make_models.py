@@ -65,7 +65,7 @@ def write_reference(model_path, x, directory):
     (directory / "reference.json").write_text(json.dumps(reference))
 
 
-def build(name, x, y, versions, test_size):
+def build(name, x, y, versions, test_size, variants=None):
     x = x.astype(np.float32)
     x_train, x_hold, y_train, y_hold = train_test_split(
         x, y, test_size=test_size, random_state=SEED, stratify=y
@@ -80,6 +80,21 @@ def build(name, x, y, versions, test_size):
         write_reference(path, x_hold, directory)
         accuracy = float((model.predict(x_hold) == y_hold).mean())
         print(f"{name} {version}: {type(model).__name__} holdout accuracy {accuracy:.4f}")
+    # Variants for the gate tests: versions a deployment gate must pass or stop.
+    for version, (model, target, input_name) in (variants or {}).items():
+        model.fit(x_train, target(y_train))
+        directory = root / "variants" / version
+        path = export(model, x.shape[1], directory, input_name=input_name)
+        write_reference(path, x_hold, directory)
+        accuracy = float((model.predict(x_hold) == y_hold).mean())
+        print(f"{name} variant {version}: holdout accuracy {accuracy:.4f}")
+
+
+def mlp(seed):
+    return make_pipeline(
+        StandardScaler(),
+        MLPClassifier(hidden_layer_sizes=(64,), max_iter=600, random_state=seed),
+    )
 
 
 def main():
@@ -90,12 +105,17 @@ def main():
         digits.target,
         {
             "v1": LogisticRegression(max_iter=5000, random_state=SEED),
-            "v2": make_pipeline(
-                StandardScaler(),
-                MLPClassifier(hidden_layer_sizes=(64,), max_iter=600, random_state=SEED),
-            ),
+            "v2": mlp(SEED),
         },
         test_size=0.25,
+        variants={
+            # The same recipe with another seed: a gate must let it through.
+            "v2-reseed": (mlp(SEED + 1), lambda y: y, "input"),
+            # Trained on shifted labels: it loads and runs, and is wrong.
+            "v2-permuted": (mlp(SEED), lambda y: (y + 1) % 10, "input"),
+            # Its input is called "pixels": clients sending "input" would break.
+            "v2-renamed": (mlp(SEED), lambda y: y, "pixels"),
+        },
     )
     cancer = load_breast_cancer()
     build(

@@ -103,10 +103,24 @@ pub struct ModelConfig {
     /// The prediction cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Gate thresholds for validating a candidate.
+    #[serde(default)]
+    pub gates: crate::gates::GateConfig,
+    /// Share of live requests kept in memory (up to `capture_limit`) to replay against the
+    /// next candidate, from 0.0 (none) to 1.0 (all).
+    #[serde(default)]
+    pub capture_rate: f64,
+    /// How many captured requests are kept, newest first.
+    #[serde(default = "default_capture_limit")]
+    pub capture_limit: usize,
     /// The blue slot.
     pub blue: Option<SlotConfig>,
     /// The green slot.
     pub green: Option<SlotConfig>,
+}
+
+fn default_capture_limit() -> usize {
+    10_000
 }
 
 fn default_live() -> Color {
@@ -564,6 +578,18 @@ impl Config {
                 let field = format!("{at}.{color}");
                 slot.validate()
                     .map_err(|(f, reason)| ConfigError::new(format!("{field}.{f}"), reason))?;
+            }
+            if !(0.0..=1.0).contains(&model.capture_rate) {
+                return Err(ConfigError::new(format!("{at}.capture_rate"), "must be between 0.0 and 1.0"));
+            }
+            let gates = &model.gates;
+            for (field, value) in [("agreement", gates.agreement), ("max_error_rate", gates.max_error_rate), ("latency_alpha", gates.latency_alpha)] {
+                if !(0.0..=1.0).contains(&value) {
+                    return Err(ConfigError::new(format!("{at}.gates.{field}"), "must be between 0.0 and 1.0"));
+                }
+            }
+            if gates.max_latency_ratio < 1.0 {
+                return Err(ConfigError::new(format!("{at}.gates.max_latency_ratio"), "must be at least 1.0"));
             }
             if model.cache.enabled && model.cache.max_entries == 0 {
                 return Err(ConfigError::new(

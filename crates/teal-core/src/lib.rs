@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod gates;
 pub mod protocol;
 pub mod routing;
 pub mod stats;
