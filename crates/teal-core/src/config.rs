@@ -580,16 +580,29 @@ impl Config {
                     .map_err(|(f, reason)| ConfigError::new(format!("{field}.{f}"), reason))?;
             }
             if !(0.0..=1.0).contains(&model.capture_rate) {
-                return Err(ConfigError::new(format!("{at}.capture_rate"), "must be between 0.0 and 1.0"));
+                return Err(ConfigError::new(
+                    format!("{at}.capture_rate"),
+                    "must be between 0.0 and 1.0",
+                ));
             }
             let gates = &model.gates;
-            for (field, value) in [("agreement", gates.agreement), ("max_error_rate", gates.max_error_rate), ("latency_alpha", gates.latency_alpha)] {
+            for (field, value) in [
+                ("agreement", gates.agreement),
+                ("max_error_rate", gates.max_error_rate),
+                ("latency_alpha", gates.latency_alpha),
+            ] {
                 if !(0.0..=1.0).contains(&value) {
-                    return Err(ConfigError::new(format!("{at}.gates.{field}"), "must be between 0.0 and 1.0"));
+                    return Err(ConfigError::new(
+                        format!("{at}.gates.{field}"),
+                        "must be between 0.0 and 1.0",
+                    ));
                 }
             }
             if gates.max_latency_ratio < 1.0 {
-                return Err(ConfigError::new(format!("{at}.gates.max_latency_ratio"), "must be at least 1.0"));
+                return Err(ConfigError::new(
+                    format!("{at}.gates.max_latency_ratio"),
+                    "must be at least 1.0",
+                ));
             }
             if model.cache.enabled && model.cache.max_entries == 0 {
                 return Err(ConfigError::new(

@@ -81,6 +81,9 @@ pub struct GateConfig {
     pub max_latency_ratio: f64,
     /// Significance level of the latency test (Mann-Whitney U).
     pub latency_alpha: f64,
+    /// A candidate p95 within this many milliseconds of live's is never a latency failure:
+    /// microsecond differences are significant to a test and to nobody else.
+    pub min_latency_delta_ms: f64,
     /// Largest share of failed requests on the candidate.
     pub max_error_rate: f64,
     /// How much holdout accuracy the candidate may lose against the live slot.
@@ -100,6 +103,7 @@ impl Default for GateConfig {
             latency_sla_ms: None,
             max_latency_ratio: 1.2,
             latency_alpha: 0.05,
+            min_latency_delta_ms: 1.0,
             max_error_rate: 0.01,
             accuracy_tolerance: 0.02,
             card_fields: Vec::new(),
@@ -126,8 +130,24 @@ pub struct Observation {
     pub truth: Option<i64>,
 }
 
-fn result(gate: &str, verdict: Verdict, value: Option<f64>, threshold: String, samples: usize, reason: String, evidence: serde_json::Value) -> GateResult {
-    GateResult { gate: gate.to_string(), verdict, value, threshold, samples, reason, evidence }
+fn result(
+    gate: &str,
+    verdict: Verdict,
+    value: Option<f64>,
+    threshold: String,
+    samples: usize,
+    reason: String,
+    evidence: serde_json::Value,
+) -> GateResult {
+    GateResult {
+        gate: gate.to_string(),
+        verdict,
+        value,
+        threshold,
+        samples,
+        reason,
+        evidence,
+    }
 }
 
 fn too_few(gate: &str, threshold: String, samples: usize, config: &GateConfig) -> GateResult {
@@ -137,7 +157,10 @@ fn too_few(gate: &str, threshold: String, samples: usize, config: &GateConfig) -
         None,
         threshold,
         samples,
-        format!("{samples} observations, fewer than the {} needed", config.min_samples),
+        format!(
+            "{samples} observations, fewer than the {} needed",
+            config.min_samples
+        ),
         json!({}),
     )
 }
@@ -149,28 +172,58 @@ pub fn health(ready: bool) -> GateResult {
     } else {
         (Verdict::Fail, "the candidate is not ready".to_string())
     };
-    result("health", verdict, None, "ready".into(), 1, reason, json!({ "ready": ready }))
+    result(
+        "health",
+        verdict,
+        None,
+        "ready".into(),
+        1,
+        reason,
+        json!({ "ready": ready }),
+    )
 }
 
 /// The candidate takes and gives what the live slot does: names, datatypes, compatible shapes.
 pub fn schema(live: Option<&Signature>, candidate: Option<&Signature>) -> GateResult {
-    let threshold = "same names, datatypes, compatible shapes".to_string();
+    let threshold = "same names and types".to_string();
     let (Some(live), Some(candidate)) = (live, candidate) else {
-        return result("schema", Verdict::Inconclusive, None, threshold, 0, "a slot's server publishes no metadata to compare".into(), json!({}));
+        return result(
+            "schema",
+            Verdict::Inconclusive,
+            None,
+            threshold,
+            0,
+            "a slot's server publishes no metadata to compare".into(),
+            json!({}),
+        );
     };
     let mut problems = Vec::new();
-    for (what, a, b) in [("input", &live.inputs, &candidate.inputs), ("output", &live.outputs, &candidate.outputs)] {
+    for (what, a, b) in [
+        ("input", &live.inputs, &candidate.inputs),
+        ("output", &live.outputs, &candidate.outputs),
+    ] {
         for spec in a {
             match b.iter().find(|s| s.name == spec.name) {
-                None => problems.push(format!("{what} '{}' is missing from the candidate", spec.name)),
-                Some(other) if other.datatype != spec.datatype => {
-                    problems.push(format!("{what} '{}' is {} on the candidate, {} live", spec.name, other.datatype, spec.datatype))
-                }
+                None => problems.push(format!(
+                    "{what} '{}' is missing from the candidate",
+                    spec.name
+                )),
+                Some(other) if other.datatype != spec.datatype => problems.push(format!(
+                    "{what} '{}' is {} on the candidate, {} live",
+                    spec.name, other.datatype, spec.datatype
+                )),
                 Some(other) => {
                     let compatible = other.shape.len() == spec.shape.len()
-                        && other.shape.iter().zip(&spec.shape).all(|(x, y)| *x < 0 || *y < 0 || x == y);
+                        && other
+                            .shape
+                            .iter()
+                            .zip(&spec.shape)
+                            .all(|(x, y)| *x < 0 || *y < 0 || x == y);
                     if !compatible {
-                        problems.push(format!("{what} '{}' has shape {:?} on the candidate, {:?} live", spec.name, other.shape, spec.shape));
+                        problems.push(format!(
+                            "{what} '{}' has shape {:?} on the candidate, {:?} live",
+                            spec.name, other.shape, spec.shape
+                        ));
                     }
                 }
             }
@@ -182,14 +235,33 @@ pub fn schema(live: Option<&Signature>, candidate: Option<&Signature>) -> GateRe
         }
     }
     if problems.is_empty() {
-        result("schema", Verdict::Pass, None, threshold, 1, "inputs and outputs match".into(), json!({}))
+        result(
+            "schema",
+            Verdict::Pass,
+            None,
+            threshold,
+            1,
+            "inputs and outputs match".into(),
+            json!({}),
+        )
     } else {
-        result("schema", Verdict::Fail, None, threshold, 1, problems.join("; "), json!({ "differences": problems }))
+        result(
+            "schema",
+            Verdict::Fail,
+            None,
+            threshold,
+            1,
+            problems.join("; "),
+            json!({ "differences": problems }),
+        )
     }
 }
 
 fn both_ok(observations: &[Observation]) -> Vec<&Observation> {
-    observations.iter().filter(|o| o.live.ok && o.candidate.ok).collect()
+    observations
+        .iter()
+        .filter(|o| o.live.ok && o.candidate.ok)
+        .collect()
 }
 
 fn agrees(o: &Observation, config: &GateConfig) -> bool {
@@ -197,7 +269,11 @@ fn agrees(o: &Observation, config: &GateConfig) -> bool {
         (Some(a), Some(b)) => a == b,
         _ => {
             o.live.scores.len() == o.candidate.scores.len()
-                && o.live.scores.iter().zip(&o.candidate.scores).all(|(a, b)| (a - b).abs() <= config.score_tolerance)
+                && o.live
+                    .scores
+                    .iter()
+                    .zip(&o.candidate.scores)
+                    .all(|(a, b)| (a - b).abs() <= config.score_tolerance)
         }
     }
 }
@@ -214,12 +290,32 @@ pub fn agreement(observations: &[Observation], config: &GateConfig) -> GateResul
     let mut confusion: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for o in &pairs {
         if let (Some(a), Some(b)) = (o.live.label, o.candidate.label) {
-            *confusion.entry(a.to_string()).or_default().entry(b.to_string()).or_default() += 1;
+            *confusion
+                .entry(a.to_string())
+                .or_default()
+                .entry(b.to_string())
+                .or_default() += 1;
         }
     }
-    let verdict = if share >= config.agreement { Verdict::Pass } else { Verdict::Fail };
-    let reason = format!("the slots agreed on {agreed} of {} requests ({:.1}%)", pairs.len(), share * 100.0);
-    result("agreement", verdict, Some(share), threshold, pairs.len(), reason, json!({ "agreed": agreed, "confusion_live_by_candidate": confusion }))
+    let verdict = if share >= config.agreement {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    let reason = format!(
+        "the slots agreed on {agreed} of {} requests ({:.1}%)",
+        pairs.len(),
+        share * 100.0
+    );
+    result(
+        "agreement",
+        verdict,
+        Some(share),
+        threshold,
+        pairs.len(),
+        reason,
+        json!({ "agreed": agreed, "confusion_live_by_candidate": confusion }),
+    )
 }
 
 /// How far the candidate's score distributions moved from the live slot's: normed Wasserstein
@@ -230,7 +326,11 @@ pub fn drift(observations: &[Observation], config: &GateConfig) -> GateResult {
     if pairs.len() < config.min_samples {
         return too_few("drift", threshold, pairs.len(), config);
     }
-    let width = pairs.iter().map(|o| o.live.scores.len().min(o.candidate.scores.len())).min().unwrap_or(0);
+    let width = pairs
+        .iter()
+        .map(|o| o.live.scores.len().min(o.candidate.scores.len()))
+        .min()
+        .unwrap_or(0);
     let mut per_output = Vec::new();
     let mut worst: (f64, usize) = (0.0, 0);
     for k in 0..width {
@@ -263,11 +363,34 @@ pub fn drift(observations: &[Observation], config: &GateConfig) -> GateResult {
     let (live_labels, candidate_labels) = (labels(|o| o.live.label), labels(|o| o.candidate.label));
     let evidence = json!({ "per_output": per_output, "live_labels": live_labels, "candidate_labels": candidate_labels });
     if width == 0 {
-        return result("drift", Verdict::Inconclusive, None, threshold, pairs.len(), "the answers carry no scores to compare".into(), evidence);
+        return result(
+            "drift",
+            Verdict::Inconclusive,
+            None,
+            threshold,
+            pairs.len(),
+            "the answers carry no scores to compare".into(),
+            evidence,
+        );
     }
-    let verdict = if worst.0 < config.max_drift { Verdict::Pass } else { Verdict::Fail };
-    let reason = format!("largest normed Wasserstein distance {:.4}, on output {}", worst.0, worst.1);
-    result("drift", verdict, Some(worst.0), threshold, pairs.len(), reason, evidence)
+    let verdict = if worst.0 < config.max_drift {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    let reason = format!(
+        "largest normed Wasserstein distance {:.4}, on output {}",
+        worst.0, worst.1
+    );
+    result(
+        "drift",
+        verdict,
+        Some(worst.0),
+        threshold,
+        pairs.len(),
+        reason,
+        evidence,
+    )
 }
 
 /// The candidate's latency: p95 under the SLA (when set), and not slower than the live slot by
@@ -284,8 +407,15 @@ pub fn latency(observations: &[Observation], config: &GateConfig) -> GateResult 
     }
     let live: Vec<f64> = pairs.iter().map(|o| o.live.latency_ms).collect();
     let candidate: Vec<f64> = pairs.iter().map(|o| o.candidate.latency_ms).collect();
-    let (live_p95, candidate_p95) = (stats::quantile(&live, 0.95), stats::quantile(&candidate, 0.95));
-    let ratio = if live_p95 > 0.0 { candidate_p95 / live_p95 } else { f64::INFINITY };
+    let (live_p95, candidate_p95) = (
+        stats::quantile(&live, 0.95),
+        stats::quantile(&candidate, 0.95),
+    );
+    let ratio = if live_p95 > 0.0 {
+        candidate_p95 / live_p95
+    } else {
+        f64::INFINITY
+    };
     let scaled: Vec<f64> = live.iter().map(|v| v * config.max_latency_ratio).collect();
     let test = stats::mann_whitney(&candidate, &scaled, Alternative::Greater);
     let evidence = json!({
@@ -301,7 +431,30 @@ pub fn latency(observations: &[Observation], config: &GateConfig) -> GateResult 
         && candidate_p95 > sla
     {
         let reason = format!("candidate p95 {candidate_p95:.2} ms is over the {sla} ms SLA");
-        return result("latency", Verdict::Fail, Some(candidate_p95), threshold, pairs.len(), reason, evidence);
+        return result(
+            "latency",
+            Verdict::Fail,
+            Some(candidate_p95),
+            threshold,
+            pairs.len(),
+            reason,
+            evidence,
+        );
+    }
+    if candidate_p95 - live_p95 < config.min_latency_delta_ms {
+        let reason = format!(
+            "candidate p95 {candidate_p95:.3} ms is within {} ms of live's {live_p95:.3} ms",
+            config.min_latency_delta_ms
+        );
+        return result(
+            "latency",
+            Verdict::Pass,
+            Some(ratio),
+            threshold,
+            pairs.len(),
+            reason,
+            evidence,
+        );
     }
     let significant = test.p_value < config.latency_alpha;
     let (verdict, reason) = match (ratio <= config.max_latency_ratio, significant) {
@@ -312,13 +465,27 @@ pub fn latency(observations: &[Observation], config: &GateConfig) -> GateResult 
                 config.max_latency_ratio, test.p_value
             ),
         ),
-        (true, false) => (Verdict::Pass, format!("candidate p95 {candidate_p95:.2} ms, {ratio:.2}x live")),
+        (true, false) => (
+            Verdict::Pass,
+            format!("candidate p95 {candidate_p95:.2} ms, {ratio:.2}x live"),
+        ),
         (false, false) => (
             Verdict::Inconclusive,
-            format!("candidate p95 is {ratio:.2}x live but the difference is not significant (p = {:.3}); gather more samples", test.p_value),
+            format!(
+                "candidate p95 is {ratio:.2}x live but the difference is not significant (p = {:.3}); gather more samples",
+                test.p_value
+            ),
         ),
     };
-    result("latency", verdict, Some(ratio), threshold, pairs.len(), reason, evidence)
+    result(
+        "latency",
+        verdict,
+        Some(ratio),
+        threshold,
+        pairs.len(),
+        reason,
+        evidence,
+    )
 }
 
 /// The share of requests the candidate failed.
@@ -331,9 +498,24 @@ pub fn errors(observations: &[Observation], config: &GateConfig) -> GateResult {
     let failed = observations.iter().filter(|o| !o.candidate.ok).count();
     let live_failed = observations.iter().filter(|o| !o.live.ok).count();
     let rate = failed as f64 / n as f64;
-    let verdict = if rate <= config.max_error_rate { Verdict::Pass } else { Verdict::Fail };
-    let reason = format!("the candidate failed {failed} of {n} requests ({:.2}%); live failed {live_failed}", rate * 100.0);
-    result("errors", verdict, Some(rate), threshold, n, reason, json!({ "candidate_failed": failed, "live_failed": live_failed }))
+    let verdict = if rate <= config.max_error_rate {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    let reason = format!(
+        "the candidate failed {failed} of {n} requests ({:.2}%); live failed {live_failed}",
+        rate * 100.0
+    );
+    result(
+        "errors",
+        verdict,
+        Some(rate),
+        threshold,
+        n,
+        reason,
+        json!({ "candidate_failed": failed, "live_failed": live_failed }),
+    )
 }
 
 /// Accuracy on labelled requests: the candidate may not fall more than the tolerance below live.
@@ -346,11 +528,34 @@ pub fn accuracy(observations: &[Observation], config: &GateConfig) -> Option<Gat
     if labelled.len() < config.min_samples {
         return Some(too_few("accuracy", threshold, labelled.len(), config));
     }
-    let correct = |pick: fn(&Observation) -> &Answer| labelled.iter().filter(|o| pick(o).ok && pick(o).label == o.truth).count() as f64 / labelled.len() as f64;
+    let correct = |pick: fn(&Observation) -> &Answer| {
+        labelled
+            .iter()
+            .filter(|o| pick(o).ok && pick(o).label == o.truth)
+            .count() as f64
+            / labelled.len() as f64
+    };
     let (live, candidate) = (correct(|o| &o.live), correct(|o| &o.candidate));
-    let verdict = if candidate >= live - config.accuracy_tolerance { Verdict::Pass } else { Verdict::Fail };
-    let reason = format!("candidate {:.2}% against live {:.2}% on {} labelled rows", candidate * 100.0, live * 100.0, labelled.len());
-    Some(result("accuracy", verdict, Some(candidate), threshold, labelled.len(), reason, json!({ "live_accuracy": live, "candidate_accuracy": candidate })))
+    let verdict = if candidate >= live - config.accuracy_tolerance {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    let reason = format!(
+        "candidate {:.2}% against live {:.2}% on {} labelled rows",
+        candidate * 100.0,
+        live * 100.0,
+        labelled.len()
+    );
+    Some(result(
+        "accuracy",
+        verdict,
+        Some(candidate),
+        threshold,
+        labelled.len(),
+        reason,
+        json!({ "live_accuracy": live, "candidate_accuracy": candidate }),
+    ))
 }
 
 /// The candidate carries the model-card fields the model requires.
@@ -358,19 +563,44 @@ pub fn card(fields: &BTreeMap<String, String>, config: &GateConfig) -> Option<Ga
     if config.card_fields.is_empty() {
         return None;
     }
-    let missing: Vec<&String> = config.card_fields.iter().filter(|f| fields.get(*f).is_none_or(|v| v.trim().is_empty())).collect();
+    let missing: Vec<&String> = config
+        .card_fields
+        .iter()
+        .filter(|f| fields.get(*f).is_none_or(|v| v.trim().is_empty()))
+        .collect();
     let threshold = format!("fields {}", config.card_fields.join(", "));
     Some(if missing.is_empty() {
-        result("card", Verdict::Pass, None, threshold, 1, "every required model-card field is present".into(), json!({}))
+        result(
+            "card",
+            Verdict::Pass,
+            None,
+            threshold,
+            1,
+            "every required model-card field is present".into(),
+            json!({}),
+        )
     } else {
         let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-        result("card", Verdict::Fail, None, threshold, 1, format!("missing model-card fields: {}", names.join(", ")), json!({ "missing": names }))
+        result(
+            "card",
+            Verdict::Fail,
+            None,
+            threshold,
+            1,
+            format!("missing model-card fields: {}", names.join(", ")),
+            json!({ "missing": names }),
+        )
     })
 }
 
 /// The gates that judge observations, in report order.
 pub fn judge(observations: &[Observation], config: &GateConfig) -> Vec<GateResult> {
-    let mut gates = vec![agreement(observations, config), drift(observations, config), latency(observations, config), errors(observations, config)];
+    let mut gates = vec![
+        agreement(observations, config),
+        drift(observations, config),
+        latency(observations, config),
+        errors(observations, config),
+    ];
     gates.extend(accuracy(observations, config));
     gates
 }
@@ -383,12 +613,21 @@ mod tests {
     fn answer(label: i64, latency_ms: f64) -> Answer {
         let mut scores = vec![0.1; 3];
         scores[label as usize] = 0.8;
-        Answer { ok: true, latency_ms, label: Some(label), scores }
+        Answer {
+            ok: true,
+            latency_ms,
+            label: Some(label),
+            scores,
+        }
     }
 
     fn observations(n: usize, candidate: impl Fn(usize) -> Answer) -> Vec<Observation> {
         (0..n)
-            .map(|i| Observation { live: answer((i % 3) as i64, 1.0 + (i % 7) as f64 * 0.1), candidate: candidate(i), truth: Some((i % 3) as i64) })
+            .map(|i| Observation {
+                live: answer((i % 3) as i64, 1.0 + (i % 7) as f64 * 0.1),
+                candidate: candidate(i),
+                truth: Some((i % 3) as i64),
+            })
             .collect()
     }
 
@@ -406,8 +645,15 @@ mod tests {
         for gate in judge(&[], &config) {
             assert_eq!(gate.verdict, Verdict::Inconclusive, "{gate:?}");
         }
-        let few = observations(5, |_| Answer { ok: false, ..Answer::default() });
-        assert!(judge(&few, &config).iter().all(|g| g.verdict == Verdict::Inconclusive));
+        let few = observations(5, |_| Answer {
+            ok: false,
+            ..Answer::default()
+        });
+        assert!(
+            judge(&few, &config)
+                .iter()
+                .all(|g| g.verdict == Verdict::Inconclusive)
+        );
     }
 
     #[test]
@@ -427,16 +673,58 @@ mod tests {
         let gate = latency(&slow, &config);
         assert_eq!(gate.verdict, Verdict::Fail, "{gate:?}");
         assert!(gate.reason.contains("slower than 1.2x"), "{}", gate.reason);
-        let one_spike = observations(100, |i| answer((i % 3) as i64, if i == 50 { 500.0 } else { 1.0 + (i % 7) as f64 * 0.1 }));
+        let one_spike = observations(100, |i| {
+            answer(
+                (i % 3) as i64,
+                if i == 50 {
+                    500.0
+                } else {
+                    1.0 + (i % 7) as f64 * 0.1
+                },
+            )
+        });
         assert_eq!(latency(&one_spike, &config).verdict, Verdict::Pass);
-        let sla = GateConfig { latency_sla_ms: Some(1.2), ..GateConfig::default() };
-        assert_eq!(latency(&observations(100, |i| answer((i % 3) as i64, 1.0 + (i % 7) as f64 * 0.1)), &sla).verdict, Verdict::Fail);
+        let tiny = observations(100, |i| {
+            answer((i % 3) as i64, (1.0 + (i % 7) as f64 * 0.1) * 1.5)
+        });
+        assert_eq!(
+            latency(&tiny, &config).verdict,
+            Verdict::Pass,
+            "0.9 ms slower is within the 1 ms floor"
+        );
+        let strict = GateConfig {
+            min_latency_delta_ms: 0.0,
+            ..GateConfig::default()
+        };
+        assert_eq!(
+            latency(&tiny, &strict).verdict,
+            Verdict::Fail,
+            "without the floor, 1.5x is a failure"
+        );
+        let sla = GateConfig {
+            latency_sla_ms: Some(1.2),
+            ..GateConfig::default()
+        };
+        assert_eq!(
+            latency(
+                &observations(100, |i| answer((i % 3) as i64, 1.0 + (i % 7) as f64 * 0.1)),
+                &sla
+            )
+            .verdict,
+            Verdict::Fail
+        );
     }
 
     #[test]
     fn errors_over_the_limit_fail() {
         let config = GateConfig::default();
-        let obs = observations(200, |i| if i % 20 == 0 { Answer::default() } else { answer((i % 3) as i64, 1.0) });
+        let obs = observations(200, |i| {
+            if i % 20 == 0 {
+                Answer::default()
+            } else {
+                answer((i % 3) as i64, 1.0)
+            }
+        });
         let gate = errors(&obs, &config);
         assert_eq!(gate.verdict, Verdict::Fail);
         assert_eq!(gate.value, Some(0.05));
@@ -448,8 +736,18 @@ mod tests {
             .map(|i| {
                 let x = (i as f64 * 0.618).fract();
                 Observation {
-                    live: Answer { ok: true, latency_ms: 1.0, label: None, scores: vec![x] },
-                    candidate: Answer { ok: true, latency_ms: 1.0, label: None, scores: vec![x + 0.3] },
+                    live: Answer {
+                        ok: true,
+                        latency_ms: 1.0,
+                        label: None,
+                        scores: vec![x],
+                    },
+                    candidate: Answer {
+                        ok: true,
+                        latency_ms: 1.0,
+                        label: None,
+                        scores: vec![x + 0.3],
+                    },
                     truth: None,
                 }
             })
@@ -461,21 +759,44 @@ mod tests {
 
     #[test]
     fn schema_names_each_difference() {
-        let spec = |name: &str, datatype, shape: Vec<i64>| TensorSpec { name: name.into(), datatype, shape };
-        let live = Signature { inputs: vec![spec("input", Datatype::Fp32, vec![-1, 64])], outputs: vec![spec("label", Datatype::Int64, vec![-1])] };
-        let same = Signature { inputs: vec![spec("input", Datatype::Fp32, vec![8, 64])], outputs: live.outputs.clone() };
+        let spec = |name: &str, datatype, shape: Vec<i64>| TensorSpec {
+            name: name.into(),
+            datatype,
+            shape,
+        };
+        let live = Signature {
+            inputs: vec![spec("input", Datatype::Fp32, vec![-1, 64])],
+            outputs: vec![spec("label", Datatype::Int64, vec![-1])],
+        };
+        let same = Signature {
+            inputs: vec![spec("input", Datatype::Fp32, vec![8, 64])],
+            outputs: live.outputs.clone(),
+        };
         assert_eq!(schema(Some(&live), Some(&same)).verdict, Verdict::Pass);
-        let renamed = Signature { inputs: vec![spec("pixels", Datatype::Fp32, vec![-1, 64])], outputs: live.outputs.clone() };
+        let renamed = Signature {
+            inputs: vec![spec("pixels", Datatype::Fp32, vec![-1, 64])],
+            outputs: live.outputs.clone(),
+        };
         let gate = schema(Some(&live), Some(&renamed));
         assert_eq!(gate.verdict, Verdict::Fail);
-        assert!(gate.reason.contains("input 'input' is missing"), "{}", gate.reason);
+        assert!(
+            gate.reason.contains("input 'input' is missing"),
+            "{}",
+            gate.reason
+        );
         assert_eq!(schema(Some(&live), None).verdict, Verdict::Inconclusive);
     }
 
     #[test]
     fn verdicts_combine_worst_first() {
-        assert_eq!(Verdict::combine([Verdict::Pass, Verdict::Inconclusive]), Verdict::Inconclusive);
-        assert_eq!(Verdict::combine([Verdict::Inconclusive, Verdict::Fail]), Verdict::Fail);
+        assert_eq!(
+            Verdict::combine([Verdict::Pass, Verdict::Inconclusive]),
+            Verdict::Inconclusive
+        );
+        assert_eq!(
+            Verdict::combine([Verdict::Inconclusive, Verdict::Fail]),
+            Verdict::Fail
+        );
         assert_eq!(Verdict::combine([]), Verdict::Pass);
     }
 }

@@ -16,6 +16,7 @@ use teal_core::routing::Color;
 
 use crate::routing::{ModelStatus, RouteError, Routes};
 use crate::slots::{SlotError, SlotManager};
+use crate::validation::{Source, ValidationError, Validator};
 
 /// Where the CLI finds the token and the admin address teal wrote.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -25,15 +26,22 @@ pub const ADMIN_URL_FILE: &str = "admin.url";
 pub struct Admin {
     pub routes: Arc<Routes>,
     pub slots: Arc<SlotManager>,
+    pub validator: Arc<Validator>,
     token: String,
     token_hint: String,
 }
 
 impl Admin {
-    pub fn new(slots: Arc<SlotManager>, token: String, token_hint: String) -> Admin {
+    pub fn new(
+        slots: Arc<SlotManager>,
+        validator: Arc<Validator>,
+        token: String,
+        token_hint: String,
+    ) -> Admin {
         Admin {
             routes: slots.routes.clone(),
             slots,
+            validator,
             token,
             token_hint,
         }
@@ -49,6 +57,9 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/models/{model}/rollback", post(rollback))
         .route("/api/v1/models/{model}/deploy", post(deploy))
         .route("/api/v1/models/{model}/teardown", post(teardown))
+        .route("/api/v1/models/{model}/validate", post(validate))
+        .route("/api/v1/models/{model}/report", get(last_report))
+        .route("/api/v1/validations/{id}", get(validation_status))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -249,6 +260,77 @@ async fn teardown(
     match admin.slots.teardown(&model, request.slot).await {
         Ok(outcome) => json(StatusCode::OK, &outcome),
         Err(e) => slot_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidateBody {
+    #[serde(default)]
+    holdout: Option<std::path::PathBuf>,
+    #[serde(default)]
+    shadow: Option<usize>,
+    #[serde(default)]
+    replay: Option<usize>,
+    #[serde(default)]
+    window_ms: Option<u64>,
+}
+
+async fn validate(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let usage = "body must name one source: {\"holdout\": \"/path/file.jsonl\"}, {\"shadow\": N} or {\"replay\": N}";
+    let request: ValidateBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{usage}: {e}")),
+    };
+    let source = match (request.holdout, request.shadow, request.replay) {
+        (Some(path), None, None) => Source::Holdout { path },
+        (None, Some(samples), None) if samples > 0 => Source::Shadow {
+            samples,
+            window_ms: request.window_ms.unwrap_or(60_000),
+        },
+        (None, None, Some(samples)) if samples > 0 => Source::Replay { samples },
+        _ => return error(StatusCode::BAD_REQUEST, usage.to_string()),
+    };
+    match admin.validator.start(&model, source) {
+        Ok(id) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "id": id, "status": format!("/api/v1/validations/{id}") }),
+        ),
+        Err(e) => {
+            let status = match e {
+                ValidationError::UnknownModel(_) => StatusCode::NOT_FOUND,
+                ValidationError::NoCandidate(_) | ValidationError::Busy(_) => StatusCode::CONFLICT,
+                ValidationError::Holdout(_) => StatusCode::BAD_REQUEST,
+            };
+            error(status, e.to_string())
+        }
+    }
+}
+
+async fn validation_status(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response<Body> {
+    match id.parse().ok().and_then(|id| admin.validator.status(id)) {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(StatusCode::NOT_FOUND, format!("no validation {id}")),
+    }
+}
+
+async fn last_report(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+) -> Response<Body> {
+    match admin.validator.report(&model) {
+        Some(report) => json(StatusCode::OK, &report),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("model '{model}' has no validation report yet: run teal validate {model}"),
+        ),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::server;
 /// previous) version, loaded and warm. A switch moves every new request to the other slot in
 /// one atomic step, and a rollback moves it back just as fast.
 #[derive(Parser, Debug)]
-#[command(name = "teal", version, propagate_version = true)]
+#[command(name = "teal", version)]
 #[command(
     after_help = "Start here:\n  teal demo                                  run teal on its bundled models and watch a switch\n  teal serve --config examples/teal.toml     serve the example models\n  teal status                                what is live, in another terminal"
 )]
@@ -72,6 +72,11 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Prove the standby slot (the candidate) on evidence before it takes traffic: run the
+    /// gates and print a report (gate, value, threshold, verdict, evidence).
+    ///
+    /// Exit status: 0 pass, 3 fail, 4 inconclusive (too little evidence), 1 could not run.
+    Validate(ValidateArgs),
     /// Start teal on the bundled example models, send traffic, switch to green and back,
     /// and print what happened.
     Demo(crate::demo::DemoArgs),
@@ -156,6 +161,27 @@ impl DeployArgs {
         }
         Ok(slot)
     }
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("evidence").required(true).args(["holdout", "shadow", "replay"])))]
+pub struct ValidateArgs {
+    /// The model whose candidate to validate.
+    pub model: String,
+    /// A labelled file: JSON lines {"features": [...], "label": n}, or CSV with the label last.
+    #[arg(long, value_name = "FILE")]
+    pub holdout: Option<PathBuf>,
+    /// Mirror live traffic to the candidate until N comparisons (or the window ends).
+    #[arg(long, value_name = "N")]
+    pub shadow: Option<usize>,
+    /// Replay the newest N requests captured from live traffic (see capture_rate).
+    #[arg(long, value_name = "N")]
+    pub replay: Option<usize>,
+    /// With --shadow: how long to wait for live traffic, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub window: u64,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Args, Debug)]
@@ -265,6 +291,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Validate(args) => validate(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }
@@ -332,7 +359,7 @@ async fn call(
         None => client.get(path).await,
     }
     .map_err(|e| anyhow::anyhow!("{e}: is `teal serve` running? (admin URL from --admin-url, TEAL_ADMIN_URL or the state folder)"))?;
-    if answer.status != 200 {
+    if !(200..300).contains(&answer.status) {
         bail!("{} (HTTP {})", answer.error_message(), answer.status);
     }
     Ok(answer.json())
@@ -374,6 +401,121 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         outcome.model, outcome.slot
     );
     Ok(())
+}
+
+/// Exit statuses of `teal validate`.
+pub const EXIT_FAIL: u8 = 3;
+pub const EXIT_INCONCLUSIVE: u8 = 4;
+
+/// What `teal validate` ended with, for the exit status.
+#[derive(Debug, thiserror::Error)]
+#[error("validation verdict: {}", .0.as_str())]
+pub struct ValidationVerdict(pub teal_core::gates::Verdict);
+
+async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let client = args.admin.client()?;
+    let body = match (&args.holdout, args.shadow, args.replay) {
+        (Some(path), _, _) => serde_json::json!({ "holdout": std::path::absolute(path)? }),
+        (_, Some(n), _) => serde_json::json!({ "shadow": n, "window_ms": args.window * 1000 }),
+        (_, _, Some(n)) => serde_json::json!({ "replay": n }),
+        _ => bail!("choose the evidence: --holdout FILE, --shadow N or --replay N"),
+    };
+    let started = call(
+        &client,
+        &format!("/api/v1/models/{}/validate", args.model),
+        Some(body),
+    )
+    .await?;
+    let id = started["id"]
+        .as_u64()
+        .context("the admin API did not return a validation id")?;
+    let terminal = std::io::stderr().is_terminal() && !args.admin.json;
+    let status = loop {
+        let status: crate::validation::JobStatus = serde_json::from_value(
+            call(&client, &format!("/api/v1/validations/{id}"), None).await?,
+        )?;
+        if terminal {
+            let width = 30;
+            let filled = if status.total == 0 {
+                0
+            } else {
+                status.done * width / status.total.max(1)
+            };
+            eprint!(
+                "\r  [{}{}] {}/{} samples",
+                "#".repeat(filled.min(width)),
+                ".".repeat(width - filled.min(width)),
+                status.done,
+                status.total
+            );
+            let _ = std::io::stderr().flush();
+        }
+        if status.state != "running" {
+            if terminal {
+                eprintln!();
+            }
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let report = match (status.report, status.error) {
+        (Some(report), _) => report,
+        (None, error) => bail!(
+            "the validation failed to run: {}",
+            error.unwrap_or_default()
+        ),
+    };
+    if args.admin.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_report(&report));
+    }
+    match report.verdict {
+        teal_core::gates::Verdict::Pass => Ok(()),
+        verdict => Err(ValidationVerdict(verdict).into()),
+    }
+}
+
+/// The report as a table: gate, value, threshold, verdict, and why.
+pub fn render_report(report: &crate::validation::Report) -> String {
+    let mut out = format!(
+        "{}: candidate {} ({}) against live {} ({}), {} samples from {}\n\n",
+        report.model,
+        report.candidate.version,
+        report.candidate.slot,
+        report.live.version,
+        report.live.slot,
+        report.samples,
+        report.source
+    );
+    out.push_str(&format!(
+        "  {:<10} {:>10}  {:<34} {:<13} {}\n",
+        "GATE", "VALUE", "THRESHOLD", "VERDICT", "EVIDENCE"
+    ));
+    for gate in &report.gates {
+        let value = gate.value.map_or("-".to_string(), |v| {
+            if v.abs() >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.4}")
+            }
+        });
+        out.push_str(&format!(
+            "  {:<10} {:>10}  {:<34} {:<13} {}\n",
+            gate.gate,
+            value,
+            gate.threshold,
+            gate.verdict.as_str().to_uppercase(),
+            gate.reason
+        ));
+    }
+    out.push_str(&format!(
+        "\nverdict: {} (in {} ms)\n",
+        report.verdict.as_str().to_uppercase(),
+        report.duration_ms
+    ));
+    out
 }
 
 async fn status(model: Option<String>, admin: AdminArgs) -> anyhow::Result<()> {
@@ -497,4 +639,48 @@ fn print_switch(answer: &serde_json::Value, json: bool, verb: &str) -> anyhow::R
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Catches clashing flags (such as a subcommand's --version) before a user does.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn deploy_takes_exactly_one_source() {
+        assert!(
+            Cli::try_parse_from([
+                "teal",
+                "deploy",
+                "digits",
+                "--version",
+                "v3",
+                "--onnx",
+                "m.onnx"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["teal", "deploy", "digits", "--version", "v3"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "teal",
+                "deploy",
+                "digits",
+                "--version",
+                "v3",
+                "--onnx",
+                "m.onnx",
+                "--command",
+                "x"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["teal", "validate", "digits"]).is_err());
+    }
 }

@@ -5,6 +5,7 @@
 //! - [`backends`]: what runs a version (in-process ONNX, upstream replicas, a supervised process).
 //! - [`slots`]: loading, deploying and tearing down slots.
 //! - [`cache`]: the versioned prediction cache.
+//! - [`validation`]: gathering evidence (holdout, shadow, replay) and running the gates.
 //! - [`api`]: the admin API, on its own listener, behind a bearer token.
 //! - [`server`]: loading slots, binding listeners, graceful shutdown.
 //! - [`cli`] and [`demo`]: the command line.
@@ -23,5 +24,6 @@ pub mod gateway;
 pub mod routing;
 pub mod server;
 pub mod slots;
+pub mod validation;
 
 pub use teal_core as core;

@@ -33,10 +33,17 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(teal::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", describe(&e));
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<teal::cli::ValidationVerdict>() {
+            // The report is printed; the status says the verdict.
+            Some(teal::cli::ValidationVerdict(teal::core::gates::Verdict::Fail)) => {
+                std::process::ExitCode::from(teal::cli::EXIT_FAIL)
+            }
+            Some(_) => std::process::ExitCode::from(teal::cli::EXIT_INCONCLUSIVE),
+            None => {
+                eprintln!("error: {}", describe(&e));
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -90,6 +90,11 @@ pub struct ModelRoutes {
     pub prediction_output: Option<String>,
     /// The model's cache settings, for slots deployed later.
     pub cache: teal_core::config::CacheConfig,
+    /// Gate thresholds for validating a candidate.
+    pub gates: teal_core::gates::GateConfig,
+    /// Share of live requests kept for replay, and how many are kept.
+    pub capture_rate: f64,
+    pub capture_limit: usize,
 }
 
 impl ModelRoutes {
@@ -295,6 +300,18 @@ impl Routes {
                 next.previous = None;
             }
             Ok((Some(next), removed))
+        })
+    }
+
+    /// Sets the share of live requests mirrored to the candidate (basis points); returns the
+    /// share it replaces.
+    pub fn set_shadow(&self, model: &str, share: u32) -> Result<u32, RouteError> {
+        self.update(model, |routes| {
+            let previous = routes.table.shadow;
+            let mut next = routes.clone();
+            next.table.shadow = share.min(teal_core::routing::WHOLE);
+            next.table.generation += 1;
+            Ok((Some(next), previous))
         })
     }
 

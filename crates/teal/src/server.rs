@@ -17,6 +17,8 @@ use crate::backends::LoadError;
 use crate::gateway::{self, Gateway};
 use crate::routing::{ModelRoutes, RouteSnapshot, Routes, Slot};
 use crate::slots::{self, SlotManager};
+use crate::validation::Validator;
+use crate::validation::taps::{Captures, ShadowHub};
 
 /// Why teal could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,9 @@ pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
                 previous: None,
                 prediction_output: model.prediction_output.clone(),
                 cache: model.cache.clone(),
+                gates: model.gates.clone(),
+                capture_rate: model.capture_rate,
+                capture_limit: model.capture_limit,
             }),
         );
     }
@@ -209,13 +214,21 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     .map_err(state_error)?;
 
     let routes = Arc::new(Routes::new(snapshot));
-    let gateway = Arc::new(Gateway::new(routes.clone(), config.server.max_body_bytes));
+    let shadows = Arc::new(ShadowHub::default());
+    let captures = Arc::new(Captures::default());
+    let gateway = Arc::new(Gateway::new(
+        routes.clone(),
+        config.server.max_body_bytes,
+        shadows.clone(),
+        captures.clone(),
+    ));
+    let validator = Arc::new(Validator::new(routes.clone(), shadows, captures));
     let slots = Arc::new(SlotManager::new(
         routes.clone(),
         config.server.onnxruntime.clone(),
         Duration::from_millis(config.server.drain_ms),
     ));
-    let admin = Arc::new(Admin::new(slots.clone(), token.clone(), hint));
+    let admin = Arc::new(Admin::new(slots.clone(), validator, token.clone(), hint));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         serve_on(data, gateway::router(gateway), stopped.clone()),

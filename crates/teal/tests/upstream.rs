@@ -7,42 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use teal::core::config::{BackendConfig, Config, RemoteConfig};
-
-/// A config with one model, `digits`, whose slots are given as TOML.
-fn config_with(blue: &str, green: Option<&str>) -> Config {
-    let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndrain_ms = 5000\n\n[[model]]\nname = \"digits\"\n[model.blue]\n{blue}\n"
-    );
-    if let Some(green) = green {
-        text.push_str(&format!("[model.green]\n{green}\n"));
-    }
-    let mut config = Config::parse(&text).unwrap();
-    config.resolve_paths(&repo_root());
-    config.server.state_dir = temp_dir("state");
-    config.validate().unwrap();
-    config
-}
-
-fn onnx(version: &str) -> String {
-    format!(
-        "version = \"{version}\"\nkind = \"onnx\"\npath = \"models/digits/{version}/model.onnx\"\n"
-    )
-}
-
-fn upstream(version: &str, urls: &[String], extra: &str) -> String {
-    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "version = \"{version}\"\nkind = \"upstream\"\nurls = [{}]\n{extra}\n",
-        urls.join(", ")
-    )
-}
-
-fn python_server(version: &str, model_version: &str, args: &str) -> String {
-    format!(
-        "version = \"{version}\"\nkind = \"process\"\ncommand = \"python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/{model_version}/model.onnx --version {version} {args}\"\nready_timeout_ms = 30000\nstop_grace_ms = 3000\n"
-    )
-}
+use teal::core::config::{BackendConfig, RemoteConfig};
 
 fn bodies(n: usize) -> Vec<Bytes> {
     holdout("digits")

@@ -19,6 +19,10 @@ use teal_core::routing::{Color, WHOLE};
 
 pub use error::GatewayError;
 
+use std::time::Instant;
+
+use crate::validation::taps::{Captured, Captures, ShadowHub, answer};
+
 use crate::routing::{ModelRoutes, Routes, Slot};
 
 /// Header naming the version that answered.
@@ -36,6 +40,10 @@ pub const JSON_LENGTH_HEADER: &str = "inference-header-content-length";
 pub struct Gateway {
     pub routes: Arc<Routes>,
     pub max_body_bytes: usize,
+    /// Where mirrored requests go while a shadow validation runs.
+    pub shadows: Arc<ShadowHub>,
+    /// Requests kept for replay.
+    pub captures: Arc<Captures>,
     ids: RequestIds,
 }
 
@@ -63,11 +71,44 @@ impl RequestIds {
 }
 
 impl Gateway {
-    pub fn new(routes: Arc<Routes>, max_body_bytes: usize) -> Gateway {
+    pub fn new(
+        routes: Arc<Routes>,
+        max_body_bytes: usize,
+        shadows: Arc<ShadowHub>,
+        captures: Arc<Captures>,
+    ) -> Gateway {
         Gateway {
             routes,
             max_body_bytes,
+            shadows,
+            captures,
             ids: RequestIds::new(),
+        }
+    }
+
+    /// The candidate to mirror this request to, when the model's shadow share picks it and a
+    /// shadow session is listening. Only requests the live slot answers are mirrored.
+    fn mirror_target(&self, routes: &ModelRoutes, slot: &Slot) -> Option<Arc<Slot>> {
+        let table = &routes.table;
+        if table.shadow == 0 || slot.color != table.active || fastrand::u32(..WHOLE) >= table.shadow
+        {
+            return None;
+        }
+        let candidate = routes.slot(table.candidate())?.clone();
+        self.shadows.is_open(&routes.name).then_some(candidate)
+    }
+
+    /// Keeps a sample of answered requests for replay.
+    fn capture(&self, routes: &ModelRoutes, body: &bytes::Bytes, json_len: Option<usize>) {
+        if routes.capture_rate > 0.0 && fastrand::f64() < routes.capture_rate {
+            self.captures.keep(
+                &routes.name,
+                routes.capture_limit,
+                Captured {
+                    body: body.clone(),
+                    json_len,
+                },
+            );
         }
     }
 
@@ -417,7 +458,9 @@ async fn run_infer(
     let routes = find_model(gateway, model)?;
     let in_flight = pick(&routes, version, headers)?.enter();
     let slot = in_flight.slot();
+    let mirror = gateway.mirror_target(&routes, slot);
     if slot.cache.is_none()
+        && mirror.is_none()
         && let Some(upstream) = slot.backend.v2_upstream()
     {
         // Fast path: check the request when the server published its inputs, then pass the
@@ -425,15 +468,14 @@ async fn run_infer(
         if let Some(signature) = slot.backend.signature() {
             InferRequest::decode(&body, json_len, Some(signature))?;
         }
-        let answer =
-            upstream
-                .forward(body, json_len)
-                .await
-                .map_err(|source| GatewayError::Backend {
-                    model: model.to_string(),
-                    version: slot.version.clone(),
-                    source,
-                })?;
+        let answer = upstream
+            .forward(body.clone(), json_len)
+            .await
+            .map_err(|source| GatewayError::Backend {
+                model: model.to_string(),
+                version: slot.version.clone(),
+                source,
+            })?;
         let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
         let content_type = if answer.json_len.is_some() {
             "application/octet-stream"
@@ -446,11 +488,26 @@ async fn run_infer(
                 .headers_mut()
                 .insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
         }
+        if (200..300).contains(&answer.status) {
+            gateway.capture(&routes, &body, json_len);
+        }
         routed_headers(&mut response, slot, request_id, routes.table.generation);
         return Ok(response);
     }
     let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
+    let copy = mirror.as_ref().map(|_| request.clone());
+    let started = Instant::now();
     let outputs = run_on_slot(slot, model, &mut request).await?;
+    if let (Some(candidate), Some(copy)) = (mirror, copy) {
+        let output = routes.prediction_output.clone();
+        let live = answer(
+            Some(&outputs),
+            started.elapsed().as_secs_f64() * 1000.0,
+            output.as_deref(),
+        );
+        gateway.shadows.mirror(model, candidate, copy, live, output);
+    }
+    gateway.capture(&routes, &body, json_len);
     let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
     let mut response = match encoded.json_len {
         None => bytes_response(StatusCode::OK, "application/json", encoded.body),
@@ -538,7 +595,19 @@ async fn run_predict(
         .prediction_output
         .as_deref()
         .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
+    let mirror = gateway.mirror_target(&routes, slot);
+    let copy = mirror.as_ref().map(|_| request.clone());
+    let started = Instant::now();
     let outputs = run_on_slot(slot, model, &mut request).await?;
+    if let (Some(candidate), Some(copy)) = (mirror, copy) {
+        let output = routes.prediction_output.clone();
+        let live = answer(
+            Some(&outputs),
+            started.elapsed().as_secs_f64() * 1000.0,
+            output.as_deref(),
+        );
+        gateway.shadows.mirror(model, candidate, copy, live, output);
+    }
     let chosen = match wanted {
         Some(name) => outputs.iter().find(|o| o.name == name),
         None => outputs.first(),

@@ -295,3 +295,47 @@ pub fn reference_labels(model: &str, version: &str) -> Vec<i64> {
         .map(|v| v.as_i64().unwrap())
         .collect()
 }
+
+/// A config with one model, `digits`, whose slots (and any extra model settings) are TOML.
+pub fn config_with(blue: &str, green: Option<&str>) -> Config {
+    config_with_model_settings("", blue, green)
+}
+
+pub fn config_with_model_settings(settings: &str, blue: &str, green: Option<&str>) -> Config {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndrain_ms = 5000\n\n[[model]]\nname = \"digits\"\n{settings}\n[model.blue]\n{blue}\n"
+    );
+    if let Some(green) = green {
+        text.push_str(&format!("[model.green]\n{green}\n"));
+    }
+    let mut config = Config::parse(&text).unwrap();
+    config.resolve_paths(&repo_root());
+    config.server.state_dir = temp_dir("state");
+    config.validate().unwrap();
+    config
+}
+
+/// An in-process ONNX slot of a bundled digits version (or a variant under `variants/`).
+pub fn onnx(version: &str) -> String {
+    let path = if version.starts_with("v2-") {
+        format!("models/digits/variants/{version}/model.onnx")
+    } else {
+        format!("models/digits/{version}/model.onnx")
+    };
+    format!("version = \"{version}\"\nkind = \"onnx\"\npath = \"{path}\"\n")
+}
+
+pub fn upstream(version: &str, urls: &[String], extra: &str) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "version = \"{version}\"\nkind = \"upstream\"\nurls = [{}]\n{extra}\n",
+        urls.join(", ")
+    )
+}
+
+/// A process slot running `tests/python/onnx_model_server.py` on a digits model.
+pub fn python_server(version: &str, model_version: &str, args: &str) -> String {
+    format!(
+        "version = \"{version}\"\nkind = \"process\"\ncommand = \"python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/{model_version}/model.onnx --version {version} {args}\"\nready_timeout_ms = 30000\nstop_grace_ms = 3000\n"
+    )
+}

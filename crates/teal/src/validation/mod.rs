@@ -1,0 +1,454 @@
+//! Validation: gather evidence that the candidate (the standby slot) is safe, run the
+//! gates over it, and keep the report.
+//!
+//! Evidence comes from (a) a labelled holdout file, (b) live traffic mirrored to the
+//! candidate (shadow), or (c) requests captured from live traffic earlier and replayed.
+//! Holdout and replay requests go to both slots, one row at a time, after a warm-up.
+
+pub mod taps;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use teal_core::gates::{self, GateResult, Observation, Verdict};
+use teal_core::protocol::{Datatype, InferRequest, Signature, TensorSpec};
+use teal_core::routing::{Color, WHOLE};
+
+use crate::routing::{ModelRoutes, Routes, Slot};
+use taps::{Captures, ShadowHub, answer};
+
+/// Where the evidence comes from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A labelled file: JSON lines `{"features": [...], "label": n}`, or CSV with the label last.
+    Holdout { path: PathBuf },
+    /// Mirror live traffic to the candidate until `samples` comparisons or the window ends.
+    Shadow { samples: usize, window_ms: u64 },
+    /// Replay the newest `samples` requests captured from live traffic.
+    Replay { samples: usize },
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Holdout { path } => format!("holdout {}", path.display()),
+            Source::Shadow { samples, window_ms } => format!(
+                "shadow: up to {samples} live requests in {} s",
+                window_ms / 1000
+            ),
+            Source::Replay { samples } => format!("replay of up to {samples} captured requests"),
+        }
+    }
+}
+
+/// A slot as the report names it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SlotName {
+    pub slot: Color,
+    pub version: String,
+}
+
+/// A validation's outcome.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub model: String,
+    pub live: SlotName,
+    pub candidate: SlotName,
+    pub source: String,
+    pub samples: usize,
+    pub verdict: Verdict,
+    pub gates: Vec<GateResult>,
+    pub duration_ms: u64,
+}
+
+/// Why a validation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error("model '{0}' has no candidate: deploy a version into its standby slot first")]
+    NoCandidate(String),
+    #[error("{0}")]
+    Holdout(String),
+    #[error("a validation of model '{0}' is already running")]
+    Busy(String),
+}
+
+/// A running or finished validation, as the admin API reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: u64,
+    pub model: String,
+    pub state: String,
+    pub done: usize,
+    pub total: usize,
+    pub report: Option<Report>,
+    pub error: Option<String>,
+}
+
+struct Job {
+    model: String,
+    done: AtomicUsize,
+    total: AtomicUsize,
+    outcome: Mutex<Option<Result<Report, String>>>,
+}
+
+/// Runs validations and keeps their reports.
+pub struct Validator {
+    routes: Arc<Routes>,
+    pub shadows: Arc<ShadowHub>,
+    pub captures: Arc<Captures>,
+    jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
+    next_id: AtomicU64,
+    reports: Mutex<BTreeMap<String, Report>>,
+}
+
+/// Jobs remembered, newest first; older ones are forgotten.
+const JOBS_KEPT: usize = 100;
+
+impl Validator {
+    pub fn new(routes: Arc<Routes>, shadows: Arc<ShadowHub>, captures: Arc<Captures>) -> Validator {
+        Validator {
+            routes,
+            shadows,
+            captures,
+            jobs: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            reports: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Starts a validation in the background and returns its id.
+    pub fn start(self: &Arc<Self>, model: &str, source: Source) -> Result<u64, ValidationError> {
+        let routes = self
+            .routes
+            .load()
+            .models
+            .get(model)
+            .cloned()
+            .ok_or_else(|| ValidationError::UnknownModel(model.to_string()))?;
+        routes
+            .slot(routes.table.candidate())
+            .ok_or_else(|| ValidationError::NoCandidate(model.to_string()))?;
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if jobs.values().any(|j| {
+            j.model == model
+                && j.outcome
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none()
+        }) {
+            return Err(ValidationError::Busy(model.to_string()));
+        }
+        // Read a holdout file now, so a bad path is the caller's error at once.
+        let rows = match &source {
+            Source::Holdout { path } => Some(read_holdout(path)?),
+            _ => None,
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let job = Arc::new(Job {
+            model: model.to_string(),
+            done: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
+            outcome: Mutex::new(None),
+        });
+        jobs.insert(id, job.clone());
+        while jobs.len() > JOBS_KEPT {
+            jobs.pop_first();
+        }
+        drop(jobs);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let report = this.run(&job, &routes, source, rows).await;
+            if let Ok(report) = &report {
+                tracing::info!(model = %report.model, candidate = %report.candidate.version, verdict = report.verdict.as_str(), samples = report.samples, "validated");
+                this.reports
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(report.model.clone(), report.clone());
+            }
+            *job.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+        });
+        Ok(id)
+    }
+
+    pub fn status(&self, id: u64) -> Option<JobStatus> {
+        let job = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()?;
+        let outcome = job
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (state, report, error) = match outcome {
+            None => ("running", None, None),
+            Some(Ok(report)) => ("done", Some(report), None),
+            Some(Err(e)) => ("failed", None, Some(e)),
+        };
+        Some(JobStatus {
+            id,
+            model: job.model.clone(),
+            state: state.to_string(),
+            done: job.done.load(Ordering::Relaxed),
+            total: job.total.load(Ordering::Relaxed),
+            report,
+            error,
+        })
+    }
+
+    /// The last report of `model`.
+    pub fn report(&self, model: &str) -> Option<Report> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(model)
+            .cloned()
+    }
+
+    async fn run(
+        &self,
+        job: &Job,
+        routes: &ModelRoutes,
+        source: Source,
+        rows: Option<Vec<Row>>,
+    ) -> Result<Report, String> {
+        let started = Instant::now();
+        let live = routes.live().cloned().ok_or("the model has no live slot")?;
+        let candidate = routes
+            .slot(routes.table.candidate())
+            .cloned()
+            .ok_or("the model has no candidate")?;
+        let config = routes.gates.clone();
+        let described = source.describe();
+        let observations = match source {
+            Source::Holdout { .. } => {
+                let rows = rows.unwrap_or_default();
+                self.compare(job, routes, &live, &candidate, rows).await
+            }
+            Source::Replay { samples } => {
+                let captured = self.captures.newest(&routes.name, samples);
+                let rows = captured
+                    .into_iter()
+                    .map(|c| Row {
+                        request: RowRequest::Captured(c),
+                        truth: None,
+                    })
+                    .collect();
+                self.compare(job, routes, &live, &candidate, rows).await
+            }
+            Source::Shadow { samples, window_ms } => {
+                self.shadow(job, routes, samples, Duration::from_millis(window_ms))
+                    .await
+            }
+        };
+        let mut results = vec![
+            gates::health(candidate.backend.ready()),
+            gates::schema(live.backend.signature(), candidate.backend.signature()),
+        ];
+        results.extend(gates::card(&candidate.card, &config));
+        results.extend(gates::judge(&observations, &config));
+        Ok(Report {
+            model: routes.name.clone(),
+            live: SlotName {
+                slot: live.color,
+                version: live.version.clone(),
+            },
+            candidate: SlotName {
+                slot: candidate.color,
+                version: candidate.version.clone(),
+            },
+            source: described,
+            samples: observations.len(),
+            verdict: Verdict::combine(results.iter().map(|g| g.verdict)),
+            gates: results,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Sends each row to both slots, alternating which goes first, after a warm-up.
+    async fn compare(
+        &self,
+        job: &Job,
+        routes: &ModelRoutes,
+        live: &Arc<Slot>,
+        candidate: &Arc<Slot>,
+        rows: Vec<Row>,
+    ) -> Vec<Observation> {
+        let config = &routes.gates;
+        let output = routes.prediction_output.as_deref();
+        job.total.store(rows.len(), Ordering::Relaxed);
+        for row in rows.iter().cycle().take(config.warmup.min(rows.len() * 4)) {
+            for slot in [live, candidate] {
+                if let Ok(mut request) = row.request(slot.backend.signature()) {
+                    let _ = slot.backend.infer(&mut request).await;
+                }
+            }
+        }
+        let mut observations = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let order = if i % 2 == 0 {
+                [live, candidate]
+            } else {
+                [candidate, live]
+            };
+            let mut answers = Vec::with_capacity(2);
+            for slot in order {
+                let started = Instant::now();
+                let outputs = match row.request(slot.backend.signature()) {
+                    Ok(mut request) => slot.backend.infer(&mut request).await.ok(),
+                    Err(_) => None,
+                };
+                answers.push(answer(
+                    outputs.as_deref(),
+                    started.elapsed().as_secs_f64() * 1000.0,
+                    output,
+                ));
+            }
+            let (first, second) = (answers.remove(0), answers.remove(0));
+            let (live_answer, candidate_answer) = if i % 2 == 0 {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            observations.push(Observation {
+                live: live_answer,
+                candidate: candidate_answer,
+                truth: row.truth,
+            });
+            job.done.store(i + 1, Ordering::Relaxed);
+        }
+        observations
+    }
+
+    /// Mirrors live traffic to the candidate until enough comparisons arrive or the window ends.
+    async fn shadow(
+        &self,
+        job: &Job,
+        routes: &ModelRoutes,
+        samples: usize,
+        window: Duration,
+    ) -> Vec<Observation> {
+        job.total.store(samples, Ordering::Relaxed);
+        let mut receiver = self.shadows.open(&routes.name, samples);
+        let previous = self.routes.set_shadow(&routes.name, WHOLE).ok();
+        let deadline = tokio::time::Instant::now() + window;
+        let mut observations = Vec::with_capacity(samples);
+        while observations.len() < samples {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(observation)) => {
+                    observations.push(observation);
+                    job.done.store(observations.len(), Ordering::Relaxed);
+                }
+                _ => break,
+            }
+        }
+        self.shadows.close(&routes.name);
+        let _ = self.routes.set_shadow(&routes.name, previous.unwrap_or(0));
+        observations
+    }
+}
+
+/// One row of validation traffic.
+pub struct Row {
+    request: RowRequest,
+    truth: Option<i64>,
+}
+
+enum RowRequest {
+    Features(Vec<serde_json::Value>),
+    Captured(taps::Captured),
+}
+
+impl Row {
+    /// The request for a slot with `signature` (a server without metadata gets the form the
+    /// simple endpoint assumes).
+    fn request(&self, signature: Option<&Signature>) -> Result<InferRequest, String> {
+        let assumed;
+        let signature = match signature {
+            Some(s) => s,
+            None => {
+                assumed = Signature {
+                    inputs: vec![TensorSpec {
+                        name: "input".into(),
+                        datatype: Datatype::Fp64,
+                        shape: vec![-1, -1],
+                    }],
+                    outputs: Vec::new(),
+                };
+                &assumed
+            }
+        };
+        match &self.request {
+            RowRequest::Features(features) => {
+                let body = serde_json::json!({ "features": [features] });
+                InferRequest::from_features(body.to_string().as_bytes(), signature)
+                    .map_err(|e| e.to_string())
+            }
+            RowRequest::Captured(c) => InferRequest::decode(&c.body, c.json_len, Some(signature))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Reads a holdout file: JSON lines with `features` and `label`, or CSV with the label in the
+/// last column (a first line that is not numbers is a header).
+pub fn read_holdout(path: &Path) -> Result<Vec<Row>, ValidationError> {
+    let bad = |why: String| ValidationError::Holdout(format!("holdout {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let mut rows = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let line_no = i + 1;
+        if csv {
+            let cells: Result<Vec<f64>, _> =
+                line.split(',').map(|c| c.trim().parse::<f64>()).collect();
+            match cells {
+                Ok(cells) if cells.len() >= 2 => {
+                    let (label, features) = cells.split_last().unwrap_or((&0.0, &[]));
+                    rows.push(Row {
+                        request: RowRequest::Features(
+                            features.iter().map(|v| serde_json::json!(v)).collect(),
+                        ),
+                        truth: Some(*label as i64),
+                    });
+                }
+                Err(_) if rows.is_empty() && i == 0 => continue,
+                _ => {
+                    return Err(bad(format!(
+                        "line {line_no} is not numbers with the label last"
+                    )));
+                }
+            }
+        } else {
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| bad(format!("line {line_no}: {e}")))?;
+            let features = value["features"]
+                .as_array()
+                .cloned()
+                .ok_or_else(|| bad(format!("line {line_no} has no \"features\" list")))?;
+            rows.push(Row {
+                request: RowRequest::Features(features),
+                truth: value.get("label").and_then(serde_json::Value::as_i64),
+            });
+        }
+    }
+    if rows.is_empty() {
+        return Err(bad("no rows".into()));
+    }
+    Ok(rows)
+}

@@ -1,0 +1,194 @@
+//! Taps on live traffic: mirroring requests to the candidate (shadow) and keeping a sample
+//! of requests to replay later. Both work off the response path: the live answer never
+//! waits on them, and when they cannot keep up they drop and count.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use teal_core::gates::{Answer, Observation};
+use teal_core::protocol::{InferRequest, Tensor};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::routing::Slot;
+
+/// Mirrored requests allowed in flight at once per model; more are dropped, not queued.
+const SHADOW_CONCURRENCY: usize = 64;
+
+/// An open shadow session: where mirrored comparisons go.
+struct Session {
+    observations: mpsc::Sender<Observation>,
+    permits: Arc<Semaphore>,
+}
+
+/// Shadow sessions by model, and how many mirrored requests were dropped.
+#[derive(Default)]
+pub struct ShadowHub {
+    sessions: Mutex<HashMap<String, Session>>,
+    pub dropped: AtomicU64,
+}
+
+impl ShadowHub {
+    /// Opens a session for `model`; observations arrive on the returned receiver until it
+    /// is closed with [`ShadowHub::close`].
+    pub fn open(&self, model: &str, capacity: usize) -> mpsc::Receiver<Observation> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let session = Session {
+            observations: tx,
+            permits: Arc::new(Semaphore::new(SHADOW_CONCURRENCY)),
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(model.to_string(), session);
+        rx
+    }
+
+    pub fn close(&self, model: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(model);
+    }
+
+    pub fn is_open(&self, model: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(model)
+    }
+
+    /// Sends a copy of a request the live slot answered to the candidate, in its own task.
+    pub fn mirror(
+        &self,
+        model: &str,
+        candidate: Arc<Slot>,
+        mut request: InferRequest,
+        live: Answer,
+        prediction_output: Option<String>,
+    ) {
+        let (tx, permit) = {
+            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(session) = sessions.get(model) else {
+                return;
+            };
+            let Ok(permit) = session.permits.clone().try_acquire_owned() else {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            (session.observations.clone(), permit)
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            let outputs = candidate.backend.infer(&mut request).await;
+            let candidate = answer(
+                outputs.as_deref().ok(),
+                started.elapsed().as_secs_f64() * 1000.0,
+                prediction_output.as_deref(),
+            );
+            // A full channel means the session has what it needs: drop quietly.
+            let _ = tx.try_send(Observation {
+                live,
+                candidate,
+                truth: None,
+            });
+        });
+    }
+}
+
+/// Reads the label and scores of the first row of a model's outputs: the integer output (or
+/// `prediction_output`) is the label; a two-dimensional float output holds class scores; a
+/// model with no integer output is a regressor, whose float outputs are the scores.
+pub fn answer(
+    outputs: Option<&[Tensor]>,
+    latency_ms: f64,
+    prediction_output: Option<&str>,
+) -> Answer {
+    let Some(outputs) = outputs else {
+        return Answer {
+            ok: false,
+            latency_ms,
+            label: None,
+            scores: Vec::new(),
+        };
+    };
+    let first_row = |t: &Tensor| -> Vec<f64> {
+        let rows = t.shape.first().copied().unwrap_or(1).max(1);
+        let width = t.data.len() / rows;
+        (0..width)
+            .filter_map(|i| t.data.json_value(i).as_f64())
+            .collect()
+    };
+    let is_int = |t: &Tensor| {
+        matches!(
+            t.data,
+            teal_core::protocol::TensorData::Int64(_) | teal_core::protocol::TensorData::Int32(_)
+        )
+    };
+    let label_tensor = match prediction_output {
+        Some(name) => outputs.iter().find(|t| t.name == name && is_int(t)),
+        None => outputs.iter().find(|t| is_int(t)),
+    };
+    let label = label_tensor.and_then(|t| t.data.json_value(0).as_i64());
+    let scores = match label_tensor {
+        Some(_) => outputs
+            .iter()
+            .find(|t| !is_int(t) && t.shape.len() == 2)
+            .map(first_row)
+            .unwrap_or_default(),
+        None => outputs
+            .iter()
+            .filter(|t| !is_int(t))
+            .flat_map(first_row)
+            .collect(),
+    };
+    Answer {
+        ok: true,
+        latency_ms,
+        label,
+        scores,
+    }
+}
+
+/// Requests kept from live traffic to replay against the next candidate.
+#[derive(Default)]
+pub struct Captures {
+    kept: Mutex<HashMap<String, VecDeque<Captured>>>,
+}
+
+/// One kept request, as the caller sent it.
+#[derive(Clone)]
+pub struct Captured {
+    pub body: Bytes,
+    pub json_len: Option<usize>,
+}
+
+impl Captures {
+    pub fn keep(&self, model: &str, limit: usize, captured: Captured) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = kept.entry(model.to_string()).or_default();
+        queue.push_back(captured);
+        while queue.len() > limit.max(1) {
+            queue.pop_front();
+        }
+    }
+
+    /// The newest `n` kept requests of `model`, oldest first.
+    pub fn newest(&self, model: &str, n: usize) -> Vec<Captured> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.get(model)
+            .map(|q| q.iter().skip(q.len().saturating_sub(n)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn count(&self, model: &str) -> usize {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(model)
+            .map_or(0, VecDeque::len)
+    }
+}
