@@ -11,6 +11,7 @@ import argparse
 import json
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -47,6 +48,12 @@ def main():
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            super().setup()
+            # Headers and body go out in two writes; without this, Nagle's algorithm and the
+            # client's delayed ACK add 40 ms to every answer on a kept-alive connection.
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, *a):
             pass

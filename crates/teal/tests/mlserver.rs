@@ -234,10 +234,7 @@ async fn mlserver_process_slots_serve_and_leave_no_orphans_after_sigterm() {
         .args(["-TERM", &teal.0.id().to_string()])
         .status()
         .unwrap();
-    let exited = eventually(Duration::from_secs(40), async || {
-        teal.0.try_wait().unwrap().is_some()
-    })
-    .await;
+    let exited = eventually(Duration::from_secs(40), async || teal.has_exited()).await;
     assert!(exited, "teal did not exit after SIGTERM");
     let left: Vec<String> = pids.iter().flat_map(|p| group_members(*p)).collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");

@@ -47,8 +47,11 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn signal_group(pid: u32, signal: Signal) {
-    // The child leads its own group (process_group(0)), so its id is the group's id.
-    let _ = killpg(Pid::from_raw(pid as i32), signal);
+    // The child leads its own group (process_group(0)), so its id is the group's id. Never
+    // 0 or 1: killpg would then reach teal's own group, or every process.
+    if pid > 1 {
+        let _ = killpg(Pid::from_raw(pid as i32), signal);
+    }
 }
 
 impl ProcessModel {
@@ -122,6 +125,9 @@ impl ProcessModel {
         let (model_name, version_name) = (model.to_string(), version.to_string());
         tokio::spawn(async move {
             let status = child.wait().await;
+            // Workers the server forked go with it, now, while the group id is still theirs
+            // (a group id is only reused once the whole group is gone).
+            signal_group(pid, Signal::SIGKILL);
             let text = match status {
                 Ok(s) => s.to_string(),
                 Err(e) => e.to_string(),
@@ -151,7 +157,11 @@ impl ProcessModel {
                 grace: Duration::from_millis(settings.stop_grace_ms),
             }),
             Err(reason) => {
-                signal_group(pid, Signal::SIGKILL);
+                // Still starting (readiness timed out): stop it. If it exited, the watcher
+                // already cleaned up its group.
+                if exit_rx.borrow().is_none() {
+                    signal_group(pid, Signal::SIGKILL);
+                }
                 let output: Vec<String> = tail
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -200,14 +210,16 @@ impl ProcessModel {
             let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(Option::is_some))
                 .await;
         }
-        // Workers the server forked may outlive it; the group goes with it.
-        signal_group(self.pid, Signal::SIGKILL);
+        // The exit watcher killed what was left of the group as soon as the server exited.
     }
 }
 
 impl Drop for ProcessModel {
     fn drop(&mut self) {
-        // Whatever path dropped the slot, its processes go too.
-        signal_group(self.pid, Signal::SIGKILL);
+        // Whatever path dropped the slot, its processes go too. Once the server has exited
+        // its group was already killed, and its id may belong to someone else by now.
+        if self.running() {
+            signal_group(self.pid, Signal::SIGKILL);
+        }
     }
 }

@@ -221,22 +221,36 @@ pub fn free_port() -> u16 {
 }
 
 /// A child process killed (with its process group) when the test lets go of it.
-pub struct Proc(pub std::process::Child);
+pub struct Proc(pub std::process::Child, bool);
+
+impl Proc {
+    /// Whether the process has exited (it is then reaped, and its group is not signalled again:
+    /// its id may be reused by then).
+    pub fn has_exited(&mut self) -> bool {
+        if !self.1 {
+            self.1 = matches!(self.0.try_wait(), Ok(Some(_)));
+        }
+        self.1
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if !self.1 {
+            // Not reaped yet, so the id is still this process's group's.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
 /// Spawns a command in its own process group.
 pub fn spawn_group(command: &mut std::process::Command) -> Proc {
     use std::os::unix::process::CommandExt;
-    Proc(command.process_group(0).spawn().expect("spawn"))
+    Proc(command.process_group(0).spawn().expect("spawn"), false)
 }
 
 /// Polls `condition` every 20 ms until it holds or `limit` passes; says whether it held.
