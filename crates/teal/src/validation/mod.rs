@@ -338,10 +338,10 @@ impl Validator {
         window: Duration,
     ) -> Vec<Observation> {
         job.total.store(samples, Ordering::Relaxed);
-        let mut receiver = self.shadows.open(&routes.name, samples);
+        let mut receiver = self.shadows.open(&routes.name, samples.min(4096));
         let previous = self.routes.set_shadow(&routes.name, WHOLE).ok();
         let deadline = tokio::time::Instant::now() + window;
-        let mut observations = Vec::with_capacity(samples);
+        let mut observations = Vec::with_capacity(samples.min(10_000));
         while observations.len() < samples {
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
                 Ok(Some(observation)) => {
