@@ -288,7 +288,10 @@ async fn validate(
     };
     const MOST: usize = 100_000;
     if request.shadow.or(request.replay).is_some_and(|n| n > MOST) {
-        return error(StatusCode::BAD_REQUEST, format!("at most {MOST} samples per validation"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MOST} samples per validation"),
+        );
     }
     let source = match (request.holdout, request.shadow, request.replay) {
         (Some(path), None, None) => Source::Holdout { path },

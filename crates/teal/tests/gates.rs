@@ -301,3 +301,41 @@ async fn the_cli_prints_the_table_and_exits_by_verdict() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.jsonl"));
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_candidate_over_its_memory_limit_fails_resources() {
+    let settings = "[model.gates]\nmax_rss_mb = 5.0\nmax_cpu_cores = 4.0\n";
+    let running = start(&config_with_model_settings(
+        settings,
+        &onnx("v2"),
+        Some(&python_server("v2-proc", "v2", "")),
+    ))
+    .await;
+    let report = validate(&admin(&running), holdout_body()).await;
+    stop(running).await;
+    let gate = report["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "resources")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        gate["verdict"], "fail",
+        "a Python model server needs more than 5 MiB: {gate}"
+    );
+    assert!(gate["evidence"]["rss_mb"].as_f64().unwrap() > 5.0);
+    let in_process = start(&config_with_model_settings(
+        settings,
+        &onnx("v2"),
+        Some(&onnx("v2-reseed")),
+    ))
+    .await;
+    let report = validate(&admin(&in_process), holdout_body()).await;
+    stop(in_process).await;
+    assert_eq!(
+        verdict_of(&report, "resources"),
+        "inconclusive",
+        "teal cannot see an in-process slot's own use"
+    );
+}

@@ -100,6 +100,14 @@ impl Backend {
         }
     }
 
+    /// Resident memory (MiB) and CPU seconds of the slot's server, when teal runs it.
+    pub fn usage(&self) -> Option<(f64, f64)> {
+        match self {
+            Backend::Process(model) => model.usage(),
+            _ => None,
+        }
+    }
+
     pub fn process(&self) -> Option<ProcessStatus> {
         match self {
             Backend::Process(model) => Some(model.status()),

@@ -180,6 +180,53 @@ impl ProcessModel {
         }
     }
 
+    /// Resident memory (MiB) and CPU time (seconds) of the server's process group, from /proc.
+    pub fn usage(&self) -> Option<(f64, f64)> {
+        if !self.running() {
+            return None;
+        }
+        let ticks = 100.0; // USER_HZ on Linux
+        let (mut rss_kb, mut cpu_ticks) = (0u64, 0u64);
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command name: state is 0, pgrp is 2, utime 11, stime 12.
+            let fields: Vec<&str> = stat
+                .rsplit(") ")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            if fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(self.pid) {
+                continue;
+            }
+            cpu_ticks += fields
+                .get(11)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            cpu_ticks += fields
+                .get(12)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            rss_kb += status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Some((rss_kb as f64 / 1024.0, cpu_ticks as f64 / ticks))
+    }
+
     pub fn running(&self) -> bool {
         self.exited.borrow().is_none()
     }

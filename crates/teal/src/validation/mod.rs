@@ -229,6 +229,7 @@ impl Validator {
             .ok_or("the model has no candidate")?;
         let config = routes.gates.clone();
         let described = source.describe();
+        let cpu_before = candidate.backend.usage().map(|(_, cpu)| cpu);
         let observations = match source {
             Source::Holdout { .. } => {
                 let rows = rows.unwrap_or_default();
@@ -255,6 +256,14 @@ impl Validator {
             gates::schema(live.backend.signature(), candidate.backend.signature()),
         ];
         results.extend(gates::card(&candidate.card, &config));
+        let used = match (cpu_before, candidate.backend.usage()) {
+            (Some(before), Some((rss_mb, after))) => Some(gates::ResourceUse {
+                rss_mb,
+                cpu_cores: (after - before) / started.elapsed().as_secs_f64().max(1e-3),
+            }),
+            _ => None,
+        };
+        results.extend(gates::resources(used, &config));
         results.extend(gates::judge(&observations, &config));
         Ok(Report {
             model: routes.name.clone(),
