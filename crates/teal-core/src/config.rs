@@ -100,6 +100,13 @@ pub struct ModelConfig {
     /// Whether callers may pick a slot with the `x-teal-slot` header.
     #[serde(default = "yes")]
     pub header_override: bool,
+    /// A request header (like `x-user-id`) whose value keeps a session on one slot during a
+    /// canary: the session moves only when the weight passes its bucket.
+    #[serde(default)]
+    pub sticky_header: Option<String>,
+    /// A cookie that does the same, for browsers.
+    #[serde(default)]
+    pub sticky_cookie: Option<String>,
     /// The prediction cache.
     #[serde(default)]
     pub cache: CacheConfig,

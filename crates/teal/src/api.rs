@@ -58,6 +58,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/models/{model}/deploy", post(deploy))
         .route("/api/v1/models/{model}/teardown", post(teardown))
         .route("/api/v1/models/{model}/validate", post(validate))
+        .route("/api/v1/models/{model}/canary", post(canary))
         .route("/api/v1/models/{model}/report", get(last_report))
         .route("/api/v1/validations/{id}", get(validation_status))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
@@ -260,6 +261,46 @@ async fn teardown(
     match admin.slots.teardown(&model, request.slot).await {
         Ok(outcome) => json(StatusCode::OK, &outcome),
         Err(e) => slot_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryBody {
+    /// Percent of new requests for the candidate, 0 to 100, to two decimals.
+    percent: f64,
+}
+
+async fn canary(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let request: CanaryBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"percent\": 0 to 100}}: {e}"),
+            );
+        }
+    };
+    if !(0.0..=100.0).contains(&request.percent) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("percent must be between 0 and 100, not {}", request.percent),
+        );
+    }
+    let weight = (request.percent * 100.0).round() as u32;
+    match admin.routes.set_weight(&model, weight) {
+        Ok(table) => {
+            tracing::info!(model, candidate = %table.candidate(), weight_bp = table.candidate_weight, "canary weight set");
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "model": model, "candidate": table.candidate(), "percent": f64::from(table.candidate_weight) / 100.0, "generation": table.generation }),
+            )
+        }
+        Err(e) => route_error(e),
     }
 }
 

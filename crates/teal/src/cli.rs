@@ -49,6 +49,19 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Send a share of MODEL's new requests to the standby slot (a canary); 0 ends it.
+    ///
+    /// With `sticky_header` or `sticky_cookie` set on the model, a session stays on one slot
+    /// while the weight holds, and moves only when the weight passes it.
+    Canary {
+        /// The model.
+        model: String,
+        /// Percent of new requests for the standby slot, 0 to 100 (0.01 steps).
+        #[arg(long, value_name = "PERCENT")]
+        weight: f64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Switch MODEL back to the slot that was live before its last switch.
     Rollback {
         /// The model to roll back.
@@ -258,6 +271,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_switch(&answer, admin.json, "rolled back")
         }
         Command::Deploy(args) => deploy(args).await,
+        Command::Canary {
+            model,
+            weight,
+            admin,
+        } => {
+            let client = admin.client()?;
+            let answer = call(
+                &client,
+                &format!("/api/v1/models/{model}/canary"),
+                Some(serde_json::json!({ "percent": weight })),
+            )
+            .await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!(
+                    "{model}: {}% of new requests go to {} (route generation {})",
+                    answer["percent"],
+                    answer["candidate"].as_str().unwrap_or("?"),
+                    answer["generation"]
+                );
+            }
+            Ok(())
+        }
         Command::Teardown { model, slot, admin } => {
             let client = admin.client()?.with_timeout(Duration::from_secs(120));
             let body = match slot {
@@ -556,6 +593,20 @@ fn render_status(m: &ModelStatus) -> String {
         m.live_version.as_deref().unwrap_or("-"),
         m.generation
     );
+    if m.candidate_weight > 0 {
+        out.push_str(&format!(
+            ", canary {}% to {}",
+            f64::from(m.candidate_weight) / 100.0,
+            m.live.other()
+        ));
+    }
+    if m.shadow > 0 {
+        out.push_str(&format!(
+            ", mirroring {}% to {}",
+            f64::from(m.shadow) / 100.0,
+            m.live.other()
+        ));
+    }
     if let Some(back) = m.rollback_to {
         out.push_str(&format!(", rollback goes to {back}"));
     }

@@ -95,6 +95,9 @@ pub struct ModelRoutes {
     /// Share of live requests kept for replay, and how many are kept.
     pub capture_rate: f64,
     pub capture_limit: usize,
+    /// Where a session key comes from, for sticky canaries.
+    pub sticky_header: Option<String>,
+    pub sticky_cookie: Option<String>,
 }
 
 impl ModelRoutes {
@@ -300,6 +303,33 @@ impl Routes {
                 next.previous = None;
             }
             Ok((Some(next), removed))
+        })
+    }
+
+    /// Sends `weight` basis points of new requests to the candidate (the standby slot).
+    pub fn set_weight(&self, model: &str, weight: u32) -> Result<RouteTable, RouteError> {
+        self.update(model, |routes| {
+            let candidate = routes.table.candidate();
+            if weight > 0 {
+                let slot = routes
+                    .slot(candidate)
+                    .ok_or_else(|| RouteError::EmptySlot {
+                        model: model.to_string(),
+                        color: candidate,
+                    })?;
+                if !slot.backend.ready() {
+                    return Err(RouteError::NotReady {
+                        model: model.to_string(),
+                        color: candidate,
+                        version: slot.version.clone(),
+                    });
+                }
+            }
+            let mut next = routes.clone();
+            next.table.candidate_weight = weight.min(teal_core::routing::WHOLE);
+            next.table.generation += 1;
+            let table = next.table.clone();
+            Ok((Some(next), table))
         })
     }
 

@@ -110,6 +110,8 @@ pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
                 gates: model.gates.clone(),
                 capture_rate: model.capture_rate,
                 capture_limit: model.capture_limit,
+                sticky_header: model.sticky_header.clone(),
+                sticky_cookie: model.sticky_cookie.clone(),
             }),
         );
     }

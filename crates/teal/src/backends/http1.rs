@@ -73,7 +73,8 @@ impl Http1Pool {
             // used a moment ago is not, which saves a system call per request under load.
             if idle_for > PROBE_AFTER {
                 let mut probe = [0u8; 1];
-                if !matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                if !matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                {
                     continue;
                 }
             }

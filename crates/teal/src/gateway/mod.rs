@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, head
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use teal_core::protocol::{self, Datatype, InferRequest, Signature, Tensor, TensorSpec};
-use teal_core::routing::{Color, WHOLE};
+use teal_core::routing::{Color, WHOLE, session_bucket};
 
 pub use error::GatewayError;
 
@@ -227,7 +227,7 @@ fn pick(
         }
     };
     let bucket = if routes.table.candidate_weight > 0 {
-        fastrand::u32(..WHOLE)
+        session_key(routes, headers).map_or_else(|| fastrand::u32(..WHOLE), session_bucket)
     } else {
         0
     };
@@ -236,6 +236,26 @@ fn pick(
         model: routes.name.clone(),
         slot: color.as_str(),
     })
+}
+
+/// The session key of a request for sticky canaries: the configured header, else the
+/// configured cookie.
+fn session_key<'a>(routes: &ModelRoutes, headers: &'a HeaderMap) -> Option<&'a [u8]> {
+    if let Some(name) = &routes.sticky_header
+        && let Some(value) = headers.get(name.as_str())
+    {
+        return Some(value.as_bytes());
+    }
+    let name = routes.sticky_cookie.as_deref()?;
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value.as_bytes())
+        })
 }
 
 async fn server_metadata() -> Response<Body> {
