@@ -44,9 +44,13 @@ pub struct ServerConfig {
     /// Largest request body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Folder for teal's state: the admin token file and the admin address file.
+    /// Folder for teal's state: the state file (teal.db), the admin token and address files.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Record every request (id, time, model, version, slot, status, latency) in the state
+    /// file, in batches off the request path.
+    #[serde(default = "yes")]
+    pub request_log: bool,
     /// How long a teardown waits for requests in flight on the slot to finish.
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
@@ -64,6 +68,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             state_dir: default_state_dir(),
             drain_ms: default_drain_ms(),
+            request_log: true,
             onnxruntime: None,
         }
     }

@@ -16,6 +16,7 @@ use teal_core::routing::Color;
 
 use crate::routing::{ModelStatus, RouteError, Routes};
 use crate::slots::{SlotError, SlotManager};
+use crate::store::{NewEvent, Store};
 use crate::validation::{Source, ValidationError, Validator};
 
 /// Where the CLI finds the token and the admin address teal wrote.
@@ -27,6 +28,7 @@ pub struct Admin {
     pub routes: Arc<Routes>,
     pub slots: Arc<SlotManager>,
     pub validator: Arc<Validator>,
+    pub store: Arc<Store>,
     token: String,
     token_hint: String,
 }
@@ -35,6 +37,7 @@ impl Admin {
     pub fn new(
         slots: Arc<SlotManager>,
         validator: Arc<Validator>,
+        store: Arc<Store>,
         token: String,
         token_hint: String,
     ) -> Admin {
@@ -42,6 +45,7 @@ impl Admin {
             routes: slots.routes.clone(),
             slots,
             validator,
+            store,
             token,
             token_hint,
         }
@@ -59,6 +63,9 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/models/{model}/teardown", post(teardown))
         .route("/api/v1/models/{model}/validate", post(validate))
         .route("/api/v1/models/{model}/canary", post(canary))
+        .route("/api/v1/models/{model}/history", get(history))
+        .route("/api/v1/models/{model}/audit", get(audit_model))
+        .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/models/{model}/report", get(last_report))
         .route("/api/v1/validations/{id}", get(validation_status))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
@@ -167,6 +174,7 @@ struct SwitchBody {
 async fn switch(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
     let request: SwitchBody = match serde_json::from_slice(&body) {
@@ -182,6 +190,14 @@ async fn switch(
         Ok(outcome) => {
             if outcome.changed {
                 tracing::info!(model = %outcome.model, from = %outcome.from, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "switched");
+                admin
+                    .record(
+                        &model,
+                        "switched",
+                        actor(&headers),
+                        serde_json::to_value(&outcome).unwrap_or_default(),
+                    )
+                    .await;
             }
             json(StatusCode::OK, &outcome)
         }
@@ -192,13 +208,150 @@ async fn switch(
 async fn rollback(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
 ) -> Response<Body> {
     match admin.routes.rollback(&model) {
         Ok(outcome) => {
             tracing::info!(model = %outcome.model, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "rolled back");
+            admin
+                .record(
+                    &model,
+                    "rolled_back",
+                    actor(&headers),
+                    serde_json::to_value(&outcome).unwrap_or_default(),
+                )
+                .await;
             json(StatusCode::OK, &outcome)
         }
         Err(e) => route_error(e),
+    }
+}
+
+/// Who asked: the `x-teal-actor` header the CLI sends (user@host), else "admin-api".
+fn actor(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-teal-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .unwrap_or("admin-api")
+        .to_string()
+}
+
+impl Admin {
+    /// Appends an event to the audit log, with the live slot after the change.
+    async fn record(&self, model: &str, kind: &str, actor: String, detail: serde_json::Value) {
+        let live = self
+            .routes
+            .load()
+            .models
+            .get(model)
+            .and_then(|m| m.live().map(|s| (s.color.to_string(), s.version.clone())));
+        let event = NewEvent {
+            model: model.to_string(),
+            kind: kind.to_string(),
+            actor,
+            live_slot: live.as_ref().map(|l| l.0.clone()),
+            live_version: live.map(|l| l.1),
+            detail,
+        };
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.append(event)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(model, kind, error = %e, "could not write the audit event")
+            }
+            Err(e) => tracing::error!(model, kind, error = %e, "audit writer crashed"),
+        }
+    }
+}
+
+async fn history(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response<Body> {
+    let limit = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(100)
+        .min(10_000);
+    let store = admin.store.clone();
+    match tokio::task::spawn_blocking(move || store.events(&model, limit)).await {
+        Ok(Ok(events)) => json(StatusCode::OK, &serde_json::json!({ "events": events })),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn audit_verify(State(admin): State<Arc<Admin>>) -> Response<Body> {
+    let store = admin.store.clone();
+    match tokio::task::spawn_blocking(move || store.verify()).await {
+        Ok(Ok(verification)) => json(StatusCode::OK, &verification),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Which version served: `?at=TIME` (the live version then) or `?request=ID`.
+async fn audit_model(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response<Body> {
+    let query = query.unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .map(|v| v.replace("%3A", ":").replace("%3a", ":"))
+    };
+    let store = admin.store.clone();
+    if let Some(id) = param("request") {
+        let records = match tokio::task::spawn_blocking(move || store.request(&id)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        let records: Vec<_> = records.into_iter().filter(|r| r.model == model).collect();
+        if records.is_empty() {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no request with that id for model '{model}' in the request log"),
+            );
+        }
+        return json(StatusCode::OK, &serde_json::json!({ "requests": records }));
+    }
+    let Some(at) = param("at") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ask with ?at=2026-11-22T01:02:03Z (or epoch milliseconds) or ?request=ID".into(),
+        );
+    };
+    let Some(at_ms) = crate::store::parse_time(&at) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "'{at}' is not a time: write it like 2026-11-22T01:02:03Z, or as epoch milliseconds"
+            ),
+        );
+    };
+    match tokio::task::spawn_blocking(move || store.live_at(&model, at_ms)).await {
+        Ok(Ok(Some(event))) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "at": crate::store::format_time(at_ms), "live_slot": event.live_slot, "live_version": event.live_version, "since": event }),
+        ),
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the audit log has nothing about that model at or before {}",
+                crate::store::format_time(at_ms)
+            ),
+        ),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -214,6 +367,7 @@ fn slot_error(e: SlotError) -> Response<Body> {
 async fn deploy(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
     let config: teal_core::config::SlotConfig = match serde_json::from_slice(&body) {
@@ -228,7 +382,17 @@ async fn deploy(
         }
     };
     match admin.slots.deploy(&model, &config).await {
-        Ok(outcome) => json(StatusCode::OK, &outcome),
+        Ok(outcome) => {
+            admin
+                .record(
+                    &model,
+                    "deployed",
+                    actor(&headers),
+                    serde_json::to_value(&outcome).unwrap_or_default(),
+                )
+                .await;
+            json(StatusCode::OK, &outcome)
+        }
         Err(e) => slot_error(e),
     }
 }
@@ -243,6 +407,7 @@ struct TeardownBody {
 async fn teardown(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
     let request: TeardownBody = if body.is_empty() {
@@ -259,7 +424,17 @@ async fn teardown(
         }
     };
     match admin.slots.teardown(&model, request.slot).await {
-        Ok(outcome) => json(StatusCode::OK, &outcome),
+        Ok(outcome) => {
+            admin
+                .record(
+                    &model,
+                    "torn_down",
+                    actor(&headers),
+                    serde_json::to_value(&outcome).unwrap_or_default(),
+                )
+                .await;
+            json(StatusCode::OK, &outcome)
+        }
         Err(e) => slot_error(e),
     }
 }
@@ -274,6 +449,7 @@ struct CanaryBody {
 async fn canary(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
     let request: CanaryBody = match serde_json::from_slice(&body) {
@@ -295,6 +471,7 @@ async fn canary(
     match admin.routes.set_weight(&model, weight) {
         Ok(table) => {
             tracing::info!(model, candidate = %table.candidate(), weight_bp = table.candidate_weight, "canary weight set");
+            admin.record(&model, "canary", actor(&headers), serde_json::json!({ "candidate": table.candidate(), "weight_bp": table.candidate_weight })).await;
             json(
                 StatusCode::OK,
                 &serde_json::json!({ "model": model, "candidate": table.candidate(), "percent": f64::from(table.candidate_weight) / 100.0, "generation": table.generation }),

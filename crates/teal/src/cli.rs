@@ -49,6 +49,30 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List MODEL's events: start-ups, deploys, validations, switches, rollbacks, teardowns.
+    History {
+        /// The model.
+        model: String,
+        /// The newest this many events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Answer which version served: `teal audit MODEL --at TIME` or `--request ID`;
+    /// `teal audit verify` checks the hash chain of the audit log for tampering.
+    Audit {
+        /// A model, or `verify`.
+        target: String,
+        /// A time (2026-11-22T01:02:03Z, or epoch milliseconds): the live version then.
+        #[arg(long, value_name = "TIME", conflicts_with = "request")]
+        at: Option<String>,
+        /// A request id (x-request-id): the version and slot that served it.
+        #[arg(long, value_name = "ID")]
+        request: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Send a share of MODEL's new requests to the standby slot (a canary); 0 ends it.
     ///
     /// With `sticky_header` or `sticky_cookie` set on the model, a session stays on one slot
@@ -231,7 +255,13 @@ impl AdminArgs {
             Some(token) => token.trim().to_string(),
             None => read_token(&self.state_dir)?,
         };
-        Ok(HttpClient::new(&url).with_token(Some(token)))
+        let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        Ok(HttpClient::new(&url)
+            .with_token(Some(token))
+            .with_header("x-teal-actor", &format!("{user}@{host}")))
     }
 }
 
@@ -271,6 +301,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_switch(&answer, admin.json, "rolled back")
         }
         Command::Deploy(args) => deploy(args).await,
+        Command::History {
+            model,
+            limit,
+            admin,
+        } => {
+            let client = admin.client()?;
+            let answer = call(
+                &client,
+                &format!("/api/v1/models/{model}/history?limit={limit}"),
+                None,
+            )
+            .await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                return Ok(());
+            }
+            let events: Vec<crate::store::Event> =
+                serde_json::from_value(answer["events"].clone())?;
+            if events.is_empty() {
+                println!("{model}: no events yet");
+            }
+            for e in events {
+                let live = match (&e.live_slot, &e.live_version) {
+                    (Some(slot), Some(version)) => format!("live {version} ({slot})"),
+                    _ => String::new(),
+                };
+                println!(
+                    "{}  #{:<5} {:<12} {:<28} {live}  {}",
+                    e.at, e.id, e.kind, e.actor, e.detail
+                );
+            }
+            Ok(())
+        }
+        Command::Audit {
+            target,
+            at,
+            request,
+            admin,
+        } => audit(target, at, request, admin).await,
         Command::Canary {
             model,
             weight,
@@ -553,6 +622,65 @@ pub fn render_report(report: &crate::validation::Report) -> String {
         report.duration_ms
     ));
     out
+}
+
+async fn audit(
+    target: String,
+    at: Option<String>,
+    request: Option<String>,
+    admin: AdminArgs,
+) -> anyhow::Result<()> {
+    let client = admin.client()?;
+    let path = match (&at, &request) {
+        (None, None) if target == "verify" => "/api/v1/audit/verify".to_string(),
+        (None, None) => bail!(
+            "say what to look up: teal audit {target} --at TIME, --request ID, or teal audit verify"
+        ),
+        (Some(at), _) => format!("/api/v1/models/{target}/audit?at={at}"),
+        (None, Some(id)) => format!("/api/v1/models/{target}/audit?request={id}"),
+    };
+    let answer = call(&client, &path, None).await?;
+    if admin.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if target == "verify" && at.is_none() && request.is_none() {
+        if answer["intact"] == true {
+            println!(
+                "audit log intact: {} events, every hash follows from its event and the one before",
+                answer["events"]
+            );
+        } else {
+            println!(
+                "audit log TAMPERED: event #{} does not match its hash chain ({} events read)",
+                answer["first_broken"], answer["events"]
+            );
+        }
+    } else if let Some(requests) = answer["requests"].as_array() {
+        for r in requests {
+            println!(
+                "request {} at {}: {} {} ({}), status {}, {} us",
+                r["request_id"].as_str().unwrap_or("?"),
+                crate::store::format_time(r["at_ms"].as_i64().unwrap_or(0)),
+                r["model"].as_str().unwrap_or("?"),
+                r["version"].as_str().unwrap_or("-"),
+                r["slot"].as_str().unwrap_or("-"),
+                r["status"],
+                r["latency_us"]
+            );
+        }
+    } else {
+        println!(
+            "{target} at {}: {} ({}) was live, since {} ({})",
+            answer["at"].as_str().unwrap_or("?"),
+            answer["live_version"].as_str().unwrap_or("?"),
+            answer["live_slot"].as_str().unwrap_or("?"),
+            answer["since"]["at"].as_str().unwrap_or("?"),
+            answer["since"]["kind"].as_str().unwrap_or("?")
+        );
+    }
+    if target == "verify" && answer["intact"] == false {
+        bail!("the audit log does not verify");
+    }
+    Ok(())
 }
 
 async fn status(model: Option<String>, admin: AdminArgs) -> anyhow::Result<()> {

@@ -52,6 +52,7 @@ impl Answer {
 pub struct HttpClient {
     base: String,
     token: Option<String>,
+    extra: Vec<(String, String)>,
     timeout: Duration,
     inner: Client<HttpConnector, Full<Bytes>>,
 }
@@ -63,6 +64,7 @@ impl HttpClient {
         HttpClient {
             base: base.trim_end_matches('/').to_string(),
             token: None,
+            extra: Vec::new(),
             timeout: Duration::from_secs(30),
             inner: Client::builder(TokioExecutor::new()).build(connector),
         }
@@ -71,6 +73,12 @@ impl HttpClient {
     /// Sends `Authorization: Bearer <token>` with every call.
     pub fn with_token(mut self, token: Option<String>) -> HttpClient {
         self.token = token;
+        self
+    }
+
+    /// Sends this header with every call.
+    pub fn with_header(mut self, name: &str, value: &str) -> HttpClient {
+        self.extra.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -114,6 +122,9 @@ impl HttpClient {
         let mut builder = Request::builder().method(method).uri(&url);
         if let Some(token) = &self.token {
             builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in &self.extra {
+            builder = builder.header(name.as_str(), value.as_str());
         }
         for (name, value) in headers {
             builder = builder.header(*name, *value);

@@ -6,6 +6,7 @@
 //! - [`slots`]: loading, deploying and tearing down slots.
 //! - [`cache`]: the versioned prediction cache.
 //! - [`validation`]: gathering evidence (holdout, shadow, replay) and running the gates.
+//! - [`store`]: the state file: the hash-chained audit log and the request log.
 //! - [`api`]: the admin API, on its own listener, behind a bearer token.
 //! - [`server`]: loading slots, binding listeners, graceful shutdown.
 //! - [`cli`] and [`demo`]: the command line.
@@ -24,6 +25,7 @@ pub mod gateway;
 pub mod routing;
 pub mod server;
 pub mod slots;
+pub mod store;
 pub mod validation;
 
 pub use teal_core as core;

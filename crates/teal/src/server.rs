@@ -17,6 +17,7 @@ use crate::backends::LoadError;
 use crate::gateway::{self, Gateway};
 use crate::routing::{ModelRoutes, RouteSnapshot, Routes, Slot};
 use crate::slots::{self, SlotManager};
+use crate::store::{NewEvent, RequestLog, Store};
 use crate::validation::Validator;
 use crate::validation::taps::{Captures, ShadowHub};
 
@@ -44,6 +45,8 @@ pub enum StartError {
         flag: &'static str,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Store(String),
     #[error("state folder {dir}: {source}")]
     State { dir: String, source: std::io::Error },
 }
@@ -218,19 +221,56 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let routes = Arc::new(Routes::new(snapshot));
     let shadows = Arc::new(ShadowHub::default());
     let captures = Arc::new(Captures::default());
-    let gateway = Arc::new(Gateway::new(
+    let store_path = state_dir.join("teal.db");
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let store = Arc::new(store);
+    let mut gateway = Gateway::new(
         routes.clone(),
         config.server.max_body_bytes,
         shadows.clone(),
         captures.clone(),
+    );
+    if config.server.request_log {
+        gateway.request_log = Some(Arc::new(RequestLog::start(store.clone())));
+    }
+    let gateway = Arc::new(gateway);
+    for model in routes.load().models.values() {
+        let live = model.live();
+        let event = NewEvent {
+            model: model.name.clone(),
+            kind: "started".into(),
+            actor: "teal".into(),
+            live_slot: live.map(|s| s.color.to_string()),
+            live_version: live.map(|s| s.version.clone()),
+            detail: serde_json::json!({ "versions": model.versions() }),
+        };
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.append(event))
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?
+            .map_err(|e| StartError::Store(e.to_string()))?;
+    }
+    let validator = Arc::new(Validator::new(
+        routes.clone(),
+        shadows,
+        captures,
+        store.clone(),
     ));
-    let validator = Arc::new(Validator::new(routes.clone(), shadows, captures));
     let slots = Arc::new(SlotManager::new(
         routes.clone(),
         config.server.onnxruntime.clone(),
         Duration::from_millis(config.server.drain_ms),
     ));
-    let admin = Arc::new(Admin::new(slots.clone(), validator, token.clone(), hint));
+    let admin = Arc::new(Admin::new(
+        slots.clone(),
+        validator,
+        store,
+        token.clone(),
+        hint,
+    ));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         serve_on(data, gateway::router(gateway), stopped.clone()),

@@ -17,7 +17,6 @@ use tokio::net::TcpStream;
 /// connections after a few seconds (uvicorn after 5), and a request must not race that.
 const IDLE_LIMIT: Duration = Duration::from_secs(4);
 const MAX_IDLE: usize = 256;
-const PROBE_AFTER: Duration = Duration::from_millis(200);
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
@@ -64,19 +63,16 @@ impl Http1Pool {
     fn take_idle(&self) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((stream, since)) = idle.pop() {
-            let idle_for = since.elapsed();
-            if idle_for >= IDLE_LIMIT {
+            if since.elapsed() >= IDLE_LIMIT {
                 continue;
             }
-            // Servers close keep-alive connections after they sit idle; one that rested a
-            // while is probed first (it then reads as end of stream at once). A connection
-            // used a moment ago is not, which saves a system call per request under load.
-            if idle_for > PROBE_AFTER {
-                let mut probe = [0u8; 1];
-                if !matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-                {
-                    continue;
-                }
+            // A connection the server closed (it restarted, or timed the connection out)
+            // reads as end of stream at once; writing to it would look like a request lost
+            // in flight, which must not be retried.
+            let mut probe = [0u8; 1];
+            if !matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                continue;
             }
             return Some(stream);
         }

@@ -21,6 +21,7 @@ pub use error::GatewayError;
 
 use std::time::Instant;
 
+use crate::store::{RequestLog, RequestRecord};
 use crate::validation::taps::{Captured, Captures, ShadowHub, answer};
 
 use crate::routing::{ModelRoutes, Routes, Slot};
@@ -44,6 +45,8 @@ pub struct Gateway {
     pub shadows: Arc<ShadowHub>,
     /// Requests kept for replay.
     pub captures: Arc<Captures>,
+    /// Where each routed request is recorded, when the request log is on.
+    pub request_log: Option<Arc<RequestLog>>,
     ids: RequestIds,
 }
 
@@ -82,8 +85,30 @@ impl Gateway {
             max_body_bytes,
             shadows,
             captures,
+            request_log: None,
             ids: RequestIds::new(),
         }
+    }
+
+    /// Records which version and slot answered a request (off the request path).
+    fn log(&self, model: &str, request_id: &str, started: Instant, response: &Response<Body>) {
+        let Some(log) = &self.request_log else { return };
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        log.log(RequestRecord {
+            request_id: request_id.to_string(),
+            at_ms: crate::store::now_ms(),
+            model: model.to_string(),
+            version: header(VERSION_HEADER),
+            slot: header(SLOT_HEADER),
+            status: response.status().as_u16(),
+            latency_us: started.elapsed().as_micros() as u64,
+        });
     }
 
     /// The candidate to mirror this request to, when the model's shadow share picks it and a
@@ -554,10 +579,13 @@ async fn infer(
         Ok(p) => p,
         Err(e) => return path_error(e),
     };
-    match run_infer(&gateway, &model, None, headers, body, &request_id).await {
+    let started = Instant::now();
+    let response = match run_infer(&gateway, &model, None, headers, body, &request_id).await {
         Ok(response) => response,
         Err(e) => error_response(&e, Some(&request_id)),
-    }
+    };
+    gateway.log(&model, &request_id, started, &response);
+    response
 }
 
 async fn version_infer(
@@ -572,10 +600,14 @@ async fn version_infer(
         Ok(p) => p,
         Err(e) => return path_error(e),
     };
-    match run_infer(&gateway, &model, Some(&version), headers, body, &request_id).await {
-        Ok(response) => response,
-        Err(e) => error_response(&e, Some(&request_id)),
-    }
+    let started = Instant::now();
+    let response =
+        match run_infer(&gateway, &model, Some(&version), headers, body, &request_id).await {
+            Ok(response) => response,
+            Err(e) => error_response(&e, Some(&request_id)),
+        };
+    gateway.log(&model, &request_id, started, &response);
+    response
 }
 
 /// The form the simple endpoint assumes for a model server that publishes no metadata.
@@ -653,10 +685,13 @@ async fn predict(
         Ok(p) => p,
         Err(e) => return path_error(e),
     };
-    match run_predict(&gateway, &model, headers, body, &request_id).await {
+    let started = Instant::now();
+    let response = match run_predict(&gateway, &model, headers, body, &request_id).await {
         Ok(response) => response,
         Err(e) => error_response(&e, Some(&request_id)),
-    }
+    };
+    gateway.log(&model, &request_id, started, &response);
+    response
 }
 
 async fn no_route(method: Method, uri: Uri) -> Response<Body> {

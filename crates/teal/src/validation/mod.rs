@@ -101,6 +101,7 @@ struct Job {
 /// Runs validations and keeps their reports.
 pub struct Validator {
     routes: Arc<Routes>,
+    store: Arc<crate::store::Store>,
     pub shadows: Arc<ShadowHub>,
     pub captures: Arc<Captures>,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
@@ -112,9 +113,15 @@ pub struct Validator {
 const JOBS_KEPT: usize = 100;
 
 impl Validator {
-    pub fn new(routes: Arc<Routes>, shadows: Arc<ShadowHub>, captures: Arc<Captures>) -> Validator {
+    pub fn new(
+        routes: Arc<Routes>,
+        shadows: Arc<ShadowHub>,
+        captures: Arc<Captures>,
+        store: Arc<crate::store::Store>,
+    ) -> Validator {
         Validator {
             routes,
+            store,
             shadows,
             captures,
             jobs: Mutex::new(BTreeMap::new()),
@@ -171,6 +178,23 @@ impl Validator {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(report.model.clone(), report.clone());
+                let gates: BTreeMap<&str, &str> = report
+                    .gates
+                    .iter()
+                    .map(|g| (g.gate.as_str(), g.verdict.as_str()))
+                    .collect();
+                let event = crate::store::NewEvent {
+                    model: report.model.clone(),
+                    kind: "validated".into(),
+                    actor: "teal".into(),
+                    live_slot: None,
+                    live_version: None,
+                    detail: serde_json::json!({ "candidate": report.candidate.version, "verdict": report.verdict, "samples": report.samples, "source": report.source, "gates": gates }),
+                };
+                let store = this.store.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.append(event)).await {
+                    tracing::error!(error = %e, "could not record the validation in the audit log");
+                }
             }
             *job.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
         });

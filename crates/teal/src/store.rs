@@ -1,0 +1,491 @@
+//! teal's state in one SQLite file (WAL): the audit log of events, hash-chained so tampering
+//! shows, and the request log (which version and slot served each request).
+//!
+//! Nothing on the request path waits on it: requests are logged through a bounded channel
+//! and written in batches by a background task, which drops and counts when it falls behind.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// Schema versions, applied in order; `PRAGMA user_version` records how far a file is.
+const MIGRATIONS: &[&str] = &["CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        live_slot TEXT,
+        live_version TEXT,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX events_model_at ON events (model, at_ms);
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        version TEXT,
+        slot TEXT,
+        status INTEGER NOT NULL,
+        latency_us INTEGER NOT NULL
+    );
+    CREATE INDEX requests_request_id ON requests (request_id);
+    CREATE INDEX requests_model_at ON requests (model, at_ms);"];
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("state file: {0}")]
+pub struct StoreError(String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// An audit event as stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    pub at_ms: i64,
+    pub model: String,
+    pub kind: String,
+    pub actor: String,
+    pub live_slot: Option<String>,
+    pub live_version: Option<String>,
+    pub detail: serde_json::Value,
+    pub hash: String,
+}
+
+/// An event to append.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub model: String,
+    pub kind: String,
+    pub actor: String,
+    pub live_slot: Option<String>,
+    pub live_version: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// One served request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub at_ms: i64,
+    pub model: String,
+    pub version: Option<String>,
+    pub slot: Option<String>,
+    pub status: u16,
+    pub latency_us: u64,
+}
+
+/// What a chain check found.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Verification {
+    pub events: u64,
+    pub intact: bool,
+    /// The first event whose hash does not follow from its content and its predecessor.
+    pub first_broken: Option<i64>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC time.
+pub fn format_time(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
+/// Parses an RFC 3339 UTC time (`2026-11-22T01:02:03Z`, fractions allowed) or epoch milliseconds.
+pub fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let text = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (year, month, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = clock.split(':').map(|p| p.parse::<i64>());
+    let (h, m, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let millis = format!("{fraction:0<3}")[..3].parse::<i64>().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000 + millis)
+}
+
+fn chain_hash(prev: &str, at_ms: i64, e: &NewEvent, detail: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        prev,
+        &at_ms.to_string(),
+        &e.model,
+        &e.kind,
+        &e.actor,
+        e.live_slot.as_deref().unwrap_or(""),
+        e.live_version.as_deref().unwrap_or(""),
+        detail,
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The state file.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (or creates) the state file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn =
+            Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            conn.execute_batch(migration)?;
+            conn.pragma_update(None, "user_version", i as i64 + 1)?;
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an event to the chain.
+    pub fn append(&self, event: NewEvent) -> Result<Event, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let prev: String = tx
+            .query_row(
+                "SELECT hash FROM events ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default();
+        let at_ms = now_ms();
+        let detail = event.detail.to_string();
+        let hash = chain_hash(&prev, at_ms, &event, &detail);
+        tx.execute(
+            "INSERT INTO events (at_ms, model, kind, actor, live_slot, live_version, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![at_ms, event.model, event.kind, event.actor, event.live_slot, event.live_version, detail, prev, hash],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Event {
+            id,
+            at: format_time(at_ms),
+            at_ms,
+            model: event.model,
+            kind: event.kind,
+            actor: event.actor,
+            live_slot: event.live_slot,
+            live_version: event.live_version,
+            detail: event.detail,
+            hash,
+        })
+    }
+
+    fn event_rows(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(sql)?;
+        let rows = statement.query_map(args, |r| {
+            let at_ms: i64 = r.get(1)?;
+            let detail: String = r.get(7)?;
+            Ok(Event {
+                id: r.get(0)?,
+                at: format_time(at_ms),
+                at_ms,
+                model: r.get(2)?,
+                kind: r.get(3)?,
+                actor: r.get(4)?,
+                live_slot: r.get(5)?,
+                live_version: r.get(6)?,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+                hash: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A model's events, oldest first (the newest `limit`).
+    pub fn events(&self, model: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut events = self.event_rows(
+            "SELECT id, at_ms, model, kind, actor, live_slot, live_version, detail, hash FROM events WHERE model = ?1 ORDER BY id DESC LIMIT ?2",
+            &[&model, &(limit as i64)],
+        )?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// The newest event of `model` at or before `at_ms` that names the live version.
+    pub fn live_at(&self, model: &str, at_ms: i64) -> Result<Option<Event>, StoreError> {
+        Ok(self
+            .event_rows(
+                "SELECT id, at_ms, model, kind, actor, live_slot, live_version, detail, hash FROM events WHERE model = ?1 AND at_ms <= ?2 AND live_version IS NOT NULL ORDER BY id DESC LIMIT 1",
+                &[&model, &at_ms],
+            )?
+            .pop())
+    }
+
+    /// Recomputes every hash from the first event on.
+    pub fn verify(&self) -> Result<Verification, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare("SELECT id, at_ms, model, kind, actor, live_slot, live_version, detail, prev_hash, hash FROM events ORDER BY id")?;
+        let mut rows = statement.query([])?;
+        let (mut prev, mut count) = (String::new(), 0u64);
+        while let Some(r) = rows.next()? {
+            count += 1;
+            let id: i64 = r.get(0)?;
+            let event = NewEvent {
+                model: r.get(2)?,
+                kind: r.get(3)?,
+                actor: r.get(4)?,
+                live_slot: r.get(5)?,
+                live_version: r.get(6)?,
+                detail: serde_json::Value::Null,
+            };
+            let detail: String = r.get(7)?;
+            let (stored_prev, stored_hash): (String, String) = (r.get(8)?, r.get(9)?);
+            if stored_prev != prev || chain_hash(&prev, r.get(1)?, &event, &detail) != stored_hash {
+                return Ok(Verification {
+                    events: count,
+                    intact: false,
+                    first_broken: Some(id),
+                });
+            }
+            prev = stored_hash;
+        }
+        Ok(Verification {
+            events: count,
+            intact: true,
+            first_broken: None,
+        })
+    }
+
+    /// Writes a batch of request records in one transaction.
+    pub fn record_requests(&self, batch: &[RequestRecord]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO requests (request_id, at_ms, model, version, slot, status, latency_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            for r in batch {
+                insert.execute(params![
+                    r.request_id,
+                    r.at_ms,
+                    r.model,
+                    r.version,
+                    r.slot,
+                    r.status,
+                    r.latency_us as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The records of a request id (a caller may reuse an id, so there can be several).
+    pub fn request(&self, request_id: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare("SELECT request_id, at_ms, model, version, slot, status, latency_us FROM requests WHERE request_id = ?1 ORDER BY id")?;
+        let rows = statement.query_map([request_id], |r| {
+            Ok(RequestRecord {
+                request_id: r.get(0)?,
+                at_ms: r.get(1)?,
+                model: r.get(2)?,
+                version: r.get(3)?,
+                slot: r.get(4)?,
+                status: r.get(5)?,
+                latency_us: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Requests waiting to be written, at most; past that, records are dropped and counted.
+const LOG_QUEUE: usize = 65_536;
+const LOG_BATCH: usize = 1024;
+
+/// The request log's front: a bounded queue the data plane puts records on without waiting.
+pub struct RequestLog {
+    queue: mpsc::Sender<RequestRecord>,
+    pub dropped: AtomicU64,
+    pub written: std::sync::Arc<AtomicU64>,
+}
+
+impl RequestLog {
+    /// Starts the writer task, which writes batches to `store` until the log is dropped.
+    pub fn start(store: std::sync::Arc<Store>) -> RequestLog {
+        let (queue, mut records) = mpsc::channel::<RequestRecord>(LOG_QUEUE);
+        let written = std::sync::Arc::new(AtomicU64::new(0));
+        let counter = written.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(LOG_BATCH);
+            while records.recv_many(&mut batch, LOG_BATCH).await > 0 {
+                let store = store.clone();
+                let rows = std::mem::take(&mut batch);
+                let n = rows.len() as u64;
+                match tokio::task::spawn_blocking(move || store.record_requests(&rows)).await {
+                    Ok(Ok(())) => {
+                        counter.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, lost = n, "request log write failed"),
+                    Err(e) => tracing::error!(error = %e, lost = n, "request log writer crashed"),
+                }
+            }
+        });
+        RequestLog {
+            queue,
+            dropped: AtomicU64::new(0),
+            written,
+        }
+    }
+
+    /// Queues a record; never waits. A full queue drops it and counts the drop.
+    pub fn log(&self, record: RequestRecord) {
+        if self.queue.try_send(record).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "request log is behind; records are being dropped");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, version: &str) -> NewEvent {
+        NewEvent {
+            model: "m".into(),
+            kind: kind.into(),
+            actor: "test".into(),
+            live_slot: Some("blue".into()),
+            live_version: Some(version.into()),
+            detail: serde_json::json!({"n": 1}),
+        }
+    }
+
+    fn temp_store() -> (Store, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("teal-store-{}.db", fastrand::u64(..)));
+        (Store::open(&path).unwrap(), path)
+    }
+
+    #[test]
+    fn the_chain_verifies_and_a_tampered_event_is_found() {
+        let (store, path) = temp_store();
+        for i in 0..5 {
+            store.append(event("switched", &format!("v{i}"))).unwrap();
+        }
+        assert_eq!(
+            store.verify().unwrap(),
+            Verification {
+                events: 5,
+                intact: true,
+                first_broken: None
+            }
+        );
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE events SET live_version = 'v9' WHERE id = 3", [])
+            .unwrap();
+        assert_eq!(store.verify().unwrap().first_broken, Some(3));
+        conn.execute("UPDATE events SET live_version = 'v2' WHERE id = 3", [])
+            .unwrap();
+        assert!(store.verify().unwrap().intact);
+        conn.execute("DELETE FROM events WHERE id = 2", []).unwrap();
+        assert_eq!(
+            store.verify().unwrap().first_broken,
+            Some(3),
+            "a deleted event breaks the next link"
+        );
+    }
+
+    #[test]
+    fn migrations_run_once_and_reopen_keeps_data() {
+        let (store, path) = temp_store();
+        store.append(event("started", "v1")).unwrap();
+        drop(store);
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.events("m", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn times_round_trip() {
+        for ms in [0, 1_763_773_323_456, 951_782_400_000] {
+            assert_eq!(
+                parse_time(&format_time(ms)),
+                Some(ms),
+                "{}",
+                format_time(ms)
+            );
+        }
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(parse_time("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        assert_eq!(
+            parse_time("2026-11-22T01:02:03.5Z"),
+            Some(parse_time("2026-11-22T01:02:03Z").unwrap() + 500)
+        );
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
+    }
+}
