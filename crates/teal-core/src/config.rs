@@ -475,8 +475,12 @@ impl Config {
         })
     }
 
-    /// Applies `TEAL_LISTEN`, `TEAL_ADMIN_LISTEN` and `TEAL_STATE_DIR`.
+    /// Applies `TEAL_LISTEN`, `TEAL_ADMIN_LISTEN`, `TEAL_STATE_DIR` and `TEAL_REQUEST_LOG`
+    /// (`0` or `false` turns the request log off).
     pub fn apply_environment(&mut self, env: &dyn Environment) {
+        if let Some(flag) = env.get("TEAL_REQUEST_LOG") {
+            self.server.request_log = !matches!(flag.trim(), "0" | "false" | "off" | "no");
+        }
         if let Some(listen) = env.get("TEAL_LISTEN") {
             self.server.listen = listen;
         }
