@@ -29,6 +29,7 @@ pub struct Admin {
     pub slots: Arc<SlotManager>,
     pub validator: Arc<Validator>,
     pub store: Arc<Store>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     token: String,
     token_hint: String,
 }
@@ -38,6 +39,7 @@ impl Admin {
         slots: Arc<SlotManager>,
         validator: Arc<Validator>,
         store: Arc<Store>,
+        metrics: Arc<crate::metrics::Metrics>,
         token: String,
         token_hint: String,
     ) -> Admin {
@@ -46,6 +48,7 @@ impl Admin {
             slots,
             validator,
             store,
+            metrics,
             token,
             token_hint,
         }
@@ -71,6 +74,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .merge(protected)
         .fallback(|uri: axum::http::Uri| async move {
             error(
@@ -191,6 +195,13 @@ async fn switch(
             if outcome.changed {
                 tracing::info!(model = %outcome.model, from = %outcome.from, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "switched");
                 admin
+                    .metrics
+                    .switches
+                    .get_or_create(&crate::metrics::ModelLabels {
+                        model: model.clone(),
+                    })
+                    .inc();
+                admin
                     .record(
                         &model,
                         "switched",
@@ -214,6 +225,13 @@ async fn rollback(
         Ok(outcome) => {
             tracing::info!(model = %outcome.model, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "rolled back");
             admin
+                .metrics
+                .switches
+                .get_or_create(&crate::metrics::ModelLabels {
+                    model: model.clone(),
+                })
+                .inc();
+            admin
                 .record(
                     &model,
                     "rolled_back",
@@ -225,6 +243,18 @@ async fn rollback(
         }
         Err(e) => route_error(e),
     }
+}
+
+/// Prometheus metrics. Like `/healthz`, readable without the token: the admin listener
+/// is not public, and scrapers rarely carry one.
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response<Body> {
+    let text = admin.metrics.render(&admin.routes.load());
+    let mut response = Response::new(Body::from(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 /// Who asked: the `x-teal-actor` header the CLI sends (user@host), else "admin-api".

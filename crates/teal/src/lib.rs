@@ -6,6 +6,7 @@
 //! - [`slots`]: loading, deploying and tearing down slots.
 //! - [`cache`]: the versioned prediction cache.
 //! - [`validation`]: gathering evidence (holdout, shadow, replay) and running the gates.
+//! - [`metrics`]: the Prometheus registry, served at `/metrics` on the admin listener.
 //! - [`store`]: the state file: the hash-chained audit log and the request log.
 //! - [`api`]: the admin API, on its own listener, behind a bearer token.
 //! - [`server`]: loading slots, binding listeners, graceful shutdown.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod gateway;
+pub mod metrics;
 pub mod routing;
 pub mod server;
 pub mod slots;

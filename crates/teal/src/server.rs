@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, Admin};
 use crate::backends::LoadError;
 use crate::gateway::{self, Gateway};
+use crate::metrics::Metrics;
 use crate::routing::{ModelRoutes, RouteSnapshot, Routes, Slot};
 use crate::slots::{self, SlotManager};
 use crate::store::{NewEvent, RequestLog, Store};
@@ -219,7 +220,8 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     .map_err(state_error)?;
 
     let routes = Arc::new(Routes::new(snapshot));
-    let shadows = Arc::new(ShadowHub::default());
+    let metrics = Arc::new(Metrics::new());
+    let shadows = Arc::new(ShadowHub::new(metrics.shadow_dropped.clone()));
     let captures = Arc::new(Captures::default());
     let store_path = state_dir.join("teal.db");
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
@@ -232,9 +234,13 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         config.server.max_body_bytes,
         shadows.clone(),
         captures.clone(),
+        metrics.clone(),
     );
     if config.server.request_log {
-        gateway.request_log = Some(Arc::new(RequestLog::start(store.clone())));
+        gateway.request_log = Some(Arc::new(RequestLog::start(
+            store.clone(),
+            metrics.request_log_dropped.clone(),
+        )));
     }
     let gateway = Arc::new(gateway);
     for model in routes.load().models.values() {
@@ -258,6 +264,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         shadows,
         captures,
         store.clone(),
+        metrics.clone(),
     ));
     let slots = Arc::new(SlotManager::new(
         routes.clone(),
@@ -268,6 +275,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         slots.clone(),
         validator,
         store,
+        metrics,
         token.clone(),
         hint,
     ));

@@ -368,13 +368,16 @@ const LOG_BATCH: usize = 1024;
 /// The request log's front: a bounded queue the data plane puts records on without waiting.
 pub struct RequestLog {
     queue: mpsc::Sender<RequestRecord>,
-    pub dropped: AtomicU64,
+    pub dropped: prometheus_client::metrics::counter::Counter,
     pub written: std::sync::Arc<AtomicU64>,
 }
 
 impl RequestLog {
     /// Starts the writer task, which writes batches to `store` until the log is dropped.
-    pub fn start(store: std::sync::Arc<Store>) -> RequestLog {
+    pub fn start(
+        store: std::sync::Arc<Store>,
+        dropped: prometheus_client::metrics::counter::Counter,
+    ) -> RequestLog {
         let (queue, mut records) = mpsc::channel::<RequestRecord>(LOG_QUEUE);
         let written = std::sync::Arc::new(AtomicU64::new(0));
         let counter = written.clone();
@@ -395,7 +398,7 @@ impl RequestLog {
         });
         RequestLog {
             queue,
-            dropped: AtomicU64::new(0),
+            dropped,
             written,
         }
     }
@@ -403,7 +406,7 @@ impl RequestLog {
     /// Queues a record; never waits. A full queue drops it and counts the drop.
     pub fn log(&self, record: RequestRecord) {
         if self.queue.try_send(record).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let dropped = self.dropped.inc() + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "request log is behind; records are being dropped");
             }

@@ -155,10 +155,7 @@ fn the_cli_reports_switches_and_rolls_back_a_real_server() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown model 'nope'"));
 
     // SIGTERM: teal finishes and exits cleanly.
-    Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
+    terminate(server.child.id());
     let deadline = Instant::now() + Duration::from_secs(15);
     let exit = loop {
         if let Some(status) = server.child.try_wait().unwrap() {

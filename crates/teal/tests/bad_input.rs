@@ -290,6 +290,13 @@ async fn every_bad_request_gets_a_clear_4xx() {
                 .is_some_and(|c| c.starts_with("application/json")),
             "{method} {path}: JSON error body"
         );
+        if status == 413 || status == 415 {
+            assert_eq!(
+                answer.header("connection"),
+                Some("close"),
+                "{method} {path}: an unread body ends the connection"
+            );
+        }
         let error = answer.json()["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{method} {path}: no error field"))

@@ -230,10 +230,7 @@ async fn mlserver_process_slots_serve_and_leave_no_orphans_after_sigterm() {
         (Some("v2".into()), v2)
     );
 
-    Command::new("kill")
-        .args(["-TERM", &teal.0.id().to_string()])
-        .status()
-        .unwrap();
+    terminate(teal.0.id());
     let exited = eventually(Duration::from_secs(40), async || teal.has_exited()).await;
     assert!(exited, "teal did not exit after SIGTERM");
     let left: Vec<String> = pids.iter().flat_map(|p| group_members(*p)).collect();

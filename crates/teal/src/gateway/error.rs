@@ -77,6 +77,20 @@ impl GatewayError {
         }
     }
 
+    /// Whether the answer leaves the request body unread, so the connection cannot carry
+    /// another request: the response then says `connection: close`, and clients do not
+    /// reuse it.
+    pub fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::TooLarge { .. }
+                | GatewayError::ContentType(_)
+                | GatewayError::ContentEncoding(_)
+                | GatewayError::HeaderLength(_)
+                | GatewayError::Body(_)
+        )
+    }
+
     /// Who is at fault, as a metric label: the caller, the model's backend, or teal.
     pub fn fault(&self) -> &'static str {
         match self {

@@ -21,6 +21,7 @@ pub use error::GatewayError;
 
 use std::time::Instant;
 
+use crate::metrics::{ErrorLabels, Metrics, ModelLabels, RequestLabels, SlotLabels};
 use crate::store::{RequestLog, RequestRecord};
 use crate::validation::taps::{Captured, Captures, ShadowHub, answer};
 
@@ -47,7 +48,17 @@ pub struct Gateway {
     pub captures: Arc<Captures>,
     /// Where each routed request is recorded, when the request log is on.
     pub request_log: Option<Arc<RequestLog>>,
+    pub metrics: Arc<Metrics>,
     ids: RequestIds,
+}
+
+/// Decrements the in-flight gauge when the request is done.
+struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Makes request ids that are unique within and across runs without a syscall per request.
@@ -79,6 +90,7 @@ impl Gateway {
         max_body_bytes: usize,
         shadows: Arc<ShadowHub>,
         captures: Arc<Captures>,
+        metrics: Arc<Metrics>,
     ) -> Gateway {
         Gateway {
             routes,
@@ -86,13 +98,34 @@ impl Gateway {
             shadows,
             captures,
             request_log: None,
+            metrics,
             ids: RequestIds::new(),
         }
     }
 
-    /// Records which version and slot answered a request (off the request path).
-    fn log(&self, model: &str, request_id: &str, started: Instant, response: &Response<Body>) {
-        let Some(log) = &self.request_log else { return };
+    /// Counts a request in flight on a served model until the guard drops.
+    fn active(&self, model: &str) -> Option<ActiveGuard> {
+        if !self.routes.load().models.contains_key(model) {
+            return None;
+        }
+        let gauge = self.metrics.active.get_or_create_owned(&ModelLabels {
+            model: model.to_string(),
+        });
+        gauge.inc();
+        Some(ActiveGuard(gauge))
+    }
+
+    /// Records which version and slot answered a request: metrics, and the request log (off
+    /// the request path). Requests for models teal does not serve add no metric labels, so a
+    /// caller cannot grow the label set.
+    fn record(
+        &self,
+        model: &str,
+        endpoint: &str,
+        request_id: &str,
+        started: Instant,
+        response: &Response<Body>,
+    ) {
         let header = |name: &str| {
             response
                 .headers()
@@ -100,14 +133,52 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
+        let (version, slot) = (header(VERSION_HEADER), header(SLOT_HEADER));
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        if version.is_some() || self.routes.load().models.contains_key(model) {
+            let (v, s) = (
+                version.clone().unwrap_or_default(),
+                slot.clone().unwrap_or_default(),
+            );
+            let labels = RequestLabels {
+                model: model.to_string(),
+                version: v.clone(),
+                slot: s.clone(),
+                endpoint: endpoint.to_string(),
+            };
+            self.metrics.requests.get_or_create(&labels).inc();
+            let slot_labels = SlotLabels {
+                model: model.to_string(),
+                version: v.clone(),
+                slot: s.clone(),
+            };
+            self.metrics
+                .latency
+                .get_or_create(&slot_labels)
+                .observe(elapsed.as_secs_f64());
+            if status >= 400 {
+                let error_type = if status >= 500 { "backend" } else { "client" };
+                self.metrics
+                    .errors
+                    .get_or_create(&ErrorLabels {
+                        model: model.to_string(),
+                        version: v,
+                        slot: s,
+                        error_type: error_type.to_string(),
+                    })
+                    .inc();
+            }
+        }
+        let Some(log) = &self.request_log else { return };
         log.log(RequestRecord {
             request_id: request_id.to_string(),
             at_ms: crate::store::now_ms(),
             model: model.to_string(),
-            version: header(VERSION_HEADER),
-            slot: header(SLOT_HEADER),
-            status: response.status().as_u16(),
-            latency_us: started.elapsed().as_micros() as u64,
+            version,
+            slot,
+            status,
+            latency_us: elapsed.as_micros() as u64,
         });
     }
 
@@ -194,6 +265,11 @@ fn bytes_response(
 
 fn error_response(error: &GatewayError, request_id: Option<&str>) -> Response<Body> {
     let mut response = bytes_response(error.status(), "application/json", error.body());
+    if error.leaves_body_unread() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, id);
     }
@@ -580,11 +656,12 @@ async fn infer(
         Err(e) => return path_error(e),
     };
     let started = Instant::now();
+    let _active = gateway.active(&model);
     let response = match run_infer(&gateway, &model, None, headers, body, &request_id).await {
         Ok(response) => response,
         Err(e) => error_response(&e, Some(&request_id)),
     };
-    gateway.log(&model, &request_id, started, &response);
+    gateway.record(&model, "infer", &request_id, started, &response);
     response
 }
 
@@ -601,12 +678,13 @@ async fn version_infer(
         Err(e) => return path_error(e),
     };
     let started = Instant::now();
+    let _active = gateway.active(&model);
     let response =
         match run_infer(&gateway, &model, Some(&version), headers, body, &request_id).await {
             Ok(response) => response,
             Err(e) => error_response(&e, Some(&request_id)),
         };
-    gateway.log(&model, &request_id, started, &response);
+    gateway.record(&model, "infer", &request_id, started, &response);
     response
 }
 
@@ -686,11 +764,12 @@ async fn predict(
         Err(e) => return path_error(e),
     };
     let started = Instant::now();
+    let _active = gateway.active(&model);
     let response = match run_predict(&gateway, &model, headers, body, &request_id).await {
         Ok(response) => response,
         Err(e) => error_response(&e, Some(&request_id)),
     };
-    gateway.log(&model, &request_id, started, &response);
+    gateway.record(&model, "predict", &request_id, started, &response);
     response
 }
 

@@ -102,6 +102,7 @@ struct Job {
 pub struct Validator {
     routes: Arc<Routes>,
     store: Arc<crate::store::Store>,
+    metrics: Arc<crate::metrics::Metrics>,
     pub shadows: Arc<ShadowHub>,
     pub captures: Arc<Captures>,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
@@ -118,10 +119,12 @@ impl Validator {
         shadows: Arc<ShadowHub>,
         captures: Arc<Captures>,
         store: Arc<crate::store::Store>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Validator {
         Validator {
             routes,
             store,
+            metrics,
             shadows,
             captures,
             jobs: Mutex::new(BTreeMap::new()),
@@ -191,6 +194,19 @@ impl Validator {
                     live_version: None,
                     detail: serde_json::json!({ "candidate": report.candidate.version, "verdict": report.verdict, "samples": report.samples, "source": report.source, "gates": gates }),
                 };
+                if let Some(agreement) = report
+                    .gates
+                    .iter()
+                    .find(|g| g.gate == "agreement")
+                    .and_then(|g| g.value)
+                {
+                    this.metrics
+                        .shadow_agreement
+                        .get_or_create(&crate::metrics::ModelLabels {
+                            model: report.model.clone(),
+                        })
+                        .set(agreement);
+                }
                 let store = this.store.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.append(event)).await {
                     tracing::error!(error = %e, "could not record the validation in the audit log");

@@ -3,7 +3,6 @@
 //! waits on them, and when they cannot keep up they drop and count.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,10 +26,18 @@ struct Session {
 #[derive(Default)]
 pub struct ShadowHub {
     sessions: Mutex<HashMap<String, Session>>,
-    pub dropped: AtomicU64,
+    pub dropped: prometheus_client::metrics::counter::Counter,
 }
 
 impl ShadowHub {
+    /// A hub that counts dropped mirrored requests on `dropped`.
+    pub fn new(dropped: prometheus_client::metrics::counter::Counter) -> ShadowHub {
+        ShadowHub {
+            sessions: Mutex::new(HashMap::new()),
+            dropped,
+        }
+    }
+
     /// Opens a session for `model`; observations arrive on the returned receiver until it
     /// is closed with [`ShadowHub::close`].
     pub fn open(&self, model: &str, capacity: usize) -> mpsc::Receiver<Observation> {
@@ -75,7 +82,7 @@ impl ShadowHub {
                 return;
             };
             let Ok(permit) = session.permits.clone().try_acquire_owned() else {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.inc();
                 return;
             };
             (session.observations.clone(), permit)

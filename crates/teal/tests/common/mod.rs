@@ -237,10 +237,15 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if !self.1 {
-            // Not reaped yet, so the id is still this process's group's.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.0.id())])
-                .status();
+            // Not reaped yet, so the id is still this process's group's. (Not through the
+            // kill(1) command: procps reads `kill -KILL -111` as a signal to every process.)
+            let pgid = self.0.id() as i32;
+            if pgid > 1 {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -352,4 +357,12 @@ pub fn python_server(version: &str, model_version: &str, args: &str) -> String {
     format!(
         "version = \"{version}\"\nkind = \"process\"\ncommand = \"python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/{model_version}/model.onnx --version {version} {args}\"\nready_timeout_ms = 30000\nstop_grace_ms = 3000\n"
     )
+}
+
+/// Sends SIGTERM to one process (a teal under test).
+pub fn terminate(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
 }
