@@ -320,23 +320,31 @@ impl Store {
         })
     }
 
-    /// Writes a batch of request records in one transaction.
+    /// Writes a batch of request records in one transaction, many rows per statement.
     pub fn record_requests(&self, batch: &[RequestRecord]) -> Result<(), StoreError> {
+        const ROWS: usize = 64;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached("INSERT INTO requests (request_id, at_ms, model, version, slot, status, latency_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
-            for r in batch {
-                insert.execute(params![
-                    r.request_id,
-                    r.at_ms,
-                    r.model,
-                    r.version,
-                    r.slot,
-                    r.status,
-                    r.latency_us as i64
-                ])?;
+        for chunk in batch.chunks(ROWS) {
+            let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO requests (request_id, at_ms, model, version, slot, status, latency_us) VALUES {placeholders}"
+            );
+            let mut insert = tx.prepare_cached(&sql)?;
+            let latencies: Vec<i64> = chunk.iter().map(|r| r.latency_us as i64).collect();
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 7);
+            for (r, latency) in chunk.iter().zip(&latencies) {
+                values.extend_from_slice(&[
+                    &r.request_id,
+                    &r.at_ms,
+                    &r.model,
+                    &r.version,
+                    &r.slot,
+                    &r.status,
+                    latency,
+                ]);
             }
+            insert.execute(values.as_slice())?;
         }
         tx.commit()?;
         Ok(())

@@ -201,7 +201,9 @@ impl Gateway {
                 &routes.name,
                 routes.capture_limit,
                 Captured {
-                    body: body.clone(),
+                    // A copy: the body may share a much larger read buffer, which must not
+                    // be pinned for as long as the capture is kept.
+                    body: bytes::Bytes::copy_from_slice(body),
                     json_len,
                 },
             );
