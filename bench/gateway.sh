@@ -110,6 +110,8 @@ CONF
 "$NGINX" -c "$work/upstream.conf" -p "$work"
 "$NGINX" -c "$work/proxy.conf" -p "$work"
 "$HAPROXY" -f "$work/haproxy.cfg" -q & pids+=($!)
+# Like nginx and HAProxy here (access_log off, no logging), teal runs without its request log.
+export TEAL_REQUEST_LOG=0
 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!)
 # The same teal on one runtime thread: the resources of one nginx worker or one HAProxy thread.
 TOKIO_WORKER_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench TEAL_STATE_DIR=$work/teal1-state target/release/teal serve \

@@ -645,26 +645,49 @@ async fn run_infer(
     Ok(response)
 }
 
-async fn infer(
-    State(gateway): State<Arc<Gateway>>,
-    path: ModelPath,
+/// The data-plane endpoints that run a model.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Infer,
+    Predict,
+}
+
+/// Runs one request on a model: counts it in flight, turns any error into its response in
+/// one place, and records which version answered.
+async fn serve_request(
+    gateway: &Gateway,
+    model: &str,
+    version: Option<&str>,
+    endpoint: Endpoint,
     request: axum::extract::Request,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let request_id = gateway.request_id(headers);
-    let Path(model) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
     let started = Instant::now();
-    let _active = gateway.active(&model);
-    let response = match run_infer(&gateway, &model, None, headers, body, &request_id).await {
-        Ok(response) => response,
-        Err(e) => error_response(&e, Some(&request_id)),
+    let _active = gateway.active(model);
+    let outcome = match endpoint {
+        Endpoint::Infer => run_infer(gateway, model, version, headers, body, &request_id).await,
+        Endpoint::Predict => run_predict(gateway, model, headers, body, &request_id).await,
     };
-    gateway.record(&model, "infer", &request_id, started, &response);
+    let response = outcome.unwrap_or_else(|e| error_response(&e, Some(&request_id)));
+    let label = match endpoint {
+        Endpoint::Infer => "infer",
+        Endpoint::Predict => "predict",
+    };
+    gateway.record(model, label, &request_id, started, &response);
     response
+}
+
+async fn infer(
+    State(gateway): State<Arc<Gateway>>,
+    path: ModelPath,
+    request: axum::extract::Request,
+) -> Response<Body> {
+    match path {
+        Ok(Path(model)) => serve_request(&gateway, &model, None, Endpoint::Infer, request).await,
+        Err(e) => path_error(e),
+    }
 }
 
 async fn version_infer(
@@ -672,22 +695,23 @@ async fn version_infer(
     path: VersionPath,
     request: axum::extract::Request,
 ) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let request_id = gateway.request_id(headers);
-    let Path((model, version)) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    let started = Instant::now();
-    let _active = gateway.active(&model);
-    let response =
-        match run_infer(&gateway, &model, Some(&version), headers, body, &request_id).await {
-            Ok(response) => response,
-            Err(e) => error_response(&e, Some(&request_id)),
-        };
-    gateway.record(&model, "infer", &request_id, started, &response);
-    response
+    match path {
+        Ok(Path((model, version))) => {
+            serve_request(&gateway, &model, Some(&version), Endpoint::Infer, request).await
+        }
+        Err(e) => path_error(e),
+    }
+}
+
+async fn predict(
+    State(gateway): State<Arc<Gateway>>,
+    path: ModelPath,
+    request: axum::extract::Request,
+) -> Response<Body> {
+    match path {
+        Ok(Path(model)) => serve_request(&gateway, &model, None, Endpoint::Predict, request).await,
+        Err(e) => path_error(e),
+    }
 }
 
 /// The form the simple endpoint assumes for a model server that publishes no metadata.
@@ -751,28 +775,6 @@ async fn run_predict(
     );
     routed_headers(&mut response, slot, request_id, routes.table.generation);
     Ok(response)
-}
-
-async fn predict(
-    State(gateway): State<Arc<Gateway>>,
-    path: ModelPath,
-    request: axum::extract::Request,
-) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let request_id = gateway.request_id(headers);
-    let Path(model) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    let started = Instant::now();
-    let _active = gateway.active(&model);
-    let response = match run_predict(&gateway, &model, headers, body, &request_id).await {
-        Ok(response) => response,
-        Err(e) => error_response(&e, Some(&request_id)),
-    };
-    gateway.record(&model, "predict", &request_id, started, &response);
-    response
 }
 
 async fn no_route(method: Method, uri: Uri) -> Response<Body> {
