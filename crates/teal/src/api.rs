@@ -295,6 +295,22 @@ impl Admin {
     }
 }
 
+/// Runs a store call on the blocking pool; a failure is a 500 with the reason.
+async fn with_store<T: Send + 'static>(
+    admin: &Admin,
+    call: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Response<Body>> {
+    let store = admin.store.clone();
+    match tokio::task::spawn_blocking(move || call(&store)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the state file task failed: {e}"),
+        )),
+    }
+}
+
 async fn history(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
@@ -308,20 +324,16 @@ async fn history(
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(100)
         .min(10_000);
-    let store = admin.store.clone();
-    match tokio::task::spawn_blocking(move || store.events(&model, limit)).await {
-        Ok(Ok(events)) => json(StatusCode::OK, &serde_json::json!({ "events": events })),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match with_store(&admin, move |store| store.events(&model, limit)).await {
+        Ok(events) => json(StatusCode::OK, &serde_json::json!({ "events": events })),
+        Err(response) => response,
     }
 }
 
 async fn audit_verify(State(admin): State<Arc<Admin>>) -> Response<Body> {
-    let store = admin.store.clone();
-    match tokio::task::spawn_blocking(move || store.verify()).await {
-        Ok(Ok(verification)) => json(StatusCode::OK, &verification),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match with_store(&admin, |store| store.verify()).await {
+        Ok(verification) => json(StatusCode::OK, &verification),
+        Err(response) => response,
     }
 }
 
@@ -338,12 +350,10 @@ async fn audit_model(
             .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
             .map(|v| v.replace("%3A", ":").replace("%3a", ":"))
     };
-    let store = admin.store.clone();
     if let Some(id) = param("request") {
-        let records = match tokio::task::spawn_blocking(move || store.request(&id)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        let records = match with_store(&admin, move |store| store.request(&id)).await {
+            Ok(records) => records,
+            Err(response) => return response,
         };
         let records: Vec<_> = records.into_iter().filter(|r| r.model == model).collect();
         if records.is_empty() {
@@ -368,20 +378,19 @@ async fn audit_model(
             ),
         );
     };
-    match tokio::task::spawn_blocking(move || store.live_at(&model, at_ms)).await {
-        Ok(Ok(Some(event))) => json(
+    match with_store(&admin, move |store| store.live_at(&model, at_ms)).await {
+        Ok(Some(event)) => json(
             StatusCode::OK,
             &serde_json::json!({ "at": crate::store::format_time(at_ms), "live_slot": event.live_slot, "live_version": event.live_version, "since": event }),
         ),
-        Ok(Ok(None)) => error(
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!(
                 "the audit log has nothing about that model at or before {}",
                 crate::store::format_time(at_ms)
             ),
         ),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(response) => response,
     }
 }
 

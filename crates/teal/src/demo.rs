@@ -129,6 +129,8 @@ struct DemoSummary {
     switch_ms: Vec<f64>,
     phases: Vec<PhaseSummary>,
     requests_per_second: f64,
+    /// Answers whose version is not the one their route table made live.
+    misrouted: usize,
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
@@ -325,6 +327,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         switch_ms,
         phases,
         requests_per_second: samples.len() as f64 / elapsed.as_secs_f64(),
+        // Generations 1 and 3 have blue (v1) live, generation 2 green (v2).
+        misrouted: samples
+            .iter()
+            .filter(|s| s.ok && s.version != if s.generation == 2 { "v2" } else { "v1" })
+            .count(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -332,6 +339,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         print!("{}", render(&summary));
     }
     anyhow::ensure!(summary.errors == 0, "{} requests failed", summary.errors);
+    anyhow::ensure!(
+        summary.misrouted == 0,
+        "{} answers came from the wrong slot",
+        summary.misrouted
+    );
     Ok(())
 }
 
@@ -363,9 +375,10 @@ fn render(s: &DemoSummary) -> String {
     }
     let switches: Vec<String> = s.switch_ms.iter().map(|ms| format!("{ms:.2} ms")).collect();
     out.push_str(&format!(
-        "\n  switches: {} (admin call round trip {}); each is one atomic store of a new route table,\n  and every request that started after it was answered by the new slot.\n",
+        "\n  switches: {} (admin call round trip {}); each is one atomic store of a new route table.\n  answers from a slot other than the one their route table made live: {}\n",
         s.switch_ms.len(),
-        switches.join(", ")
+        switches.join(", "),
+        s.misrouted
     ));
     out.push_str("\nNext: teal serve --config examples/teal.toml, then in another terminal:\n");
     out.push_str("  teal status\n  teal switch digits --to green\n  teal rollback digits\n");

@@ -281,6 +281,7 @@ fn the_demo_switches_under_load_without_a_failed_request() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["errors"], 0);
+    assert_eq!(summary["misrouted"], 0);
     let phases = summary["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 3);
     for (phase, served) in phases.iter().zip(["v1 (blue)", "v2 (green)", "v1 (blue)"]) {

@@ -568,6 +568,32 @@ async fn run_on_slot(
     Ok(outputs)
 }
 
+/// Runs a request on its slot and, when `mirror` names a candidate, sends a copy there after
+/// the live answer exists (the copy never delays or changes it).
+async fn run_and_mirror(
+    gateway: &Gateway,
+    routes: &ModelRoutes,
+    slot: &Slot,
+    mirror: Option<Arc<Slot>>,
+    request: &mut InferRequest,
+) -> Result<Arc<Vec<Tensor>>, GatewayError> {
+    let copy = mirror.as_ref().map(|_| request.clone());
+    let started = Instant::now();
+    let outputs = run_on_slot(slot, &routes.name, request).await?;
+    if let (Some(candidate), Some(copy)) = (mirror, copy) {
+        let output = routes.prediction_output.clone();
+        let live = answer(
+            Some(&outputs),
+            started.elapsed().as_secs_f64() * 1000.0,
+            output.as_deref(),
+        );
+        gateway
+            .shadows
+            .mirror(&routes.name, candidate, copy, live, output);
+    }
+    Ok(outputs)
+}
+
 async fn run_infer(
     gateway: &Gateway,
     model: &str,
@@ -618,18 +644,7 @@ async fn run_infer(
         return Ok(response);
     }
     let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
-    let copy = mirror.as_ref().map(|_| request.clone());
-    let started = Instant::now();
-    let outputs = run_on_slot(slot, model, &mut request).await?;
-    if let (Some(candidate), Some(copy)) = (mirror, copy) {
-        let output = routes.prediction_output.clone();
-        let live = answer(
-            Some(&outputs),
-            started.elapsed().as_secs_f64() * 1000.0,
-            output.as_deref(),
-        );
-        gateway.shadows.mirror(model, candidate, copy, live, output);
-    }
+    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request).await?;
     gateway.capture(&routes, &body, json_len);
     let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
     let mut response = match encoded.json_len {
@@ -752,18 +767,7 @@ async fn run_predict(
         .as_deref()
         .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
     let mirror = gateway.mirror_target(&routes, slot);
-    let copy = mirror.as_ref().map(|_| request.clone());
-    let started = Instant::now();
-    let outputs = run_on_slot(slot, model, &mut request).await?;
-    if let (Some(candidate), Some(copy)) = (mirror, copy) {
-        let output = routes.prediction_output.clone();
-        let live = answer(
-            Some(&outputs),
-            started.elapsed().as_secs_f64() * 1000.0,
-            output.as_deref(),
-        );
-        gateway.shadows.mirror(model, candidate, copy, live, output);
-    }
+    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request).await?;
     let chosen = match wanted {
         Some(name) => outputs.iter().find(|o| o.name == name),
         None => outputs.first(),
