@@ -49,6 +49,8 @@ pub struct Gateway {
     /// Where each routed request is recorded, when the request log is on.
     pub request_log: Option<Arc<RequestLog>>,
     pub metrics: Arc<Metrics>,
+    /// Requests in flight on a model above which live requests are not mirrored.
+    pub shadow_headroom: i64,
     ids: RequestIds,
 }
 
@@ -99,6 +101,7 @@ impl Gateway {
             captures,
             request_log: None,
             metrics,
+            shadow_headroom: std::thread::available_parallelism().map_or(2, |n| n.get() as i64),
             ids: RequestIds::new(),
         }
     }
@@ -191,7 +194,23 @@ impl Gateway {
             return None;
         }
         let candidate = routes.slot(table.candidate())?.clone();
-        self.shadows.is_open(&routes.name).then_some(candidate)
+        if !self.shadows.is_open(&routes.name) {
+            return None;
+        }
+        // Mirroring yields to live traffic: with more requests in flight on the model than
+        // the machine has cores, a copy would compete with live requests for the CPU.
+        let in_flight = self
+            .metrics
+            .active
+            .get_or_create(&ModelLabels {
+                model: routes.name.clone(),
+            })
+            .get();
+        if in_flight > self.shadow_headroom {
+            self.shadows.dropped.inc();
+            return None;
+        }
+        Some(candidate)
     }
 
     /// Keeps a sample of answered requests for replay.
