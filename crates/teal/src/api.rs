@@ -589,7 +589,7 @@ async fn last_report(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
 ) -> Response<Body> {
-    match admin.validator.report(&model) {
+    match admin.validator.report(&model).await {
         Some(report) => json(StatusCode::OK, &report),
         None => error(
             StatusCode::NOT_FOUND,

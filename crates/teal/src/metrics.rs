@@ -64,6 +64,7 @@ pub struct Metrics {
     pub shadow_agreement: Family<ModelLabels, FloatGauge>,
     pub shadow_dropped: Counter,
     pub request_log_dropped: Counter,
+    pub capture_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +90,7 @@ impl Metrics {
         let shadow_agreement = Family::<ModelLabels, FloatGauge>::default();
         let shadow_dropped = Counter::default();
         let request_log_dropped = Counter::default();
+        let capture_dropped = Counter::default();
         registry.register(
             "model_server_requests",
             "Inference requests answered, by model, version, slot and endpoint",
@@ -144,6 +146,11 @@ impl Metrics {
             "Request log records dropped because the writer fell behind",
             request_log_dropped.clone(),
         );
+        registry.register(
+            "teal_capture_dropped",
+            "Captured requests dropped because the writer fell behind",
+            capture_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -157,6 +164,7 @@ impl Metrics {
             shadow_agreement,
             shadow_dropped,
             request_log_dropped,
+            capture_dropped,
         }
     }
 

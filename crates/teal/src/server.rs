@@ -222,13 +222,16 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let routes = Arc::new(Routes::new(snapshot));
     let metrics = Arc::new(Metrics::new());
     let shadows = Arc::new(ShadowHub::new(metrics.shadow_dropped.clone()));
-    let captures = Arc::new(Captures::default());
     let store_path = state_dir.join("teal.db");
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
         .map_err(|e| StartError::Store(e.to_string()))?
         .map_err(|e| StartError::Store(e.to_string()))?;
     let store = Arc::new(store);
+    let captures = Arc::new(Captures::start(
+        store.clone(),
+        metrics.capture_dropped.clone(),
+    ));
     let mut gateway = Gateway::new(
         routes.clone(),
         config.server.max_body_bytes,

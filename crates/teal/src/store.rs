@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how far a file is.
-const MIGRATIONS: &[&str] = &["CREATE TABLE events (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE events (
         id INTEGER PRIMARY KEY,
         at_ms INTEGER NOT NULL,
         model TEXT NOT NULL,
@@ -38,8 +39,23 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE events (
         status INTEGER NOT NULL,
         latency_us INTEGER NOT NULL
     );
-    CREATE INDEX requests_request_id ON requests (request_id);
-    CREATE INDEX requests_model_at ON requests (model, at_ms);"];
+    CREATE INDEX requests_request_id ON requests (request_id);",
+    "CREATE TABLE captures (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        json_len INTEGER,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX captures_model ON captures (model, id);
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        report TEXT NOT NULL
+    );
+    CREATE INDEX reports_model ON reports (model, id);",
+];
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -348,6 +364,75 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Keeps captured requests, then trims each model to its newest `limit`.
+    pub fn keep_captures(
+        &self,
+        batch: &[(String, usize, Vec<u8>, Option<usize>)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let at_ms = now_ms();
+        for (model, _, body, json_len) in batch {
+            tx.prepare_cached(
+                "INSERT INTO captures (model, at_ms, json_len, body) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![model, at_ms, json_len.map(|n| n as i64), body])?;
+        }
+        let mut trimmed = std::collections::HashSet::new();
+        for (model, limit, _, _) in batch {
+            if trimmed.insert(model.clone()) {
+                tx.prepare_cached(
+                    "DELETE FROM captures WHERE model = ?1 AND id < (SELECT MIN(id) FROM (SELECT id FROM captures WHERE model = ?1 ORDER BY id DESC LIMIT ?2))",
+                )?
+                .execute(params![model, *limit as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest `n` captured requests of `model`, oldest first: (body, JSON length).
+    pub fn newest_captures(
+        &self,
+        model: &str,
+        n: usize,
+    ) -> Result<Vec<(Vec<u8>, Option<usize>)>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT body, json_len FROM captures WHERE model = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![model, n as i64], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Option<i64>>(1)?.map(|n| n as usize),
+            ))
+        })?;
+        let mut captures: Vec<_> = rows.collect::<Result<_, _>>()?;
+        captures.reverse();
+        Ok(captures)
+    }
+
+    /// Keeps a validation report (JSON).
+    pub fn save_report(&self, model: &str, report: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO reports (model, at_ms, report) VALUES (?1, ?2, ?3)",
+            params![model, now_ms(), report],
+        )?;
+        Ok(())
+    }
+
+    /// The newest validation report of `model` (JSON).
+    pub fn last_report(&self, model: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT report FROM reports WHERE model = ?1 ORDER BY id DESC LIMIT 1",
+                [model],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// The records of a request id (a caller may reuse an id, so there can be several).

@@ -267,10 +267,33 @@ async fn captured_live_requests_replay_against_the_candidate() {
             200
         );
     }
-    let report = validate(&admin(&running), serde_json::json!({ "replay": 80 })).await;
+    // Captures reach the state file through a queue: ask until all 80 are there (bounded).
+    let mut report = serde_json::Value::Null;
+    for _ in 0..50 {
+        report = validate(&admin(&running), serde_json::json!({ "replay": 80 })).await;
+        if report["samples"] == 80 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     stop(running).await;
     assert_eq!(report["samples"], 80);
     assert_eq!(verdict_of(&report, "agreement"), "fail", "{report:#}");
+
+    // Captures and reports live in the state file: a restarted teal still has them.
+    let running = start(&config).await;
+    let kept = admin(&running)
+        .get("/api/v1/models/digits/report")
+        .await
+        .unwrap();
+    assert_eq!(kept.status, 200, "{}", kept.error_message());
+    assert_eq!(kept.json()["samples"], 80);
+    let again = validate(&admin(&running), serde_json::json!({ "replay": 100 })).await;
+    stop(running).await;
+    assert_eq!(
+        again["samples"], 100,
+        "the captures outlived the restart, trimmed to capture_limit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,9 +220,7 @@ impl Gateway {
                 &routes.name,
                 routes.capture_limit,
                 Captured {
-                    // A copy: the body may share a much larger read buffer, which must not
-                    // be pinned for as long as the capture is kept.
-                    body: bytes::Bytes::copy_from_slice(body),
+                    body: body.clone(),
                     json_len,
                 },
             );

@@ -207,6 +207,16 @@ impl Validator {
                         })
                         .set(agreement);
                 }
+                let (store, model, json) = (
+                    this.store.clone(),
+                    report.model.clone(),
+                    serde_json::to_string(report).unwrap_or_default(),
+                );
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || store.save_report(&model, &json)).await
+                {
+                    tracing::error!(error = %e, "could not keep the validation report");
+                }
                 let store = this.store.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.append(event)).await {
                     tracing::error!(error = %e, "could not record the validation in the audit log");
@@ -245,13 +255,23 @@ impl Validator {
         })
     }
 
-    /// The last report of `model`.
-    pub fn report(&self, model: &str) -> Option<Report> {
-        self.reports
+    /// The last report of `model`: this run's, else the newest in the state file.
+    pub async fn report(&self, model: &str) -> Option<Report> {
+        if let Some(report) = self
+            .reports
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(model)
             .cloned()
+        {
+            return Some(report);
+        }
+        let (store, model) = (self.store.clone(), model.to_string());
+        let text = tokio::task::spawn_blocking(move || store.last_report(&model))
+            .await
+            .ok()?
+            .ok()??;
+        serde_json::from_str(&text).ok()
     }
 
     async fn run(
@@ -276,7 +296,7 @@ impl Validator {
                 self.compare(job, routes, &live, &candidate, rows).await
             }
             Source::Replay { samples } => {
-                let captured = self.captures.newest(&routes.name, samples);
+                let captured = self.captures.newest(&routes.name, samples).await;
                 let rows = captured
                     .into_iter()
                     .map(|c| Row {

@@ -2,7 +2,7 @@
 //! of requests to replay later. Both work off the response path: the live answer never
 //! waits on them, and when they cannot keep up they drop and count.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -160,10 +160,13 @@ pub fn answer(
     }
 }
 
-/// Requests kept from live traffic to replay against the next candidate.
-#[derive(Default)]
+/// Requests kept from live traffic to replay against the next candidate, in the state file.
+/// The data plane hands them over on a bounded queue and never waits; a writer task stores
+/// them in batches and trims each model to its limit.
 pub struct Captures {
-    kept: Mutex<HashMap<String, VecDeque<Captured>>>,
+    queue: mpsc::Sender<(String, usize, Vec<u8>, Option<usize>)>,
+    store: Arc<crate::store::Store>,
+    pub dropped: prometheus_client::metrics::counter::Counter,
 }
 
 /// One kept request, as the caller sent it.
@@ -174,28 +177,63 @@ pub struct Captured {
 }
 
 impl Captures {
+    pub fn start(
+        store: Arc<crate::store::Store>,
+        dropped: prometheus_client::metrics::counter::Counter,
+    ) -> Captures {
+        let (queue, mut kept) = mpsc::channel::<(String, usize, Vec<u8>, Option<usize>)>(4096);
+        let writer = store.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(256);
+            while kept.recv_many(&mut batch, 256).await > 0 {
+                let rows = std::mem::take(&mut batch);
+                let store = writer.clone();
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || store.keep_captures(&rows)).await
+                {
+                    tracing::error!(error = %e, "could not keep captured requests");
+                }
+            }
+        });
+        Captures {
+            queue,
+            store,
+            dropped,
+        }
+    }
+
+    /// Queues a request for keeping; never waits.
     pub fn keep(&self, model: &str, limit: usize, captured: Captured) {
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        let queue = kept.entry(model.to_string()).or_default();
-        queue.push_back(captured);
-        while queue.len() > limit.max(1) {
-            queue.pop_front();
+        if self
+            .queue
+            .try_send((
+                model.to_string(),
+                limit.max(1),
+                captured.body.to_vec(),
+                captured.json_len,
+            ))
+            .is_err()
+        {
+            self.dropped.inc();
         }
     }
 
     /// The newest `n` kept requests of `model`, oldest first.
-    pub fn newest(&self, model: &str, n: usize) -> Vec<Captured> {
-        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        kept.get(model)
-            .map(|q| q.iter().skip(q.len().saturating_sub(n)).cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub fn count(&self, model: &str) -> usize {
-        self.kept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(model)
-            .map_or(0, VecDeque::len)
+    pub async fn newest(&self, model: &str, n: usize) -> Vec<Captured> {
+        let (store, model) = (self.store.clone(), model.to_string());
+        match tokio::task::spawn_blocking(move || store.newest_captures(&model, n)).await {
+            Ok(Ok(rows)) => rows
+                .into_iter()
+                .map(|(body, json_len)| Captured {
+                    body: Bytes::from(body),
+                    json_len,
+                })
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not read captured requests");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
     }
 }
