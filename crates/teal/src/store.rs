@@ -366,7 +366,7 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps captured requests, then trims each model to its newest `limit`.
+    /// Keeps captured requests.
     pub fn keep_captures(
         &self,
         batch: &[(String, usize, Vec<u8>, Option<usize>)],
@@ -380,16 +380,16 @@ impl Store {
             )?
             .execute(params![model, at_ms, json_len.map(|n| n as i64), body])?;
         }
-        let mut trimmed = std::collections::HashSet::new();
-        for (model, limit, _, _) in batch {
-            if trimmed.insert(model.clone()) {
-                tx.prepare_cached(
-                    "DELETE FROM captures WHERE model = ?1 AND id < (SELECT MIN(id) FROM (SELECT id FROM captures WHERE model = ?1 ORDER BY id DESC LIMIT ?2))",
-                )?
-                .execute(params![model, *limit as i64])?;
-            }
-        }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes all but the newest `limit` captured requests of `model`.
+    pub fn trim_captures(&self, model: &str, limit: usize) -> Result<(), StoreError> {
+        self.lock().execute(
+            "DELETE FROM captures WHERE model = ?1 AND id <= (SELECT id FROM captures WHERE model = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![model, limit as i64],
+        )?;
         Ok(())
     }
 

@@ -185,12 +185,29 @@ impl Captures {
         let writer = store.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(256);
+            // Rows kept per model since its last trim: trimming costs a scan of `limit` rows,
+            // so it runs once a tenth of the limit has come in, not on every batch.
+            let mut since_trim: HashMap<String, usize> = HashMap::new();
             while kept.recv_many(&mut batch, 256).await > 0 {
                 let rows = std::mem::take(&mut batch);
+                let mut trims = Vec::new();
+                for (model, limit, _, _) in &rows {
+                    let count = since_trim.entry(model.clone()).or_insert(0);
+                    *count += 1;
+                    if *count >= (*limit / 10).max(1) {
+                        *count = 0;
+                        trims.push((model.clone(), *limit));
+                    }
+                }
                 let store = writer.clone();
-                if let Ok(Err(e)) =
-                    tokio::task::spawn_blocking(move || store.keep_captures(&rows)).await
-                {
+                let outcome = tokio::task::spawn_blocking(move || {
+                    store.keep_captures(&rows)?;
+                    trims
+                        .iter()
+                        .try_for_each(|(model, limit)| store.trim_captures(model, *limit))
+                })
+                .await;
+                if let Ok(Err(e)) = outcome {
                     tracing::error!(error = %e, "could not keep captured requests");
                 }
             }
