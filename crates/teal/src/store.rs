@@ -456,7 +456,8 @@ impl Store {
 
 /// Requests waiting to be written, at most; past that, records are dropped and counted.
 const LOG_QUEUE: usize = 65_536;
-const LOG_BATCH: usize = 1024;
+const LOG_BATCH: usize = 4096;
+const LOG_GATHER: Duration = Duration::from_millis(50);
 
 /// The request log's front: a bounded queue the data plane puts records on without waiting.
 pub struct RequestLog {
@@ -477,6 +478,15 @@ impl RequestLog {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(LOG_BATCH);
             while records.recv_many(&mut batch, LOG_BATCH).await > 0 {
+                // Let a batch gather: one transaction per few hundred records costs far less
+                // than one per record, and the first record waits at most this long.
+                tokio::time::sleep(LOG_GATHER).await;
+                while batch.len() < LOG_BATCH {
+                    match records.try_recv() {
+                        Ok(record) => batch.push(record),
+                        Err(_) => break,
+                    }
+                }
                 let store = store.clone();
                 let rows = std::mem::take(&mut batch);
                 let n = rows.len() as u64;

@@ -189,6 +189,14 @@ impl Captures {
             // so it runs once a tenth of the limit has come in, not on every batch.
             let mut since_trim: HashMap<String, usize> = HashMap::new();
             while kept.recv_many(&mut batch, 256).await > 0 {
+                // Let a batch gather, as the request log does.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                while batch.len() < 256 {
+                    match kept.try_recv() {
+                        Ok(row) => batch.push(row),
+                        Err(_) => break,
+                    }
+                }
                 let rows = std::mem::take(&mut batch);
                 let mut trims = Vec::new();
                 for (model, limit, _, _) in &rows {
