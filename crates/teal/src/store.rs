@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -463,7 +462,6 @@ const LOG_GATHER: Duration = Duration::from_millis(50);
 pub struct RequestLog {
     queue: mpsc::Sender<RequestRecord>,
     pub dropped: prometheus_client::metrics::counter::Counter,
-    pub written: std::sync::Arc<AtomicU64>,
 }
 
 impl RequestLog {
@@ -473,8 +471,6 @@ impl RequestLog {
         dropped: prometheus_client::metrics::counter::Counter,
     ) -> RequestLog {
         let (queue, mut records) = mpsc::channel::<RequestRecord>(LOG_QUEUE);
-        let written = std::sync::Arc::new(AtomicU64::new(0));
-        let counter = written.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(LOG_BATCH);
             while records.recv_many(&mut batch, LOG_BATCH).await > 0 {
@@ -491,19 +487,13 @@ impl RequestLog {
                 let rows = std::mem::take(&mut batch);
                 let n = rows.len() as u64;
                 match tokio::task::spawn_blocking(move || store.record_requests(&rows)).await {
-                    Ok(Ok(())) => {
-                        counter.fetch_add(n, Ordering::Relaxed);
-                    }
+                    Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, lost = n, "request log write failed"),
                     Err(e) => tracing::error!(error = %e, lost = n, "request log writer crashed"),
                 }
             }
         });
-        RequestLog {
-            queue,
-            dropped,
-            written,
-        }
+        RequestLog { queue, dropped }
     }
 
     /// Queues a record; never waits. A full queue drops it and counts the drop.

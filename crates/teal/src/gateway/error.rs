@@ -91,14 +91,6 @@ impl GatewayError {
         )
     }
 
-    /// Who is at fault, as a metric label: the caller, the model's backend, or teal.
-    pub fn fault(&self) -> &'static str {
-        match self {
-            GatewayError::Backend { .. } => "backend",
-            _ => "client",
-        }
-    }
-
     /// The JSON body of the response.
     pub fn body(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({ "error": self.to_string() })).unwrap_or_default()
