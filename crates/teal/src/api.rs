@@ -99,6 +99,15 @@ fn error(status: StatusCode, message: String) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
+/// Reads a JSON request body; a body that does not fit is a 400 saying what it should be.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    usage: &str,
+) -> Result<T, Response<Body>> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{usage}: {e}")))
+}
+
 fn route_error(e: RouteError) -> Response<Body> {
     let status = match e {
         RouteError::UnknownModel(_) => StatusCode::NOT_FOUND,
@@ -181,14 +190,10 @@ async fn switch(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
-    let request: SwitchBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"to\": \"blue\"|\"green\"}}: {e}"),
-            );
-        }
+    let request: SwitchBody = match parse_body(&body, "body must be {{\"to\": \"blue\"|\"green\"}}")
+    {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
     match admin.routes.switch(&model, request.to) {
         Ok(outcome) => {
@@ -409,16 +414,12 @@ async fn deploy(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
-    let config: teal_core::config::SlotConfig = match serde_json::from_slice(&body) {
-        Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "body must describe the version like a config slot, e.g. {{\"version\": \"v3\", \"kind\": \"onnx\", \"path\": \"/models/v3.onnx\"}}: {e}"
-                ),
-            );
-        }
+    let config: teal_core::config::SlotConfig = match parse_body(
+        &body,
+        "body must describe the version like a config slot, e.g. {{\"version\": \"v3\", \"kind\": \"onnx\", \"path\": \"/models/v3.onnx\"}}",
+    ) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
     match admin.slots.deploy(&model, &config).await {
         Ok(outcome) => {
@@ -452,14 +453,12 @@ async fn teardown(
     let request: TeardownBody = if body.is_empty() {
         TeardownBody::default()
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("body must be {{}} or {{\"slot\": \"blue\"|\"green\"}}: {e}"),
-                );
-            }
+        match parse_body(
+            &body,
+            "body must be {{}} or {{\"slot\": \"blue\"|\"green\"}}",
+        ) {
+            Ok(parsed) => parsed,
+            Err(response) => return response,
         }
     };
     match admin.slots.teardown(&model, request.slot).await {
@@ -491,14 +490,9 @@ async fn canary(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
-    let request: CanaryBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"percent\": 0 to 100}}: {e}"),
-            );
-        }
+    let request: CanaryBody = match parse_body(&body, "body must be {{\"percent\": 0 to 100}}") {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
     if !(0.0..=100.0).contains(&request.percent) {
         return error(
@@ -539,9 +533,9 @@ async fn validate(
     body: axum::body::Bytes,
 ) -> Response<Body> {
     let usage = "body must name one source: {\"holdout\": \"/path/file.jsonl\"}, {\"shadow\": N} or {\"replay\": N}";
-    let request: ValidateBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{usage}: {e}")),
+    let request: ValidateBody = match parse_body(&body, usage) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
     const MOST: usize = 100_000;
     if request.shadow.or(request.replay).is_some_and(|n| n > MOST) {
