@@ -5,10 +5,12 @@
 //! - [`routing`]: the route table and the choice of slot for one request.
 //! - [`protocol`]: the Open Inference Protocol (V2) wire types, decoding and validation.
 //! - [`config`]: the configuration file, parsed and validated as plain data.
+//! - [`rollout`]: the rollout state machine, a pure `step(state, event) -> (state, effects)`.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod gates;
 pub mod protocol;
+pub mod rollout;
 pub mod routing;
 pub mod stats;
