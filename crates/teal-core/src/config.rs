@@ -125,6 +125,10 @@ pub struct ModelConfig {
     /// How many captured requests are kept, newest first.
     #[serde(default = "default_capture_limit")]
     pub capture_limit: usize,
+    /// How new versions are rolled out: strategy, approval, bake, keep-warm window and
+    /// the automatic rollback rules.
+    #[serde(default)]
+    pub rollout: crate::rollout::RolloutSettings,
     /// The blue slot.
     pub blue: Option<SlotConfig>,
     /// The green slot.
@@ -153,7 +157,7 @@ impl ModelConfig {
 
 /// One version of a model in one slot. Unknown keys are refused by [`BackendConfig`],
 /// which receives every key this struct does not name.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 pub struct SlotConfig {
     /// The version's name, reported in `x-teal-version` and reachable at `/versions/{version}/`.
     pub version: String,
@@ -250,7 +254,7 @@ impl RemoteConfig {
 }
 
 /// How a version runs.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BackendConfig {
     /// In-process on ONNX Runtime.
@@ -272,7 +276,7 @@ pub enum BackendConfig {
 }
 
 /// How teal speaks to a model server.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum WireProtocol {
     /// Open Inference Protocol V2 REST.
@@ -284,7 +288,7 @@ pub enum WireProtocol {
 }
 
 /// How requests are spread over replicas.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// The replica with the fewest requests in flight (ties go round the ring).
@@ -295,7 +299,7 @@ pub enum Balance {
 }
 
 /// A model server: replicas teal fronts (`upstream`) or a command teal starts (`process`).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     /// `upstream`: base URLs of the replicas, like `http://10.0.0.5:8080`.
@@ -620,6 +624,10 @@ impl Config {
                     "must be at least 1.0",
                 ));
             }
+            model
+                .rollout
+                .validate()
+                .map_err(|(f, reason)| ConfigError::new(format!("{at}.rollout.{f}"), reason))?;
             if model.cache.enabled && model.cache.max_entries == 0 {
                 return Err(ConfigError::new(
                     format!("{at}.cache.max_entries"),

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use teal_core::routing::Color;
 
+use crate::rollout::{RolloutError, RolloutView, Rollouts, remember};
 use crate::routing::{ModelStatus, RouteError, Routes};
 use crate::slots::{SlotError, SlotManager};
 use crate::store::{NewEvent, Store};
@@ -30,6 +31,7 @@ pub struct Admin {
     pub validator: Arc<Validator>,
     pub store: Arc<Store>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub rollouts: Arc<Rollouts>,
     token: String,
     token_hint: String,
 }
@@ -40,11 +42,13 @@ impl Admin {
         validator: Arc<Validator>,
         store: Arc<Store>,
         metrics: Arc<crate::metrics::Metrics>,
+        rollouts: Arc<Rollouts>,
         token: String,
         token_hint: String,
     ) -> Admin {
         Admin {
             routes: slots.routes.clone(),
+            rollouts,
             slots,
             validator,
             store,
@@ -66,6 +70,14 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/models/{model}/teardown", post(teardown))
         .route("/api/v1/models/{model}/validate", post(validate))
         .route("/api/v1/models/{model}/canary", post(canary))
+        .route("/api/v1/models/{model}/shadow", post(shadow))
+        .route(
+            "/api/v1/models/{model}/rollouts",
+            post(start_rollout).get(list_rollouts),
+        )
+        .route("/api/v1/models/{model}/rollout", get(current_rollout))
+        .route("/api/v1/models/{model}/promote", post(promote))
+        .route("/api/v1/models/{model}/abort", post(abort))
         .route("/api/v1/models/{model}/history", get(history))
         .route("/api/v1/models/{model}/audit", get(audit_model))
         .route("/api/v1/audit/verify", get(audit_verify))
@@ -163,7 +175,7 @@ async fn status_all(State(admin): State<Arc<Admin>>) -> Response<Body> {
     let models: Vec<ModelStatus> = snapshot
         .models
         .values()
-        .map(|m| ModelStatus::of(m))
+        .map(|m| admin.status_of(m))
         .collect();
     json(StatusCode::OK, &serde_json::json!({ "models": models }))
 }
@@ -173,7 +185,7 @@ async fn status_one(
     UrlPath(model): UrlPath<String>,
 ) -> Response<Body> {
     match admin.routes.load().models.get(&model) {
-        Some(routes) => json(StatusCode::OK, &ModelStatus::of(routes)),
+        Some(routes) => json(StatusCode::OK, &admin.status_of(routes)),
         None => route_error(RouteError::UnknownModel(model)),
     }
 }
@@ -195,9 +207,13 @@ async fn switch(
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
+    if let Err(response) = admin.not_during_rollout(&model, "a manual switch") {
+        return response;
+    }
     match admin.routes.switch(&model, request.to) {
         Ok(outcome) => {
             if outcome.changed {
+                remember(&admin.routes, &admin.store, &model).await;
                 tracing::info!(model = %outcome.model, from = %outcome.from, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "switched");
                 admin
                     .metrics
@@ -226,8 +242,24 @@ async fn rollback(
     UrlPath(model): UrlPath<String>,
     headers: axum::http::HeaderMap,
 ) -> Response<Body> {
+    if let Some(r) = admin.rollouts.active(&model) {
+        // A rollout's rollback goes through the rollout, so it ends there with a record.
+        let event = teal_core::rollout::Event::Rollback {
+            actor: actor(&headers),
+        };
+        if r.accepts(&event).is_ok() {
+            return match admin.rollouts.command(&model, event).await {
+                Ok(r) => json(StatusCode::OK, &RolloutView::of(r)),
+                Err(e) => rollout_error(e),
+            };
+        }
+        if let Err(response) = admin.not_during_rollout(&model, "a manual rollback") {
+            return response;
+        }
+    }
     match admin.routes.rollback(&model) {
         Ok(outcome) => {
+            remember(&admin.routes, &admin.store, &model).await;
             tracing::info!(model = %outcome.model, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "rolled back");
             admin
                 .metrics
@@ -273,6 +305,28 @@ fn actor(headers: &axum::http::HeaderMap) -> String {
 }
 
 impl Admin {
+    fn status_of(&self, routes: &crate::routing::ModelRoutes) -> ModelStatus {
+        ModelStatus {
+            rollout: self.rollouts.active(&routes.name).map(RolloutView::of),
+            ..ModelStatus::of(routes)
+        }
+    }
+
+    /// Refuses a hand-made routing or slot change while a rollout drives the model.
+    fn not_during_rollout(&self, model: &str, what: &str) -> Result<(), Response<Body>> {
+        match self.rollouts.active(model) {
+            Some(r) => Err(error(
+                StatusCode::CONFLICT,
+                format!(
+                    "model '{model}' has rollout {} in progress ({}): {what} would fight it; use teal promote, abort or rollback",
+                    r.id,
+                    r.phase.name()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Appends an event to the audit log, with the live slot after the change.
     async fn record(&self, model: &str, kind: &str, actor: String, detail: serde_json::Value) {
         let live = self
@@ -421,8 +475,12 @@ async fn deploy(
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
+    if let Err(response) = admin.not_during_rollout(&model, "a manual deploy") {
+        return response;
+    }
     match admin.slots.deploy(&model, &config).await {
         Ok(outcome) => {
+            remember(&admin.routes, &admin.store, &model).await;
             admin
                 .record(
                     &model,
@@ -461,8 +519,12 @@ async fn teardown(
             Err(response) => return response,
         }
     };
+    if let Err(response) = admin.not_during_rollout(&model, "a manual teardown") {
+        return response;
+    }
     match admin.slots.teardown(&model, request.slot).await {
         Ok(outcome) => {
+            remember(&admin.routes, &admin.store, &model).await;
             admin
                 .record(
                     &model,
@@ -500,9 +562,13 @@ async fn canary(
             format!("percent must be between 0 and 100, not {}", request.percent),
         );
     }
+    if let Err(response) = admin.not_during_rollout(&model, "a manual canary weight") {
+        return response;
+    }
     let weight = (request.percent * 100.0).round() as u32;
     match admin.routes.set_weight(&model, weight) {
         Ok(table) => {
+            remember(&admin.routes, &admin.store, &model).await;
             tracing::info!(model, candidate = %table.candidate(), weight_bp = table.candidate_weight, "canary weight set");
             admin.record(&model, "canary", actor(&headers), serde_json::json!({ "candidate": table.candidate(), "weight_bp": table.candidate_weight })).await;
             json(
@@ -590,6 +656,198 @@ async fn last_report(
             format!("model '{model}' has no validation report yet: run teal validate {model}"),
         ),
     }
+}
+
+async fn shadow(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let request: CanaryBody = match parse_body(&body, "body must be {{\"percent\": 0 to 100}}") {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    if !(0.0..=100.0).contains(&request.percent) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("percent must be between 0 and 100, not {}", request.percent),
+        );
+    }
+    if let Err(response) = admin.not_during_rollout(&model, "a manual shadow share") {
+        return response;
+    }
+    let share = (request.percent * 100.0).round() as u32;
+    let candidate = match admin.routes.load().models.get(&model) {
+        Some(m) => m.slot(m.table.candidate()).is_some(),
+        None => return route_error(RouteError::UnknownModel(model)),
+    };
+    if share > 0 && !candidate {
+        return error(
+            StatusCode::CONFLICT,
+            format!("model '{model}' has no standby version to mirror to: deploy one first"),
+        );
+    }
+    match admin.routes.set_shadow(&model, share) {
+        Ok(_) => {
+            remember(&admin.routes, &admin.store, &model).await;
+            admin
+                .record(
+                    &model,
+                    "shadow",
+                    actor(&headers),
+                    serde_json::json!({ "shadow_bp": share }),
+                )
+                .await;
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "model": model, "percent": f64::from(share) / 100.0 }),
+            )
+        }
+        Err(e) => route_error(e),
+    }
+}
+
+fn rollout_error(e: RolloutError) -> Response<Body> {
+    let status = match e {
+        RolloutError::UnknownModel(_) => StatusCode::NOT_FOUND,
+        RolloutError::InProgress { .. } | RolloutError::NoRollout(_) | RolloutError::Refused(_) => {
+            StatusCode::CONFLICT
+        }
+        RolloutError::Invalid(_) => StatusCode::BAD_REQUEST,
+        RolloutError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// A rollout request: the version like a config slot, and any settings to override.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    candidate: teal_core::config::SlotConfig,
+    /// Replaces the model's configured settings, key by key (`strategy`, `auto_switch`, ...).
+    #[serde(default)]
+    settings: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+async fn start_rollout(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let request: RolloutBody = match parse_body(
+        &body,
+        "body must be {\"candidate\": {\"version\": \"v3\", \"kind\": \"onnx\", \"path\": \"/models/v3.onnx\"}, \"settings\": {...}}",
+    ) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    if !admin.routes.load().models.contains_key(&model) {
+        return route_error(RouteError::UnknownModel(model));
+    }
+    let mut settings = admin.rollouts.settings(&model);
+    if let Some(overrides) = request.settings {
+        let mut merged = match serde_json::to_value(&settings) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for (key, value) in overrides {
+            if key == "rules"
+                && let (Some(serde_json::Value::Object(base)), serde_json::Value::Object(more)) =
+                    (merged.get_mut("rules"), &value)
+            {
+                base.extend(more.clone());
+                continue;
+            }
+            merged.insert(key, value);
+        }
+        settings = match serde_json::from_value(serde_json::Value::Object(merged)) {
+            Ok(s) => s,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("settings: {e} (keys: strategy, auto_switch, switch_delay_ms, observe_ms, keep_warm_ms, abort_removes_green, evidence, rules)"),
+                );
+            }
+        };
+    }
+    match admin
+        .rollouts
+        .start(&model, request.candidate, settings, &actor(&headers))
+        .await
+    {
+        Ok(r) => json(StatusCode::ACCEPTED, &RolloutView::of(r)),
+        Err(e) => rollout_error(e),
+    }
+}
+
+async fn list_rollouts(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+) -> Response<Body> {
+    let m = model.clone();
+    match with_store(&admin, move |store| store.rollouts(&m, 100)).await {
+        Ok(list) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "model": model, "rollouts": list.into_iter().map(RolloutView::of).collect::<Vec<_>>() }),
+        ),
+        Err(response) => response,
+    }
+}
+
+/// The rollout in progress, else the newest one.
+async fn current_rollout(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+) -> Response<Body> {
+    if let Some(r) = admin.rollouts.active(&model) {
+        return json(StatusCode::OK, &RolloutView::of(r));
+    }
+    let m = model.clone();
+    match with_store(&admin, move |store| store.rollouts(&m, 1)).await {
+        Ok(mut list) => match list.pop() {
+            Some(r) => json(StatusCode::OK, &RolloutView::of(r)),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("model '{model}' has had no rollout: start one with teal deploy"),
+            ),
+        },
+        Err(response) => response,
+    }
+}
+
+async fn rollout_command(
+    admin: &Admin,
+    model: &str,
+    event: teal_core::rollout::Event,
+) -> Response<Body> {
+    match admin.rollouts.command(model, event).await {
+        Ok(r) => json(StatusCode::OK, &RolloutView::of(r)),
+        Err(e) => rollout_error(e),
+    }
+}
+
+async fn promote(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+) -> Response<Body> {
+    let event = teal_core::rollout::Event::Promote {
+        actor: actor(&headers),
+    };
+    rollout_command(&admin, &model, event).await
+}
+
+async fn abort(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+) -> Response<Body> {
+    let event = teal_core::rollout::Event::Abort {
+        actor: actor(&headers),
+    };
+    rollout_command(&admin, &model, event).await
 }
 
 /// The admin token: `TEAL_ADMIN_TOKEN` when set, otherwise the one in the state folder,

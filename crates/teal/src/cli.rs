@@ -32,10 +32,39 @@ pub struct Cli {
 pub enum Command {
     /// Serve the configured models: the data plane on --listen, the admin API on --admin.
     Serve(ServeArgs),
-    /// Show each model's slots, versions and which one is live.
+    /// Show each model's slots, versions, which one is live, and any rollout in progress.
     Status {
         /// Only this model.
         model: Option<String>,
+        /// Redraw every second (phase, weights, rule checks) until interrupted.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Approve the rollout's switch, skip a canary pause, end the bake early, or end the
+    /// keep-warm window (which tears the old version down).
+    Promote {
+        /// The model.
+        model: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop the rollout before its switch: all traffic stays on the live version.
+    Abort {
+        /// The model.
+        model: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Mirror a share of MODEL's live requests to the standby slot; 0 ends it. Mirrored
+    /// copies never change or delay the live answer.
+    Shadow {
+        /// The model.
+        model: String,
+        /// Percent of live requests to copy, 0 to 100.
+        #[arg(long, value_name = "PERCENT")]
+        percent: f64,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -93,10 +122,14 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Put a new version of MODEL into its standby slot while the live slot keeps serving.
+    /// Roll out a new version of MODEL: load it into the standby slot while the live one
+    /// serves, warm it up, validate it, switch (at once, in canary steps, or after a shadow
+    /// window), watch it with the rollback rules armed, and tear the old version down after
+    /// the keep-warm window. Settings come from the model's [model.rollout] config; the
+    /// flags override them for this rollout.
     ///
-    /// The version must load and pass its checks (reference outputs, readiness) before it is
-    /// placed; a failure leaves everything as it was. Then `teal switch` makes it live.
+    /// With --standby-only it only loads the version into the standby slot; then
+    /// `teal switch` makes it live.
     Deploy(DeployArgs),
     /// Take a standby slot of MODEL out of routing, let its requests in flight finish, and
     /// stop it (a process slot's server gets SIGTERM, then SIGKILL after its grace period).
@@ -161,6 +194,47 @@ pub struct DeployArgs {
     /// A model-card field, KEY=VALUE (repeat for more).
     #[arg(long, value_name = "KEY=VALUE")]
     pub card: Vec<String>,
+    /// Only load the version into the standby slot; no rollout.
+    #[arg(long)]
+    pub standby_only: bool,
+    /// How the version reaches traffic.
+    #[arg(long, value_parser = ["blue-green", "canary", "shadow-then-switch"])]
+    pub strategy: Option<String>,
+    /// Canary steps as PERCENT:PAUSE, comma-separated; PAUSE is a duration (30s, 5m) or
+    /// `manual` (wait for teal promote); add `:gates` to validate at the end of a step.
+    /// Example: 10:1m,50:manual,90:30s:gates
+    #[arg(long, value_name = "STEPS")]
+    pub steps: Option<String>,
+    /// With shadow-then-switch: how long to mirror, e.g. 2m.
+    #[arg(long, value_name = "DURATION")]
+    pub shadow_window: Option<String>,
+    /// Wait for teal promote before switching, even when the gates pass.
+    #[arg(long)]
+    pub manual: bool,
+    /// Wait this long after the gates pass before switching, e.g. 30s.
+    #[arg(long, value_name = "DURATION")]
+    pub switch_delay: Option<String>,
+    /// How long to watch the new version with the rollback rules armed, e.g. 10m.
+    #[arg(long, value_name = "DURATION")]
+    pub observe: Option<String>,
+    /// How long the old version stays loaded after the bake, e.g. 7d or 0s.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_warm: Option<String>,
+    /// Validate on this labelled holdout file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["replay", "no_evidence"])]
+    pub holdout: Option<PathBuf>,
+    /// Validate on the newest N requests captured from live traffic.
+    #[arg(long, value_name = "N", conflicts_with = "no_evidence")]
+    pub replay: Option<usize>,
+    /// Check only health before switching.
+    #[arg(long)]
+    pub no_evidence: bool,
+    /// Stop the new version too when the rollout is aborted or fails.
+    #[arg(long)]
+    pub remove_on_abort: bool,
+    /// Follow the rollout until it ends or waits for an operator.
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -197,6 +271,86 @@ impl DeployArgs {
             slot["ready_timeout_ms"] = ready_timeout_ms.into();
         }
         Ok(slot)
+    }
+
+    /// The settings this rollout overrides, as the admin API takes them.
+    fn settings(&self) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        use teal_core::rollout::parse_duration;
+        let duration = |flag: &str, text: &str| {
+            parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+        };
+        let mut out = serde_json::Map::new();
+        let strategy = self.strategy.as_deref().or(match (&self.steps, &self.shadow_window) {
+            (Some(_), _) => Some("canary"),
+            (None, Some(_)) => Some("shadow-then-switch"),
+            _ => None,
+        });
+        match strategy {
+            Some("blue-green") => {
+                out.insert("strategy".into(), serde_json::json!({ "kind": "blue_green" }));
+            }
+            Some("canary") => {
+                let text = self.steps.as_deref().unwrap_or("10:1m,50:1m");
+                let mut steps = Vec::new();
+                for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let mut fields = part.split(':');
+                    let percent: f64 = fields
+                        .next()
+                        .unwrap_or("")
+                        .trim_end_matches('%')
+                        .parse()
+                        .with_context(|| format!("--steps {part}: start each step with a percent, like 10:1m"))?;
+                    let pause = match fields.next() {
+                        None | Some("manual") => None,
+                        Some(d) => Some(duration("steps", d)?),
+                    };
+                    let gates = match fields.next() {
+                        None => false,
+                        Some("gates") => true,
+                        Some(other) => bail!("--steps {part}: '{other}' is not known; only 'gates' may follow the pause"),
+                    };
+                    steps.push(serde_json::json!({ "percent": percent, "pause_ms": pause, "gates": gates }));
+                }
+                out.insert("strategy".into(), serde_json::json!({ "kind": "canary", "steps": steps }));
+            }
+            Some(_) => {
+                let window = match &self.shadow_window {
+                    Some(w) => duration("shadow-window", w)?,
+                    None => 60_000,
+                };
+                out.insert(
+                    "strategy".into(),
+                    serde_json::json!({ "kind": "shadow_then_switch", "window_ms": window, "percent": 100.0 }),
+                );
+            }
+            None => {}
+        }
+        if self.manual {
+            out.insert("auto_switch".into(), false.into());
+        }
+        for (flag, key, value) in [
+            ("switch-delay", "switch_delay_ms", &self.switch_delay),
+            ("observe", "observe_ms", &self.observe),
+            ("keep-warm", "keep_warm_ms", &self.keep_warm),
+        ] {
+            if let Some(text) = value {
+                out.insert(key.into(), duration(flag, text)?.into());
+            }
+        }
+        if let Some(path) = &self.holdout {
+            out.insert(
+                "evidence".into(),
+                serde_json::json!({ "holdout": std::path::absolute(path)? }),
+            );
+        } else if let Some(n) = self.replay {
+            out.insert("evidence".into(), serde_json::json!({ "replay": n }));
+        } else if self.no_evidence {
+            out.insert("evidence".into(), serde_json::Value::Null);
+        }
+        if self.remove_on_abort {
+            out.insert("abort_removes_green".into(), true.into());
+        }
+        Ok(out)
     }
 }
 
@@ -279,7 +433,35 @@ fn read_token(state_dir: &Path) -> anyhow::Result<String> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Status { model, admin } => status(model, admin).await,
+        Command::Status {
+            model,
+            watch,
+            admin,
+        } => match watch {
+            true => watch_status(model, admin).await,
+            false => status(model, admin).await,
+        },
+        Command::Promote { model, admin } => rollout_verb(&model, "promote", admin).await,
+        Command::Abort { model, admin } => rollout_verb(&model, "abort", admin).await,
+        Command::Shadow {
+            model,
+            percent,
+            admin,
+        } => {
+            let client = admin.client()?;
+            let answer = call(
+                &client,
+                &format!("/api/v1/models/{model}/shadow"),
+                Some(serde_json::json!({ "percent": percent })),
+            )
+            .await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("{model}: mirroring {}% of live requests to the standby slot", answer["percent"]);
+            }
+            Ok(())
+        }
         Command::Switch { model, to, admin } => {
             let client = admin.client()?;
             let answer = call(
@@ -298,6 +480,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(serde_json::json!({})),
             )
             .await?;
+            if answer.get("phase_name").is_some() {
+                return print_rollout(&answer, admin.json);
+            }
             print_switch(&answer, admin.json, "rolled back")
         }
         Command::Deploy(args) => deploy(args).await,
@@ -316,6 +501,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if admin.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
                 return Ok(());
+            }
+            let rollouts = call(&client, &format!("/api/v1/models/{model}/rollouts"), None).await?;
+            let rollouts: Vec<crate::rollout::RolloutView> =
+                serde_json::from_value(rollouts["rollouts"].clone())?;
+            if !rollouts.is_empty() {
+                println!("ROLLOUTS");
+                for r in &rollouts {
+                    println!(
+                        "  #{:<4} {}  {:<10} {:<19} {:<18} {}",
+                        r.rollout.id,
+                        crate::store::format_time(r.rollout.started_ms),
+                        r.rollout.version,
+                        r.strategy,
+                        r.phase_name,
+                        r.rollout.outcome.as_deref().unwrap_or("")
+                    );
+                }
+                println!("\nEVENTS");
             }
             let events: Vec<crate::store::Event> =
                 serde_json::from_value(answer["events"].clone())?;
@@ -473,6 +676,24 @@ async fn call(
 
 async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let slot = args.slot_config()?;
+    if !args.standby_only {
+        let settings = args.settings()?;
+        let client = args.admin.client()?;
+        let answer = call(
+            &client,
+            &format!("/api/v1/models/{}/rollouts", args.model),
+            Some(serde_json::json!({ "candidate": slot, "settings": settings })),
+        )
+        .await?;
+        if !args.watch {
+            print_rollout(&answer, args.admin.json)?;
+            if !args.admin.json {
+                println!("follow it with: teal status {} --watch", args.model);
+            }
+            return Ok(());
+        }
+        return follow_rollout(&args.model, &args.admin).await;
+    }
     let client = args
         .admin
         .client()?
@@ -683,6 +904,122 @@ async fn audit(
     Ok(())
 }
 
+async fn rollout_verb(model: &str, verb: &str, admin: AdminArgs) -> anyhow::Result<()> {
+    let client = admin.client()?;
+    let answer = call(
+        &client,
+        &format!("/api/v1/models/{model}/{verb}"),
+        Some(serde_json::json!({})),
+    )
+    .await?;
+    print_rollout(&answer, admin.json)
+}
+
+fn print_rollout(answer: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(answer)?);
+        return Ok(());
+    }
+    let view: crate::rollout::RolloutView = serde_json::from_value(answer.clone())?;
+    print!("{}", render_rollout(&view));
+    Ok(())
+}
+
+/// A rollout in a few lines: id, version, strategy, phase, traffic, timer, last checks.
+pub fn render_rollout(view: &crate::rollout::RolloutView) -> String {
+    let r = &view.rollout;
+    let mut out = format!(
+        "rollout #{} of {} {}: {} ({}), since {}\n",
+        r.id,
+        r.model,
+        r.version,
+        view.phase_name.replace('_', " "),
+        view.strategy,
+        crate::store::format_time(r.since_ms)
+    );
+    out.push_str(&format!(
+        "  traffic: live {}{}{}\n",
+        r.route.active,
+        if r.route.weight > 0 {
+            format!(", {}% to {}", f64::from(r.route.weight) / 100.0, r.route.active.other())
+        } else {
+            String::new()
+        },
+        if r.route.shadow > 0 {
+            format!(", mirroring {}%", f64::from(r.route.shadow) / 100.0)
+        } else {
+            String::new()
+        }
+    ));
+    if let Some(at) = view.next_at_ms {
+        let left = (at - crate::store::now_ms()).max(0) as f64 / 1000.0;
+        out.push_str(&format!("  next step in {left:.0} s\n"));
+    }
+    if !r.last_check.is_empty() {
+        out.push_str("  checks:");
+        for o in &r.last_check {
+            out.push_str(&format!(" {} {} ({});", o.rule, o.verdict, o.detail));
+        }
+        out.push('\n');
+    }
+    if let Some(outcome) = &r.outcome {
+        out.push_str(&format!("  outcome: {outcome}\n"));
+    }
+    if view.phase_name == "awaiting_approval" {
+        out.push_str(&format!("  approve with: teal promote {}   or stop with: teal abort {}\n", r.model, r.model));
+    }
+    out
+}
+
+/// Follows a rollout until it ends or waits for an operator, one line per phase change.
+async fn follow_rollout(model: &str, admin: &AdminArgs) -> anyhow::Result<()> {
+    let client = admin.client()?;
+    let mut last = String::new();
+    loop {
+        let answer = call(&client, &format!("/api/v1/models/{model}/rollout"), None).await?;
+        let view: crate::rollout::RolloutView = serde_json::from_value(answer.clone())?;
+        if view.phase_name != last {
+            last = view.phase_name.clone();
+            if admin.json {
+                println!("{}", serde_json::to_string(&answer)?);
+            } else {
+                print!("{}", render_rollout(&view));
+            }
+        }
+        if view.terminal || view.phase_name == "awaiting_approval" || view.phase_name == "promoted" {
+            return match view.phase_name.as_str() {
+                "failed" | "rolled_back" | "aborted" => bail!(
+                    "rollout #{} ended {}: {}",
+                    view.rollout.id,
+                    view.phase_name.replace('_', " "),
+                    view.rollout.outcome.unwrap_or_default()
+                ),
+                _ => Ok(()),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Redraws the status every second until interrupted.
+async fn watch_status(model: Option<String>, admin: AdminArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stdout().is_terminal() && !admin.json;
+    loop {
+        if terminal {
+            // Clear the screen and go home.
+            print!("\x1b[2J\x1b[H");
+            println!("teal status (every 1 s, Ctrl-C to stop)  {}\n", crate::store::format_time(crate::store::now_ms()));
+        }
+        status(model.clone(), AdminArgs { admin_url: admin.admin_url.clone(), state_dir: admin.state_dir.clone(), json: admin.json }).await?;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
 async fn status(model: Option<String>, admin: AdminArgs) -> anyhow::Result<()> {
     let client = admin.client()?;
     let models: Vec<ModelStatus> = match &model {
@@ -790,6 +1127,9 @@ fn render_status(m: &ModelStatus) -> String {
                 c.entries, c.hits, c.misses
             ));
         }
+    }
+    if let Some(rollout) = &m.rollout {
+        out.push_str(&render_rollout(rollout));
     }
     out
 }

@@ -5,6 +5,7 @@
 //! - [`backends`]: what runs a version (in-process ONNX, upstream replicas, a supervised process).
 //! - [`slots`]: loading, deploying and tearing down slots.
 //! - [`cache`]: the versioned prediction cache.
+//! - [`rollout`]: the rollout driver: persists each rollout and performs its effects.
 //! - [`validation`]: gathering evidence (holdout, shadow, replay) and running the gates.
 //! - [`metrics`]: the Prometheus registry, served at `/metrics` on the admin listener.
 //! - [`store`]: the state file: the hash-chained audit log and the request log.
@@ -24,6 +25,7 @@ pub mod client;
 pub mod demo;
 pub mod gateway;
 pub mod metrics;
+pub mod rollout;
 pub mod routing;
 pub mod server;
 pub mod slots;

@@ -43,6 +43,12 @@ pub struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub model: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub model: String,
     pub slot: String,
@@ -62,6 +68,8 @@ pub struct Metrics {
     pub shadow_share: Family<ModelLabels, FloatGauge>,
     pub slot_ready: Family<SlotLabels, Gauge>,
     pub shadow_agreement: Family<ModelLabels, FloatGauge>,
+    pub rollout_phase: Family<PhaseLabels, Gauge>,
+    pub rollbacks: Family<ModelLabels, Counter>,
     pub shadow_dropped: Counter,
     pub request_log_dropped: Counter,
     pub capture_dropped: Counter,
@@ -89,6 +97,18 @@ impl Metrics {
         let slot_ready = Family::<SlotLabels, Gauge>::default();
         let shadow_agreement = Family::<ModelLabels, FloatGauge>::default();
         let shadow_dropped = Counter::default();
+        let rollout_phase = Family::<PhaseLabels, Gauge>::default();
+        let rollbacks = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "teal_rollout_phase",
+            "The phase of each model's current or last rollout (1 for the phase it is in)",
+            rollout_phase.clone(),
+        );
+        registry.register(
+            "teal_rollbacks",
+            "Rollouts that ended with traffic back on the old version, by an operator or a rule",
+            rollbacks.clone(),
+        );
         let request_log_dropped = Counter::default();
         let capture_dropped = Counter::default();
         registry.register(
@@ -162,9 +182,23 @@ impl Metrics {
             shadow_share,
             slot_ready,
             shadow_agreement,
+            rollout_phase,
+            rollbacks,
             shadow_dropped,
             request_log_dropped,
             capture_dropped,
+        }
+    }
+
+    /// Marks `phase` as the model's rollout phase (and every other phase as not).
+    pub fn set_phase(&self, model: &str, phase: &str) {
+        for name in teal_core::rollout::Phase::NAMES {
+            self.rollout_phase
+                .get_or_create(&PhaseLabels {
+                    model: model.to_string(),
+                    phase: name.to_string(),
+                })
+                .set(i64::from(name == phase));
         }
     }
 

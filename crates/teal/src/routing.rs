@@ -6,7 +6,7 @@
 //! request that starts after the store sees the new table.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -27,17 +27,121 @@ pub struct Slot {
     pub cache: Option<PredictionCache>,
     /// The version as a response header value, made once.
     pub version_header: axum::http::HeaderValue,
+    /// How the slot was configured, remembered across restarts.
+    pub config: teal_core::config::SlotConfig,
+    /// Requests, failures and latencies since the slot started, for the rollback rules.
+    pub stats: SlotStats,
     in_flight: AtomicUsize,
+}
+
+/// Latency bucket upper bounds grow by this factor from [`FIRST_BUCKET_US`].
+const BUCKET_GROWTH: f64 = 1.25;
+const FIRST_BUCKET_US: f64 = 50.0;
+const BUCKETS: usize = 64;
+
+/// A slot's running counts: three relaxed atomic adds per request.
+pub struct SlotStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+/// A copy of [`SlotStats`] at one moment; two of them give an interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub errors: u64,
+    pub buckets: Vec<u64>,
+}
+
+impl SlotStats {
+    fn new() -> SlotStats {
+        SlotStats {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one answered request; `failed` is a failure on the slot's side (5xx).
+    pub fn observe(&self, latency: std::time::Duration, failed: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = latency.as_secs_f64() * 1e6;
+        let index = if us <= FIRST_BUCKET_US {
+            0
+        } else {
+            ((us / FIRST_BUCKET_US).ln() / BUCKET_GROWTH.ln()).ceil() as usize
+        };
+        self.buckets[index.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// What happened between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            buckets: self
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    /// The `q` quantile of latency in milliseconds (the upper bound of its bucket, so at
+    /// most 25% high), or `None` without requests.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(FIRST_BUCKET_US * BUCKET_GROWTH.powi(i as i32) / 1000.0);
+            }
+        }
+        None
+    }
+
+    pub fn window(&self) -> teal_core::rollout::Window {
+        teal_core::rollout::Window {
+            requests: self.requests,
+            errors: self.errors,
+            p95_ms: self.quantile_ms(0.95),
+        }
+    }
 }
 
 impl Slot {
     pub fn new(
         color: Color,
-        version: String,
-        card: BTreeMap<String, String>,
+        config: teal_core::config::SlotConfig,
         backend: Backend,
         cache: Option<PredictionCache>,
     ) -> Slot {
+        let version = config.version.clone();
+        let card = config.card.clone();
         // Version names are checked to be letters, digits, '-', '_' and '.', so this holds.
         let version_header = axum::http::HeaderValue::from_str(&version)
             .unwrap_or(axum::http::HeaderValue::from_static("invalid"));
@@ -48,6 +152,8 @@ impl Slot {
             backend,
             cache,
             version_header,
+            config,
+            stats: SlotStats::new(),
             in_flight: AtomicUsize::new(0),
         }
     }
@@ -345,6 +451,44 @@ impl Routes {
         })
     }
 
+    /// Publishes a rollout's route: live slot, candidate weight and shadow share in one
+    /// table. Returns whether anything changed (applying the same route twice is a no-op).
+    /// Unlike [`Routes::switch`], a move back to the old slot is not refused when that slot
+    /// reports unready: a rollback must never be stuck behind the version it returns to.
+    pub fn apply(
+        &self,
+        model: &str,
+        route: teal_core::rollout::Route,
+    ) -> Result<bool, RouteError> {
+        self.update(model, |routes| {
+            let table = &routes.table;
+            let weight = route.weight.min(teal_core::routing::WHOLE);
+            let shadow = route.shadow.min(teal_core::routing::WHOLE);
+            if table.active == route.active
+                && table.candidate_weight == weight
+                && table.shadow == shadow
+            {
+                return Ok((None, false));
+            }
+            if routes.slot(route.active).is_none() {
+                return Err(RouteError::EmptySlot {
+                    model: model.to_string(),
+                    color: route.active,
+                });
+            }
+            let mut next = routes.clone();
+            if table.active != route.active {
+                next.table = table.switched(route.active);
+                next.previous = Some(table.active);
+            } else {
+                next.table.generation += 1;
+            }
+            next.table.candidate_weight = weight;
+            next.table.shadow = shadow;
+            Ok((Some(next), true))
+        })
+    }
+
     /// Switches `model` back to the slot that was live before its last switch.
     pub fn rollback(&self, model: &str) -> Result<SwitchOutcome, RouteError> {
         let snapshot = self.load();
@@ -395,6 +539,9 @@ pub struct ModelStatus {
     pub header_override: bool,
     pub rollback_to: Option<Color>,
     pub slots: Vec<SlotStatus>,
+    /// The rollout in progress (filled in by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutView>,
 }
 
 impl ModelStatus {
@@ -436,6 +583,7 @@ impl ModelStatus {
             header_override: routes.table.header_override,
             rollback_to: routes.previous.filter(|p| *p != routes.table.active),
             slots,
+            rollout: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use teal_core::config::{Config, ConfigError};
+use teal_core::config::{Config, ConfigError, SlotConfig};
 use teal_core::routing::{Color, RouteTable};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -18,7 +18,8 @@ use crate::gateway::{self, Gateway};
 use crate::metrics::Metrics;
 use crate::routing::{ModelRoutes, RouteSnapshot, Routes, Slot};
 use crate::slots::{self, SlotManager};
-use crate::store::{NewEvent, RequestLog, Store};
+use crate::rollout::Rollouts;
+use crate::store::{ModelState, NewEvent, RequestLog, Store};
 use crate::validation::Validator;
 use crate::validation::taps::{Captures, ShadowHub};
 
@@ -75,12 +76,43 @@ pub fn load_config(path: &Path) -> Result<Config, StartError> {
 }
 
 /// Loads every configured slot. A slot that fails stops start-up with the reason.
-pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
+///
+/// `remembered` holds what the state file says each model ran when teal last stopped (the
+/// versions deployed since start-up, and which slot was live); it wins over the config
+/// file, so a restart never changes which version is live.
+pub async fn load_models(
+    config: &Config,
+    remembered: &[ModelState],
+) -> Result<RouteSnapshot, StartError> {
     let mut models = BTreeMap::new();
     for model in &config.models {
         let mut slots: [Option<Arc<Slot>>; 2] = [None, None];
+        let state = remembered.iter().find(|s| s.model == model.name);
+        let mut table = RouteTable {
+            header_override: model.header_override,
+            ..RouteTable::all_on(model.live)
+        };
+        let mut configs = [model.blue.clone(), model.green.clone()];
+        if let Some(state) = state {
+            let mut restored = [None, None];
+            for (color, value) in &state.slots {
+                match (color.parse::<Color>(), serde_json::from_value::<SlotConfig>(value.clone())) {
+                    (Ok(color), Ok(slot)) => restored[color.index()] = Some(slot),
+                    _ => tracing::warn!(model = %model.name, color, "a remembered slot cannot be read; using the config file's"),
+                }
+            }
+            if let Ok(active) = state.active.parse::<Color>()
+                && restored[active.index()].is_some()
+            {
+                tracing::info!(model = %model.name, live = %active, "restoring the slots and route teal had when it stopped");
+                configs = restored;
+                table.active = active;
+                table.candidate_weight = state.weight;
+                table.shadow = state.shadow;
+            }
+        }
         for color in [Color::Blue, Color::Green] {
-            if let Some(slot) = model.slot(color) {
+            if let Some(slot) = &configs[color.index()] {
                 let loaded = slots::load(
                     &model.name,
                     color,
@@ -98,10 +130,10 @@ pub async fn load_models(config: &Config) -> Result<RouteSnapshot, StartError> {
                 slots[color.index()] = Some(Arc::new(loaded));
             }
         }
-        let table = RouteTable {
-            header_override: model.header_override,
-            ..RouteTable::all_on(model.live)
-        };
+        if slots[table.candidate().index()].is_none() {
+            table.candidate_weight = 0;
+            table.shadow = 0;
+        }
         models.insert(
             model.name.clone(),
             Arc::new(ModelRoutes {
@@ -200,15 +232,24 @@ fn serve_on(
 /// Loads the models, binds both listeners and starts serving. `token` overrides the token
 /// file (it comes from `TEAL_ADMIN_TOKEN`).
 pub async fn start(config: &Config, token: Option<String>) -> Result<Running, StartError> {
-    let snapshot = load_models(config).await?;
-    let data = bind(&config.server.listen, "data plane", "listen").await?;
-    let admin_listener = bind(&config.server.admin, "admin API", "admin").await?;
     let state_dir = config.server.state_dir.clone();
     let state_error = |source| StartError::State {
         dir: state_dir.display().to_string(),
         source,
     };
     api::create_private_dir(&state_dir).map_err(state_error)?;
+    let store_path = state_dir.join("teal.db");
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let store = Arc::new(store);
+    let remembered = store
+        .model_states()
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let snapshot = load_models(config, &remembered).await?;
+    let data = bind(&config.server.listen, "data plane", "listen").await?;
+    let admin_listener = bind(&config.server.admin, "admin API", "admin").await?;
     let (token, hint) = api::load_or_create_token(&state_dir, token).map_err(state_error)?;
 
     let data_addr = data.local_addr().map_err(state_error)?;
@@ -222,12 +263,6 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let routes = Arc::new(Routes::new(snapshot));
     let metrics = Arc::new(Metrics::new());
     let shadows = Arc::new(ShadowHub::new(metrics.shadow_dropped.clone()));
-    let store_path = state_dir.join("teal.db");
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    let store = Arc::new(store);
     let captures = Arc::new(Captures::start(
         store.clone(),
         metrics.capture_dropped.clone(),
@@ -239,6 +274,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         captures.clone(),
         metrics.clone(),
     );
+    gateway.store = Some(store.clone());
     if config.server.request_log {
         gateway.request_log = Some(Arc::new(RequestLog::start(
             store.clone(),
@@ -274,11 +310,31 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         config.server.onnxruntime.clone(),
         Duration::from_millis(config.server.drain_ms),
     ));
+    let rollouts = Arc::new(Rollouts::new(
+        routes.clone(),
+        slots.clone(),
+        validator.clone(),
+        store.clone(),
+        metrics.clone(),
+        config
+            .models
+            .iter()
+            .map(|m| (m.name.clone(), m.rollout.clone()))
+            .collect(),
+    ));
+    for model in routes.load().models.keys() {
+        crate::rollout::remember(&routes, &store, model).await;
+    }
+    rollouts
+        .resume_all()
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
     let admin = Arc::new(Admin::new(
         slots.clone(),
         validator,
         store,
         metrics,
+        rollouts,
         token.clone(),
         hint,
     ));

@@ -55,13 +55,7 @@ pub async fn load(
     let cache = cache
         .enabled
         .then(|| PredictionCache::new(&slot.version, cache));
-    Ok(Slot::new(
-        color,
-        slot.version.clone(),
-        slot.card.clone(),
-        backend,
-        cache,
-    ))
+    Ok(Slot::new(color, slot.clone(), backend, cache))
 }
 
 /// Why a deploy or a teardown was refused or failed.

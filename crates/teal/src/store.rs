@@ -54,6 +54,40 @@ const MIGRATIONS: &[&str] = &[
         report TEXT NOT NULL
     );
     CREATE INDEX reports_model ON reports (model, id);",
+    "CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        version TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        terminal INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        candidate TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX rollouts_model ON rollouts (model, id);
+    CREATE TABLE slots (
+        model TEXT NOT NULL,
+        color TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (model, color)
+    );
+    CREATE TABLE routes (
+        model TEXT PRIMARY KEY,
+        active TEXT NOT NULL,
+        weight INTEGER NOT NULL,
+        shadow INTEGER NOT NULL
+    );
+    ALTER TABLE requests ADD COLUMN prediction TEXT;
+    CREATE TABLE feedback (
+        request_id TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        version TEXT,
+        at_ms INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        correct INTEGER
+    );
+    CREATE INDEX feedback_model_version ON feedback (model, version, at_ms);",
 ];
 
 /// Why the store failed.
@@ -103,6 +137,9 @@ pub struct RequestRecord {
     pub slot: Option<String>,
     pub status: u16,
     pub latency_us: u64,
+    /// The predicted label, when the model names its prediction output (for feedback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
 }
 
 /// What a chain check found.
@@ -192,6 +229,37 @@ fn chain_hash(prev: &str, at_ms: i64, e: &NewEvent, detail: &str) -> String {
         .collect()
 }
 
+/// Appends an event inside a transaction, chained to the newest one.
+fn append_in(tx: &rusqlite::Transaction<'_>, event: NewEvent) -> Result<Event, StoreError> {
+    let prev: String = tx
+        .query_row(
+            "SELECT hash FROM events ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_default();
+    let at_ms = now_ms();
+    let detail = event.detail.to_string();
+    let hash = chain_hash(&prev, at_ms, &event, &detail);
+    tx.execute(
+        "INSERT INTO events (at_ms, model, kind, actor, live_slot, live_version, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![at_ms, event.model, event.kind, event.actor, event.live_slot, event.live_version, detail, prev, hash],
+    )?;
+    Ok(Event {
+        id: tx.last_insert_rowid(),
+        at: format_time(at_ms),
+        at_ms,
+        model: event.model,
+        kind: event.kind,
+        actor: event.actor,
+        live_slot: event.live_slot,
+        live_version: event.live_version,
+        detail: event.detail,
+        hash,
+    })
+}
+
 /// The state file.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -223,35 +291,9 @@ impl Store {
     pub fn append(&self, event: NewEvent) -> Result<Event, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let prev: String = tx
-            .query_row(
-                "SELECT hash FROM events ORDER BY id DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or_default();
-        let at_ms = now_ms();
-        let detail = event.detail.to_string();
-        let hash = chain_hash(&prev, at_ms, &event, &detail);
-        tx.execute(
-            "INSERT INTO events (at_ms, model, kind, actor, live_slot, live_version, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![at_ms, event.model, event.kind, event.actor, event.live_slot, event.live_version, detail, prev, hash],
-        )?;
-        let id = tx.last_insert_rowid();
+        let stored = append_in(&tx, event)?;
         tx.commit()?;
-        Ok(Event {
-            id,
-            at: format_time(at_ms),
-            at_ms,
-            model: event.model,
-            kind: event.kind,
-            actor: event.actor,
-            live_slot: event.live_slot,
-            live_version: event.live_version,
-            detail: event.detail,
-            hash,
-        })
+        Ok(stored)
     }
 
     fn event_rows(
@@ -341,13 +383,13 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         for chunk in batch.chunks(ROWS) {
-            let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(
-                "INSERT INTO requests (request_id, at_ms, model, version, slot, status, latency_us) VALUES {placeholders}"
+                "INSERT INTO requests (request_id, at_ms, model, version, slot, status, latency_us, prediction) VALUES {placeholders}"
             );
             let mut insert = tx.prepare_cached(&sql)?;
             let latencies: Vec<i64> = chunk.iter().map(|r| r.latency_us as i64).collect();
-            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 7);
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 8);
             for (r, latency) in chunk.iter().zip(&latencies) {
                 values.extend_from_slice(&[
                     &r.request_id,
@@ -357,6 +399,7 @@ impl Store {
                     &r.slot,
                     &r.status,
                     latency,
+                    &r.prediction,
                 ]);
             }
             insert.execute(values.as_slice())?;
@@ -437,7 +480,7 @@ impl Store {
     /// The records of a request id (a caller may reuse an id, so there can be several).
     pub fn request(&self, request_id: &str) -> Result<Vec<RequestRecord>, StoreError> {
         let conn = self.lock();
-        let mut statement = conn.prepare("SELECT request_id, at_ms, model, version, slot, status, latency_us FROM requests WHERE request_id = ?1 ORDER BY id")?;
+        let mut statement = conn.prepare("SELECT request_id, at_ms, model, version, slot, status, latency_us, prediction FROM requests WHERE request_id = ?1 ORDER BY id")?;
         let rows = statement.query_map([request_id], |r| {
             Ok(RequestRecord {
                 request_id: r.get(0)?,
@@ -447,10 +490,223 @@ impl Store {
                 slot: r.get(4)?,
                 status: r.get(5)?,
                 latency_us: r.get::<_, i64>(6)? as u64,
+                prediction: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Creates a rollout row and returns its id (the state is written by [`Store::save_rollout`]).
+    pub fn new_rollout(
+        &self,
+        model: &str,
+        version: &str,
+        candidate: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        let conn = self.lock();
+        let now = now_ms();
+        conn.execute(
+            "INSERT INTO rollouts (model, version, phase, terminal, started_ms, updated_ms, candidate, state) VALUES (?1, ?2, 'new', 0, ?3, ?3, ?4, '{}')",
+            params![model, version, now, candidate.to_string()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Saves a rollout's state and the audit events of its transitions in one transaction,
+    /// so a crash keeps both or neither.
+    pub fn save_rollout(
+        &self,
+        rollout: &teal_core::rollout::Rollout,
+        events: Vec<NewEvent>,
+    ) -> Result<(), StoreError> {
+        let state = serde_json::to_string(rollout).map_err(|e| StoreError(e.to_string()))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE rollouts SET phase = ?2, terminal = ?3, updated_ms = ?4, state = ?5 WHERE id = ?1",
+            params![
+                rollout.id,
+                rollout.phase.name(),
+                rollout.phase.is_terminal(),
+                now_ms(),
+                state
+            ],
+        )?;
+        for event in events {
+            append_in(&tx, event)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn rollout_rows(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<teal_core::rollout::Rollout>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(sql)?;
+        let rows = statement.query_map(args, |r| r.get::<_, String>(0))?;
+        let mut rollouts = Vec::new();
+        for row in rows {
+            let text = row?;
+            match serde_json::from_str(&text) {
+                Ok(rollout) => rollouts.push(rollout),
+                Err(e) => tracing::error!(error = %e, "a rollout in the state file cannot be read"),
+            }
+        }
+        Ok(rollouts)
+    }
+
+    /// Rollouts that have not ended, with their candidate's slot configuration (JSON), to
+    /// resume at start-up.
+    pub fn unfinished_rollouts(
+        &self,
+    ) -> Result<Vec<(teal_core::rollout::Rollout, serde_json::Value)>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT state, candidate FROM rollouts WHERE terminal = 0 AND phase != 'new' ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut rollouts = Vec::new();
+        for row in rows {
+            let (state, candidate) = row?;
+            match (serde_json::from_str(&state), serde_json::from_str(&candidate)) {
+                (Ok(rollout), Ok(candidate)) => rollouts.push((rollout, candidate)),
+                _ => tracing::error!("an unfinished rollout in the state file cannot be read; it is left as it is"),
+            }
+        }
+        Ok(rollouts)
+    }
+
+    /// A model's rollouts, newest first.
+    pub fn rollouts(
+        &self,
+        model: &str,
+        limit: usize,
+    ) -> Result<Vec<teal_core::rollout::Rollout>, StoreError> {
+        self.rollout_rows(
+            "SELECT state FROM rollouts WHERE model = ?1 AND phase != 'new' ORDER BY id DESC LIMIT ?2",
+            &[&model, &(limit as i64)],
+        )
+    }
+
+    /// Remembers what each slot of a model runs and how traffic is split, so a restart
+    /// brings back the same slots with the same one live.
+    pub fn save_model_state(&self, state: &ModelState) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO routes (model, active, weight, shadow) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (model) DO UPDATE SET active = ?2, weight = ?3, shadow = ?4",
+            params![state.model, state.active, state.weight, state.shadow],
+        )?;
+        tx.execute("DELETE FROM slots WHERE model = ?1", [&state.model])?;
+        for (color, config) in &state.slots {
+            tx.execute(
+                "INSERT INTO slots (model, color, config) VALUES (?1, ?2, ?3)",
+                params![state.model, color, config.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every model's remembered slots and route.
+    pub fn model_states(&self) -> Result<Vec<ModelState>, StoreError> {
+        let conn = self.lock();
+        let mut routes = conn.prepare("SELECT model, active, weight, shadow FROM routes")?;
+        let mut states: Vec<ModelState> = routes
+            .query_map([], |r| {
+                Ok(ModelState {
+                    model: r.get(0)?,
+                    active: r.get(1)?,
+                    weight: r.get(2)?,
+                    shadow: r.get(3)?,
+                    slots: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut slots = conn.prepare("SELECT color, config FROM slots WHERE model = ?1")?;
+        for state in &mut states {
+            state.slots = slots
+                .query_map([&state.model], |r| {
+                    let text: String = r.get(1)?;
+                    Ok((r.get(0)?, serde_json::from_str(&text).unwrap_or_default()))
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(states)
+    }
+
+    /// Records the true label of a served request. The version and the prediction come from
+    /// the request log; `correct` is set when the prediction was logged.
+    pub fn record_feedback(
+        &self,
+        model: &str,
+        request_id: &str,
+        label: &str,
+    ) -> Result<Option<Feedback>, StoreError> {
+        let conn = self.lock();
+        let served: Option<(Option<String>, Option<String>)> = conn
+            .query_row(
+                "SELECT version, prediction FROM requests WHERE request_id = ?1 AND model = ?2 AND status < 400 ORDER BY id DESC LIMIT 1",
+                params![request_id, model],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((version, prediction)) = served else {
+            return Ok(None);
+        };
+        let correct = prediction.as_deref().map(|p| p == label);
+        conn.execute(
+            "INSERT INTO feedback (request_id, model, version, at_ms, label, correct) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (request_id) DO UPDATE SET label = ?5, correct = ?6, at_ms = ?4",
+            params![request_id, model, version, now_ms(), label, correct],
+        )?;
+        Ok(Some(Feedback {
+            request_id: request_id.to_string(),
+            version,
+            prediction,
+            label: label.to_string(),
+            correct,
+        }))
+    }
+
+    /// Live accuracy of each version of `model` from feedback since `since_ms`:
+    /// version, correct share, labels counted.
+    pub fn accuracy(&self, model: &str, since_ms: i64) -> Result<Vec<(String, f64, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT version, AVG(correct), COUNT(correct) FROM feedback WHERE model = ?1 AND at_ms >= ?2 AND correct IS NOT NULL AND version IS NOT NULL GROUP BY version ORDER BY version",
+        )?;
+        let rows = statement.query_map(params![model, since_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// A model's slots and route as remembered across restarts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelState {
+    pub model: String,
+    pub active: String,
+    pub weight: u32,
+    pub shadow: u32,
+    /// Colour and slot configuration (JSON).
+    pub slots: Vec<(String, serde_json::Value)>,
+}
+
+/// A label recorded against a served request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Feedback {
+    pub request_id: String,
+    pub version: Option<String>,
+    pub prediction: Option<String>,
+    pub label: String,
+    /// Whether the logged prediction equals the label (absent when none was logged).
+    pub correct: Option<bool>,
 }
 
 /// Requests waiting to be written, at most; past that, records are dropped and counted.

@@ -44,6 +44,16 @@ pub enum GatewayError {
     HeaderLength(String),
     #[error("could not read the request body: {0}")]
     Body(String),
+    #[error("feedback body must be {{\"request_id\": \"...\", \"label\": ...}}: {0}")]
+    Feedback(String),
+    #[error(
+        "no request '{id}' of model '{model}' in the request log: send feedback for a request teal answered, with the x-request-id it returned"
+    )]
+    UnknownRequest { model: String, id: String },
+    #[error("feedback needs the request log: turn server.request_log on")]
+    NoRequestLog,
+    #[error("the state file failed: {0}")]
+    Store(String),
     /// The model failed on a valid request.
     #[error("version {version} of model '{model}' failed: {source}")]
     Backend {
@@ -59,7 +69,11 @@ impl GatewayError {
             GatewayError::Protocol(_)
             | GatewayError::BadSlotHeader(_)
             | GatewayError::HeaderLength(_)
-            | GatewayError::Body(_) => StatusCode::BAD_REQUEST,
+            | GatewayError::Body(_)
+            | GatewayError::Feedback(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UnknownRequest { .. } => StatusCode::NOT_FOUND,
+            GatewayError::NoRequestLog => StatusCode::CONFLICT,
+            GatewayError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::UnknownModel { .. }
             | GatewayError::UnknownVersion { .. }
             | GatewayError::EmptySlot { .. }

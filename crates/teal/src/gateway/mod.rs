@@ -38,6 +38,34 @@ pub const GENERATION_HEADER: &str = "x-teal-route-generation";
 /// The binary tensor extension's header: the length of the JSON part of the body.
 pub const JSON_LENGTH_HEADER: &str = "inference-header-content-length";
 
+/// The predicted label of a request, carried on its response to the request log, where
+/// feedback finds it.
+#[derive(Clone)]
+struct Predicted(String);
+
+/// The label a request's answer predicts: the named prediction output (or the first integer
+/// output), one value per row; one row gives the value itself, several give a JSON array.
+fn predicted(outputs: &[Tensor], prediction_output: Option<&str>) -> Option<Predicted> {
+    let is_label = |t: &&Tensor| match prediction_output {
+        Some(name) => t.name == name,
+        None => matches!(
+            t.data,
+            protocol::TensorData::Int64(_) | protocol::TensorData::Int32(_)
+        ),
+    };
+    let tensor = outputs.iter().find(is_label)?;
+    let values = protocol::predictions(tensor);
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match values.as_slice() {
+        [] => None,
+        [one] => Some(Predicted(text(one))),
+        many => Some(Predicted(serde_json::Value::Array(many.to_vec()).to_string())),
+    }
+}
+
 /// Shared state of the data plane.
 pub struct Gateway {
     pub routes: Arc<Routes>,
@@ -49,6 +77,8 @@ pub struct Gateway {
     /// Where each routed request is recorded, when the request log is on.
     pub request_log: Option<Arc<RequestLog>>,
     pub metrics: Arc<Metrics>,
+    /// The state file, for feedback only (inference never waits on it).
+    pub store: Option<Arc<crate::store::Store>>,
     /// Requests in flight on a model above which live requests are not mirrored.
     pub shadow_headroom: i64,
     ids: RequestIds,
@@ -100,6 +130,7 @@ impl Gateway {
             shadows,
             captures,
             request_log: None,
+            store: None,
             metrics,
             shadow_headroom: std::thread::available_parallelism().map_or(2, |n| n.get() as i64),
             ids: RequestIds::new(),
@@ -139,7 +170,17 @@ impl Gateway {
         let (version, slot) = (header(VERSION_HEADER), header(SLOT_HEADER));
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
-        if version.is_some() || self.routes.load().models.contains_key(model) {
+        let snapshot = self.routes.load();
+        let routes = snapshot.models.get(model);
+        if let (Some(routes), Some(color), Some(v)) = (
+            routes,
+            slot.as_deref().and_then(|s| s.parse::<Color>().ok()),
+            &version,
+        ) && let Some(served) = routes.slot(color).filter(|s| &s.version == v)
+        {
+            served.stats.observe(elapsed, status >= 500);
+        }
+        if version.is_some() || routes.is_some() {
             let (v, s) = (
                 version.clone().unwrap_or_default(),
                 slot.clone().unwrap_or_default(),
@@ -182,6 +223,10 @@ impl Gateway {
             slot,
             status,
             latency_us: elapsed.as_micros() as u64,
+            prediction: response
+                .extensions()
+                .get::<Predicted>()
+                .map(|p| p.0.clone()),
         });
     }
 
@@ -246,6 +291,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v2/models/{model}", get(model_metadata))
         .route("/v2/models/{model}/ready", get(model_ready))
         .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/feedback", post(feedback))
+        .route("/v1/models/{model}/feedback", post(feedback))
         .route(
             "/v2/models/{model}/versions/{version}",
             get(version_metadata),
@@ -648,6 +695,16 @@ async fn run_infer(
         } else {
             "application/json"
         };
+        // Reading the answer costs a parse, so only models that name their prediction output
+        // (and so can take feedback) pay it.
+        let label = match routes.prediction_output.as_deref() {
+            Some(name) if gateway.request_log.is_some() && status.is_success() => {
+                protocol::decode_response(&answer.body, answer.json_len)
+                    .ok()
+                    .and_then(|outputs| predicted(&outputs, Some(name)))
+            }
+            _ => None,
+        };
         let mut response = bytes_response(status, content_type, answer.body);
         if let Some(n) = answer.json_len {
             response
@@ -656,6 +713,9 @@ async fn run_infer(
         }
         if (200..300).contains(&answer.status) {
             gateway.capture(&routes, &body, json_len);
+            if let Some(p) = label {
+                response.extensions_mut().insert(p);
+            }
         }
         routed_headers(&mut response, slot, request_id, routes.table.generation);
         return Ok(response);
@@ -673,6 +733,11 @@ async fn run_infer(
             r
         }
     };
+    if gateway.request_log.is_some()
+        && let Some(p) = predicted(&outputs, routes.prediction_output.as_deref())
+    {
+        response.extensions_mut().insert(p);
+    }
     routed_headers(&mut response, slot, request_id, routes.table.generation);
     Ok(response)
 }
@@ -746,6 +811,85 @@ async fn predict(
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    request_id: String,
+    label: serde_json::Value,
+}
+
+/// Delayed ground truth: the true label of a request teal answered, matched through the
+/// request log to the version that served it and the label it predicted.
+async fn feedback(
+    State(gateway): State<Arc<Gateway>>,
+    path: ModelPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    let model = match path {
+        Ok(Path(model)) => model,
+        Err(e) => return path_error(e),
+    };
+    match record_feedback(&gateway, &model, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => error_response(&e, None),
+    }
+}
+
+async fn record_feedback(
+    gateway: &Gateway,
+    model: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response<Body>, GatewayError> {
+    body_headers(headers, false)?;
+    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    find_model(gateway, model)?;
+    let request: FeedbackBody =
+        serde_json::from_slice(&body).map_err(|e| GatewayError::Feedback(e.to_string()))?;
+    if request.request_id.is_empty() || request.request_id.len() > 256 {
+        return Err(GatewayError::Feedback(
+            "request_id must be 1 to 256 characters".into(),
+        ));
+    }
+    let label = match &request.label {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null | serde_json::Value::Object(_) => {
+            return Err(GatewayError::Feedback(
+                "label must be the true class: a number, a string, or a list for a many-row request".into(),
+            ));
+        }
+        other => other.to_string(),
+    };
+    let (Some(store), Some(_)) = (&gateway.store, &gateway.request_log) else {
+        return Err(GatewayError::NoRequestLog);
+    };
+    // The request log writes in batches; a label sent right after its answer may be a
+    // moment ahead of it.
+    for attempt in 0..4 {
+        let (store, m, id, l) = (
+            store.clone(),
+            model.to_string(),
+            request.request_id.clone(),
+            label.clone(),
+        );
+        let found = tokio::task::spawn_blocking(move || store.record_feedback(&m, &id, &l))
+            .await
+            .map_err(|e| GatewayError::Store(e.to_string()))?
+            .map_err(|e| GatewayError::Store(e.to_string()))?;
+        if let Some(feedback) = found {
+            return Ok(json_response(StatusCode::OK, &feedback));
+        }
+        if attempt < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Err(GatewayError::UnknownRequest {
+        model: model.to_string(),
+        id: request.request_id,
+    })
+}
+
 /// The form the simple endpoint assumes for a model server that publishes no metadata.
 fn assumed_signature() -> Signature {
     Signature {
@@ -790,10 +934,16 @@ async fn run_predict(
         None => outputs.first(),
     };
     let predictions = chosen.map(protocol::predictions).unwrap_or_default();
+    let label = (gateway.request_log.is_some())
+        .then(|| predicted(&outputs, wanted))
+        .flatten();
     let mut response = json_response(
         StatusCode::OK,
         &serde_json::json!({ "predictions": predictions, "model_version": slot.version, "slot": slot.color }),
     );
+    if let Some(label) = label {
+        response.extensions_mut().insert(label);
+    }
     routed_headers(&mut response, slot, request_id, routes.table.generation);
     Ok(response)
 }

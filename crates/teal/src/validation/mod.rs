@@ -408,7 +408,13 @@ impl Validator {
     ) -> Vec<Observation> {
         job.total.store(samples, Ordering::Relaxed);
         let mut receiver = self.shadows.open(&routes.name, samples.min(4096));
-        let previous = self.routes.set_shadow(&routes.name, WHOLE).ok();
+        // A share set beforehand (a shadow-then-switch rollout's) is kept; otherwise all.
+        let share = if routes.table.shadow > 0 {
+            routes.table.shadow
+        } else {
+            WHOLE
+        };
+        let previous = self.routes.set_shadow(&routes.name, share).ok();
         let deadline = tokio::time::Instant::now() + window;
         let mut observations = Vec::with_capacity(samples.min(10_000));
         while observations.len() < samples {

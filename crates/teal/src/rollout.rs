@@ -1,0 +1,679 @@
+//! The rollout driver: runs one task per model with a rollout under way, feeding the pure
+//! state machine ([`teal_core::rollout`]) its events and performing the effects it returns.
+//!
+//! Order of work for every event: step the machine, persist the new state together with the
+//! audit events of its transitions (one SQLite transaction), then act. A restart reads the
+//! unfinished rollouts and re-issues what their phase still owes ([`Rollout::resume`]);
+//! every effect is idempotent, so nothing happens twice and the live slot never changes on
+//! a restart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use teal_core::config::SlotConfig;
+use teal_core::rollout::{Check, Effect, Event, Refused, Rollout, RolloutSettings, Strategy};
+use teal_core::routing::Color;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::{Metrics, ModelLabels};
+use crate::routing::{Routes, StatsSnapshot};
+use crate::slots::{SlotError, SlotManager};
+use crate::store::{ModelState, NewEvent, Store};
+use crate::validation::{Source, Validator};
+
+/// Why a rollout command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error(
+        "model '{model}' has rollout {id} in progress ({phase}): promote, abort or roll it back first"
+    )]
+    InProgress {
+        model: String,
+        id: i64,
+        phase: String,
+    },
+    #[error("model '{0}' has no rollout in progress: start one with teal deploy")]
+    NoRollout(String),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+/// Wall-clock milliseconds that advance with `tokio::time`, so tests can pause time.
+#[derive(Clone, Copy)]
+struct Clock {
+    wall_ms: i64,
+    at: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            wall_ms: crate::store::now_ms(),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.wall_ms + self.at.elapsed().as_millis() as i64
+    }
+}
+
+type Reply = oneshot::Sender<Result<Rollout, RolloutError>>;
+
+/// A running driver: where its commands go, and its latest state.
+struct Driver {
+    commands: mpsc::Sender<(Event, Reply)>,
+    state: Arc<Mutex<Rollout>>,
+}
+
+/// Every model's rollouts.
+pub struct Rollouts {
+    routes: Arc<Routes>,
+    slots: Arc<SlotManager>,
+    validator: Arc<Validator>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    settings: BTreeMap<String, RolloutSettings>,
+    drivers: Mutex<BTreeMap<String, Driver>>,
+    clock: Clock,
+}
+
+/// A rollout as the admin API shows it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct RolloutView {
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    pub phase_name: String,
+    pub strategy: String,
+    /// When the phase's timer fires (for status displays).
+    pub next_at_ms: Option<i64>,
+    pub terminal: bool,
+}
+
+impl RolloutView {
+    pub fn of(rollout: Rollout) -> RolloutView {
+        RolloutView {
+            phase_name: rollout.phase.name().to_string(),
+            strategy: rollout.settings.strategy.name().to_string(),
+            next_at_ms: rollout.deadline_ms(),
+            terminal: rollout.phase.is_terminal(),
+            rollout,
+        }
+    }
+}
+
+impl Rollouts {
+    pub fn new(
+        routes: Arc<Routes>,
+        slots: Arc<SlotManager>,
+        validator: Arc<Validator>,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        settings: BTreeMap<String, RolloutSettings>,
+    ) -> Rollouts {
+        Rollouts {
+            routes,
+            slots,
+            validator,
+            store,
+            metrics,
+            settings,
+            drivers: Mutex::new(BTreeMap::new()),
+            clock: Clock::new(),
+        }
+    }
+
+    /// A model's rollout settings from the config file.
+    pub fn settings(&self, model: &str) -> RolloutSettings {
+        self.settings.get(model).cloned().unwrap_or_default()
+    }
+
+    /// The model's rollout in progress, if one is.
+    pub fn active(&self, model: &str) -> Option<Rollout> {
+        let drivers = self.drivers.lock().unwrap_or_else(|p| p.into_inner());
+        let driver = drivers.get(model)?;
+        let state = driver
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (!state.phase.is_terminal()).then_some(state)
+    }
+
+    /// Starts a rollout of `candidate` onto the standby slot of `model`.
+    pub async fn start(
+        self: &Arc<Self>,
+        model: &str,
+        candidate: SlotConfig,
+        settings: RolloutSettings,
+        actor: &str,
+    ) -> Result<Rollout, RolloutError> {
+        candidate
+            .validate()
+            .map_err(|(f, reason)| RolloutError::Invalid(format!("{f}: {reason}")))?;
+        settings
+            .validate()
+            .map_err(|(f, reason)| RolloutError::Invalid(format!("{f}: {reason}")))?;
+        let snapshot = self.routes.load();
+        let routes = snapshot
+            .models
+            .get(model)
+            .ok_or_else(|| RolloutError::UnknownModel(model.to_string()))?;
+        if let Some(live) = routes.live()
+            && live.version == candidate.version
+        {
+            return Err(RolloutError::Invalid(format!(
+                "version {} is already live in the {} slot of '{model}': give the new version its own name",
+                candidate.version, live.color
+            )));
+        }
+        if let Some(running) = self.active(model) {
+            return Err(RolloutError::InProgress {
+                model: model.to_string(),
+                id: running.id,
+                phase: running.phase.name().to_string(),
+            });
+        }
+        let old = routes.table.active;
+        let old_version = routes.live().map(|s| s.version.clone());
+        let config = serde_json::to_value(&candidate).unwrap_or_default();
+        let (m, v) = (model.to_string(), candidate.version.clone());
+        let id = self
+            .blocking(move |store| store.new_rollout(&m, &v, &config))
+            .await?;
+        let (rollout, effects) = Rollout::start(
+            id,
+            model,
+            &candidate.version,
+            old,
+            old_version,
+            settings,
+            actor,
+            self.clock.now_ms(),
+        );
+        self.persist(&rollout, &effects).await?;
+        self.spawn(rollout.clone(), candidate, effects);
+        Ok(rollout)
+    }
+
+    /// Resumes every unfinished rollout in the state file (at start-up).
+    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, RolloutError> {
+        let unfinished = self
+            .blocking(|store| store.unfinished_rollouts())
+            .await?;
+        let mut resumed = 0;
+        for (rollout, candidate) in unfinished {
+            let Ok(candidate) = serde_json::from_value::<SlotConfig>(candidate) else {
+                tracing::error!(model = %rollout.model, id = rollout.id, "cannot read the candidate of an unfinished rollout; left as it is");
+                continue;
+            };
+            if !self.routes.load().models.contains_key(&rollout.model) {
+                tracing::warn!(model = %rollout.model, id = rollout.id, "unfinished rollout of a model no longer configured; left as it is");
+                continue;
+            }
+            tracing::info!(model = %rollout.model, id = rollout.id, phase = rollout.phase.name(), "resuming rollout");
+            let effects = rollout.resume();
+            self.spawn(rollout, candidate, effects);
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    /// Sends an operator's command to the model's rollout and returns its state after it.
+    pub async fn command(&self, model: &str, event: Event) -> Result<Rollout, RolloutError> {
+        let (commands, state) = {
+            let drivers = self.drivers.lock().unwrap_or_else(|p| p.into_inner());
+            let driver = drivers
+                .get(model)
+                .ok_or_else(|| RolloutError::NoRollout(model.to_string()))?;
+            (driver.commands.clone(), driver.state.clone())
+        };
+        let current = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if current.phase.is_terminal() {
+            return Err(RolloutError::NoRollout(model.to_string()));
+        }
+        current.accepts(&event)?;
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send((event, reply))
+            .await
+            .map_err(|_| RolloutError::NoRollout(model.to_string()))?;
+        answer
+            .await
+            .map_err(|_| RolloutError::NoRollout(model.to_string()))?
+    }
+
+    fn spawn(self: &Arc<Self>, rollout: Rollout, candidate: SlotConfig, effects: Vec<Effect>) {
+        let (commands, inbox) = mpsc::channel(16);
+        let state = Arc::new(Mutex::new(rollout.clone()));
+        self.metrics
+            .set_phase(&rollout.model, rollout.phase.name());
+        self.drivers.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            rollout.model.clone(),
+            Driver {
+                commands,
+                state: state.clone(),
+            },
+        );
+        let this = self.clone();
+        tokio::spawn(async move { this.drive(rollout, candidate, effects, inbox, state).await });
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, RolloutError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || call(&store))
+            .await
+            .map_err(|e| RolloutError::Store(format!("the state file task failed: {e}")))?
+            .map_err(|e| RolloutError::Store(e.to_string()))
+    }
+
+    /// Writes the state and the audit events of its transitions, in one transaction.
+    async fn persist(&self, rollout: &Rollout, effects: &[Effect]) -> Result<(), RolloutError> {
+        let live = rollout.route.active;
+        let live_version = if live == rollout.old {
+            rollout.old_version.clone()
+        } else {
+            Some(rollout.version.clone())
+        };
+        let events: Vec<NewEvent> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Record(t) => Some(NewEvent {
+                    model: rollout.model.clone(),
+                    kind: "rollout".into(),
+                    actor: t.actor.clone(),
+                    live_slot: Some(live.to_string()),
+                    live_version: live_version.clone(),
+                    detail: serde_json::json!({
+                        "rollout": rollout.id,
+                        "version": rollout.version,
+                        "from": t.from,
+                        "to": t.to,
+                        "cause": t.cause,
+                    }),
+                }),
+                _ => None,
+            })
+            .collect();
+        for e in &events {
+            tracing::info!(model = %e.model, rollout = rollout.id, version = %rollout.version, from = %e.detail["from"].as_str().unwrap_or(""), to = %e.detail["to"].as_str().unwrap_or(""), cause = %e.detail["cause"].as_str().unwrap_or(""), actor = %e.actor, "rollout transition");
+        }
+        let state = rollout.clone();
+        self.blocking(move |store| store.save_rollout(&state, events))
+            .await
+    }
+
+    async fn drive(
+        self: Arc<Self>,
+        mut state: Rollout,
+        candidate: SlotConfig,
+        effects: Vec<Effect>,
+        mut inbox: mpsc::Receiver<(Event, Reply)>,
+        shared: Arc<Mutex<Rollout>>,
+    ) {
+        let (done, mut finished) = mpsc::channel::<Event>(8);
+        let mut meter = Meter::default();
+        self.perform(&state, &candidate, effects, &done).await;
+        let interval = Duration::from_millis(state.settings.rules.check_interval_ms);
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        while !state.phase.is_terminal() {
+            let (event, reply) = tokio::select! {
+                Some((event, reply)) = inbox.recv() => (event, Some(reply)),
+                Some(event) = finished.recv() => (event, None),
+                _ = ticks.tick() => {
+                    let check = self.measure(&state, &mut meter).await;
+                    (Event::Tick { check: Some(check) }, None)
+                }
+            };
+            let before = state.clone();
+            let (next, effects) = state.clone().step(event, self.clock.now_ms());
+            if next != before {
+                // Persist before acting; if the state cannot be written, do not act on it.
+                if let Err(e) = self.persist(&next, &effects).await {
+                    tracing::error!(model = %state.model, rollout = state.id, error = %e, "cannot persist the rollout; holding it in {}", before.phase.name());
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(e));
+                    }
+                    continue;
+                }
+                if next.phase != before.phase {
+                    self.metrics.set_phase(&next.model, next.phase.name());
+                    if next.phase == teal_core::rollout::Phase::RolledBack {
+                        self.metrics
+                            .rollbacks
+                            .get_or_create(&ModelLabels {
+                                model: next.model.clone(),
+                            })
+                            .inc();
+                    }
+                }
+            }
+            state = next;
+            *shared.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(state.clone()));
+            }
+            self.perform(&state, &candidate, effects, &done).await;
+        }
+        tracing::info!(model = %state.model, rollout = state.id, phase = state.phase.name(), outcome = state.outcome.as_deref().unwrap_or(""), "rollout ended");
+    }
+
+    /// Measures both slots since the last check.
+    async fn measure(&self, state: &Rollout, meter: &mut Meter) -> Check {
+        let snapshot = self.routes.load();
+        let routes = snapshot.models.get(&state.model);
+        let slot = |color: Color, version: Option<&str>| {
+            routes
+                .and_then(|r| r.slot(color))
+                .filter(|s| Some(s.version.as_str()) == version)
+                .cloned()
+        };
+        let old = slot(state.old, state.old_version.as_deref());
+        let new = slot(state.new_slot(), Some(&state.version));
+        let window = |slot: &Option<Arc<crate::routing::Slot>>, last: &mut Option<StatsSnapshot>| {
+            let Some(slot) = slot else {
+                *last = None;
+                return teal_core::rollout::Window::default();
+            };
+            let now = slot.stats.snapshot();
+            let delta = match last {
+                Some(before) => now.since(before),
+                None => StatsSnapshot::default(),
+            };
+            *last = Some(now);
+            delta.window()
+        };
+        let old_window = window(&old, &mut meter.old);
+        let new_window = window(&new, &mut meter.new);
+        let accuracy = match state.settings.rules.min_accuracy {
+            Some(_) => {
+                let (model, version, since) =
+                    (state.model.clone(), state.version.clone(), state.started_ms);
+                self.blocking(move |store| store.accuracy(&model, since))
+                    .await
+                    .ok()
+                    .and_then(|rows| {
+                        rows.into_iter()
+                            .find(|(v, _, _)| *v == version)
+                            .map(|(_, acc, n)| (acc, n))
+                    })
+            }
+            None => None,
+        };
+        Check {
+            old: old_window,
+            new: new_window,
+            new_ready: new.is_some_and(|s| s.backend.ready()),
+            accuracy,
+        }
+    }
+
+    /// Performs effects in order; long ones run in the background and report back.
+    async fn perform(
+        self: &Arc<Self>,
+        state: &Rollout,
+        candidate: &SlotConfig,
+        effects: Vec<Effect>,
+        done: &mpsc::Sender<Event>,
+    ) {
+        for effect in effects {
+            let model = state.model.clone();
+            let this = self.clone();
+            let done = done.clone();
+            match effect {
+                Effect::Record(_) => {}
+                Effect::Route(route) => {
+                    let before = self
+                        .routes
+                        .load()
+                        .models
+                        .get(&model)
+                        .map(|m| m.table.active);
+                    match self.routes.apply(&model, route) {
+                        Ok(true) => {
+                            tracing::info!(model, active = %route.active, weight_bp = route.weight, shadow_bp = route.shadow, "route published");
+                            if before != Some(route.active) {
+                                self.metrics
+                                    .switches
+                                    .get_or_create(&ModelLabels {
+                                        model: model.clone(),
+                                    })
+                                    .inc();
+                            }
+                            remember(&self.routes, &self.store, &model).await;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(model, error = %e, "cannot publish the rollout's route")
+                        }
+                    }
+                    if state.phase == teal_core::rollout::Phase::Switching {
+                        let _ = done.send(Event::Switched).await;
+                    }
+                }
+                Effect::Deploy => {
+                    let (candidate, version, color) =
+                        (candidate.clone(), state.version.clone(), state.new_slot());
+                    tokio::spawn(async move {
+                        let already = this
+                            .routes
+                            .load()
+                            .models
+                            .get(&model)
+                            .and_then(|m| m.slot(color).map(|s| s.version == version))
+                            .unwrap_or(false);
+                        let event = if already {
+                            Event::Deployed
+                        } else {
+                            match this.slots.deploy(&model, &candidate).await {
+                                Ok(_) => {
+                                    remember(&this.routes, &this.store, &model).await;
+                                    Event::Deployed
+                                }
+                                Err(e) => Event::DeployFailed {
+                                    reason: e.to_string(),
+                                },
+                            }
+                        };
+                        let _ = done.send(event).await;
+                    });
+                }
+                Effect::WarmUp => {
+                    let (color, version) = (state.new_slot(), state.version.clone());
+                    let wait = warm_up_deadline(candidate);
+                    tokio::spawn(async move {
+                        let deadline = tokio::time::Instant::now() + wait;
+                        let event = loop {
+                            let ready = this
+                                .routes
+                                .load()
+                                .models
+                                .get(&model)
+                                .and_then(|m| m.slot(color).cloned())
+                                .filter(|s| s.version == version)
+                                .map(|s| s.backend.ready());
+                            match ready {
+                                Some(true) => break Event::Ready,
+                                None => {
+                                    break Event::NotReady {
+                                        reason: format!("no {color} slot holds {version}"),
+                                    };
+                                }
+                                Some(false) if tokio::time::Instant::now() >= deadline => {
+                                    break Event::NotReady {
+                                        reason: format!("not ready within {} s", wait.as_secs()),
+                                    };
+                                }
+                                Some(false) => {
+                                    tokio::time::sleep(Duration::from_millis(100)).await
+                                }
+                            }
+                        };
+                        let _ = done.send(event).await;
+                    });
+                }
+                Effect::RunGates => {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let event = this.run_gates(&state).await;
+                        let _ = done.send(event).await;
+                    });
+                }
+                Effect::TearDownOld | Effect::RemoveCandidate => {
+                    let (color, event) = match effect {
+                        Effect::TearDownOld => (state.old, Event::TornDown),
+                        _ => (state.new_slot(), Event::CandidateRemoved),
+                    };
+                    tokio::spawn(async move {
+                        loop {
+                            match this.slots.teardown(&model, Some(color)).await {
+                                Ok(_) => {
+                                    remember(&this.routes, &this.store, &model).await;
+                                    break;
+                                }
+                                // Already gone: done.
+                                Err(SlotError::Route(_)) => break,
+                                Err(e) => {
+                                    tracing::warn!(model, error = %e, "teardown must wait");
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            }
+                        }
+                        let _ = done.send(event).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Validates the candidate with the rollout's evidence and reports the verdict.
+    async fn run_gates(self: &Arc<Self>, state: &Rollout) -> Event {
+        let source = match (&state.settings.strategy, &state.settings.evidence) {
+            (Strategy::ShadowThenSwitch { window_ms, .. }, _) => Source::Shadow {
+                samples: 100_000,
+                window_ms: *window_ms,
+            },
+            (_, Some(teal_core::rollout::Evidence::Holdout(path))) => {
+                Source::Holdout { path: path.clone() }
+            }
+            (_, Some(teal_core::rollout::Evidence::Replay(n))) => Source::Replay { samples: *n },
+            (_, Some(teal_core::rollout::Evidence::Shadow(n))) => Source::Shadow {
+                samples: *n,
+                window_ms: 60_000,
+            },
+            (_, None) => {
+                return Event::Gates {
+                    verdict: "pass".into(),
+                    summary: "no evidence configured; health only".into(),
+                };
+            }
+        };
+        let id = loop {
+            match self.validator.start(&state.model, source.clone()) {
+                Ok(id) => break id,
+                // A validation someone started by hand: wait for it to end.
+                Err(crate::validation::ValidationError::Busy(_)) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => {
+                    return Event::Gates {
+                        verdict: "inconclusive".into(),
+                        summary: format!("validation could not run: {e}"),
+                    };
+                }
+            }
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(status) = self.validator.status(id) else {
+                return Event::Gates {
+                    verdict: "inconclusive".into(),
+                    summary: "validation was forgotten".into(),
+                };
+            };
+            match (status.report, status.error) {
+                (Some(report), _) => {
+                    let summary = report
+                        .gates
+                        .iter()
+                        .map(|g| format!("{} {}", g.gate, g.verdict.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Event::Gates {
+                        verdict: report.verdict.as_str().to_string(),
+                        summary: format!("{} samples from {}: {summary}", report.samples, report.source),
+                    };
+                }
+                (None, Some(error)) => {
+                    return Event::Gates {
+                        verdict: "inconclusive".into(),
+                        summary: format!("validation failed to run: {error}"),
+                    };
+                }
+                (None, None) => {}
+            }
+        }
+    }
+}
+
+/// The candidate's readiness deadline: its own for process and upstream slots, else 30 s.
+fn warm_up_deadline(candidate: &SlotConfig) -> Duration {
+    match &candidate.backend {
+        teal_core::config::BackendConfig::Upstream(r)
+        | teal_core::config::BackendConfig::Process(r) => {
+            Duration::from_millis(r.ready_timeout_ms.max(1_000))
+        }
+        teal_core::config::BackendConfig::Onnx { .. } => Duration::from_secs(30),
+    }
+}
+
+/// The last snapshot of each slot's counts, to measure intervals.
+#[derive(Default)]
+struct Meter {
+    old: Option<StatsSnapshot>,
+    new: Option<StatsSnapshot>,
+}
+
+/// Writes a model's slots and route to the state file, so a restart brings them back.
+pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
+    let snapshot = routes.load();
+    let Some(m) = snapshot.models.get(model) else {
+        return;
+    };
+    let state = ModelState {
+        model: model.to_string(),
+        active: m.table.active.to_string(),
+        weight: m.table.candidate_weight,
+        shadow: m.table.shadow,
+        slots: m
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s.color.to_string(),
+                    serde_json::to_value(&s.config).unwrap_or_default(),
+                )
+            })
+            .collect(),
+    };
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.save_model_state(&state)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(model = %model, error = %e, "cannot remember the model's slots"),
+        Err(e) => tracing::error!(model = %model, error = %e, "state writer crashed"),
+    }
+}
