@@ -5,8 +5,12 @@ slow (--delay-ms) or to fail a share of requests (--error-rate), the way a degra
 server would. teal's tests start it as a `process` slot or point an `upstream` slot at it.
 
 Usage: python3 onnx_model_server.py --port N --model PATH [--name digits] [--version v]
-       [--protocol v2|json] [--delay-ms MS] [--error-rate R]
+       [--protocol v2|json] [--delay-ms MS] [--error-rate R] [--fail-when FILE]
+
+--fail-when FILE makes every inference fail with a 500 while FILE exists: a fault that
+appears on cue (after a switch, say), without depending on timing.
 """
+import os
 import argparse
 import json
 import random
@@ -32,6 +36,7 @@ def main():
     parser.add_argument("--protocol", default="v2", choices=["v2", "json"])
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--fail-when", default=None)
     args = parser.parse_args()
 
     options = ort.SessionOptions()
@@ -80,7 +85,7 @@ def main():
                 time.sleep(args.delay_ms / 1000)
             with lock:
                 fail = rng.random() < args.error_rate
-            if fail:
+            if fail or (args.fail_when and os.path.exists(args.fail_when)):
                 return self.reply(500, {"error": "injected failure"})
             if args.protocol == "json" and self.path == "/predict":
                 labels, _ = run(np.array(body["features"], dtype=np.float32))

@@ -508,6 +508,9 @@ impl Config {
             resolve(lib);
         }
         for model in &mut self.models {
+            if let Some(crate::rollout::Evidence::Holdout(path)) = model.rollout.evidence.as_mut() {
+                resolve(path);
+            }
             for slot in [model.blue.as_mut(), model.green.as_mut()]
                 .into_iter()
                 .flatten()

@@ -767,7 +767,9 @@ async fn start_rollout(
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("settings: {e} (keys: strategy, auto_switch, switch_delay_ms, observe_ms, keep_warm_ms, abort_removes_green, evidence, rules)"),
+                    format!(
+                        "settings: {e} (keys: strategy, auto_switch, switch_delay_ms, observe_ms, keep_warm_ms, abort_removes_green, evidence, rules)"
+                    ),
                 );
             }
         };

@@ -280,14 +280,20 @@ impl DeployArgs {
             parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
         };
         let mut out = serde_json::Map::new();
-        let strategy = self.strategy.as_deref().or(match (&self.steps, &self.shadow_window) {
-            (Some(_), _) => Some("canary"),
-            (None, Some(_)) => Some("shadow-then-switch"),
-            _ => None,
-        });
+        let strategy = self
+            .strategy
+            .as_deref()
+            .or(match (&self.steps, &self.shadow_window) {
+                (Some(_), _) => Some("canary"),
+                (None, Some(_)) => Some("shadow-then-switch"),
+                _ => None,
+            });
         match strategy {
             Some("blue-green") => {
-                out.insert("strategy".into(), serde_json::json!({ "kind": "blue_green" }));
+                out.insert(
+                    "strategy".into(),
+                    serde_json::json!({ "kind": "blue_green" }),
+                );
             }
             Some("canary") => {
                 let text = self.steps.as_deref().unwrap_or("10:1m,50:1m");
@@ -299,7 +305,9 @@ impl DeployArgs {
                         .unwrap_or("")
                         .trim_end_matches('%')
                         .parse()
-                        .with_context(|| format!("--steps {part}: start each step with a percent, like 10:1m"))?;
+                        .with_context(|| {
+                            format!("--steps {part}: start each step with a percent, like 10:1m")
+                        })?;
                     let pause = match fields.next() {
                         None | Some("manual") => None,
                         Some(d) => Some(duration("steps", d)?),
@@ -307,11 +315,16 @@ impl DeployArgs {
                     let gates = match fields.next() {
                         None => false,
                         Some("gates") => true,
-                        Some(other) => bail!("--steps {part}: '{other}' is not known; only 'gates' may follow the pause"),
+                        Some(other) => bail!(
+                            "--steps {part}: '{other}' is not known; only 'gates' may follow the pause"
+                        ),
                     };
                     steps.push(serde_json::json!({ "percent": percent, "pause_ms": pause, "gates": gates }));
                 }
-                out.insert("strategy".into(), serde_json::json!({ "kind": "canary", "steps": steps }));
+                out.insert(
+                    "strategy".into(),
+                    serde_json::json!({ "kind": "canary", "steps": steps }),
+                );
             }
             Some(_) => {
                 let window = match &self.shadow_window {
@@ -458,7 +471,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if admin.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
-                println!("{model}: mirroring {}% of live requests to the standby slot", answer["percent"]);
+                println!(
+                    "{model}: mirroring {}% of live requests to the standby slot",
+                    answer["percent"]
+                );
             }
             Ok(())
         }
@@ -941,7 +957,11 @@ pub fn render_rollout(view: &crate::rollout::RolloutView) -> String {
         "  traffic: live {}{}{}\n",
         r.route.active,
         if r.route.weight > 0 {
-            format!(", {}% to {}", f64::from(r.route.weight) / 100.0, r.route.active.other())
+            format!(
+                ", {}% to {}",
+                f64::from(r.route.weight) / 100.0,
+                r.route.active.other()
+            )
         } else {
             String::new()
         },
@@ -966,7 +986,10 @@ pub fn render_rollout(view: &crate::rollout::RolloutView) -> String {
         out.push_str(&format!("  outcome: {outcome}\n"));
     }
     if view.phase_name == "awaiting_approval" {
-        out.push_str(&format!("  approve with: teal promote {}   or stop with: teal abort {}\n", r.model, r.model));
+        out.push_str(&format!(
+            "  approve with: teal promote {}   or stop with: teal abort {}\n",
+            r.model, r.model
+        ));
     }
     out
 }
@@ -986,7 +1009,8 @@ async fn follow_rollout(model: &str, admin: &AdminArgs) -> anyhow::Result<()> {
                 print!("{}", render_rollout(&view));
             }
         }
-        if view.terminal || view.phase_name == "awaiting_approval" || view.phase_name == "promoted" {
+        if view.terminal || view.phase_name == "awaiting_approval" || view.phase_name == "promoted"
+        {
             return match view.phase_name.as_str() {
                 "failed" | "rolled_back" | "aborted" => bail!(
                     "rollout #{} ended {}: {}",
@@ -1009,9 +1033,20 @@ async fn watch_status(model: Option<String>, admin: AdminArgs) -> anyhow::Result
         if terminal {
             // Clear the screen and go home.
             print!("\x1b[2J\x1b[H");
-            println!("teal status (every 1 s, Ctrl-C to stop)  {}\n", crate::store::format_time(crate::store::now_ms()));
+            println!(
+                "teal status (every 1 s, Ctrl-C to stop)  {}\n",
+                crate::store::format_time(crate::store::now_ms())
+            );
         }
-        status(model.clone(), AdminArgs { admin_url: admin.admin_url.clone(), state_dir: admin.state_dir.clone(), json: admin.json }).await?;
+        status(
+            model.clone(),
+            AdminArgs {
+                admin_url: admin.admin_url.clone(),
+                state_dir: admin.state_dir.clone(),
+                json: admin.json,
+            },
+        )
+        .await?;
         let _ = std::io::stdout().flush();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

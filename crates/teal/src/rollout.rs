@@ -206,9 +206,7 @@ impl Rollouts {
 
     /// Resumes every unfinished rollout in the state file (at start-up).
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize, RolloutError> {
-        let unfinished = self
-            .blocking(|store| store.unfinished_rollouts())
-            .await?;
+        let unfinished = self.blocking(|store| store.unfinished_rollouts()).await?;
         let mut resumed = 0;
         for (rollout, candidate) in unfinished {
             let Ok(candidate) = serde_json::from_value::<SlotConfig>(candidate) else {
@@ -254,15 +252,17 @@ impl Rollouts {
     fn spawn(self: &Arc<Self>, rollout: Rollout, candidate: SlotConfig, effects: Vec<Effect>) {
         let (commands, inbox) = mpsc::channel(16);
         let state = Arc::new(Mutex::new(rollout.clone()));
-        self.metrics
-            .set_phase(&rollout.model, rollout.phase.name());
-        self.drivers.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            rollout.model.clone(),
-            Driver {
-                commands,
-                state: state.clone(),
-            },
-        );
+        self.metrics.set_phase(&rollout.model, rollout.phase.name());
+        self.drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                rollout.model.clone(),
+                Driver {
+                    commands,
+                    state: state.clone(),
+                },
+            );
         let this = self.clone();
         tokio::spawn(async move { this.drive(rollout, candidate, effects, inbox, state).await });
     }
@@ -383,7 +383,8 @@ impl Rollouts {
         };
         let old = slot(state.old, state.old_version.as_deref());
         let new = slot(state.new_slot(), Some(&state.version));
-        let window = |slot: &Option<Arc<crate::routing::Slot>>, last: &mut Option<StatsSnapshot>| {
+        let window = |slot: &Option<Arc<crate::routing::Slot>>,
+                      last: &mut Option<StatsSnapshot>| {
             let Some(slot) = slot else {
                 *last = None;
                 return teal_core::rollout::Window::default();
@@ -517,9 +518,7 @@ impl Rollouts {
                                         reason: format!("not ready within {} s", wait.as_secs()),
                                     };
                                 }
-                                Some(false) => {
-                                    tokio::time::sleep(Duration::from_millis(100)).await
-                                }
+                                Some(false) => tokio::time::sleep(Duration::from_millis(100)).await,
                             }
                         };
                         let _ = done.send(event).await;
@@ -614,7 +613,10 @@ impl Rollouts {
                         .join(", ");
                     return Event::Gates {
                         verdict: report.verdict.as_str().to_string(),
-                        summary: format!("{} samples from {}: {summary}", report.samples, report.source),
+                        summary: format!(
+                            "{} samples from {}: {summary}",
+                            report.samples, report.source
+                        ),
                     };
                 }
                 (None, Some(error)) => {
@@ -673,7 +675,9 @@ pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
     let store = store.clone();
     match tokio::task::spawn_blocking(move || store.save_model_state(&state)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(model = %model, error = %e, "cannot remember the model's slots"),
+        Ok(Err(e)) => {
+            tracing::error!(model = %model, error = %e, "cannot remember the model's slots")
+        }
         Err(e) => tracing::error!(model = %model, error = %e, "state writer crashed"),
     }
 }

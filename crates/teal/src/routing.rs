@@ -455,11 +455,7 @@ impl Routes {
     /// table. Returns whether anything changed (applying the same route twice is a no-op).
     /// Unlike [`Routes::switch`], a move back to the old slot is not refused when that slot
     /// reports unready: a rollback must never be stuck behind the version it returns to.
-    pub fn apply(
-        &self,
-        model: &str,
-        route: teal_core::rollout::Route,
-    ) -> Result<bool, RouteError> {
+    pub fn apply(&self, model: &str, route: teal_core::rollout::Route) -> Result<bool, RouteError> {
         self.update(model, |routes| {
             let table = &routes.table;
             let weight = route.weight.min(teal_core::routing::WHOLE);

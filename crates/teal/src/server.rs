@@ -16,9 +16,9 @@ use crate::api::{self, Admin};
 use crate::backends::LoadError;
 use crate::gateway::{self, Gateway};
 use crate::metrics::Metrics;
+use crate::rollout::Rollouts;
 use crate::routing::{ModelRoutes, RouteSnapshot, Routes, Slot};
 use crate::slots::{self, SlotManager};
-use crate::rollout::Rollouts;
 use crate::store::{ModelState, NewEvent, RequestLog, Store};
 use crate::validation::Validator;
 use crate::validation::taps::{Captures, ShadowHub};
@@ -96,9 +96,14 @@ pub async fn load_models(
         if let Some(state) = state {
             let mut restored = [None, None];
             for (color, value) in &state.slots {
-                match (color.parse::<Color>(), serde_json::from_value::<SlotConfig>(value.clone())) {
+                match (
+                    color.parse::<Color>(),
+                    serde_json::from_value::<SlotConfig>(value.clone()),
+                ) {
                     (Ok(color), Ok(slot)) => restored[color.index()] = Some(slot),
-                    _ => tracing::warn!(model = %model.name, color, "a remembered slot cannot be read; using the config file's"),
+                    _ => {
+                        tracing::warn!(model = %model.name, color, "a remembered slot cannot be read; using the config file's")
+                    }
                 }
             }
             if let Ok(active) = state.active.parse::<Color>()

@@ -567,13 +567,19 @@ impl Store {
         let mut statement = conn.prepare(
             "SELECT state, candidate FROM rollouts WHERE terminal = 0 AND phase != 'new' ORDER BY id",
         )?;
-        let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows =
+            statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut rollouts = Vec::new();
         for row in rows {
             let (state, candidate) = row?;
-            match (serde_json::from_str(&state), serde_json::from_str(&candidate)) {
+            match (
+                serde_json::from_str(&state),
+                serde_json::from_str(&candidate),
+            ) {
                 (Ok(rollout), Ok(candidate)) => rollouts.push((rollout, candidate)),
-                _ => tracing::error!("an unfinished rollout in the state file cannot be read; it is left as it is"),
+                _ => tracing::error!(
+                    "an unfinished rollout in the state file cannot be read; it is left as it is"
+                ),
             }
         }
         Ok(rollouts)
@@ -675,7 +681,11 @@ impl Store {
 
     /// Live accuracy of each version of `model` from feedback since `since_ms`:
     /// version, correct share, labels counted.
-    pub fn accuracy(&self, model: &str, since_ms: i64) -> Result<Vec<(String, f64, u64)>, StoreError> {
+    pub fn accuracy(
+        &self,
+        model: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(String, f64, u64)>, StoreError> {
         let conn = self.lock();
         let mut statement = conn.prepare(
             "SELECT version, AVG(correct), COUNT(correct) FROM feedback WHERE model = ?1 AND at_ms >= ?2 AND correct IS NOT NULL AND version IS NOT NULL GROUP BY version ORDER BY version",

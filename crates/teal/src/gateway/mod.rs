@@ -62,7 +62,9 @@ fn predicted(outputs: &[Tensor], prediction_output: Option<&str>) -> Option<Pred
     match values.as_slice() {
         [] => None,
         [one] => Some(Predicted(text(one))),
-        many => Some(Predicted(serde_json::Value::Array(many.to_vec()).to_string())),
+        many => Some(Predicted(
+            serde_json::Value::Array(many.to_vec()).to_string(),
+        )),
     }
 }
 

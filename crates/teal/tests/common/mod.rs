@@ -221,7 +221,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A child process killed (with its process group) when the test lets go of it.
-pub struct Proc(pub std::process::Child, bool);
+pub struct Proc(pub std::process::Child, pub bool);
 
 impl Proc {
     /// Whether the process has exited (it is then reaped, and its group is not signalled again:
