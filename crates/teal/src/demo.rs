@@ -1,8 +1,11 @@
-//! `teal demo`: the bundled example models, real traffic, a switch to green and a rollback.
+//! `teal demo`: the whole rollout lifecycle on the bundled models, under real traffic.
 //!
 //! It writes the embedded models and a config to a temporary folder, starts a real teal on
-//! loopback, sends V2 requests from the holdout set over HTTP from several clients, switches
-//! through the admin API while they run, and reports what each version served.
+//! loopback, and keeps several clients sending V2 requests from the holdout set over HTTP
+//! while three rollouts run through the admin API: a good version (v2) goes live, a bad one
+//! (labels shifted by one) is stopped by the gates, and a third, served by a separate model
+//! server that starts failing after its switch, is rolled back by the rules on their own.
+//! Then it reports what each version served in each step.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +18,7 @@ use clap::Args;
 use teal_core::config::Config;
 
 use crate::client::HttpClient;
-use crate::gateway::{GENERATION_HEADER, SLOT_HEADER, VERSION_HEADER};
+use crate::gateway::{SLOT_HEADER, VERSION_HEADER};
 use crate::server;
 
 const DIGITS_V1: &[u8] = include_bytes!("../../../models/digits/v1/model.onnx");
@@ -23,8 +26,11 @@ const DIGITS_V1_REFERENCE: &[u8] = include_bytes!("../../../models/digits/v1/ref
 const DIGITS_V2: &[u8] = include_bytes!("../../../models/digits/v2/model.onnx");
 const DIGITS_V2_REFERENCE: &[u8] = include_bytes!("../../../models/digits/v2/reference.json");
 const DIGITS_HOLDOUT: &str = include_str!("../../../models/digits/holdout.jsonl");
+const DIGITS_PERMUTED: &[u8] =
+    include_bytes!("../../../models/digits/variants/v2-permuted/model.onnx");
+const FAULTY_SERVER: &str = include_str!("../../../tests/python/onnx_model_server.py");
 
-const DEMO_CONFIG: &str = r#"# Written by `teal demo`: the bundled digits model, v1 in blue (live) and v2 in green.
+const DEMO_CONFIG: &str = r#"# Written by `teal demo`: the bundled digits model, v1 live in blue.
 [server]
 listen = "127.0.0.1:0"
 admin = "127.0.0.1:0"
@@ -33,6 +39,15 @@ state_dir = "state"
 [[model]]
 name = "digits"
 live = "blue"
+prediction_output = "label"
+
+# Short windows so the demo takes seconds; the defaults are a 5 minute bake and 7 days warm.
+[model.rollout]
+observe_ms = "3s"
+keep_warm_ms = "0s"
+abort_removes_green = true
+evidence = { holdout = "digits/holdout.jsonl" }
+rules = { check_interval_ms = 250, consecutive = 3, min_requests = 10 }
 
 [model.blue]
 version = "v1"
@@ -40,19 +55,12 @@ kind = "onnx"
 path = "digits/v1/model.onnx"
 reference = "digits/v1/reference.json"
 card = { notes = "LogisticRegression on scikit-learn's digits", owner = "examples" }
-
-[model.green]
-version = "v2"
-kind = "onnx"
-path = "digits/v2/model.onnx"
-reference = "digits/v2/reference.json"
-card = { notes = "StandardScaler + MLP on scikit-learn's digits", owner = "examples" }
 "#;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Requests in each of the three phases (blue live, green live, rolled back).
-    #[arg(long, default_value_t = 3000)]
+    /// Requests sent while each version is simply live, before the next rollout starts.
+    #[arg(long, default_value_t = 2000)]
     pub requests: usize,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
@@ -87,6 +95,9 @@ fn write_demo_files(dir: &Path) -> std::io::Result<()> {
         ("digits/v1/reference.json", DIGITS_V1_REFERENCE),
         ("digits/v2/model.onnx", DIGITS_V2),
         ("digits/v2/reference.json", DIGITS_V2_REFERENCE),
+        ("digits/v2-permuted/model.onnx", DIGITS_PERMUTED),
+        ("digits/holdout.jsonl", DIGITS_HOLDOUT.as_bytes()),
+        ("faulty_server.py", FAULTY_SERVER.as_bytes()),
         ("teal.toml", DEMO_CONFIG.as_bytes()),
     ] {
         let target = dir.join(path);
@@ -100,7 +111,7 @@ fn write_demo_files(dir: &Path) -> std::io::Result<()> {
 
 /// What one answered request tells.
 struct Sample {
-    generation: u64,
+    step: usize,
     version: String,
     slot: String,
     ok: bool,
@@ -111,7 +122,6 @@ struct Sample {
 #[derive(serde::Serialize)]
 struct PhaseSummary {
     phase: String,
-    route_generation: u64,
     requests: usize,
     errors: usize,
     versions: BTreeMap<String, usize>,
@@ -126,11 +136,23 @@ struct DemoSummary {
     clients: usize,
     requests: usize,
     errors: usize,
-    switch_ms: Vec<f64>,
+    /// Failures while the faulty version was live and before the rules rolled it back.
+    errors_from_the_fault: usize,
     phases: Vec<PhaseSummary>,
+    rollouts: Vec<RolloutSummary>,
     requests_per_second: f64,
-    /// Answers whose version is not the one their route table made live.
-    misrouted: usize,
+    /// From the fault appearing to traffic back on the previous version.
+    rollback_after_fault_ms: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct RolloutSummary {
+    id: i64,
+    version: String,
+    strategy: String,
+    phases: Vec<String>,
+    ended: String,
+    outcome: String,
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
@@ -147,6 +169,69 @@ fn progress(json: bool, line: &str) {
     }
 }
 
+const STEPS: [&str; 7] = [
+    "v1 live",
+    "rollout #1: v2 (blue-green)",
+    "v2 live",
+    "rollout #2: v2-permuted, bad",
+    "rollout #3: v3, health only",
+    "v3 fails after its switch",
+    "rolled back: v2 live",
+];
+
+/// Whether `python3` with onnxruntime can run the demo's separate model server.
+fn python_ready() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime, numpy"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts a rollout and follows it to its end (or to `until`), printing each phase.
+async fn follow(
+    admin: &HttpClient,
+    json: bool,
+    body: serde_json::Value,
+    until: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let started = admin
+        .post_json("/api/v1/models/digits/rollouts", &body)
+        .await?;
+    anyhow::ensure!(
+        started.status == 202,
+        "the rollout did not start: {}",
+        started.error_message()
+    );
+    let id = started.json()["id"].as_i64().unwrap_or(0);
+    let version = body["candidate"]["version"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let state = admin.get("/api/v1/models/digits/rollout").await?.json();
+        let phase = state["phase_name"].as_str().unwrap_or("").to_string();
+        if phase != seen {
+            progress(
+                json,
+                &format!("  rollout #{id} {version}: {}", phase.replace('_', " ")),
+            );
+            seen = phase.clone();
+        }
+        if state["terminal"] == true || until == Some(phase.as_str()) {
+            return Ok(state);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "rollout #{id} did not finish in 2 minutes (phase {phase})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.clients > 0 && args.requests > 0,
@@ -160,16 +245,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     progress(
         args.json,
-        "loading digits v1 (blue) and v2 (green); checking each against its reference outputs",
+        "loading digits v1 into the blue slot and checking it against its reference outputs",
     );
     let token = format!("demo-{:016x}", fastrand::u64(..));
     let running = server::start(&config, Some(token.clone())).await?;
     progress(
         args.json,
         &format!(
-            "teal is serving on {} (admin {})",
+            "teal is serving on {} (admin {}); {} clients send requests throughout",
             running.data_url(),
-            running.admin_url()
+            running.admin_url(),
+            args.clients
         ),
     );
 
@@ -177,18 +263,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let data = HttpClient::new(&running.data_url());
     let admin = HttpClient::new(&running.admin_url()).with_token(Some(token));
     let done = Arc::new(AtomicUsize::new(0));
+    let step = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
 
     let mut clients = Vec::new();
     for c in 0..args.clients {
-        let (data, rows, done, stop) = (data.clone(), rows.clone(), done.clone(), stop.clone());
+        let (data, rows, done, stop, step) = (
+            data.clone(),
+            rows.clone(),
+            done.clone(),
+            stop.clone(),
+            step.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut i = c;
             while !stop.load(Ordering::Relaxed) {
                 let row = &rows[i % rows.len()];
                 i += 7;
+                let at_step = step.load(Ordering::Relaxed);
                 let sent = Instant::now();
                 let answer = data
                     .send(
@@ -201,18 +295,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let latency = sent.elapsed();
                 let sample = match answer {
                     Ok(a) => Sample {
-                        generation: a
-                            .header(GENERATION_HEADER)
-                            .and_then(|g| g.parse().ok())
-                            .unwrap_or(0),
-                        version: a.header(VERSION_HEADER).unwrap_or("?").to_string(),
-                        slot: a.header(SLOT_HEADER).unwrap_or("?").to_string(),
+                        step: at_step,
+                        version: a.header(VERSION_HEADER).unwrap_or("-").to_string(),
+                        slot: a.header(SLOT_HEADER).unwrap_or("-").to_string(),
                         ok: a.status == 200,
                         latency,
                         correct: a.json()["outputs"][0]["data"][0].as_i64() == Some(row.label),
                     },
                     Err(_) => Sample {
-                        generation: 0,
+                        step: at_step,
                         version: "-".into(),
                         slot: "-".into(),
                         ok: false,
@@ -227,52 +318,126 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }));
     }
 
-    let wait_for = |target: usize| {
+    let wait_more = |n: usize| {
         let done = done.clone();
         async move {
+            let target = done.load(Ordering::Relaxed) + n;
             while done.load(Ordering::Relaxed) < target {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     };
-    let mut switch_ms = Vec::new();
+    let onnx = |version: &str, file: &str, reference: Option<&str>| {
+        let mut slot = serde_json::json!({
+            "version": version,
+            "kind": "onnx",
+            "path": dir.join(file),
+        });
+        if let Some(r) = reference {
+            slot["reference"] = dir.join(r).display().to_string().into();
+        }
+        slot
+    };
+
     progress(
         args.json,
-        &format!("phase 1: {} requests with blue (v1) live", args.requests),
+        &format!("{}: {} requests", STEPS[0], args.requests),
     );
-    wait_for(args.requests).await;
-    for (step, (path, body, what)) in [
-        (
-            "/api/v1/models/digits/switch",
-            serde_json::json!({"to": "green"}),
-            "switched to green (v2)",
-        ),
-        (
-            "/api/v1/models/digits/rollback",
-            serde_json::json!({}),
-            "rolled back to blue (v1)",
-        ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let t = Instant::now();
-        let answer = admin.post_json(path, &body).await?;
-        anyhow::ensure!(
-            answer.status == 200,
-            "switch failed: {}",
-            answer.error_message()
+    wait_more(args.requests).await;
+
+    step.store(1, Ordering::Relaxed);
+    progress(
+        args.json,
+        "rollout #1: v2 into the green slot; gates on the holdout, then switch, bake 3 s, tear down v1",
+    );
+    let first = follow(
+        &admin,
+        args.json,
+        serde_json::json!({ "candidate": onnx("v2", "digits/v2/model.onnx", Some("digits/v2/reference.json")) }),
+        None,
+    )
+    .await?;
+    step.store(2, Ordering::Relaxed);
+    progress(
+        args.json,
+        &format!("{}: {} requests", STEPS[2], args.requests),
+    );
+    wait_more(args.requests).await;
+
+    step.store(3, Ordering::Relaxed);
+    progress(
+        args.json,
+        "rollout #2: v2-permuted (its labels are shifted by one); the gates must stop it",
+    );
+    let second = follow(
+        &admin,
+        args.json,
+        serde_json::json!({ "candidate": onnx("v2-permuted", "digits/v2-permuted/model.onnx", None) }),
+        None,
+    )
+    .await?;
+
+    let mut third = None;
+    let mut rollback_after_fault_ms = None;
+    if python_ready() {
+        step.store(4, Ordering::Relaxed);
+        progress(
+            args.json,
+            "rollout #3: v3 on its own model server (a process teal starts), checked for health only",
         );
-        switch_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let fault = dir.join("fault");
+        let command = format!(
+            "python3 {} --port {{port}} --model {} --version v3 --fail-when {}",
+            dir.join("faulty_server.py").display(),
+            dir.join("digits/v2/model.onnx").display(),
+            fault.display()
+        );
+        let body = serde_json::json!({
+            "candidate": { "version": "v3", "kind": "process", "command": command, "ready_timeout_ms": 60000 },
+            "settings": { "evidence": null, "observe_ms": 60000 },
+        });
+        follow(&admin, args.json, body, Some("observing")).await?;
+        wait_more(args.requests / 2).await;
+        step.store(5, Ordering::Relaxed);
+        // Let the requests sent before this step answer first, so each failure is counted
+        // in the step of the fault.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        progress(
+            args.json,
+            "  v3's server starts failing every request; the rollback rules are watching",
+        );
+        std::fs::write(&fault, b"")?;
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(30);
+        let state = loop {
+            let state = admin.get("/api/v1/models/digits/rollout").await?.json();
+            if state["terminal"] == true || Instant::now() > deadline {
+                break state;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        rollback_after_fault_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+        step.store(6, Ordering::Relaxed);
         progress(
             args.json,
             &format!(
-                "phase {}: {what} under load; {} more requests",
-                step + 2,
-                args.requests
+                "  rollout #{} v3: {} ({})",
+                state["id"],
+                state["phase_name"].as_str().unwrap_or("").replace('_', " "),
+                state["outcome"].as_str().unwrap_or("")
             ),
         );
-        wait_for(args.requests * (step + 2)).await;
+        third = Some(state);
+        progress(
+            args.json,
+            &format!("{}: {} requests", STEPS[6], args.requests),
+        );
+        wait_more(args.requests).await;
+    } else {
+        progress(
+            args.json,
+            "rollout #3 skipped: it needs python3 with onnxruntime and numpy for its model server (scripts/setup installs them)",
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let mut samples = Vec::new();
@@ -280,25 +445,53 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         samples.extend(client.await?);
     }
     let elapsed = started.elapsed();
+
+    let history = admin
+        .get("/api/v1/models/digits/history?limit=1000")
+        .await?
+        .json();
+    let listed = admin.get("/api/v1/models/digits/rollouts").await?.json();
+    let mut rollouts = Vec::new();
+    for r in listed["rollouts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .rev()
+    {
+        let id = r["id"].as_i64().unwrap_or(0);
+        let phases = history["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e["kind"] == "rollout" && e["detail"]["rollout"] == id)
+                    .map(|e| e["detail"]["to"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        rollouts.push(RolloutSummary {
+            id,
+            version: r["version"].as_str().unwrap_or("").to_string(),
+            strategy: r["strategy"].as_str().unwrap_or("").to_string(),
+            phases,
+            ended: r["phase_name"].as_str().unwrap_or("").to_string(),
+            outcome: r["outcome"].as_str().unwrap_or("").to_string(),
+        });
+    }
     running.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let names = [
-        "blue (v1) live",
-        "switched to green (v2)",
-        "rolled back to blue (v1)",
-    ];
     let mut phases = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let generation = i as u64 + 1;
-        let mut phase: Vec<&Sample> = samples
-            .iter()
-            .filter(|s| s.generation == generation)
-            .collect();
+    for (i, name) in STEPS.iter().enumerate() {
+        let mut phase: Vec<&Sample> = samples.iter().filter(|s| s.step == i).collect();
+        if phase.is_empty() {
+            continue;
+        }
         phase.sort_by_key(|s| s.latency);
         let latencies: Vec<Duration> = phase.iter().map(|s| s.latency).collect();
         let mut versions = BTreeMap::new();
-        for s in &phase {
+        for s in phase.iter().filter(|s| s.ok) {
             *versions
                 .entry(format!("{} ({})", s.version, s.slot))
                 .or_insert(0) += 1;
@@ -306,7 +499,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let ok = phase.iter().filter(|s| s.ok).count();
         phases.push(PhaseSummary {
             phase: name.to_string(),
-            route_generation: generation,
             requests: phase.len(),
             errors: phase.len() - ok,
             versions,
@@ -319,42 +511,58 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             },
         });
     }
+    let failed =
+        |keep: &dyn Fn(usize) -> bool| samples.iter().filter(|s| !s.ok && keep(s.step)).count();
     let summary = DemoSummary {
         model: "digits".into(),
         clients: args.clients,
         requests: samples.len(),
-        errors: samples.iter().filter(|s| !s.ok).count(),
-        switch_ms,
+        errors: failed(&|step| step != 5),
+        errors_from_the_fault: failed(&|step| step == 5),
         phases,
+        rollouts,
         requests_per_second: samples.len() as f64 / elapsed.as_secs_f64(),
-        // Generations 1 and 3 have blue (v1) live, generation 2 green (v2).
-        misrouted: samples
-            .iter()
-            .filter(|s| s.ok && s.version != if s.generation == 2 { "v2" } else { "v1" })
-            .count(),
+        rollback_after_fault_ms,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", render(&summary));
     }
-    anyhow::ensure!(summary.errors == 0, "{} requests failed", summary.errors);
     anyhow::ensure!(
-        summary.misrouted == 0,
-        "{} answers came from the wrong slot",
-        summary.misrouted
+        summary.errors == 0,
+        "{} requests failed outside the injected fault",
+        summary.errors
     );
+    anyhow::ensure!(
+        first["phase_name"] == "torn_down",
+        "rollout #1 should have gone live, but ended {}: {}",
+        first["phase_name"],
+        first["outcome"]
+    );
+    anyhow::ensure!(
+        second["phase_name"] == "failed",
+        "rollout #2 should have been stopped by the gates, but ended {}",
+        second["phase_name"]
+    );
+    if let Some(third) = third {
+        anyhow::ensure!(
+            third["phase_name"] == "rolled_back",
+            "rollout #3 should have been rolled back, but ended {}",
+            third["phase_name"]
+        );
+    }
     Ok(())
 }
 
 fn render(s: &DemoSummary) -> String {
     let mut out = format!(
-        "\nteal demo: model {}, {} requests from {} clients, {:.0} requests/s, {} failed\n\n",
+        "\nteal demo: model {}, {} requests from {} clients, {:.0} requests/s; {} failed outside the injected fault\n\n",
         s.model, s.requests, s.clients, s.requests_per_second, s.errors
     );
     out.push_str(&format!(
-        "  {:<26} {:>8} {:>7}  {:<22} {:>8} {:>8} {:>9}\n",
-        "PHASE", "REQUESTS", "ERRORS", "SERVED BY", "P50 MS", "P99 MS", "ACCURACY"
+        "  {:<31} {:>8} {:>7}  {:<26} {:>7} {:>7} {:>9}\n",
+        "STEP", "REQUESTS", "ERRORS", "SERVED BY", "P50 MS", "P99 MS", "ACCURACY"
     ));
     for p in &s.phases {
         let served: Vec<String> = p
@@ -363,7 +571,7 @@ fn render(s: &DemoSummary) -> String {
             .map(|(v, n)| format!("{v} {}%", (n * 100 + p.requests / 2) / p.requests.max(1)))
             .collect();
         out.push_str(&format!(
-            "  {:<26} {:>8} {:>7}  {:<22} {:>8.2} {:>8.2} {:>8.1}%\n",
+            "  {:<31} {:>8} {:>7}  {:<26} {:>7.2} {:>7.2} {:>8.1}%\n",
             p.phase,
             p.requests,
             p.errors,
@@ -373,14 +581,28 @@ fn render(s: &DemoSummary) -> String {
             p.accuracy * 100.0
         ));
     }
-    let switches: Vec<String> = s.switch_ms.iter().map(|ms| format!("{ms:.2} ms")).collect();
-    out.push_str(&format!(
-        "\n  switches: {} (admin call round trip {}); each is one atomic store of a new route table.\n  answers from a slot other than the one their route table made live: {}\n",
-        s.switch_ms.len(),
-        switches.join(", "),
-        s.misrouted
-    ));
+    out.push_str("\n  ROLLOUT                       ENDED        WHY\n");
+    for r in &s.rollouts {
+        out.push_str(&format!(
+            "  #{} {:<12} {:<12} {:<12} {}\n",
+            r.id,
+            r.version,
+            r.strategy,
+            r.ended.replace('_', " "),
+            r.outcome
+        ));
+        out.push_str(&format!(
+            "     {}\n",
+            r.phases.join(" > ").replace('_', " ")
+        ));
+    }
+    if let Some(ms) = s.rollback_after_fault_ms {
+        out.push_str(&format!(
+            "\n  v3's fault to traffic back on v2: {ms:.0} ms ({} requests failed in between; the rule waits for 3 failing checks 250 ms apart so one bad sample never rolls back)\n",
+            s.errors_from_the_fault
+        ));
+    }
     out.push_str("\nNext: teal serve --config examples/teal.toml, then in another terminal:\n");
-    out.push_str("  teal status\n  teal switch digits --to green\n  teal rollback digits\n");
+    out.push_str("  teal status --watch\n  teal deploy digits --version v2 --onnx models/digits/v2/model.onnx --watch\n  teal history digits\n");
     out
 }

@@ -269,7 +269,7 @@ fn a_bad_config_names_the_file_the_field_and_the_reason() {
 }
 
 #[test]
-fn the_demo_switches_under_load_without_a_failed_request() {
+fn the_demo_runs_three_rollouts_under_load_with_no_failure_outside_the_fault() {
     let output = Command::new(teal_bin())
         .args(["demo", "--requests", "300", "--clients", "4", "--json"])
         .output()
@@ -281,13 +281,25 @@ fn the_demo_switches_under_load_without_a_failed_request() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["errors"], 0);
-    assert_eq!(summary["misrouted"], 0);
+    let ended: Vec<&str> = summary["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ended"].as_str().unwrap())
+        .collect();
+    assert_eq!(ended, ["torn_down", "failed", "rolled_back"]);
     let phases = summary["phases"].as_array().unwrap();
-    assert_eq!(phases.len(), 3);
-    for (phase, served) in phases.iter().zip(["v1 (blue)", "v2 (green)", "v1 (blue)"]) {
+    for (name, served) in [
+        ("v1 live", "v1 (blue)"),
+        ("v2 live", "v2 (green)"),
+        ("rolled back: v2 live", "v2 (green)"),
+    ] {
+        let phase = phases.iter().find(|p| p["phase"] == name).unwrap();
         let versions = phase["versions"].as_object().unwrap();
         assert_eq!(versions.keys().collect::<Vec<_>>(), vec![served], "{phase}");
         assert!(phase["requests"].as_u64().unwrap() > 0);
         assert!(phase["accuracy"].as_f64().unwrap() > 0.9, "{phase}");
     }
+    assert!(summary["errors_from_the_fault"].as_u64().unwrap() > 0);
+    assert!(summary["rollback_after_fault_ms"].as_f64().unwrap() < 10_000.0);
 }
