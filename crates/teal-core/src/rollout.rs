@@ -945,14 +945,18 @@ impl Rollout {
                 self.promote("bake passed with every rule holding", "teal", now_ms, fx)
             }
             Phase::Promoted => {
-                self.go(
-                    Phase::TearingDown,
-                    "keep-warm window over",
-                    "teal",
-                    now_ms,
-                    fx,
-                );
-                fx.push(Effect::TearDownOld);
+                // The old version goes only while the new one is live and healthy; until
+                // then it stays warm for a rollback.
+                if check.as_ref().is_some_and(|c| c.new_ready) {
+                    self.go(
+                        Phase::TearingDown,
+                        "keep-warm window over",
+                        "teal",
+                        now_ms,
+                        fx,
+                    );
+                    fx.push(Effect::TearDownOld);
+                }
             }
             _ => {}
         }

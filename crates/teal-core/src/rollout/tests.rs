@@ -113,7 +113,18 @@ fn blue_green_goes_live_bakes_and_tears_down() {
     let (r, fx) = step(r, tick(None), T0 + 31 + 60_000);
     assert_eq!(r.phase, Phase::Promoted);
     assert!(fx.is_empty(), "blue stays warm: {fx:?}");
+    // The keep-warm window is over, but the old version stays while the new one is unwell.
+    let unwell = Check {
+        new_ready: false,
+        ..Check::default()
+    };
+    let (r, fx) = step(r, tick(Some(unwell)), T0 + 31 + 60_000 + 3_600_000);
+    assert_eq!(r.phase, Phase::Promoted);
+    assert!(fx.is_empty());
     let (r, fx) = step(r, tick(None), T0 + 31 + 60_000 + 3_600_000);
+    assert_eq!(r.phase, Phase::Promoted, "no check, no teardown");
+    assert!(fx.is_empty());
+    let (r, fx) = step(r, tick(Some(healthy(0))), T0 + 31 + 60_000 + 3_600_001);
     assert_eq!(r.phase, Phase::TearingDown);
     assert_eq!(fx, vec![Effect::TearDownOld]);
     let (r, fx) = step(r, Event::TornDown, T0 + 4_000_000);
