@@ -6,6 +6,7 @@ server would. teal's tests start it as a `process` slot or point an `upstream` s
 
 Usage: python3 onnx_model_server.py --port N --model PATH [--name digits] [--version v]
        [--protocol v2|json] [--delay-ms MS] [--error-rate R] [--fail-when FILE]
+       [--trace-log FILE]
 
 --fail-when FILE makes every inference fail with a 500 while FILE exists: a fault that
 appears on cue (after a switch, say), without depending on timing.
@@ -37,6 +38,7 @@ def main():
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--fail-when", default=None)
+    parser.add_argument("--trace-log", default=None, help="append each inference's traceparent header to this file")
     args = parser.parse_args()
 
     options = ort.SessionOptions()
@@ -79,6 +81,9 @@ def main():
             self.reply(404, {"error": f"no route {self.path}"})
 
         def do_POST(self):
+            if args.trace_log:
+                with open(args.trace_log, "a") as log:
+                    log.write((self.headers.get("traceparent") or "-") + "\n")
             length = int(self.headers.get("content-length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
             if args.delay_ms:

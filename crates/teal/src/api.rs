@@ -85,6 +85,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/validations/{id}", get(validation_status))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     Router::new()
+        .route("/", get(|| async { asset("index.html") }))
+        .route("/dashboard", get(|| async { asset("index.html") }))
+        .route("/dashboard/app.js", get(|| async { asset("app.js") }))
+        .route("/dashboard/style.css", get(|| async { asset("style.css") }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .merge(protected)
@@ -95,6 +99,44 @@ pub fn router(admin: Arc<Admin>) -> Router {
             )
         })
         .with_state(admin)
+}
+
+/// The dashboard's files, built into the binary. They hold no data and need no token; every
+/// call they make goes to the API with the token the user enters.
+fn asset(name: &str) -> Response<Body> {
+    let (body, content_type): (&'static str, &'static str) = match name {
+        "app.js" => (
+            include_str!("dashboard/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "style.css" => (
+            include_str!("dashboard/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => (
+            include_str!("dashboard/index.html"),
+            "text/html; charset=utf-8",
+        ),
+    };
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
@@ -284,13 +326,33 @@ async fn rollback(
 
 /// Prometheus metrics. Like `/healthz`, readable without the token: the admin listener
 /// is not public, and scrapers rarely carry one.
-async fn metrics(State(admin): State<Arc<Admin>>) -> Response<Body> {
+///
+/// A scraper that asks for OpenMetrics gets it; anyone else gets the classic text format
+/// (version 0.0.4), which `promtool check metrics` and older tools read.
+async fn metrics(
+    State(admin): State<Arc<Admin>>,
+    headers: axum::http::HeaderMap,
+) -> Response<Body> {
+    let open_metrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     let text = admin.metrics.render(&admin.routes.load());
+    let (text, content_type) = if open_metrics {
+        (
+            text,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            crate::metrics::classic_text(&text),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
     let mut response = Response::new(Body::from(text));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

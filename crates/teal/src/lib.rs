@@ -8,6 +8,7 @@
 //! - [`rollout`]: the rollout driver: persists each rollout and performs its effects.
 //! - [`validation`]: gathering evidence (holdout, shadow, replay) and running the gates.
 //! - [`metrics`]: the Prometheus registry, served at `/metrics` on the admin listener.
+//! - [`trace`]: W3C trace context, kept per request and forwarded to model servers.
 //! - [`store`]: the state file: the hash-chained audit log and the request log.
 //! - [`api`]: the admin API, on its own listener, behind a bearer token.
 //! - [`server`]: loading slots, binding listeners, graceful shutdown.
@@ -30,6 +31,7 @@ pub mod routing;
 pub mod server;
 pub mod slots;
 pub mod store;
+pub mod trace;
 pub mod validation;
 
 pub use teal_core as core;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use teal::cli::{Cli, Command};
+use teal::cli::{Cli, Command, LogFormat};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -13,14 +13,32 @@ fn main() -> std::process::ExitCode {
     } else {
         "info"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TEAL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TEAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let file = match &cli.log_file {
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => Some(std::sync::Mutex::new(file)),
+            Err(e) => {
+                eprintln!("error: cannot open the log file {}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (cli.log_format, file) {
+        (LogFormat::Json, Some(file)) => builder.json().with_writer(file).init(),
+        (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).init(),
+        (LogFormat::Text, Some(file)) => builder.with_ansi(false).with_writer(file).init(),
+        (LogFormat::Text, None) => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

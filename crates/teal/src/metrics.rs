@@ -43,6 +43,12 @@ pub struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    pub model: String,
+    pub gate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub model: String,
     pub phase: String,
@@ -69,6 +75,8 @@ pub struct Metrics {
     pub slot_ready: Family<SlotLabels, Gauge>,
     pub shadow_agreement: Family<ModelLabels, FloatGauge>,
     pub rollout_phase: Family<PhaseLabels, Gauge>,
+    pub gate_value: Family<GateLabels, FloatGauge>,
+    pub gate_passed: Family<GateLabels, Gauge>,
     pub rollbacks: Family<ModelLabels, Counter>,
     pub shadow_dropped: Counter,
     pub request_log_dropped: Counter,
@@ -99,6 +107,18 @@ impl Metrics {
         let shadow_dropped = Counter::default();
         let rollout_phase = Family::<PhaseLabels, Gauge>::default();
         let rollbacks = Family::<ModelLabels, Counter>::default();
+        let gate_value = Family::<GateLabels, FloatGauge>::default();
+        let gate_passed = Family::<GateLabels, Gauge>::default();
+        registry.register(
+            "teal_gate_value",
+            "The measured value of each gate in the model's last validation",
+            gate_value.clone(),
+        );
+        registry.register(
+            "teal_gate_passed",
+            "Whether each gate passed (1) or failed (0) in the model's last validation; absent when inconclusive",
+            gate_passed.clone(),
+        );
         registry.register(
             "teal_rollout_phase",
             "The phase of each model's current or last rollout (1 for the phase it is in)",
@@ -183,6 +203,8 @@ impl Metrics {
             slot_ready,
             shadow_agreement,
             rollout_phase,
+            gate_value,
+            gate_passed,
             rollbacks,
             shadow_dropped,
             request_log_dropped,
@@ -246,5 +268,48 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Turns OpenMetrics text into the classic Prometheus text format (0.0.4): a counter's
+/// `# HELP` and `# TYPE` name its samples (`..._total`), and there is no `# EOF`.
+pub fn classic_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 64);
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_by_their_samples_and_drops_eof() {
+        let open = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{m=\"x\"} 3\n# HELP b Ready.\n# TYPE b gauge\nb 1\n# EOF\n";
+        assert_eq!(
+            classic_text(open),
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{m=\"x\"} 3\n# HELP b Ready.\n# TYPE b gauge\nb 1\n"
+        );
     }
 }

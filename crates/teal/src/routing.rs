@@ -521,6 +521,20 @@ pub struct SlotStatus {
     pub process: Option<ProcessStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
+    /// Counts since the slot started, for rates and percentiles over any interval.
+    #[serde(default)]
+    pub stats: SlotCounts,
+}
+
+/// A slot's counts as the admin API reports them: requests, failures (5xx), and latencies in
+/// buckets whose upper bounds start at `first_bucket_us` and grow by `bucket_growth`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SlotCounts {
+    pub requests: u64,
+    pub errors: u64,
+    pub first_bucket_us: f64,
+    pub bucket_growth: f64,
+    pub buckets: Vec<u64>,
 }
 
 /// One model as the admin API reports it.
@@ -567,6 +581,16 @@ impl ModelStatus {
                 replicas: slot.backend.replicas(),
                 process: slot.backend.process(),
                 cache: slot.cache.as_ref().map(PredictionCache::stats),
+                stats: {
+                    let snapshot = slot.stats.snapshot();
+                    SlotCounts {
+                        requests: snapshot.requests,
+                        errors: snapshot.errors,
+                        first_bucket_us: FIRST_BUCKET_US,
+                        bucket_growth: BUCKET_GROWTH,
+                        buckets: snapshot.buckets,
+                    }
+                },
             })
             .collect();
         ModelStatus {

@@ -291,13 +291,16 @@ impl UpstreamModel {
         let _outstanding = Outstanding(replica);
         replica.requests.fetch_add(1, Ordering::Relaxed);
         let url = || format!("{}{}", replica.url, shared.infer_path);
-        let headers: Vec<(&str, String)> = match json_len {
+        let mut headers: Vec<(&str, String)> = match json_len {
             None => vec![("content-type", "application/json".to_string())],
             Some(n) => vec![
                 ("content-type", "application/octet-stream".to_string()),
                 (crate::gateway::JSON_LENGTH_HEADER, n.to_string()),
             ],
         };
+        if let Some(traceparent) = crate::trace::current() {
+            headers.push(("traceparent", traceparent));
+        }
         let timeout = Duration::from_millis(shared.settings.timeout_ms);
         match tokio::time::timeout(
             timeout,

@@ -765,11 +765,35 @@ async fn serve_request(
     let request_id = gateway.request_id(headers);
     let started = Instant::now();
     let _active = gateway.active(model);
-    let outcome = match endpoint {
-        Endpoint::Infer => run_infer(gateway, model, version, headers, body, &request_id).await,
-        Endpoint::Predict => run_predict(gateway, model, headers, body, &request_id).await,
+    let traceparent = crate::trace::parse(headers);
+    let work = async {
+        match endpoint {
+            Endpoint::Infer => run_infer(gateway, model, version, headers, body, &request_id).await,
+            Endpoint::Predict => run_predict(gateway, model, headers, body, &request_id).await,
+        }
     };
-    let response = outcome.unwrap_or_else(|e| error_response(&e, Some(&request_id)));
+    let outcome = crate::trace::scope(traceparent.clone(), work).await;
+    let trace_id = traceparent.as_deref().map(crate::trace::trace_id);
+    let response = match outcome {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(request_id = %request_id, trace_id, model, error = %e, "request failed");
+            } else {
+                tracing::debug!(request_id = %request_id, trace_id, model, error = %e, "request refused");
+            }
+            error_response(&e, Some(&request_id))
+        }
+    };
+    tracing::debug!(
+        request_id = %request_id,
+        trace_id,
+        model,
+        version = response.headers().get(VERSION_HEADER).and_then(|v| v.to_str().ok()),
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "served"
+    );
     let label = match endpoint {
         Endpoint::Infer => "infer",
         Endpoint::Predict => "predict",

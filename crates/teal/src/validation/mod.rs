@@ -194,6 +194,26 @@ impl Validator {
                     live_version: None,
                     detail: serde_json::json!({ "candidate": report.candidate.version, "verdict": report.verdict, "samples": report.samples, "source": report.source, "gates": gates }),
                 };
+                for gate in &report.gates {
+                    let labels = crate::metrics::GateLabels {
+                        model: report.model.clone(),
+                        gate: gate.gate.clone(),
+                    };
+                    if let Some(value) = gate.value {
+                        this.metrics.gate_value.get_or_create(&labels).set(value);
+                    }
+                    match gate.verdict {
+                        Verdict::Pass => {
+                            this.metrics.gate_passed.get_or_create(&labels).set(1);
+                        }
+                        Verdict::Fail => {
+                            this.metrics.gate_passed.get_or_create(&labels).set(0);
+                        }
+                        _ => {
+                            this.metrics.gate_passed.remove(&labels);
+                        }
+                    }
+                }
                 if let Some(agreement) = report
                     .gates
                     .iter()
