@@ -681,3 +681,24 @@ pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
         Err(e) => tracing::error!(model = %model, error = %e, "state writer crashed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drivers_clock_follows_tokio_time_so_windows_can_be_tested_without_waiting() {
+        let clock = Clock::new();
+        let start = clock.now_ms();
+        // A seven-day keep-warm window passes in no real time.
+        tokio::time::advance(Duration::from_secs(7 * 86_400)).await;
+        assert_eq!(clock.now_ms() - start, 7 * 86_400_000);
+        let mut ticks = tokio::time::interval(Duration::from_millis(250));
+        ticks.tick().await;
+        let before = clock.now_ms();
+        for _ in 0..4 {
+            ticks.tick().await;
+        }
+        assert_eq!(clock.now_ms() - before, 1_000);
+    }
+}

@@ -292,6 +292,31 @@ async fn the_dashboard_shows_the_model_updates_its_charts_and_rolls_back_in_a_re
     browser
         .screenshot(&repo_root().join("target/test-artifacts/dashboard.png"))
         .await;
+    // On a phone-sized screen the page fits its width: nothing scrolls sideways.
+    browser
+        .call(
+            "/window/rect",
+            serde_json::json!({ "width": 390, "height": 844 }),
+        )
+        .await;
+    assert!(
+        browser
+            .until(
+                Duration::from_secs(5),
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+            )
+            .await,
+        "the dashboard fits a phone's width"
+    );
+    browser
+        .screenshot(&repo_root().join("target/test-artifacts/dashboard-phone.png"))
+        .await;
+    browser
+        .call(
+            "/window/rect",
+            serde_json::json!({ "width": 1280, "height": 1000 }),
+        )
+        .await;
 
     // Roll back: the first click arms the button, the second sends it.
     let rollback = "section[data-model=\"digits\"] button[data-action=\"rollback\"]";
