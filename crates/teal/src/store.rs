@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how far a file is.
 const MIGRATIONS: &[&str] = &[
@@ -729,39 +728,44 @@ const LOG_GATHER: Duration = Duration::from_millis(50);
 
 /// The request log's front: a bounded queue the data plane puts records on without waiting.
 pub struct RequestLog {
-    queue: mpsc::Sender<RequestRecord>,
+    queue: crossbeam_channel::Sender<RequestRecord>,
     pub dropped: prometheus_client::metrics::counter::Counter,
 }
 
 impl RequestLog {
-    /// Starts the writer task, which writes batches to `store` until the log is dropped.
+    /// Starts the writer thread, which writes batches to `store` until the log is dropped.
+    /// It is a plain thread, not an async task: it spends its life in SQLite, and a
+    /// lock-free queue keeps the request side to one cheap `try_send`.
     pub fn start(
         store: std::sync::Arc<Store>,
         dropped: prometheus_client::metrics::counter::Counter,
     ) -> RequestLog {
-        let (queue, mut records) = mpsc::channel::<RequestRecord>(LOG_QUEUE);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(LOG_BATCH);
-            while records.recv_many(&mut batch, LOG_BATCH).await > 0 {
-                // Let a batch gather: one transaction per few hundred records costs far less
-                // than one per record, and the first record waits at most this long.
-                tokio::time::sleep(LOG_GATHER).await;
-                while batch.len() < LOG_BATCH {
-                    match records.try_recv() {
-                        Ok(record) => batch.push(record),
-                        Err(_) => break,
+        let (queue, records) = crossbeam_channel::bounded::<RequestRecord>(LOG_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("teal-request-log".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(LOG_BATCH);
+                // Ends when the log (every sender) is dropped.
+                while let Ok(first) = records.recv() {
+                    batch.push(first);
+                    // Let a batch gather: one transaction per few hundred records costs far
+                    // less than one per record, and the first record waits at most this long.
+                    std::thread::sleep(LOG_GATHER);
+                    while batch.len() < LOG_BATCH {
+                        match records.try_recv() {
+                            Ok(record) => batch.push(record),
+                            Err(_) => break,
+                        }
                     }
+                    if let Err(e) = store.record_requests(&batch) {
+                        tracing::error!(error = %e, lost = batch.len(), "request log write failed");
+                    }
+                    batch.clear();
                 }
-                let store = store.clone();
-                let rows = std::mem::take(&mut batch);
-                let n = rows.len() as u64;
-                match tokio::task::spawn_blocking(move || store.record_requests(&rows)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, lost = n, "request log write failed"),
-                    Err(e) => tracing::error!(error = %e, lost = n, "request log writer crashed"),
-                }
-            }
-        });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the request log writer; records will be dropped and counted");
+        }
         RequestLog { queue, dropped }
     }
 
