@@ -925,6 +925,16 @@ impl Rollout {
                 false => self.next_step(0, "switch delay over", "teal", now_ms, fx),
             },
             Phase::Canary { step } => {
+                // With a live-accuracy floor, feedback is a gate too: the canary moves on
+                // only once the step's labels show the new version above it.
+                let accuracy_held = self.settings.rules.min_accuracy.is_none()
+                    || self
+                        .last_check
+                        .iter()
+                        .any(|o| o.rule == "accuracy" && o.verdict == "pass");
+                if !accuracy_held {
+                    return;
+                }
                 let gates = self.steps().get(step).is_some_and(|s| s.gates);
                 if gates {
                     let cause =

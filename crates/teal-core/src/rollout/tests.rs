@@ -566,3 +566,21 @@ fn settings_read_durations_and_refuse_nonsense() {
     assert_eq!(empty.validate().unwrap_err().0, "strategy.steps");
     assert_eq!(parse_duration("1.5s"), Ok(1_500));
 }
+
+#[test]
+fn with_an_accuracy_floor_a_canary_step_waits_for_feedback_that_clears_it() {
+    let mut s = settings(canary_steps());
+    s.rules.min_accuracy = Some(0.9);
+    let r = to_validating(start(s));
+    let (r, _) = step(r, gates("pass"), T0);
+    assert_eq!(r.phase, Phase::Canary { step: 0 });
+    // The pause is over, but no labels yet: the step holds.
+    let (r, fx) = step(r, tick(Some(healthy(50))), T0 + 5_000);
+    assert_eq!(r.phase, Phase::Canary { step: 0 });
+    assert!(fx.is_empty());
+    let mut labelled = healthy(50);
+    labelled.accuracy = Some((0.95, 40));
+    let (r, fx) = step(r, tick(Some(labelled)), T0 + 6_000);
+    assert_eq!(r.phase, Phase::Canary { step: 1 });
+    assert_eq!(fx, vec![route(Color::Blue, 5_000, 0)]);
+}
