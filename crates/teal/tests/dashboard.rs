@@ -42,11 +42,19 @@ impl Browser {
             up,
             "chromedriver did not start (scripts/setup dev installs chromium-driver)"
         );
+        // A fresh profile, and none of Chromium's own network traffic: the browser talks to
+        // 127.0.0.1 only.
+        let profile = temp_dir("chromium");
         let capabilities = serde_json::json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
             }
         } } });
         let answer = client.post_json("/session", &capabilities).await.unwrap();
