@@ -605,12 +605,20 @@ impl Rollouts {
             };
             match (status.report, status.error) {
                 (Some(report), _) => {
-                    let summary = report
+                    let mut summary = report
                         .gates
                         .iter()
                         .map(|g| format!("{} {}", g.gate, g.verdict.as_str()))
                         .collect::<Vec<_>>()
                         .join(", ");
+                    // Say why each gate that did not pass did not, so the outcome explains itself.
+                    for g in report
+                        .gates
+                        .iter()
+                        .filter(|g| g.verdict != teal_core::gates::Verdict::Pass)
+                    {
+                        summary.push_str(&format!("; {}: {}", g.gate, g.reason));
+                    }
                     return Event::Gates {
                         verdict: report.verdict.as_str().to_string(),
                         summary: format!(
