@@ -249,6 +249,16 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         .map_err(|e| StartError::Store(e.to_string()))?
         .map_err(|e| StartError::Store(e.to_string()))?;
     let store = Arc::new(store);
+    // The state file holds the audit log, the request log and captured requests: owner only.
+    // (SQLite gives its WAL and shared-memory files the same permissions.)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            state_dir.join("teal.db"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .map_err(state_error)?;
+    }
     let remembered = store
         .model_states()
         .map_err(|e| StartError::Store(e.to_string()))?;
