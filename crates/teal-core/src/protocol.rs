@@ -509,8 +509,7 @@ fn typed(name: &str, datatype: Datatype, values: Vec<Scalar>) -> Result<TensorDa
             // An integral float such as 3.0 is accepted; 3.5 is not.
             Scalar::Float(x)
                 if x.fract() == 0.0
-                    && x >= -9.223_372_036_854_776e18
-                    && x < 9.223_372_036_854_776e18 =>
+                    && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&x) =>
             {
                 Some(x as i64)
             }

@@ -675,86 +675,75 @@ impl Rollout {
                 self.go(*then, "candidate stopped", "teal", now_ms, &mut fx);
             }
             (phase, Event::Tick { check }) => self.tick(phase, check, now_ms, &mut fx),
-            (phase, Event::Promote { actor }) => {
+            (phase, Event::Promote { actor })
                 if self
                     .accepts(&Event::Promote {
                         actor: actor.clone(),
                     })
-                    .is_ok()
-                {
-                    match phase {
-                        Phase::AwaitingApproval | Phase::SwitchDelay { .. } => match self
-                            .steps()
-                            .is_empty()
-                        {
-                            true => self.switch("promoted by an operator", &actor, now_ms, &mut fx),
-                            false => self.next_step(
-                                0,
-                                "promoted by an operator",
-                                &actor,
-                                now_ms,
-                                &mut fx,
-                            ),
-                        },
-                        Phase::Canary { step } => self.next_step(
-                            step + 1,
-                            "promoted by an operator",
-                            &actor,
-                            now_ms,
-                            &mut fx,
-                        ),
-                        Phase::Observing => self.promote(
-                            &format!("bake ended early by {actor}"),
-                            &actor,
-                            now_ms,
-                            &mut fx,
-                        ),
-                        Phase::Promoted => {
-                            self.go(
-                                Phase::TearingDown,
-                                "keep-warm window ended early by an operator",
-                                &actor,
-                                now_ms,
-                                &mut fx,
-                            );
-                            fx.push(Effect::TearDownOld);
+                    .is_ok() =>
+            {
+                match phase {
+                    Phase::AwaitingApproval | Phase::SwitchDelay { .. } => match self
+                        .steps()
+                        .is_empty()
+                    {
+                        true => self.switch("promoted by an operator", &actor, now_ms, &mut fx),
+                        false => {
+                            self.next_step(0, "promoted by an operator", &actor, now_ms, &mut fx)
                         }
-                        _ => {}
+                    },
+                    Phase::Canary { step } => {
+                        self.next_step(step + 1, "promoted by an operator", &actor, now_ms, &mut fx)
                     }
+                    Phase::Observing => self.promote(
+                        &format!("bake ended early by {actor}"),
+                        &actor,
+                        now_ms,
+                        &mut fx,
+                    ),
+                    Phase::Promoted => {
+                        self.go(
+                            Phase::TearingDown,
+                            "keep-warm window ended early by an operator",
+                            &actor,
+                            now_ms,
+                            &mut fx,
+                        );
+                        fx.push(Effect::TearDownOld);
+                    }
+                    _ => {}
                 }
             }
-            (_, Event::Abort { actor }) => {
+            (_, Event::Abort { actor })
                 if self
                     .accepts(&Event::Abort {
                         actor: actor.clone(),
                     })
-                    .is_ok()
-                {
-                    self.route = Route {
-                        active: self.old,
-                        weight: 0,
-                        shadow: 0,
-                    };
-                    fx.push(Effect::Route(self.route));
-                    self.outcome = Some(format!("aborted by {actor}"));
-                    self.end(
-                        Phase::Aborted,
-                        &format!("aborted by {actor}"),
-                        &actor,
-                        now_ms,
-                        &mut fx,
-                    );
-                }
+                    .is_ok() =>
+            {
+                self.route = Route {
+                    active: self.old,
+                    weight: 0,
+                    shadow: 0,
+                };
+                fx.push(Effect::Route(self.route));
+                self.outcome = Some(format!("aborted by {actor}"));
+                self.end(
+                    Phase::Aborted,
+                    &format!("aborted by {actor}"),
+                    &actor,
+                    now_ms,
+                    &mut fx,
+                );
             }
-            (_, Event::Rollback { actor }) => {
+            (_, Event::Rollback { actor })
                 if self
                     .accepts(&Event::Rollback {
                         actor: actor.clone(),
                     })
-                    .is_ok()
-                {
-                    self.roll_back(&format!("rolled back by {actor}"), &actor, now_ms, &mut fx);
-                }
+                    .is_ok() =>
+            {
+                self.roll_back(&format!("rolled back by {actor}"), &actor, now_ms, &mut fx);
             }
             // Anything else is stale (a late answer to an effect of an earlier phase).
             _ => {}
@@ -954,10 +943,10 @@ impl Rollout {
             Phase::Observing => {
                 self.promote("bake passed with every rule holding", "teal", now_ms, fx)
             }
-            Phase::Promoted => {
+            Phase::Promoted
                 // The old version goes only while the new one is live and healthy; until
                 // then it stays warm for a rollback.
-                if check.as_ref().is_some_and(|c| c.new_ready) {
+                if check.as_ref().is_some_and(|c| c.new_ready) => {
                     self.go(
                         Phase::TearingDown,
                         "keep-warm window over",
@@ -967,7 +956,6 @@ impl Rollout {
                     );
                     fx.push(Effect::TearDownOld);
                 }
-            }
             _ => {}
         }
     }
