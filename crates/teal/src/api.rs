@@ -244,8 +244,7 @@ async fn switch(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
-    let request: SwitchBody = match parse_body(&body, "body must be {{\"to\": \"blue\"|\"green\"}}")
-    {
+    let request: SwitchBody = match parse_body(&body, "body must be {\"to\": \"blue\"|\"green\"}") {
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
@@ -532,7 +531,7 @@ async fn deploy(
 ) -> Response<Body> {
     let config: teal_core::config::SlotConfig = match parse_body(
         &body,
-        "body must describe the version like a config slot, e.g. {{\"version\": \"v3\", \"kind\": \"onnx\", \"path\": \"/models/v3.onnx\"}}",
+        "body must describe the version like a config slot, e.g. {\"version\": \"v3\", \"kind\": \"onnx\", \"path\": \"/models/v3.onnx\"}",
     ) {
         Ok(parsed) => parsed,
         Err(response) => return response,
@@ -573,10 +572,7 @@ async fn teardown(
     let request: TeardownBody = if body.is_empty() {
         TeardownBody::default()
     } else {
-        match parse_body(
-            &body,
-            "body must be {{}} or {{\"slot\": \"blue\"|\"green\"}}",
-        ) {
+        match parse_body(&body, "body must be {} or {\"slot\": \"blue\"|\"green\"}") {
             Ok(parsed) => parsed,
             Err(response) => return response,
         }
@@ -608,27 +604,32 @@ struct CanaryBody {
     percent: f64,
 }
 
+/// Reads `{"percent": 0 to 100}` as basis points.
+fn parse_share(body: &[u8]) -> Result<u32, Response<Body>> {
+    let request: CanaryBody = parse_body(body, "body must be {\"percent\": 0 to 100}")?;
+    if !(0.0..=100.0).contains(&request.percent) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("percent must be between 0 and 100, not {}", request.percent),
+        ));
+    }
+    Ok((request.percent * 100.0).round() as u32)
+}
+
 async fn canary(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
-    let request: CanaryBody = match parse_body(&body, "body must be {{\"percent\": 0 to 100}}") {
-        Ok(parsed) => parsed,
+    let share = match parse_share(&body) {
+        Ok(share) => share,
         Err(response) => return response,
     };
-    if !(0.0..=100.0).contains(&request.percent) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("percent must be between 0 and 100, not {}", request.percent),
-        );
-    }
     if let Err(response) = admin.not_during_rollout(&model, "a manual canary weight") {
         return response;
     }
-    let weight = (request.percent * 100.0).round() as u32;
-    match admin.routes.set_weight(&model, weight) {
+    match admin.routes.set_weight(&model, share) {
         Ok(table) => {
             remember(&admin.routes, &admin.store, &model).await;
             tracing::info!(model, candidate = %table.candidate(), weight_bp = table.candidate_weight, "canary weight set");
@@ -726,20 +727,13 @@ async fn shadow(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response<Body> {
-    let request: CanaryBody = match parse_body(&body, "body must be {{\"percent\": 0 to 100}}") {
-        Ok(parsed) => parsed,
+    let share = match parse_share(&body) {
+        Ok(share) => share,
         Err(response) => return response,
     };
-    if !(0.0..=100.0).contains(&request.percent) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("percent must be between 0 and 100, not {}", request.percent),
-        );
-    }
     if let Err(response) = admin.not_during_rollout(&model, "a manual shadow share") {
         return response;
     }
-    let share = (request.percent * 100.0).round() as u32;
     let candidate = match admin.routes.load().models.get(&model) {
         Some(m) => m.slot(m.table.candidate()).is_some(),
         None => return route_error(RouteError::UnknownModel(model)),
