@@ -254,23 +254,7 @@ async fn switch(
     match admin.routes.switch(&model, request.to) {
         Ok(outcome) => {
             if outcome.changed {
-                remember(&admin.routes, &admin.store, &model).await;
-                tracing::info!(model = %outcome.model, from = %outcome.from, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "switched");
-                admin
-                    .metrics
-                    .switches
-                    .get_or_create(&crate::metrics::ModelLabels {
-                        model: model.clone(),
-                    })
-                    .inc();
-                admin
-                    .record(
-                        &model,
-                        "switched",
-                        actor(&headers),
-                        serde_json::to_value(&outcome).unwrap_or_default(),
-                    )
-                    .await;
+                admin.live_changed(&outcome, "switched", &headers).await;
             }
             json(StatusCode::OK, &outcome)
         }
@@ -300,23 +284,7 @@ async fn rollback(
     }
     match admin.routes.rollback(&model) {
         Ok(outcome) => {
-            remember(&admin.routes, &admin.store, &model).await;
-            tracing::info!(model = %outcome.model, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, "rolled back");
-            admin
-                .metrics
-                .switches
-                .get_or_create(&crate::metrics::ModelLabels {
-                    model: model.clone(),
-                })
-                .inc();
-            admin
-                .record(
-                    &model,
-                    "rolled_back",
-                    actor(&headers),
-                    serde_json::to_value(&outcome).unwrap_or_default(),
-                )
-                .await;
+            admin.live_changed(&outcome, "rolled_back", &headers).await;
             json(StatusCode::OK, &outcome)
         }
         Err(e) => route_error(e),
@@ -371,6 +339,32 @@ impl Admin {
             rollout: self.rollouts.active(&routes.name).map(RolloutView::of),
             ..ModelStatus::of(routes)
         }
+    }
+
+    /// What a hand-made switch or rollback leaves behind: the remembered route, a log line,
+    /// the switch counter and an audit event with who asked.
+    async fn live_changed(
+        &self,
+        outcome: &crate::routing::SwitchOutcome,
+        kind: &str,
+        headers: &axum::http::HeaderMap,
+    ) {
+        let model = &outcome.model;
+        remember(&self.routes, &self.store, model).await;
+        tracing::info!(model = %model, from = %outcome.from, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, kind);
+        self.metrics
+            .switches
+            .get_or_create(&crate::metrics::ModelLabels {
+                model: model.clone(),
+            })
+            .inc();
+        self.record(
+            model,
+            kind,
+            actor(headers),
+            serde_json::to_value(outcome).unwrap_or_default(),
+        )
+        .await;
     }
 
     /// Refuses a hand-made routing or slot change while a rollout drives the model.

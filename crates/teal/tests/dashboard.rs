@@ -195,15 +195,6 @@ fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
-async fn live_version(client: &HttpClient) -> String {
-    let body = Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
-    let a = client
-        .send("POST", "/v2/models/digits/infer", &[], body)
-        .await
-        .unwrap();
-    a.header("x-teal-version").unwrap_or("").to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_model_updates_its_charts_and_rolls_back_in_a_real_browser() {
     let config = example_config();

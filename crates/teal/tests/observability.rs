@@ -206,14 +206,7 @@ async fn json_logs_carry_request_and_trace_ids_and_the_traceparent_reaches_the_m
         .env("TEAL_ADMIN_TOKEN", TOKEN)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-    let mut teal = spawn_group(&mut command);
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(teal.0.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.starts_with("teal ready:"), "{line:?}");
+    let mut teal = spawn_teal(&mut command);
     let client = HttpClient::new(&format!("http://127.0.0.1:{port}"));
     let admin =
         HttpClient::new(&format!("http://127.0.0.1:{admin_port}")).with_token(Some(TOKEN.into()));

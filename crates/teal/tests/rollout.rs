@@ -125,15 +125,6 @@ fn quick(strategy: serde_json::Value) -> serde_json::Value {
     })
 }
 
-async fn live_version(data: &HttpClient) -> String {
-    let body = Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
-    let a = data
-        .send("POST", "/v2/models/digits/infer", &[], body)
-        .await
-        .unwrap();
-    a.header("x-teal-version").unwrap_or("").to_string()
-}
-
 async fn transitions(admin: &HttpClient, id: i64) -> Vec<(String, String)> {
     let history = admin
         .get("/api/v1/models/digits/history?limit=1000")
@@ -634,17 +625,7 @@ fn serve(config: &std::path::Path, data_port: u16, admin_port: u16) -> Teal {
         .current_dir(repo_root())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-    let mut proc = spawn_group(&mut command);
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(proc.0.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(
-        line.starts_with("teal ready:"),
-        "teal did not start: {line:?}"
-    );
+    let proc = spawn_teal(&mut command);
     Teal {
         proc,
         data: HttpClient::new(&format!("http://127.0.0.1:{data_port}")),

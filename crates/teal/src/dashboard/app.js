@@ -183,7 +183,6 @@ function actionButton(model, label, action, enabled, danger = false) {
 
 async function render(model, history, report) {
   const card = el("section", { class: "card", "data-model": model.name });
-  const live = model.slots.find(s => s.live);
   const rollout = model.rollout;
   const head = el("div", { class: "model-head" },
     el("h2", { text: model.name }),
@@ -274,7 +273,6 @@ async function render(model, history, report) {
     actionButton(model, "Roll back", "rollback", canRollback, true));
   if (!rollout && hasOther) actions.append(actionButton(model, `Switch to ${other}`, "switch-" + other, true, true));
   card.append(actions);
-  void live;
   return card;
 }
 

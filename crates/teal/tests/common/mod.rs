@@ -291,7 +291,14 @@ pub fn teal_replica(port: u16, version: &str) -> Proc {
         .env("TEAL_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-    let mut proc = spawn_group(&mut command);
+    spawn_teal(&mut command)
+}
+
+/// Starts `teal serve` (with stdout piped) in its own process group and waits for its
+/// "teal ready" line.
+pub fn spawn_teal(command: &mut std::process::Command) -> Proc {
+    command.stdout(std::process::Stdio::piped());
+    let mut proc = spawn_group(command);
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(proc.0.stdout.take().unwrap()),
@@ -300,9 +307,19 @@ pub fn teal_replica(port: u16, version: &str) -> Proc {
     .unwrap();
     assert!(
         line.starts_with("teal ready:"),
-        "replica did not start: {line:?}"
+        "teal did not start: {line:?}"
     );
     proc
+}
+
+/// The version that answers a digits request now, by its `x-teal-version` header.
+pub async fn live_version(client: &HttpClient) -> String {
+    let body = bytes::Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
+    let answer = client
+        .send("POST", "/v2/models/digits/infer", &[], body)
+        .await
+        .unwrap();
+    answer.header("x-teal-version").unwrap_or("").to_string()
 }
 
 /// The labels a version's reference gives for the first rows of the holdout.
