@@ -54,6 +54,16 @@ pub struct ServerConfig {
     /// How long a teardown waits for requests in flight on the slot to finish.
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may sit idle before its next request; then teal closes it. Slow clients
+    /// cannot hold connections open forever.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// The largest the state file may grow, in bytes (unset: as large as the disk allows).
+    /// When it is full, as when the disk is, teal keeps serving: it stops recording requests
+    /// (counted as dropped), refuses to start rollouts (507) and says so in `teal status`.
+    #[serde(default)]
+    pub state_max_bytes: Option<u64>,
     /// Path of `libonnxruntime.so`; when unset teal looks at `ORT_DYLIB_PATH`, then at the
     /// `onnxruntime` Python package.
     #[serde(default)]
@@ -68,6 +78,8 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             state_dir: default_state_dir(),
             drain_ms: default_drain_ms(),
+            header_timeout_ms: default_header_timeout_ms(),
+            state_max_bytes: None,
             request_log: true,
             onnxruntime: None,
         }
@@ -85,6 +97,9 @@ fn default_max_body() -> usize {
 }
 fn default_drain_ms() -> u64 {
     10_000
+}
+fn default_header_timeout_ms() -> u64 {
+    30_000
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".teal")

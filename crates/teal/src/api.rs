@@ -219,7 +219,18 @@ async fn status_all(State(admin): State<Arc<Admin>>) -> Response<Body> {
         .values()
         .map(|m| admin.status_of(m))
         .collect();
-    json(StatusCode::OK, &serde_json::json!({ "models": models }))
+    let state = match admin.store.write_error() {
+        None => serde_json::json!({ "writable": true }),
+        Some((error, since_ms)) => serde_json::json!({
+            "writable": false,
+            "error": error,
+            "since": crate::store::format_time(since_ms),
+        }),
+    };
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "models": models, "state": state }),
+    )
 }
 
 async fn status_one(
@@ -417,6 +428,10 @@ async fn with_store<T: Send + 'static>(
     let store = admin.store.clone();
     match tokio::task::spawn_blocking(move || call(&store)).await {
         Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.unwritable() => Err(error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("{e}: free space on the state folder's disk (or raise server.state_max_bytes), then retry"),
+        )),
         Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
         Err(e) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -766,6 +781,7 @@ fn rollout_error(e: RolloutError) -> Response<Body> {
         }
         RolloutError::Invalid(_) => StatusCode::BAD_REQUEST,
         RolloutError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        RolloutError::Unwritable(_) => StatusCode::INSUFFICIENT_STORAGE,
     };
     error(status, e.to_string())
 }
@@ -795,6 +811,16 @@ async fn start_rollout(
     };
     if !admin.routes.load().models.contains_key(&model) {
         return route_error(RouteError::UnknownModel(model));
+    }
+    // A rollout records every step before it takes it; one that could not would stall.
+    if let Some((reason, since_ms)) = admin.store.write_error() {
+        return error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the state file cannot be written since {} ({reason}): free space on the state folder's disk (or raise server.state_max_bytes), then retry",
+                crate::store::format_time(since_ms)
+            ),
+        );
     }
     let mut settings = admin.rollouts.settings(&model);
     if let Some(overrides) = request.settings {

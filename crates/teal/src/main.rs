@@ -39,6 +39,7 @@ fn main() -> std::process::ExitCode {
             .with_writer(std::io::stderr)
             .init(),
     }
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,6 +63,18 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Every connection is a file descriptor, and many systems start processes with a soft limit
+/// of 1,024: raise it to the hard limit, as servers do, so thousands of clients can connect.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::debug!(soft, hard, error = %e, "cannot raise the open-file limit");
     }
 }
 

@@ -225,6 +225,15 @@ impl Metrics {
     }
 
     /// Brings the route gauges up to date, then renders every metric in the text format.
+    /// Counts the state file's failed writes (a full disk, a read-only folder).
+    pub fn register_state(&mut self, write_failures: Counter) {
+        self.registry.register(
+            "teal_state_write_failures",
+            "Writes to the state file that failed (disk full, read-only, state_max_bytes reached)",
+            write_failures,
+        );
+    }
+
     pub fn render(&self, routes: &RouteSnapshot) -> String {
         for model in routes.models.values() {
             let table = &model.table;

@@ -44,6 +44,10 @@ pub enum RolloutError {
     Invalid(String),
     #[error("{0}")]
     Store(String),
+    #[error(
+        "{0}: free space on the state folder's disk (or raise server.state_max_bytes), then retry"
+    )]
+    Unwritable(String),
 }
 
 /// Wall-clock milliseconds that advance with `tokio::time`, so tests can pause time.
@@ -275,7 +279,13 @@ impl Rollouts {
         tokio::task::spawn_blocking(move || call(&store))
             .await
             .map_err(|e| RolloutError::Store(format!("the state file task failed: {e}")))?
-            .map_err(|e| RolloutError::Store(e.to_string()))
+            .map_err(|e| {
+                if e.unwritable() {
+                    RolloutError::Unwritable(e.to_string())
+                } else {
+                    RolloutError::Store(e.to_string())
+                }
+            })
     }
 
     /// Writes the state and the audit events of its transitions, in one transaction.

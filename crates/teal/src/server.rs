@@ -216,22 +216,64 @@ async fn bind(
         })
 }
 
+/// Accepts connections and serves HTTP/1.1 on each until `stop`; then lets the requests in
+/// flight finish. A client that is slow to send its headers, or leaves a kept-alive
+/// connection idle, is cut off after `header_timeout`. Running out of file descriptors
+/// pauses accepting briefly instead of spinning or failing the listener.
 fn serve_on(
     listener: TcpListener,
     router: axum::Router,
+    header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "listener failed");
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        if !is_per_connection(&e) {
+                            tracing::warn!(error = %e, "cannot accept connections; retrying");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        continue;
+                    }
+                },
+                () = stop_requested(&mut stop) => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+            });
         }
+        drop(listener);
+        graceful.shutdown().await;
     })
+}
+
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Accept errors that concern one connection only (it was reset before it was accepted).
+fn is_per_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Loads the models, binds both listeners and starts serving. `token` overrides the token
@@ -244,7 +286,8 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     };
     api::create_private_dir(&state_dir).map_err(state_error)?;
     let store_path = state_dir.join("teal.db");
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+    let max_bytes = config.server.state_max_bytes;
+    let store = tokio::task::spawn_blocking(move || Store::open_limited(&store_path, max_bytes))
         .await
         .map_err(|e| StartError::Store(e.to_string()))?
         .map_err(|e| StartError::Store(e.to_string()))?;
@@ -276,7 +319,9 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     .map_err(state_error)?;
 
     let routes = Arc::new(Routes::new(snapshot));
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    metrics.register_state(store.write_failures());
+    let metrics = Arc::new(metrics);
     let shadows = Arc::new(ShadowHub::new(metrics.shadow_dropped.clone()));
     let captures = Arc::new(Captures::start(
         store.clone(),
@@ -354,9 +399,20 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         hint,
     ));
     let (stop, stopped) = watch::channel(false);
+    let header_timeout = Duration::from_millis(config.server.header_timeout_ms.max(1));
     let tasks = vec![
-        serve_on(data, gateway::router(gateway), stopped.clone()),
-        serve_on(admin_listener, api::router(admin), stopped),
+        serve_on(
+            data,
+            gateway::router(gateway),
+            header_timeout,
+            stopped.clone(),
+        ),
+        serve_on(
+            admin_listener,
+            api::router(admin),
+            header_timeout,
+            stopped,
+        ),
     ];
     Ok(Running {
         data_addr,

@@ -91,12 +91,38 @@ const MIGRATIONS: &[&str] = &[
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
-#[error("state file: {0}")]
-pub struct StoreError(String);
+#[error("state file: {message}")]
+pub struct StoreError {
+    message: String,
+    unwritable: bool,
+}
+
+impl StoreError {
+    fn new(message: String) -> StoreError {
+        StoreError {
+            message,
+            unwritable: false,
+        }
+    }
+
+    /// The state file cannot take writes: the disk (or `state_max_bytes`) is full, or the
+    /// file or its folder is read-only. Nothing the caller sent is at fault.
+    pub fn unwritable(&self) -> bool {
+        self.unwritable
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
+        use rusqlite::ErrorCode::*;
+        let unwritable = matches!(
+            e.sqlite_error_code(),
+            Some(DiskFull | ReadOnly | SystemIoFailure | CannotOpen | PermissionDenied)
+        );
+        StoreError {
+            message: e.to_string(),
+            unwritable,
+        }
     }
 }
 
@@ -259,16 +285,32 @@ fn append_in(tx: &rusqlite::Transaction<'_>, event: NewEvent) -> Result<Event, S
     })
 }
 
+/// The state file's latest run of failed writes.
+struct WriteError {
+    message: String,
+    since_ms: i64,
+    last_ms: i64,
+}
+
 /// The state file.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Why the last write failed, and since when; cleared by the next write that succeeds.
+    write_error: Mutex<Option<WriteError>>,
+    write_failures: prometheus_client::metrics::counter::Counter,
 }
 
 impl Store {
     /// Opens (or creates) the state file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_limited(path, None)
+    }
+
+    /// Opens the state file; with `max_bytes`, SQLite refuses to grow it past that size, and
+    /// teal treats it as a full disk.
+    pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Store, StoreError> {
         let conn =
-            Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+            Connection::open(path).map_err(|e| StoreError::new(format!("{}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Checkpoint less often than every 1,000 pages: the request log's index pages change
@@ -280,8 +322,15 @@ impl Store {
             conn.execute_batch(migration)?;
             conn.pragma_update(None, "user_version", i as i64 + 1)?;
         }
+        if let Some(max_bytes) = max_bytes {
+            let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let pages = (max_bytes as i64 / page.max(512)).max(1);
+            conn.pragma_update(None, "max_page_count", pages)?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
+            write_error: Mutex::new(None),
+            write_failures: Default::default(),
         })
     }
 
@@ -289,13 +338,65 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Notes how a write went: a failure is counted and kept (the first of a run is logged).
+    /// A full state file takes some small writes and refuses others, so only a minute
+    /// without failures clears it.
+    fn track<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        const CLEAR_AFTER_MS: i64 = 60_000;
+        let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        match &result {
+            Ok(_) => {
+                if last.as_ref().is_some_and(|l| now - l.last_ms > CLEAR_AFTER_MS) {
+                    *last = None;
+                    tracing::info!("the state file takes writes again");
+                }
+            }
+            Err(e) => {
+                self.write_failures.inc();
+                match last.as_mut() {
+                    Some(l) => {
+                        l.last_ms = now;
+                        l.message = e.to_string();
+                    }
+                    None => {
+                        tracing::error!(error = %e, "cannot write the state file; teal keeps serving, but what it cannot record is lost and rollouts cannot start");
+                        *last = Some(WriteError {
+                            message: e.to_string(),
+                            since_ms: now,
+                            last_ms: now,
+                        });
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// Why the state file cannot be written, and since when (ms since the epoch); `None`
+    /// once writes have succeeded for a minute.
+    pub fn write_error(&self) -> Option<(String, i64)> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| (l.message.clone(), l.since_ms))
+    }
+
+    /// Failed writes so far (for `/metrics`).
+    pub fn write_failures(&self) -> prometheus_client::metrics::counter::Counter {
+        self.write_failures.clone()
+    }
+
     /// Appends an event to the chain.
     pub fn append(&self, event: NewEvent) -> Result<Event, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let stored = append_in(&tx, event)?;
-        tx.commit()?;
-        Ok(stored)
+        self.track((|| -> Result<Event, StoreError> {
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
+            let stored = append_in(&tx, event)?;
+            tx.commit()?;
+            Ok(stored)
+        })())
     }
 
     fn event_rows(
@@ -381,33 +482,35 @@ impl Store {
 
     /// Writes a batch of request records in one transaction, many rows per statement.
     pub fn record_requests(&self, batch: &[RequestRecord]) -> Result<(), StoreError> {
-        const ROWS: usize = 256;
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        for chunk in batch.chunks(ROWS) {
-            let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!(
-                "INSERT INTO requests (request_id, at_ms, model, version, slot, status, latency_us, prediction) VALUES {placeholders}"
-            );
-            let mut insert = tx.prepare_cached(&sql)?;
-            let latencies: Vec<i64> = chunk.iter().map(|r| r.latency_us as i64).collect();
-            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 8);
-            for (r, latency) in chunk.iter().zip(&latencies) {
-                values.extend_from_slice(&[
-                    &r.request_id,
-                    &r.at_ms,
-                    &r.model,
-                    &r.version,
-                    &r.slot,
-                    &r.status,
-                    latency,
-                    &r.prediction,
-                ]);
+        self.track((|| -> Result<(), StoreError> {
+            const ROWS: usize = 256;
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
+            for chunk in batch.chunks(ROWS) {
+                let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                let sql = format!(
+                    "INSERT INTO requests (request_id, at_ms, model, version, slot, status, latency_us, prediction) VALUES {placeholders}"
+                );
+                let mut insert = tx.prepare_cached(&sql)?;
+                let latencies: Vec<i64> = chunk.iter().map(|r| r.latency_us as i64).collect();
+                let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 8);
+                for (r, latency) in chunk.iter().zip(&latencies) {
+                    values.extend_from_slice(&[
+                        &r.request_id,
+                        &r.at_ms,
+                        &r.model,
+                        &r.version,
+                        &r.slot,
+                        &r.status,
+                        latency,
+                        &r.prediction,
+                    ]);
+                }
+                insert.execute(values.as_slice())?;
             }
-            insert.execute(values.as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })())
     }
 
     /// Keeps captured requests.
@@ -415,26 +518,30 @@ impl Store {
         &self,
         batch: &[(String, usize, Vec<u8>, Option<usize>)],
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let at_ms = now_ms();
-        for (model, _, body, json_len) in batch {
-            tx.prepare_cached(
-                "INSERT INTO captures (model, at_ms, json_len, body) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![model, at_ms, json_len.map(|n| n as i64), body])?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.track((|| -> Result<(), StoreError> {
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
+            let at_ms = now_ms();
+            for (model, _, body, json_len) in batch {
+                tx.prepare_cached(
+                    "INSERT INTO captures (model, at_ms, json_len, body) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![model, at_ms, json_len.map(|n| n as i64), body])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })())
     }
 
     /// Deletes all but the newest `limit` captured requests of `model`.
     pub fn trim_captures(&self, model: &str, limit: usize) -> Result<(), StoreError> {
-        self.lock().execute(
-            "DELETE FROM captures WHERE model = ?1 AND id <= (SELECT id FROM captures WHERE model = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            params![model, limit as i64],
-        )?;
-        Ok(())
+        self.track((|| -> Result<(), StoreError> {
+            self.lock().execute(
+                "DELETE FROM captures WHERE model = ?1 AND id <= (SELECT id FROM captures WHERE model = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![model, limit as i64],
+            )?;
+            Ok(())
+        })())
     }
 
     /// The newest `n` captured requests of `model`, oldest first: (body, JSON length).
@@ -460,11 +567,13 @@ impl Store {
 
     /// Keeps a validation report (JSON).
     pub fn save_report(&self, model: &str, report: &str) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO reports (model, at_ms, report) VALUES (?1, ?2, ?3)",
-            params![model, now_ms(), report],
-        )?;
-        Ok(())
+        self.track((|| -> Result<(), StoreError> {
+            self.lock().execute(
+                "INSERT INTO reports (model, at_ms, report) VALUES (?1, ?2, ?3)",
+                params![model, now_ms(), report],
+            )?;
+            Ok(())
+        })())
     }
 
     /// The newest validation report of `model` (JSON).
@@ -505,13 +614,15 @@ impl Store {
         version: &str,
         candidate: &serde_json::Value,
     ) -> Result<i64, StoreError> {
-        let conn = self.lock();
-        let now = now_ms();
-        conn.execute(
-            "INSERT INTO rollouts (model, version, phase, terminal, started_ms, updated_ms, candidate, state) VALUES (?1, ?2, 'new', 0, ?3, ?3, ?4, '{}')",
-            params![model, version, now, candidate.to_string()],
-        )?;
-        Ok(conn.last_insert_rowid())
+        self.track((|| -> Result<i64, StoreError> {
+            let conn = self.lock();
+            let now = now_ms();
+            conn.execute(
+                "INSERT INTO rollouts (model, version, phase, terminal, started_ms, updated_ms, candidate, state) VALUES (?1, ?2, 'new', 0, ?3, ?3, ?4, '{}')",
+                params![model, version, now, candidate.to_string()],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })())
     }
 
     /// Saves a rollout's state and the audit events of its transitions in one transaction,
@@ -521,24 +632,26 @@ impl Store {
         rollout: &teal_core::rollout::Rollout,
         events: Vec<NewEvent>,
     ) -> Result<(), StoreError> {
-        let state = serde_json::to_string(rollout).map_err(|e| StoreError(e.to_string()))?;
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE rollouts SET phase = ?2, terminal = ?3, updated_ms = ?4, state = ?5 WHERE id = ?1",
-            params![
-                rollout.id,
-                rollout.phase.name(),
-                rollout.phase.is_terminal(),
-                now_ms(),
-                state
-            ],
-        )?;
-        for event in events {
-            append_in(&tx, event)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.track((|| -> Result<(), StoreError> {
+            let state = serde_json::to_string(rollout).map_err(|e| StoreError::new(e.to_string()))?;
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE rollouts SET phase = ?2, terminal = ?3, updated_ms = ?4, state = ?5 WHERE id = ?1",
+                params![
+                    rollout.id,
+                    rollout.phase.name(),
+                    rollout.phase.is_terminal(),
+                    now_ms(),
+                    state
+                ],
+            )?;
+            for event in events {
+                append_in(&tx, event)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })())
     }
 
     fn rollout_rows(
@@ -602,22 +715,24 @@ impl Store {
     /// Remembers what each slot of a model runs and how traffic is split, so a restart
     /// brings back the same slots with the same one live.
     pub fn save_model_state(&self, state: &ModelState) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO routes (model, active, weight, shadow) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (model) DO UPDATE SET active = ?2, weight = ?3, shadow = ?4",
-            params![state.model, state.active, state.weight, state.shadow],
-        )?;
-        tx.execute("DELETE FROM slots WHERE model = ?1", [&state.model])?;
-        for (color, config) in &state.slots {
+        self.track((|| -> Result<(), StoreError> {
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
             tx.execute(
-                "INSERT INTO slots (model, color, config) VALUES (?1, ?2, ?3)",
-                params![state.model, color, config.to_string()],
+                "INSERT INTO routes (model, active, weight, shadow) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (model) DO UPDATE SET active = ?2, weight = ?3, shadow = ?4",
+                params![state.model, state.active, state.weight, state.shadow],
             )?;
-        }
-        tx.commit()?;
-        Ok(())
+            tx.execute("DELETE FROM slots WHERE model = ?1", [&state.model])?;
+            for (color, config) in &state.slots {
+                tx.execute(
+                    "INSERT INTO slots (model, color, config) VALUES (?1, ?2, ?3)",
+                    params![state.model, color, config.to_string()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })())
     }
 
     /// Every model's remembered slots and route.
@@ -655,30 +770,32 @@ impl Store {
         request_id: &str,
         label: &str,
     ) -> Result<Option<Feedback>, StoreError> {
-        let conn = self.lock();
-        let served: Option<(Option<String>, Option<String>)> = conn
-            .query_row(
-                "SELECT version, prediction FROM requests WHERE request_id = ?1 AND model = ?2 AND status < 400 ORDER BY id DESC LIMIT 1",
-                params![request_id, model],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((version, prediction)) = served else {
-            return Ok(None);
-        };
-        let correct = prediction.as_deref().map(|p| p == label);
-        conn.execute(
-            "INSERT INTO feedback (request_id, model, version, at_ms, label, correct) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (request_id) DO UPDATE SET label = ?5, correct = ?6, at_ms = ?4",
-            params![request_id, model, version, now_ms(), label, correct],
-        )?;
-        Ok(Some(Feedback {
-            request_id: request_id.to_string(),
-            version,
-            prediction,
-            label: label.to_string(),
-            correct,
-        }))
+        self.track((|| -> Result<Option<Feedback>, StoreError> {
+            let conn = self.lock();
+            let served: Option<(Option<String>, Option<String>)> = conn
+                .query_row(
+                    "SELECT version, prediction FROM requests WHERE request_id = ?1 AND model = ?2 AND status < 400 ORDER BY id DESC LIMIT 1",
+                    params![request_id, model],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((version, prediction)) = served else {
+                return Ok(None);
+            };
+            let correct = prediction.as_deref().map(|p| p == label);
+            conn.execute(
+                "INSERT INTO feedback (request_id, model, version, at_ms, label, correct) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (request_id) DO UPDATE SET label = ?5, correct = ?6, at_ms = ?4",
+                params![request_id, model, version, now_ms(), label, correct],
+            )?;
+            Ok(Some(Feedback {
+                request_id: request_id.to_string(),
+                version,
+                prediction,
+                label: label.to_string(),
+                correct,
+            }))
+        })())
     }
 
     /// Live accuracy of each version of `model` from feedback since `since_ms`:
@@ -741,6 +858,7 @@ impl RequestLog {
         dropped: prometheus_client::metrics::counter::Counter,
     ) -> RequestLog {
         let (queue, records) = crossbeam_channel::bounded::<RequestRecord>(LOG_QUEUE);
+        let lost = dropped.clone();
         let spawned = std::thread::Builder::new()
             .name("teal-request-log".into())
             .spawn(move || {
@@ -757,8 +875,10 @@ impl RequestLog {
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = store.record_requests(&batch) {
-                        tracing::error!(error = %e, lost = batch.len(), "request log write failed");
+                    // A failed write is logged by the store (once per run of failures);
+                    // its records are lost, and counted as dropped.
+                    if store.record_requests(&batch).is_err() {
+                        lost.inc_by(batch.len() as u64);
                     }
                     batch.clear();
                 }

@@ -384,6 +384,9 @@ impl UpstreamModel {
                     BackendError::Upstream(format!("the model server answered {}", answer.status))
                 }));
         }
+        if (200..300).contains(&answer.status) {
+            check_envelope(&answer.body, answer.json_len)?;
+        }
         Ok(answer)
     }
 
@@ -419,6 +422,25 @@ impl UpstreamModel {
             WireProtocol::Json => prediction_tensor(body),
         }
     }
+}
+
+/// Checks, without decoding the tensors, that a passed-on answer is a V2 response (JSON with
+/// an `outputs` list), so a server answering garbage is a 502 naming it rather than a 200
+/// the caller cannot read.
+fn check_envelope(body: &[u8], json_len: Option<usize>) -> Result<(), BackendError> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[allow(dead_code)]
+        outputs: Vec<serde::de::IgnoredAny>,
+    }
+    let json = &body[..json_len.unwrap_or(body.len()).min(body.len())];
+    serde_json::from_slice::<Envelope>(json)
+        .map(|_| ())
+        .map_err(|e| {
+            BackendError::Upstream(format!(
+                "the model server's answer is not a V2 response: {e}"
+            ))
+        })
 }
 
 async fn fetch_signature(shared: &Shared) -> Option<Signature> {

@@ -87,6 +87,10 @@ impl GatewayError {
                 source: BackendError::Unavailable,
                 ..
             } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Backend {
+                source: BackendError::Timeout { .. },
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Backend { .. } => StatusCode::BAD_GATEWAY,
         }
     }

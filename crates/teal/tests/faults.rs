@@ -1,0 +1,367 @@
+//! Fault injection: upstreams that hang, reset or answer garbage, a state file that fills
+//! up, slow clients, and thousands of idle connections. Each test is bounded in time and
+//! checks that teal keeps serving and says what is wrong.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How a fake model server misbehaves on inference (readiness and metadata stay healthy, so
+/// teal keeps sending it traffic).
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Reads the request and never answers.
+    Hang,
+    /// Reads the request and resets the connection.
+    Reset,
+    /// Answers bytes that are not HTTP.
+    NotHttp,
+    /// Answers 200 with a body that is not JSON.
+    NotJson,
+    /// Answers 200 with JSON that is not a V2 response.
+    NotV2,
+}
+
+const METADATA: &str = r#"{"name":"digits","versions":["broken"],"platform":"fake","inputs":[{"name":"input","datatype":"FP32","shape":[-1,64]}],"outputs":[{"name":"label","datatype":"INT64","shape":[-1]}]}"#;
+
+/// A model server on 127.0.0.1 that is healthy except for `fault` on every inference.
+async fn faulty_server(fault: Fault) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_faulty(stream, fault));
+        }
+    });
+    (url, task)
+}
+
+async fn serve_faulty(mut stream: TcpStream, fault: Fault) {
+    let mut buf = Vec::new();
+    loop {
+        // One request: the head, then the body its content-length declares.
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + length);
+        let first = head.lines().next().unwrap_or("").to_string();
+        let answer = |status: &str, body: &str| {
+            format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let reply = if first.starts_with("get /v2/models/digits/ready") {
+            answer("200 OK", "")
+        } else if first.starts_with("get /v2/models/digits ") {
+            answer("200 OK", METADATA)
+        } else if first.starts_with("post /v2/models/digits/infer") {
+            match fault {
+                Fault::Hang => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
+                Fault::Reset => {
+                    let _ = stream.set_linger(Some(Duration::ZERO));
+                    return;
+                }
+                Fault::NotHttp => "\u{0}\u{1}garbage, not HTTP\r\n\r\n".to_string(),
+                Fault::NotJson => answer("200 OK", "{\"outputs\": [{\"name\": "),
+                Fault::NotV2 => answer("200 OK", "{\"outputs\": \"seven\"}"),
+            }
+        } else {
+            answer("404 Not Found", "{\"error\": \"no such endpoint\"}")
+        };
+        if stream.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+        if matches!(fault, Fault::NotHttp) && first.starts_with("post") {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_requests() {
+    let body = Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
+    for (fault, status, says) in [
+        (Fault::Hang, 504, "within 500 ms"),
+        (Fault::Reset, 502, ""),
+        (Fault::NotHttp, 502, ""),
+        (Fault::NotJson, 502, ""),
+        (Fault::NotV2, 502, ""),
+    ] {
+        let (url, server) = faulty_server(fault).await;
+        // The faulty server is blue for `digits`; `cancer` (in-process) shares the gateway.
+        let mut config = config_with(
+            &upstream("broken", &[url], "timeout_ms = 500\neject_after_failures = 1000"),
+            None,
+        );
+        let cancer = example_config()
+            .models
+            .into_iter()
+            .find(|m| m.name == "cancer")
+            .unwrap();
+        config.models.push(cancer);
+        let running = start(&config).await;
+        let client = data(&running);
+        // Eight requests at once on the faulty model, while the healthy model is called.
+        let faulty: Vec<_> = (0..8)
+            .map(|_| {
+                let client = client.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let answer = client
+                        .send("POST", "/v2/models/digits/infer", &[], body)
+                        .await
+                        .unwrap();
+                    (answer, started.elapsed())
+                })
+            })
+            .collect();
+        let cancer_body = infer_body(&[holdout("cancer")[0].0.clone()]);
+        for _ in 0..20 {
+            let healthy = client
+                .post_json("/v2/models/cancer/infer", &cancer_body)
+                .await
+                .unwrap();
+            assert_eq!(healthy.status, 200, "{fault:?}: the healthy model answers");
+        }
+        for task in faulty {
+            let (answer, took) = task.await.unwrap();
+            assert_eq!(
+                answer.status,
+                status,
+                "{fault:?}: {}",
+                answer.error_message()
+            );
+            let error = answer.json()["error"].as_str().unwrap_or("").to_string();
+            assert!(
+                error.contains("digits") && error.contains(says),
+                "{fault:?}: the error names the model and the fault: {error:?}"
+            );
+            assert!(
+                took < Duration::from_secs(10),
+                "{fault:?}: a failing upstream is given up on, not waited for: {took:?}"
+            );
+        }
+        let ready = client.get("/v2/health/live").await.unwrap();
+        assert_eq!(ready.status, 200, "{fault:?}: teal is alive");
+        let status = admin(&running).get("/api/v1/status").await.unwrap();
+        assert_eq!(status.status, 200, "{fault:?}: the admin API answers");
+        stop(running).await;
+        server.abort();
+    }
+}
+
+async fn state_status(running: &teal::server::Running) -> serde_json::Value {
+    admin(running)
+        .get("/api/v1/status")
+        .await
+        .unwrap()
+        .json()["state"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_file_stops_the_records_not_the_serving() {
+    // A state file capped small fills up exactly as a full disk does: SQLite answers
+    // "database or disk is full".
+    let mut config = config_with(&onnx("v1"), Some(&onnx("v2")));
+    config.server.state_max_bytes = Some(192 * 1024);
+    let running = start(&config).await;
+    let client = data(&running);
+    let body = Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
+    assert_eq!(state_status(&running).await["writable"], true);
+    let mut served = 0;
+    let full = eventually(Duration::from_secs(60), async || {
+        for _ in 0..200 {
+            let answer = client
+                .send("POST", "/v2/models/digits/infer", &[], body.clone())
+                .await
+                .unwrap();
+            assert_eq!(
+                answer.status,
+                200,
+                "request {served}: {}",
+                answer.error_message()
+            );
+            served += 1;
+        }
+        state_status(&running).await["writable"] == false
+    })
+    .await;
+    assert!(full, "the state file never filled after {served} requests");
+    let state = state_status(&running).await;
+    assert!(
+        state["error"].as_str().unwrap().contains("full"),
+        "status says why: {state}"
+    );
+    // Serving goes on, on both versions, and the operator can still move traffic.
+    for _ in 0..50 {
+        let answer = client
+            .send("POST", "/v2/models/digits/infer", &[], body.clone())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    let admin = admin(&running);
+    let switched = admin
+        .post_json(
+            "/api/v1/models/digits/switch",
+            &serde_json::json!({"to": "green"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(switched.status, 200, "{}", switched.error_message());
+    assert_eq!(live_version(&client).await, "v2");
+    // A rollout must be recorded before it acts, so it is refused with the reason.
+    let refused = admin
+        .post_json(
+            "/api/v1/models/digits/rollouts",
+            &serde_json::json!({"candidate": {"version": "v3", "kind": "onnx", "path": repo_root().join("models/digits/v1/model.onnx")}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 507, "{}", refused.error_message());
+    assert!(
+        refused.error_message().contains("free space"),
+        "{}",
+        refused.error_message()
+    );
+    let metrics = String::from_utf8(admin.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(value("teal_state_write_failures_total") > 0.0, "{metrics}");
+    assert!(value("teal_request_log_dropped_total") > 0.0, "{metrics}");
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_do_not_starve_others_and_are_cut_off() {
+    let mut config = config_with(&onnx("v1"), None);
+    config.server.header_timeout_ms = 2_000;
+    let running = start(&config).await;
+    let addr = running.data_addr;
+    // 200 clients that send a request head one byte every 100 ms, as slowloris does.
+    let slow: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let started = Instant::now();
+                let head = b"POST /v2/models/digits/infer HTTP/1.1\r\nhost: teal\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+                for byte in head {
+                    if stream.write_all(&[*byte]).await.is_err() {
+                        return started.elapsed();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // Still open after the whole head: wait for teal to close it.
+                let mut sink = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                started.elapsed()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = data(&running);
+    let body = infer_body(&[holdout("digits")[0].0.clone()]);
+    for i in 0..200 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.post_json("/v2/models/digits/infer", &body),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} was starved"))
+        .unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    for task in slow {
+        let held = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("teal closes a slow client's connection")
+            .unwrap();
+        assert!(
+            held < Duration::from_secs(10),
+            "a slow client held its connection for {held:?}"
+        );
+    }
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_do_not_stop_serving() {
+    const IDLE: usize = 10_000;
+    // teal in its own process, as users run it, so the two sides do not share one
+    // process's file-descriptor limit.
+    let port = free_port();
+    let _teal = teal_replica(port, "v1");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut idle = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => idle.push(stream),
+            Err(e) => panic!("idle connection {i}: {e}"),
+        }
+    }
+    // Every idle connection was accepted: a request on the last one is answered.
+    let last = idle.last_mut().unwrap();
+    last.write_all(b"GET /v2/health/ready HTTP/1.1\r\nhost: teal\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), last.read_exact(&mut answer))
+        .await
+        .expect("the last idle connection is served")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let client = teal::client::HttpClient::new(&format!("http://{addr}"));
+    let body = infer_body(&[holdout("digits")[0].0.clone()]);
+    for i in 0..100 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.post_json("/v2/models/digits/infer", &body),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} with {IDLE} idle connections timed out"))
+        .unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    drop(idle);
+}
