@@ -245,6 +245,10 @@ impl SlotConfig {
     }
 }
 
+/// The longest any timeout or grace period may be: longer is a typo, and waiting on it would
+/// hold a deploy (or a shutdown) for good.
+const MAX_WAIT_MS: u64 = 86_400_000;
+
 impl RemoteConfig {
     fn validate_common(&self) -> Result<(), (String, String)> {
         for (field, value) in [
@@ -254,6 +258,23 @@ impl RemoteConfig {
         ] {
             if value == 0 {
                 return Err((field.into(), "must be more than 0".into()));
+            }
+            if value > MAX_WAIT_MS {
+                return Err((
+                    field.into(),
+                    format!("must be at most {MAX_WAIT_MS} (one day), not {value}"),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("eject_ms", self.eject_ms),
+            ("stop_grace_ms", self.stop_grace_ms),
+        ] {
+            if value > MAX_WAIT_MS {
+                return Err((
+                    field.into(),
+                    format!("must be at most {MAX_WAIT_MS} (one day), not {value}"),
+                ));
             }
         }
         if !self.predict_path.starts_with('/')

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::routing::{get, post};
@@ -34,6 +34,7 @@ pub struct Admin {
     pub rollouts: Arc<Rollouts>,
     token: String,
     token_hint: String,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Admin {
@@ -55,6 +56,7 @@ impl Admin {
             metrics,
             token,
             token_hint,
+            in_flight: tokio::sync::Semaphore::new(ADMIN_MAX_CONCURRENT),
         }
     }
 }
@@ -98,7 +100,74 @@ pub fn router(admin: Arc<Admin>) -> Router {
                 format!("no admin endpoint {}: see /api/v1/status", uri.path()),
             )
         })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed on {}", uri.path()),
+                )
+            },
+        )
+        .layer(DefaultBodyLimit::max(ADMIN_MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            admin.clone(),
+            limit_concurrency,
+        ))
+        .layer(middleware::map_response(json_errors))
         .with_state(admin)
+}
+
+/// The largest admin request body: the biggest is a rollout with its settings, a few KB.
+const ADMIN_MAX_BODY: usize = 1024 * 1024;
+
+/// Admin requests served at once; more are refused with 429 rather than queued, so a
+/// runaway script cannot pile work onto the process that serves the models.
+const ADMIN_MAX_CONCURRENT: usize = 64;
+
+async fn limit_concurrency(
+    State(admin): State<Arc<Admin>>,
+    request: Request,
+    next: Next,
+) -> Response<Body> {
+    match admin.in_flight.try_acquire() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "more than {ADMIN_MAX_CONCURRENT} admin requests at once: wait for some to finish, then retry"
+            ),
+        ),
+    }
+}
+
+/// Errors the framework answers by itself (a body over the limit, a path that is not
+/// UTF-8) come as plain text; the admin API speaks JSON, so they are wrapped in
+/// `{"error": ...}` like every other error.
+async fn json_errors(response: Response<Body>) -> Response<Body> {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = match (status, text.is_empty()) {
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            format!("the request body is larger than the limit of {ADMIN_MAX_BODY} bytes")
+        }
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+        (_, false) => text,
+    };
+    error(status, message)
 }
 
 /// The dashboard's files, built into the binary. They hold no data and need no token; every
@@ -430,7 +499,9 @@ async fn with_store<T: Send + 'static>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) if e.unwritable() => Err(error(
             StatusCode::INSUFFICIENT_STORAGE,
-            format!("{e}: free space on the state folder's disk (or raise server.state_max_bytes), then retry"),
+            format!(
+                "{e}: free space on the state folder's disk (or raise server.state_max_bytes), then retry"
+            ),
         )),
         Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
         Err(e) => Err(error(
@@ -445,15 +516,28 @@ async fn history(
     UrlPath(model): UrlPath<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response<Body> {
-    let limit = query
+    let limit = match query
         .as_deref()
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix("limit="))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(100)
-        .min(10_000);
-    match with_store(&admin, move |store| store.events(&model, limit)).await {
+    {
+        None => 100,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be a whole number from 1 to 10000, not '{text}'"),
+                );
+            }
+        },
+    };
+    let served = admin.routes.load().models.contains_key(&model);
+    let name = model.clone();
+    match with_store(&admin, move |store| store.events(&name, limit)).await {
+        // A model no longer served keeps its history; one never seen has none.
+        Ok(events) if events.is_empty() && !served => route_error(RouteError::UnknownModel(model)),
         Ok(events) => json(StatusCode::OK, &serde_json::json!({ "events": events })),
         Err(response) => response,
     }

@@ -407,12 +407,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
             header_timeout,
             stopped.clone(),
         ),
-        serve_on(
-            admin_listener,
-            api::router(admin),
-            header_timeout,
-            stopped,
-        ),
+        serve_on(admin_listener, api::router(admin), header_timeout, stopped),
     ];
     Ok(Running {
         data_addr,

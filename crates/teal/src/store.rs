@@ -309,8 +309,8 @@ impl Store {
     /// Opens the state file; with `max_bytes`, SQLite refuses to grow it past that size, and
     /// teal treats it as a full disk.
     pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Store, StoreError> {
-        let conn =
-            Connection::open(path).map_err(|e| StoreError::new(format!("{}: {e}", path.display())))?;
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::new(format!("{}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Checkpoint less often than every 1,000 pages: the request log's index pages change
@@ -347,7 +347,10 @@ impl Store {
         let now = now_ms();
         match &result {
             Ok(_) => {
-                if last.as_ref().is_some_and(|l| now - l.last_ms > CLEAR_AFTER_MS) {
+                if last
+                    .as_ref()
+                    .is_some_and(|l| now - l.last_ms > CLEAR_AFTER_MS)
+                {
                     *last = None;
                     tracing::info!("the state file takes writes again");
                 }
@@ -526,7 +529,12 @@ impl Store {
                 tx.prepare_cached(
                     "INSERT INTO captures (model, at_ms, json_len, body) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![model, at_ms, json_len.map(|n| n as i64), body])?;
+                .execute(params![
+                    model,
+                    at_ms,
+                    json_len.map(|n| n as i64),
+                    body
+                ])?;
             }
             tx.commit()?;
             Ok(())

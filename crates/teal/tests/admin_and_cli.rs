@@ -308,3 +308,57 @@ fn the_demo_runs_three_rollouts_under_load_with_no_failure_outside_the_fault() {
     assert!(summary["errors_from_the_fault"].as_u64().unwrap() > 0);
     assert!(summary["rollback_after_fault_ms"].as_f64().unwrap() < 10_000.0);
 }
+
+#[test]
+fn the_admin_token_never_reaches_the_logs() {
+    let state = temp_dir("token-logs");
+    let log = state.join("teal.log");
+    let mut command = Command::new(teal_bin());
+    command
+        .args(["--log-file"])
+        .arg(&log)
+        .args(["serve", "--config"])
+        .arg(repo_root().join("examples/teal.toml"))
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("TEAL_STATE_DIR", &state)
+        .env("TEAL_LOG", "trace")
+        .env_remove("TEAL_ADMIN_TOKEN");
+    let server = spawn_teal(&mut command);
+    let token = std::fs::read_to_string(state.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    // The CLI (which reads the token file), a right and a wrong token on the wire.
+    for args in [
+        &["status"][..],
+        &["history", "digits"],
+        &["switch", "digits", "--to", "green"],
+    ] {
+        let out = teal(args, &state);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(&token));
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let admin_url = std::fs::read_to_string(state.join("admin.url")).unwrap();
+    runtime.block_on(async {
+        for presented in [token.clone(), format!("{token}x"), token[..10].to_string()] {
+            let client =
+                teal::client::HttpClient::new(admin_url.trim()).with_token(Some(presented));
+            let _ = client.get("/api/v1/status").await.unwrap();
+        }
+    });
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("teal::api") && logged.contains("green"),
+        "the switch is logged: {logged}"
+    );
+    assert!(
+        !logged.contains(&token) && !logged.contains(&token[..16]),
+        "the token appears in the log"
+    );
+}

@@ -23,6 +23,11 @@ async fn every_bad_request_gets_a_clear_4xx() {
     let input = |name: &str, datatype: &str, shape: serde_json::Value, data: serde_json::Value| {
         serde_json::json!({"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}]}).to_string()
     };
+    let input_text = |data: &str| {
+        format!(
+            "{{\"inputs\": [{{\"name\": \"input\", \"datatype\": \"FP32\", \"shape\": [1, 64], \"data\": {data}}}]}}"
+        )
+    };
     let big = format!(
         "{{\"inputs\": [{{\"name\": \"input\", \"data\": [{}]}}]}}",
         vec!["1.0"; LIMIT / 2].join(",")
@@ -272,6 +277,149 @@ async fn every_bad_request_gets_a_clear_4xx() {
             413,
             "larger than the limit",
         ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            format!(
+                "{{\"inputs\": [{{\"name\": \"input\", \"datatype\": \"FP32\", \"shape\": [1, 64], \"data\": {}{}}}]}}",
+                "[".repeat(20_000),
+                "]".repeat(20_000)
+            ),
+            400,
+            "recursion limit exceeded",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input_text(&format!("[1e400{}]", ", 0".repeat(63))),
+            400,
+            "number out of range",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input_text(&format!("[1e39{}]", ", 0".repeat(63))),
+            400,
+            "not a valid FP32",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input_text(&format!("[NaN{}]", ", 0".repeat(63))),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input_text(&format!("[null{}]", ", 0".repeat(63))),
+            400,
+            "null is not a tensor element",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input_text("{\"a\": 1}"),
+            400,
+            "invalid type: map",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input(
+                "input",
+                "FP32",
+                serde_json::json!([u64::MAX / 2, u64::MAX / 2]),
+                row(),
+            ),
+            400,
+            "expects [-1, 64]",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            input("input", "FP32", serde_json::json!([-1, 64]), row()),
+            400,
+            "expected u64",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            "{\"inputs\": [], \"tenant\": \"x\"}".into(),
+            400,
+            "unknown field `tenant`",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            format!(
+                "{} trailing",
+                input("input", "FP32", serde_json::json!([1, 64]), row())
+            ),
+            400,
+            "trailing characters",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            "{\"inputs\": null}".into(),
+            400,
+            "invalid type: null",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            json.to_vec(),
+            String::new(),
+            400,
+            "EOF while parsing",
+        ),
+        (
+            "POST",
+            "/v2/models/%2e%2e%2f%2e%2e%2fetc%2fpasswd/infer",
+            json.to_vec(),
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            404,
+            "unknown model '../../etc/passwd'",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/versions/%2e%2e/infer",
+            json.to_vec(),
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            404,
+            "no loaded version '..'",
+        ),
+        (
+            "POST",
+            "/v2/models/dig%ffits/infer",
+            json.to_vec(),
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            400,
+            "UTF-8",
+        ),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            vec![
+                ("content-type", "application/json"),
+                ("x-teal-slot", "blue, green"),
+            ],
+            input("input", "FP32", serde_json::json!([1, 64]), row()),
+            400,
+            "x-teal-slot must be blue or green",
+        ),
     ];
     for (method, path, headers, body, status, message) in cases {
         let answer = client
@@ -384,5 +532,144 @@ async fn one_bad_connection_does_not_disturb_the_others() {
         .await
         .unwrap();
     assert_eq!(answer.status, 200);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_abuse_is_refused_and_the_server_stays_healthy() {
+    let running = start(&example_config()).await;
+    let client = data(&running);
+    let body = Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
+    // More headers than any client needs: refused by the HTTP layer (431) before teal reads
+    // the body.
+    let many: Vec<(String, String)> = (0..500).map(|i| (format!("x-h{i}"), "1".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let answer = client
+        .send("POST", "/v2/models/digits/infer", &many, body.clone())
+        .await;
+    assert!(
+        answer.as_ref().is_ok_and(|a| a.status == 431) || answer.is_err(),
+        "500 headers: {:?}",
+        answer.map(|a| a.status)
+    );
+    // A long but legal header value, and a malformed trace context, are served.
+    let long = "a".repeat(16 * 1024);
+    for headers in [
+        vec![("x-long", long.as_str())],
+        vec![("traceparent", "00-zzzz-not-a-trace")],
+        vec![("x-request-id", long.as_str())],
+    ] {
+        let answer = client
+            .send("POST", "/v2/models/digits/infer", &headers, body.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status,
+            200,
+            "{headers:?}: {}",
+            answer.error_message()
+        );
+    }
+    // Two content lengths that disagree: request smuggling, refused.
+    let mut raw = tokio::net::TcpStream::connect(running.data_addr)
+        .await
+        .unwrap();
+    raw.write_all(b"POST /v2/models/digits/infer HTTP/1.1\r\nhost: teal\r\ncontent-length: 5\r\ncontent-length: 50\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 12];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        raw.read_exact(&mut answer),
+    )
+    .await;
+    assert!(
+        read.is_ok_and(|r| r.is_ok()) && answer.starts_with(b"HTTP/1.1 400"),
+        "conflicting lengths: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let ready = client.get("/v2/health/ready").await.unwrap();
+    assert_eq!(ready.status, 200);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_admin_request_gets_a_clear_4xx_in_json() {
+    let running = start(&example_config()).await;
+    let admin = admin(&running);
+    let m = "/api/v1/models/digits";
+    let onnx_path = repo_root().join("models/digits/v1/model.onnx");
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+        ("POST", format!("{m}/switch"), "{".into(), 400, "body must be"),
+        ("POST", format!("{m}/switch"), "{\"to\": 5}".into(), 400, "body must be"),
+        ("POST", format!("{m}/switch"), "{\"to\": \"red\"}".into(), 400, "unknown variant `red`"),
+        ("POST", format!("{m}/switch"), "{\"to\": \"green\", \"now\": true}".into(), 400, "unknown field `now`"),
+        ("POST", format!("{m}/switch"), "[]".into(), 400, "body must be"),
+        ("POST", format!("{m}/switch"), format!("{{\"to\": \"green\"{}}}", " ".repeat(2 * 1024 * 1024)), 413, "larger than the limit"),
+        ("POST", format!("{m}/canary"), "{\"percent\": 200}".into(), 400, "between 0 and 100"),
+        ("POST", format!("{m}/canary"), "{\"percent\": -1}".into(), 400, "between 0 and 100"),
+        ("POST", format!("{m}/canary"), "{\"percent\": 1e400}".into(), 400, "number out of range"),
+        ("POST", format!("{m}/canary"), "{\"percent\": \"NaN\"}".into(), 400, "percent"),
+        ("POST", format!("{m}/shadow"), "{\"percent\": 101}".into(), 400, "between 0 and 100"),
+        ("POST", format!("{m}/deploy"), "{\"version\": \"v9\", \"kind\": \"tensorflow\"}".into(), 400, "unknown variant `tensorflow`"),
+        ("POST", format!("{m}/deploy"), "{\"version\": \"v9\", \"kind\": \"onnx\", \"path\": \"/no/such/model.onnx\"}".into(), 422, "the live slot keeps serving"),
+        ("POST", format!("{m}/deploy"), "{\"version\": \"v9\", \"kind\": \"process\", \"command\": \"sleep 9\", \"ready_timeout_ms\": 18446744073709551615}".into(), 400, "at most 86400000"),
+        ("POST", format!("{m}/rollouts"), "{\"candidate\": 5}".into(), 400, "body must be"),
+        ("POST", format!("{m}/rollouts"), format!("{{\"candidate\": {{\"version\": \"v9\", \"kind\": \"onnx\", \"path\": {:?}}}, \"settings\": {{\"observe_ms\": \"soon\"}}}}", onnx_path.display().to_string()), 400, "is not a duration"),
+        ("POST", format!("{m}/rollouts"), format!("{{\"candidate\": {{\"version\": \"v9\", \"kind\": \"onnx\", \"path\": {:?}}}, \"settings\": {{\"rules\": 5}}}}", onnx_path.display().to_string()), 400, "invalid type"),
+        ("POST", format!("{m}/validate"), "{\"replay\": -5}".into(), 400, "body must name one source"),
+        ("POST", format!("{m}/validate"), "{\"holdout\": \"/etc/hostname\"}".into(), 400, "holdout /etc/hostname"),
+        ("POST", format!("{m}/teardown"), "{\"slot\": 5}".into(), 400, "body must be"),
+        ("POST", format!("{m}/promote"), String::new(), 409, "no rollout in progress"),
+        ("POST", format!("{m}/rollback"), String::new(), 409, "nothing to roll back"),
+        ("GET", format!("{m}/history?limit=-1"), String::new(), 400, "limit must be a whole number"),
+        ("GET", format!("{m}/history?limit=99999999999999999999"), String::new(), 400, "limit must be"),
+        ("GET", format!("{m}/audit?at=yesterday"), String::new(), 400, "is not a time"),
+        ("GET", "/api/v1/models/..%2F..%2Fetc/history".into(), String::new(), 404, "unknown model '../../etc'"),
+        ("GET", "/api/v1/models/nope".into(), String::new(), 404, "unknown model 'nope'"),
+        ("GET", "/api/v1/validations/abc".into(), String::new(), 404, "no validation abc"),
+        ("POST", "/api/v1/status".into(), String::new(), 405, "POST is not allowed"),
+        ("GET", "/dashboard/../../etc/passwd".into(), String::new(), 404, "no admin endpoint"),
+        ("GET", "/api/v1/models/dig%ffits".into(), String::new(), 400, "UTF-8"),
+    ];
+    for (method, path, body, status, message) in cases {
+        let answer = admin
+            .send(
+                method,
+                &path,
+                &[("content-type", "application/json")],
+                Bytes::from(body),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(
+            answer
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{method} {path}: JSON error body, got {:?}",
+            answer.header("content-type")
+        );
+        let error = answer.json()["error"].as_str().unwrap_or("").to_string();
+        assert_eq!(answer.status, status, "{method} {path}: {error}");
+        assert!(
+            error.contains(message),
+            "{method} {path}: {error:?} does not say {message:?}"
+        );
+    }
+    // Nothing changed, and the API still answers.
+    let status = admin.get("/api/v1/models/digits").await.unwrap();
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json()["live"], "blue");
+    // Many calls at once: each is answered (or refused with 429), none fails.
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let admin = admin.clone();
+            tokio::spawn(async move { admin.get("/api/v1/models/digits/history").await })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.unwrap().unwrap();
+        assert!(matches!(answer.status, 200 | 429), "{}", answer.status);
+    }
     stop(running).await;
 }

@@ -119,7 +119,11 @@ async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_req
         let (url, server) = faulty_server(fault).await;
         // The faulty server is blue for `digits`; `cancer` (in-process) shares the gateway.
         let mut config = config_with(
-            &upstream("broken", &[url], "timeout_ms = 500\neject_after_failures = 1000"),
+            &upstream(
+                "broken",
+                &[url],
+                "timeout_ms = 500\neject_after_failures = 1000",
+            ),
             None,
         );
         let cancer = example_config()
@@ -181,12 +185,7 @@ async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_req
 }
 
 async fn state_status(running: &teal::server::Running) -> serde_json::Value {
-    admin(running)
-        .get("/api/v1/status")
-        .await
-        .unwrap()
-        .json()["state"]
-        .clone()
+    admin(running).get("/api/v1/status").await.unwrap().json()["state"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

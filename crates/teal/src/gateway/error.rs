@@ -44,6 +44,8 @@ pub enum GatewayError {
     HeaderLength(String),
     #[error("could not read the request body: {0}")]
     Body(String),
+    #[error("the path is not valid: {0}; model and version names are UTF-8 text")]
+    Path(String),
     #[error("feedback body must be {{\"request_id\": \"...\", \"label\": ...}}: {0}")]
     Feedback(String),
     #[error(
@@ -70,6 +72,7 @@ impl GatewayError {
             | GatewayError::BadSlotHeader(_)
             | GatewayError::HeaderLength(_)
             | GatewayError::Body(_)
+            | GatewayError::Path(_)
             | GatewayError::Feedback(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnknownRequest { .. } => StatusCode::NOT_FOUND,
             GatewayError::NoRequestLog => StatusCode::CONFLICT,
@@ -106,6 +109,7 @@ impl GatewayError {
                 | GatewayError::ContentEncoding(_)
                 | GatewayError::HeaderLength(_)
                 | GatewayError::Body(_)
+                | GatewayError::Path(_)
         )
     }
 

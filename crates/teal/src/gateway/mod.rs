@@ -454,7 +454,7 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
 }
 
 fn path_error(rejection: axum::extract::rejection::PathRejection) -> Response<Body> {
-    error_response(&GatewayError::Body(rejection.body_text()), None)
+    error_response(&GatewayError::Path(rejection.body_text()), None)
 }
 
 type ModelPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
