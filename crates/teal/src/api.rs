@@ -61,7 +61,8 @@ impl Admin {
     }
 }
 
-/// The admin router; every route but `/healthz` needs the token.
+/// The admin router; every route but `/healthz`, `/metrics`, the dashboard's files and the
+/// OpenAPI document needs the token.
 pub fn router(admin: Arc<Admin>) -> Router {
     let protected = Router::new()
         .route("/api/v1/status", get(status_all))
@@ -92,6 +93,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/dashboard/app.js", get(|| async { asset("app.js") }))
         .route("/dashboard/style.css", get(|| async { asset("style.css") }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .merge(protected)
         .fallback(|uri: axum::http::Uri| async move {
@@ -115,6 +117,17 @@ pub fn router(admin: Arc<Admin>) -> Router {
         ))
         .layer(middleware::map_response(json_errors))
         .with_state(admin)
+}
+
+/// The admin API's OpenAPI 3.1 document. Like `/healthz`, it needs no token: it describes
+/// the API, it holds no data.
+async fn openapi() -> Response<Body> {
+    let mut response = Response::new(Body::from(include_str!("openapi.json")));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The largest admin request body: the biggest is a rollout with its settings, a few KB.
@@ -550,6 +563,28 @@ async fn audit_verify(State(admin): State<Arc<Admin>>) -> Response<Body> {
     }
 }
 
+/// A query value with its `%XX` escapes decoded (bytes that are not UTF-8 become U+FFFD,
+/// which no time or request id contains).
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&hi), Some(&lo)) if hex(hi).is_some() && hex(lo).is_some() => {
+                out.push((hex(hi).unwrap_or(0) * 16 + hex(lo).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Which version served: `?at=TIME` (the live version then) or `?request=ID`.
 async fn audit_model(
     State(admin): State<Arc<Admin>>,
@@ -561,7 +596,7 @@ async fn audit_model(
         query
             .split('&')
             .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-            .map(|v| v.replace("%3A", ":").replace("%3a", ":"))
+            .map(percent_decoded)
     };
     if let Some(id) = param("request") {
         let records = match with_store(&admin, move |store| store.request(&id)).await {
@@ -577,12 +612,8 @@ async fn audit_model(
         }
         return json(StatusCode::OK, &serde_json::json!({ "requests": records }));
     }
-    let Some(at) = param("at") else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ask with ?at=2026-11-22T01:02:03Z (or epoch milliseconds) or ?request=ID".into(),
-        );
-    };
+    // Without a time: the version live now.
+    let at = param("at").unwrap_or_else(|| crate::store::now_ms().to_string());
     let Some(at_ms) = crate::store::parse_time(&at) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -741,12 +772,30 @@ async fn canary(
 struct ValidateBody {
     #[serde(default)]
     holdout: Option<std::path::PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     shadow: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     replay: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     window_ms: Option<u64>,
+}
+
+/// A count: JSON's `300` or `300.0` (the same number to JSON), never `300.5` or `-1`.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let value = Option::<f64>::deserialize(deserializer)?;
+    match value {
+        None => Ok(None),
+        Some(v) if v >= 0.0 && v.fract() == 0.0 && v <= u64::MAX as f64 => T::try_from(v as u64)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{v} is too large"))),
+        Some(v) => Err(serde::de::Error::custom(format!(
+            "expected a whole number, not {v}"
+        ))),
+    }
 }
 
 async fn validate(
@@ -764,6 +813,16 @@ async fn validate(
         return error(
             StatusCode::BAD_REQUEST,
             format!("at most {MOST} samples per validation"),
+        );
+    }
+    const LONGEST_MS: u64 = 86_400_000;
+    if request
+        .window_ms
+        .is_some_and(|ms| ms == 0 || ms > LONGEST_MS)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("window_ms must be from 1 to {LONGEST_MS} (one day)"),
         );
     }
     let source = match (request.holdout, request.shadow, request.replay) {

@@ -209,15 +209,48 @@ pub fn parse_time(text: &str) -> Option<i64> {
     if let Ok(ms) = text.parse::<i64>() {
         return Some(ms);
     }
-    let text = text
-        .strip_suffix('Z')
-        .or_else(|| text.strip_suffix("+00:00"))?;
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (year, month, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = clock.split(':').map(|p| p.parse::<i64>());
-    let (h, m, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    if !text.is_ascii() || text.len() < 20 {
+        return None;
+    }
+    // RFC 3339: a date, `T`, a clock with optional fraction, then `Z` or an offset.
+    let (date, rest) = (&text[..10], &text[10..]);
+    let rest = rest.strip_prefix(['T', 't', ' '])?;
+    let (clock, offset_ms) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
+        (clock, 0)
+    } else {
+        let split = rest.len().checked_sub(6)?;
+        let (clock, offset) = rest.split_at(split);
+        let sign = match offset.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (oh, om) = offset[1..].split_once(':')?;
+        let (oh, om) = (number(oh, 2)?, number(om, 2)?);
+        if oh > 23 || om > 59 {
+            return None;
+        }
+        (clock, sign * (oh * 3_600_000 + om * 60_000))
+    };
+    let mut d = date.split('-');
+    let (year, month, day) = (
+        number(d.next()?, 4)?,
+        number(d.next()?, 2)?,
+        number(d.next()?, 2)?,
+    );
+    let (clock, fraction) = clock.split_once('.').unwrap_or((clock, "0"));
+    let mut t = clock.split(':');
+    let (h, m, s) = (
+        number(t.next()?, 2)?,
+        number(t.next()?, 2)?,
+        number(t.next()?, 2)?,
+    );
+    if t.next().is_some() || d.next().is_some() || fraction.is_empty() {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let millis = format!("{fraction:0<3}")[..3].parse::<i64>().ok()?;
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
         return None;
@@ -229,7 +262,15 @@ pub fn parse_time(text: &str) -> Option<i64> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000 + millis)
+    Some(days * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000 + millis - offset_ms)
+}
+
+/// A field of exactly `digits` ASCII digits.
+fn number(text: &str, digits: usize) -> Option<i64> {
+    if text.len() != digits || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 fn chain_hash(prev: &str, at_ms: i64, e: &NewEvent, detail: &str) -> String {
@@ -964,6 +1005,37 @@ mod tests {
         drop(store);
         let again = Store::open(&path).unwrap();
         assert_eq!(again.events("m", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn times_parse_as_rfc_3339_says_and_nothing_else() {
+        let utc = parse_time("2026-11-22T01:02:03Z").unwrap();
+        assert_eq!(parse_time("2026-11-22T01:02:03.000Z"), Some(utc));
+        assert_eq!(parse_time("2026-11-22t01:02:03z"), Some(utc));
+        assert_eq!(parse_time("2026-11-22T02:02:03+01:00"), Some(utc));
+        assert_eq!(parse_time("2026-11-21T23:02:03-02:00"), Some(utc));
+        assert_eq!(parse_time("2026-11-22T01:02:03.5Z"), Some(utc + 500));
+        assert_eq!(
+            parse_time("2026-11-22T01:02:03.123456789Z"),
+            Some(utc + 123)
+        );
+        assert_eq!(parse_time(&utc.to_string()), Some(utc));
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-22",
+            "2026-11-22T01:02:03",
+            "2026-13-22T01:02:03Z",
+            "2026-11-22T24:02:03Z",
+            "2026-11-22T01:02:03.Z",
+            "2026-11-22T01:02:03.a\u{20ac}Z",
+            "2026-11-22T01:02:03.\u{20ac}\u{20ac}Z",
+            "\u{20ac}026-11-22T01:02:03Z",
+            "2026-11-22T01:02:03+1:000",
+            "+026-11-22T01:02:03Z",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
