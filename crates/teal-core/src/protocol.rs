@@ -873,7 +873,28 @@ impl InferRequest {
     }
 
     /// Encodes the request as plain V2 JSON (no binary parts), to send to a model server.
-    pub fn encode_json(&self) -> Vec<u8> {
+    /// JSON has no NaN or infinity, which the binary extension can carry: a request holding
+    /// one is refused rather than sent with `null` in its place.
+    pub fn encode_json(&self) -> Result<Vec<u8>, ProtocolError> {
+        for input in &self.inputs {
+            let non_finite = match &input.data {
+                TensorData::Fp32(v) => v
+                    .iter()
+                    .position(|x| !x.is_finite())
+                    .map(|i| (i, v[i].to_string())),
+                TensorData::Fp64(v) => v
+                    .iter()
+                    .position(|x| !x.is_finite())
+                    .map(|i| (i, v[i].to_string())),
+                _ => None,
+            };
+            if let Some((i, value)) = non_finite {
+                return Err(ProtocolError::Unsupported(format!(
+                    "input '{}': element {i} is {value}, which the model server's JSON protocol cannot carry: send finite numbers",
+                    input.name
+                )));
+            }
+        }
         #[derive(Serialize)]
         struct Input<'a> {
             name: &'a str,
@@ -910,7 +931,7 @@ impl InferRequest {
                 .as_ref()
                 .map(|o| o.iter().map(|r| Output { name: &r.name }).collect()),
         };
-        serde_json::to_vec(&request).unwrap_or_default()
+        serde_json::to_vec(&request).map_err(|e| ProtocolError::Malformed(e.to_string()))
     }
 
     /// Builds a request from the simple JSON format, `{"features": [[...], ...]}` or one
@@ -1418,7 +1439,8 @@ mod tests {
     #[test]
     fn encoded_requests_decode_to_the_same_tensors() {
         let request = decode(r#"{"id":"7","inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1.5,2,3,4]}],"outputs":[{"name":"label"}]}"#).unwrap();
-        let again = InferRequest::decode(&request.encode_json(), None, Some(&digits())).unwrap();
+        let again =
+            InferRequest::decode(&request.encode_json().unwrap(), None, Some(&digits())).unwrap();
         assert_eq!(again.inputs, request.inputs);
         assert_eq!(again.id.as_deref(), Some("7"));
         assert_eq!(again.outputs.unwrap()[0].name, "label");
@@ -1471,5 +1493,36 @@ mod tests {
             predictions(&column),
             vec![serde_json::json!(4), serde_json::json!(5)]
         );
+    }
+
+    // Found by the v2_request fuzz target: a binary input holding NaN decoded, and re-encoding
+    // it for a model server wrote `null` in its place.
+    #[test]
+    fn a_request_holding_nan_is_not_sent_as_json() {
+        let header = br#"{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]}"#;
+        let mut body = header.to_vec();
+        for x in [f32::NAN, 1.0, 2.0, 3.0] {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        let request = InferRequest::decode(&body, Some(header.len()), Some(&digits())).unwrap();
+        let refused = request.encode_json().unwrap_err().to_string();
+        assert!(
+            refused.contains("element 0 is NaN") && refused.contains("cannot carry"),
+            "{refused}"
+        );
+    }
+
+    // Found by the v2_request fuzz target: numbers in JSON parsed to a neighbouring double,
+    // so a request passed on to a model server changed in its last digit.
+    #[test]
+    fn numbers_round_trip_exactly() {
+        let body = br#"{"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1.1111111111111109e102, 0.30000000000000004]}]}"#;
+        let request = InferRequest::decode(body, None, None).unwrap();
+        assert_eq!(
+            request.inputs[0].data,
+            TensorData::Fp64(vec![1.1111111111111109e102, 0.30000000000000004])
+        );
+        let again = InferRequest::decode(&request.encode_json().unwrap(), None, None).unwrap();
+        assert_eq!(again.inputs, request.inputs);
     }
 }

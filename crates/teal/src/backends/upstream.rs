@@ -360,7 +360,12 @@ impl UpstreamModel {
     /// Sends one inference as tensors and reads the answer back as tensors.
     pub async fn infer(&self, request: &InferRequest) -> Result<Vec<Tensor>, BackendError> {
         let body = match self.shared.settings.protocol {
-            WireProtocol::V2 => Bytes::from(request.encode_json()),
+            WireProtocol::V2 => {
+                Bytes::from(request.encode_json().map_err(|e| BackendError::Refused {
+                    status: 400,
+                    message: e.to_string(),
+                })?)
+            }
             WireProtocol::Json => Bytes::from(features_body(request)?),
         };
         let answer = self.send(body, None).await?;
