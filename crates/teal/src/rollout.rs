@@ -88,6 +88,9 @@ pub struct Rollouts {
     settings: BTreeMap<String, RolloutSettings>,
     drivers: Mutex<BTreeMap<String, Driver>>,
     clock: Clock,
+    /// Fault injection for the crash tests: phases after whose persisting teal kills itself
+    /// (SIGKILL) before acting, from `TEAL_FAULT_KILL_AFTER_PHASE` (comma-separated names).
+    kill_after: Vec<String>,
 }
 
 /// A rollout as the admin API shows it.
@@ -132,6 +135,9 @@ impl Rollouts {
             settings,
             drivers: Mutex::new(BTreeMap::new()),
             clock: Clock::new(),
+            kill_after: std::env::var("TEAL_FAULT_KILL_AFTER_PHASE")
+                .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -321,7 +327,17 @@ impl Rollouts {
         }
         let state = rollout.clone();
         self.blocking(move |store| store.save_rollout(&state, events))
-            .await
+            .await?;
+        if self.kill_after.iter().any(|p| p == rollout.phase.name()) {
+            // The worst moment to die: the new phase is on disk, nothing of it done yet.
+            tracing::warn!(
+                phase = rollout.phase.name(),
+                "TEAL_FAULT_KILL_AFTER_PHASE: killing teal"
+            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+        }
+        Ok(())
     }
 
     async fn drive(

@@ -695,6 +695,17 @@ impl Store {
                     state
                 ],
             )?;
+            // The route the rollout has chosen is remembered with its phase, so a crash
+            // between writing a rollback and acting on it restarts on the old version.
+            tx.execute(
+                "UPDATE routes SET active = ?2, weight = ?3, shadow = ?4 WHERE model = ?1",
+                params![
+                    rollout.model,
+                    rollout.route.active.to_string(),
+                    rollout.route.weight,
+                    rollout.route.shadow
+                ],
+            )?;
             for event in events {
                 append_in(&tx, event)?;
             }

@@ -87,7 +87,7 @@ async fn serve_faulty(mut stream: TcpStream, fault: Fault) {
                     return;
                 }
                 Fault::Reset => {
-                    let _ = stream.set_linger(Some(Duration::ZERO));
+                    let _ = stream.set_zero_linger();
                     return;
                 }
                 Fault::NotHttp => "\u{0}\u{1}garbage, not HTTP\r\n\r\n".to_string(),

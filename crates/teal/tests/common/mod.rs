@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: a real teal on 127.0.0.1:0 with the bundled models.
 #![allow(dead_code)]
 
+pub mod rollouts;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
