@@ -364,3 +364,64 @@ async fn ten_thousand_idle_connections_do_not_stop_serving() {
     }
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_slot_process_killed_under_load_is_reported_and_rolled_back() {
+    use common::rollouts::*;
+    let config = config_with(&onnx("v1"), None);
+    let running = start(&config).await;
+    let (client, admin) = (data(&running), admin(&running));
+    let candidate = serde_json::json!({
+        "version": "v2",
+        "kind": "process",
+        "command": "python3 tests/python/onnx_model_server.py --port {port} --model models/digits/v2/model.onnx --version v2",
+        "workdir": repo_root(),
+        "ready_timeout_ms": 30000,
+        "stop_grace_ms": 2000,
+    });
+    let mut settings = quick(serde_json::json!({ "kind": "blue_green" }));
+    settings["observe_ms"] = 3_600_000.into();
+    start_rollout(&admin, candidate, settings).await;
+    let load = Load::start(&client, 2);
+    wait_phase(&admin, "observing", Duration::from_secs(90)).await;
+    assert_eq!(live_version(&client).await, "v2");
+    let slot = |status: &serde_json::Value| {
+        status["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["version"] == "v2")
+            .cloned()
+            .unwrap()
+    };
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    let pid = slot(&status)["process"]["pid"]
+        .as_i64()
+        .expect("the slot's pid") as i32;
+    // The model server crashes: its whole process group is killed.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let back = wait_phase(&admin, "rolled_back", Duration::from_secs(30)).await;
+    assert!(
+        back["outcome"].as_str().unwrap_or("").contains("ready"),
+        "the rollback says why: {back}"
+    );
+    let (_, failed_during, _) = load.finish().await;
+    // After the rollback everything is served by v1, and the dead process is reported.
+    let load = Load::start(&client, 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, failed, failures) = load.finish().await;
+    assert_eq!(failed, 0, "{failures:?}");
+    assert!(ok > 0);
+    assert_eq!(live_version(&client).await, "v1");
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    let dead = slot(&status);
+    assert_eq!(dead["ready"], false, "{dead}");
+    assert_eq!(dead["process"]["running"], false, "{dead}");
+    assert!(dead["process"]["exit"].as_str().is_some(), "{dead}");
+    eprintln!("{failed_during} requests failed between the crash and the rollback");
+    stop(running).await;
+}
