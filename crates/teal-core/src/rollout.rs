@@ -332,6 +332,10 @@ pub struct Check {
     /// The candidate's slot.
     pub new: Window,
     pub new_ready: bool,
+    /// Why the candidate's server process ended, when teal ran it and it did: no noise to
+    /// wait out, so the ready rule fails at once.
+    #[serde(default)]
+    pub new_exited: Option<String>,
     /// The candidate's live accuracy from feedback so far, and how many labels it rests on.
     pub accuracy: Option<(f64, u64)>,
 }
@@ -980,10 +984,10 @@ impl Rollout {
             verdict: verdict.into(),
             detail,
         };
-        let mut outcomes = vec![if check.new_ready {
-            out("ready", "pass", "candidate ready".into())
-        } else {
-            out("ready", "fail", "candidate not ready".into())
+        let mut outcomes = vec![match (&check.new_exited, check.new_ready) {
+            (Some(exit), _) => out("ready", "fail", format!("{EXITED} ({exit})")),
+            (None, true) => out("ready", "pass", "candidate ready".into()),
+            (None, false) => out("ready", "fail", "candidate not ready".into()),
         }];
         let new = &check.new;
         if new.requests < r.min_requests {
@@ -1048,7 +1052,8 @@ impl Rollout {
         outcomes
     }
 
-    /// Counts failing checks in a row; returns the first rule that reached the limit.
+    /// Counts failing checks in a row (an exited server counts as enough at once); returns
+    /// the first rule that reached the limit.
     fn strike(&mut self, outcomes: &[RuleOutcome]) -> Option<String> {
         let limit = self.settings.rules.consecutive;
         let mut failed = None;
@@ -1061,6 +1066,8 @@ impl Rollout {
                 _ => continue,
             };
             match o.verdict.as_str() {
+                // A server that exited will not come back by waiting.
+                "fail" if o.detail.starts_with(EXITED) => *counter = limit,
                 "fail" => *counter += 1,
                 "pass" => *counter = 0,
                 _ => {}
@@ -1072,6 +1079,9 @@ impl Rollout {
         failed
     }
 }
+
+/// How the ready rule says the candidate's server process ended.
+const EXITED: &str = "candidate's server process exited";
 
 fn default_shadow_window() -> u64 {
     60_000

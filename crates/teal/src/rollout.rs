@@ -443,7 +443,8 @@ impl Rollouts {
         Check {
             old: old_window,
             new: new_window,
-            new_ready: new.is_some_and(|s| s.backend.ready()),
+            new_ready: new.as_ref().is_some_and(|s| s.backend.ready()),
+            new_exited: new.and_then(|s| s.backend.process()).and_then(|p| p.exit),
             accuracy,
         }
     }

@@ -406,7 +406,7 @@ async fn a_live_slot_process_killed_under_load_is_reported_and_rolled_back() {
     .unwrap();
     let back = wait_phase(&admin, "rolled_back", Duration::from_secs(30)).await;
     assert!(
-        back["outcome"].as_str().unwrap_or("").contains("ready"),
+        back["outcome"].as_str().unwrap_or("").contains("process exited"),
         "the rollback says why: {back}"
     );
     let (_, failed_during, _) = load.finish().await;

@@ -84,6 +84,7 @@ fn healthy(requests: u64) -> Check {
             p95_ms: Some(10.0),
         },
         new_ready: true,
+        new_exited: None,
         accuracy: None,
     }
 }
@@ -388,10 +389,29 @@ fn not_ready_and_low_accuracy_roll_back() {
         new_ready: false,
         ..Check::default()
     };
-    for i in 0..3 {
+    for i in 0..2 {
         (r, _) = step(r, tick(Some(down.clone())), T0 + 100 + i);
+        assert_eq!(r.phase, Phase::Observing, "not ready: waited out");
     }
+    (r, _) = step(r, tick(Some(down.clone())), T0 + 102);
     assert_eq!(r.phase, Phase::RolledBack);
+
+    // A server process that exited is not waited out: one check rolls back.
+    let mut r = observing(settings(Strategy::BlueGreen));
+    let exited = Check {
+        new_exited: Some("killed by SIGKILL".into()),
+        ..healthy(100)
+    };
+    (r, _) = step(r, tick(Some(exited)), T0 + 100);
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert!(
+        r.outcome
+            .as_deref()
+            .unwrap_or("")
+            .contains("exited (killed by SIGKILL)"),
+        "{:?}",
+        r.outcome
+    );
 
     let mut s = settings(Strategy::BlueGreen);
     s.rules.min_accuracy = Some(0.9);
