@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # In-process serving: teal (ONNX, in-process) versus MLServer 1.7.1 (scikit-learn) on the
-# same digits LogisticRegression, same V2 request body, same load generator, one run.
+# same digits LogisticRegression, same V2 request body, same load generator, one run; then
+# teal's simple JSON endpoint versus the classic Flask + scikit-learn service under gunicorn
+# (5 sync workers, 2 x cores + 1 as gunicorn's docs advise), same {"features": ...} body.
 #
 #   bench/serving.sh [SECONDS] [CONNECTIONS]
 #
 # Installs what it needs when missing: wrk (Debian), and MLServer in .deps/mlserver through
-# scripts/setup dev (PyPI, with uvloop<0.22: newer uvloop crashes MLServer's inference worker).
+# scripts/setup dev (PyPI, with uvloop<0.22: newer uvloop crashes MLServer's inference worker),
+# and Flask and gunicorn into the same folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -29,6 +32,13 @@ import json, sys
 row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
 json.dump({"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": row}]}, open(sys.argv[1], "w"))
 PY
+python3 - "$work/body-features.json" <<'PY'
+import json, sys
+row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
+json.dump({"features": [row]}, open(sys.argv[1], "w"))
+PY
+"$venv/bin/python" -c "import flask, gunicorn" 2>/dev/null \
+  || "$venv/bin/pip" install --quiet --disable-pip-version-check flask==3.1.2 gunicorn==23.0.0
 
 wait_ready() { # URL, seconds
   for _ in $(seq 1 $(( $2 * 20 ))); do
@@ -59,6 +69,7 @@ sleep 1
 teal_idle=$(rss_mb $teal_pid)
 teal_result=$(load "http://127.0.0.1:$tport/v2/models/digits/infer" "$work/body.json")
 teal_loaded=$(rss_mb $teal_pid)
+teal_simple=$(load "http://127.0.0.1:$tport/v1/models/digits/predict" "$work/body-features.json")
 kill $teal_pid; wait $teal_pid 2>/dev/null || true
 
 # MLServer
@@ -79,15 +90,34 @@ ml_loaded=$(tree_rss_mb $ml_pid)
 kill -TERM $ml_pid 2>/dev/null; pkill -TERM -P $ml_pid 2>/dev/null || true
 sleep 1; pkill -KILL -P $ml_pid 2>/dev/null || true; kill -KILL $ml_pid 2>/dev/null || true
 
+# Flask + scikit-learn under gunicorn, on the model MLServer loaded
+fport=$(free_port)
+(cd bench && MODEL_PATH="$work/mlserver/digits/model.joblib" exec "$root/$venv/bin/gunicorn" -w 5 -b "127.0.0.1:$fport" flask_app:app >"$work/flask.log" 2>&1) &
+fl_pid=$!
+start_ns=$(date +%s%N)
+wait_ready "http://127.0.0.1:$fport/health" 60
+fl_ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
+sleep 1
+fl_idle=$(tree_rss_mb $fl_pid)
+fl_result=$(load "http://127.0.0.1:$fport/predict" "$work/body-features.json")
+fl_loaded=$(tree_rss_mb $fl_pid)
+kill -TERM $fl_pid 2>/dev/null || true; sleep 1; pkill -KILL -P $fl_pid 2>/dev/null || true
+
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
-python3 - "$teal_result" "$ml_result" <<PY
+python3 - "$teal_result" "$ml_result" "$teal_simple" "$fl_result" <<PY
 import sys
 def parse(line):
     return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
-t, m = parse(sys.argv[1]), parse(sys.argv[2])
+t, m, ts, f = (parse(a) for a in sys.argv[1:5])
 print(f"machine: {__import__('os').cpu_count()} cores; wrk -t1 -c$connections -d${seconds}s, one V2 row of digits (FP32 [1, 64])")
 print(f"{'':22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'ready ms':>10}{'idle MB':>9}{'loaded MB':>10}")
 print(f"{'teal (onnx in-proc)':22}{t['rps']:>10.0f}{t['p50_ms']:>9.3f}{t['p99_ms']:>9.3f}{t['errors']+t['non2xx']:>8.0f}{$teal_ready_ms:>10}{$teal_idle:>9}{$teal_loaded:>10}")
 print(f"{'MLServer 1.7.1':22}{m['rps']:>10.0f}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['errors']+m['non2xx']:>8.0f}{$ml_ready_ms:>10}{$ml_idle:>9}{$ml_loaded:>10}")
 print(f"ratio teal/MLServer: throughput {t['rps']/m['rps']:.1f}x, p50 {t['p50_ms']/m['p50_ms']:.3f}x, p99 {t['p99_ms']/m['p99_ms']:.3f}x")
+print()
+print(f"simple JSON {{\"features\": [[64 numbers]]}} -> prediction")
+print(f"{'':22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'ready ms':>10}{'idle MB':>9}{'loaded MB':>10}")
+print(f"{'teal /v1 predict':22}{ts['rps']:>10.0f}{ts['p50_ms']:>9.3f}{ts['p99_ms']:>9.3f}{ts['errors']+ts['non2xx']:>8.0f}{'-':>10}{'-':>9}{'-':>10}")
+print(f"{'Flask+gunicorn (5 w)':22}{f['rps']:>10.0f}{f['p50_ms']:>9.3f}{f['p99_ms']:>9.3f}{f['errors']+f['non2xx']:>8.0f}{$fl_ready_ms:>10}{$fl_idle:>9}{$fl_loaded:>10}")
+print(f"ratio teal/Flask+gunicorn: throughput {ts['rps']/f['rps']:.1f}x, p50 {ts['p50_ms']/f['p50_ms']:.3f}x, p99 {ts['p99_ms']/f['p99_ms']:.3f}x")
 PY
