@@ -1105,12 +1105,23 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Creates the state folder readable by its owner only.
+/// A folder that already existed keeps its permissions (it may be shared on purpose), but
+/// one others can read is logged, since it holds the token and the state file.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the state folder is open to other users; its files are private, but consider chmod 700"
+        );
+    }
+    Ok(())
 }
 
 /// Writes a file readable by its owner only.
