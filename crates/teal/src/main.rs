@@ -5,6 +5,13 @@ use std::io::IsTerminal;
 use clap::Parser;
 use teal::cli::{Cli, Command, LogFormat};
 
+// glibc's allocator was an eighth of the gateway's CPU time under load; mimalloc's
+// thread-local free lists cost a fraction of that for the many small, short-lived buffers of
+// a request. Built without transparent huge pages (`no_thp`), which cost 20 MB of resident
+// memory for no measurable speed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The demo prints its own progress; its server's logs would only crowd it.
