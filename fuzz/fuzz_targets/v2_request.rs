@@ -3,19 +3,14 @@
 //! accepts re-encodes to JSON that decodes to the same request.
 #![no_main]
 
+mod wire;
+
 use libfuzzer_sys::fuzz_target;
 use teal_core::protocol::{Datatype, InferRequest, Signature, TensorSpec};
 
 fuzz_target!(|data: &[u8]| {
-    // A control byte: bit 0, the model's signature is known; bit 1, the binary extension's
-    // header length follows as two little-endian bytes. Then the body.
-    let Some((&control, rest)) = data.split_first() else {
+    let Some(input) = wire::split(data) else {
         return;
-    };
-    let (json_len, body) = match (control & 2 != 0, rest) {
-        (true, [lo, hi, body @ ..]) => (Some(u16::from_le_bytes([*lo, *hi]) as usize), body),
-        (true, _) => return,
-        (false, body) => (None, body),
     };
     let signature = Signature {
         inputs: vec![TensorSpec {
@@ -29,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
             shape: vec![-1],
         }],
     };
-    let known = (control & 1 != 0).then_some(&signature);
-    if let Ok(request) = InferRequest::decode(body, json_len, known)
+    let known = input.signature_known.then_some(&signature);
+    if let Ok(request) = InferRequest::decode(input.body, input.json_len, known)
         && let Ok(json) = request.encode_json()
     {
         let again = InferRequest::decode(&json, None, known)
