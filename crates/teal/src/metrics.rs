@@ -62,6 +62,15 @@ pub struct RouteLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// One slot's request series, resolved once, so that recording an answer builds no labels.
+pub struct SlotHandles {
+    /// Requests by endpoint: infer, then predict.
+    pub requests: [Counter; 2],
+    pub latency: Histogram,
+    pub client_errors: Counter,
+    pub backend_errors: Counter,
+}
+
 /// Every metric teal exports.
 pub struct Metrics {
     registry: Registry,
@@ -225,6 +234,43 @@ impl Metrics {
     }
 
     /// Brings the route gauges up to date, then renders every metric in the text format.
+    /// The request series of one model version in one slot.
+    pub fn slot_handles(&self, model: &str, version: &str, slot: &str) -> SlotHandles {
+        let request = |endpoint: &str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    model: model.to_string(),
+                    version: version.to_string(),
+                    slot: slot.to_string(),
+                    endpoint: endpoint.to_string(),
+                })
+                .clone()
+        };
+        let error = |error_type: &str| {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    model: model.to_string(),
+                    version: version.to_string(),
+                    slot: slot.to_string(),
+                    error_type: error_type.to_string(),
+                })
+                .clone()
+        };
+        SlotHandles {
+            requests: [request("infer"), request("predict")],
+            latency: self
+                .latency
+                .get_or_create(&SlotLabels {
+                    model: model.to_string(),
+                    version: version.to_string(),
+                    slot: slot.to_string(),
+                })
+                .clone(),
+            client_errors: error("client"),
+            backend_errors: error("backend"),
+        }
+    }
+
     /// Counts the state file's failed writes (a full disk, a read-only folder).
     pub fn register_state(&mut self, write_failures: Counter) {
         self.registry.register(

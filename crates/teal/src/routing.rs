@@ -31,6 +31,8 @@ pub struct Slot {
     pub config: teal_core::config::SlotConfig,
     /// Requests, failures and latencies since the slot started, for the rollback rules.
     pub stats: SlotStats,
+    /// The slot's Prometheus series, resolved on its first answer.
+    pub metrics: std::sync::OnceLock<crate::metrics::SlotHandles>,
     in_flight: AtomicUsize,
 }
 
@@ -154,6 +156,7 @@ impl Slot {
             version_header,
             config,
             stats: SlotStats::new(),
+            metrics: std::sync::OnceLock::new(),
             in_flight: AtomicUsize::new(0),
         }
     }

@@ -162,51 +162,56 @@ impl Gateway {
     fn record(
         &self,
         model: &str,
-        endpoint: &str,
+        endpoint: Endpoint,
         request_id: &str,
         started: Instant,
         response: &Response<Body>,
     ) {
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
         let (version, slot) = (header(VERSION_HEADER), header(SLOT_HEADER));
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         let snapshot = self.routes.load();
         let routes = snapshot.models.get(model);
-        if let (Some(routes), Some(color), Some(v)) = (
-            routes,
-            slot.as_deref().and_then(|s| s.parse::<Color>().ok()),
-            &version,
-        ) && let Some(served) = routes.slot(color).filter(|s| &s.version == v)
-        {
+        let served = match (routes, slot.and_then(|s| s.parse::<Color>().ok()), version) {
+            (Some(routes), Some(color), Some(v)) => {
+                routes.slot(color).filter(|s| s.version == v).cloned()
+            }
+            _ => None,
+        };
+        if let Some(served) = served {
+            // The common case: the slot's series, resolved on its first answer.
             served.stats.observe(elapsed, status >= 500);
-        }
-        if version.is_some() || routes.is_some() {
-            let (v, s) = (
-                version.clone().unwrap_or_default(),
-                slot.clone().unwrap_or_default(),
-            );
-            let labels = RequestLabels {
-                model: model.to_string(),
-                version: v.clone(),
-                slot: s.clone(),
-                endpoint: endpoint.to_string(),
+            let handles = served.metrics.get_or_init(|| {
+                self.metrics
+                    .slot_handles(model, &served.version, &served.color.to_string())
+            });
+            handles.requests[endpoint as usize].inc();
+            handles.latency.observe(elapsed.as_secs_f64());
+            match status {
+                500.. => handles.backend_errors.inc(),
+                400..500 => handles.client_errors.inc(),
+                _ => 0,
             };
-            self.metrics.requests.get_or_create(&labels).inc();
-            let slot_labels = SlotLabels {
-                model: model.to_string(),
-                version: v.clone(),
-                slot: s.clone(),
-            };
+        } else if version.is_some() || routes.is_some() {
+            // Refused before a slot answered (or by a slot no longer in the table).
+            let (v, s) = (version.unwrap_or_default(), slot.unwrap_or_default());
+            self.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    model: model.to_string(),
+                    version: v.to_string(),
+                    slot: s.to_string(),
+                    endpoint: endpoint.label().to_string(),
+                })
+                .inc();
             self.metrics
                 .latency
-                .get_or_create(&slot_labels)
+                .get_or_create(&SlotLabels {
+                    model: model.to_string(),
+                    version: v.to_string(),
+                    slot: s.to_string(),
+                })
                 .observe(elapsed.as_secs_f64());
             if status >= 400 {
                 let error_type = if status >= 500 { "backend" } else { "client" };
@@ -214,14 +219,15 @@ impl Gateway {
                     .errors
                     .get_or_create(&ErrorLabels {
                         model: model.to_string(),
-                        version: v,
-                        slot: s,
+                        version: v.to_string(),
+                        slot: s.to_string(),
                         error_type: error_type.to_string(),
                     })
                     .inc();
             }
         }
         let Some(log) = &self.request_log else { return };
+        let (version, slot) = (version.map(str::to_string), slot.map(str::to_string));
         log.log(RequestRecord {
             request_id: request_id.to_string(),
             at_ms: crate::store::now_ms(),
@@ -749,11 +755,22 @@ async fn run_infer(
     Ok(response)
 }
 
-/// The data-plane endpoints that run a model.
+/// The data-plane endpoints that run a model (the order of [`SlotHandles::requests`]).
+///
+/// [`SlotHandles::requests`]: crate::metrics::SlotHandles
 #[derive(Clone, Copy)]
 enum Endpoint {
-    Infer,
-    Predict,
+    Infer = 0,
+    Predict = 1,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Infer => "infer",
+            Endpoint::Predict => "predict",
+        }
+    }
 }
 
 /// Runs one request on a model: counts it in flight, turns any error into its response in
@@ -799,11 +816,7 @@ async fn serve_request(
         latency_us = started.elapsed().as_micros() as u64,
         "served"
     );
-    let label = match endpoint {
-        Endpoint::Infer => "infer",
-        Endpoint::Predict => "predict",
-    };
-    gateway.record(model, label, &request_id, started, &response);
+    gateway.record(model, endpoint, &request_id, started, &response);
     response
 }
 
