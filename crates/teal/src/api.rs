@@ -180,7 +180,14 @@ async fn json_errors(response: Response<Body>) -> Response<Body> {
             .to_string(),
         (_, false) => text,
     };
-    error(status, message)
+    let mut response = error(status, message);
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body was not read: the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The dashboard's files, built into the binary. They hold no data and need no token; every

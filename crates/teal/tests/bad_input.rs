@@ -651,6 +651,13 @@ async fn every_bad_admin_request_gets_a_clear_4xx_in_json() {
         );
         let error = answer.json()["error"].as_str().unwrap_or("").to_string();
         assert_eq!(answer.status, status, "{method} {path}: {error}");
+        if status == 413 {
+            assert_eq!(
+                answer.header("connection"),
+                Some("close"),
+                "{method} {path}: an unread body ends the connection"
+            );
+        }
         assert!(
             error.contains(message),
             "{method} {path}: {error:?} does not say {message:?}"
