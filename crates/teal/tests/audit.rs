@@ -29,13 +29,7 @@ async fn the_request_log_and_events_answer_which_version_served() {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let switched = admin
-        .post_json(
-            "/api/v1/models/digits/switch",
-            &serde_json::json!({"to": "green"}),
-        )
-        .await
-        .unwrap();
+    let switched = switch_digits(&admin, "green").await;
     assert_eq!(switched.status, 200);
     let history = admin
         .get("/api/v1/models/digits/history")

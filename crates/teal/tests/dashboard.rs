@@ -218,13 +218,7 @@ async fn the_dashboard_shows_the_model_updates_its_charts_and_rolls_back_in_a_re
         })
     };
     // Green live, so the dashboard's rollback has somewhere to go.
-    let switched = admin
-        .post_json(
-            "/api/v1/models/digits/switch",
-            &serde_json::json!({"to": "green"}),
-        )
-        .await
-        .unwrap();
+    let switched = switch_digits(&admin, "green").await;
     assert_eq!(switched.status, 200);
     assert_eq!(live_version(&client).await, "v2");
 

@@ -231,13 +231,7 @@ async fn a_full_state_file_stops_the_records_not_the_serving() {
         assert_eq!(answer.status, 200);
     }
     let admin = admin(&running);
-    let switched = admin
-        .post_json(
-            "/api/v1/models/digits/switch",
-            &serde_json::json!({"to": "green"}),
-        )
-        .await
-        .unwrap();
+    let switched = switch_digits(&admin, "green").await;
     assert_eq!(switched.status, 200, "{}", switched.error_message());
     assert_eq!(live_version(&client).await, "v2");
     // A rollout must be recorded before it acts, so it is refused with the reason.

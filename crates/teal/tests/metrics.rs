@@ -65,13 +65,7 @@ async fn metric_values_match_the_traffic_sent() {
             .unwrap();
     }
     let admin = admin(&running);
-    admin
-        .post_json(
-            "/api/v1/models/digits/switch",
-            &serde_json::json!({"to": "green"}),
-        )
-        .await
-        .unwrap();
+    switch_digits(&admin, "green").await;
     admin
         .post_json("/api/v1/models/digits/rollback", &serde_json::json!({}))
         .await

@@ -218,13 +218,7 @@ async fn mlserver_process_slots_serve_and_leave_no_orphans_after_sigterm() {
         predictions_through(&client, &rows).await,
         (Some("v1".into()), v1)
     );
-    admin
-        .post_json(
-            "/api/v1/models/digits/switch",
-            &serde_json::json!({"to": "green"}),
-        )
-        .await
-        .unwrap();
+    switch_digits(&admin, "green").await;
     assert_eq!(
         predictions_through(&client, &rows).await,
         (Some("v2".into()), v2)

@@ -78,13 +78,7 @@ async fn rollback_returns_to_the_previous_slot_and_refuses_when_there_is_none() 
         nothing.error_message()
     );
 
-    let switched = admin
-        .post_json(
-            "/api/v1/models/digits/switch",
-            &serde_json::json!({"to": "green"}),
-        )
-        .await
-        .unwrap();
+    let switched = switch_digits(&admin, "green").await;
     assert_eq!(switched.json()["to_version"], "v2");
     let body = infer_body(&[holdout("digits")[0].0.clone()]);
     assert_eq!(
@@ -111,13 +105,7 @@ async fn rollback_returns_to_the_previous_slot_and_refuses_when_there_is_none() 
         Some("v1")
     );
 
-    let again = admin
-        .post_json(
-            "/api/v1/models/digits/switch",
-            &serde_json::json!({"to": "blue"}),
-        )
-        .await
-        .unwrap();
+    let again = switch_digits(&admin, "blue").await;
     assert_eq!(
         again.json()["changed"],
         false,

@@ -451,13 +451,7 @@ async fn deploys_that_fail_leave_the_live_slot_serving_and_a_good_one_lands_in_s
     slot["version"] = "v2-onnx".into();
     let replaced = admin.post_json("/api/v1/models/digits/deploy", &serde_json::json!({"version": "v2-onnx", "kind": "onnx", "path": repo_root().join("models/digits/v2/model.onnx")})).await.unwrap();
     assert_eq!(replaced.json()["replaced"], "v2-json");
-    let switched = admin
-        .post_json(
-            "/api/v1/models/digits/switch",
-            &serde_json::json!({"to": "green"}),
-        )
-        .await
-        .unwrap();
+    let switched = switch_digits(&admin, "green").await;
     assert_eq!(switched.json()["to_version"], "v2-onnx");
     stop(running).await;
 }

@@ -314,6 +314,17 @@ pub fn spawn_teal(command: &mut std::process::Command) -> Proc {
     proc
 }
 
+/// Asks the admin API to send every new `digits` request to slot `to`; returns its answer.
+pub async fn switch_digits(admin: &HttpClient, to: &str) -> teal::client::Answer {
+    admin
+        .post_json(
+            "/api/v1/models/digits/switch",
+            &serde_json::json!({ "to": to }),
+        )
+        .await
+        .unwrap()
+}
+
 /// The version that answers a digits request now, by its `x-teal-version` header.
 pub async fn live_version(client: &HttpClient) -> String {
     let body = bytes::Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
