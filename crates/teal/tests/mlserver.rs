@@ -49,7 +49,14 @@ fn mlserver_command(folder: &std::path::Path) -> String {
     )
 }
 
-const MLSERVER_ENV: &str = "env = { MLSERVER_HTTP_PORT = \"{port}\", MLSERVER_GRPC_PORT = \"0\", MLSERVER_METRICS_PORT = \"0\" }";
+/// MLServer writes its metrics files into `metrics_dir` (its working folder by default):
+/// keep them in the test's temporary folder.
+fn mlserver_env(dir: &std::path::Path) -> String {
+    format!(
+        "env = {{ MLSERVER_HTTP_PORT = \"{{port}}\", MLSERVER_GRPC_PORT = \"0\", MLSERVER_METRICS_PORT = \"0\", MLSERVER_METRICS_DIR = \"{}\" }}",
+        dir.display()
+    )
+}
 
 async fn predictions_through(
     client: &teal::client::HttpClient,
@@ -86,6 +93,7 @@ async fn two_mlserver_instances_serve_blue_and_green_as_upstreams() {
             .env("MLSERVER_HTTP_PORT", port.to_string())
             .env("MLSERVER_GRPC_PORT", "0")
             .env("MLSERVER_METRICS_PORT", "0")
+            .env("MLSERVER_METRICS_DIR", dir.join(version))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         servers.push(spawn_group(&mut command));
@@ -134,9 +142,11 @@ async fn two_mlserver_instances_serve_blue_and_green_as_upstreams() {
 
 fn process_config(dir: &std::path::Path) -> PathBuf {
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[[model]]\nname = \"digits\"\n[model.blue]\nversion = \"v1\"\nkind = \"process\"\ncommand = \"{}\"\n{MLSERVER_ENV}\n[model.green]\nversion = \"v2\"\nkind = \"process\"\ncommand = \"{}\"\n{MLSERVER_ENV}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[[model]]\nname = \"digits\"\n[model.blue]\nversion = \"v1\"\nkind = \"process\"\ncommand = \"{}\"\n{env1}\n[model.green]\nversion = \"v2\"\nkind = \"process\"\ncommand = \"{}\"\n{env2}\n",
         mlserver_command(&dir.join("v1")),
-        mlserver_command(&dir.join("v2"))
+        mlserver_command(&dir.join("v2")),
+        env1 = mlserver_env(&dir.join("v1")),
+        env2 = mlserver_env(&dir.join("v2")),
     );
     let path = dir.join("teal.toml");
     std::fs::write(&path, text).unwrap();
