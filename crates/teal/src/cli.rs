@@ -163,19 +163,67 @@ pub enum Command {
     /// Start teal on the bundled example models, send traffic, switch to green and back,
     /// and print what happened.
     Demo(crate::demo::DemoArgs),
+    /// Run the Kubernetes operator: reconcile ModelDeployment resources (Deployments per
+    /// colour, gates, switch, observation, rollback, teardown). Only the replica holding the
+    /// leader Lease acts.
+    Operator(OperatorArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The configuration file (TOML); see examples/teal.toml.
-    #[arg(long, short, value_name = "FILE")]
-    pub config: PathBuf,
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        required_unless_present = "kubernetes"
+    )]
+    pub config: Option<PathBuf>,
+    /// Also serve the ModelDeployment resources in `gateway` switch mode: follow their
+    /// status and their colours' endpoints, and route per request (in a cluster).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// With --kubernetes: only this namespace's resources (default: all the gateway may read).
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        requires = "kubernetes",
+        env = "TEAL_NAMESPACE"
+    )]
+    pub namespace: Option<String>,
     /// Data-plane address, overriding server.listen (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Admin address, overriding server.admin.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// Print the CustomResourceDefinition (YAML) and exit, as deploy/crd.yaml holds it.
+    #[arg(long)]
+    pub print_crd: bool,
+    /// Only this namespace's resources (default: every namespace).
+    #[arg(long, value_name = "NAMESPACE", env = "TEAL_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Where the leader Lease lives (the operator's own namespace).
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "TEAL_NAMESPACE",
+        default_value = "teal-system"
+    )]
+    pub lease_namespace: String,
+    /// The leader Lease's name.
+    #[arg(long, default_value = "teal-operator")]
+    pub lease_name: String,
+    /// This replica's name in the Lease and in Events (the pod's name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a lease lasts without renewal before another replica may take it.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub lease_seconds: u64,
 }
 
 #[derive(Args, Debug)]
@@ -631,11 +679,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Validate(args) => validate(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Operator(args) => operator(args).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = server::load_config(&args.config)?;
+    let (mut config, source) = match &args.config {
+        Some(path) => (server::load_config(path)?, path.display().to_string()),
+        None => (
+            teal_core::config::Config::parse(
+                "[server]\nlisten = \"0.0.0.0:8080\"\nadmin = \"0.0.0.0:9090\"\n",
+            )?,
+            "the built-in gateway settings".to_string(),
+        ),
+    };
     config.apply_environment(&ProcessEnvironment);
     if let Some(listen) = args.listen {
         config.server.listen = listen;
@@ -645,9 +702,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config
         .validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+        .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let token = std::env::var("TEAL_ADMIN_TOKEN").ok();
     let running = server::start(&config, token).await?;
+    let follower = match args.kubernetes {
+        true => {
+            let client = kube::Client::try_default().await.context(
+                "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
+            )?;
+            Some(tokio::spawn(crate::kubernetes::gateway::follow(
+                client,
+                args.namespace.clone(),
+                running.routes.clone(),
+            )))
+        }
+        false => None,
+    };
     // One plain line on stdout for people and scripts; logs go to stderr.
     println!(
         "teal ready: data plane {} admin {} (token in {})",
@@ -657,8 +727,48 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     wait_for_signal().await;
     tracing::info!("stopping: finishing requests in flight");
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     running.shutdown(Duration::from_secs(10)).await;
     Ok(())
+}
+
+async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
+    use crate::kubernetes::{leader, operator};
+    if args.print_crd {
+        print!("{}", crate::kubernetes::crd_yaml());
+        return Ok(());
+    }
+    let client = kube::Client::try_default().await.context(
+        "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
+    )?;
+    let identity = args
+        .identity
+        .unwrap_or_else(|| format!("teal-operator-{}", std::process::id()));
+    let candidate = leader::Candidate {
+        identity: identity.clone(),
+        lease_name: args.lease_name,
+        namespace: args.lease_namespace,
+        duration: Duration::from_secs(args.lease_seconds.max(3)),
+    };
+    tracing::info!(identity = %identity, lease = %candidate.lease_name, "waiting to lead");
+    tokio::select! {
+        _ = candidate.acquire(&client) => {}
+        _ = wait_for_signal() => return Ok(()),
+    }
+    let ctx = std::sync::Arc::new(operator::Context::new(client.clone(), Some(identity)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(operator::run(ctx, args.namespace, async move {
+        let _ = stopped.await;
+    }));
+    let outcome = tokio::select! {
+        lost = candidate.keep(&client) => Err(anyhow::anyhow!("stopped leading: {lost}")),
+        _ = wait_for_signal() => Ok(()),
+    };
+    let _ = stop.send(());
+    let _ = controller.await;
+    outcome
 }
 
 async fn wait_for_signal() {

@@ -11,6 +11,7 @@
 //! - [`trace`]: W3C trace context, kept per request and forwarded to model servers.
 //! - [`store`]: the state file: the hash-chained audit log and the request log.
 //! - [`api`]: the admin API, on its own listener, behind a bearer token.
+//! - [`kubernetes`]: the ModelDeployment resource, its operator, and the gateway's cluster mode.
 //! - [`server`]: loading slots, binding listeners, graceful shutdown.
 //! - [`cli`] and [`demo`]: the command line.
 //!
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod gateway;
+pub mod kubernetes;
 pub mod metrics;
 pub mod rollout;
 pub mod routing;

@@ -488,6 +488,39 @@ impl Routes {
         })
     }
 
+    /// Publishes `next` as the whole of its model's routing, adding the model if it is new,
+    /// in one store. Its table's generation is raised past the one it replaces, so a
+    /// publication is always newer than the last.
+    pub fn put(&self, mut next: ModelRoutes) {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let snapshot = self.current.load_full();
+        if let Some(current) = snapshot.models.get(&next.name) {
+            next.table.generation = next.table.generation.max(current.table.generation + 1);
+        }
+        let mut models = snapshot.models.clone();
+        models.insert(next.name.clone(), Arc::new(next));
+        self.current.store(Arc::new(RouteSnapshot { models }));
+    }
+
+    /// Stops routing `model`; returns whether it was routed.
+    pub fn forget(&self, model: &str) -> bool {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let snapshot = self.current.load_full();
+        if !snapshot.models.contains_key(model) {
+            return false;
+        }
+        let mut models = snapshot.models.clone();
+        models.remove(model);
+        self.current.store(Arc::new(RouteSnapshot { models }));
+        true
+    }
+
     /// Switches `model` back to the slot that was live before its last switch.
     pub fn rollback(&self, model: &str) -> Result<SwitchOutcome, RouteError> {
         let snapshot = self.load();

@@ -308,12 +308,15 @@ impl Validator {
             .cloned()
             .ok_or("the model has no candidate")?;
         let config = routes.gates.clone();
+        let output = routes.prediction_output.as_deref();
         let described = source.describe();
         let cpu_before = candidate.backend.usage().map(|(_, cpu)| cpu);
         let observations = match source {
             Source::Holdout { .. } => {
                 let rows = rows.unwrap_or_default();
-                self.compare(job, routes, &live, &candidate, rows).await
+                job.total.store(rows.len(), Ordering::Relaxed);
+                let progress = |n| job.done.store(n, Ordering::Relaxed);
+                compare(&live, &candidate, &rows, &config, output, &progress).await
             }
             Source::Replay { samples } => {
                 let captured = self.captures.newest(&routes.name, samples).await;
@@ -323,8 +326,10 @@ impl Validator {
                         request: RowRequest::Captured(c),
                         truth: None,
                     })
-                    .collect();
-                self.compare(job, routes, &live, &candidate, rows).await
+                    .collect::<Vec<_>>();
+                job.total.store(rows.len(), Ordering::Relaxed);
+                let progress = |n| job.done.store(n, Ordering::Relaxed);
+                compare(&live, &candidate, &rows, &config, output, &progress).await
             }
             Source::Shadow { samples, window_ms } => {
                 self.shadow(job, routes, samples, Duration::from_millis(window_ms))
@@ -363,61 +368,6 @@ impl Validator {
         })
     }
 
-    /// Sends each row to both slots, alternating which goes first, after a warm-up.
-    async fn compare(
-        &self,
-        job: &Job,
-        routes: &ModelRoutes,
-        live: &Arc<Slot>,
-        candidate: &Arc<Slot>,
-        rows: Vec<Row>,
-    ) -> Vec<Observation> {
-        let config = &routes.gates;
-        let output = routes.prediction_output.as_deref();
-        job.total.store(rows.len(), Ordering::Relaxed);
-        for row in rows.iter().cycle().take(config.warmup.min(rows.len() * 4)) {
-            for slot in [live, candidate] {
-                if let Ok(mut request) = row.request(slot.backend.signature()) {
-                    let _ = slot.backend.infer(&mut request).await;
-                }
-            }
-        }
-        let mut observations = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            let order = if i % 2 == 0 {
-                [live, candidate]
-            } else {
-                [candidate, live]
-            };
-            let mut answers = Vec::with_capacity(2);
-            for slot in order {
-                let started = Instant::now();
-                let outputs = match row.request(slot.backend.signature()) {
-                    Ok(mut request) => slot.backend.infer(&mut request).await.ok(),
-                    Err(_) => None,
-                };
-                answers.push(answer(
-                    outputs.as_deref(),
-                    started.elapsed().as_secs_f64() * 1000.0,
-                    output,
-                ));
-            }
-            let (first, second) = (answers.remove(0), answers.remove(0));
-            let (live_answer, candidate_answer) = if i % 2 == 0 {
-                (first, second)
-            } else {
-                (second, first)
-            };
-            observations.push(Observation {
-                live: live_answer,
-                candidate: candidate_answer,
-                truth: row.truth,
-            });
-            job.done.store(i + 1, Ordering::Relaxed);
-        }
-        observations
-    }
-
     /// Mirrors live traffic to the candidate until enough comparisons arrive or the window ends.
     async fn shadow(
         &self,
@@ -452,12 +402,66 @@ impl Validator {
     }
 }
 
+/// Sends each row to both slots, alternating which goes first, after a warm-up.
+pub async fn compare(
+    live: &Arc<Slot>,
+    candidate: &Arc<Slot>,
+    rows: &[Row],
+    config: &gates::GateConfig,
+    output: Option<&str>,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Vec<Observation> {
+    for row in rows.iter().cycle().take(config.warmup.min(rows.len() * 4)) {
+        for slot in [live, candidate] {
+            if let Ok(mut request) = row.request(slot.backend.signature()) {
+                let _ = slot.backend.infer(&mut request).await;
+            }
+        }
+    }
+    let mut observations = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let order = if i % 2 == 0 {
+            [live, candidate]
+        } else {
+            [candidate, live]
+        };
+        let mut answers = Vec::with_capacity(2);
+        for slot in order {
+            let started = Instant::now();
+            let outputs = match row.request(slot.backend.signature()) {
+                Ok(mut request) => slot.backend.infer(&mut request).await.ok(),
+                Err(_) => None,
+            };
+            answers.push(answer(
+                outputs.as_deref(),
+                started.elapsed().as_secs_f64() * 1000.0,
+                output,
+            ));
+        }
+        let (first, second) = (answers.remove(0), answers.remove(0));
+        let (live_answer, candidate_answer) = if i % 2 == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        observations.push(Observation {
+            live: live_answer,
+            candidate: candidate_answer,
+            truth: row.truth,
+        });
+        progress(i + 1);
+    }
+    observations
+}
+
 /// One row of validation traffic.
+#[derive(Clone)]
 pub struct Row {
     request: RowRequest,
     truth: Option<i64>,
 }
 
+#[derive(Clone)]
 enum RowRequest {
     Features(Vec<serde_json::Value>),
     Captured(taps::Captured),
@@ -497,11 +501,19 @@ impl Row {
 /// Reads a holdout file: JSON lines with `features` and `label`, or CSV with the label in the
 /// last column (a first line that is not numbers is a header).
 pub fn read_holdout(path: &Path) -> Result<Vec<Row>, ValidationError> {
-    let bad = |why: String| ValidationError::Holdout(format!("holdout {}: {why}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ValidationError::Holdout(format!("holdout {name}: {e}")))?;
     let csv = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    parse_holdout(&text, csv, &name)
+}
+
+/// Parses holdout rows from `text` (CSV when `csv`, else JSON lines); `name` says where they
+/// came from in errors.
+pub fn parse_holdout(text: &str, csv: bool, name: &str) -> Result<Vec<Row>, ValidationError> {
+    let bad = |why: String| ValidationError::Holdout(format!("holdout {name}: {why}"));
     let mut rows = Vec::new();
     for (i, line) in text
         .lines()

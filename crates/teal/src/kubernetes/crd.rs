@@ -1,0 +1,532 @@
+//! The `ModelDeployment` custom resource: one model, two colours (blue and green), each a
+//! Deployment running one version, and the rollout between them.
+//!
+//! The spec follows the familiar blue-green controller shape (active and preview Services,
+//! auto-promotion with a delay, scale-down after a window); the status carries the rollout's
+//! phase, the live colour, the route gateways follow, conditions, the last transition and
+//! the last gate report. The CRD YAML under `deploy/` is generated from these types
+//! (`teal operator --print-crd`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use teal_core::gates::GateConfig;
+use teal_core::rollout::{CanaryStep, Evidence, RollbackRules, RolloutSettings, Strategy};
+use teal_core::routing::Color;
+
+/// A model served by two colours of pods, and how a new version replaces the live one.
+#[derive(CustomResource, Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "teal.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    namespaced,
+    status = "ModelDeploymentStatus",
+    shortname = "mdep",
+    category = "teal",
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Active", type_ = "string", json_path = ".status.activeColour"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.activeVersion"
+    ),
+    printcolumn(
+        name = "Candidate",
+        type_ = "string",
+        json_path = ".status.candidateVersion"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelDeploymentSpec {
+    /// The model's name on the Open Inference Protocol (`/v2/models/{model}`).
+    pub model: String,
+    /// Pods per colour.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+    /// The container port the model server listens on (V2 REST).
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// The pod template both colours start from; a colour's own template replaces it, and a
+    /// colour's image replaces the first container's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub template: Option<PodTemplateSpec>,
+    /// The blue colour's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue: Option<ColourSpec>,
+    /// The green colour's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub green: Option<ColourSpec>,
+    /// The Service clients use; in `service` mode the operator points its selector at the
+    /// live colour. Default: the resource's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_service: Option<String>,
+    /// A Service that selects the candidate during a rollout, for testing it by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_service: Option<String>,
+    /// How traffic moves: `service` patches the active Service's selector; `gateway` updates
+    /// this resource's status, which teal gateways (`teal serve --kubernetes`) follow per
+    /// request.
+    #[serde(default)]
+    pub switch_mode: SwitchMode,
+    #[serde(default)]
+    pub strategy: StrategySpec,
+    /// Switch by itself once the gates pass; otherwise wait for approval
+    /// (`kubectl annotate mdep NAME teal.dev/promote=VERSION`).
+    #[serde(default = "yes")]
+    pub auto_switch: bool,
+    /// Seconds between the gates passing and an automatic switch.
+    #[serde(default)]
+    pub switch_delay_seconds: u64,
+    /// Seconds the new live version is watched, with automatic rollback armed.
+    #[serde(default = "five_minutes")]
+    pub observation_seconds: u64,
+    /// Seconds the old colour stays up after the observation, for an instant rollback,
+    /// before it is scaled to zero.
+    #[serde(default = "ten_minutes")]
+    pub teardown_seconds: u64,
+    /// Seconds a colour's pods may take to become ready.
+    #[serde(default = "ten_minutes")]
+    pub ready_timeout_seconds: u64,
+    #[serde(default)]
+    pub validation: ValidationSpec,
+    #[serde(default)]
+    pub rollback: RollbackSpec,
+}
+
+/// One colour: a version and how its pods differ from the shared template.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ColourSpec {
+    /// The version's name, reported in `x-teal-version` by gateways.
+    #[schemars(length(min = 1))]
+    pub version: String,
+    /// The model server's image for this colour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A whole pod template for this colour, in place of the shared one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub template: Option<PodTemplateSpec>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchMode {
+    #[default]
+    Service,
+    Gateway,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum StrategyKind {
+    #[default]
+    BlueGreen,
+    Canary,
+    ShadowThenSwitch,
+}
+
+/// How the candidate reaches traffic. Canary and shadow need `switchMode: gateway`: a
+/// Service selector cannot split or mirror requests.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StrategySpec {
+    #[serde(default, rename = "type")]
+    pub kind: StrategyKind,
+    /// Canary steps, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<CanaryStepSpec>,
+    /// Shadow-then-switch: seconds of mirrored traffic before the gates judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_seconds: Option<u64>,
+    /// Shadow-then-switch: percent of live requests mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_percent: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryStepSpec {
+    /// Percent of new requests for the candidate.
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: f64,
+    /// Seconds the step holds; absent waits for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_seconds: Option<u64>,
+    /// Run the gates again at the end of the step.
+    #[serde(default)]
+    pub gates: bool,
+}
+
+/// The gates run against the candidate before it takes traffic.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValidationSpec {
+    /// A labelled holdout in a ConfigMap, sent to both colours: JSON lines
+    /// `{"features": [...], "label": n}`, or CSV (key ending `.csv`) with the label last.
+    /// Without it only health and schema are checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<ConfigMapKey>,
+    /// Fewer observations than this make a gate inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u32>,
+    /// Share of requests on which both colours must agree (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
+    /// Largest normed Wasserstein distance between the colours' score distributions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drift: Option<f64>,
+    /// The candidate's p95 latency must be under this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_sla_ms: Option<f64>,
+    /// The candidate's p95 may be at most this multiple of the live colour's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ratio: Option<f64>,
+    /// Largest share of failed requests on the candidate (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    /// How much holdout accuracy the candidate may lose against the live colour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_tolerance: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapKey {
+    pub config_map: String,
+    pub key: String,
+}
+
+/// When an observed candidate is rolled back: each rule acts after `consecutive` failing
+/// checks in a row. Each check sends `probeRequests` holdout rows to both colours.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_requests: Option<u32>,
+}
+
+/// Where the resource stands.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// `stable`, `invalid`, or the rollout's phase (`deploying`, `warming_up`, `validating`,
+    /// `awaiting_approval`, `switch_delay`, `canary`, `observing`, `promoted`,
+    /// `tearing_down`, `torn_down`, `rolled_back`, `failed`, ...).
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_colour: Option<Colour>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_colour: Option<Colour>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_version: Option<String>,
+    /// The route gateways follow: the live colour, the candidate's share and the mirrored
+    /// share, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteStatus>,
+    /// Percent of new requests per colour.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, f64>,
+    /// The colour the active Service selects, as last applied (`service` mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_colour: Option<Colour>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition: Option<TransitionStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gate_report: Option<GateReportSummary>,
+    /// The version each colour last ran. A rollout starts when the idle colour's spec names
+    /// another; a version that failed or was rolled back is not tried again until then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, String>,
+    /// Why the resource is `invalid`, or what the operator waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The rollout's whole state, so any operator replica resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub rollout: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Colour {
+    Blue,
+    Green,
+}
+
+impl From<Color> for Colour {
+    fn from(c: Color) -> Colour {
+        match c {
+            Color::Blue => Colour::Blue,
+            Color::Green => Colour::Green,
+        }
+    }
+}
+
+impl From<Colour> for Color {
+    fn from(c: Colour) -> Color {
+        match c {
+            Colour::Blue => Color::Blue,
+            Colour::Green => Color::Green,
+        }
+    }
+}
+
+impl Colour {
+    pub fn name(self) -> &'static str {
+        match self {
+            Colour::Blue => "blue",
+            Colour::Green => "green",
+        }
+    }
+
+    pub fn other(self) -> Colour {
+        match self {
+            Colour::Blue => Colour::Green,
+            Colour::Green => Colour::Blue,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    pub active: Colour,
+    pub candidate_percent: f64,
+    pub shadow_percent: f64,
+}
+
+/// A condition, as `metav1.Condition` has it.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionStatus {
+    pub from: String,
+    pub to: String,
+    pub cause: String,
+    pub actor: String,
+    pub time: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateReportSummary {
+    pub verdict: String,
+    pub candidate_version: String,
+    pub samples: u64,
+    pub gates: Vec<GateLine>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateLine {
+    pub gate: String,
+    pub verdict: String,
+    pub reason: String,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn default_port() -> i32 {
+    8080
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn five_minutes() -> u64 {
+    300
+}
+
+fn ten_minutes() -> u64 {
+    600
+}
+
+/// An object kept as written (pod templates, the rollout state): Kubernetes checks pod
+/// templates when the Deployment is written; repeating their schema here would make the CRD
+/// megabytes long.
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+impl ModelDeploymentSpec {
+    /// The spec's colour `c`.
+    pub fn colour(&self, c: Colour) -> Option<&ColourSpec> {
+        match c {
+            Colour::Blue => self.blue.as_ref(),
+            Colour::Green => self.green.as_ref(),
+        }
+    }
+
+    /// What is wrong with the spec, if anything, as a sentence naming the field.
+    pub fn problem(&self) -> Option<String> {
+        if self.model.is_empty() {
+            return Some("spec.model is empty: name the model as clients ask for it".into());
+        }
+        if self.blue.is_none() && self.green.is_none() {
+            return Some(
+                "spec.blue and spec.green are both absent: give at least one colour a version"
+                    .into(),
+            );
+        }
+        for c in [Colour::Blue, Colour::Green] {
+            if let Some(colour) = self.colour(c)
+                && colour.image.is_none()
+                && colour.template.is_none()
+                && self.template.is_none()
+            {
+                return Some(format!(
+                    "spec.{} has no image or template, and spec.template is absent: say what the pods run",
+                    c.name()
+                ));
+            }
+        }
+        if self.switch_mode == SwitchMode::Service && self.strategy.kind != StrategyKind::BlueGreen
+        {
+            return Some(format!(
+                "strategy {:?} needs switchMode: gateway; a Service selector cannot split or mirror requests",
+                self.strategy.kind
+            ));
+        }
+        if self.strategy.kind == StrategyKind::Canary && self.strategy.steps.is_empty() {
+            return Some("strategy.steps is empty: a canary needs at least one step, like {weight: 10, pauseSeconds: 60}".into());
+        }
+        if let Err((field, reason)) = self.settings().validate() {
+            return Some(format!("{field}: {reason}"));
+        }
+        if let Err(reason) = check_gates(&self.gates()) {
+            return Some(format!("validation: {reason}"));
+        }
+        None
+    }
+
+    /// The rollout settings the shared state machine runs with.
+    pub fn settings(&self) -> RolloutSettings {
+        let strategy = match self.strategy.kind {
+            StrategyKind::BlueGreen => Strategy::BlueGreen,
+            StrategyKind::Canary => Strategy::Canary {
+                steps: self
+                    .strategy
+                    .steps
+                    .iter()
+                    .map(|s| CanaryStep {
+                        percent: s.weight,
+                        pause_ms: s.pause_seconds.map(|p| p * 1000),
+                        gates: s.gates,
+                    })
+                    .collect(),
+            },
+            StrategyKind::ShadowThenSwitch => Strategy::ShadowThenSwitch {
+                window_ms: self.strategy.shadow_seconds.unwrap_or(300) * 1000,
+                percent: self.strategy.shadow_percent.unwrap_or(100.0),
+            },
+        };
+        let defaults = RollbackRules::default();
+        let r = &self.rollback;
+        RolloutSettings {
+            strategy,
+            auto_switch: self.auto_switch,
+            switch_delay_ms: self.switch_delay_seconds * 1000,
+            observe_ms: self.observation_seconds * 1000,
+            keep_warm_ms: self.teardown_seconds * 1000,
+            abort_removes_green: false,
+            evidence: self
+                .validation
+                .holdout
+                .as_ref()
+                .map(|h| Evidence::Holdout(h.key.clone().into())),
+            rules: RollbackRules {
+                latency_ratio: r.latency_ratio.unwrap_or(defaults.latency_ratio),
+                max_error_rate: r.max_error_rate.unwrap_or(defaults.max_error_rate),
+                consecutive: r.consecutive.unwrap_or(defaults.consecutive),
+                min_requests: u64::from(r.probe_requests.unwrap_or(20)).min(defaults.min_requests),
+                check_interval_ms: r.check_interval_seconds.unwrap_or(10) * 1000,
+                ..defaults
+            },
+        }
+    }
+
+    /// The gate thresholds.
+    pub fn gates(&self) -> GateConfig {
+        let d = GateConfig::default();
+        let v = &self.validation;
+        GateConfig {
+            min_samples: v.min_samples.map_or(d.min_samples, |n| n as usize),
+            agreement: v.agreement.unwrap_or(d.agreement),
+            max_drift: v.max_drift.unwrap_or(d.max_drift),
+            latency_sla_ms: v.latency_sla_ms.or(d.latency_sla_ms),
+            max_latency_ratio: v.max_latency_ratio.unwrap_or(d.max_latency_ratio),
+            max_error_rate: v.max_error_rate.unwrap_or(d.max_error_rate),
+            accuracy_tolerance: v.accuracy_tolerance.unwrap_or(d.accuracy_tolerance),
+            ..d
+        }
+    }
+}
+
+fn check_gates(g: &GateConfig) -> Result<(), String> {
+    let share = |name: &str, v: f64| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("{name} must be between 0 and 1, not {v}"))
+        }
+    };
+    share("agreement", g.agreement)?;
+    share("maxErrorRate", g.max_error_rate)?;
+    share("accuracyTolerance", g.accuracy_tolerance)?;
+    if g.max_drift.is_nan() || g.max_drift < 0.0 {
+        return Err(format!("maxDrift must be at least 0, not {}", g.max_drift));
+    }
+    if g.max_latency_ratio.is_nan() || g.max_latency_ratio < 1.0 {
+        return Err(format!(
+            "maxLatencyRatio must be at least 1, not {}",
+            g.max_latency_ratio
+        ));
+    }
+    Ok(())
+}

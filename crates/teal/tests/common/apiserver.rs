@@ -1,0 +1,170 @@
+//! A mocked Kubernetes API server for the operator and gateway tests: the `tower-test`
+//! pattern kube-rs uses. Nothing here pretends to be a cluster beyond answering the requests
+//! a test expects, one by one, and checking each (method, path, query, body).
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+use teal::kubernetes::crd::ModelDeployment;
+
+pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// A client that talks to the mock, and the mock's handle.
+pub fn mock_api() -> (kube::Client, Api) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), Api { handle })
+}
+
+/// One request the client made.
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: Value,
+    respond: tower_test::mock::SendResponse<Response<Body>>,
+}
+
+impl Seen {
+    pub fn answer(self, status: u16, body: &Value) {
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap();
+        self.respond.send_response(response);
+    }
+
+    /// Answers with the request's own body (what a create or an apply returns).
+    pub fn echo(self) -> Value {
+        let body = self.body.clone();
+        self.answer(200, &body);
+        body
+    }
+
+    /// A Kubernetes error Status with `code`.
+    pub fn fail(self, code: u16, reason: &str, message: &str) {
+        self.answer(
+            code,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}),
+        );
+    }
+}
+
+pub struct Api {
+    handle: Handle,
+}
+
+impl Api {
+    /// The next request; fails the test if none comes within 20 s.
+    pub async fn next(&mut self) -> Seen {
+        let (request, respond) =
+            tokio::time::timeout(Duration::from_secs(20), self.handle.next_request())
+                .await
+                .expect("the client made a request within 20 s")
+                .expect("the client is still there");
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let content_type = request
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON request body")
+        };
+        Seen {
+            method,
+            path,
+            query,
+            content_type,
+            body,
+            respond,
+        }
+    }
+
+    /// The next request, which must be `method path`.
+    pub async fn expect(&mut self, method: &str, path: &str) -> Seen {
+        let seen = self.next().await;
+        assert_eq!(
+            (seen.method.as_str(), seen.path.as_str()),
+            (method, path),
+            "expected {method} {path}, the client sent {} {}?{} with {}",
+            seen.method,
+            seen.path,
+            seen.query,
+            seen.body
+        );
+        seen
+    }
+
+    /// An event about the resource: checks its type and reason, and answers it.
+    pub async fn expect_event(&mut self, kind: &str, reason: &str) -> Value {
+        let seen = self
+            .expect("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+            .await;
+        assert_eq!(seen.body["type"], kind, "event {}", seen.body);
+        assert_eq!(seen.body["reason"], reason, "event {}", seen.body);
+        assert_eq!(seen.body["regarding"]["kind"], "ModelDeployment");
+        assert_eq!(seen.body["regarding"]["name"], "digits");
+        seen.echo()
+    }
+
+    /// Asserts the client sends nothing more for `wait`.
+    pub async fn silent(&mut self, wait: Duration) {
+        if let Ok(Some((request, _))) = tokio::time::timeout(wait, self.handle.next_request()).await
+        {
+            panic!(
+                "expected no more requests, the client sent {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
+    }
+}
+
+pub const RESOURCE: &str = "/apis/teal.dev/v1alpha1/namespaces/default/modeldeployments/digits";
+pub const STATUS: &str =
+    "/apis/teal.dev/v1alpha1/namespaces/default/modeldeployments/digits/status";
+
+/// A resource named `digits` in `default`, with the finalizer, `spec` and `status`.
+pub fn resource(spec: Value, status: Option<Value>, version: u64) -> ModelDeployment {
+    let mut object = json!({
+        "apiVersion": "teal.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": "digits",
+            "namespace": "default",
+            "uid": "5e1f0c2a-0000-4000-8000-000000000001",
+            "generation": 1,
+            "resourceVersion": version.to_string(),
+            "finalizers": ["teal.dev/cleanup"],
+        },
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        object["status"] = status;
+    }
+    serde_json::from_value(object).expect("a valid resource")
+}
+
+/// A Deployment's status with `ready` of `want` pods ready.
+pub fn deployment(name: &str, want: i32, ready: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default", "generation": 1},
+        "spec": {"replicas": want, "selector": {"matchLabels": {}}, "template": {}},
+        "status": {"observedGeneration": 1, "replicas": want, "updatedReplicas": want, "readyReplicas": ready},
+    })
+}

@@ -1,0 +1,691 @@
+//! The Kubernetes operator's reconciler against a mocked API server (tower-test): every
+//! path, with the exact requests it makes (method, path, query, body). The model pods behind
+//! the colour Services are real: in-process teal servers serving the bundled digits versions,
+//! so the gates and checks run for real. No cluster is involved; nothing here needs one.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use common::apiserver::{Api, RESOURCE, STATUS, deployment, mock_api, resource};
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use teal::kubernetes::crd::ModelDeployment;
+use teal::kubernetes::operator::{self, Context, Error};
+use teal::server::Running;
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+const SERVICES: &str = "/api/v1/namespaces/default/services";
+const HOLDOUT: &str = "/api/v1/namespaces/default/configmaps/digits-holdout";
+const START_MS: i64 = 1_790_000_000_000;
+
+/// The two colours' pods: real model servers.
+struct Pods {
+    blue: Running,
+    green: Running,
+}
+
+async fn pods(blue: &str, green: &str) -> Pods {
+    Pods {
+        blue: common::start(&common::config_with(&common::onnx(blue), None)).await,
+        green: common::start(&common::config_with(&common::onnx(green), None)).await,
+    }
+}
+
+/// One resource, the mocked API, and a clock the test moves.
+struct Harness {
+    api: Api,
+    ctx: Arc<Context>,
+    md: ModelDeployment,
+    clock: Arc<AtomicI64>,
+    resource_version: u64,
+}
+
+impl Harness {
+    fn new(spec: Value, status: Option<Value>, pods: Option<&Pods>) -> Harness {
+        let (client, api) = mock_api();
+        let clock = Arc::new(AtomicI64::new(START_MS));
+        let mut ctx = Context::new(client, Some("operator-0".into()));
+        let now = clock.clone();
+        ctx.clock = Arc::new(move || now.load(Ordering::SeqCst));
+        ctx.connect_wait = Duration::from_secs(5);
+        let urls: BTreeMap<String, String> = pods
+            .map(|p| {
+                BTreeMap::from([
+                    ("digits-blue".to_string(), p.blue.data_url()),
+                    ("digits-green".to_string(), p.green.data_url()),
+                ])
+            })
+            .unwrap_or_default();
+        ctx.service_url = Arc::new(move |namespace, service, port| {
+            assert_eq!((namespace, port), ("default", 8080));
+            urls.get(service)
+                .cloned()
+                .unwrap_or_else(|| "http://127.0.0.1:9".into())
+        });
+        Harness {
+            api,
+            ctx: Arc::new(ctx),
+            md: resource(spec, status, 1),
+            clock,
+            resource_version: 1,
+        }
+    }
+
+    fn reconcile(&self) -> tokio::task::JoinHandle<Result<Action, Error>> {
+        tokio::spawn(operator::reconcile(
+            Arc::new(self.md.clone()),
+            self.ctx.clone(),
+        ))
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.clock.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+
+    /// The next request must be a status write guarded by the resource version read; it is
+    /// merged into the resource, as the API server would. Returns the written status.
+    async fn status_write(&mut self) -> Value {
+        let seen = self.api.expect("PATCH", STATUS).await;
+        assert_eq!(seen.content_type, "application/merge-patch+json");
+        assert_eq!(
+            seen.body["metadata"]["resourceVersion"],
+            self.resource_version.to_string(),
+            "a status write names the version it read"
+        );
+        let written = seen.body["status"].clone();
+        let mut object = serde_json::to_value(&self.md).unwrap();
+        merge(&mut object["status"], &written);
+        self.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
+        self.md = serde_json::from_value(object.clone()).unwrap();
+        seen.answer(200, &object);
+        written
+    }
+
+    /// A server-side apply of one colour's Deployment; returns its body.
+    async fn deployment_apply(&mut self, colour: &str) -> Value {
+        let seen = self
+            .api
+            .expect("PATCH", &format!("{DEPLOYMENTS}/digits-{colour}"))
+            .await;
+        assert_eq!(seen.content_type, "application/apply-patch+yaml");
+        assert!(
+            seen.query.contains("fieldManager=teal-operator") && seen.query.contains("force=true"),
+            "{}",
+            seen.query
+        );
+        seen.echo()
+    }
+
+    async fn service_apply(&mut self, name: &str) -> Value {
+        let seen = self
+            .api
+            .expect("PATCH", &format!("{SERVICES}/{name}"))
+            .await;
+        assert_eq!(seen.content_type, "application/apply-patch+yaml");
+        assert!(
+            seen.query.contains("fieldManager=teal-operator"),
+            "{}",
+            seen.query
+        );
+        assert_eq!(
+            seen.body["metadata"]["ownerReferences"][0]["kind"],
+            "ModelDeployment"
+        );
+        seen.echo()
+    }
+
+    async fn readiness(&mut self, colour: &str, ready: i32) {
+        self.api
+            .expect("GET", &format!("{DEPLOYMENTS}/digits-{colour}"))
+            .await
+            .answer(200, &deployment(&format!("digits-{colour}"), 2, ready));
+    }
+
+    async fn holdout(&mut self) {
+        let rows: Vec<&str> =
+            std::fs::read_to_string(common::repo_root().join("models/digits/holdout.jsonl"))
+                .unwrap()
+                .leak()
+                .lines()
+                .take(120)
+                .collect();
+        self.api.expect("GET", HOLDOUT).await.answer(
+            200,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "digits-holdout", "namespace": "default"}, "data": {"holdout.jsonl": rows.join("\n")}}),
+        );
+    }
+
+    fn phase(&self) -> String {
+        self.md
+            .status
+            .as_ref()
+            .map(|s| s.phase.clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs one reconcile that must write the status into `phase` and publish `reason`.
+    async fn transition(&mut self, phase: &str, kind: &str, reason: &str) -> Value {
+        let task = self.reconcile();
+        let status = self.status_write().await;
+        assert_eq!(status["phase"], phase, "{status}");
+        self.api.expect_event(kind, reason).await;
+        task.await.unwrap().unwrap();
+        status
+    }
+}
+
+/// RFC 7386 merge, as the API server applies a merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            for (k, v) in fields {
+                if v.is_null() {
+                    target.as_object_mut().unwrap().remove(k);
+                } else {
+                    merge(
+                        target
+                            .as_object_mut()
+                            .unwrap()
+                            .entry(k.clone())
+                            .or_insert(Value::Null),
+                        v,
+                    );
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+fn spec(mode: &str) -> Value {
+    json!({
+        "model": "digits",
+        "replicas": 2,
+        "blue": {"version": "v1", "image": "registry.example/digits:v1"},
+        "green": {"version": "v2", "image": "registry.example/digits:v2"},
+        "switchMode": mode,
+        "observationSeconds": 60,
+        "teardownSeconds": 120,
+        "validation": {"holdout": {"configMap": "digits-holdout", "key": "holdout.jsonl"}, "maxLatencyRatio": 10.0, "agreement": 0.9},
+        "rollback": {"checkIntervalSeconds": 10, "probeRequests": 10},
+    })
+}
+
+/// Blue live with v1, green not yet deployed.
+fn stable() -> Value {
+    json!({
+        "phase": "stable",
+        "activeColour": "blue",
+        "activeVersion": "v1",
+        "route": {"active": "blue", "candidatePercent": 0.0, "shadowPercent": 0.0},
+        "versions": {"blue": "v1"},
+    })
+}
+
+/// From stable to validating: start, deploy green, wait for its pods, ready.
+async fn to_validating(h: &mut Harness) {
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "deploying");
+    assert_eq!(status["candidateColour"], "green");
+    assert_eq!(status["candidateVersion"], "v2");
+    assert_eq!(status["versions"]["green"], "v2");
+    assert_eq!(status["rollout"]["version"], "v2");
+    h.api.expect_event("Normal", "Deploying").await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(1))
+    );
+
+    let task = h.reconcile();
+    let applied = h.deployment_apply("green").await;
+    assert_eq!(applied["spec"]["replicas"], 2);
+    assert_eq!(
+        applied["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/digits:v2"
+    );
+    assert_eq!(
+        applied["spec"]["selector"]["matchLabels"]["teal.dev/colour"],
+        "green"
+    );
+    assert_eq!(
+        applied["spec"]["template"]["metadata"]["labels"]["teal.dev/version"],
+        "v2"
+    );
+    assert_eq!(
+        applied["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+    assert_eq!(h.status_write().await["phase"], "warming_up");
+    h.api.expect_event("Normal", "WarmingUp").await;
+    task.await.unwrap().unwrap();
+
+    // Not ready yet: nothing is written, the reconcile comes back soon.
+    let task = h.reconcile();
+    h.readiness("green", 0).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(2))
+    );
+    h.api.silent(Duration::from_millis(200)).await;
+
+    let task = h.reconcile();
+    h.readiness("green", 2).await;
+    assert_eq!(h.status_write().await["phase"], "validating");
+    h.api.expect_event("Normal", "Validating").await;
+    task.await.unwrap().unwrap();
+}
+
+/// From validating (candidate good) to observing.
+async fn to_observing(h: &mut Harness, service_mode: bool) {
+    let task = h.reconcile();
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "switching", "{status}");
+    assert_eq!(status["route"]["active"], "green");
+    assert_eq!(status["weights"]["green"], 100.0);
+    assert_eq!(status["lastGateReport"]["verdict"], "pass", "{status}");
+    assert_eq!(status["lastGateReport"]["samples"], 120);
+    // The route is published first, then the event says so.
+    if service_mode {
+        let service = h.service_apply("digits").await;
+        assert_eq!(service["spec"]["selector"]["teal.dev/colour"], "green");
+    }
+    h.api.expect_event("Normal", "Switching").await;
+    task.await.unwrap().unwrap();
+    h.api.silent(Duration::from_millis(200)).await;
+
+    h.transition("observing", "Normal", "Observing").await;
+}
+
+#[tokio::test]
+async fn a_new_resource_gets_the_finalizer_before_anything_else() {
+    let mut h = Harness::new(spec("service"), None, None);
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("finalizers");
+    h.md = serde_json::from_value(object).unwrap();
+    let task = h.reconcile();
+    let seen = h.api.expect("PATCH", RESOURCE).await;
+    assert_eq!(seen.content_type, "application/json-patch+json");
+    assert_eq!(
+        seen.body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["teal.dev/cleanup"]}
+        ])
+    );
+    let md = serde_json::to_value(&h.md).unwrap();
+    seen.answer(200, &md);
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    h.api.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn the_first_colour_goes_live_with_its_deployment_and_services() {
+    let mut spec = spec("service");
+    spec.as_object_mut().unwrap().remove("green");
+    let mut h = Harness::new(spec, None, None);
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "stable");
+    assert_eq!(status["activeColour"], "blue");
+    assert_eq!(status["activeVersion"], "v1");
+    assert_eq!(
+        status["route"],
+        json!({"active": "blue", "candidatePercent": 0.0, "shadowPercent": 0.0})
+    );
+    assert_eq!(status["weights"], json!({"blue": 100.0, "green": 0.0}));
+    assert_eq!(status["rollout"], Value::Null);
+    let applied = h.deployment_apply("blue").await;
+    assert_eq!(applied["apiVersion"], "apps/v1");
+    assert_eq!(applied["kind"], "Deployment");
+    assert_eq!(applied["spec"]["replicas"], 2);
+    assert_eq!(
+        applied["spec"]["selector"]["matchLabels"],
+        json!({"teal.dev/model-deployment": "digits", "teal.dev/colour": "blue"})
+    );
+    let container = &applied["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/digits:v1");
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"],
+        "/v2/models/digits/ready"
+    );
+    assert_eq!(applied["metadata"]["ownerReferences"][0]["name"], "digits");
+    assert_eq!(
+        applied["metadata"]["ownerReferences"][0]["uid"],
+        "5e1f0c2a-0000-4000-8000-000000000001"
+    );
+    let active = h.service_apply("digits").await;
+    assert_eq!(active["spec"]["selector"]["teal.dev/colour"], "blue");
+    assert_eq!(active["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(
+        h.service_apply("digits-blue").await["spec"]["selector"]["teal.dev/colour"],
+        "blue"
+    );
+    assert_eq!(
+        h.service_apply("digits-green").await["spec"]["selector"]["teal.dev/colour"],
+        "green"
+    );
+    h.api.expect_event("Normal", "Deployed").await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(60))
+    );
+    h.api.silent(Duration::from_millis(200)).await;
+
+    // Reconciled again with nothing new: nothing is written.
+    let task = h.reconcile();
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(300))
+    );
+    h.api.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
+    let pods = pods("v1", "v2").await;
+    let mut h = Harness::new(spec("service"), Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    to_observing(&mut h, true).await;
+
+    // A check is due every 10 s: the candidate's readiness, and probes to both colours.
+    h.advance(10);
+    let task = h.reconcile();
+    h.readiness("green", 2).await;
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "observing");
+    let checks = status["rollout"]["last_check"].as_array().unwrap().clone();
+    assert!(checks.iter().all(|c| c["verdict"] != "fail"), "{checks:?}");
+    task.await.unwrap().unwrap();
+    h.api.silent(Duration::from_millis(200)).await;
+
+    // The observation window (60 s) ends with every rule holding: promoted.
+    h.advance(55);
+    let task = h.reconcile();
+    h.readiness("green", 2).await;
+    h.holdout().await;
+    assert_eq!(h.status_write().await["phase"], "promoted");
+    h.api.expect_event("Normal", "Promoted").await;
+    task.await.unwrap().unwrap();
+
+    // After the teardown window (120 s), with green ready, blue is scaled to zero.
+    h.advance(125);
+    let task = h.reconcile();
+    h.readiness("green", 2).await;
+    h.holdout().await;
+    assert_eq!(h.status_write().await["phase"], "tearing_down");
+    h.api.expect_event("Normal", "TearingDown").await;
+    task.await.unwrap().unwrap();
+
+    let task = h.reconcile();
+    let seen = h
+        .api
+        .expect("PATCH", &format!("{DEPLOYMENTS}/digits-blue"))
+        .await;
+    assert_eq!(seen.content_type, "application/merge-patch+json");
+    assert_eq!(seen.body, json!({"spec": {"replicas": 0}}));
+    seen.echo();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "torn_down");
+    assert_eq!(status["activeColour"], "green");
+    assert_eq!(status["activeVersion"], "v2");
+    assert_eq!(
+        status["candidateColour"],
+        Value::Null,
+        "cleared, not left behind"
+    );
+    assert_eq!(status["lastTransition"]["to"], "torn_down");
+    let progressing = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap();
+    assert_eq!(progressing["status"], "False");
+    assert_eq!(progressing["reason"], "RolloutComplete");
+    h.api.expect_event("Normal", "TornDown").await;
+    task.await.unwrap().unwrap();
+
+    // Done: blue's spec still names v1, the version it last ran, so nothing starts again.
+    let task = h.reconcile();
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(300))
+    );
+    h.api.silent(Duration::from_millis(300)).await;
+    assert_eq!(h.phase(), "torn_down");
+}
+
+#[tokio::test]
+async fn gates_that_fail_keep_blue_live_and_say_why() {
+    let pods = pods("v1", "v2-permuted").await;
+    let mut h = Harness::new(spec("service"), Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    let task = h.reconcile();
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "failed", "{status}");
+    assert_eq!(status["route"]["active"], "blue");
+    assert_eq!(status["activeVersion"], "v1");
+    assert_eq!(status["lastGateReport"]["verdict"], "fail");
+    let agreement = status["lastGateReport"]["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "agreement")
+        .unwrap()
+        .clone();
+    assert_eq!(agreement["verdict"], "fail", "{agreement}");
+    assert!(
+        status["lastTransition"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("gates failed")
+    );
+    let service = h.service_apply("digits").await;
+    assert_eq!(service["spec"]["selector"]["teal.dev/colour"], "blue");
+    h.api.expect_event("Warning", "Failed").await;
+    task.await.unwrap().unwrap();
+
+    // The failed version is not tried again until green names another.
+    let task = h.reconcile();
+    task.await.unwrap().unwrap();
+    h.api.silent(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn gateway_mode_switches_through_the_status_alone() {
+    let pods = pods("v1", "v2").await;
+    let mut h = Harness::new(spec("gateway"), Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    let task = h.reconcile();
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "switching");
+    assert_eq!(
+        status["route"],
+        json!({"active": "green", "candidatePercent": 0.0, "shadowPercent": 0.0})
+    );
+    h.api.expect_event("Normal", "Switching").await;
+    task.await.unwrap().unwrap();
+    // No Service is touched: gateways follow the status.
+    h.api.silent(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_candidate_that_stops_being_ready_is_rolled_back_after_three_checks() {
+    let pods = pods("v1", "v2").await;
+    let mut h = Harness::new(spec("service"), Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    to_observing(&mut h, true).await;
+    for strike in 1..=2 {
+        h.advance(10);
+        let task = h.reconcile();
+        h.readiness("green", 1).await;
+        let status = h.status_write().await;
+        assert_eq!(status["phase"], "observing");
+        assert_eq!(status["rollout"]["strikes"]["ready"], strike);
+        task.await.unwrap().unwrap();
+        h.api.silent(Duration::from_millis(100)).await;
+    }
+    h.advance(10);
+    let task = h.reconcile();
+    h.readiness("green", 1).await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "rolled_back");
+    assert_eq!(status["route"]["active"], "blue");
+    assert_eq!(status["activeVersion"], "v1");
+    let service = h.service_apply("digits").await;
+    assert_eq!(service["spec"]["selector"]["teal.dev/colour"], "blue");
+    h.api.expect_event("Warning", "RolledBack").await;
+    task.await.unwrap().unwrap();
+    h.api.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn approval_by_annotation_switches_a_waiting_rollout() {
+    let pods = pods("v1", "v2").await;
+    let mut spec = spec("service");
+    spec["autoSwitch"] = json!(false);
+    let mut h = Harness::new(spec, Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    let task = h.reconcile();
+    h.holdout().await;
+    assert_eq!(h.status_write().await["phase"], "awaiting_approval");
+    h.api.expect_event("Normal", "AwaitingApproval").await;
+    task.await.unwrap().unwrap();
+
+    // Waiting writes nothing; an annotation for another version is not an approval.
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["metadata"]["annotations"] = json!({"teal.dev/promote": "v9"});
+    h.md = serde_json::from_value(object.clone()).unwrap();
+    h.reconcile().await.unwrap().unwrap();
+    h.api.silent(Duration::from_millis(200)).await;
+
+    object["metadata"]["annotations"] = json!({"teal.dev/promote": "v2"});
+    h.md = serde_json::from_value(object).unwrap();
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "switching");
+    assert_eq!(status["lastTransition"]["actor"], "kubectl annotate");
+    h.service_apply("digits").await;
+    h.api.expect_event("Normal", "Switching").await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn deleting_the_resource_cleans_up_then_drops_the_finalizer() {
+    let mut status = stable();
+    status["phase"] = json!("observing");
+    let mut h = Harness::new(spec("service"), Some(status), None);
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["metadata"]["deletionTimestamp"] = json!("2026-11-22T10:00:00Z");
+    h.md = serde_json::from_value(object.clone()).unwrap();
+    let task = h.reconcile();
+    let event = h.api.expect_event("Normal", "Deleted").await;
+    assert!(
+        event["note"].as_str().unwrap().contains("observing"),
+        "{event}"
+    );
+    let seen = h.api.expect("PATCH", RESOURCE).await;
+    assert_eq!(seen.content_type, "application/json-patch+json");
+    assert_eq!(
+        seen.body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": "teal.dev/cleanup"},
+            {"op": "remove", "path": "/metadata/finalizers/0"}
+        ])
+    );
+    seen.answer(200, &object);
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    h.api.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_conflicting_status_write_is_retried_without_acting() {
+    let mut h = Harness::new(spec("service"), Some(stable()), None);
+    let task = h.reconcile();
+    let seen = h.api.expect("PATCH", STATUS).await;
+    assert_eq!(seen.body["status"]["phase"], "deploying");
+    seen.fail(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again");
+    let error = task.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Conflict(_)), "{error}");
+    // Nothing acted on a state that was not written: no event, no Deployment.
+    h.api.silent(Duration::from_millis(300)).await;
+    let action = operator::error_policy(Arc::new(h.md.clone()), &error, h.ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+}
+
+#[tokio::test]
+async fn api_errors_are_retried_and_a_refused_deployment_fails_the_rollout() {
+    let mut h = Harness::new(spec("service"), Some(stable()), None);
+    h.transition("deploying", "Normal", "Deploying").await;
+
+    // The API server fails: nothing is written, the reconcile is retried later.
+    let task = h.reconcile();
+    h.api
+        .expect("PATCH", &format!("{DEPLOYMENTS}/digits-green"))
+        .await
+        .fail(500, "InternalError", "etcdserver: request timed out");
+    let error = task.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Api(_)), "{error}");
+    assert_eq!(
+        operator::error_policy(Arc::new(h.md.clone()), &error, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    h.api.silent(Duration::from_millis(200)).await;
+    assert_eq!(h.phase(), "deploying");
+
+    // The API server refuses the Deployment itself: no retry can help, the rollout fails.
+    let task = h.reconcile();
+    h.api
+        .expect("PATCH", &format!("{DEPLOYMENTS}/digits-green"))
+        .await
+        .fail(422, "Invalid", "Deployment.apps \"digits-green\" is invalid: spec.template.spec.containers[0].image: Required value");
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "failed");
+    assert!(
+        status["lastTransition"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("image: Required value")
+    );
+    h.service_apply("digits").await;
+    h.api.expect_event("Warning", "Failed").await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_and_not_acted_on() {
+    let mut spec = spec("service");
+    spec["strategy"] = json!({"type": "canary", "steps": [{"weight": 10, "pauseSeconds": 60}]});
+    let mut h = Harness::new(spec, Some(stable()), None);
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "invalid");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("switchMode: gateway"),
+        "{status}"
+    );
+    h.api.expect_event("Warning", "InvalidSpec").await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    // Reconciled again unchanged: reported once.
+    h.reconcile().await.unwrap().unwrap();
+    h.api.silent(Duration::from_millis(200)).await;
+}
