@@ -572,6 +572,16 @@ impl Config {
 
     /// Checks what the types cannot: addresses, names, limits, the live slot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check(true)
+    }
+
+    /// As [`Config::validate`], allowing no models: a gateway that learns its models from
+    /// a Kubernetes cluster may start with none.
+    pub fn validate_allowing_no_models(&self) -> Result<(), ConfigError> {
+        self.check(false)
+    }
+
+    fn check(&self, need_models: bool) -> Result<(), ConfigError> {
         for (field, value) in [
             ("server.listen", &self.server.listen),
             ("server.admin", &self.server.admin),
@@ -597,7 +607,7 @@ impl Config {
                 "must be more than 0",
             ));
         }
-        if self.models.is_empty() {
+        if need_models && self.models.is_empty() {
             return Err(ConfigError::new(
                 "model",
                 "no models: add a [[model]] table with a name and a blue slot",

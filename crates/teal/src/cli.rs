@@ -700,9 +700,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(admin) = args.admin {
         config.server.admin = admin;
     }
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    let checked = match args.kubernetes {
+        true => config.validate_allowing_no_models(),
+        false => config.validate(),
+    };
+    checked.map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let token = std::env::var("TEAL_ADMIN_TOKEN").ok();
     let running = server::start(&config, token).await?;
     let follower = match args.kubernetes {

@@ -689,3 +689,152 @@ async fn an_invalid_spec_is_reported_and_not_acted_on() {
     h.reconcile().await.unwrap().unwrap();
     h.api.silent(Duration::from_millis(200)).await;
 }
+
+mod leader {
+    use super::*;
+    use teal::kubernetes::leader::{Candidate, Decision, decide};
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/teal-system/leases/teal-operator";
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/teal-system/leases";
+
+    fn candidate(identity: &str) -> Candidate {
+        Candidate {
+            identity: identity.into(),
+            lease_name: "teal-operator".into(),
+            namespace: "teal-system".into(),
+            duration: Duration::from_secs(15),
+        }
+    }
+
+    fn lease(holder: &str, renewed_ms: i64, transitions: i32) -> Value {
+        let time = |ms: i64| {
+            k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+                .unwrap()
+                .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+        };
+        json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "teal-operator", "namespace": "teal-system", "resourceVersion": "7"},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 15,
+                "acquireTime": time(renewed_ms - 60_000),
+                "renewTime": time(renewed_ms),
+                "leaseTransitions": transitions,
+            }
+        })
+    }
+
+    #[test]
+    fn decisions_follow_the_holder_and_the_expiry() {
+        let parse = |v: Value| serde_json::from_value(v).unwrap();
+        assert_eq!(decide(None, "a", START_MS), Decision::Create);
+        assert_eq!(
+            decide(Some(&parse(lease("a", START_MS, 0))), "a", START_MS),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(
+                Some(&parse(lease("b", START_MS - 14_000, 0))),
+                "a",
+                START_MS
+            ),
+            Decision::Follow { holder: "b".into() }
+        );
+        assert_eq!(
+            decide(
+                Some(&parse(lease("b", START_MS - 15_000, 0))),
+                "a",
+                START_MS
+            ),
+            Decision::TakeOver
+        );
+        assert_eq!(
+            decide(Some(&parse(lease("", START_MS, 0))), "a", START_MS),
+            Decision::TakeOver
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_replica_creates_the_lease_and_leads() {
+        let (client, mut api) = mock_api();
+        let task =
+            tokio::spawn(async move { candidate("operator-a").try_lead(&client, START_MS).await });
+        api.expect("GET", LEASE).await.fail(
+            404,
+            "NotFound",
+            "leases.coordination.k8s.io \"teal-operator\" not found",
+        );
+        let created = api.expect("POST", LEASES).await;
+        assert_eq!(created.body["metadata"]["name"], "teal-operator");
+        assert_eq!(created.body["spec"]["holderIdentity"], "operator-a");
+        assert_eq!(created.body["spec"]["leaseDurationSeconds"], 15);
+        assert_eq!(created.body["spec"]["leaseTransitions"], 0);
+        created.echo();
+        assert!(task.await.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_second_replica_follows_while_the_leader_renews() {
+        let (client, mut api) = mock_api();
+        let task =
+            tokio::spawn(async move { candidate("operator-b").try_lead(&client, START_MS).await });
+        api.expect("GET", LEASE)
+            .await
+            .answer(200, &lease("operator-a", START_MS - 5_000, 0));
+        assert!(!task.await.unwrap().unwrap(), "the lease is held and fresh");
+        api.silent(Duration::from_millis(200)).await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_and_a_lost_race_is_not_leading() {
+        // Two replicas read the same expired lease; the API server lets the first write win.
+        for (answer, leads) in [(200, true), (409, false)] {
+            let (client, mut api) = mock_api();
+            let task =
+                tokio::spawn(
+                    async move { candidate("operator-b").try_lead(&client, START_MS).await },
+                );
+            api.expect("GET", LEASE)
+                .await
+                .answer(200, &lease("operator-a", START_MS - 20_000, 3));
+            let replaced = api.expect("PUT", LEASE).await;
+            assert_eq!(replaced.body["spec"]["holderIdentity"], "operator-b");
+            assert_eq!(replaced.body["spec"]["leaseTransitions"], 4);
+            assert_eq!(
+                replaced.body["metadata"]["resourceVersion"], "7",
+                "the write is guarded by the version read"
+            );
+            if answer == 200 {
+                replaced.echo();
+            } else {
+                replaced.fail(409, "Conflict", "the object has been modified");
+            }
+            assert_eq!(task.await.unwrap().unwrap(), leads);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_leader_renews_its_own_lease() {
+        let (client, mut api) = mock_api();
+        let task =
+            tokio::spawn(async move { candidate("operator-a").try_lead(&client, START_MS).await });
+        let held = lease("operator-a", START_MS - 5_000, 2);
+        api.expect("GET", LEASE).await.answer(200, &held);
+        let renewed = api.expect("PUT", LEASE).await;
+        assert_eq!(renewed.body["spec"]["holderIdentity"], "operator-a");
+        assert_eq!(
+            renewed.body["spec"]["leaseTransitions"], 2,
+            "a renewal is not a transition"
+        );
+        assert_eq!(
+            renewed.body["spec"]["acquireTime"],
+            held["spec"]["acquireTime"]
+        );
+        assert_ne!(renewed.body["spec"]["renewTime"], held["spec"]["renewTime"]);
+        renewed.echo();
+        assert!(task.await.unwrap().unwrap());
+    }
+}

@@ -29,10 +29,15 @@ pub struct Seen {
 
 impl Seen {
     pub fn answer(self, status: u16, body: &Value) {
+        self.answer_bytes(status, serde_json::to_vec(body).unwrap());
+    }
+
+    /// Answers with a body as given (a watch's newline-separated events).
+    pub fn answer_bytes(self, status: u16, body: Vec<u8>) {
         let response = Response::builder()
             .status(status)
             .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .body(Body::from(body))
             .unwrap();
         self.respond.send_response(response);
     }
@@ -60,11 +65,16 @@ pub struct Api {
 impl Api {
     /// The next request; fails the test if none comes within 20 s.
     pub async fn next(&mut self) -> Seen {
-        let (request, respond) =
-            tokio::time::timeout(Duration::from_secs(20), self.handle.next_request())
-                .await
-                .expect("the client made a request within 20 s")
-                .expect("the client is still there");
+        tokio::time::timeout(Duration::from_secs(20), self.next_untimed())
+            .await
+            .expect("the client made a request within 20 s")
+            .expect("the client is still there")
+    }
+
+    /// The next request, however long it takes; `None` once the client is gone. For a
+    /// server that answers watches, which clients renew as long as they run.
+    pub async fn next_untimed(&mut self) -> Option<Seen> {
+        let (request, respond) = self.handle.next_request().await?;
         let method = request.method().to_string();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
@@ -83,14 +93,14 @@ impl Api {
         } else {
             serde_json::from_slice(&bytes).expect("a JSON request body")
         };
-        Seen {
+        Some(Seen {
             method,
             path,
             query,
             content_type,
             body,
             respond,
-        }
+        })
     }
 
     /// The next request, which must be `method path`.

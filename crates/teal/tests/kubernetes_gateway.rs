@@ -1,0 +1,240 @@
+//! `teal serve --kubernetes`: gateway replicas follow a ModelDeployment's status and its
+//! colours' EndpointSlices from a mocked API server (tower-test), and route per request.
+//! The pods behind the EndpointSlices are real model servers (in-process teal serving the
+//! bundled digits versions); no cluster is involved.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::apiserver::{Api, mock_api};
+use serde_json::{Value, json};
+use teal::client::HttpClient;
+use teal::server::Running;
+use tokio::sync::watch;
+
+const RESOURCES: &str = "/apis/teal.dev/v1alpha1/namespaces/default/modeldeployments";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
+fn resource(status: &Value, resource_version: u64) -> Value {
+    json!({
+        "apiVersion": "teal.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "digits", "namespace": "default", "uid": "5e1f0c2a-0000-4000-8000-000000000002", "resourceVersion": resource_version.to_string(), "generation": 1},
+        "spec": {
+            "model": "digits",
+            "blue": {"version": "v1", "image": "registry.example/digits:v1"},
+            "green": {"version": "v2", "image": "registry.example/digits:v2"},
+            "switchMode": "gateway",
+        },
+        "status": status,
+    })
+}
+
+fn slice(colour: &str, url: &str) -> Value {
+    let address = url.trim_start_matches("http://");
+    let (host, port) = address.rsplit_once(':').unwrap();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("digits-{colour}-x7k2p"),
+            "namespace": "default",
+            "resourceVersion": "5",
+            "labels": {"kubernetes.io/service-name": format!("digits-{colour}"), "teal.dev/colour": colour},
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [host], "conditions": {"ready": true}},
+            // A pod that is not ready is never routed to.
+            {"addresses": ["127.0.0.1"], "conditions": {"ready": false}},
+        ],
+        "ports": [{"name": "http", "port": port.parse::<u16>().unwrap(), "protocol": "TCP"}],
+    })
+}
+
+/// What the mocked API server holds: the resource (changed by the test) and the slices.
+struct Cluster {
+    resource: Mutex<(Value, u64)>,
+    slices: Vec<Value>,
+    changed: watch::Sender<u64>,
+}
+
+/// Answers one gateway's list and watch requests until it goes away. A watch is held open
+/// until the resource changes, then answered with the change.
+async fn serve(mut api: Api, cluster: Arc<Cluster>) {
+    while let Some(seen) = api.next_untimed().await {
+        assert_eq!(
+            seen.method, "GET",
+            "a gateway only reads: {} {}",
+            seen.method, seen.path
+        );
+        let watching = seen.query.contains("watch=true");
+        match (seen.path.as_str(), watching) {
+            (RESOURCES, false) => {
+                let (object, version) = cluster.resource.lock().unwrap().clone();
+                seen.answer(200, &json!({"apiVersion": "teal.dev/v1alpha1", "kind": "ModelDeploymentList", "metadata": {"resourceVersion": version.to_string()}, "items": [object]}));
+            }
+            (RESOURCES, true) => {
+                let from: u64 = seen
+                    .query
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("resourceVersion="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let cluster = cluster.clone();
+                let mut changed = cluster.changed.subscribe();
+                tokio::spawn(async move {
+                    while *changed.borrow_and_update() <= from {
+                        if changed.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    let (object, _) = cluster.resource.lock().unwrap().clone();
+                    let line = json!({"type": "MODIFIED", "object": object}).to_string() + "\n";
+                    seen.answer_bytes(200, line.into_bytes());
+                });
+            }
+            (SLICES, false) => {
+                assert!(
+                    seen.query.contains("labelSelector=teal.dev%2Fcolour"),
+                    "{}",
+                    seen.query
+                );
+                seen.answer(200, &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "5"}, "items": cluster.slices}));
+            }
+            (SLICES, true) => {
+                // No slice changes in this test: the watch stays open.
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    drop(seen);
+                });
+            }
+            (path, _) => panic!("a gateway asked for {path}"),
+        }
+    }
+}
+
+async fn version_served(client: &HttpClient) -> Option<String> {
+    let rows: Vec<Vec<f64>> = common::holdout("digits")
+        .into_iter()
+        .take(1)
+        .map(|r| r.0)
+        .collect();
+    let answer = client
+        .post_json("/v2/models/digits/infer", &common::infer_body(&rows))
+        .await
+        .ok()?;
+    (answer.status == 200)
+        .then(|| {
+            answer
+                .headers
+                .get("x-teal-version")?
+                .to_str()
+                .ok()
+                .map(String::from)
+        })
+        .flatten()
+}
+
+async fn gateway(cluster: &Arc<Cluster>) -> Running {
+    let mut config = teal::core::config::Config::parse(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    config.server.state_dir = common::temp_dir("gateway");
+    config.validate_allowing_no_models().unwrap();
+    let running = common::start(&config).await;
+    let (client, api) = mock_api();
+    tokio::spawn(serve(api, cluster.clone()));
+    tokio::spawn(teal::kubernetes::gateway::follow(
+        client,
+        Some("default".into()),
+        running.routes.clone(),
+    ));
+    running
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_change_flips_every_gateway_replica() {
+    let blue = common::start(&common::config_with(&common::onnx("v1"), None)).await;
+    let green = common::start(&common::config_with(&common::onnx("v2"), None)).await;
+    let status = json!({
+        "phase": "observing",
+        "activeColour": "blue", "activeVersion": "v1",
+        "candidateColour": "green", "candidateVersion": "v2",
+        "route": {"active": "blue", "candidatePercent": 0.0, "shadowPercent": 0.0},
+    });
+    let (changed, _) = watch::channel(10);
+    let cluster = Arc::new(Cluster {
+        resource: Mutex::new((resource(&status, 10), 10)),
+        slices: vec![
+            slice("blue", &blue.data_url()),
+            slice("green", &green.data_url()),
+        ],
+        changed,
+    });
+    let gateways = [gateway(&cluster).await, gateway(&cluster).await];
+    let clients: Vec<HttpClient> = gateways.iter().map(common::data).collect();
+
+    for client in &clients {
+        let routed = common::eventually(Duration::from_secs(20), async || {
+            version_served(client).await.as_deref() == Some("v1")
+        })
+        .await;
+        assert!(
+            routed,
+            "every gateway routes digits to blue (v1) from the status"
+        );
+    }
+
+    // The operator switches: the status now names green.
+    let mut switched = status.clone();
+    switched["activeColour"] = json!("green");
+    switched["activeVersion"] = json!("v2");
+    switched["candidateColour"] = json!("blue");
+    switched["candidateVersion"] = json!("v1");
+    switched["route"]["active"] = json!("green");
+    *cluster.resource.lock().unwrap() = (resource(&switched, 11), 11);
+    cluster.changed.send_replace(11);
+
+    for client in &clients {
+        let flipped = common::eventually(Duration::from_secs(20), async || {
+            version_served(client).await.as_deref() == Some("v2")
+        })
+        .await;
+        assert!(
+            flipped,
+            "every gateway follows the new status to green (v2)"
+        );
+        // Once flipped, every request goes to green (the same kept-alive client).
+        for _ in 0..50 {
+            assert_eq!(version_served(client).await.as_deref(), Some("v2"));
+        }
+    }
+
+    // A canary share in the status splits new requests on every replica.
+    let mut canary = switched.clone();
+    canary["route"]["candidatePercent"] = json!(50.0);
+    *cluster.resource.lock().unwrap() = (resource(&canary, 12), 12);
+    cluster.changed.send_replace(12);
+    for client in &clients {
+        let split = common::eventually(Duration::from_secs(20), async || {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..40 {
+                if let Some(v) = version_served(client).await {
+                    seen.insert(v);
+                }
+            }
+            seen.len() == 2
+        })
+        .await;
+        assert!(split, "with a 50% candidate share both versions answer");
+    }
+    for running in gateways {
+        common::stop(running).await;
+    }
+    common::stop(blue).await;
+    common::stop(green).await;
+}
