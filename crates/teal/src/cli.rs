@@ -706,20 +706,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     checked.map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let token = std::env::var("TEAL_ADMIN_TOKEN").ok();
-    let running = server::start(&config, token).await?;
-    let follower = match args.kubernetes {
-        true => {
-            let client = kube::Client::try_default().await.context(
-                "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
-            )?;
-            Some(tokio::spawn(crate::kubernetes::gateway::follow(
-                client,
-                args.namespace.clone(),
-                running.routes.clone(),
-            )))
-        }
+    // The cluster first: a gateway that cannot reach it should not start serving nothing.
+    let cluster = match args.kubernetes {
+        true => Some(kube::Client::try_default().await.context(
+            "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
+        )?),
         false => None,
     };
+    let running = server::start(&config, token).await?;
+    let follower = cluster.map(|client| {
+        tokio::spawn(crate::kubernetes::gateway::follow(
+            client,
+            args.namespace.clone(),
+            running.routes.clone(),
+        ))
+    });
     // One plain line on stdout for people and scripts; logs go to stderr.
     println!(
         "teal ready: data plane {} admin {} (token in {})",

@@ -1045,7 +1045,8 @@ pub fn deployment(md: &ModelDeployment, colour: Colour, replicas: i32) -> serde_
     })
 }
 
-fn service(md: &ModelDeployment, name: &str, colour: Colour, role: &str) -> serde_json::Value {
+/// A Service selecting one colour's pods, as the operator applies it.
+pub fn service(md: &ModelDeployment, name: &str, colour: Colour, role: &str) -> serde_json::Value {
     let mut labels = labels(md, colour);
     labels["teal.dev/role"] = json!(role);
     json!({

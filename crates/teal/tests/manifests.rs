@@ -1,0 +1,132 @@
+//! The Kubernetes manifests under deploy/kubernetes: the CRD is what the types generate, and
+//! every manifest, the example resource and the objects the operator writes for it validate
+//! offline and strictly against the Kubernetes schemas (PyPI `kubernetes-validate`) and the
+//! generated CRD's schema (`scripts/validate-manifests`).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use teal::kubernetes::crd::{Colour, ModelDeployment};
+use teal::kubernetes::operator;
+
+fn validate(files: &[&Path]) -> (bool, String) {
+    let output = Command::new("python3")
+        .arg(common::repo_root().join("scripts/validate-manifests"))
+        .args(files)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// A YAML file as JSON (through PyYAML, which the validator uses too).
+fn yaml_as_json(path: &Path) -> serde_json::Value {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+#[test]
+fn the_committed_crd_is_what_the_types_generate() {
+    let committed =
+        std::fs::read_to_string(common::repo_root().join("deploy/kubernetes/crd.yaml")).unwrap();
+    assert!(
+        committed == teal::kubernetes::crd_yaml(),
+        "deploy/kubernetes/crd.yaml is out of date: run `cargo run -p teal -- operator --print-crd > deploy/kubernetes/crd.yaml`"
+    );
+}
+
+#[test]
+fn every_manifest_validates_strictly() {
+    let (ok, text) = validate(&[]);
+    assert!(ok, "{text}");
+    for expected in [
+        "CustomResourceDefinition/modeldeployments.teal.dev",
+        "ClusterRole/teal-operator",
+        "Role/teal-operator-leader",
+        "Deployment/teal-operator",
+        "Deployment/teal-gateway",
+        "Service/teal-gateway",
+        "ModelDeployment/digits (the generated CRD's schema, strict)",
+        "ModelDeployment/digits: spec.blue.template",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected} was not checked:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn the_example_is_a_valid_resource_and_what_the_operator_writes_for_it_validates() {
+    let example = yaml_as_json(&common::repo_root().join("deploy/kubernetes/examples/digits.yaml"));
+    let mut md: ModelDeployment =
+        serde_json::from_value(example).expect("the types read the example");
+    assert_eq!(md.spec.problem(), None);
+    md.metadata.uid = Some("5e1f0c2a-0000-4000-8000-000000000003".into());
+    let mut objects = Vec::new();
+    for colour in [Colour::Blue, Colour::Green] {
+        objects.push(operator::deployment(&md, colour, md.spec.replicas));
+        objects.push(operator::service(
+            &md,
+            &operator::colour_service(&md, colour),
+            colour,
+            "colour",
+        ));
+    }
+    objects.push(operator::service(
+        &md,
+        &operator::active_service(&md),
+        Colour::Blue,
+        "active",
+    ));
+    let dir = common::temp_dir("manifests");
+    let written = dir.join("written.yaml");
+    let text: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+    std::fs::write(&written, text.join("\n---\n")).unwrap();
+    let (ok, text) = validate(&[&written]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("ok   ").count(), 5, "{text}");
+}
+
+#[test]
+fn a_typo_in_a_resource_or_its_pod_template_is_caught() {
+    let example =
+        std::fs::read_to_string(common::repo_root().join("deploy/kubernetes/examples/digits.yaml"))
+            .unwrap();
+    let dir = common::temp_dir("manifests");
+    for (from, to, field) in [
+        (
+            "  observationSeconds: 300",
+            "  observationSecond: 300",
+            "observationSecond",
+        ),
+        (
+            "            readinessProbe:",
+            "            readynessProbe:",
+            "readynessProbe",
+        ),
+        ("  replicas: 2", "  replicas: two", "replicas"),
+    ] {
+        assert!(example.contains(from));
+        let path = dir.join("typo.yaml");
+        std::fs::write(&path, example.replacen(from, to, 1)).unwrap();
+        let (ok, text) = validate(&[&path]);
+        assert!(!ok, "{field} passed:\n{text}");
+        assert!(text.contains("FAIL"), "{text}");
+    }
+}
