@@ -526,6 +526,96 @@ async fn gateway_mode_switches_through_the_status_alone() {
 }
 
 #[tokio::test]
+async fn a_canary_in_gateway_mode_publishes_each_step_in_the_status() {
+    let pods = pods("v1", "v2").await;
+    let mut spec = spec("gateway");
+    spec["strategy"] =
+        json!({"type": "canary", "steps": [{"weight": 10, "pauseSeconds": 30}, {"weight": 50}]});
+    let mut h = Harness::new(spec, Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    let task = h.reconcile();
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "canary");
+    assert_eq!(
+        status["route"],
+        json!({"active": "blue", "candidatePercent": 10.0, "shadowPercent": 0.0})
+    );
+    assert_eq!(status["weights"], json!({"blue": 90.0, "green": 10.0}));
+    h.api.expect_event("Normal", "Canary").await;
+    task.await.unwrap().unwrap();
+
+    // The step is watched like the observation: a check every 10 s.
+    h.advance(10);
+    let task = h.reconcile();
+    h.readiness("green", 2).await;
+    h.holdout().await;
+    assert_eq!(h.status_write().await["phase"], "canary");
+    task.await.unwrap().unwrap();
+
+    // The 30 s pause ends: the next step, 50%, which waits for approval.
+    h.advance(25);
+    let task = h.reconcile();
+    h.readiness("green", 2).await;
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["route"]["candidatePercent"], 50.0);
+    assert_eq!(
+        status["rollout"]["phase"],
+        json!({"phase": "canary", "step": 1})
+    );
+    // A new Event, not the first step's counted again: each transition says its own note.
+    let event = h.api.expect_event("Normal", "Canary").await;
+    assert!(event["note"].as_str().unwrap().contains("50%"), "{event}");
+    assert_eq!(event["series"], Value::Null);
+    task.await.unwrap().unwrap();
+
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["metadata"]["annotations"] = json!({"teal.dev/promote": "v2"});
+    h.md = serde_json::from_value(object).unwrap();
+    let status = h.transition("switching", "Normal", "Switching").await;
+    assert_eq!(
+        status["route"],
+        json!({"active": "green", "candidatePercent": 0.0, "shadowPercent": 0.0})
+    );
+    h.api.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn shadow_then_switch_mirrors_for_its_window_before_the_gates() {
+    let pods = pods("v1", "v2").await;
+    let mut spec = spec("gateway");
+    spec["strategy"] =
+        json!({"type": "shadowThenSwitch", "shadowSeconds": 30, "shadowPercent": 50});
+    let mut h = Harness::new(spec, Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    let status = h.md.status.clone().unwrap();
+    let route = status.route.unwrap();
+    assert_eq!(
+        (route.candidate_percent, route.shadow_percent),
+        (0.0, 50.0),
+        "gateways mirror half of live traffic"
+    );
+
+    // Inside the window nothing is judged.
+    h.advance(20);
+    h.reconcile().await.unwrap().unwrap();
+    h.api.silent(Duration::from_millis(200)).await;
+
+    h.advance(11);
+    let task = h.reconcile();
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "switching");
+    assert_eq!(
+        status["route"],
+        json!({"active": "green", "candidatePercent": 0.0, "shadowPercent": 0.0})
+    );
+    h.api.expect_event("Normal", "Switching").await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_candidate_that_stops_being_ready_is_rolled_back_after_three_checks() {
     let pods = pods("v1", "v2").await;
     let mut h = Harness::new(spec("service"), Some(stable()), Some(&pods));

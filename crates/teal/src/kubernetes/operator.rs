@@ -66,7 +66,8 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Who publishes the Events (the operator and its replica).
+    pub reporter: Reporter,
     pub service_url: ServiceUrl,
     pub clock: Clock,
     /// How long gates and checks wait for a Service's pods to answer ready.
@@ -89,7 +90,7 @@ impl Context {
             instance,
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             service_url: Arc::new(|namespace, service, port| {
                 format!("http://{service}.{namespace}.svc:{port}")
@@ -894,7 +895,10 @@ async fn publish(ctx: &Context, md: &ModelDeployment, kind: EventType, reason: &
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+    // A recorder of its own for each Event: a shared one folds Events with the same reason
+    // into one series and keeps the first's note, and every transition must say its own.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &md.object_ref(&())).await {
         tracing::warn!(resource = %md.name_any(), reason, error = %e, "could not publish a Kubernetes event");
     }
 }
