@@ -48,6 +48,13 @@ fn the_committed_crd_is_what_the_types_generate() {
         committed == teal::kubernetes::crd_yaml(),
         "deploy/kubernetes/crd.yaml is out of date: run `cargo run -p teal -- operator --print-crd > deploy/kubernetes/crd.yaml`"
     );
+    // And a YAML parser reads back exactly the CRD the types describe.
+    use kube::CustomResourceExt;
+    let parsed = yaml_as_json(&common::repo_root().join("deploy/kubernetes/crd.yaml"));
+    assert_eq!(
+        parsed,
+        serde_json::to_value(ModelDeployment::crd()).unwrap()
+    );
 }
 
 #[test]

@@ -928,3 +928,108 @@ mod leader {
         assert!(task.await.unwrap().unwrap());
     }
 }
+
+/// The controller as `teal operator` runs it (without the lease): it lists and watches the
+/// resources and the Deployments and Services they own, and reconciles what it sees.
+#[tokio::test]
+async fn the_controller_watches_the_resources_and_reconciles_a_new_one() {
+    use std::sync::Mutex;
+    let (client, mut api) = mock_api();
+    let mut spec = spec("service");
+    spec.as_object_mut().unwrap().remove("green");
+    let mut fresh = serde_json::to_value(resource(spec, None, 1)).unwrap();
+    fresh["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("finalizers");
+    let ctx = Arc::new(Context::new(client, Some("operator-0".into())));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(operator::run(ctx, Some("default".into()), async move {
+        let _ = stopped.await;
+    }));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let mut writes = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
+    let mut resource_watch = None;
+    let mut pending: Option<Vec<u8>> = None;
+    // Answer lists and watches as they come; collect the writes in order.
+    while writes.len() < 7 {
+        let seen = api.next().await;
+        let watching = seen.query.contains("watch=true");
+        match (seen.method.as_str(), seen.path.as_str(), watching) {
+            ("GET", "/apis/teal.dev/v1alpha1/namespaces/default/modeldeployments", false) => {
+                listed.insert("modeldeployments");
+                seen.answer(200, &json!({"apiVersion": "teal.dev/v1alpha1", "kind": "ModelDeploymentList", "metadata": {"resourceVersion": "1"}, "items": [fresh.clone()]}));
+            }
+            ("GET", DEPLOYMENTS, false) | ("GET", SERVICES, false) => {
+                assert!(
+                    seen.query
+                        .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dteal"),
+                    "{}",
+                    seen.query
+                );
+                listed.insert(if seen.path == DEPLOYMENTS {
+                    "deployments"
+                } else {
+                    "services"
+                });
+                let kind = if seen.path == DEPLOYMENTS {
+                    "DeploymentList"
+                } else {
+                    "ServiceList"
+                };
+                seen.answer(200, &json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": []}));
+            }
+            ("GET", "/apis/teal.dev/v1alpha1/namespaces/default/modeldeployments", true) => {
+                match pending.take() {
+                    Some(event) => seen.answer_bytes(200, event),
+                    None => resource_watch = Some(seen),
+                }
+            }
+            ("GET", _, true) => held.lock().unwrap().push(seen),
+            (method, path, _) => {
+                writes.push(format!("{method} {path}"));
+                if path == STATUS {
+                    let mut object = fresh.clone();
+                    object["status"] = seen.body["status"].clone();
+                    seen.answer(200, &object);
+                } else if path == RESOURCE {
+                    // The finalizer is added: the resource watch brings the resource with it.
+                    let mut with = fresh.clone();
+                    with["metadata"]["finalizers"] = json!(["teal.dev/cleanup"]);
+                    with["metadata"]["resourceVersion"] = json!("2");
+                    seen.answer(200, &with);
+                    let event = json!({"type": "MODIFIED", "object": with}).to_string() + "\n";
+                    match resource_watch.take() {
+                        Some(watch) => watch.answer_bytes(200, event.into_bytes()),
+                        None => pending = Some(event.into_bytes()),
+                    }
+                } else {
+                    seen.echo();
+                }
+            }
+        }
+    }
+    assert_eq!(
+        listed.len(),
+        3,
+        "lists the resources and the objects they own: {listed:?}"
+    );
+    assert_eq!(
+        writes,
+        [
+            format!("PATCH {RESOURCE}"),
+            format!("PATCH {STATUS}"),
+            format!("PATCH {DEPLOYMENTS}/digits-blue"),
+            format!("PATCH {SERVICES}/digits"),
+            format!("PATCH {SERVICES}/digits-blue"),
+            format!("PATCH {SERVICES}/digits-green"),
+            "POST /apis/events.k8s.io/v1/namespaces/default/events".to_string(),
+        ]
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), controller)
+        .await
+        .expect("the controller stops when told")
+        .unwrap();
+}

@@ -1143,3 +1143,60 @@ async fn apply_services(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every optional status field is cleared by a status write when it is gone: a merge
+    /// patch would otherwise keep the old value (a candidate after its rollout ended).
+    #[test]
+    fn every_optional_status_field_can_be_cleared() {
+        let full = ModelDeploymentStatus {
+            observed_generation: Some(1),
+            active_colour: Some(Colour::Blue),
+            active_version: Some("v1".into()),
+            candidate_colour: Some(Colour::Green),
+            candidate_version: Some("v2".into()),
+            route: Some(RouteStatus {
+                active: Colour::Blue,
+                candidate_percent: 0.0,
+                shadow_percent: 0.0,
+            }),
+            last_transition: Some(TransitionStatus {
+                from: "a".into(),
+                to: "b".into(),
+                cause: "c".into(),
+                actor: "d".into(),
+                time: "e".into(),
+            }),
+            last_gate_report: Some(GateReportSummary {
+                verdict: "pass".into(),
+                candidate_version: "v2".into(),
+                samples: 1,
+                gates: Vec::new(),
+            }),
+            message: Some("m".into()),
+            rollout: Some(json!({})),
+            ..ModelDeploymentStatus::default()
+        };
+        let full = serde_json::to_value(full).unwrap();
+        let empty = serde_json::to_value(ModelDeploymentStatus::default()).unwrap();
+        let optional: Vec<&String> = full
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !empty.as_object().unwrap().contains_key(*k))
+            .collect();
+        let mut clearable: Vec<&str> = CLEARABLE.to_vec();
+        clearable.sort();
+        assert_eq!(optional, clearable);
+    }
+
+    #[test]
+    fn event_reasons_are_pascal_case() {
+        assert_eq!(reason_name("rolled_back"), "RolledBack");
+        assert_eq!(reason_name("awaiting_approval"), "AwaitingApproval");
+        assert_eq!(reason_name("canary"), "Canary");
+    }
+}

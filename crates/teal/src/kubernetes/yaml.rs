@@ -108,7 +108,7 @@ mod tests {
         let text = to_yaml(&value);
         assert_eq!(
             text,
-            "apiVersion: \"v1\"\nlist:\n- a: 1\n  b:\n    c: \"x: y\"\n- \"plain\"\n- []\nempty: {}\n\"yes\": true\n\"weird key\": null\n"
+            "apiVersion: \"v1\"\nempty: {}\nlist:\n- a: 1\n  b:\n    c: \"x: y\"\n- \"plain\"\n- []\n\"weird key\": null\n\"yes\": true\n"
         );
     }
 }
