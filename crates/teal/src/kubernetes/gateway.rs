@@ -64,10 +64,23 @@ pub async fn follow(client: Client, namespace: Option<String>, routes: Arc<Route
         connect_wait: Duration::from_secs(2),
         ..Follower::default()
     };
-    while let Some(change) = changes.next().await {
-        match change {
-            Ok(change) => follower.apply(change, &routes).await,
-            Err(e) => tracing::warn!(error = %e, "watching the Kubernetes API; retrying"),
+    // A colour whose pods did not answer ready in time is tried again on the next change,
+    // and at the latest after this long.
+    let mut resync = tokio::time::interval(Duration::from_secs(10));
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            change = changes.next() => match change {
+                Some(Ok(change)) => follower.apply(change, &routes).await,
+                Some(Err(e)) => tracing::warn!(error = %e, "watching the Kubernetes API; retrying"),
+                None => return,
+            },
+            _ = resync.tick() => {
+                let keys: Vec<(String, String)> = follower.resources.keys().cloned().collect();
+                for k in keys {
+                    follower.sync(&k, &routes).await;
+                }
+            }
         }
     }
 }
