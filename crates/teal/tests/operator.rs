@@ -306,6 +306,20 @@ async fn to_observing(h: &mut Harness, service_mode: bool) {
     h.transition("observing", "Normal", "Observing").await;
 }
 
+/// From validating, in gateway mode: the gates pass and the status alone names green.
+async fn gates_pass_and_the_status_switches(h: &mut Harness) {
+    let task = h.reconcile();
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "switching");
+    assert_eq!(
+        status["route"],
+        json!({"active": "green", "candidatePercent": 0.0, "shadowPercent": 0.0})
+    );
+    h.api.expect_event("Normal", "Switching").await;
+    task.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_new_resource_gets_the_finalizer_before_anything_else() {
     let mut h = Harness::new(spec("service"), None, None);
@@ -511,16 +525,7 @@ async fn gateway_mode_switches_through_the_status_alone() {
     let pods = pods("v1", "v2").await;
     let mut h = Harness::new(spec("gateway"), Some(stable()), Some(&pods));
     to_validating(&mut h).await;
-    let task = h.reconcile();
-    h.holdout().await;
-    let status = h.status_write().await;
-    assert_eq!(status["phase"], "switching");
-    assert_eq!(
-        status["route"],
-        json!({"active": "green", "candidatePercent": 0.0, "shadowPercent": 0.0})
-    );
-    h.api.expect_event("Normal", "Switching").await;
-    task.await.unwrap().unwrap();
+    gates_pass_and_the_status_switches(&mut h).await;
     // No Service is touched: gateways follow the status.
     h.api.silent(Duration::from_millis(300)).await;
 }
@@ -603,16 +608,7 @@ async fn shadow_then_switch_mirrors_for_its_window_before_the_gates() {
     h.api.silent(Duration::from_millis(200)).await;
 
     h.advance(11);
-    let task = h.reconcile();
-    h.holdout().await;
-    let status = h.status_write().await;
-    assert_eq!(status["phase"], "switching");
-    assert_eq!(
-        status["route"],
-        json!({"active": "green", "candidatePercent": 0.0, "shadowPercent": 0.0})
-    );
-    h.api.expect_event("Normal", "Switching").await;
-    task.await.unwrap().unwrap();
+    gates_pass_and_the_status_switches(&mut h).await;
 }
 
 #[tokio::test]
