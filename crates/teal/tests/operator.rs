@@ -351,16 +351,6 @@ async fn the_first_colour_goes_live_with_its_deployment_and_services() {
     spec.as_object_mut().unwrap().remove("green");
     let mut h = Harness::new(spec, None, None);
     let task = h.reconcile();
-    let status = h.status_write().await;
-    assert_eq!(status["phase"], "stable");
-    assert_eq!(status["activeColour"], "blue");
-    assert_eq!(status["activeVersion"], "v1");
-    assert_eq!(
-        status["route"],
-        json!({"active": "blue", "candidatePercent": 0.0, "shadowPercent": 0.0})
-    );
-    assert_eq!(status["weights"], json!({"blue": 100.0, "green": 0.0}));
-    assert_eq!(status["rollout"], Value::Null);
     let applied = h.deployment_apply("blue").await;
     assert_eq!(applied["apiVersion"], "apps/v1");
     assert_eq!(applied["kind"], "Deployment");
@@ -391,6 +381,17 @@ async fn the_first_colour_goes_live_with_its_deployment_and_services() {
         h.service_apply("digits-green").await["spec"]["selector"]["teal.dev/colour"],
         "green"
     );
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "stable");
+    assert_eq!(status["activeColour"], "blue");
+    assert_eq!(status["activeVersion"], "v1");
+    assert_eq!(
+        status["route"],
+        json!({"active": "blue", "candidatePercent": 0.0, "shadowPercent": 0.0})
+    );
+    assert_eq!(status["weights"], json!({"blue": 100.0, "green": 0.0}));
+    assert_eq!(status["versions"], json!({"blue": "v1"}));
+    assert_eq!(status["rollout"], Value::Null);
     h.api.expect_event("Normal", "Deployed").await;
     assert_eq!(
         task.await.unwrap().unwrap(),
@@ -398,13 +399,23 @@ async fn the_first_colour_goes_live_with_its_deployment_and_services() {
     );
     h.api.silent(Duration::from_millis(200)).await;
 
-    // Reconciled again with nothing new: nothing is written.
+    // Reconciled again with nothing new: the live Deployment is applied as the spec says
+    // (a no-op unless someone changed it), and nothing else is written.
     let task = h.reconcile();
+    assert_eq!(h.deployment_apply("blue").await["spec"]["replicas"], 2);
     assert_eq!(
         task.await.unwrap().unwrap(),
         Action::requeue(Duration::from_secs(300))
     );
     h.api.silent(Duration::from_millis(200)).await;
+
+    // A new replica count reaches the live colour.
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["spec"]["replicas"] = json!(5);
+    h.md = serde_json::from_value(object).unwrap();
+    let task = h.reconcile();
+    assert_eq!(h.deployment_apply("blue").await["spec"]["replicas"], 5);
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -475,6 +486,7 @@ async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
 
     // Done: blue's spec still names v1, the version it last ran, so nothing starts again.
     let task = h.reconcile();
+    h.deployment_apply("green").await;
     assert_eq!(
         task.await.unwrap().unwrap(),
         Action::requeue(Duration::from_secs(300))
@@ -516,6 +528,7 @@ async fn gates_that_fail_keep_blue_live_and_say_why() {
 
     // The failed version is not tried again until green names another.
     let task = h.reconcile();
+    h.deployment_apply("blue").await;
     task.await.unwrap().unwrap();
     h.api.silent(Duration::from_millis(300)).await;
 }
@@ -669,6 +682,48 @@ async fn approval_by_annotation_switches_a_waiting_rollout() {
     assert_eq!(status["lastTransition"]["actor"], "kubectl annotate");
     h.service_apply("digits").await;
     h.api.expect_event("Normal", "Switching").await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_new_version_named_before_the_switch_supersedes_the_rollout() {
+    let mut h = Harness::new(spec("service"), Some(stable()), None);
+    h.transition("deploying", "Normal", "Deploying").await;
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["spec"]["green"]["version"] = json!("v3");
+    h.md = serde_json::from_value(object).unwrap();
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "aborted");
+    assert_eq!(status["lastTransition"]["actor"], "spec.green (now v3)");
+    assert_eq!(status["route"]["active"], "blue");
+    h.service_apply("digits").await;
+    h.api.expect_event("Warning", "Aborted").await;
+    task.await.unwrap().unwrap();
+
+    // The next reconcile starts the rollout of v3.
+    let status = h.transition("deploying", "Normal", "Deploying").await;
+    assert_eq!(status["candidateVersion"], "v3");
+    assert_eq!(status["versions"]["green"], "v3");
+}
+
+#[tokio::test]
+async fn a_rollback_by_annotation_puts_blue_back() {
+    let pods = pods("v1", "v2").await;
+    let mut h = Harness::new(spec("service"), Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    to_observing(&mut h, true).await;
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["metadata"]["annotations"] = json!({"teal.dev/rollback": "v2"});
+    h.md = serde_json::from_value(object).unwrap();
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "rolled_back");
+    assert_eq!(status["lastTransition"]["actor"], "kubectl annotate");
+    assert_eq!(status["activeVersion"], "v1");
+    let service = h.service_apply("digits").await;
+    assert_eq!(service["spec"]["selector"]["teal.dev/colour"], "blue");
+    h.api.expect_event("Warning", "RolledBack").await;
     task.await.unwrap().unwrap();
 }
 
@@ -1015,11 +1070,11 @@ async fn the_controller_watches_the_resources_and_reconciles_a_new_one() {
         writes,
         [
             format!("PATCH {RESOURCE}"),
-            format!("PATCH {STATUS}"),
             format!("PATCH {DEPLOYMENTS}/digits-blue"),
             format!("PATCH {SERVICES}/digits"),
             format!("PATCH {SERVICES}/digits-blue"),
             format!("PATCH {SERVICES}/digits-green"),
+            format!("PATCH {STATUS}"),
             "POST /apis/events.k8s.io/v1/namespaces/default/events".to_string(),
         ]
     );

@@ -277,9 +277,11 @@ async fn first_deploy(
         shadow: 0,
     };
     set_route(&mut next, route);
-    write_status(md, ctx, &next).await?;
+    // The objects first: applying them again is harmless, so a failed status write only
+    // means they are applied again on the next reconcile, never that they are skipped.
     apply_deployment(md, ctx, colour, md.spec.replicas).await?;
     apply_services(md, ctx, colour, None, true).await?;
+    write_status(md, ctx, &next).await?;
     publish(
         ctx,
         md,
@@ -308,6 +310,11 @@ async fn idle(
     let last = status.versions.get(idle.name()).cloned();
     let wanted = candidate.filter(|v| *v != live_version && Some(v) != last.as_ref());
     let Some(version) = wanted else {
+        if !changed_live && md.spec.colour(active).is_some() {
+            // The live colour as the spec says: a changed replica count, or a Deployment
+            // someone edited or deleted, is put right.
+            apply_deployment(md, ctx, active, md.spec.replicas).await?;
+        }
         let message = changed_live.then(|| {
             format!(
                 "spec.{} names a new version, but {} is live with {live_version}: a new version goes into the idle colour, spec.{}",
@@ -374,7 +381,12 @@ async fn drive(
     }
     let now = (ctx.clock)();
     let mut report = None;
-    let (event, wait) = match observe(md, ctx, &rollout, now, &mut report).await? {
+    let superseded = superseded(md, &rollout);
+    let observed = match superseded {
+        Some(event) => Some((event, Duration::from_millis(200))),
+        None => observe(md, ctx, &rollout, now, &mut report).await?,
+    };
+    let (event, wait) = match observed {
         Some(found) => found,
         None => return Ok(Action::requeue(poll_interval(&rollout, now))),
     };
@@ -495,6 +507,24 @@ async fn observe(
         _ => return Ok(None),
     };
     Ok(Some((event, soon)))
+}
+
+/// The spec names another version for the candidate's colour before the switch: this
+/// rollout is aborted, and the next one takes the new version.
+fn superseded(md: &ModelDeployment, rollout: &Rollout) -> Option<Event> {
+    let candidate: Colour = rollout.new_slot().into();
+    let named = md.spec.colour(candidate).map(|c| c.version.as_str());
+    if named == Some(rollout.version.as_str()) {
+        return None;
+    }
+    let abort = Event::Abort {
+        actor: format!(
+            "spec.{} (now {})",
+            candidate.name(),
+            named.unwrap_or("removed")
+        ),
+    };
+    rollout.accepts(&abort).is_ok().then_some(abort)
 }
 
 /// An approval or rollback written as an annotation naming the candidate's version.
