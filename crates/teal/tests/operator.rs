@@ -957,6 +957,34 @@ mod leader {
         }
     }
 
+    /// A leader whose renewals hang stops acting before its lease can expire, so two
+    /// replicas never act at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
+        let (client, mut api) = mock_api();
+        let started = tokio::time::Instant::now();
+        let keeper = tokio::spawn(async move { candidate("operator-a").keep(&client).await });
+        // Every renewal hangs: the API server takes the requests and never answers.
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(seen) = api.next_untimed().await {
+                assert_eq!((seen.method.as_str(), seen.path.as_str()), ("GET", LEASE));
+                held.push(seen);
+            }
+        });
+        let why = tokio::time::timeout(Duration::from_secs(60), keeper)
+            .await
+            .expect("keep returns")
+            .unwrap();
+        assert!(why.contains("could not be renewed in time"), "{why}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "stopped after {:?}, at or after the lease's 15 s",
+            started.elapsed()
+        );
+        hold.abort();
+    }
+
     #[tokio::test]
     async fn the_leader_renews_its_own_lease() {
         let (client, mut api) = mock_api();

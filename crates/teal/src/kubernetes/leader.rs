@@ -141,20 +141,35 @@ impl Candidate {
     }
 
     /// Renews the lease every `duration / 3` and returns when it could not be renewed before
-    /// two thirds of it ran out: the caller must stop acting then.
+    /// two thirds of it ran out: the caller must stop acting then, before another replica
+    /// may take the lease. Each attempt is bounded, so a hung API call cannot hold it past.
     pub async fn keep(&self, client: &Client) -> String {
         let every = self.duration / 3;
-        let mut last_renewed = tokio::time::Instant::now();
+        let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(every).await;
-            match self.try_lead(client, super::operator::now_ms()).await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
+            // The lease, as written, lasts until `renewed + duration`; stop a third before.
+            let deadline = renewed + self.duration * 2 / 3;
+            let started = tokio::time::Instant::now();
+            let attempt = match tokio::time::timeout_at(
+                deadline,
+                self.try_lead(client, super::operator::now_ms()),
+            )
+            .await
+            {
+                Ok(attempt) => attempt,
+                Err(_) => {
+                    return "the lease could not be renewed in time: the API did not answer".into();
+                }
+            };
+            match attempt {
+                Ok(true) => renewed = started,
                 Ok(false) => return "another replica holds the lease".into(),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return format!("the lease could not be renewed in time: {e}");
+                }
                 Err(e) => {
-                    if last_renewed.elapsed() >= every * 2 {
-                        return format!("the lease could not be renewed in time: {e}");
-                    }
-                    tracing::warn!(error = %e, "could not renew the leader lease; trying again");
+                    tracing::warn!(error = %e, "could not renew the leader lease; trying again")
                 }
             }
         }
