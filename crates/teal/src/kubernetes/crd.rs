@@ -18,6 +18,8 @@ use teal_core::rollout::{CanaryStep, Evidence, RollbackRules, RolloutSettings, S
 use teal_core::routing::Color;
 
 /// A model served by two colours of pods, and how a new version replaces the live one.
+// Each printer column repeats `type_ = "string"`, which the lint takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[kube(
     group = "teal.dev",

@@ -40,8 +40,8 @@ pub struct Follower {
 }
 
 enum Change {
-    Resource(watcher::Event<ModelDeployment>),
-    Slice(watcher::Event<EndpointSlice>),
+    Resource(Box<watcher::Event<ModelDeployment>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
 }
 
 /// Follows the resources in `namespace` (or all namespaces) until the watches end.
@@ -55,10 +55,10 @@ pub async fn follow(client: Client, namespace: Option<String>, routes: Arc<Route
     };
     let resources = watcher(resources, watcher::Config::default())
         .default_backoff()
-        .map_ok(Change::Resource);
+        .map_ok(|event| Change::Resource(Box::new(event)));
     let slices = watcher(slices, watcher::Config::default().labels("teal.dev/colour"))
         .default_backoff()
-        .map_ok(Change::Slice);
+        .map_ok(|event| Change::Slice(Box::new(event)));
     let mut changes = std::pin::pin!(futures::stream::select(resources, slices));
     let mut follower = Follower {
         connect_wait: Duration::from_secs(2),
@@ -92,7 +92,7 @@ fn key(namespace: Option<String>, name: String) -> (String, String) {
 impl Follower {
     async fn apply(&mut self, change: Change, routes: &Routes) {
         let touched: Vec<(String, String)> = match change {
-            Change::Resource(event) => match event {
+            Change::Resource(event) => match *event {
                 watcher::Event::Apply(md) | watcher::Event::InitApply(md) => {
                     let k = key(md.namespace(), md.name_any());
                     self.resources.insert(k.clone(), md);
@@ -105,7 +105,7 @@ impl Follower {
                 }
                 watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
             },
-            Change::Slice(event) => match event {
+            Change::Slice(event) => match *event {
                 watcher::Event::Apply(slice) | watcher::Event::InitApply(slice) => {
                     let namespace = slice.namespace().unwrap_or_default();
                     let entry = ready_urls(&slice);
