@@ -174,9 +174,18 @@ impl Harness {
         let status = self.status_write().await;
         assert_eq!(status["phase"], phase, "{status}");
         self.api.expect_event(kind, reason).await;
-        task.await.unwrap().unwrap();
+        finished(task).await;
         status
     }
+}
+
+/// Waits (bounded) for a reconcile to finish, and returns what it asked for next.
+async fn finished<T, E: std::fmt::Debug>(task: tokio::task::JoinHandle<Result<T, E>>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the reconcile finished: it waits for no request the test did not answer")
+        .unwrap()
+        .unwrap()
 }
 
 /// RFC 7386 merge, as the API server applies a merge patch.
@@ -241,7 +250,7 @@ async fn to_validating(h: &mut Harness) {
     assert_eq!(status["rollout"]["version"], "v2");
     h.api.expect_event("Normal", "Deploying").await;
     assert_eq!(
-        task.await.unwrap().unwrap(),
+        finished(task).await,
         Action::requeue(Duration::from_secs(1))
     );
 
@@ -266,13 +275,13 @@ async fn to_validating(h: &mut Harness) {
     );
     assert_eq!(h.status_write().await["phase"], "warming_up");
     h.api.expect_event("Normal", "WarmingUp").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     // Not ready yet: nothing is written, the reconcile comes back soon.
     let task = h.reconcile();
     h.readiness("green", 0).await;
     assert_eq!(
-        task.await.unwrap().unwrap(),
+        finished(task).await,
         Action::requeue(Duration::from_secs(2))
     );
     h.api.silent(Duration::from_millis(200)).await;
@@ -281,7 +290,7 @@ async fn to_validating(h: &mut Harness) {
     h.readiness("green", 2).await;
     assert_eq!(h.status_write().await["phase"], "validating");
     h.api.expect_event("Normal", "Validating").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 }
 
 /// From validating (candidate good) to observing.
@@ -300,7 +309,7 @@ async fn to_observing(h: &mut Harness, service_mode: bool) {
         assert_eq!(service["spec"]["selector"]["teal.dev/colour"], "green");
     }
     h.api.expect_event("Normal", "Switching").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
     h.api.silent(Duration::from_millis(200)).await;
 
     h.transition("observing", "Normal", "Observing").await;
@@ -317,7 +326,7 @@ async fn gates_pass_and_the_status_switches(h: &mut Harness) {
         json!({"active": "green", "candidatePercent": 0.0, "shadowPercent": 0.0})
     );
     h.api.expect_event("Normal", "Switching").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 }
 
 #[tokio::test]
@@ -341,7 +350,7 @@ async fn a_new_resource_gets_the_finalizer_before_anything_else() {
     );
     let md = serde_json::to_value(&h.md).unwrap();
     seen.answer(200, &md);
-    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(finished(task).await, Action::await_change());
     h.api.silent(Duration::from_millis(200)).await;
 }
 
@@ -394,7 +403,7 @@ async fn the_first_colour_goes_live_with_its_deployment_and_services() {
     assert_eq!(status["rollout"], Value::Null);
     h.api.expect_event("Normal", "Deployed").await;
     assert_eq!(
-        task.await.unwrap().unwrap(),
+        finished(task).await,
         Action::requeue(Duration::from_secs(60))
     );
     h.api.silent(Duration::from_millis(200)).await;
@@ -404,7 +413,7 @@ async fn the_first_colour_goes_live_with_its_deployment_and_services() {
     let task = h.reconcile();
     assert_eq!(h.deployment_apply("blue").await["spec"]["replicas"], 2);
     assert_eq!(
-        task.await.unwrap().unwrap(),
+        finished(task).await,
         Action::requeue(Duration::from_secs(300))
     );
     h.api.silent(Duration::from_millis(200)).await;
@@ -415,7 +424,7 @@ async fn the_first_colour_goes_live_with_its_deployment_and_services() {
     h.md = serde_json::from_value(object).unwrap();
     let task = h.reconcile();
     assert_eq!(h.deployment_apply("blue").await["spec"]["replicas"], 5);
-    task.await.unwrap().unwrap();
+    finished(task).await;
 }
 
 #[tokio::test]
@@ -434,7 +443,7 @@ async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
     assert_eq!(status["phase"], "observing");
     let checks = status["rollout"]["last_check"].as_array().unwrap().clone();
     assert!(checks.iter().all(|c| c["verdict"] != "fail"), "{checks:?}");
-    task.await.unwrap().unwrap();
+    finished(task).await;
     h.api.silent(Duration::from_millis(200)).await;
 
     // The observation window (60 s) ends with every rule holding: promoted.
@@ -444,7 +453,7 @@ async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
     h.holdout().await;
     assert_eq!(h.status_write().await["phase"], "promoted");
     h.api.expect_event("Normal", "Promoted").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     // After the teardown window (120 s), with green ready, blue is scaled to zero.
     h.advance(125);
@@ -453,7 +462,7 @@ async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
     h.holdout().await;
     assert_eq!(h.status_write().await["phase"], "tearing_down");
     h.api.expect_event("Normal", "TearingDown").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     let task = h.reconcile();
     let seen = h
@@ -482,13 +491,13 @@ async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
     assert_eq!(progressing["status"], "False");
     assert_eq!(progressing["reason"], "RolloutComplete");
     h.api.expect_event("Normal", "TornDown").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     // Done: blue's spec still names v1, the version it last ran, so nothing starts again.
     let task = h.reconcile();
     h.deployment_apply("green").await;
     assert_eq!(
-        task.await.unwrap().unwrap(),
+        finished(task).await,
         Action::requeue(Duration::from_secs(300))
     );
     h.api.silent(Duration::from_millis(300)).await;
@@ -524,12 +533,12 @@ async fn gates_that_fail_keep_blue_live_and_say_why() {
     let service = h.service_apply("digits").await;
     assert_eq!(service["spec"]["selector"]["teal.dev/colour"], "blue");
     h.api.expect_event("Warning", "Failed").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     // The failed version is not tried again until green names another.
     let task = h.reconcile();
     h.deployment_apply("blue").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
     h.api.silent(Duration::from_millis(300)).await;
 }
 
@@ -561,7 +570,7 @@ async fn a_canary_in_gateway_mode_publishes_each_step_in_the_status() {
     );
     assert_eq!(status["weights"], json!({"blue": 90.0, "green": 10.0}));
     h.api.expect_event("Normal", "Canary").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     // The step is watched like the observation: a check every 10 s.
     h.advance(10);
@@ -569,7 +578,7 @@ async fn a_canary_in_gateway_mode_publishes_each_step_in_the_status() {
     h.readiness("green", 2).await;
     h.holdout().await;
     assert_eq!(h.status_write().await["phase"], "canary");
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     // The 30 s pause ends: the next step, 50%, which waits for approval.
     h.advance(25);
@@ -586,12 +595,17 @@ async fn a_canary_in_gateway_mode_publishes_each_step_in_the_status() {
     let event = h.api.expect_event("Normal", "Canary").await;
     assert!(event["note"].as_str().unwrap().contains("50%"), "{event}");
     assert_eq!(event["series"], Value::Null);
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     let mut object = serde_json::to_value(&h.md).unwrap();
     object["metadata"]["annotations"] = json!({"teal.dev/promote": "v2"});
     h.md = serde_json::from_value(object).unwrap();
-    let status = h.transition("switching", "Normal", "Switching").await;
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "switching");
+    h.api.expect_event("Normal", "Switching").await;
+    expect_consumed(&mut h, "teal.dev/promote").await;
+    finished(task).await;
     assert_eq!(
         status["route"],
         json!({"active": "green", "candidatePercent": 0.0, "shadowPercent": 0.0})
@@ -617,7 +631,7 @@ async fn shadow_then_switch_mirrors_for_its_window_before_the_gates() {
 
     // Inside the window nothing is judged.
     h.advance(20);
-    h.reconcile().await.unwrap().unwrap();
+    finished(h.reconcile()).await;
     h.api.silent(Duration::from_millis(200)).await;
 
     h.advance(11);
@@ -637,7 +651,7 @@ async fn a_candidate_that_stops_being_ready_is_rolled_back_after_three_checks() 
         let status = h.status_write().await;
         assert_eq!(status["phase"], "observing");
         assert_eq!(status["rollout"]["strikes"]["ready"], strike);
-        task.await.unwrap().unwrap();
+        finished(task).await;
         h.api.silent(Duration::from_millis(100)).await;
     }
     h.advance(10);
@@ -650,7 +664,7 @@ async fn a_candidate_that_stops_being_ready_is_rolled_back_after_three_checks() 
     let service = h.service_apply("digits").await;
     assert_eq!(service["spec"]["selector"]["teal.dev/colour"], "blue");
     h.api.expect_event("Warning", "RolledBack").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
     h.api.silent(Duration::from_millis(200)).await;
 }
 
@@ -665,13 +679,13 @@ async fn approval_by_annotation_switches_a_waiting_rollout() {
     h.holdout().await;
     assert_eq!(h.status_write().await["phase"], "awaiting_approval");
     h.api.expect_event("Normal", "AwaitingApproval").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     // Waiting writes nothing; an annotation for another version is not an approval.
     let mut object = serde_json::to_value(&h.md).unwrap();
     object["metadata"]["annotations"] = json!({"teal.dev/promote": "v9"});
     h.md = serde_json::from_value(object.clone()).unwrap();
-    h.reconcile().await.unwrap().unwrap();
+    finished(h.reconcile()).await;
     h.api.silent(Duration::from_millis(200)).await;
 
     object["metadata"]["annotations"] = json!({"teal.dev/promote": "v2"});
@@ -682,7 +696,8 @@ async fn approval_by_annotation_switches_a_waiting_rollout() {
     assert_eq!(status["lastTransition"]["actor"], "kubectl annotate");
     h.service_apply("digits").await;
     h.api.expect_event("Normal", "Switching").await;
-    task.await.unwrap().unwrap();
+    expect_consumed(&mut h, "teal.dev/promote").await;
+    finished(task).await;
 }
 
 #[tokio::test]
@@ -699,7 +714,7 @@ async fn a_new_version_named_before_the_switch_supersedes_the_rollout() {
     assert_eq!(status["route"]["active"], "blue");
     h.service_apply("digits").await;
     h.api.expect_event("Warning", "Aborted").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 
     // The next reconcile starts the rollout of v3.
     let status = h.transition("deploying", "Normal", "Deploying").await;
@@ -724,7 +739,20 @@ async fn a_rollback_by_annotation_puts_blue_back() {
     let service = h.service_apply("digits").await;
     assert_eq!(service["spec"]["selector"]["teal.dev/colour"], "blue");
     h.api.expect_event("Warning", "RolledBack").await;
-    task.await.unwrap().unwrap();
+    expect_consumed(&mut h, "teal.dev/rollback").await;
+    finished(task).await;
+}
+
+/// The annotation the operator acted on is removed, so it cannot act on a later rollout.
+async fn expect_consumed(h: &mut Harness, annotation: &str) {
+    let seen = h.api.expect("PATCH", RESOURCE).await;
+    assert_eq!(seen.content_type, "application/merge-patch+json");
+    assert_eq!(
+        seen.body,
+        json!({"metadata": {"annotations": {annotation: null}}})
+    );
+    let object = serde_json::to_value(&h.md).unwrap();
+    seen.answer(200, &object);
 }
 
 #[tokio::test]
@@ -751,7 +779,7 @@ async fn deleting_the_resource_cleans_up_then_drops_the_finalizer() {
         ])
     );
     seen.answer(200, &object);
-    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(finished(task).await, Action::await_change());
     h.api.silent(Duration::from_millis(200)).await;
 }
 
@@ -806,7 +834,7 @@ async fn api_errors_are_retried_and_a_refused_deployment_fails_the_rollout() {
     );
     h.service_apply("digits").await;
     h.api.expect_event("Warning", "Failed").await;
-    task.await.unwrap().unwrap();
+    finished(task).await;
 }
 
 #[tokio::test]
@@ -825,9 +853,9 @@ async fn an_invalid_spec_is_reported_and_not_acted_on() {
         "{status}"
     );
     h.api.expect_event("Warning", "InvalidSpec").await;
-    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(finished(task).await, Action::await_change());
     // Reconciled again unchanged: reported once.
-    h.reconcile().await.unwrap().unwrap();
+    finished(h.reconcile()).await;
     h.api.silent(Duration::from_millis(200)).await;
 }
 
@@ -914,7 +942,7 @@ mod leader {
         assert_eq!(created.body["spec"]["leaseDurationSeconds"], 15);
         assert_eq!(created.body["spec"]["leaseTransitions"], 0);
         created.echo();
-        assert!(task.await.unwrap().unwrap());
+        assert!(finished(task).await);
     }
 
     #[tokio::test]
@@ -925,7 +953,7 @@ mod leader {
         api.expect("GET", LEASE)
             .await
             .answer(200, &lease("operator-a", START_MS - 5_000, 0));
-        assert!(!task.await.unwrap().unwrap(), "the lease is held and fresh");
+        assert!(!finished(task).await, "the lease is held and fresh");
         api.silent(Duration::from_millis(200)).await;
     }
 
@@ -953,7 +981,7 @@ mod leader {
             } else {
                 replaced.fail(409, "Conflict", "the object has been modified");
             }
-            assert_eq!(task.await.unwrap().unwrap(), leads);
+            assert_eq!(finished(task).await, leads);
         }
     }
 
@@ -1004,7 +1032,7 @@ mod leader {
         );
         assert_ne!(renewed.body["spec"]["renewTime"], held["spec"]["renewTime"]);
         renewed.echo();
-        assert!(task.await.unwrap().unwrap());
+        assert!(finished(task).await);
     }
 }
 

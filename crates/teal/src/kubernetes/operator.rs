@@ -381,19 +381,19 @@ async fn drive(
     }
     let now = (ctx.clock)();
     let mut report = None;
-    let superseded = superseded(md, &rollout);
-    let observed = match superseded {
-        Some(event) => Some((event, Duration::from_millis(200))),
-        None => observe(md, ctx, &rollout, now, &mut report).await?,
+    let command = operator_command(md, &rollout);
+    let observed = match (superseded(md, &rollout), &command) {
+        (Some(event), _) => Some(event),
+        (None, Some((_, event))) => Some(event.clone()),
+        (None, None) => observe(md, ctx, &rollout, now, &mut report).await?,
     };
-    let (event, wait) = match observed {
-        Some(found) => found,
-        None => return Ok(Action::requeue(poll_interval(&rollout, now))),
+    let Some(event) = observed else {
+        return Ok(Action::requeue(poll_interval(&rollout, now)));
     };
     let before = rollout.clone();
     let (next_rollout, effects) = rollout.step(event, now);
     if next_rollout == before && effects.is_empty() {
-        return Ok(Action::requeue(wait));
+        return Ok(Action::requeue(poll_interval(&before, now)));
     }
     let mut next = status;
     if let Some(report) = report {
@@ -402,8 +402,13 @@ async fn drive(
     step_status(&mut next, ctx, &next_rollout, &effects);
     write_status(md, ctx, &next).await?;
     perform(md, ctx, &next_rollout, &effects, false).await?;
+    if let Some((annotation, _)) = command {
+        // Done: the annotation is removed, so it cannot act again on a later rollout.
+        consume(md, ctx, annotation).await?;
+    }
+    // A transition is followed up at once; a check that only counted is followed by the next.
     Ok(Action::requeue(if effects.is_empty() {
-        wait
+        poll_interval(&next_rollout, now)
     } else {
         Duration::from_millis(200)
     }))
@@ -419,19 +424,15 @@ fn poll_interval(rollout: &Rollout, now: i64) -> Duration {
     }
 }
 
-/// The event the phase waits for, if it has happened, and how long to wait after it.
+/// The event the phase waits for, if it has happened.
 async fn observe(
     md: &ModelDeployment,
     ctx: &Context,
     rollout: &Rollout,
     now: i64,
     report: &mut Option<GateReportSummary>,
-) -> Result<Option<(Event, Duration)>, Error> {
+) -> Result<Option<Event>, Error> {
     let candidate: Colour = rollout.new_slot().into();
-    let soon = Duration::from_millis(200);
-    if let Some(event) = operator_command(md, rollout) {
-        return Ok(Some((event, soon)));
-    }
     let event = match &rollout.phase {
         Phase::Deploying => match apply_deployment(md, ctx, candidate, md.spec.replicas).await {
             Ok(()) => Event::Deployed,
@@ -506,7 +507,7 @@ async fn observe(
         }
         _ => return Ok(None),
     };
-    Ok(Some((event, soon)))
+    Ok(Some(event))
 }
 
 /// The spec names another version for the candidate's colour before the switch: this
@@ -527,8 +528,9 @@ fn superseded(md: &ModelDeployment, rollout: &Rollout) -> Option<Event> {
     rollout.accepts(&abort).is_ok().then_some(abort)
 }
 
-/// An approval or rollback written as an annotation naming the candidate's version.
-fn operator_command(md: &ModelDeployment, rollout: &Rollout) -> Option<Event> {
+/// An approval or rollback written as an annotation naming the candidate's version, with
+/// the annotation it came from.
+fn operator_command(md: &ModelDeployment, rollout: &Rollout) -> Option<(&'static str, Event)> {
     let annotations = md.annotations();
     let actor = "kubectl annotate".to_string();
     if annotations.get(ROLLBACK) == Some(&rollout.version) {
@@ -536,10 +538,10 @@ fn operator_command(md: &ModelDeployment, rollout: &Rollout) -> Option<Event> {
             actor: actor.clone(),
         };
         if rollout.accepts(&event).is_ok() {
-            return Some(event);
+            return Some((ROLLBACK, event));
         }
         let abort = Event::Abort { actor };
-        return rollout.accepts(&abort).is_ok().then_some(abort);
+        return rollout.accepts(&abort).is_ok().then_some((ROLLBACK, abort));
     }
     let manual_wait = match &rollout.phase {
         Phase::AwaitingApproval => true,
@@ -552,7 +554,20 @@ fn operator_command(md: &ModelDeployment, rollout: &Rollout) -> Option<Event> {
         _ => false,
     };
     (manual_wait && annotations.get(PROMOTE) == Some(&rollout.version))
-        .then_some(Event::Promote { actor })
+        .then_some((PROMOTE, Event::Promote { actor }))
+}
+
+/// Removes an annotation the operator acted on.
+async fn consume(md: &ModelDeployment, ctx: &Context, annotation: &str) -> Result<(), Error> {
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &namespace(md));
+    let patch = json!({ "metadata": { "annotations": { annotation: null } } });
+    api.patch(
+        &md.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 enum Readiness {
