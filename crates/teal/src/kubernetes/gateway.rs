@@ -165,13 +165,20 @@ impl Follower {
             return;
         };
         let status = md.status.clone().unwrap_or_default();
-        let (Some(route), true) = (
-            status.route.clone(),
-            md.spec.switch_mode == SwitchMode::Gateway,
-        ) else {
+        let model = md.spec.model.clone();
+        if let Some(old) = self.published.get(k).filter(|old| **old != model).cloned() {
+            // Renamed: the old name is no longer this resource's to route.
+            routes.forget(&old);
+            self.published.remove(k);
+        }
+        let gateway_mode = md.spec.switch_mode == SwitchMode::Gateway;
+        let Some(route) = status.route.clone().filter(|_| gateway_mode) else {
+            // Switched by Service selector (or not deployed yet): not routed here.
+            if let Some(model) = self.published.remove(k) {
+                routes.forget(&model);
+            }
             return;
         };
-        let model = md.spec.model.clone();
         if let Some(other) = self
             .published
             .iter()
