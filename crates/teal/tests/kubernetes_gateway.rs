@@ -18,6 +18,10 @@ const RESOURCES: &str = "/apis/teal.dev/v1alpha1/namespaces/default/modeldeploym
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 
 fn resource(status: &Value, resource_version: u64) -> Value {
+    resource_in(status, resource_version, "gateway")
+}
+
+fn resource_in(status: &Value, resource_version: u64, mode: &str) -> Value {
     json!({
         "apiVersion": "teal.dev/v1alpha1",
         "kind": "ModelDeployment",
@@ -26,7 +30,7 @@ fn resource(status: &Value, resource_version: u64) -> Value {
             "model": "digits",
             "blue": {"version": "v1", "image": "registry.example/digits:v1"},
             "green": {"version": "v2", "image": "registry.example/digits:v2"},
-            "switchMode": "gateway",
+            "switchMode": mode,
         },
         "status": status,
     })
@@ -231,6 +235,22 @@ async fn a_status_change_flips_every_gateway_replica() {
         })
         .await;
         assert!(split, "with a 50% candidate share both versions answer");
+    }
+
+    // Switched to Service-selector mode, the resource is no longer the gateways' to route.
+    *cluster.resource.lock().unwrap() = (resource_in(&canary, 13, "service"), 13);
+    cluster.changed.send_replace(13);
+    for client in &clients {
+        let forgotten = common::eventually(Duration::from_secs(20), async || {
+            client
+                .get("/v2/models/digits/ready")
+                .await
+                .map(|a| a.status)
+                .ok()
+                == Some(404)
+        })
+        .await;
+        assert!(forgotten, "the model is no longer routed by the gateways");
     }
     for running in gateways {
         common::stop(running).await;
