@@ -110,21 +110,44 @@ impl Browser {
         .await
     }
 
+    /// Clicks the element `css` names. The dashboard redraws every second, so an element
+    /// found just before a redraw is gone when the click arrives ("stale element
+    /// reference"): it is found again and clicked, a bounded number of times. (Its armed
+    /// state outlives redraws, so a retried click means the same.)
     async fn click(&self, css: &str) {
-        let found = self
-            .call(
-                "/element",
-                serde_json::json!({ "using": "css selector", "value": css }),
-            )
-            .await;
-        let id = found
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(|v| v.as_str())
-            .unwrap()
-            .to_string();
-        self.call(&format!("/element/{id}/click"), serde_json::json!({}))
-            .await;
+        for _ in 0..10 {
+            let found = self
+                .call(
+                    "/element",
+                    serde_json::json!({ "using": "css selector", "value": css }),
+                )
+                .await;
+            let id = found
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(|v| v.as_str())
+                .unwrap()
+                .to_string();
+            let answer = self
+                .client
+                .post_json(
+                    &format!("/session/{}/element/{id}/click", self.session),
+                    &serde_json::json!({}),
+                )
+                .await
+                .unwrap();
+            if answer.status == 200 {
+                return;
+            }
+            let error = answer.json()["value"]["error"].clone();
+            assert_eq!(
+                error,
+                "stale element reference",
+                "click on {css}: {}",
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        panic!("{css} went stale ten times in a row");
     }
 
     async fn screenshot(&self, path: &std::path::Path) {
