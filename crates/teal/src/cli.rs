@@ -184,12 +184,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub kubernetes: bool,
     /// With --kubernetes: only this namespace's resources (default: all the gateway may read).
-    #[arg(
-        long,
-        value_name = "NAMESPACE",
-        requires = "kubernetes",
-        env = "TEAL_NAMESPACE"
-    )]
+    #[arg(long, value_name = "NAMESPACE", requires = "kubernetes")]
     pub namespace: Option<String>,
     /// Data-plane address, overriding server.listen (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
@@ -201,7 +196,7 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct OperatorArgs {
-    /// Print the CustomResourceDefinition (YAML) and exit, as deploy/crd.yaml holds it.
+    /// Print the CustomResourceDefinition (YAML) and exit, as deploy/kubernetes/crd.yaml holds it.
     #[arg(long)]
     pub print_crd: bool,
     /// Only this namespace's resources (default: every namespace).
