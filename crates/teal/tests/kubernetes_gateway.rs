@@ -65,6 +65,28 @@ struct Cluster {
     changed: watch::Sender<u64>,
 }
 
+impl Cluster {
+    /// The operator's write: the resource as it now is, at `version`; held watches answer.
+    fn publish(&self, object: Value, version: u64) {
+        *self.resource.lock().unwrap() = (object, version);
+        self.changed.send_replace(version);
+    }
+}
+
+/// Whether every gateway answers with `version` within 20 s.
+async fn every_gateway_serves(clients: &[HttpClient], version: &str) -> bool {
+    for client in clients {
+        let served = common::eventually(Duration::from_secs(20), async || {
+            version_served(client).await.as_deref() == Some(version)
+        })
+        .await;
+        if !served {
+            return false;
+        }
+    }
+    true
+}
+
 /// Answers one gateway's list and watch requests until it goes away. A watch is held open
 /// until the resource changes, then answered with the change.
 async fn serve(mut api: Api, cluster: Arc<Cluster>) {
@@ -182,16 +204,10 @@ async fn a_status_change_flips_every_gateway_replica() {
     let gateways = [gateway(&cluster).await, gateway(&cluster).await];
     let clients: Vec<HttpClient> = gateways.iter().map(common::data).collect();
 
-    for client in &clients {
-        let routed = common::eventually(Duration::from_secs(20), async || {
-            version_served(client).await.as_deref() == Some("v1")
-        })
-        .await;
-        assert!(
-            routed,
-            "every gateway routes digits to blue (v1) from the status"
-        );
-    }
+    assert!(
+        every_gateway_serves(&clients, "v1").await,
+        "every gateway routes digits to blue (v1) from the status"
+    );
 
     // The operator switches: the status now names green.
     let mut switched = status.clone();
@@ -200,19 +216,14 @@ async fn a_status_change_flips_every_gateway_replica() {
     switched["candidateColour"] = json!("blue");
     switched["candidateVersion"] = json!("v1");
     switched["route"]["active"] = json!("green");
-    *cluster.resource.lock().unwrap() = (resource(&switched, 11), 11);
-    cluster.changed.send_replace(11);
+    cluster.publish(resource(&switched, 11), 11);
 
+    assert!(
+        every_gateway_serves(&clients, "v2").await,
+        "every gateway follows the new status to green (v2)"
+    );
+    // Once flipped, every request goes to green (the same kept-alive clients).
     for client in &clients {
-        let flipped = common::eventually(Duration::from_secs(20), async || {
-            version_served(client).await.as_deref() == Some("v2")
-        })
-        .await;
-        assert!(
-            flipped,
-            "every gateway follows the new status to green (v2)"
-        );
-        // Once flipped, every request goes to green (the same kept-alive client).
         for _ in 0..50 {
             assert_eq!(version_served(client).await.as_deref(), Some("v2"));
         }
@@ -221,8 +232,7 @@ async fn a_status_change_flips_every_gateway_replica() {
     // A canary share in the status splits new requests on every replica.
     let mut canary = switched.clone();
     canary["route"]["candidatePercent"] = json!(50.0);
-    *cluster.resource.lock().unwrap() = (resource(&canary, 12), 12);
-    cluster.changed.send_replace(12);
+    cluster.publish(resource(&canary, 12), 12);
     for client in &clients {
         let split = common::eventually(Duration::from_secs(20), async || {
             let mut seen = std::collections::BTreeSet::new();
@@ -238,8 +248,7 @@ async fn a_status_change_flips_every_gateway_replica() {
     }
 
     // Switched to Service-selector mode, the resource is no longer the gateways' to route.
-    *cluster.resource.lock().unwrap() = (resource_in(&canary, 13, "service"), 13);
-    cluster.changed.send_replace(13);
+    cluster.publish(resource_in(&canary, 13, "service"), 13);
     for client in &clients {
         let forgotten = common::eventually(Duration::from_secs(20), async || {
             client

@@ -160,6 +160,20 @@ impl Harness {
         );
     }
 
+    /// Moves the clock `seconds` on and runs a reconcile that makes a rollback check: the
+    /// candidate's readiness (green, ready) and the holdout for the probes. Returns the
+    /// reconcile, for the caller to follow.
+    async fn check_after(
+        &mut self,
+        seconds: i64,
+    ) -> tokio::task::JoinHandle<Result<Action, Error>> {
+        self.advance(seconds);
+        let task = self.reconcile();
+        self.readiness("green", 2).await;
+        self.holdout().await;
+        task
+    }
+
     fn phase(&self) -> String {
         self.md
             .status
@@ -437,10 +451,7 @@ async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
     to_observing(&mut h, true).await;
 
     // A check is due every 10 s: the candidate's readiness, and probes to both colours.
-    h.advance(10);
-    let task = h.reconcile();
-    h.readiness("green", 2).await;
-    h.holdout().await;
+    let task = h.check_after(10).await;
     let status = h.status_write().await;
     assert_eq!(status["phase"], "observing");
     let checks = status["rollout"]["last_check"].as_array().unwrap().clone();
@@ -449,19 +460,13 @@ async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
     h.api.silent(Duration::from_millis(200)).await;
 
     // The observation window (60 s) ends with every rule holding: promoted.
-    h.advance(55);
-    let task = h.reconcile();
-    h.readiness("green", 2).await;
-    h.holdout().await;
+    let task = h.check_after(55).await;
     assert_eq!(h.status_write().await["phase"], "promoted");
     h.api.expect_event("Normal", "Promoted").await;
     finished(task).await;
 
     // After the teardown window (120 s), with green ready, blue is scaled to zero.
-    h.advance(125);
-    let task = h.reconcile();
-    h.readiness("green", 2).await;
-    h.holdout().await;
+    let task = h.check_after(125).await;
     assert_eq!(h.status_write().await["phase"], "tearing_down");
     h.api.expect_event("Normal", "TearingDown").await;
     finished(task).await;
@@ -575,18 +580,12 @@ async fn a_canary_in_gateway_mode_publishes_each_step_in_the_status() {
     finished(task).await;
 
     // The step is watched like the observation: a check every 10 s.
-    h.advance(10);
-    let task = h.reconcile();
-    h.readiness("green", 2).await;
-    h.holdout().await;
+    let task = h.check_after(10).await;
     assert_eq!(h.status_write().await["phase"], "canary");
     finished(task).await;
 
     // The 30 s pause ends: the next step, 50%, which waits for approval.
-    h.advance(25);
-    let task = h.reconcile();
-    h.readiness("green", 2).await;
-    h.holdout().await;
+    let task = h.check_after(25).await;
     let status = h.status_write().await;
     assert_eq!(status["route"]["candidatePercent"], 50.0);
     assert_eq!(
