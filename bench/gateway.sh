@@ -33,6 +33,20 @@ cargo build --release --locked --quiet
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_ready() { for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
 load() { BODY_FILE=$work/body.json wrk -t1 -c"$2" -d"${3:-$seconds}s" -s bench/v2_post.lua "$1" | grep '^RESULT'; }
+# CPU time (ns) the given processes have used, all their threads: run time from schedstat.
+cpu_ns() {
+  local total=0 ns _
+  for p in "$@"; do for f in /proc/"$p"/task/*/schedstat; do read -r ns _ < "$f" && total=$((total + ns)); done; done
+  echo "$total"
+}
+# load URL CONNECTIONS, adding the CPU time the proxy's processes (PID...) spent meanwhile.
+measure() {
+  local url=$1 c=$2 before line
+  shift 2
+  before=$(cpu_ns "$@")
+  line=$(load "$url" "$c")
+  echo "$line cpu_ns=$(( $(cpu_ns "$@") - before ))"
+}
 
 python3 - "$work/body.json" <<'PY'
 import json, sys
@@ -109,24 +123,27 @@ CONF
 
 "$NGINX" -c "$work/upstream.conf" -p "$work"
 "$NGINX" -c "$work/proxy.conf" -p "$work"
-"$HAPROXY" -f "$work/haproxy.cfg" -q & pids+=($!)
+"$HAPROXY" -f "$work/haproxy.cfg" -q & pids+=($!); haproxy_pid=$!
 # Like nginx and HAProxy here (access_log off, no logging), teal runs without its request log.
 export TEAL_REQUEST_LOG=0
-TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!)
+TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!); teal_pid=$!
 # The same teal on one runtime thread: the resources of one nginx worker or one HAProxy thread.
 TOKIO_WORKER_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench TEAL_STATE_DIR=$work/teal1-state target/release/teal serve \
-  --config "$work/teal.toml" --listen 127.0.0.1:$teal1_port --admin 127.0.0.1:$teal1_admin >/dev/null & pids+=($!)
+  --config "$work/teal.toml" --listen 127.0.0.1:$teal1_port --admin 127.0.0.1:$teal1_admin >/dev/null & pids+=($!); teal1_pid=$!
 wait_ready "http://127.0.0.1:$up_a/"; wait_ready "http://127.0.0.1:$proxy/"; wait_ready "http://127.0.0.1:$hap/"
 wait_ready "http://127.0.0.1:$teal_port/v2/health/ready"; wait_ready "http://127.0.0.1:$teal1_port/v2/health/ready"
 
 infer=/v2/models/digits/infer
 declare -A result
+# The proxy's CPU time per request is reported too: it is steadier than throughput on a
+# machine whose two cores are shared with wrk and the upstream.
+nginx_worker=$(pgrep -P "$(cat "$work/proxy.pid")")
 for c in "$connections" 1; do
-  result[direct,$c]=$(load "http://127.0.0.1:$up_a$infer" "$c")
-  result[nginx,$c]=$(load "http://127.0.0.1:$proxy$infer" "$c")
-  result[haproxy,$c]=$(load "http://127.0.0.1:$hap$infer" "$c")
-  result[teal,$c]=$(load "http://127.0.0.1:$teal_port$infer" "$c")
-  result[teal1,$c]=$(load "http://127.0.0.1:$teal1_port$infer" "$c")
+  result[direct,$c]=$(measure "http://127.0.0.1:$up_a$infer" "$c")
+  result[nginx,$c]=$(measure "http://127.0.0.1:$proxy$infer" "$c" $nginx_worker)
+  result[haproxy,$c]=$(measure "http://127.0.0.1:$hap$infer" "$c" "$haproxy_pid")
+  result[teal,$c]=$(measure "http://127.0.0.1:$teal_port$infer" "$c" "$teal_pid")
+  result[teal1,$c]=$(measure "http://127.0.0.1:$teal1_port$infer" "$c" "$teal1_pid")
 done
 
 # Switching under load: nginx by config reload (20 times), teal by its admin API (100 times).
@@ -163,13 +180,16 @@ names = ["direct", "nginx proxy_pass", "HAProxy", "teal", "teal, 1 thread"]
 many = [parse(x) for x in sys.argv[6:11]]
 one = [parse(x) for x in sys.argv[11:16]]
 print(f"machine: {os.cpu_count()} cores; wrk -t1 -d{seconds}s; one nginx worker, one HAProxy thread; fixed V2 answer upstream")
-print(f"{'':18}{'req/s c=' + c:>14}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}   {'p50 ms c=1':>11}{'p99 ms c=1':>11}{'added p50 c=1':>15}")
+def cpu(m):
+    return m["cpu_ns"] / 1000 / m["requests"]
+print(f"{'':18}{'req/s c=' + c:>14}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU us/req':>12}   {'p50 ms c=1':>11}{'p99 ms c=1':>11}{'added p50 c=1':>15}")
 for name, m, o in zip(names, many, one):
     added = (o["p50_ms"] - one[0]["p50_ms"]) * 1000
-    print(f"{name:18}{m['rps']:>14.0f}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['errors'] + m['non2xx']:>8.0f}   {o['p50_ms']:>11.3f}{o['p99_ms']:>11.3f}{added:>12.0f} us")
+    used = f"{cpu(m):>12.1f}" if m["cpu_ns"] else f"{'-':>12}"
+    print(f"{name:18}{m['rps']:>14.0f}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['errors'] + m['non2xx']:>8.0f}{used}   {o['p50_ms']:>11.3f}{o['p99_ms']:>11.3f}{added:>12.0f} us")
 t, t1, n, h = many[3], many[4], many[1], many[2]
-print(f"ratio teal/nginx: throughput {t['rps']/n['rps']:.2f}x, p99 {t['p99_ms']/n['p99_ms']:.2f}x; teal/HAProxy: throughput {t['rps']/h['rps']:.2f}x")
-print(f"ratio teal 1 thread/nginx: throughput {t1['rps']/n['rps']:.2f}x, p99 {t1['p99_ms']/n['p99_ms']:.2f}x")
+print(f"ratio teal/nginx: throughput {t['rps']/n['rps']:.2f}x, p99 {t['p99_ms']/n['p99_ms']:.2f}x, CPU per request {cpu(t)/cpu(n):.2f}x; teal/HAProxy: throughput {t['rps']/h['rps']:.2f}x")
+print(f"ratio teal 1 thread/nginx: throughput {t1['rps']/n['rps']:.2f}x, p99 {t1['p99_ms']/n['p99_ms']:.2f}x, CPU per request {cpu(t1)/cpu(n):.2f}x")
 print(f"added p99 at c={c} over direct: teal {(t['p99_ms']-many[0]['p99_ms'])*1000:.0f} us, teal 1 thread {(t1['p99_ms']-many[0]['p99_ms'])*1000:.0f} us, nginx {(n['p99_ms']-many[0]['p99_ms'])*1000:.0f} us")
 print(f"switching under load (c={c}, {switch_seconds}s): nginx reload x20: {nginx_switch['errors'] + nginx_switch['non2xx']:.0f} failed of {nginx_switch['requests']:.0f}; "
       f"teal switch x100: {teal_switch['errors'] + teal_switch['non2xx']:.0f} failed of {teal_switch['requests']:.0f}")

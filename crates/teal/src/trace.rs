@@ -2,7 +2,9 @@
 //! in the request's log lines, and forwarded to upstream and process slots, so one request
 //! can be followed across services.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 tokio::task_local! {
     static TRACE_PARENT: Option<String>;
@@ -11,7 +13,7 @@ tokio::task_local! {
 /// The request's `traceparent` when it is well formed (`00-<32 hex>-<16 hex>-<2 hex>`, ids
 /// not all zeros); an invalid one is dropped, as the specification asks.
 pub fn parse(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get("traceparent")?.to_str().ok()?.trim();
+    let value = headers.get(&TRACEPARENT)?.to_str().ok()?.trim();
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, n: usize| {
         s.len() == n
@@ -36,9 +38,13 @@ pub fn trace_id(traceparent: &str) -> &str {
     traceparent.split('-').nth(1).unwrap_or("")
 }
 
-/// Runs `work` with `traceparent` as the current request's trace context.
+/// Runs `work` with `traceparent` as the current request's trace context. Work without one
+/// runs outside any scope: most requests carry none, and a scope costs a swap on every poll.
 pub async fn scope<F: Future>(traceparent: Option<String>, work: F) -> F::Output {
-    TRACE_PARENT.scope(traceparent, work).await
+    match traceparent {
+        Some(_) => TRACE_PARENT.scope(traceparent, work).await,
+        None => work.await,
+    }
 }
 
 /// The current request's `traceparent`, if it came with one.
@@ -79,5 +85,6 @@ mod tests {
         let inside = scope(Some("x".into()), async { current() }).await;
         assert_eq!(inside.as_deref(), Some("x"));
         assert_eq!(current(), None);
+        assert_eq!(scope(None, async { current() }).await, None);
     }
 }

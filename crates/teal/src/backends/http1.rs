@@ -99,23 +99,23 @@ impl Http1Pool {
         &self,
         method: &str,
         path: &str,
-        headers: &[(&str, String)],
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Http1Answer, Http1Error> {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
-            self.authority,
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(name);
-            head.push_str(": ");
-            head.push_str(value);
-            head.push_str("\r\n");
+        // Written piece by piece: the formatting machinery showed in profiles of the proxy path.
+        let mut message = Vec::with_capacity(256 + body.len());
+        for piece in [method, " ", path, " HTTP/1.1\r\nhost: ", &self.authority] {
+            message.extend_from_slice(piece.as_bytes());
         }
-        head.push_str("\r\n");
-        let mut message = Vec::with_capacity(head.len() + body.len());
-        message.extend_from_slice(head.as_bytes());
+        message.extend_from_slice(b"\r\ncontent-length: ");
+        message.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        message.extend_from_slice(b"\r\n");
+        for (name, value) in headers {
+            for piece in [name, ": ", value, "\r\n"] {
+                message.extend_from_slice(piece.as_bytes());
+            }
+        }
+        message.extend_from_slice(b"\r\n");
         message.extend_from_slice(body);
 
         // A reused connection may have been closed by the server while idle; if writing to
@@ -188,23 +188,23 @@ async fn read_answer(
                 let mut json_len = None;
                 let mut keep_alive = response.version == Some(1);
                 for header in response.headers.iter() {
-                    let value = std::str::from_utf8(header.value).unwrap_or("").trim();
+                    let value = || std::str::from_utf8(header.value).unwrap_or("").trim();
                     if header.name.eq_ignore_ascii_case("content-length") {
-                        let n = value
+                        let n = value()
                             .parse()
                             .map_err(|_| failed("the answer's content-length is not a number"))?;
                         framing = Framing::Length(n);
                     } else if header.name.eq_ignore_ascii_case("transfer-encoding")
-                        && value.to_ascii_lowercase().contains("chunked")
+                        && value().to_ascii_lowercase().contains("chunked")
                     {
                         framing = Framing::Chunked;
                     } else if header.name.eq_ignore_ascii_case("connection") {
-                        keep_alive = !value.eq_ignore_ascii_case("close");
+                        keep_alive = !value().eq_ignore_ascii_case("close");
                     } else if header
                         .name
                         .eq_ignore_ascii_case("inference-header-content-length")
                     {
-                        json_len = value.parse().ok();
+                        json_len = value().parse().ok();
                     }
                 }
                 if no_body || status == 204 || status == 304 || (100..200).contains(&status) {

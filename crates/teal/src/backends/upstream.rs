@@ -291,14 +291,17 @@ impl UpstreamModel {
         let _outstanding = Outstanding(replica);
         replica.requests.fetch_add(1, Ordering::Relaxed);
         let url = || format!("{}{}", replica.url, shared.infer_path);
-        let mut headers: Vec<(&str, String)> = match json_len {
-            None => vec![("content-type", "application/json".to_string())],
-            Some(n) => vec![
-                ("content-type", "application/octet-stream".to_string()),
-                (crate::gateway::JSON_LENGTH_HEADER, n.to_string()),
-            ],
-        };
-        if let Some(traceparent) = crate::trace::current() {
+        let mut length = itoa::Buffer::new();
+        let traceparent = crate::trace::current();
+        let mut headers = Vec::with_capacity(3);
+        match json_len {
+            None => headers.push(("content-type", "application/json")),
+            Some(n) => {
+                headers.push(("content-type", "application/octet-stream"));
+                headers.push((crate::gateway::JSON_LENGTH_HEADER, length.format(n)));
+            }
+        }
+        if let Some(traceparent) = &traceparent {
             headers.push(("traceparent", traceparent));
         }
         let timeout = Duration::from_millis(shared.settings.timeout_ms);

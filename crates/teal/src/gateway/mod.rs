@@ -38,6 +38,17 @@ pub const GENERATION_HEADER: &str = "x-teal-route-generation";
 /// The binary tensor extension's header: the length of the JSON part of the body.
 pub const JSON_LENGTH_HEADER: &str = "inference-header-content-length";
 
+/// The headers above as names made at compile time: a name given as a string is parsed and
+/// hashed on every use, which showed in profiles of the request path.
+mod names {
+    use axum::http::HeaderName;
+    pub static VERSION: HeaderName = HeaderName::from_static(super::VERSION_HEADER);
+    pub static SLOT: HeaderName = HeaderName::from_static(super::SLOT_HEADER);
+    pub static REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID_HEADER);
+    pub static GENERATION: HeaderName = HeaderName::from_static(super::GENERATION_HEADER);
+    pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
+}
+
 /// The predicted label of a request, carried on its response to the request log, where
 /// feedback finds it.
 #[derive(Clone)]
@@ -114,12 +125,12 @@ impl RequestIds {
     fn next(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let digits = (0..8)
-            .rev()
-            .map(|i| HEX[(self.prefix >> (4 * i)) as usize & 0xf])
-            .chain((0..12).rev().map(|i| HEX[(n >> (4 * i)) as usize & 0xf]))
-            .map(char::from);
-        digits.collect()
+        let id = (u128::from(self.prefix) << 48) | u128::from(n & 0xffff_ffff_ffff);
+        let mut digits = [0u8; 20];
+        for (i, digit) in digits.iter_mut().rev().enumerate() {
+            *digit = HEX[(id >> (4 * i)) as usize & 0xf];
+        }
+        String::from_utf8_lossy(&digits).into_owned()
     }
 }
 
@@ -167,8 +178,8 @@ impl Gateway {
         started: Instant,
         response: &Response<Body>,
     ) {
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
-        let (version, slot) = (header(VERSION_HEADER), header(SLOT_HEADER));
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+        let (version, slot) = (header(&names::VERSION), header(&names::SLOT));
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         let snapshot = self.routes.load();
@@ -288,7 +299,7 @@ impl Gateway {
     /// The caller's request id when it is a sane header value, otherwise a new one.
     fn request_id(&self, headers: &HeaderMap) -> String {
         headers
-            .get(REQUEST_ID_HEADER)
+            .get(&names::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(|| self.ids.next(), str::to_string)
@@ -336,9 +347,10 @@ fn bytes_response(
 ) -> Response<Body> {
     let mut response = Response::new(body.into());
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Room for the routed answer's headers from the start (an empty map grows twice).
+    let mut headers = HeaderMap::with_capacity(12);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    *response.headers_mut() = headers;
     response
 }
 
@@ -554,7 +566,7 @@ fn body_headers(headers: &HeaderMap, allow_binary: bool) -> Result<Option<usize>
             return Err(GatewayError::ContentEncoding(encoding.to_string()));
         }
     }
-    let json_len = match headers.get(JSON_LENGTH_HEADER).filter(|_| allow_binary) {
+    let json_len = match headers.get(&names::JSON_LENGTH).filter(|_| allow_binary) {
         None => None,
         Some(value) => {
             let text = value.to_str().unwrap_or("?").trim();
@@ -566,15 +578,11 @@ fn body_headers(headers: &HeaderMap, allow_binary: bool) -> Result<Option<usize>
     };
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let text = content_type.to_str().unwrap_or("?");
-        let media = text
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let accepted = media == "application/json"
-            || media.ends_with("+json")
-            || (allow_binary && media == "application/octet-stream");
+        let media = text.split(';').next().unwrap_or("").trim();
+        let suffix = media.len().checked_sub(5).map(|at| &media.as_bytes()[at..]);
+        let accepted = media.eq_ignore_ascii_case("application/json")
+            || suffix.is_some_and(|s| s.eq_ignore_ascii_case(b"+json"))
+            || (allow_binary && media.eq_ignore_ascii_case("application/octet-stream"));
         if !accepted {
             return Err(GatewayError::ContentType(text.to_string()));
         }
@@ -609,12 +617,15 @@ async fn read_body(
 /// Headers every routed answer carries.
 fn routed_headers(response: &mut Response<Body>, slot: &Slot, request_id: &str, generation: u64) {
     let headers = response.headers_mut();
-    headers.insert(VERSION_HEADER, slot.version_header.clone());
-    headers.insert(SLOT_HEADER, HeaderValue::from_static(slot.color.as_str()));
+    headers.insert(names::VERSION.clone(), slot.version_header.clone());
+    headers.insert(
+        names::SLOT.clone(),
+        HeaderValue::from_static(slot.color.as_str()),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID_HEADER, v);
+        headers.insert(names::REQUEST_ID.clone(), v);
     }
-    headers.insert(GENERATION_HEADER, HeaderValue::from(generation));
+    headers.insert(names::GENERATION.clone(), HeaderValue::from(generation));
 }
 
 /// Runs a decoded request on a slot, through the slot's cache when it has one.
@@ -722,7 +733,7 @@ async fn run_infer(
         if let Some(n) = answer.json_len {
             response
                 .headers_mut()
-                .insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
+                .insert(names::JSON_LENGTH.clone(), HeaderValue::from(n));
         }
         if (200..300).contains(&answer.status) {
             gateway.capture(&routes, &body, json_len);
@@ -742,7 +753,7 @@ async fn run_infer(
         Some(n) => {
             let mut r = bytes_response(StatusCode::OK, "application/octet-stream", encoded.body);
             r.headers_mut()
-                .insert(JSON_LENGTH_HEADER, HeaderValue::from(n));
+                .insert(names::JSON_LENGTH.clone(), HeaderValue::from(n));
             r
         }
     };
@@ -811,7 +822,7 @@ async fn serve_request(
         request_id = %request_id,
         trace_id,
         model,
-        version = response.headers().get(VERSION_HEADER).and_then(|v| v.to_str().ok()),
+        version = response.headers().get(&names::VERSION).and_then(|v| v.to_str().ok()),
         status = response.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
         "served"
