@@ -7,7 +7,7 @@
 #   rollback     time from a fault to traffic back on the old version
 # Memory is in the serving table (idle and loaded resident memory of each server).
 #
-#   bench/all.sh [SECONDS]     (default 10 s per load run; about 8 minutes in all)
+#   bench/all.sh [SECONDS]     (default 10 s per load run, half that per gateway round; about 10 minutes in all)
 #
 # Writes bench/results/latest.md: ratios first, then each benchmark's full table, with the
 # machine and the commands. Do not compile or run anything else meanwhile: the machine's
@@ -19,7 +19,7 @@ out=bench/results
 mkdir -p "$out"
 runs=(
   "bench/serving.sh $seconds 32"
-  "bench/gateway.sh $seconds 32"
+  "bench/gateway.sh $(( seconds > 1 ? seconds / 2 : 1 )) 32 3"
   "bench/mirroring.sh $seconds 32"
   "bench/request_log.sh $seconds 32 3"
   "bench/rollback.sh"

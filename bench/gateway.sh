@@ -2,16 +2,21 @@
 # Gateway overhead and switching under load, side by side in one run:
 #   1. a fast upstream (nginx answering a fixed V2 response) called directly, through nginx
 #      proxy_pass with upstream keep-alive, through HAProxy, and through teal (upstream slot);
+#      the targets take turns, round after round, and each figure is the median over the
+#      rounds (a ratio is the median of the rounds' own ratios), so a machine that slows
+#      down or speeds up during the run does not favour whichever target ran first;
 #   2. failed requests while nginx is switched between two upstreams by config reload 20
 #      times, versus teal switched between two upstream slots 100 times.
 #
-#   bench/gateway.sh [SECONDS] [CONNECTIONS]
+#   bench/gateway.sh [SECONDS] [CONNECTIONS] [ROUNDS]
 #
+# SECONDS per target and round (default 5), ROUNDS (default 3).
 # Installs what it needs when missing: wrk, nginx, haproxy (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${1:-10}
+seconds=${1:-5}
 connections=${2:-32}
+rounds=${3:-3}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -138,16 +143,18 @@ declare -A result
 # The proxy's CPU time per request is reported too: it is steadier than throughput on a
 # machine whose two cores are shared with wrk and the upstream.
 nginx_worker=$(pgrep -P "$(cat "$work/proxy.pid")")
-for c in "$connections" 1; do
-  result[direct,$c]=$(measure "http://127.0.0.1:$up_a$infer" "$c")
-  result[nginx,$c]=$(measure "http://127.0.0.1:$proxy$infer" "$c" $nginx_worker)
-  result[haproxy,$c]=$(measure "http://127.0.0.1:$hap$infer" "$c" "$haproxy_pid")
-  result[teal,$c]=$(measure "http://127.0.0.1:$teal_port$infer" "$c" "$teal_pid")
-  result[teal1,$c]=$(measure "http://127.0.0.1:$teal1_port$infer" "$c" "$teal1_pid")
-done
+for round in $(seq 1 "$rounds"); do
+  for c in "$connections" 1; do
+    echo "direct $c $round $(measure "http://127.0.0.1:$up_a$infer" "$c")"
+    echo "nginx $c $round $(measure "http://127.0.0.1:$proxy$infer" "$c" $nginx_worker)"
+    echo "haproxy $c $round $(measure "http://127.0.0.1:$hap$infer" "$c" "$haproxy_pid")"
+    echo "teal $c $round $(measure "http://127.0.0.1:$teal_port$infer" "$c" "$teal_pid")"
+    echo "teal1 $c $round $(measure "http://127.0.0.1:$teal1_port$infer" "$c" "$teal1_pid")"
+  done
+done > "$work/results.txt"
 
 # Switching under load: nginx by config reload (20 times), teal by its admin API (100 times).
-switch_seconds=$(( seconds > 10 ? seconds : 10 ))
+switch_seconds=10
 load "http://127.0.0.1:$proxy$infer" "$connections" "$switch_seconds" > "$work/nginx-switch.txt" &
 wrk_pid=$!
 sleep 0.5
@@ -168,29 +175,41 @@ for i in $(seq 1 100); do
 done
 wait $wrk_pid
 
-python3 - "$connections" "$seconds" "$switch_seconds" "$(cat "$work/nginx-switch.txt")" "$(cat "$work/teal-switch.txt")" \
-  "${result[direct,$connections]}" "${result[nginx,$connections]}" "${result[haproxy,$connections]}" "${result[teal,$connections]}" "${result[teal1,$connections]}" \
-  "${result[direct,1]}" "${result[nginx,1]}" "${result[haproxy,1]}" "${result[teal,1]}" "${result[teal1,1]}" <<'PY'
-import os, sys
+python3 - "$connections" "$seconds" "$rounds" "$switch_seconds" "$work/results.txt" \
+  "$(cat "$work/nginx-switch.txt")" "$(cat "$work/teal-switch.txt")" <<'PY'
+import os, statistics, sys
 def parse(line):
-    return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
-c, seconds, switch_seconds = sys.argv[1], sys.argv[2], sys.argv[3]
-nginx_switch, teal_switch = parse(sys.argv[4]), parse(sys.argv[5])
-names = ["direct", "nginx proxy_pass", "HAProxy", "teal", "teal, 1 thread"]
-many = [parse(x) for x in sys.argv[6:11]]
-one = [parse(x) for x in sys.argv[11:16]]
-print(f"machine: {os.cpu_count()} cores; wrk -t1 -d{seconds}s; one nginx worker, one HAProxy thread; fixed V2 answer upstream")
-def cpu(m):
-    return m["cpu_ns"] / 1000 / m["requests"]
+    return {k: float(v) for k, v in (kv.split("=") for kv in line.split() if "=" in kv)}
+c, seconds, rounds, switch_seconds, results = sys.argv[1:6]
+nginx_switch, teal_switch = parse(sys.argv[6]), parse(sys.argv[7])
+runs = {}
+for line in open(results):
+    target, conns, rnd, rest = line.split(" ", 3)
+    m = parse(rest)
+    m["cpu_us"] = m["cpu_ns"] / 1000 / m["requests"] if m["cpu_ns"] else 0
+    runs[(target, conns, rnd)] = m
+rnds = sorted({k[2] for k in runs})
+def med(target, conns, key):
+    return statistics.median(runs[(target, conns, r)][key] for r in rnds)
+def ratio(a, b, conns, key):
+    return statistics.median(runs[(a, conns, r)][key] / runs[(b, conns, r)][key] for r in rnds)
+names = {"direct": "direct", "nginx": "nginx proxy_pass", "haproxy": "HAProxy", "teal": "teal", "teal1": "teal, 1 thread"}
+print(f"machine: {os.cpu_count()} cores; wrk -t1, {seconds}s per target and round, {rounds} rounds taking turns, medians; "
+      "one nginx worker, one HAProxy thread; fixed V2 answer upstream")
 print(f"{'':18}{'req/s c=' + c:>14}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU us/req':>12}   {'p50 ms c=1':>11}{'p99 ms c=1':>11}{'added p50 c=1':>15}")
-for name, m, o in zip(names, many, one):
-    added = (o["p50_ms"] - one[0]["p50_ms"]) * 1000
-    used = f"{cpu(m):>12.1f}" if m["cpu_ns"] else f"{'-':>12}"
-    print(f"{name:18}{m['rps']:>14.0f}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['errors'] + m['non2xx']:>8.0f}{used}   {o['p50_ms']:>11.3f}{o['p99_ms']:>11.3f}{added:>12.0f} us")
-t, t1, n, h = many[3], many[4], many[1], many[2]
-print(f"ratio teal/nginx: throughput {t['rps']/n['rps']:.2f}x, p99 {t['p99_ms']/n['p99_ms']:.2f}x, CPU per request {cpu(t)/cpu(n):.2f}x; teal/HAProxy: throughput {t['rps']/h['rps']:.2f}x")
-print(f"ratio teal 1 thread/nginx: throughput {t1['rps']/n['rps']:.2f}x, p99 {t1['p99_ms']/n['p99_ms']:.2f}x, CPU per request {cpu(t1)/cpu(n):.2f}x")
-print(f"added p99 at c={c} over direct: teal {(t['p99_ms']-many[0]['p99_ms'])*1000:.0f} us, teal 1 thread {(t1['p99_ms']-many[0]['p99_ms'])*1000:.0f} us, nginx {(n['p99_ms']-many[0]['p99_ms'])*1000:.0f} us")
+for t, name in names.items():
+    errors = sum(runs[(t, c, r)]["errors"] + runs[(t, c, r)]["non2xx"] for r in rnds)
+    used = f"{med(t, c, 'cpu_us'):>12.1f}" if t != "direct" else f"{'-':>12}"
+    added = (med(t, "1", "p50_ms") - med("direct", "1", "p50_ms")) * 1000
+    print(f"{name:18}{med(t, c, 'rps'):>14.0f}{med(t, c, 'p50_ms'):>9.3f}{med(t, c, 'p99_ms'):>9.3f}{errors:>8.0f}{used}   "
+          f"{med(t, '1', 'p50_ms'):>11.3f}{med(t, '1', 'p99_ms'):>11.3f}{added:>12.0f} us")
+for t, label in (("teal", "teal"), ("teal1", "teal 1 thread")):
+    print(f"ratio {label}/nginx: throughput {ratio(t, 'nginx', c, 'rps'):.2f}x, p99 {ratio(t, 'nginx', c, 'p99_ms'):.2f}x, "
+          f"CPU per request {ratio(t, 'nginx', c, 'cpu_us'):.2f}x; /HAProxy: throughput {ratio(t, 'haproxy', c, 'rps'):.2f}x")
+    print(f"  per round, throughput: " + ", ".join(f"{runs[(t, c, r)]['rps'] / runs[('nginx', c, r)]['rps']:.2f}x" for r in rnds))
+def added_p99(t):
+    return statistics.median((runs[(t, c, r)]["p99_ms"] - runs[("direct", c, r)]["p99_ms"]) * 1000 for r in rnds)
+print(f"added p99 at c={c} over direct: teal {added_p99('teal'):.0f} us, teal 1 thread {added_p99('teal1'):.0f} us, nginx {added_p99('nginx'):.0f} us")
 print(f"switching under load (c={c}, {switch_seconds}s): nginx reload x20: {nginx_switch['errors'] + nginx_switch['non2xx']:.0f} failed of {nginx_switch['requests']:.0f}; "
       f"teal switch x100: {teal_switch['errors'] + teal_switch['non2xx']:.0f} failed of {teal_switch['requests']:.0f}")
 PY
