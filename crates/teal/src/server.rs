@@ -220,12 +220,22 @@ async fn bind(
 /// flight finish. A client that is slow to send its headers, or leaves a kept-alive
 /// connection idle, is cut off after `header_timeout`. Running out of file descriptors
 /// pauses accepting briefly instead of spinning or failing the listener.
-fn serve_on(
+fn serve_on<S>(
     listener: TcpListener,
-    router: axum::Router,
+    service: S,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
+) -> JoinHandle<()>
+where
+    S: hyper::service::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::http::Response<axum::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     use hyper_util::rt::{TokioIo, TokioTimer};
     tokio::spawn(async move {
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -248,8 +258,7 @@ fn serve_on(
                 () = stop_requested(&mut stop) => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(router.clone());
-            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let connection = http.serve_connection(TokioIo::new(stream), service.clone());
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -403,11 +412,16 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let tasks = vec![
         serve_on(
             data,
-            gateway::router(gateway),
+            gateway::DataPlane::new(gateway),
             header_timeout,
             stopped.clone(),
         ),
-        serve_on(admin_listener, api::router(admin), header_timeout, stopped),
+        serve_on(
+            admin_listener,
+            hyper_util::service::TowerToHyperService::new(api::router(admin)),
+            header_timeout,
+            stopped,
+        ),
     ];
     Ok(Running {
         data_addr,
