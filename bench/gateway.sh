@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Gateway overhead and switching under load, side by side in one run:
 #   1. a fast upstream (nginx answering a fixed V2 response) called directly, through nginx
-#      proxy_pass with upstream keep-alive, through HAProxy, and through teal (upstream slot);
+#      proxy_pass with upstream keep-alive (one worker, and a worker per core), through
+#      HAProxy (one thread), and through teal (upstream slot; one runtime thread, and its
+#      default of one per core);
 #      the targets take turns, round after round, and each figure is the median over the
 #      rounds (a ratio is the median of the rounds' own ratios), so a machine that slows
 #      down or speeds up during the run does not favour whichever target ran first;
@@ -22,6 +24,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
+  [ -f "$work/proxy2.pid" ] && kill "$(cat "$work/proxy2.pid")" 2>/dev/null || true
   [ -f "$work/upstream.pid" ] && kill "$(cat "$work/upstream.pid")" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -59,7 +62,7 @@ row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
 json.dump({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}, open(sys.argv[1], "w"))
 PY
 
-up_a=$(free_port); up_b=$(free_port); proxy=$(free_port); hap=$(free_port); teal_port=$(free_port); teal_admin=$(free_port)
+up_a=$(free_port); up_b=$(free_port); proxy=$(free_port); proxy2=$(free_port); hap=$(free_port); teal_port=$(free_port); teal_admin=$(free_port)
 teal1_port=$(free_port); teal1_admin=$(free_port)
 answer() { echo "{\"model_name\":\"digits\",\"model_version\":\"$1\",\"outputs\":[{\"name\":\"label\",\"shape\":[1],\"datatype\":\"INT64\",\"data\":[3]}]}"; }
 
@@ -128,6 +131,10 @@ CONF
 
 "$NGINX" -c "$work/upstream.conf" -p "$work"
 "$NGINX" -c "$work/proxy.conf" -p "$work"
+# The same proxy with one worker per core: the resources teal takes by default.
+sed -e "s/^worker_processes 1;/worker_processes $(nproc);/" -e "s|$work/proxy.pid|$work/proxy2.pid|" \
+  -e "s/127.0.0.1:$proxy;/127.0.0.1:$proxy2;/" "$work/proxy.conf" > "$work/proxy2.conf"
+"$NGINX" -c "$work/proxy2.conf" -p "$work"
 "$HAPROXY" -f "$work/haproxy.cfg" -q & pids+=($!); haproxy_pid=$!
 # Like nginx and HAProxy here (access_log off, no logging), teal runs without its request log.
 export TEAL_REQUEST_LOG=0
@@ -135,7 +142,7 @@ TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/t
 # The same teal on one runtime thread: the resources of one nginx worker or one HAProxy thread.
 TOKIO_WORKER_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench TEAL_STATE_DIR=$work/teal1-state target/release/teal serve \
   --config "$work/teal.toml" --listen 127.0.0.1:$teal1_port --admin 127.0.0.1:$teal1_admin >/dev/null & pids+=($!); teal1_pid=$!
-wait_ready "http://127.0.0.1:$up_a/"; wait_ready "http://127.0.0.1:$proxy/"; wait_ready "http://127.0.0.1:$hap/"
+wait_ready "http://127.0.0.1:$up_a/"; wait_ready "http://127.0.0.1:$proxy/"; wait_ready "http://127.0.0.1:$proxy2/"; wait_ready "http://127.0.0.1:$hap/"
 wait_ready "http://127.0.0.1:$teal_port/v2/health/ready"; wait_ready "http://127.0.0.1:$teal1_port/v2/health/ready"
 
 infer=/v2/models/digits/infer
@@ -143,10 +150,12 @@ declare -A result
 # The proxy's CPU time per request is reported too: it is steadier than throughput on a
 # machine whose two cores are shared with wrk and the upstream.
 nginx_worker=$(pgrep -P "$(cat "$work/proxy.pid")")
+nginx2_workers=$(pgrep -P "$(cat "$work/proxy2.pid")" | tr '\n' ' ')
 for round in $(seq 1 "$rounds"); do
   for c in "$connections" 1; do
     echo "direct $c $round $(measure "http://127.0.0.1:$up_a$infer" "$c")"
     echo "nginx $c $round $(measure "http://127.0.0.1:$proxy$infer" "$c" $nginx_worker)"
+    echo "nginx2 $c $round $(measure "http://127.0.0.1:$proxy2$infer" "$c" $nginx2_workers)"
     echo "haproxy $c $round $(measure "http://127.0.0.1:$hap$infer" "$c" "$haproxy_pid")"
     echo "teal $c $round $(measure "http://127.0.0.1:$teal_port$infer" "$c" "$teal_pid")"
     echo "teal1 $c $round $(measure "http://127.0.0.1:$teal1_port$infer" "$c" "$teal1_pid")"
@@ -193,23 +202,28 @@ def med(target, conns, key):
     return statistics.median(runs[(target, conns, r)][key] for r in rnds)
 def ratio(a, b, conns, key):
     return statistics.median(runs[(a, conns, r)][key] / runs[(b, conns, r)][key] for r in rnds)
-names = {"direct": "direct", "nginx": "nginx proxy_pass", "haproxy": "HAProxy", "teal": "teal", "teal1": "teal, 1 thread"}
+names = {"direct": "direct", "nginx": "nginx proxy_pass", "nginx2": "nginx, a worker/core", "haproxy": "HAProxy",
+         "teal": "teal", "teal1": "teal, 1 thread"}
 print(f"machine: {os.cpu_count()} cores; wrk -t1, {seconds}s per target and round, {rounds} rounds taking turns, medians; "
       "one nginx worker, one HAProxy thread; fixed V2 answer upstream")
-print(f"{'':18}{'req/s c=' + c:>14}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU us/req':>12}   {'p50 ms c=1':>11}{'p99 ms c=1':>11}{'added p50 c=1':>15}")
+print(f"{'':20}{'req/s c=' + c:>14}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU us/req':>12}   {'p50 ms c=1':>11}{'p99 ms c=1':>11}{'added p50 c=1':>15}")
 for t, name in names.items():
     errors = sum(runs[(t, c, r)]["errors"] + runs[(t, c, r)]["non2xx"] for r in rnds)
     used = f"{med(t, c, 'cpu_us'):>12.1f}" if t != "direct" else f"{'-':>12}"
     added = (med(t, "1", "p50_ms") - med("direct", "1", "p50_ms")) * 1000
-    print(f"{name:18}{med(t, c, 'rps'):>14.0f}{med(t, c, 'p50_ms'):>9.3f}{med(t, c, 'p99_ms'):>9.3f}{errors:>8.0f}{used}   "
+    print(f"{name:20}{med(t, c, 'rps'):>14.0f}{med(t, c, 'p50_ms'):>9.3f}{med(t, c, 'p99_ms'):>9.3f}{errors:>8.0f}{used}   "
           f"{med(t, '1', 'p50_ms'):>11.3f}{med(t, '1', 'p99_ms'):>11.3f}{added:>12.0f} us")
-for t, label in (("teal", "teal"), ("teal1", "teal 1 thread")):
-    print(f"ratio {label}/nginx: throughput {ratio(t, 'nginx', c, 'rps'):.2f}x, p99 {ratio(t, 'nginx', c, 'p99_ms'):.2f}x, "
-          f"CPU per request {ratio(t, 'nginx', c, 'cpu_us'):.2f}x; /HAProxy: throughput {ratio(t, 'haproxy', c, 'rps'):.2f}x")
-    print(f"  per round, throughput: " + ", ".join(f"{runs[(t, c, r)]['rps'] / runs[('nginx', c, r)]['rps']:.2f}x" for r in rnds))
+# Equal resources: teal on one runtime thread against one nginx worker; teal as it starts
+# (a runtime thread per core) against nginx with a worker per core.
+for t, label, ref in (("teal1", "teal 1 thread", "nginx"), ("teal", "teal", "nginx2"), ("teal", "teal", "nginx")):
+    print(f"ratio {label}/{names[ref]}: throughput {ratio(t, ref, c, 'rps'):.2f}x, p99 {ratio(t, ref, c, 'p99_ms'):.2f}x, "
+          f"CPU per request {ratio(t, ref, c, 'cpu_us'):.2f}x; per round, throughput: "
+          + ", ".join(f"{runs[(t, c, r)]['rps'] / runs[(ref, c, r)]['rps']:.2f}x" for r in rnds))
+print(f"ratio teal 1 thread/HAProxy: throughput {ratio('teal1', 'haproxy', c, 'rps'):.2f}x")
 def added_p99(t):
     return statistics.median((runs[(t, c, r)]["p99_ms"] - runs[("direct", c, r)]["p99_ms"]) * 1000 for r in rnds)
-print(f"added p99 at c={c} over direct: teal {added_p99('teal'):.0f} us, teal 1 thread {added_p99('teal1'):.0f} us, nginx {added_p99('nginx'):.0f} us")
+print(f"added p99 at c={c} over direct: teal 1 thread {added_p99('teal1'):.0f} us, nginx {added_p99('nginx'):.0f} us; "
+      f"teal {added_p99('teal'):.0f} us, nginx with a worker per core {added_p99('nginx2'):.0f} us")
 print(f"switching under load (c={c}, {switch_seconds}s): nginx reload x20: {nginx_switch['errors'] + nginx_switch['non2xx']:.0f} failed of {nginx_switch['requests']:.0f}; "
       f"teal switch x100: {teal_switch['errors'] + teal_switch['non2xx']:.0f} failed of {teal_switch['requests']:.0f}")
 PY
