@@ -398,7 +398,7 @@ fn bytes_response(
 ) -> Response<Body> {
     let mut response = Response::new(body.into());
     *response.status_mut() = status;
-    // Room for the routed answer's headers from the start (an empty map grows twice).
+    // Room for a routed answer's headers from the start, so the map is allocated once.
     let mut headers = HeaderMap::with_capacity(12);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     *response.headers_mut() = headers;
@@ -1120,7 +1120,10 @@ mod tests {
     #[test]
     fn only_plain_infer_paths_skip_the_router() {
         assert_eq!(infer_path_model("/v2/models/digits/infer"), Some("digits"));
-        assert_eq!(infer_path_model("/v2/models/a.b-c_1/infer"), Some("a.b-c_1"));
+        assert_eq!(
+            infer_path_model("/v2/models/a.b-c_1/infer"),
+            Some("a.b-c_1")
+        );
         for other in [
             "/v2/models//infer",
             "/v2/models/digits%2Fx/infer",
