@@ -156,6 +156,8 @@ pub struct NewEvent {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RequestRecord {
     pub request_id: String,
+    /// When the request arrived (ms since the epoch): the moment its route was chosen, to
+    /// compare with a switch's time. Its answer left `latency_us` later.
     pub at_ms: i64,
     pub model: String,
     pub version: Option<String>,

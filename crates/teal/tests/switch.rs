@@ -159,6 +159,15 @@ async fn the_slot_header_reaches_the_standby_and_the_version_path_reaches_one_ve
         .unwrap();
     assert_eq!(v2.header("x-teal-version"), Some("v2"));
     assert_eq!(v2.header("x-teal-slot"), Some("green"));
+    // A percent-encoded name (served through the router, not the direct infer path) is the
+    // same model, and gets the same answer.
+    let encoded = client
+        .post_json("/v2/models/dig%69ts/infer", &body)
+        .await
+        .unwrap();
+    assert_eq!(encoded.status, 200, "{}", encoded.error_message());
+    assert_eq!(encoded.json(), generated.json());
+    assert_eq!(encoded.header("x-teal-version"), Some("v1"));
     stop(running).await;
 }
 

@@ -241,7 +241,7 @@ impl Gateway {
         let (version, slot) = (version.map(str::to_string), slot.map(str::to_string));
         log.log(RequestRecord {
             request_id: request_id.to_string(),
-            at_ms: crate::store::now_ms(),
+            at_ms: crate::store::now_ms() - elapsed.as_millis() as i64,
             model: model.to_string(),
             version,
             slot,
