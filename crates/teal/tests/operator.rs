@@ -707,6 +707,8 @@ async fn a_new_version_named_before_the_switch_supersedes_the_rollout() {
     h.transition("deploying", "Normal", "Deploying").await;
     let mut object = serde_json::to_value(&h.md).unwrap();
     object["spec"]["green"]["version"] = json!("v3");
+    // A rollback annotation for v2 beside it is not what acted: it is left in place.
+    object["metadata"]["annotations"] = json!({"teal.dev/rollback": "v2"});
     h.md = serde_json::from_value(object).unwrap();
     let task = h.reconcile();
     let status = h.status_write().await;

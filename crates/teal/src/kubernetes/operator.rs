@@ -381,8 +381,13 @@ async fn drive(
     }
     let now = (ctx.clock)();
     let mut report = None;
-    let command = operator_command(md, &rollout);
-    let observed = match (superseded(md, &rollout), &command) {
+    // A superseding version wins; an annotation is read (and later removed) only otherwise.
+    let superseding = superseded(md, &rollout);
+    let command = superseding
+        .is_none()
+        .then(|| operator_command(md, &rollout))
+        .flatten();
+    let observed = match (superseding, &command) {
         (Some(event), _) => Some(event),
         (None, Some((_, event))) => Some(event.clone()),
         (None, None) => observe(md, ctx, &rollout, now, &mut report).await?,
