@@ -358,7 +358,7 @@ fn infer_path_model(path: &str) -> Option<&str> {
 }
 
 /// The data-plane router.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
