@@ -2,12 +2,13 @@
 # Every comparison, side by side on the machine it runs on, and one results file:
 #   serving      teal in-process versus MLServer, and versus Flask + scikit-learn under gunicorn
 #   gateway      teal versus direct, nginx and HAProxy; switching under load versus nginx reload
+#   instructions instructions per proxied request, teal versus nginx (callgrind)
 #   mirroring    the cost of shadow traffic to live latency
 #   request log  the cost of recording every request
 #   rollback     time from a fault to traffic back on the old version
 # Memory is in the serving table (idle and loaded resident memory of each server).
 #
-#   bench/all.sh [SECONDS]     (default 10 s per load run, half that per gateway round; about 10 minutes in all)
+#   bench/all.sh [SECONDS]     (default 10 s per load run, half that per gateway round; about 11 minutes in all)
 #
 # Writes bench/results/latest.md: ratios first, then each benchmark's full table, with the
 # machine and the commands. Do not compile or run anything else meanwhile: the machine's
@@ -20,6 +21,7 @@ mkdir -p "$out"
 runs=(
   "bench/serving.sh $seconds 32"
   "bench/gateway.sh $(( seconds > 1 ? seconds / 2 : 1 )) 32 3"
+  "bench/instructions.sh"
   "bench/mirroring.sh $seconds 32"
   "bench/request_log.sh $seconds 32 3"
   "bench/rollback.sh"
