@@ -218,8 +218,7 @@ async fn bind(
 
 /// Accepts connections and serves HTTP/1.1 on each until `stop`; then lets the requests in
 /// flight finish. A client that is slow to send its headers, or leaves a kept-alive
-/// connection idle, is cut off after `header_timeout`. Running out of file descriptors
-/// pauses accepting briefly instead of spinning or failing the listener.
+/// connection idle, is cut off after `header_timeout`.
 fn serve_on<S>(
     listener: TcpListener,
     service: S,
@@ -243,21 +242,7 @@ where
             .header_read_timeout(header_timeout)
             .keep_alive(true);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        if !is_per_connection(&e) {
-                            tracing::warn!(error = %e, "cannot accept connections; retrying");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        continue;
-                    }
-                },
-                () = stop_requested(&mut stop) => break,
-            };
-            let _ = stream.set_nodelay(true);
+        while let Some(stream) = accept(&listener, &mut stop).await {
             let connection = http.serve_connection(TokioIo::new(stream), service.clone());
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
@@ -269,6 +254,56 @@ where
         drop(listener);
         graceful.shutdown().await;
     })
+}
+
+/// Serves the data plane as [`serve_on`] serves a service, each connection through
+/// [`gateway::serve_connection`].
+fn serve_data_plane(
+    listener: TcpListener,
+    plane: gateway::DataPlane,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Every connection holds a sender; when the last is gone, every connection ended.
+        let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+        while let Some(stream) = accept(&listener, &mut stop).await {
+            let (plane, mut stop, open) = (plane.clone(), stop.clone(), open.clone());
+            tokio::spawn(async move {
+                let stopped = stop_requested(&mut stop);
+                gateway::serve_connection(stream, plane, header_timeout, stopped).await;
+                drop(open);
+            });
+        }
+        drop(listener);
+        drop(open);
+        let _ = all_closed.recv().await;
+    })
+}
+
+/// The next connection, or `None` once `stop` is set. Running out of file descriptors
+/// pauses accepting briefly instead of spinning or failing the listener.
+async fn accept(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<tokio::net::TcpStream> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Err(e) => {
+                    if !is_per_connection(&e) {
+                        tracing::warn!(error = %e, "cannot accept connections; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            },
+            () = stop_requested(stop) => return None,
+        }
+    }
 }
 
 async fn stop_requested(stop: &mut watch::Receiver<bool>) {
@@ -410,7 +445,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let (stop, stopped) = watch::channel(false);
     let header_timeout = Duration::from_millis(config.server.header_timeout_ms.max(1));
     let tasks = vec![
-        serve_on(
+        serve_data_plane(
             data,
             gateway::DataPlane::new(gateway),
             header_timeout,

@@ -3,6 +3,7 @@
 //! A request reads the route snapshot once, picks a slot, and keeps that slot until it
 //! answers. Nothing here waits on storage or on the admin side.
 
+mod connection;
 mod error;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use http_body_util::BodyExt;
 use teal_core::protocol::{self, Datatype, InferRequest, Signature, Tensor, TensorSpec};
 use teal_core::routing::{Color, WHOLE, session_bucket};
 
+pub use connection::serve_connection;
 pub use error::GatewayError;
 
 use std::time::Instant;
@@ -324,6 +326,18 @@ impl DataPlane {
             gateway,
         }
     }
+
+    /// The largest request body accepted.
+    pub fn max_body_bytes(&self) -> usize {
+        self.gateway.max_body_bytes
+    }
+
+    /// Answers a `/v2/models/{model}/infer` POST whose body the connection has read whole;
+    /// the answer is the one the router would give.
+    async fn infer(&self, model: &str, headers: &HeaderMap, body: bytes::Bytes) -> Response<Body> {
+        let body = Payload::Whole(body);
+        serve_request(&self.gateway, model, None, Endpoint::Infer, headers, body).await
+    }
 }
 
 type Answer = std::pin::Pin<
@@ -341,9 +355,11 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Dat
         {
             let gateway = self.gateway.clone();
             let model = model.to_string();
-            let request = request.map(Body::new);
+            let (parts, body) = request.into_parts();
+            let body = Payload::Arriving(Body::new(body));
             return Box::pin(async move {
-                Ok(serve_request(&gateway, &model, None, Endpoint::Infer, request).await)
+                let headers = &parts.headers;
+                Ok(serve_request(&gateway, &model, None, Endpoint::Infer, headers, body).await)
             });
         }
         Box::pin(self.router.call(request))
@@ -641,11 +657,25 @@ fn body_headers(headers: &HeaderMap, allow_binary: bool) -> Result<Option<usize>
     Ok(json_len)
 }
 
+/// A request body: still arriving (through the router), or already read whole (by the
+/// connection, which read exactly its declared length).
+pub(crate) enum Payload {
+    Arriving(Body),
+    Whole(bytes::Bytes),
+}
+
 async fn read_body(
-    body: Body,
+    body: Payload,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<bytes::Bytes, GatewayError> {
+    let body = match body {
+        Payload::Whole(whole) if whole.len() > limit => {
+            return Err(GatewayError::TooLarge { limit });
+        }
+        Payload::Whole(whole) => return Ok(whole),
+        Payload::Arriving(body) => body,
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -757,7 +787,7 @@ async fn run_infer(
     model: &str,
     version: Option<&str>,
     headers: &HeaderMap,
-    body: Body,
+    body: Payload,
     request_id: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let json_len = body_headers(headers, true)?;
@@ -861,10 +891,9 @@ async fn serve_request(
     model: &str,
     version: Option<&str>,
     endpoint: Endpoint,
-    request: axum::extract::Request,
+    headers: &HeaderMap,
+    body: Payload,
 ) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
     let request_id = gateway.request_id(headers);
     let started = Instant::now();
     let _active = gateway.active(model);
@@ -907,7 +936,19 @@ async fn infer(
     request: axum::extract::Request,
 ) -> Response<Body> {
     match path {
-        Ok(Path(model)) => serve_request(&gateway, &model, None, Endpoint::Infer, request).await,
+        Ok(Path(model)) => {
+            let (parts, body) = request.into_parts();
+            let body = Payload::Arriving(body);
+            serve_request(
+                &gateway,
+                &model,
+                None,
+                Endpoint::Infer,
+                &parts.headers,
+                body,
+            )
+            .await
+        }
         Err(e) => path_error(e),
     }
 }
@@ -919,7 +960,17 @@ async fn version_infer(
 ) -> Response<Body> {
     match path {
         Ok(Path((model, version))) => {
-            serve_request(&gateway, &model, Some(&version), Endpoint::Infer, request).await
+            let (parts, body) = request.into_parts();
+            let (headers, body) = (&parts.headers, Payload::Arriving(body));
+            serve_request(
+                &gateway,
+                &model,
+                Some(&version),
+                Endpoint::Infer,
+                headers,
+                body,
+            )
+            .await
         }
         Err(e) => path_error(e),
     }
@@ -931,7 +982,19 @@ async fn predict(
     request: axum::extract::Request,
 ) -> Response<Body> {
     match path {
-        Ok(Path(model)) => serve_request(&gateway, &model, None, Endpoint::Predict, request).await,
+        Ok(Path(model)) => {
+            let (parts, body) = request.into_parts();
+            let body = Payload::Arriving(body);
+            serve_request(
+                &gateway,
+                &model,
+                None,
+                Endpoint::Predict,
+                &parts.headers,
+                body,
+            )
+            .await
+        }
         Err(e) => path_error(e),
     }
 }
@@ -968,7 +1031,7 @@ async fn record_feedback(
     body: Body,
 ) -> Result<Response<Body>, GatewayError> {
     body_headers(headers, false)?;
-    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let body = read_body(Payload::Arriving(body), headers, gateway.max_body_bytes).await?;
     find_model(gateway, model)?;
     let request: FeedbackBody =
         serde_json::from_slice(&body).map_err(|e| GatewayError::Feedback(e.to_string()))?;
@@ -1031,7 +1094,7 @@ async fn run_predict(
     gateway: &Gateway,
     model: &str,
     headers: &HeaderMap,
-    body: Body,
+    body: Payload,
     request_id: &str,
 ) -> Result<Response<Body>, GatewayError> {
     body_headers(headers, false)?;
@@ -1097,23 +1160,25 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response<Body> {
 mod tests {
     use super::*;
 
-    fn chunked(pieces: &[&'static str]) -> Body {
+    fn arriving(pieces: &[&'static str]) -> Payload {
         let frames = pieces
             .iter()
             .map(|p| Ok::<_, std::io::Error>(bytes::Bytes::from_static(p.as_bytes())));
-        Body::from_stream(futures::stream::iter(frames.collect::<Vec<_>>()))
+        Payload::Arriving(Body::from_stream(futures::stream::iter(
+            frames.collect::<Vec<_>>(),
+        )))
     }
 
     #[tokio::test]
     async fn a_body_is_read_whole_in_one_piece_or_many_and_within_its_limit() {
         let none = HeaderMap::new();
-        let one = read_body(chunked(&["{\"a\":1}"]), &none, 64).await;
+        let one = read_body(arriving(&["{\"a\":1}"]), &none, 64).await;
         assert_eq!(one.unwrap().as_ref(), b"{\"a\":1}");
-        let many = read_body(chunked(&["{\"a\"", ":", "", "1}"]), &none, 64).await;
+        let many = read_body(arriving(&["{\"a\"", ":", "", "1}"]), &none, 64).await;
         assert_eq!(many.unwrap().as_ref(), b"{\"a\":1}");
-        let empty = read_body(chunked(&[]), &none, 64).await;
+        let empty = read_body(arriving(&[]), &none, 64).await;
         assert!(empty.unwrap().is_empty());
-        let large = read_body(chunked(&["0123456789", "0123456789"]), &none, 15).await;
+        let large = read_body(arriving(&["0123456789", "0123456789"]), &none, 15).await;
         assert!(matches!(large, Err(GatewayError::TooLarge { limit: 15 })));
     }
 
