@@ -3,12 +3,14 @@
 //! build on these types.
 //!
 //! - [`routing`]: the route table and the choice of slot for one request.
-//! - [`protocol`]: the Open Inference Protocol (V2) wire types, decoding and validation.
+//! - [`protocol`]: the Open Inference Protocol (V2) wire types, decoding and validation;
+//!   [`envelope`]: the check that a passed-on answer is a V2 response.
 //! - [`config`]: the configuration file, parsed and validated as plain data.
 //! - [`rollout`]: the rollout state machine, a pure `step(state, event) -> (state, effects)`.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod envelope;
 pub mod gates;
 pub mod protocol;
 pub mod rollout;

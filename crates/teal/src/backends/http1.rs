@@ -6,12 +6,14 @@
 //! write that failed before the whole request was sent, means it did not, and the caller may
 //! try another replica.
 
+use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Idle connections older than this are not reused: servers close idle keep-alive
 /// connections after a few seconds (uvicorn after 5), and a request must not race that.
@@ -29,6 +31,9 @@ pub enum Http1Error {
     /// The request was sent; the answer did not come back whole.
     #[error("{0}")]
     Failed(String),
+    /// No whole answer within the request's timeout.
+    #[error("no answer within the timeout")]
+    TimedOut,
 }
 
 /// An answer: status, the binary extension's JSON length if present, and the body.
@@ -42,7 +47,16 @@ pub struct Http1Answer {
 pub struct Http1Pool {
     /// `host:port` to connect to, also sent as `Host`.
     authority: String,
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// A kept-alive connection, with the timer that times its requests. A timer made (and
+/// registered) once per connection instead of once per request: between requests it keeps its
+/// old deadline, and is moved only when it fires before the current request's.
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Http1Pool {
@@ -60,29 +74,33 @@ impl Http1Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<TcpStream> {
+    fn take_idle(&self) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((stream, since)) = idle.pop() {
-            if since.elapsed() >= IDLE_LIMIT {
+        while let Some(connection) = idle.pop() {
+            if connection.since.elapsed() >= IDLE_LIMIT {
                 continue;
             }
             // A connection the server closed (it restarted, or timed the connection out)
             // reads as end of stream at once; writing to it would look like a request lost
             // in flight, which must not be retried.
             let mut probe = [0u8; 1];
-            if !matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            if !matches!(connection.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             {
                 continue;
             }
-            return Some(stream);
+            return Some(connection);
         }
         None
     }
 
-    fn give_back(&self, stream: TcpStream) {
+    fn give_back(&self, stream: TcpStream, timer: Pin<Box<Sleep>>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push((stream, Instant::now()));
+            idle.push(Idle {
+                stream,
+                since: Instant::now(),
+                timer,
+            });
         }
     }
 
@@ -94,13 +112,14 @@ impl Http1Pool {
         Ok(stream)
     }
 
-    /// Sends one request and reads the whole answer.
+    /// Sends one request and reads the whole answer, all within `timeout`.
     pub async fn send(
         &self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
+        timeout: Duration,
     ) -> Result<Http1Answer, Http1Error> {
         // Written piece by piece: the formatting machinery showed in profiles of the proxy path.
         let mut message = Vec::with_capacity(256 + body.len());
@@ -118,18 +137,29 @@ impl Http1Pool {
         message.extend_from_slice(b"\r\n");
         message.extend_from_slice(body);
 
-        // A reused connection may have been closed by the server while idle; if writing to
-        // it fails, nothing was delivered, so one fresh connection is tried.
-        let mut stream = match self.take_idle() {
-            Some(mut reused) => match reused.write_all(&message).await {
-                Ok(()) => reused,
-                Err(_) => self.fresh(&message).await?,
-            },
-            None => self.fresh(&message).await?,
+        let due = Instant::now() + timeout;
+        let (reused, mut timer) = match self.take_idle() {
+            Some(idle) => (Some(idle.stream), idle.timer),
+            None => (None, Box::pin(tokio::time::sleep_until(due))),
         };
-        let (answer, keep_alive) = read_answer(&mut stream, method == "HEAD").await?;
-        if keep_alive {
-            self.give_back(stream);
+        let exchange = async {
+            // A reused connection may have been closed by the server while idle; if writing
+            // to it fails, nothing was delivered, so one fresh connection is tried.
+            let mut stream = match reused {
+                Some(mut reused) => match reused.write_all(&message).await {
+                    Ok(()) => reused,
+                    Err(_) => self.fresh(&message).await?,
+                },
+                None => self.fresh(&message).await?,
+            };
+            let (answer, keep_alive) = read_answer(&mut stream, method == "HEAD").await?;
+            Ok((answer, keep_alive.then_some(stream)))
+        };
+        let (answer, stream) = within(due, timer.as_mut(), exchange)
+            .await
+            .ok_or(Http1Error::TimedOut)??;
+        if let Some(stream) = stream {
+            self.give_back(stream, timer);
         }
         Ok(answer)
     }
@@ -141,6 +171,31 @@ impl Http1Pool {
             .await
             .map_err(|e| Http1Error::NotSent(format!("cannot send to {}: {e}", self.authority)))?;
         Ok(stream)
+    }
+}
+
+/// Runs `work` until `due`, timed by `timer`, a timer that may still be set for an earlier
+/// deadline (it is then moved when it fires) or a later one (moved now).
+async fn within<T>(
+    due: Instant,
+    mut timer: Pin<&mut Sleep>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    if timer.deadline() > due {
+        timer.as_mut().reset(due);
+    }
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            () = timer.as_mut() => {
+                if Instant::now() >= due {
+                    return None;
+                }
+                timer.as_mut().reset(due);
+            }
+        }
     }
 }
 
@@ -307,6 +362,8 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
+    const SECOND: Duration = Duration::from_secs(1);
+
     /// A server that answers each request on a connection with the next canned answer.
     async fn canned(answers: Vec<&'static [u8]>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -338,12 +395,18 @@ mod tests {
         ])
         .await;
         let pool = Http1Pool::new(&url);
-        let first = pool.send("POST", "/x", &[], b"hello").await.unwrap();
+        let first = pool
+            .send("POST", "/x", &[], b"hello", SECOND)
+            .await
+            .unwrap();
         assert_eq!(
             (first.status, first.json_len, &first.body[..]),
             (200, Some(3), &b"abcde"[..])
         );
-        let second = pool.send("POST", "/x", &[], b"hello").await.unwrap();
+        let second = pool
+            .send("POST", "/x", &[], b"hello", SECOND)
+            .await
+            .unwrap();
         assert_eq!((second.status, &second.body[..]), (404, &b"abcde"[..]));
     }
 
@@ -355,11 +418,13 @@ mod tests {
             .unwrap()
             .port();
         let refused = Http1Pool::new(&format!("http://127.0.0.1:{port}"))
-            .send("POST", "/", &[], b"hello")
+            .send("POST", "/", &[], b"hello", SECOND)
             .await;
         assert!(matches!(refused, Err(Http1Error::NotSent(_))));
         let url = canned(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\nshort"]).await;
-        let cut = Http1Pool::new(&url).send("POST", "/", &[], b"hello").await;
+        let cut = Http1Pool::new(&url)
+            .send("POST", "/", &[], b"hello", SECOND)
+            .await;
         assert!(matches!(cut, Err(Http1Error::Failed(_))), "{:?}", cut.err());
     }
 
@@ -367,7 +432,7 @@ mod tests {
     async fn an_answer_until_close_is_read_whole() {
         let url = canned(vec![b"HTTP/1.0 200 OK\r\n\r\nall of it"]).await;
         let answer = Http1Pool::new(&url)
-            .send("POST", "/", &[], b"hello")
+            .send("POST", "/", &[], b"hello", SECOND)
             .await
             .unwrap();
         assert_eq!(&answer.body[..], b"all of it");

@@ -72,37 +72,35 @@ impl Shared {
     }
 
     fn is_ejected(&self, replica: &Replica) -> bool {
-        replica.ejected_until.load(Ordering::Relaxed) > self.now_ms()
+        // Most replicas were never ejected: no clock read for them.
+        let until = replica.ejected_until.load(Ordering::Relaxed);
+        until != 0 && until > self.now_ms()
     }
 
     /// Picks a replica not in `tried`: ready and not ejected if any are, else any not tried.
     fn choose(&self, tried: &[usize]) -> Option<usize> {
-        let open: Vec<usize> = (0..self.replicas.len())
-            .filter(|i| !tried.contains(i))
-            .collect();
-        let good: Vec<usize> = open
-            .iter()
-            .copied()
-            .filter(|i| {
-                self.replicas[*i].ready.load(Ordering::Relaxed)
-                    && !self.is_ejected(&self.replicas[*i])
-            })
-            .collect();
-        let pool = if good.is_empty() { open } else { good };
-        if pool.is_empty() {
+        // Without allocating: this runs for every request.
+        let open = |i: &usize| !tried.contains(i);
+        let good = |i: &usize| {
+            open(i)
+                && self.replicas[*i].ready.load(Ordering::Relaxed)
+                && !self.is_ejected(&self.replicas[*i])
+        };
+        let any_good = (0..self.replicas.len()).any(|i| good(&i));
+        let pool =
+            || (0..self.replicas.len()).filter(move |i| if any_good { good(i) } else { open(i) });
+        let count = pool().count();
+        if count == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(match self.settings.balance {
-            Balance::RoundRobin => pool[start % pool.len()],
-            Balance::LeastOutstanding => {
-                let offset = start % pool.len();
-                let ring = pool[offset..].iter().chain(&pool[..offset]);
-                *ring
-                    .min_by_key(|i| self.replicas[**i].outstanding.load(Ordering::Relaxed))
-                    .unwrap_or(&pool[0])
-            }
-        })
+        let offset = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        match self.settings.balance {
+            Balance::RoundRobin => pool().nth(offset),
+            Balance::LeastOutstanding => pool()
+                .skip(offset)
+                .chain(pool().take(offset))
+                .min_by_key(|i| self.replicas[*i].outstanding.load(Ordering::Relaxed)),
+        }
     }
 
     fn succeeded(&self, replica: &Replica) {
@@ -121,8 +119,10 @@ impl Shared {
     }
 
     async fn check_ready(&self, replica: &Replica) -> bool {
-        let check = replica.pool.send("GET", &self.ready_path, &[], b"");
-        matches!(tokio::time::timeout(Duration::from_secs(2), check).await, Ok(Ok(answer)) if (200..300).contains(&answer.status))
+        let check = replica
+            .pool
+            .send("GET", &self.ready_path, &[], b"", Duration::from_secs(2));
+        matches!(check.await, Ok(answer) if (200..300).contains(&answer.status))
     }
 
     /// Runs every readiness check once; re-admits an ejected replica whose time is up and that passes.
@@ -293,42 +293,45 @@ impl UpstreamModel {
         let url = || format!("{}{}", replica.url, shared.infer_path);
         let mut length = itoa::Buffer::new();
         let traceparent = crate::trace::current();
-        let mut headers = Vec::with_capacity(3);
+        let mut headers = [("", ""); 3];
+        let mut count = 0;
+        let mut add = |name, value| {
+            headers[count] = (name, value);
+            count += 1;
+        };
         match json_len {
-            None => headers.push(("content-type", "application/json")),
+            None => add("content-type", "application/json"),
             Some(n) => {
-                headers.push(("content-type", "application/octet-stream"));
-                headers.push((crate::gateway::JSON_LENGTH_HEADER, length.format(n)));
+                add("content-type", "application/octet-stream");
+                add(crate::gateway::JSON_LENGTH_HEADER, length.format(n));
             }
         }
         if let Some(traceparent) = &traceparent {
-            headers.push(("traceparent", traceparent));
+            add("traceparent", traceparent);
         }
         let timeout = Duration::from_millis(shared.settings.timeout_ms);
-        match tokio::time::timeout(
-            timeout,
-            replica
-                .pool
-                .send("POST", &shared.infer_path, &headers, body),
-        )
-        .await
+        let headers = &headers[..count];
+        match replica
+            .pool
+            .send("POST", &shared.infer_path, headers, body, timeout)
+            .await
         {
-            Err(_) => {
+            Err(Http1Error::TimedOut) => {
                 shared.failed(replica, "timeout");
                 Attempt::Failed(BackendError::Timeout {
                     url: url(),
                     ms: shared.settings.timeout_ms,
                 })
             }
-            Ok(Err(Http1Error::NotSent(why))) => {
+            Err(Http1Error::NotSent(why)) => {
                 shared.failed(replica, "connect");
                 Attempt::NotSent(why)
             }
-            Ok(Err(Http1Error::Failed(why))) => {
+            Err(Http1Error::Failed(why)) => {
                 shared.failed(replica, "request");
                 Attempt::Failed(BackendError::Upstream(format!("{}: {why}", url())))
             }
-            Ok(Ok(answer)) => {
+            Ok(answer) => {
                 if answer.status >= 500 {
                     shared.failed(replica, "5xx");
                 } else {
@@ -341,12 +344,15 @@ impl UpstreamModel {
 
     /// Sends one body to one replica; to another only if it never reached the first.
     async fn send(&self, body: Bytes, json_len: Option<usize>) -> Result<RawAnswer, BackendError> {
+        // Filled only when a request must go to another replica, so most allocate nothing.
         let mut tried = Vec::new();
         let mut refused = Vec::new();
         while let Some(index) = self.shared.choose(&tried) {
-            tried.push(index);
             match self.attempt(index, &body, json_len).await {
-                Attempt::NotSent(why) => refused.push(why),
+                Attempt::NotSent(why) => {
+                    tried.push(index);
+                    refused.push(why);
+                }
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Answer(status, json_len, body) => {
                     return Ok(RawAnswer {
@@ -436,19 +442,12 @@ impl UpstreamModel {
 /// an `outputs` list), so a server answering garbage is a 502 naming it rather than a 200
 /// the caller cannot read.
 fn check_envelope(body: &[u8], json_len: Option<usize>) -> Result<(), BackendError> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[allow(dead_code)]
-        outputs: Vec<serde::de::IgnoredAny>,
-    }
     let json = &body[..json_len.unwrap_or(body.len()).min(body.len())];
-    serde_json::from_slice::<Envelope>(json)
-        .map(|_| ())
-        .map_err(|e| {
-            BackendError::Upstream(format!(
-                "the model server's answer is not a V2 response: {e}"
-            ))
-        })
+    teal_core::envelope::check(json).map_err(|e| {
+        BackendError::Upstream(format!(
+            "the model server's answer is not a V2 response: {e}"
+        ))
+    })
 }
 
 async fn fetch_signature(shared: &Shared) -> Option<Signature> {
@@ -461,12 +460,10 @@ async fn fetch_signature(shared: &Shared) -> Option<Signature> {
     }
     let path = format!("/v2/models/{}", shared.server_model);
     for replica in &shared.replicas {
-        let Ok(Ok(answer)) = tokio::time::timeout(
-            Duration::from_secs(5),
-            replica.pool.send("GET", &path, &[], b""),
-        )
-        .await
-        else {
+        let metadata = replica
+            .pool
+            .send("GET", &path, &[], b"", Duration::from_secs(5));
+        let Ok(answer) = metadata.await else {
             continue;
         };
         if !(200..300).contains(&answer.status) {
