@@ -42,7 +42,13 @@ pub fn check(json: &[u8]) -> Result<(), EnvelopeError> {
         scan.at += 1;
     } else {
         loop {
+            let start = scan.at;
             let key = scan.key()?;
+            // The envelope's own member names are decoded as text, so they must be UTF-8;
+            // everything below them is skipped as bytes, names included.
+            if !key.is_ascii() && std::str::from_utf8(key).is_err() {
+                return Err(EnvelopeError::Syntax(start));
+            }
             scan.space();
             if key == b"outputs" {
                 if outputs {
@@ -107,12 +113,7 @@ impl<'a> Scanner<'a> {
             self.at += 1;
             return Err(self.syntax());
         }
-        let start = self.at;
         let key = self.string()?;
-        // Names are decoded as text, so they must be UTF-8 (values are skipped as bytes).
-        if !key.is_ascii() && std::str::from_utf8(key).is_err() {
-            return Err(EnvelopeError::Syntax(start));
-        }
         self.space();
         if self.next() != Some(b':') {
             return Err(self.syntax());
@@ -288,6 +289,7 @@ mod tests {
             r#" { "outputs" : [ ] } "#,
             r#"{"id":"x\"y\\z\u00e9\n","outputs":[[1,-2.5e+3,0.0,1E2,true,false,null,{"a":{"b":[]}}]],"parameters":{}}"#,
             "{\"outputs\":[\"caf\u{e9}\"]}\n",
+            "{\"caf\u{e9}\":1,\"outputs\":[]}",
         ] {
             assert_eq!(check(json.as_bytes()), Ok(()), "{json}");
             assert!(serde_accepts(json.as_bytes()), "{json}");
@@ -337,6 +339,7 @@ mod tests {
             br#"{"outputs" []}"#,
             br#"{"outputs":[],"outputs":[]}"#,
             b"{\"\xff\":1,\"outputs\":[]}",
+            b"{\"outputs\":[],\"x\xff\":1}",
             unclosed.as_bytes(),
         ];
         for json in cases {
@@ -347,6 +350,14 @@ mod tests {
                 "serde accepts {text}"
             );
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_below_the_envelope_are_skipped_as_serde_skips_them() {
+        // Found by the fuzz target: names and strings inside `outputs` are never decoded.
+        let json = b"{\"outputs\":[{\"d\xe1tatype\":\"FP32\",\"s\":\"\xff\"}]}";
+        assert_eq!(check(json), Ok(()));
+        assert!(serde_accepts(json));
     }
 
     #[test]

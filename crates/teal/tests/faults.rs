@@ -174,11 +174,30 @@ async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_req
                 took < Duration::from_secs(10),
                 "{fault:?}: a failing upstream is given up on, not waited for: {took:?}"
             );
+            // The failure names the version that failed, and counts against it: the
+            // rollback rules read the slot's error count.
+            assert_eq!(answer.header("x-teal-version"), Some("broken"), "{fault:?}");
+            assert_eq!(answer.header("x-teal-slot"), Some("blue"), "{fault:?}");
+            assert!(answer.header("x-request-id").is_some(), "{fault:?}");
         }
         let ready = client.get("/v2/health/live").await.unwrap();
         assert_eq!(ready.status, 200, "{fault:?}: teal is alive");
         let status = admin(&running).get("/api/v1/status").await.unwrap();
         assert_eq!(status.status, 200, "{fault:?}: the admin API answers");
+        let models = status.json()["models"].clone();
+        let digits = models
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "digits")
+            .unwrap()
+            .clone();
+        let stats = &digits["slots"][0]["stats"];
+        assert_eq!(
+            (stats["requests"].as_u64(), stats["errors"].as_u64()),
+            (Some(8), Some(8)),
+            "{fault:?}: {digits:#}"
+        );
         stop(running).await;
         server.abort();
     }

@@ -19,15 +19,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Response, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::DataPlane;
+use super::{Answer, DataPlane};
 
 /// Header lines a directly served request may have; one with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -105,11 +103,11 @@ pub async fn serve_connection(
         }
         let body = buf.split_to(request.body_len).freeze();
         let model = std::str::from_utf8(&head[request.model.clone()]).unwrap_or_default();
-        let response = plane.infer(model, &request.headers, body).await;
+        let answer = plane.infer(model, &request.headers, body).await;
         drop(head);
         stopping = stopping || stop_is_due(stopped.as_mut());
-        let close = request.close || stopping || says_close(response.headers());
-        if write_response(&mut stream, &mut out, response, close)
+        let close = request.close || stopping || answer.close;
+        if write_answer(&mut stream, &mut out, &answer, close)
             .await
             .is_err()
             || close
@@ -124,12 +122,6 @@ pub async fn serve_connection(
 fn stop_is_due(stopped: Pin<&mut impl Future<Output = ()>>) -> bool {
     let mut context = Context::from_waker(std::task::Waker::noop());
     stopped.poll(&mut context).is_ready()
-}
-
-fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONNECTION)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
 }
 
 /// A request this module answers itself.
@@ -232,59 +224,40 @@ fn digits(value: &[u8]) -> Option<usize> {
 }
 
 /// Writes an answer: its head, and its body in the same write when it is small.
-async fn write_response(
+async fn write_answer(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    response: Response<Body>,
+    answer: &Answer,
     close: bool,
 ) -> std::io::Result<()> {
-    let (parts, mut body) = response.into_parts();
-    let mut bytes = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(std::io::Error::other)?.into_data() else {
-            continue;
-        };
-        match &mut joined {
-            Some(joined) => joined.extend_from_slice(&data),
-            None if bytes.is_empty() => bytes = data,
-            None => {
-                let mut both = BytesMut::from(&bytes[..]);
-                both.extend_from_slice(&data);
-                joined = Some(both);
-            }
-        }
-    }
-    let body = joined.map_or(bytes, BytesMut::freeze);
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.extend_from_slice(answer.status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(answer.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: ");
+    out.extend_from_slice(answer.content_type.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::CONNECTION || name == header::DATE {
-            continue;
-        }
+    answer.for_each_header(|name, value| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
-    }
+    });
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(answer.body.len()).as_bytes());
     if close {
         out.extend_from_slice(b"\r\nconnection: close");
     }
     out.extend_from_slice(b"\r\ndate: ");
     http_date(out);
     out.extend_from_slice(b"\r\n\r\n");
-    if body.len() <= JOINED_BODY {
-        out.extend_from_slice(&body);
+    if answer.body.len() <= JOINED_BODY {
+        out.extend_from_slice(&answer.body);
         stream.write_all(out).await
     } else {
         stream.write_all(out).await?;
-        stream.write_all(&body).await
+        stream.write_all(&answer.body).await
     }
 }
 

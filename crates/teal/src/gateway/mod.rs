@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
-use teal_core::protocol::{self, Datatype, InferRequest, Signature, Tensor, TensorSpec};
+use teal_core::protocol::{
+    self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
+};
 use teal_core::routing::{Color, WHOLE, session_bucket};
 
 pub use connection::serve_connection;
@@ -51,10 +53,116 @@ mod names {
     pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
 }
 
-/// The predicted label of a request, carried on its response to the request log, where
+/// The predicted label of a request, carried with its answer to the request log, where
 /// feedback finds it.
-#[derive(Clone)]
 struct Predicted(String);
+
+/// The answer to a model request, before it is a `Response`: the data plane's connection
+/// writes it as it is, the router's path makes it one ([`Answer::into_response`]). Building
+/// a header map for every answer, and reading it back to record which version answered, was
+/// a tenth of a proxied request's instructions.
+pub(crate) struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    /// The binary extension's JSON length (`inference-header-content-length`).
+    json_len: Option<usize>,
+    body: bytes::Bytes,
+    request_id: String,
+    /// The slot that answered, or failed to, with the route table that chose it.
+    served: Option<Served>,
+    /// The request's body was left unread, so the connection cannot carry another request.
+    close: bool,
+    predicted: Option<Predicted>,
+}
+
+struct Served {
+    slot: Arc<Slot>,
+    generation: u64,
+}
+
+impl Answer {
+    fn new(
+        status: StatusCode,
+        content_type: &'static str,
+        body: impl Into<bytes::Bytes>,
+    ) -> Answer {
+        Answer {
+            status,
+            content_type,
+            json_len: None,
+            body: body.into(),
+            request_id: String::new(),
+            served: None,
+            close: false,
+            predicted: None,
+        }
+    }
+
+    fn json(status: StatusCode, value: &impl serde::Serialize) -> Answer {
+        Answer::new(
+            status,
+            "application/json",
+            serde_json::to_vec(value).unwrap_or_default(),
+        )
+    }
+
+    fn error(error: &GatewayError) -> Answer {
+        Answer {
+            close: error.leaves_body_unread(),
+            ..Answer::new(error.status(), "application/json", error.body())
+        }
+    }
+
+    fn routed(mut self, slot: &Arc<Slot>, generation: u64) -> Answer {
+        self.served = Some(Served {
+            slot: slot.clone(),
+            generation,
+        });
+        self
+    }
+
+    /// The headers every answer carries beyond its content type and length, in order.
+    fn for_each_header(&self, mut header: impl FnMut(&HeaderName, &[u8])) {
+        let mut number = itoa::Buffer::new();
+        if let Some(n) = self.json_len {
+            header(&names::JSON_LENGTH, number.format(n).as_bytes());
+        }
+        if let Some(served) = &self.served {
+            header(&names::VERSION, served.slot.version_header.as_bytes());
+            header(&names::SLOT, served.slot.color.as_str().as_bytes());
+        }
+        // Only model requests have one; it is always a valid header value (`request_id`).
+        if !self.request_id.is_empty() {
+            header(&names::REQUEST_ID, self.request_id.as_bytes());
+        }
+        if let Some(served) = &self.served {
+            header(
+                &names::GENERATION,
+                number.format(served.generation).as_bytes(),
+            );
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        self.for_each_header(|name, value| {
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.insert(name.clone(), value);
+            }
+        });
+        if self.close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
 
 /// The label a request's answer predicts: the named prediction output (or the first integer
 /// output), one value per row; one row gives the value itself, several give a JSON array.
@@ -172,24 +280,17 @@ impl Gateway {
     /// Records which version and slot answered a request: metrics, and the request log (off
     /// the request path). Requests for models teal does not serve add no metric labels, so a
     /// caller cannot grow the label set.
-    fn record(
-        &self,
-        model: &str,
-        endpoint: Endpoint,
-        request_id: &str,
-        started: Instant,
-        response: &Response<Body>,
-    ) {
-        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
-        let (version, slot) = (header(&names::VERSION), header(&names::SLOT));
-        let status = response.status().as_u16();
+    fn record(&self, model: &str, endpoint: Endpoint, started: Instant, answer: &mut Answer) {
+        let status = answer.status.as_u16();
         let elapsed = started.elapsed();
         let snapshot = self.routes.load();
         let routes = snapshot.models.get(model);
-        let served = match (routes, slot.and_then(|s| s.parse::<Color>().ok()), version) {
-            (Some(routes), Some(color), Some(v)) => {
-                routes.slot(color).filter(|s| s.version == v).cloned()
-            }
+        let answered = answer.served.as_ref().map(|s| &s.slot);
+        // The slot's own series, while it is still the one in the table.
+        let served = match (routes, answered) {
+            (Some(routes), Some(slot)) => routes
+                .slot(slot.color)
+                .filter(|s| s.version == slot.version),
             _ => None,
         };
         if let Some(served) = served {
@@ -206,15 +307,16 @@ impl Gateway {
                 400..500 => handles.client_errors.inc(),
                 _ => 0,
             };
-        } else if version.is_some() || routes.is_some() {
+        } else if answered.is_some() || routes.is_some() {
             // Refused before a slot answered (or by a slot no longer in the table).
-            let (v, s) = (version.unwrap_or_default(), slot.unwrap_or_default());
+            let version = answered.map_or("", |s| s.version.as_str());
+            let slot = answered.map_or("", |s| s.color.as_str());
             self.metrics
                 .requests
                 .get_or_create(&RequestLabels {
                     model: model.to_string(),
-                    version: v.to_string(),
-                    slot: s.to_string(),
+                    version: version.to_string(),
+                    slot: slot.to_string(),
                     endpoint: endpoint.label().to_string(),
                 })
                 .inc();
@@ -222,8 +324,8 @@ impl Gateway {
                 .latency
                 .get_or_create(&SlotLabels {
                     model: model.to_string(),
-                    version: v.to_string(),
-                    slot: s.to_string(),
+                    version: version.to_string(),
+                    slot: slot.to_string(),
                 })
                 .observe(elapsed.as_secs_f64());
             if status >= 400 {
@@ -232,27 +334,23 @@ impl Gateway {
                     .errors
                     .get_or_create(&ErrorLabels {
                         model: model.to_string(),
-                        version: v.to_string(),
-                        slot: s.to_string(),
+                        version: version.to_string(),
+                        slot: slot.to_string(),
                         error_type: error_type.to_string(),
                     })
                     .inc();
             }
         }
         let Some(log) = &self.request_log else { return };
-        let (version, slot) = (version.map(str::to_string), slot.map(str::to_string));
         log.log(RequestRecord {
-            request_id: request_id.to_string(),
+            request_id: answer.request_id.clone(),
             at_ms: crate::store::now_ms() - elapsed.as_millis() as i64,
             model: model.to_string(),
-            version,
-            slot,
+            version: answered.map(|s| s.version.clone()),
+            slot: answered.map(|s| s.color.to_string()),
             status,
             latency_us: elapsed.as_micros() as u64,
-            prediction: response
-                .extensions()
-                .get::<Predicted>()
-                .map(|p| p.0.clone()),
+            prediction: answer.predicted.take().map(|p| p.0),
         });
     }
 
@@ -298,7 +396,8 @@ impl Gateway {
         }
     }
 
-    /// The caller's request id when it is a sane header value, otherwise a new one.
+    /// The caller's request id when it is a sane header value (visible ASCII, as `to_str`
+    /// requires), otherwise a new one.
     fn request_id(&self, headers: &HeaderMap) -> String {
         headers
             .get(&names::REQUEST_ID)
@@ -334,22 +433,22 @@ impl DataPlane {
 
     /// Answers a `/v2/models/{model}/infer` POST whose body the connection has read whole;
     /// the answer is the one the router would give.
-    async fn infer(&self, model: &str, headers: &HeaderMap, body: bytes::Bytes) -> Response<Body> {
+    async fn infer(&self, model: &str, headers: &HeaderMap, body: bytes::Bytes) -> Answer {
         let body = Payload::Whole(body);
         serve_request(&self.gateway, model, None, Endpoint::Infer, headers, body).await
     }
 }
 
-type Answer = std::pin::Pin<
+type Routed = std::pin::Pin<
     Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>,
 >;
 
 impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for DataPlane {
     type Response = Response<Body>;
     type Error = std::convert::Infallible;
-    type Future = Answer;
+    type Future = Routed;
 
-    fn call(&self, request: axum::http::Request<hyper::body::Incoming>) -> Answer {
+    fn call(&self, request: axum::http::Request<hyper::body::Incoming>) -> Routed {
         if request.method() == Method::POST
             && let Some(model) = infer_path_model(request.uri().path())
         {
@@ -359,7 +458,8 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Dat
             let body = Payload::Arriving(Body::new(body));
             return Box::pin(async move {
                 let headers = &parts.headers;
-                Ok(serve_request(&gateway, &model, None, Endpoint::Infer, headers, body).await)
+                let answer = serve_request(&gateway, &model, None, Endpoint::Infer, headers, body);
+                Ok(answer.await.into_response())
             });
         }
         Box::pin(self.router.call(request))
@@ -403,35 +503,11 @@ fn router(gateway: Arc<Gateway>) -> Router {
 }
 
 fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    bytes_response(status, "application/json", body)
+    Answer::json(status, value).into_response()
 }
 
-fn bytes_response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Body>,
-) -> Response<Body> {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = status;
-    // Room for a routed answer's headers from the start, so the map is allocated once.
-    let mut headers = HeaderMap::with_capacity(12);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    *response.headers_mut() = headers;
-    response
-}
-
-fn error_response(error: &GatewayError, request_id: Option<&str>) -> Response<Body> {
-    let mut response = bytes_response(error.status(), "application/json", error.body());
-    if error.leaves_body_unread() {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, id);
-    }
-    response
+fn error_response(error: &GatewayError) -> Response<Body> {
+    Answer::error(error).into_response()
 }
 
 fn served(snapshot: &crate::routing::RouteSnapshot) -> String {
@@ -544,7 +620,7 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
 }
 
 fn path_error(rejection: axum::extract::rejection::PathRejection) -> Response<Body> {
-    error_response(&GatewayError::Path(rejection.body_text()), None)
+    error_response(&GatewayError::Path(rejection.body_text()))
 }
 
 type ModelPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
@@ -568,7 +644,7 @@ async fn model_metadata(State(gateway): State<Arc<Gateway>>, path: ModelPath) ->
         Ok(metadata_response(&routes, &slot))
     }) {
         Ok(response) => response,
-        Err(e) => error_response(&e, None),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -585,7 +661,7 @@ async fn version_metadata(
         Ok(metadata_response(&routes, &slot))
     }) {
         Ok(response) => response,
-        Err(e) => error_response(&e, None),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -607,7 +683,7 @@ async fn model_ready(State(gateway): State<Arc<Gateway>>, path: ModelPath) -> Re
                 &serde_json::json!({ "name": model, "ready": ready }),
             )
         }
-        Err(e) => error_response(&e, None),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -621,7 +697,7 @@ async fn version_ready(State(gateway): State<Arc<Gateway>>, path: VersionPath) -
             StatusCode::OK,
             &serde_json::json!({ "name": model, "version": version, "ready": true }),
         ),
-        Err(e) => error_response(&e, None),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -714,20 +790,6 @@ async fn read_body(
     Ok(joined.map_or(first, bytes::BytesMut::freeze))
 }
 
-/// Headers every routed answer carries.
-fn routed_headers(response: &mut Response<Body>, slot: &Slot, request_id: &str, generation: u64) {
-    let headers = response.headers_mut();
-    headers.insert(names::VERSION.clone(), slot.version_header.clone());
-    headers.insert(
-        names::SLOT.clone(),
-        HeaderValue::from_static(slot.color.as_str()),
-    );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(names::REQUEST_ID.clone(), v);
-    }
-    headers.insert(names::GENERATION.clone(), HeaderValue::from(generation));
-}
-
 /// Runs a decoded request on a slot, through the slot's cache when it has one.
 async fn run_on_slot(
     slot: &Slot,
@@ -788,13 +850,13 @@ async fn run_infer(
     version: Option<&str>,
     headers: &HeaderMap,
     body: Payload,
-    request_id: &str,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Answer, Failure> {
     let json_len = body_headers(headers, true)?;
     let body = read_body(body, headers, gateway.max_body_bytes).await?;
     let routes = find_model(gateway, model)?;
     let in_flight = pick(&routes, version, headers)?.enter();
     let slot = in_flight.slot();
+    let generation = routes.table.generation;
     let mirror = gateway.mirror_target(&routes, slot);
     if slot.cache.is_none()
         && mirror.is_none()
@@ -808,11 +870,7 @@ async fn run_infer(
         let answer = upstream
             .forward(body.clone(), json_len)
             .await
-            .map_err(|source| GatewayError::Backend {
-                model: model.to_string(),
-                version: slot.version.clone(),
-                source,
-            })?;
+            .map_err(|source| Failure::backend(model, slot, generation, source))?;
         let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
         let content_type = if answer.json_len.is_some() {
             "application/octet-stream"
@@ -829,41 +887,79 @@ async fn run_infer(
             }
             _ => None,
         };
-        let mut response = bytes_response(status, content_type, answer.body);
-        if let Some(n) = answer.json_len {
-            response
-                .headers_mut()
-                .insert(names::JSON_LENGTH.clone(), HeaderValue::from(n));
-        }
+        let mut reply = Answer::new(status, content_type, answer.body).routed(slot, generation);
+        reply.json_len = answer.json_len;
         if (200..300).contains(&answer.status) {
             gateway.capture(&routes, &body, json_len);
-            if let Some(p) = label {
-                response.extensions_mut().insert(p);
-            }
+            reply.predicted = label;
         }
-        routed_headers(&mut response, slot, request_id, routes.table.generation);
-        return Ok(response);
+        return Ok(reply);
     }
     let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
-    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request).await?;
+    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
+        .await
+        .map_err(|e| Failure::on(slot, generation, e))?;
     gateway.capture(&routes, &body, json_len);
     let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
-    let mut response = match encoded.json_len {
-        None => bytes_response(StatusCode::OK, "application/json", encoded.body),
-        Some(n) => {
-            let mut r = bytes_response(StatusCode::OK, "application/octet-stream", encoded.body);
-            r.headers_mut()
-                .insert(names::JSON_LENGTH.clone(), HeaderValue::from(n));
-            r
-        }
+    let content_type = match encoded.json_len {
+        None => "application/json",
+        Some(_) => "application/octet-stream",
     };
-    if gateway.request_log.is_some()
-        && let Some(p) = predicted(&outputs, routes.prediction_output.as_deref())
-    {
-        response.extensions_mut().insert(p);
+    let mut reply =
+        Answer::new(StatusCode::OK, content_type, encoded.body).routed(slot, generation);
+    reply.json_len = encoded.json_len;
+    if gateway.request_log.is_some() {
+        reply.predicted = predicted(&outputs, routes.prediction_output.as_deref());
     }
-    routed_headers(&mut response, slot, request_id, routes.table.generation);
-    Ok(response)
+    Ok(reply)
+}
+
+/// Why a model request failed, with the slot it failed on when a slot's backend failed:
+/// the answer then names the version, and the failure counts against it (the rollback
+/// rules read that). A request refused before its backend was asked names none.
+struct Failure {
+    error: GatewayError,
+    served: Option<Served>,
+}
+
+impl From<GatewayError> for Failure {
+    fn from(error: GatewayError) -> Failure {
+        Failure {
+            error,
+            served: None,
+        }
+    }
+}
+
+impl From<ProtocolError> for Failure {
+    fn from(error: ProtocolError) -> Failure {
+        GatewayError::from(error).into()
+    }
+}
+
+impl Failure {
+    /// An error of `slot`'s backend, or any other error raised while it ran.
+    fn on(slot: &Arc<Slot>, generation: u64, error: GatewayError) -> Failure {
+        let served = matches!(error, GatewayError::Backend { .. }).then(|| Served {
+            slot: slot.clone(),
+            generation,
+        });
+        Failure { error, served }
+    }
+
+    fn backend(
+        model: &str,
+        slot: &Arc<Slot>,
+        generation: u64,
+        source: crate::backends::BackendError,
+    ) -> Failure {
+        let error = GatewayError::Backend {
+            model: model.to_string(),
+            version: slot.version.clone(),
+            source,
+        };
+        Failure::on(slot, generation, error)
+    }
 }
 
 /// The data-plane endpoints that run a model (the order of [`SlotHandles::requests`]).
@@ -893,41 +989,60 @@ async fn serve_request(
     endpoint: Endpoint,
     headers: &HeaderMap,
     body: Payload,
-) -> Response<Body> {
+) -> Answer {
     let request_id = gateway.request_id(headers);
     let started = Instant::now();
     let _active = gateway.active(model);
     let traceparent = crate::trace::parse(headers);
     let work = async {
         match endpoint {
-            Endpoint::Infer => run_infer(gateway, model, version, headers, body, &request_id).await,
-            Endpoint::Predict => run_predict(gateway, model, headers, body, &request_id).await,
+            Endpoint::Infer => run_infer(gateway, model, version, headers, body).await,
+            Endpoint::Predict => run_predict(gateway, model, headers, body).await,
         }
     };
     let outcome = crate::trace::scope(traceparent.clone(), work).await;
     let trace_id = traceparent.as_deref().map(crate::trace::trace_id);
-    let response = match outcome {
-        Ok(response) => response,
-        Err(e) => {
+    let mut answer = match outcome {
+        Ok(answer) => answer,
+        Err(Failure { error: e, served }) => {
             if e.status().is_server_error() {
                 tracing::warn!(request_id = %request_id, trace_id, model, error = %e, "request failed");
             } else {
                 tracing::debug!(request_id = %request_id, trace_id, model, error = %e, "request refused");
             }
-            error_response(&e, Some(&request_id))
+            Answer {
+                served,
+                ..Answer::error(&e)
+            }
         }
     };
+    answer.request_id = request_id;
     tracing::debug!(
-        request_id = %request_id,
+        request_id = %answer.request_id,
         trace_id,
         model,
-        version = response.headers().get(&names::VERSION).and_then(|v| v.to_str().ok()),
-        status = response.status().as_u16(),
+        version = answer.served.as_ref().map(|s| s.slot.version.as_str()),
+        status = answer.status.as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
         "served"
     );
-    gateway.record(model, endpoint, &request_id, started, &response);
-    response
+    gateway.record(model, endpoint, started, &mut answer);
+    answer
+}
+
+/// A model request that came through the router.
+async fn serve_routed(
+    gateway: &Gateway,
+    model: &str,
+    version: Option<&str>,
+    endpoint: Endpoint,
+    request: axum::extract::Request,
+) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let body = Payload::Arriving(body);
+    serve_request(gateway, model, version, endpoint, &parts.headers, body)
+        .await
+        .into_response()
 }
 
 async fn infer(
@@ -936,19 +1051,7 @@ async fn infer(
     request: axum::extract::Request,
 ) -> Response<Body> {
     match path {
-        Ok(Path(model)) => {
-            let (parts, body) = request.into_parts();
-            let body = Payload::Arriving(body);
-            serve_request(
-                &gateway,
-                &model,
-                None,
-                Endpoint::Infer,
-                &parts.headers,
-                body,
-            )
-            .await
-        }
+        Ok(Path(model)) => serve_routed(&gateway, &model, None, Endpoint::Infer, request).await,
         Err(e) => path_error(e),
     }
 }
@@ -960,17 +1063,7 @@ async fn version_infer(
 ) -> Response<Body> {
     match path {
         Ok(Path((model, version))) => {
-            let (parts, body) = request.into_parts();
-            let (headers, body) = (&parts.headers, Payload::Arriving(body));
-            serve_request(
-                &gateway,
-                &model,
-                Some(&version),
-                Endpoint::Infer,
-                headers,
-                body,
-            )
-            .await
+            serve_routed(&gateway, &model, Some(&version), Endpoint::Infer, request).await
         }
         Err(e) => path_error(e),
     }
@@ -982,19 +1075,7 @@ async fn predict(
     request: axum::extract::Request,
 ) -> Response<Body> {
     match path {
-        Ok(Path(model)) => {
-            let (parts, body) = request.into_parts();
-            let body = Payload::Arriving(body);
-            serve_request(
-                &gateway,
-                &model,
-                None,
-                Endpoint::Predict,
-                &parts.headers,
-                body,
-            )
-            .await
-        }
+        Ok(Path(model)) => serve_routed(&gateway, &model, None, Endpoint::Predict, request).await,
         Err(e) => path_error(e),
     }
 }
@@ -1020,7 +1101,7 @@ async fn feedback(
     };
     match record_feedback(&gateway, &model, &headers, body).await {
         Ok(response) => response,
-        Err(e) => error_response(&e, None),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -1095,8 +1176,7 @@ async fn run_predict(
     model: &str,
     headers: &HeaderMap,
     body: Payload,
-    request_id: &str,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Answer, Failure> {
     body_headers(headers, false)?;
     let body = read_body(body, headers, gateway.max_body_bytes).await?;
     let routes = find_model(gateway, model)?;
@@ -1115,45 +1195,39 @@ async fn run_predict(
         .prediction_output
         .as_deref()
         .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
+    let generation = routes.table.generation;
     let mirror = gateway.mirror_target(&routes, slot);
-    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request).await?;
+    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
+        .await
+        .map_err(|e| Failure::on(slot, generation, e))?;
     let chosen = match wanted {
         Some(name) => outputs.iter().find(|o| o.name == name),
         None => outputs.first(),
     };
     let predictions = chosen.map(protocol::predictions).unwrap_or_default();
-    let label = (gateway.request_log.is_some())
-        .then(|| predicted(&outputs, wanted))
-        .flatten();
-    let mut response = json_response(
+    let mut answer = Answer::json(
         StatusCode::OK,
         &serde_json::json!({ "predictions": predictions, "model_version": slot.version, "slot": slot.color }),
-    );
-    if let Some(label) = label {
-        response.extensions_mut().insert(label);
+    )
+    .routed(slot, generation);
+    if gateway.request_log.is_some() {
+        answer.predicted = predicted(&outputs, wanted);
     }
-    routed_headers(&mut response, slot, request_id, routes.table.generation);
-    Ok(response)
+    Ok(answer)
 }
 
 async fn no_route(method: Method, uri: Uri) -> Response<Body> {
-    error_response(
-        &GatewayError::NoRoute {
-            method: method.to_string(),
-            path: uri.path().to_string(),
-        },
-        None,
-    )
+    error_response(&GatewayError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    })
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response<Body> {
-    error_response(
-        &GatewayError::MethodNotAllowed {
-            method: method.to_string(),
-            path: uri.path().to_string(),
-        },
-        None,
-    )
+    error_response(&GatewayError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    })
 }
 
 #[cfg(test)]
