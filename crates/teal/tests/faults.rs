@@ -25,6 +25,8 @@ enum Fault {
     NotJson,
     /// Answers 200 with JSON that is not a V2 response.
     NotV2,
+    /// Answers 500 with an error, as a model server whose model crashed does.
+    ServerError,
 }
 
 const METADATA: &str = r#"{"name":"digits","versions":["broken"],"platform":"fake","inputs":[{"name":"input","datatype":"FP32","shape":[-1,64]}],"outputs":[{"name":"label","datatype":"INT64","shape":[-1]}]}"#;
@@ -93,6 +95,10 @@ async fn serve_faulty(mut stream: TcpStream, fault: Fault) {
                 Fault::NotHttp => "\u{0}\u{1}garbage, not HTTP\r\n\r\n".to_string(),
                 Fault::NotJson => answer("200 OK", "{\"outputs\": [{\"name\": "),
                 Fault::NotV2 => answer("200 OK", "{\"outputs\": \"seven\"}"),
+                Fault::ServerError => answer(
+                    "500 Internal Server Error",
+                    "{\"error\": \"the model crashed\"}",
+                ),
             }
         } else {
             answer("404 Not Found", "{\"error\": \"no such endpoint\"}")
@@ -115,6 +121,7 @@ async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_req
         (Fault::NotHttp, 502, ""),
         (Fault::NotJson, 502, ""),
         (Fault::NotV2, 502, ""),
+        (Fault::ServerError, 502, "the model crashed"),
     ] {
         let (url, server) = faulty_server(fault).await;
         // The faulty server is blue for `digits`; `cancer` (in-process) shares the gateway.
@@ -444,4 +451,33 @@ async fn a_live_slot_process_killed_under_load_is_reported_and_rolled_back() {
     assert!(dead["process"]["exit"].as_str().is_some(), "{dead}");
     eprintln!("{failed_during} requests failed between the crash and the rollback");
     stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_answering_server_errors_while_ready_is_rolled_back_by_the_error_rule() {
+    use common::rollouts::*;
+    // Ready and publishing its metadata, but every inference is a 500: only the error rule
+    // can see this (the readiness rule passes), so it must be what rolls back.
+    let (url, server) = faulty_server(Fault::ServerError).await;
+    let running = start(&config_with(&onnx("v1"), None)).await;
+    let (client, admin) = (data(&running), admin(&running));
+    let candidate = serde_json::json!({
+        "version": "crashing", "kind": "upstream", "urls": [url],
+        "eject_after_failures": 1_000_000,
+    });
+    let mut settings = quick(serde_json::json!({ "kind": "blue_green" }));
+    settings["evidence"] = serde_json::Value::Null;
+    settings["observe_ms"] = 60_000.into();
+    settings["rules"] = serde_json::json!({ "check_interval_ms": 200, "consecutive": 3, "min_requests": 5, "latency_slack_ms": 1000 });
+    start_rollout(&admin, candidate, settings).await;
+    wait_phase(&admin, "observing", Duration::from_secs(60)).await;
+    let load = Load::start(&client, 3);
+    let back = wait_phase(&admin, "rolled_back", Duration::from_secs(30)).await;
+    let (_, failed, _) = load.finish().await;
+    let outcome = back["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("errors"), "{back:#}");
+    assert!(failed >= 5, "the rule acted on evidence: {failed} failed");
+    assert_eq!(live_version(&client).await, "v1");
+    stop(running).await;
+    server.abort();
 }
