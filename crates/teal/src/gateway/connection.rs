@@ -35,8 +35,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const JOINED_BODY: usize = 64 * 1024;
 
 /// Serves one accepted connection until the client closes it, it times out waiting for a
-/// request head, or `stopped` completes (teal is shutting down: the request being read or
-/// served is answered, with `connection: close`, and the connection closed).
+/// request head, or `stopped` completes (teal is shutting down: a request already begun is
+/// read and answered, with `connection: close`, and the connection closed).
 pub async fn serve_connection(
     mut stream: TcpStream,
     plane: DataPlane,
@@ -105,7 +105,8 @@ pub async fn serve_connection(
         let model = std::str::from_utf8(&head[request.model.clone()]).unwrap_or_default();
         let answer = plane.infer(model, &request.headers, body).await;
         drop(head);
-        stopping = stopping || stop_is_due(stopped.as_mut());
+        // Shutting down is noticed while waiting for a request, not here: a kept-alive
+        // connection is then closed before its next request, as hyper closes idle ones.
         let close = request.close || stopping || answer.close;
         if write_answer(&mut stream, &mut out, &answer, close)
             .await
@@ -116,12 +117,6 @@ pub async fn serve_connection(
             return;
         }
     }
-}
-
-/// Whether teal began to shut down, without waiting for it.
-fn stop_is_due(stopped: Pin<&mut impl Future<Output = ()>>) -> bool {
-    let mut context = Context::from_waker(std::task::Waker::noop());
-    stopped.poll(&mut context).is_ready()
 }
 
 /// A request this module answers itself.

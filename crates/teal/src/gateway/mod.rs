@@ -205,10 +205,14 @@ pub struct Gateway {
     /// Requests in flight on a model above which live requests are not mirrored.
     pub shadow_headroom: i64,
     ids: RequestIds,
+    /// Each served model's in-flight gauge, found by name without building a label set.
+    in_flight: std::sync::RwLock<std::collections::HashMap<String, Gauge>>,
 }
 
+type Gauge = prometheus_client::metrics::gauge::Gauge;
+
 /// Decrements the in-flight gauge when the request is done.
-struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
+struct ActiveGuard(Gauge);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -262,19 +266,34 @@ impl Gateway {
             metrics,
             shadow_headroom: std::thread::available_parallelism().map_or(2, |n| n.get() as i64),
             ids: RequestIds::new(),
+            in_flight: Default::default(),
         }
     }
 
     /// Counts a request in flight on a served model until the guard drops.
     fn active(&self, model: &str) -> Option<ActiveGuard> {
+        let gauge = self.in_flight_gauge(model)?;
+        gauge.inc();
+        Some(ActiveGuard(gauge))
+    }
+
+    /// The in-flight gauge of a model teal serves (or served); none for other names, so a
+    /// caller cannot grow the label set.
+    fn in_flight_gauge(&self, model: &str) -> Option<Gauge> {
+        let known = self.in_flight.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(gauge) = known.get(model) {
+            return Some(gauge.clone());
+        }
+        drop(known);
         if !self.routes.load().models.contains_key(model) {
             return None;
         }
         let gauge = self.metrics.active.get_or_create_owned(&ModelLabels {
             model: model.to_string(),
         });
-        gauge.inc();
-        Some(ActiveGuard(gauge))
+        let mut known = self.in_flight.write().unwrap_or_else(|p| p.into_inner());
+        known.insert(model.to_string(), gauge.clone());
+        Some(gauge)
     }
 
     /// Records which version and slot answered a request: metrics, and the request log (off
@@ -368,13 +387,7 @@ impl Gateway {
         }
         // Mirroring yields to live traffic: with more requests in flight on the model than
         // the machine has cores, a copy would compete with live requests for the CPU.
-        let in_flight = self
-            .metrics
-            .active
-            .get_or_create(&ModelLabels {
-                model: routes.name.clone(),
-            })
-            .get();
+        let in_flight = self.in_flight_gauge(&routes.name).map_or(0, |g| g.get());
         if in_flight > self.shadow_headroom {
             self.shadows.dropped.inc();
             return None;
