@@ -249,3 +249,34 @@ async fn an_idle_kept_alive_connection_is_closed_a_header_timeout_after_its_last
     assert!(held < LIMIT, "held for {held:?}");
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_sent_in_pieces_is_read_whole() {
+    let running = start(&example_config()).await;
+    let rows = holdout("digits");
+    let body = infer_body(&rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()).to_string();
+    assert!(body.len() > 100_000, "the body spans several reads");
+    let request = format!(
+        "POST /v2/models/digits/infer HTTP/1.1\r\nhost: teal\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut raw = Raw::connect(&running).await;
+    for piece in request.as_bytes().chunks(4096) {
+        raw.send(piece).await;
+    }
+    let answer = raw.answer().await;
+    assert_eq!(answer.status, 200);
+    let labels: Vec<i64> = answer.json()["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["datatype"] == "INT64")
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(labels, reference_labels("digits", "v1"));
+    stop(running).await;
+}

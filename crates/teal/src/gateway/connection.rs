@@ -31,6 +31,8 @@ use super::{Answer, DataPlane};
 const MAX_HEADERS: usize = 64;
 /// A head still incomplete at this size goes to hyper, which has its own limits.
 const MAX_HEAD: usize = 16 * 1024;
+/// How much more room a body being read gets at a time.
+const BODY_STEP: usize = 64 * 1024;
 /// Answers up to this size are written together with their head, in one write.
 const JOINED_BODY: usize = 64 * 1024;
 
@@ -95,7 +97,9 @@ pub async fn serve_connection(
         };
         let head = buf.split_to(request.head_len).freeze();
         while buf.len() < request.body_len {
-            buf.reserve(request.body_len - buf.len());
+            // Room as the body arrives, not all that it declares: a client that declares a
+            // large body and sends nothing holds no memory for it.
+            buf.reserve((request.body_len - buf.len()).min(BODY_STEP));
             match stream.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
