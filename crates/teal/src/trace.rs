@@ -2,7 +2,7 @@
 //! in the request's log lines, and forwarded to upstream and process slots, so one request
 //! can be followed across services.
 
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::HeaderName;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -12,8 +12,8 @@ tokio::task_local! {
 
 /// The request's `traceparent` when it is well formed (`00-<32 hex>-<16 hex>-<2 hex>`, ids
 /// not all zeros); an invalid one is dropped, as the specification asks.
-pub fn parse(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(&TRACEPARENT)?.to_str().ok()?.trim();
+pub fn parse(headers: &impl crate::gateway::RequestHeaders) -> Option<String> {
+    let value = crate::gateway::header_text(headers.get(&TRACEPARENT)?)?.trim();
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, n: usize| {
         s.len() == n
@@ -55,6 +55,7 @@ pub fn current() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderMap;
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -19,13 +19,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::HeaderName;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Answer, DataPlane};
+use super::{Answer, DataPlane, RequestHeaders};
 
 /// Header lines a directly served request may have; one with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -96,6 +96,10 @@ pub async fn serve_connection(
             }
         };
         let head = buf.split_to(request.head_len).freeze();
+        let headers = HeadLines {
+            head: &head,
+            lines: &request.lines,
+        };
         while buf.len() < request.body_len {
             // Room as the body arrives, not all that it declares: a client that declares a
             // large body and sends nothing holds no memory for it.
@@ -107,7 +111,7 @@ pub async fn serve_connection(
         }
         let body = buf.split_to(request.body_len).freeze();
         let model = std::str::from_utf8(&head[request.model.clone()]).unwrap_or_default();
-        let answer = plane.infer(model, &request.headers, body).await;
+        let answer = plane.infer(model, &headers, body).await;
         drop(head);
         // Shutting down is noticed while waiting for a request, not here: a kept-alive
         // connection is then closed before its next request, as hyper closes idle ones.
@@ -127,7 +131,8 @@ pub async fn serve_connection(
 struct InferHead {
     /// Where the model's name is in the head.
     model: std::ops::Range<usize>,
-    headers: HeaderMap,
+    /// Where each header line's name and value are in the head.
+    lines: Lines,
     head_len: usize,
     body_len: usize,
     /// The client asked to close the connection after the answer.
@@ -144,6 +149,62 @@ enum Head {
 
 /// Reads a request head. Only what is plainly an infer POST with a known body length is
 /// taken; everything else, including anything malformed, is hyper's to answer.
+/// Where a head's header lines are: each name's and value's byte range, for at most
+/// [`MAX_HEADERS`] lines (httparse refuses more, and such a head goes to hyper).
+struct Lines {
+    ranges: [(u32, u32, u32, u32); MAX_HEADERS],
+    count: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Lines {
+        Lines {
+            ranges: [(0, 0, 0, 0); MAX_HEADERS],
+            count: 0,
+        }
+    }
+}
+
+impl Lines {
+    fn push(&mut self, name: std::ops::Range<usize>, value: std::ops::Range<usize>) {
+        // A head not whole within `MAX_HEAD` bytes goes to hyper, so every offset fits.
+        let r = |n: usize| n as u32;
+        self.ranges[self.count] = (r(name.start), r(name.end), r(value.start), r(value.end));
+        self.count += 1;
+    }
+}
+
+/// A request's header lines, read where they lie in its head.
+struct HeadLines<'a> {
+    head: &'a [u8],
+    lines: &'a Lines,
+}
+
+impl HeadLines<'_> {
+    fn values<'s, 'n>(&'s self, name: &'n [u8]) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
+        let lines = &self.lines.ranges[..self.lines.count];
+        lines.iter().filter_map(move |&(n0, n1, v0, v1)| {
+            let line = &self.head[n0 as usize..n1 as usize];
+            line.eq_ignore_ascii_case(name)
+                .then(|| &self.head[v0 as usize..v1 as usize])
+        })
+    }
+}
+
+impl RequestHeaders for HeadLines<'_> {
+    fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.values(name.as_str().as_bytes()).next()
+    }
+
+    fn get_named(&self, name: &str) -> Option<&[u8]> {
+        self.values(name.as_bytes()).next()
+    }
+
+    fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> {
+        self.values(name.as_str().as_bytes())
+    }
+}
+
 fn parse_head(buf: &[u8], max_body: usize) -> Head {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut slots);
@@ -161,40 +222,45 @@ fn parse_head(buf: &[u8], max_body: usize) -> Head {
     // The name's place in the head: the target is a slice of `buf`.
     let start = model.as_ptr() as usize - buf.as_ptr() as usize;
     let model = start..start + model.len();
-    let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
+    let mut lines = Lines::default();
     let mut body_len = None;
     let mut close = false;
     for line in request.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(line.name.as_bytes()),
-            HeaderValue::from_bytes(line.value),
-        ) else {
+        // The characters a header value may hold (as `HeaderValue` has them); httparse
+        // checked the names.
+        let valid = |b: &u8| *b == b'\t' || (*b >= 0x20 && *b != 0x7f);
+        if !line.value.iter().all(valid) {
             return Head::Other;
+        }
+        let at = |part: &[u8]| {
+            let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+            start..start + part.len()
         };
-        if name == header::CONTENT_LENGTH {
+        lines.push(at(line.name.as_bytes()), at(line.value));
+        let name = line.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
             match (body_len, digits(line.value)) {
                 (None, Some(n)) => body_len = Some(n),
                 _ => return Head::Other,
             }
-        } else if name == header::CONNECTION {
+        } else if name.eq_ignore_ascii_case(b"connection") {
             let value = line.value.trim_ascii();
             if value.eq_ignore_ascii_case(b"close") {
                 close = true;
             } else if !value.eq_ignore_ascii_case(b"keep-alive") {
                 return Head::Other;
             }
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::EXPECT
-            || name == header::UPGRADE
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
         {
             return Head::Other;
         }
-        headers.append(name, value);
     }
     match body_len {
         Some(body_len) if body_len <= max_body => Head::Infer(InferHead {
             model,
-            headers,
+            lines,
             head_len,
             body_len,
             close,
@@ -383,8 +449,15 @@ mod tests {
         assert_eq!(request.body_len, 12);
         assert_eq!(request.head_len, head.find("\r\n\r\n").unwrap() + 4);
         assert!(!request.close);
-        assert_eq!(request.headers["x-request-id"], "a");
-        assert_eq!(request.headers.len(), 4);
+        let lines = HeadLines {
+            head: head.as_bytes(),
+            lines: &request.lines,
+        };
+        let id = HeaderName::from_static("x-request-id");
+        assert_eq!(lines.get(&id), Some(&b"a"[..]));
+        assert_eq!(lines.get_named("host"), Some(&b"teal"[..]));
+        assert_eq!(lines.get(&HeaderName::from_static("x-none")), None);
+        assert_eq!(request.lines.count, 4);
         let closing = "POST /v2/models/digits/infer HTTP/1.1\r\ncontent-length: 0\r\nconnection: Close\r\n\r\n";
         assert!(infer(closing).unwrap().close);
     }

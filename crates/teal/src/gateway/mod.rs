@@ -53,6 +53,43 @@ mod names {
     pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
 }
 
+/// A request's headers as the data plane reads them: the router's parsed map, or the lines of
+/// a head the connection read, looked up where they lie (building a map for every request
+/// was a tenth of a proxied request's instructions).
+pub trait RequestHeaders {
+    /// The first value of `name`.
+    fn get(&self, name: &HeaderName) -> Option<&[u8]>;
+    /// The first value of the header called `name` (lowercase), a name known only at run time.
+    fn get_named(&self, name: &str) -> Option<&[u8]>;
+    /// Every value of `name`, in order.
+    fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]>;
+}
+
+impl RequestHeaders for HeaderMap {
+    fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        HeaderMap::get(self, name).map(HeaderValue::as_bytes)
+    }
+
+    fn get_named(&self, name: &str) -> Option<&[u8]> {
+        HeaderMap::get(self, name).map(HeaderValue::as_bytes)
+    }
+
+    fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> {
+        HeaderMap::get_all(self, name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+    }
+}
+
+/// A header value as text when it is visible ASCII, as `HeaderValue::to_str` requires.
+pub fn header_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (32..127).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
 /// The predicted label of a request, carried with its answer to the request log, where
 /// feedback finds it.
 struct Predicted(String);
@@ -411,10 +448,10 @@ impl Gateway {
 
     /// The caller's request id when it is a sane header value (visible ASCII, as `to_str`
     /// requires), otherwise a new one.
-    fn request_id(&self, headers: &HeaderMap) -> String {
+    fn request_id(&self, headers: &impl RequestHeaders) -> String {
         headers
             .get(&names::REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
+            .and_then(header_text)
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(|| self.ids.next(), str::to_string)
     }
@@ -446,7 +483,12 @@ impl DataPlane {
 
     /// Answers a `/v2/models/{model}/infer` POST whose body the connection has read whole;
     /// the answer is the one the router would give.
-    async fn infer(&self, model: &str, headers: &HeaderMap, body: bytes::Bytes) -> Answer {
+    async fn infer(
+        &self,
+        model: &str,
+        headers: &impl RequestHeaders,
+        body: bytes::Bytes,
+    ) -> Answer {
         let body = Payload::Whole(body);
         serve_request(&self.gateway, model, None, Endpoint::Infer, headers, body).await
     }
@@ -559,7 +601,7 @@ fn find_version(routes: &ModelRoutes, version: &str) -> Result<Arc<Slot>, Gatewa
 fn pick(
     routes: &ModelRoutes,
     version: Option<&str>,
-    headers: &HeaderMap,
+    headers: &impl RequestHeaders,
 ) -> Result<Arc<Slot>, GatewayError> {
     if let Some(version) = version {
         return find_version(routes, version);
@@ -567,7 +609,7 @@ fn pick(
     let requested = match headers.get(&names::SLOT) {
         None => None,
         Some(value) => {
-            let text = value.to_str().unwrap_or("");
+            let text = header_text(value).unwrap_or("");
             Some(
                 text.parse::<Color>()
                     .map_err(|_| GatewayError::BadSlotHeader(text.to_string()))?,
@@ -588,17 +630,16 @@ fn pick(
 
 /// The session key of a request for sticky canaries: the configured header, else the
 /// configured cookie.
-fn session_key<'a>(routes: &ModelRoutes, headers: &'a HeaderMap) -> Option<&'a [u8]> {
+fn session_key<'a>(routes: &ModelRoutes, headers: &'a impl RequestHeaders) -> Option<&'a [u8]> {
     if let Some(name) = &routes.sticky_header
-        && let Some(value) = headers.get(name.as_str())
+        && let Some(value) = headers.get_named(name)
     {
-        return Some(value.as_bytes());
+        return Some(value);
     }
     let name = routes.sticky_cookie.as_deref()?;
     headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .get_all(&header::COOKIE)
+        .filter_map(header_text)
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (key, value) = pair.trim().split_once('=')?;
@@ -715,9 +756,12 @@ async fn version_ready(State(gateway): State<Arc<Gateway>>, path: VersionPath) -
 }
 
 /// Checks the headers that describe the body, and returns the binary extension's JSON length.
-fn body_headers(headers: &HeaderMap, allow_binary: bool) -> Result<Option<usize>, GatewayError> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let encoding = encoding.to_str().unwrap_or("?").trim();
+fn body_headers(
+    headers: &impl RequestHeaders,
+    allow_binary: bool,
+) -> Result<Option<usize>, GatewayError> {
+    if let Some(encoding) = headers.get(&header::CONTENT_ENCODING) {
+        let encoding = header_text(encoding).unwrap_or("?").trim();
         if !encoding.eq_ignore_ascii_case("identity") {
             return Err(GatewayError::ContentEncoding(encoding.to_string()));
         }
@@ -725,15 +769,15 @@ fn body_headers(headers: &HeaderMap, allow_binary: bool) -> Result<Option<usize>
     let json_len = match headers.get(&names::JSON_LENGTH).filter(|_| allow_binary) {
         None => None,
         Some(value) => {
-            let text = value.to_str().unwrap_or("?").trim();
+            let text = header_text(value).unwrap_or("?").trim();
             Some(
                 text.parse::<usize>()
                     .map_err(|_| GatewayError::HeaderLength(text.to_string()))?,
             )
         }
     };
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let text = content_type.to_str().unwrap_or("?");
+    if let Some(content_type) = headers.get(&header::CONTENT_TYPE) {
+        let text = header_text(content_type).unwrap_or("?");
         let media = text.split(';').next().unwrap_or("").trim();
         let suffix = media.len().checked_sub(5).map(|at| &media.as_bytes()[at..]);
         let accepted = media.eq_ignore_ascii_case("application/json")
@@ -755,7 +799,7 @@ pub(crate) enum Payload {
 
 async fn read_body(
     body: Payload,
-    headers: &HeaderMap,
+    headers: &impl RequestHeaders,
     limit: usize,
 ) -> Result<bytes::Bytes, GatewayError> {
     let body = match body {
@@ -766,8 +810,8 @@ async fn read_body(
         Payload::Arriving(body) => body,
     };
     let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+        .get(&header::CONTENT_LENGTH)
+        .and_then(header_text)
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::TooLarge { limit });
@@ -861,7 +905,7 @@ async fn run_infer(
     gateway: &Gateway,
     model: &str,
     version: Option<&str>,
-    headers: &HeaderMap,
+    headers: &impl RequestHeaders,
     body: Payload,
 ) -> Result<Answer, Failure> {
     let json_len = body_headers(headers, true)?;
@@ -1000,7 +1044,7 @@ async fn serve_request(
     model: &str,
     version: Option<&str>,
     endpoint: Endpoint,
-    headers: &HeaderMap,
+    headers: &impl RequestHeaders,
     body: Payload,
 ) -> Answer {
     let request_id = gateway.request_id(headers);
@@ -1187,7 +1231,7 @@ fn assumed_signature() -> Signature {
 async fn run_predict(
     gateway: &Gateway,
     model: &str,
-    headers: &HeaderMap,
+    headers: &impl RequestHeaders,
     body: Payload,
 ) -> Result<Answer, Failure> {
     body_headers(headers, false)?;
