@@ -218,7 +218,7 @@ fn parse_head(buf: &[u8], max_body: usize) -> Head {
     if request.method != Some("POST") || request.version != Some(1) {
         return Head::Other;
     }
-    let Some(model) = request.path.and_then(infer_target_model) else {
+    let Some(model) = request.path.and_then(super::infer_path_model) else {
         return Head::Other;
     };
     // The name's place in the head: the target is a slice of `buf`.
@@ -270,15 +270,6 @@ fn parse_head(buf: &[u8], max_body: usize) -> Head {
         // No length, or a body over the limit: hyper reads (or refuses) it.
         _ => Head::Other,
     }
-}
-
-/// The model of a `/v2/models/{model}/infer` target (a query is ignored, as the router
-/// ignores it), when the name is made of characters a URI never encodes.
-fn infer_target_model(target: &str) -> Option<&str> {
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let model = path.strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
-    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-    (!model.is_empty() && model.bytes().all(plain)).then_some(model)
 }
 
 /// A `Content-Length` value: decimal digits only, as the specification has it.

@@ -521,11 +521,14 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Dat
     }
 }
 
-/// The model of a `/v2/models/{model}/infer` path, when the name needs no decoding.
-fn infer_path_model(path: &str) -> Option<&str> {
+/// The model of a `/v2/models/{model}/infer` target, when the name is made of characters a
+/// URI never encodes (anything else goes through the router, which decodes it); a query is
+/// ignored, as the router ignores it. Both the connection loop and [`DataPlane`] use it.
+fn infer_path_model(target: &str) -> Option<&str> {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
     let model = path.strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
-    let plain = !model.is_empty() && !model.contains(['/', '%']);
-    plain.then_some(model)
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    (!model.is_empty() && model.bytes().all(plain)).then_some(model)
 }
 
 /// The data-plane router.
