@@ -140,7 +140,7 @@ sed -e "s/^worker_processes 1;/worker_processes $(nproc);/" -e "s|$work/proxy.pi
 export TEAL_REQUEST_LOG=0
 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!); teal_pid=$!
 # The same teal on one runtime thread: the resources of one nginx worker or one HAProxy thread.
-TOKIO_WORKER_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench TEAL_STATE_DIR=$work/teal1-state target/release/teal serve \
+TEAL_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench TEAL_STATE_DIR=$work/teal1-state target/release/teal serve \
   --config "$work/teal.toml" --listen 127.0.0.1:$teal1_port --admin 127.0.0.1:$teal1_admin >/dev/null & pids+=($!); teal1_pid=$!
 wait_ready "http://127.0.0.1:$up_a/"; wait_ready "http://127.0.0.1:$proxy/"; wait_ready "http://127.0.0.1:$proxy2/"; wait_ready "http://127.0.0.1:$hap/"
 wait_ready "http://127.0.0.1:$teal_port/v2/health/ready"; wait_ready "http://127.0.0.1:$teal1_port/v2/health/ready"

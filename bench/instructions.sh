@@ -97,7 +97,7 @@ count() {
   echo "$name $requests $total"
 }
 nginx_line=$(count nginx "http://127.0.0.1:$proxy" "$NGINX" -c "$work/proxy.conf" -p "$work")
-teal_line=$(TOKIO_WORKER_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench \
+teal_line=$(TEAL_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench \
   count teal "http://127.0.0.1:$teal_port" target/release/teal serve --config "$work/teal.toml")
 
 python3 - "$seconds" "$nginx_line" "$teal_line" <<'PY'

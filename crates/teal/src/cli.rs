@@ -192,6 +192,18 @@ pub struct ServeArgs {
     /// Admin address, overriding server.admin.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+    /// Threads serving requests (default: one per core). 1 runs one event loop on one thread,
+    /// as one nginx worker does: the shortest tail when teal shares a small machine with its
+    /// model servers.
+    #[arg(long, value_name = "N", env = "TEAL_THREADS", value_parser = thread_count)]
+    pub threads: Option<usize>,
+}
+
+fn thread_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("give the number of threads, 1 or more".to_string()),
+    }
 }
 
 #[derive(Args, Debug)]

@@ -85,11 +85,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(state: &std::path::Path) -> Server {
+fn serve(state: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = Command::new(teal_bin())
         .args(["serve", "--config"])
         .arg(repo_root().join("examples/teal.toml"))
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(extra)
         .env("TEAL_STATE_DIR", state)
         .env_remove("TEAL_ADMIN_TOKEN")
         .stdout(Stdio::piped())
@@ -108,10 +109,12 @@ fn serve(state: &std::path::Path) -> Server {
     Server { child, data_url }
 }
 
+/// The server runs on one thread (`--threads 1`: one event loop, the benchmarks' setting);
+/// the other tests that start the binary use the default of a thread per core.
 #[test]
 fn the_cli_reports_switches_and_rolls_back_a_real_server() {
     let state = temp_dir("cli");
-    let mut server = serve(&state);
+    let mut server = serve(&state, &["--threads", "1"]);
 
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(state.join("admin.token"))
@@ -271,6 +274,15 @@ fn a_bad_config_names_the_file_the_field_and_the_reason() {
             && error.contains("/nonexistent/model.onnx"),
         "{error}"
     );
+    // A thread count of zero is refused as a usage error, before anything starts.
+    let zero = Command::new(teal_bin())
+        .args(["serve", "--threads", "0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&zero.stderr);
+    assert!(stderr.contains("1 or more"), "{stderr}");
 }
 
 #[test]
