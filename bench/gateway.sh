@@ -139,7 +139,8 @@ sed -e "s/^worker_processes 1;/worker_processes $(nproc);/" -e "s|$work/proxy.pi
 # Like nginx and HAProxy here (access_log off, no logging), teal runs without its request log.
 export TEAL_REQUEST_LOG=0
 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!); teal_pid=$!
-# The same teal on one runtime thread: the resources of one nginx worker or one HAProxy thread.
+# The same teal on one thread (TEAL_THREADS=1, one event loop): the resources of one nginx
+# worker or one HAProxy thread.
 TEAL_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench TEAL_STATE_DIR=$work/teal1-state target/release/teal serve \
   --config "$work/teal.toml" --listen 127.0.0.1:$teal1_port --admin 127.0.0.1:$teal1_admin >/dev/null & pids+=($!); teal1_pid=$!
 wait_ready "http://127.0.0.1:$up_a/"; wait_ready "http://127.0.0.1:$proxy/"; wait_ready "http://127.0.0.1:$proxy2/"; wait_ready "http://127.0.0.1:$hap/"
