@@ -2,8 +2,8 @@
 # Gateway overhead and switching under load, side by side in one run:
 #   1. a fast upstream (nginx answering a fixed V2 response) called directly, through nginx
 #      proxy_pass with upstream keep-alive (one worker, and a worker per core), through
-#      HAProxy (one thread), and through teal (upstream slot; one event loop on one thread,
-#      and a work-stealing thread per core);
+#      HAProxy (one thread), and through teal (upstream slot; one runtime thread, and its
+#      default of one per core);
 #      the targets take turns, round after round, and each figure is the median over the
 #      rounds (a ratio is the median of the rounds' own ratios), so a machine that slows
 #      down or speeds up during the run does not favour whichever target ran first;
@@ -138,8 +138,7 @@ sed -e "s/^worker_processes 1;/worker_processes $(nproc);/" -e "s|$work/proxy.pi
 "$HAPROXY" -f "$work/haproxy.cfg" -q & pids+=($!); haproxy_pid=$!
 # Like nginx and HAProxy here (access_log off, no logging), teal runs without its request log.
 export TEAL_REQUEST_LOG=0
-# teal with a work-stealing thread per core (its default on more than two cores).
-TEAL_THREADS=$(nproc) TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!); teal_pid=$!
+TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!); teal_pid=$!
 # The same teal on one thread (TEAL_THREADS=1, one event loop): the resources of one nginx
 # worker or one HAProxy thread.
 TEAL_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench TEAL_STATE_DIR=$work/teal1-state target/release/teal serve \
@@ -205,7 +204,7 @@ def med(target, conns, key):
 def ratio(a, b, conns, key):
     return statistics.median(runs[(a, conns, r)][key] / runs[(b, conns, r)][key] for r in rnds)
 names = {"direct": "direct", "nginx": "nginx proxy_pass", "nginx2": "nginx, a worker/core", "haproxy": "HAProxy",
-         "teal": "teal, a thread/core", "teal1": "teal, 1 thread"}
+         "teal": "teal", "teal1": "teal, 1 thread"}
 print(f"machine: {os.cpu_count()} cores; wrk -t1, {seconds}s per target and round, {rounds} rounds taking turns, medians; "
       "one nginx worker, one HAProxy thread; fixed V2 answer upstream")
 print(f"{'':20}{'req/s c=' + c:>14}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU us/req':>12}   {'p50 ms c=1':>11}{'p99 ms c=1':>11}{'added p50 c=1':>15}")
@@ -217,7 +216,7 @@ for t, name in names.items():
           f"{med(t, '1', 'p50_ms'):>11.3f}{med(t, '1', 'p99_ms'):>11.3f}{added:>12.0f} us")
 # Equal resources: teal on one runtime thread against one nginx worker; teal as it starts
 # (a runtime thread per core) against nginx with a worker per core.
-for t, label, ref in (("teal1", "teal 1 thread", "nginx"), ("teal", "teal a thread/core", "nginx2"), ("teal", "teal a thread/core", "nginx")):
+for t, label, ref in (("teal1", "teal 1 thread", "nginx"), ("teal", "teal", "nginx2"), ("teal", "teal", "nginx")):
     print(f"ratio {label}/{names[ref]}: throughput {ratio(t, ref, c, 'rps'):.2f}x, p99 {ratio(t, ref, c, 'p99_ms'):.2f}x, "
           f"CPU per request {ratio(t, ref, c, 'cpu_us'):.2f}x; per round, throughput: "
           + ", ".join(f"{runs[(t, c, r)]['rps'] / runs[(ref, c, r)]['rps']:.2f}x" for r in rnds))
@@ -225,7 +224,7 @@ print(f"ratio teal 1 thread/HAProxy: throughput {ratio('teal1', 'haproxy', c, 'r
 def added_p99(t):
     return statistics.median((runs[(t, c, r)]["p99_ms"] - runs[("direct", c, r)]["p99_ms"]) * 1000 for r in rnds)
 print(f"added p99 at c={c} over direct: teal 1 thread {added_p99('teal1'):.0f} us, nginx {added_p99('nginx'):.0f} us; "
-      f"teal a thread/core {added_p99('teal'):.0f} us, nginx with a worker per core {added_p99('nginx2'):.0f} us")
+      f"teal {added_p99('teal'):.0f} us, nginx with a worker per core {added_p99('nginx2'):.0f} us")
 print(f"switching under load (c={c}, {switch_seconds}s): nginx reload x20: {nginx_switch['errors'] + nginx_switch['non2xx']:.0f} failed of {nginx_switch['requests']:.0f}; "
       f"teal switch x100: {teal_switch['errors'] + teal_switch['non2xx']:.0f} failed of {teal_switch['requests']:.0f}")
 PY

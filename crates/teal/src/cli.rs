@@ -192,9 +192,9 @@ pub struct ServeArgs {
     /// Admin address, overriding server.admin.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
-    /// Threads serving requests. 1 runs one event loop on one thread, as one nginx worker
-    /// does; more are work-stealing threads. Default: one per core, but one event loop on a
-    /// machine with two cores or fewer, where it was the faster of the two.
+    /// Threads serving requests (default: one per core). 1 runs one event loop on one thread,
+    /// as one nginx worker does: the shortest tail when teal shares a small machine with its
+    /// model servers.
     #[arg(long, value_name = "N", env = "TEAL_THREADS", value_parser = thread_count)]
     pub threads: Option<usize>,
 }

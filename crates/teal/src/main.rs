@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use teal::cli::{Cli, Command, LogFormat, ServeArgs};
+use teal::cli::{Cli, Command, LogFormat};
 
 // glibc's allocator was an eighth of the gateway's CPU time under load; mimalloc's
 // thread-local free lists cost a fraction of that for the many small, short-lived buffers of
@@ -47,26 +47,20 @@ fn main() -> std::process::ExitCode {
             .init(),
     }
     raise_open_file_limit();
-    // One event loop on one thread (a current-thread runtime: no work stealing, no waking of
-    // other threads) when asked for, and by default for `serve` on a machine of two cores or
-    // fewer, where it served more requests with a shorter tail than two work-stealing
-    // threads, both as a proxy and in-process (BENCHMARKS.md). Otherwise work-stealing
-    // threads: N, or `TOKIO_WORKER_THREADS`, or one per core.
-    let one_loop = match &cli.command {
-        Command::Serve(args) => args.threads.map_or_else(small_machine, |n| n == 1),
-        _ => false,
+    let threads = match &cli.command {
+        Command::Serve(args) => args.threads,
+        _ => None,
     };
-    let mut runtime = if one_loop {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut runtime = tokio::runtime::Builder::new_multi_thread();
-        if let Command::Serve(ServeArgs {
-            threads: Some(n), ..
-        }) = &cli.command
-        {
-            runtime.worker_threads(*n);
+    // One thread is one event loop, with no work stealing and no waking of other threads:
+    // in the gateway benchmark its p99 was below the multi-threaded runtime's with one worker.
+    let mut runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(n);
+            runtime
         }
-        runtime
+        None => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
@@ -89,13 +83,6 @@ fn main() -> std::process::ExitCode {
             }
         },
     }
-}
-
-/// Two cores or fewer available to teal (its cgroup's CPU quota counts), and no thread count
-/// given through tokio's own `TOKIO_WORKER_THREADS`.
-fn small_machine() -> bool {
-    std::env::var_os("TOKIO_WORKER_THREADS").is_none()
-        && std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) <= 2
 }
 
 /// Every connection is a file descriptor, and many systems start processes with a soft limit
