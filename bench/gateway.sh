@@ -38,7 +38,7 @@ HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 scripts/setup
 cargo build --release --locked --quiet
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 wait_ready() { for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
 load() { BODY_FILE=$work/body.json wrk -t1 -c"$2" -d"${3:-$seconds}s" -s bench/v2_post.lua "$1" | grep '^RESULT'; }
 # CPU time (ns) the given processes have used, all their threads: run time from schedstat.
@@ -56,11 +56,7 @@ measure() {
   echo "$line cpu_ns=$(( $(cpu_ns "$@") - before ))"
 }
 
-python3 - "$work/body.json" <<'PY'
-import json, sys
-row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
-json.dump({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}, open(sys.argv[1], "w"))
-PY
+digits_body "$work/body.json"
 
 up_a=$(free_port); up_b=$(free_port); proxy=$(free_port); proxy2=$(free_port); hap=$(free_port); teal_port=$(free_port); teal_admin=$(free_port)
 teal1_port=$(free_port); teal1_admin=$(free_port)

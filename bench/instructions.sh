@@ -27,15 +27,11 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 scripts/setup
 cargo build --release --locked --quiet
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 wait_ready() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; return 1; }
 load() { BODY_FILE=$work/body.json wrk -t1 -c8 -d"$2s" -s bench/v2_post.lua "$1/v2/models/digits/infer" | grep '^RESULT'; }
 
-python3 - "$work/body.json" <<'PY'
-import json, sys
-row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
-json.dump({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}, open(sys.argv[1], "w"))
-PY
+digits_body "$work/body.json"
 up=$(free_port); proxy=$(free_port); teal_port=$(free_port); teal_admin=$(free_port)
 cat > "$work/upstream.conf" <<CONF
 worker_processes 1;

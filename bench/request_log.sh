@@ -16,12 +16,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 scripts/setup
 cargo build --release --locked --quiet
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-python3 - "$work/body.json" <<'PY'
-import json, sys
-row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
-json.dump({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}, open(sys.argv[1], "w"))
-PY
+. bench/common.sh
+digits_body "$work/body.json"
 run() { # REQUEST_LOG
   local port admin pid state
   port=$(free_port); admin=$(free_port); state=$(mktemp -d -p "$work")

@@ -14,7 +14,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 scripts/setup
 cargo build --release --locked --quiet
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 port=$(free_port); admin=$(free_port)
 cat > "$work/teal.toml" <<TOML
 [server]

@@ -22,11 +22,8 @@ venv=.deps/mlserver
 scripts/setup dev
 cargo build --release --locked --quiet
 
-python3 - "$work/body.json" <<'PY'
-import json, sys
-row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
-json.dump({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}, open(sys.argv[1], "w"))
-PY
+. bench/common.sh
+digits_body "$work/body.json"
 python3 - "$work/body-mlserver.json" <<'PY'
 import json, sys
 row = json.loads(open("models/digits/holdout.jsonl").readline())["features"]
@@ -47,7 +44,6 @@ wait_ready() { # URL, seconds
   done
   echo "not ready: $1" >&2; return 1
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 tree_rss_mb() { # a process and its children
   local total=0

@@ -149,8 +149,6 @@ enum Head {
     Other,
 }
 
-/// Reads a request head. Only what is plainly an infer POST with a known body length is
-/// taken; everything else, including anything malformed, is hyper's to answer.
 /// Where a head's header lines are: each name's and value's byte range, for at most
 /// [`MAX_HEADERS`] lines (httparse refuses more, and such a head goes to hyper).
 struct Lines {
@@ -207,6 +205,8 @@ impl RequestHeaders for HeadLines<'_> {
     }
 }
 
+/// Reads a request head. Only what is plainly an infer POST with a known body length is
+/// taken; everything else, including anything malformed, is hyper's to answer.
 fn parse_head(buf: &[u8], max_body: usize) -> Head {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut slots);
