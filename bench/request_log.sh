@@ -11,12 +11,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:-10}
 connections=${2:-32}
 rounds=${3:-3}
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-scripts/setup
-cargo build --release --locked --quiet
 . bench/common.sh
+prepare_load_run
 digits_body "$work/body.json"
 run() { # REQUEST_LOG
   local port admin pid state

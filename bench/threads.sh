@@ -13,12 +13,8 @@ connections=${2:-32}
 rounds=${3:-3}
 threads=${4:-$(nproc)}
 [ "$threads" -gt 1 ] || { echo "THREADS must be 2 or more (this machine has $(nproc) core(s); give THREADS)" >&2; exit 2; }
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-scripts/setup
-cargo build --release --locked --quiet
 . bench/common.sh
+prepare_load_run
 digits_body "$work/body.json"
 declare -A port
 for n in 1 "$threads"; do
