@@ -1,39 +1,39 @@
 //! teal: serve machine-learning models and replace them safely.
 //!
-//! - [`gateway`]: the data plane (V2 REST, simple JSON), on its own listener.
-//! - [`routing`]: the live route snapshot and the atomic switch.
-//! - [`backends`]: what runs a version (in-process ONNX, upstream replicas, a supervised process).
-//! - [`slots`]: loading, deploying and tearing down slots.
-//! - [`cache`]: the versioned prediction cache.
-//! - [`rollout`]: the rollout driver: persists each rollout and performs its effects.
-//! - [`validation`]: gathering evidence (holdout, shadow, replay) and running the gates.
-//! - [`metrics`]: the Prometheus registry, served at `/metrics` on the admin listener.
-//! - [`trace`]: W3C trace context, kept per request and forwarded to model servers.
-//! - [`store`]: the state file: the hash-chained audit log and the request log.
-//! - [`api`]: the admin API, on its own listener, behind a bearer token.
-//! - [`kubernetes`]: the ModelDeployment resource, its operator, and the gateway's cluster mode.
-//! - [`server`]: loading slots, binding listeners, graceful shutdown.
-//! - [`cli`] and [`demo`]: the command line.
+//! The modules are layers, and each uses only the layers below it (`tests/layers.rs`
+//! checks every `crate::` path against this order, lowest first):
 //!
-//! The pure logic (route choice, the protocol's wire types, configuration) lives in the
-//! `teal-core` crate, which has no I/O.
+//! 1. [`headers`] and [`metrics`]: leaves. The request headers as the data plane reads them;
+//!    the Prometheus registry and its typed label sets.
+//! 2. [`trace`]: W3C trace context, read from the request headers.
+//! 3. [`state`]: the state folder: the SQLite store (audit log, request log, rollouts, routes)
+//!    and the admin token file.
+//! 4. [`backends`]: what runs a version (in-process ONNX, upstream replicas, a supervised
+//!    process) and the versioned prediction cache.
+//! 5. [`routing`]: the live route snapshot and the atomic switch.
+//! 6. [`control`]: the control loop: loading and tearing down slots, gathering evidence and
+//!    running the gates, and the rollout driver.
+//! 7. [`gateway`] (the data plane), [`admin`] (the admin API, `/metrics` and the dashboard)
+//!    and [`kubernetes`] (the resource, its operator, and the gateway's cluster mode): three
+//!    front doors side by side, none using another.
+//! 8. [`server`]: loading slots, binding listeners, graceful shutdown.
+//! 9. [`cli`]: the command line, the demo, and the small HTTP client they share.
+//!
+//! The pure logic (route choice, the protocol's wire types, configuration, the gates, the
+//! rollout state machine) lives in the `teal-core` crate, which has no I/O.
 #![forbid(unsafe_code)]
 
-pub mod api;
+pub mod admin;
 pub mod backends;
-pub mod cache;
 pub mod cli;
-pub mod client;
-pub mod demo;
+pub mod control;
 pub mod gateway;
+pub mod headers;
 pub mod kubernetes;
 pub mod metrics;
-pub mod rollout;
 pub mod routing;
 pub mod server;
-pub mod slots;
-pub mod store;
+pub mod state;
 pub mod trace;
-pub mod validation;
 
 pub use teal_core as core;

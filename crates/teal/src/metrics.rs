@@ -11,8 +11,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::routing::RouteSnapshot;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub model: String,
@@ -280,91 +278,11 @@ impl Metrics {
         );
     }
 
-    pub fn render(&self, routes: &RouteSnapshot) -> String {
-        for model in routes.models.values() {
-            let table = &model.table;
-            let candidate_share =
-                f64::from(table.candidate_weight) / f64::from(teal_core::routing::WHOLE);
-            for color in [table.active, table.candidate()] {
-                let share = if color == table.active {
-                    1.0 - candidate_share
-                } else {
-                    candidate_share
-                };
-                let share = if model.slot(color).is_some() {
-                    share
-                } else {
-                    0.0
-                };
-                self.route_weight
-                    .get_or_create(&RouteLabels {
-                        model: model.name.clone(),
-                        slot: color.to_string(),
-                    })
-                    .set(share);
-            }
-            self.shadow_share
-                .get_or_create(&ModelLabels {
-                    model: model.name.clone(),
-                })
-                .set(f64::from(table.shadow) / f64::from(teal_core::routing::WHOLE));
-            for slot in model.slots.iter().flatten() {
-                let labels = SlotLabels {
-                    model: model.name.clone(),
-                    version: slot.version.clone(),
-                    slot: slot.color.to_string(),
-                };
-                self.slot_ready
-                    .get_or_create(&labels)
-                    .set(i64::from(slot.backend.ready()));
-            }
-        }
+    /// Everything registered, in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// Turns OpenMetrics text into the classic Prometheus text format (0.0.4): a counter's
-/// `# HELP` and `# TYPE` name its samples (`..._total`), and there is no `# EOF`.
-pub fn classic_text(open_metrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = open_metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(open_metrics.len() + 64);
-    for line in open_metrics.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match renamed {
-            Some(line) => out.push_str(&line),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classic_text_names_counters_by_their_samples_and_drops_eof() {
-        let open = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{m=\"x\"} 3\n# HELP b Ready.\n# TYPE b gauge\nb 1\n# EOF\n";
-        assert_eq!(
-            classic_text(open),
-            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{m=\"x\"} 3\n# HELP b Ready.\n# TYPE b gauge\nb 1\n"
-        );
     }
 }

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use teal_core::protocol::{ModelMetadata, TensorSpec};
 use teal_core::routing::{Color, RouteTable};
 
+use crate::backends::cache::{CacheStats, PredictionCache};
 use crate::backends::{Backend, ProcessStatus, ReplicaStatus};
-use crate::cache::{CacheStats, PredictionCache};
 
 /// A running version of a model in one slot.
 pub struct Slot {
@@ -587,7 +587,7 @@ pub struct ModelStatus {
     pub slots: Vec<SlotStatus>,
     /// The rollout in progress (filled in by the admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<crate::rollout::RolloutView>,
+    pub rollout: Option<RolloutView>,
 }
 
 impl ModelStatus {
@@ -640,6 +640,31 @@ impl ModelStatus {
             rollback_to: routes.previous.filter(|p| *p != routes.table.active),
             slots,
             rollout: None,
+        }
+    }
+}
+
+/// A rollout as the admin API and a model's status show it. It lives beside the routes
+/// because [`ModelStatus`] carries it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RolloutView {
+    #[serde(flatten)]
+    pub rollout: teal_core::rollout::Rollout,
+    pub phase_name: String,
+    pub strategy: String,
+    /// When the phase's timer fires (for status displays).
+    pub next_at_ms: Option<i64>,
+    pub terminal: bool,
+}
+
+impl RolloutView {
+    pub fn of(rollout: teal_core::rollout::Rollout) -> RolloutView {
+        RolloutView {
+            phase_name: rollout.phase.name().to_string(),
+            strategy: rollout.settings.strategy.name().to_string(),
+            next_at_ms: rollout.deadline_ms(),
+            terminal: rollout.phase.is_terminal(),
+            rollout,
         }
     }
 }

@@ -12,16 +12,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, Admin};
+use crate::admin::{self, Admin};
 use crate::backends::LoadError;
+use crate::control::rollout::Rollouts;
+use crate::control::slots::{self, SlotManager};
+use crate::control::validation::Validator;
+use crate::control::validation::taps::{Captures, ShadowHub};
 use crate::gateway::{self, Gateway};
 use crate::metrics::Metrics;
-use crate::rollout::Rollouts;
 use crate::routing::{ModelRoutes, RouteSnapshot, Routes, Slot};
-use crate::slots::{self, SlotManager};
-use crate::store::{ModelState, NewEvent, RequestLog, Store};
-use crate::validation::Validator;
-use crate::validation::taps::{Captures, ShadowHub};
+use crate::state::store::{ModelState, NewEvent, RequestLog, Store};
+use crate::state::token;
 
 /// Why teal could not start.
 #[derive(Debug, thiserror::Error)]
@@ -328,7 +329,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         dir: state_dir.display().to_string(),
         source,
     };
-    api::create_private_dir(&state_dir).map_err(state_error)?;
+    token::create_private_dir(&state_dir).map_err(state_error)?;
     let store_path = state_dir.join("teal.db");
     let max_bytes = config.server.state_max_bytes;
     let store = tokio::task::spawn_blocking(move || Store::open_limited(&store_path, max_bytes))
@@ -352,12 +353,12 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let snapshot = load_models(config, &remembered).await?;
     let data = bind(&config.server.listen, "data plane", "listen").await?;
     let admin_listener = bind(&config.server.admin, "admin API", "admin").await?;
-    let (token, hint) = api::load_or_create_token(&state_dir, token).map_err(state_error)?;
+    let (token, hint) = token::load_or_create_token(&state_dir, token).map_err(state_error)?;
 
     let data_addr = data.local_addr().map_err(state_error)?;
     let admin_addr = admin_listener.local_addr().map_err(state_error)?;
-    api::write_private(
-        &state_dir.join(api::ADMIN_URL_FILE),
+    token::write_private(
+        &state_dir.join(token::ADMIN_URL_FILE),
         &format!("http://{admin_addr}\n"),
     )
     .map_err(state_error)?;
@@ -427,7 +428,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
             .collect(),
     ));
     for model in routes.load().models.keys() {
-        crate::rollout::remember(&routes, &store, model).await;
+        crate::control::rollout::remember(&routes, &store, model).await;
     }
     rollouts
         .resume_all()
@@ -453,7 +454,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         ),
         serve_on(
             admin_listener,
-            hyper_util::service::TowerToHyperService::new(api::router(admin)),
+            hyper_util::service::TowerToHyperService::new(admin::router(admin)),
             header_timeout,
             stopped,
         ),

@@ -12,8 +12,8 @@ tokio::task_local! {
 
 /// The request's `traceparent` when it is well formed (`00-<32 hex>-<16 hex>-<2 hex>`, ids
 /// not all zeros); an invalid one is dropped, as the specification asks.
-pub fn parse(headers: &impl crate::gateway::RequestHeaders) -> Option<String> {
-    let value = crate::gateway::header_text(headers.get(&TRACEPARENT)?)?.trim();
+pub fn parse(headers: &impl crate::headers::RequestHeaders) -> Option<String> {
+    let value = crate::headers::header_text(headers.get(&TRACEPARENT)?)?.trim();
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, n: usize| {
         s.len() == n

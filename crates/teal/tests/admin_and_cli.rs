@@ -12,7 +12,8 @@ use common::*;
 async fn admin_calls_without_the_right_token_are_refused() {
     let running = start(&example_config()).await;
     for token in [None, Some("wrong".to_string()), Some(format!("{TOKEN}x"))] {
-        let client = teal::client::HttpClient::new(&running.admin_url()).with_token(token.clone());
+        let client =
+            teal::cli::client::HttpClient::new(&running.admin_url()).with_token(token.clone());
         for (method, path) in [
             ("GET", "/api/v1/status"),
             ("POST", "/api/v1/models/digits/switch"),
@@ -41,7 +42,8 @@ async fn admin_calls_without_the_right_token_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_paths_do_not_exist_on_the_data_plane() {
     let running = start(&example_config()).await;
-    let client = teal::client::HttpClient::new(&running.data_url()).with_token(Some(TOKEN.into()));
+    let client =
+        teal::cli::client::HttpClient::new(&running.data_url()).with_token(Some(TOKEN.into()));
     for (method, path) in [
         ("GET", "/api/v1/status"),
         ("POST", "/api/v1/models/digits/switch"),
@@ -359,14 +361,14 @@ fn the_admin_token_never_reaches_the_logs() {
     runtime.block_on(async {
         for presented in [token.clone(), format!("{token}x"), token[..10].to_string()] {
             let client =
-                teal::client::HttpClient::new(admin_url.trim()).with_token(Some(presented));
+                teal::cli::client::HttpClient::new(admin_url.trim()).with_token(Some(presented));
             let _ = client.get("/api/v1/status").await.unwrap();
         }
     });
     drop(server);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
-        logged.contains("teal::api") && logged.contains("green"),
+        logged.contains("teal::admin") && logged.contains("green"),
         "the switch is logged: {logged}"
     );
     assert!(

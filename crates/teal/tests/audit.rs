@@ -100,7 +100,7 @@ async fn the_request_log_and_events_answer_which_version_served() {
     let after = admin
         .get(&format!(
             "/api/v1/models/digits/audit?at={}",
-            teal::store::format_time(switch_at + 1)
+            teal::state::store::format_time(switch_at + 1)
         ))
         .await
         .unwrap()

@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 
-async fn canary(running: &teal::server::Running, percent: f64) -> teal::client::Answer {
+async fn canary(running: &teal::server::Running, percent: f64) -> teal::cli::client::Answer {
     admin(running)
         .post_json(
             "/api/v1/models/digits/canary",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use teal::client::HttpClient;
+use teal::cli::client::HttpClient;
 
 /// A chromedriver process and one browser session in it.
 struct Browser {

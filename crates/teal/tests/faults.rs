@@ -370,7 +370,7 @@ async fn ten_thousand_idle_connections_do_not_stop_serving() {
         .expect("the last idle connection is served")
         .unwrap();
     assert_eq!(&answer, b"HTTP/1.1 200");
-    let client = teal::client::HttpClient::new(&format!("http://{addr}"));
+    let client = teal::cli::client::HttpClient::new(&format!("http://{addr}"));
     let body = infer_body(&[holdout("digits")[0].0.clone()]);
     for i in 0..100 {
         let answer = tokio::time::timeout(

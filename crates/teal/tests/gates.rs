@@ -9,7 +9,10 @@ use bytes::Bytes;
 use common::*;
 
 /// Runs a validation through the admin API and waits (bounded) for its report.
-async fn validate(admin: &teal::client::HttpClient, body: serde_json::Value) -> serde_json::Value {
+async fn validate(
+    admin: &teal::cli::client::HttpClient,
+    body: serde_json::Value,
+) -> serde_json::Value {
     let started = admin
         .post_json("/api/v1/models/digits/validate", &body)
         .await

@@ -17,7 +17,12 @@ fn as_f32_bits(values: &[f64]) -> Vec<u32> {
     values.iter().map(|v| (*v as f32).to_bits()).collect()
 }
 
-async fn check_version(client: &teal::client::HttpClient, model: &str, version: &str, path: &str) {
+async fn check_version(
+    client: &teal::cli::client::HttpClient,
+    model: &str,
+    version: &str,
+    path: &str,
+) {
     let rows: Vec<Vec<f64>> = holdout(model).into_iter().map(|(f, _)| f).collect();
     let reference = reference(model, version);
     let answer = client

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::apiserver::{Api, mock_api};
 use serde_json::{Value, json};
-use teal::client::HttpClient;
+use teal::cli::client::HttpClient;
 use teal::server::Running;
 use tokio::sync::watch;
 

@@ -78,7 +78,7 @@ async fn metric_values_match_the_traffic_sent() {
         .await
         .unwrap();
 
-    let scrape = teal::client::HttpClient::new(&running.admin_url())
+    let scrape = teal::cli::client::HttpClient::new(&running.admin_url())
         .get("/metrics")
         .await
         .unwrap();

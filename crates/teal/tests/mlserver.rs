@@ -59,7 +59,7 @@ fn mlserver_env(dir: &std::path::Path) -> String {
 }
 
 async fn predictions_through(
-    client: &teal::client::HttpClient,
+    client: &teal::cli::client::HttpClient,
     rows: &[Vec<f64>],
 ) -> (Option<String>, Vec<i64>) {
     let body = serde_json::json!({"inputs": [{"name": "input-0", "shape": [rows.len(), 64], "datatype": "FP64", "data": rows}]});
@@ -209,8 +209,8 @@ async fn mlserver_process_slots_serve_and_leave_no_orphans_after_sigterm() {
     assert!(line.starts_with("teal ready:"), "{line:?}");
     let data_url = line.split_whitespace().nth(4).unwrap().to_string();
     let admin_url = std::fs::read_to_string(state.join("admin.url")).unwrap();
-    let client = teal::client::HttpClient::new(&data_url);
-    let admin = teal::client::HttpClient::new(admin_url.trim()).with_token(Some(TOKEN.into()));
+    let client = teal::cli::client::HttpClient::new(&data_url);
+    let admin = teal::cli::client::HttpClient::new(admin_url.trim()).with_token(Some(TOKEN.into()));
 
     let status = admin.get("/api/v1/models/digits").await.unwrap().json();
     let pids: Vec<u32> = status["slots"]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use teal::client::HttpClient;
+use teal::cli::client::HttpClient;
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     use std::io::Write;

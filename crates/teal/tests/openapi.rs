@@ -8,14 +8,14 @@ mod common;
 use common::*;
 
 fn openapi_document() -> serde_json::Value {
-    serde_json::from_str(include_str!("../src/openapi.json")).expect("the document is JSON")
+    serde_json::from_str(include_str!("../src/admin/openapi.json")).expect("the document is JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_is_served_and_every_path_in_it_exists() {
     let running = start(&example_config()).await;
     // Served without the token, as the document the file holds.
-    let anonymous = teal::client::HttpClient::new(&running.admin_url());
+    let anonymous = teal::cli::client::HttpClient::new(&running.admin_url());
     let served = anonymous.get("/api/v1/openapi.json").await.unwrap();
     assert_eq!(served.status, 200);
     assert_eq!(served.json(), openapi_document());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::rollouts::*;
 use common::*;
-use teal::client::HttpClient;
+use teal::cli::client::HttpClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_strategy_takes_a_good_version_live_without_a_failed_request() {

@@ -4,6 +4,7 @@
 //! fronts) and `process` (a model server teal starts and fronts). The gateway only sees
 //! [`Backend`]: a validated request in, tensors out.
 
+pub mod cache;
 pub mod http1;
 pub mod onnx;
 pub mod process;

@@ -303,7 +303,7 @@ impl UpstreamModel {
             None => add("content-type", "application/json"),
             Some(n) => {
                 add("content-type", "application/octet-stream");
-                add(crate::gateway::JSON_LENGTH_HEADER, length.format(n));
+                add(crate::headers::JSON_LENGTH_HEADER, length.format(n));
             }
         }
         if let Some(traceparent) = &traceparent {

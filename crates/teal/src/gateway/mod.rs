@@ -25,9 +25,9 @@ pub use error::GatewayError;
 
 use std::time::Instant;
 
+use crate::control::validation::taps::{Captured, Captures, ShadowHub, answer};
 use crate::metrics::{ErrorLabels, Metrics, ModelLabels, RequestLabels, SlotLabels};
-use crate::store::{RequestLog, RequestRecord};
-use crate::validation::taps::{Captured, Captures, ShadowHub, answer};
+use crate::state::store::{RequestLog, RequestRecord};
 
 use crate::routing::{ModelRoutes, Routes, Slot};
 
@@ -39,8 +39,7 @@ pub const SLOT_HEADER: &str = "x-teal-slot";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Header carrying the generation of the route table that routed the request.
 pub const GENERATION_HEADER: &str = "x-teal-route-generation";
-/// The binary tensor extension's header: the length of the JSON part of the body.
-pub const JSON_LENGTH_HEADER: &str = "inference-header-content-length";
+pub use crate::headers::{JSON_LENGTH_HEADER, RequestHeaders, header_text};
 
 /// The headers above as names made at compile time: a name given as a string is parsed and
 /// hashed on every use, which showed in profiles of the request path.
@@ -51,43 +50,6 @@ mod names {
     pub static REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID_HEADER);
     pub static GENERATION: HeaderName = HeaderName::from_static(super::GENERATION_HEADER);
     pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
-}
-
-/// A request's headers as the data plane reads them: the router's parsed map, or the lines of
-/// a head the connection read, looked up where they lie (building a map for every request
-/// was a tenth of a proxied request's instructions).
-pub trait RequestHeaders {
-    /// The first value of `name`.
-    fn get(&self, name: &HeaderName) -> Option<&[u8]>;
-    /// The first value of the header called `name` (lowercase), a name known only at run time.
-    fn get_named(&self, name: &str) -> Option<&[u8]>;
-    /// Every value of `name`, in order.
-    fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]>;
-}
-
-impl RequestHeaders for HeaderMap {
-    fn get(&self, name: &HeaderName) -> Option<&[u8]> {
-        HeaderMap::get(self, name).map(HeaderValue::as_bytes)
-    }
-
-    fn get_named(&self, name: &str) -> Option<&[u8]> {
-        HeaderMap::get(self, name).map(HeaderValue::as_bytes)
-    }
-
-    fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> {
-        HeaderMap::get_all(self, name)
-            .iter()
-            .map(HeaderValue::as_bytes)
-    }
-}
-
-/// A header value as text when it is visible ASCII, as `HeaderValue::to_str` requires.
-pub fn header_text(value: &[u8]) -> Option<&str> {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (32..127).contains(&b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
 }
 
 /// The predicted label of a request, carried with its answer to the request log, where
@@ -238,7 +200,7 @@ pub struct Gateway {
     pub request_log: Option<Arc<RequestLog>>,
     pub metrics: Arc<Metrics>,
     /// The state file, for feedback only (inference never waits on it).
-    pub store: Option<Arc<crate::store::Store>>,
+    pub store: Option<Arc<crate::state::store::Store>>,
     /// Requests in flight on a model above which live requests are not mirrored.
     pub shadow_headroom: i64,
     ids: RequestIds,
@@ -400,7 +362,7 @@ impl Gateway {
         let Some(log) = &self.request_log else { return };
         log.log(RequestRecord {
             request_id: answer.request_id.clone(),
-            at_ms: crate::store::now_ms() - elapsed.as_millis() as i64,
+            at_ms: crate::state::store::now_ms() - elapsed.as_millis() as i64,
             model: model.to_string(),
             version: answered.map(|s| s.version.clone()),
             slot: answered.map(|s| s.color.to_string()),

@@ -33,8 +33,8 @@ use super::crd::{
     RouteStatus, SwitchMode, TransitionStatus,
 };
 use crate::backends::{Backend, UpstreamModel};
+use crate::control::validation::{self, Row};
 use crate::routing::Slot;
-use crate::validation::{self, Row};
 
 /// The finalizer the operator puts on each resource it manages.
 pub const FINALIZER: &str = "teal.dev/cleanup";

@@ -7,7 +7,7 @@ pub mod rollouts;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use teal::client::HttpClient;
+use teal::cli::client::HttpClient;
 use teal::core::config::Config;
 use teal::server::{self, Running};
 
@@ -113,7 +113,7 @@ pub async fn flip_under_load(
     bodies: Vec<bytes::Bytes>,
     clients: usize,
     flips: u64,
-    check: impl Fn(&teal::client::Answer, u64, usize) -> Option<String> + Send + Sync + 'static,
+    check: impl Fn(&teal::cli::client::Answer, u64, usize) -> Option<String> + Send + Sync + 'static,
 ) -> FlipRun {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -316,7 +316,7 @@ pub fn spawn_teal(command: &mut std::process::Command) -> Proc {
 }
 
 /// Asks the admin API to send every new `digits` request to slot `to`; returns its answer.
-pub async fn switch_digits(admin: &HttpClient, to: &str) -> teal::client::Answer {
+pub async fn switch_digits(admin: &HttpClient, to: &str) -> teal::cli::client::Answer {
     admin
         .post_json(
             "/api/v1/models/digits/switch",

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use teal::client::HttpClient;
+use teal::cli::client::HttpClient;
 
 use super::*;
 

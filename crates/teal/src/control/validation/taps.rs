@@ -165,7 +165,7 @@ pub fn answer(
 /// them in batches and trims each model to its limit.
 pub struct Captures {
     queue: mpsc::Sender<(String, usize, Vec<u8>, Option<usize>)>,
-    store: Arc<crate::store::Store>,
+    store: Arc<crate::state::store::Store>,
     pub dropped: prometheus_client::metrics::counter::Counter,
 }
 
@@ -178,7 +178,7 @@ pub struct Captured {
 
 impl Captures {
     pub fn start(
-        store: Arc<crate::store::Store>,
+        store: Arc<crate::state::store::Store>,
         dropped: prometheus_client::metrics::counter::Counter,
     ) -> Captures {
         let (queue, mut kept) = mpsc::channel::<(String, usize, Vec<u8>, Option<usize>)>(4096);

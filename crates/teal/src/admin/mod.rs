@@ -2,7 +2,8 @@
 //!
 //! None of these routes exist on the data plane's router, so they cannot be reached there.
 
-use std::path::{Path, PathBuf};
+pub mod metrics;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,15 +15,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use teal_core::routing::Color;
 
-use crate::rollout::{RolloutError, RolloutView, Rollouts, remember};
+use crate::control::rollout::{RolloutError, Rollouts, remember};
+use crate::control::slots::{SlotError, SlotManager};
+use crate::control::validation::{Source, ValidationError, Validator};
+use crate::routing::RolloutView;
 use crate::routing::{ModelStatus, RouteError, Routes};
-use crate::slots::{SlotError, SlotManager};
-use crate::store::{NewEvent, Store};
-use crate::validation::{Source, ValidationError, Validator};
-
-/// Where the CLI finds the token and the admin address teal wrote.
-pub const TOKEN_FILE: &str = "admin.token";
-pub const ADMIN_URL_FILE: &str = "admin.url";
+use crate::state::store::{NewEvent, Store};
 
 /// Shared state of the admin API.
 pub struct Admin {
@@ -94,7 +92,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/dashboard/style.css", get(|| async { asset("style.css") }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .merge(protected)
         .fallback(|uri: axum::http::Uri| async move {
             error(
@@ -313,7 +311,7 @@ async fn status_all(State(admin): State<Arc<Admin>>) -> Response<Body> {
         Some((error, since_ms)) => serde_json::json!({
             "writable": false,
             "error": error,
-            "since": crate::store::format_time(since_ms),
+            "since": crate::state::store::format_time(since_ms),
         }),
     };
     json(
@@ -396,33 +394,6 @@ async fn rollback(
 ///
 /// A scraper that asks for OpenMetrics gets it; anyone else gets the classic text format
 /// (version 0.0.4), which `promtool check metrics` and older tools read.
-async fn metrics(
-    State(admin): State<Arc<Admin>>,
-    headers: axum::http::HeaderMap,
-) -> Response<Body> {
-    let open_metrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let text = admin.metrics.render(&admin.routes.load());
-    let (text, content_type) = if open_metrics {
-        (
-            text,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
-    } else {
-        (
-            crate::metrics::classic_text(&text),
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-    };
-    let mut response = Response::new(Body::from(text));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
 /// Who asked: the `x-teal-actor` header the CLI sends (user@host), else "admin-api".
 fn actor(headers: &axum::http::HeaderMap) -> String {
     headers
@@ -512,7 +483,7 @@ impl Admin {
 /// Runs a store call on the blocking pool; a failure is a 500 with the reason.
 async fn with_store<T: Send + 'static>(
     admin: &Admin,
-    call: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    call: impl FnOnce(&Store) -> Result<T, crate::state::store::StoreError> + Send + 'static,
 ) -> Result<T, Response<Body>> {
     let store = admin.store.clone();
     match tokio::task::spawn_blocking(move || call(&store)).await {
@@ -620,8 +591,8 @@ async fn audit_model(
         return json(StatusCode::OK, &serde_json::json!({ "requests": records }));
     }
     // Without a time: the version live now.
-    let at = param("at").unwrap_or_else(|| crate::store::now_ms().to_string());
-    let Some(at_ms) = crate::store::parse_time(&at) else {
+    let at = param("at").unwrap_or_else(|| crate::state::store::now_ms().to_string());
+    let Some(at_ms) = crate::state::store::parse_time(&at) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!(
@@ -632,13 +603,13 @@ async fn audit_model(
     match with_store(&admin, move |store| store.live_at(&model, at_ms)).await {
         Ok(Some(event)) => json(
             StatusCode::OK,
-            &serde_json::json!({ "at": crate::store::format_time(at_ms), "live_slot": event.live_slot, "live_version": event.live_version, "since": event }),
+            &serde_json::json!({ "at": crate::state::store::format_time(at_ms), "live_slot": event.live_slot, "live_version": event.live_version, "since": event }),
         ),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!(
                 "the audit log has nothing about that model at or before {}",
-                crate::store::format_time(at_ms)
+                crate::state::store::format_time(at_ms)
             ),
         ),
         Err(response) => response,
@@ -968,7 +939,7 @@ async fn start_rollout(
             StatusCode::INSUFFICIENT_STORAGE,
             format!(
                 "the state file cannot be written since {} ({reason}): free space on the state folder's disk (or raise server.state_max_bytes), then retry",
-                crate::store::format_time(since_ms)
+                crate::state::store::format_time(since_ms)
             ),
         );
     }
@@ -1078,75 +1049,6 @@ async fn abort(
     rollout_command(&admin, &model, event).await
 }
 
-/// The admin token: `TEAL_ADMIN_TOKEN` when set, otherwise the one in the state folder,
-/// otherwise a new random one written there with mode 0600.
-pub fn load_or_create_token(
-    state_dir: &Path,
-    from_env: Option<String>,
-) -> std::io::Result<(String, String)> {
-    if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
-        return Ok((
-            token.trim().to_string(),
-            "the token is TEAL_ADMIN_TOKEN".to_string(),
-        ));
-    }
-    let path = token_path(state_dir);
-    let hint = format!("the token is in {}", path.display());
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_string();
-        if !existing.is_empty() {
-            return Ok((existing, hint));
-        }
-    }
-    create_private_dir(state_dir)?;
-    let mut bytes = [0u8; 32];
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, &token)?;
-    Ok((token, hint))
-}
-
-pub fn token_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(TOKEN_FILE)
-}
-
-/// Creates the state folder readable by its owner only.
-/// A folder that already existed keeps its permissions (it may be shared on purpose), but
-/// one others can read is logged, since it holds the token and the state file.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let mode = std::fs::metadata(dir)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            dir = %dir.display(),
-            mode = format!("{:o}", mode & 0o777),
-            "the state folder is open to other users; its files are private, but consider chmod 700"
-        );
-    }
-    Ok(())
-}
-
-/// Writes a file readable by its owner only.
-pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(content.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1156,24 +1058,5 @@ mod tests {
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abc", b"abd"));
         assert!(!same_secret(b"abc", b"abcd"));
-    }
-
-    #[test]
-    fn a_generated_token_is_private_and_reused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("teal-token-{}", fastrand::u64(..)));
-        let (first, _) = load_or_create_token(&dir, None).unwrap();
-        assert_eq!(first.len(), 64);
-        let mode = std::fs::metadata(token_path(&dir))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let (second, _) = load_or_create_token(&dir, None).unwrap();
-        assert_eq!(first, second);
-        let (env, hint) = load_or_create_token(&dir, Some("from-env".into())).unwrap();
-        assert_eq!(env, "from-env");
-        assert!(hint.contains("TEAL_ADMIN_TOKEN"));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

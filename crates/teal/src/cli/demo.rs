@@ -17,18 +17,18 @@ use bytes::Bytes;
 use clap::Args;
 use teal_core::config::Config;
 
-use crate::client::HttpClient;
+use crate::cli::client::HttpClient;
 use crate::gateway::{SLOT_HEADER, VERSION_HEADER};
 use crate::server;
 
-const DIGITS_V1: &[u8] = include_bytes!("../../../models/digits/v1/model.onnx");
-const DIGITS_V1_REFERENCE: &[u8] = include_bytes!("../../../models/digits/v1/reference.json");
-const DIGITS_V2: &[u8] = include_bytes!("../../../models/digits/v2/model.onnx");
-const DIGITS_V2_REFERENCE: &[u8] = include_bytes!("../../../models/digits/v2/reference.json");
-const DIGITS_HOLDOUT: &str = include_str!("../../../models/digits/holdout.jsonl");
+const DIGITS_V1: &[u8] = include_bytes!("../../../../models/digits/v1/model.onnx");
+const DIGITS_V1_REFERENCE: &[u8] = include_bytes!("../../../../models/digits/v1/reference.json");
+const DIGITS_V2: &[u8] = include_bytes!("../../../../models/digits/v2/model.onnx");
+const DIGITS_V2_REFERENCE: &[u8] = include_bytes!("../../../../models/digits/v2/reference.json");
+const DIGITS_HOLDOUT: &str = include_str!("../../../../models/digits/holdout.jsonl");
 const DIGITS_PERMUTED: &[u8] =
-    include_bytes!("../../../models/digits/variants/v2-permuted/model.onnx");
-const FAULTY_SERVER: &str = include_str!("../../../tests/python/onnx_model_server.py");
+    include_bytes!("../../../../models/digits/variants/v2-permuted/model.onnx");
+const FAULTY_SERVER: &str = include_str!("../../../../tests/python/onnx_model_server.py");
 
 const DEMO_CONFIG: &str = r#"# Written by `teal demo`: the bundled digits model, v1 live in blue.
 [server]

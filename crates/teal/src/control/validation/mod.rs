@@ -101,7 +101,7 @@ struct Job {
 /// Runs validations and keeps their reports.
 pub struct Validator {
     routes: Arc<Routes>,
-    store: Arc<crate::store::Store>,
+    store: Arc<crate::state::store::Store>,
     metrics: Arc<crate::metrics::Metrics>,
     pub shadows: Arc<ShadowHub>,
     pub captures: Arc<Captures>,
@@ -118,7 +118,7 @@ impl Validator {
         routes: Arc<Routes>,
         shadows: Arc<ShadowHub>,
         captures: Arc<Captures>,
-        store: Arc<crate::store::Store>,
+        store: Arc<crate::state::store::Store>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Validator {
         Validator {
@@ -186,7 +186,7 @@ impl Validator {
                     .iter()
                     .map(|g| (g.gate.as_str(), g.verdict.as_str()))
                     .collect();
-                let event = crate::store::NewEvent {
+                let event = crate::state::store::NewEvent {
                     model: report.model.clone(),
                     kind: "validated".into(),
                     actor: "teal".into(),

@@ -11,17 +11,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use teal_core::config::SlotConfig;
 use teal_core::rollout::{Check, Effect, Event, Refused, Rollout, RolloutSettings, Strategy};
 use teal_core::routing::Color;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::control::slots::{SlotError, SlotManager};
+use crate::control::validation::{Source, Validator};
 use crate::metrics::{Metrics, ModelLabels};
 use crate::routing::{Routes, StatsSnapshot};
-use crate::slots::{SlotError, SlotManager};
-use crate::store::{ModelState, NewEvent, Store};
-use crate::validation::{Source, Validator};
+use crate::state::store::{ModelState, NewEvent, Store};
 
 /// Why a rollout command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +59,7 @@ struct Clock {
 impl Clock {
     fn new() -> Clock {
         Clock {
-            wall_ms: crate::store::now_ms(),
+            wall_ms: crate::state::store::now_ms(),
             at: tokio::time::Instant::now(),
         }
     }
@@ -91,30 +90,6 @@ pub struct Rollouts {
     /// Fault injection for the crash tests: phases after whose persisting teal kills itself
     /// (SIGKILL) before acting, from `TEAL_FAULT_KILL_AFTER_PHASE` (comma-separated names).
     kill_after: Vec<String>,
-}
-
-/// A rollout as the admin API shows it.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct RolloutView {
-    #[serde(flatten)]
-    pub rollout: Rollout,
-    pub phase_name: String,
-    pub strategy: String,
-    /// When the phase's timer fires (for status displays).
-    pub next_at_ms: Option<i64>,
-    pub terminal: bool,
-}
-
-impl RolloutView {
-    pub fn of(rollout: Rollout) -> RolloutView {
-        RolloutView {
-            phase_name: rollout.phase.name().to_string(),
-            strategy: rollout.settings.strategy.name().to_string(),
-            next_at_ms: rollout.deadline_ms(),
-            terminal: rollout.phase.is_terminal(),
-            rollout,
-        }
-    }
 }
 
 impl Rollouts {
@@ -279,7 +254,7 @@ impl Rollouts {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        call: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+        call: impl FnOnce(&Store) -> Result<T, crate::state::store::StoreError> + Send + 'static,
     ) -> Result<T, RolloutError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || call(&store))
@@ -611,7 +586,7 @@ impl Rollouts {
             match self.validator.start(&state.model, source.clone()) {
                 Ok(id) => break id,
                 // A validation someone started by hand: wait for it to end.
-                Err(crate::validation::ValidationError::Busy(_)) => {
+                Err(crate::control::validation::ValidationError::Busy(_)) => {
                     tokio::time::sleep(Duration::from_millis(200)).await
                 }
                 Err(e) => {

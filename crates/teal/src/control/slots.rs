@@ -11,8 +11,8 @@ use serde::Serialize;
 use teal_core::config::{BackendConfig, CacheConfig, SlotConfig};
 use teal_core::routing::Color;
 
+use crate::backends::cache::PredictionCache;
 use crate::backends::{Backend, LoadError, OnnxModel, OnnxRuntime, ProcessModel, UpstreamModel};
-use crate::cache::PredictionCache;
 use crate::routing::{RouteError, Routes, Slot};
 
 /// Loads one version into a slot of `color`. Nothing is published: the caller places it.

@@ -1,5 +1,8 @@
 //! The command line: `teal serve` runs the server; the other verbs talk to its admin API.
 
+pub mod client;
+pub mod demo;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,10 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use teal_core::protocol::TensorSpec;
 use teal_core::routing::Color;
 
-use crate::api;
-use crate::client::HttpClient;
+use crate::cli::client::HttpClient;
 use crate::routing::{ModelStatus, SwitchOutcome};
 use crate::server;
+use crate::state::token;
 
 /// teal serves machine-learning models and replaces them safely.
 ///
@@ -162,7 +165,7 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Start teal on the bundled example models, send traffic, switch to green and back,
     /// and print what happened.
-    Demo(crate::demo::DemoArgs),
+    Demo(crate::cli::demo::DemoArgs),
     /// Run the Kubernetes operator: reconcile ModelDeployment resources (Deployments per
     /// colour, gates, switch, observation, rollback, teardown). Only the replica holding the
     /// leader Lease acts.
@@ -479,7 +482,7 @@ impl AdminArgs {
     fn client(&self) -> anyhow::Result<HttpClient> {
         let url = match &self.admin_url {
             Some(url) => url.clone(),
-            None => std::fs::read_to_string(self.state_dir.join(api::ADMIN_URL_FILE))
+            None => std::fs::read_to_string(self.state_dir.join(token::ADMIN_URL_FILE))
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| format!("http://{}", teal_core::config::DEFAULT_ADMIN)),
         };
@@ -501,7 +504,7 @@ impl AdminArgs {
 }
 
 fn read_token(state_dir: &Path) -> anyhow::Result<String> {
-    let path = api::token_path(state_dir);
+    let path = token::token_path(state_dir);
     std::fs::read_to_string(&path).map(|t| t.trim().to_string()).with_context(|| {
         format!(
             "no admin token: set TEAL_ADMIN_TOKEN, or point --state-dir at the folder where teal serve keeps its state ({} not readable)",
@@ -587,7 +590,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             let rollouts = call(&client, &format!("/api/v1/models/{model}/rollouts"), None).await?;
-            let rollouts: Vec<crate::rollout::RolloutView> =
+            let rollouts: Vec<crate::routing::RolloutView> =
                 serde_json::from_value(rollouts["rollouts"].clone())?;
             if !rollouts.is_empty() {
                 println!("ROLLOUTS");
@@ -595,7 +598,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!(
                         "  #{:<4} {}  {:<10} {:<19} {:<18} {}",
                         r.rollout.id,
-                        crate::store::format_time(r.rollout.started_ms),
+                        crate::state::store::format_time(r.rollout.started_ms),
                         r.rollout.version,
                         r.strategy,
                         r.phase_name,
@@ -604,7 +607,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("\nEVENTS");
             }
-            let events: Vec<crate::store::Event> =
+            let events: Vec<crate::state::store::Event> =
                 serde_json::from_value(answer["events"].clone())?;
             if events.is_empty() {
                 println!("{model}: no events yet");
@@ -671,7 +674,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if admin.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
-                let outcome: crate::slots::TeardownOutcome = serde_json::from_value(answer)?;
+                let outcome: crate::control::slots::TeardownOutcome =
+                    serde_json::from_value(answer)?;
                 println!(
                     "{}: tore down {} ({}) after {} ms; {} requests were in flight, {} did not finish",
                     outcome.model,
@@ -685,7 +689,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Validate(args) => validate(args).await,
-        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Demo(args) => crate::cli::demo::run(args).await,
         Command::Operator(args) => operator(args).await,
     }
 }
@@ -733,7 +737,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "teal ready: data plane {} admin {} (token in {})",
         running.data_url(),
         running.admin_url(),
-        api::token_path(&running.state_dir).display()
+        token::token_path(&running.state_dir).display()
     );
     wait_for_signal().await;
     tracing::info!("stopping: finishing requests in flight");
@@ -863,7 +867,7 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
-    let outcome: crate::slots::DeployOutcome = serde_json::from_value(answer)?;
+    let outcome: crate::control::slots::DeployOutcome = serde_json::from_value(answer)?;
     let replaced = outcome
         .replaced
         .map(|v| format!(", replacing {v}"))
@@ -908,7 +912,7 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
         .context("the admin API did not return a validation id")?;
     let terminal = std::io::stderr().is_terminal() && !args.admin.json;
     let status = loop {
-        let status: crate::validation::JobStatus = serde_json::from_value(
+        let status: crate::control::validation::JobStatus = serde_json::from_value(
             call(&client, &format!("/api/v1/validations/{id}"), None).await?,
         )?;
         if terminal {
@@ -954,7 +958,7 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
 }
 
 /// The report as a table: gate, value, threshold, verdict, and why.
-pub fn render_report(report: &crate::validation::Report) -> String {
+pub fn render_report(report: &crate::control::validation::Report) -> String {
     let mut out = format!(
         "{}: candidate {} ({}) against live {} ({}), {} samples from {}\n\n",
         report.model,
@@ -1029,7 +1033,7 @@ async fn audit(
             println!(
                 "request {} at {}: {} {} ({}), status {}, {} us",
                 r["request_id"].as_str().unwrap_or("?"),
-                crate::store::format_time(r["at_ms"].as_i64().unwrap_or(0)),
+                crate::state::store::format_time(r["at_ms"].as_i64().unwrap_or(0)),
                 r["model"].as_str().unwrap_or("?"),
                 r["version"].as_str().unwrap_or("-"),
                 r["slot"].as_str().unwrap_or("-"),
@@ -1069,13 +1073,13 @@ fn print_rollout(answer: &serde_json::Value, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(answer)?);
         return Ok(());
     }
-    let view: crate::rollout::RolloutView = serde_json::from_value(answer.clone())?;
+    let view: crate::routing::RolloutView = serde_json::from_value(answer.clone())?;
     print!("{}", render_rollout(&view));
     Ok(())
 }
 
 /// A rollout in a few lines: id, version, strategy, phase, traffic, timer, last checks.
-pub fn render_rollout(view: &crate::rollout::RolloutView) -> String {
+pub fn render_rollout(view: &crate::routing::RolloutView) -> String {
     let r = &view.rollout;
     let mut out = format!(
         "rollout #{} of {} {}: {} ({}), since {}\n",
@@ -1084,7 +1088,7 @@ pub fn render_rollout(view: &crate::rollout::RolloutView) -> String {
         r.version,
         view.phase_name.replace('_', " "),
         view.strategy,
-        crate::store::format_time(r.since_ms)
+        crate::state::store::format_time(r.since_ms)
     );
     out.push_str(&format!(
         "  traffic: live {}{}{}\n",
@@ -1105,7 +1109,7 @@ pub fn render_rollout(view: &crate::rollout::RolloutView) -> String {
         }
     ));
     if let Some(at) = view.next_at_ms {
-        let left = (at - crate::store::now_ms()).max(0) as f64 / 1000.0;
+        let left = (at - crate::state::store::now_ms()).max(0) as f64 / 1000.0;
         out.push_str(&format!("  next step in {left:.0} s\n"));
     }
     if !r.last_check.is_empty() {
@@ -1133,7 +1137,7 @@ async fn follow_rollout(model: &str, admin: &AdminArgs) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
         let answer = call(&client, &format!("/api/v1/models/{model}/rollout"), None).await?;
-        let view: crate::rollout::RolloutView = serde_json::from_value(answer.clone())?;
+        let view: crate::routing::RolloutView = serde_json::from_value(answer.clone())?;
         if view.phase_name != last {
             last = view.phase_name.clone();
             if admin.json {
@@ -1168,7 +1172,7 @@ async fn watch_status(model: Option<String>, admin: AdminArgs) -> anyhow::Result
             print!("\x1b[2J\x1b[H");
             println!(
                 "teal status (every 1 s, Ctrl-C to stop)  {}\n",
-                crate::store::format_time(crate::store::now_ms())
+                crate::state::store::format_time(crate::state::store::now_ms())
             );
         }
         status(
