@@ -126,6 +126,25 @@ impl Backend {
         }
     }
 
+    /// Runs one inference and says how long the backend itself took (the session's run, or
+    /// the model server's round trip), apart from time spent queued inside teal. The
+    /// validation judges latency on it, so a burst of load on one side of a pair does not
+    /// read as a slower model.
+    pub async fn infer_timed(
+        &self,
+        request: &mut InferRequest,
+    ) -> (Result<Vec<Tensor>, BackendError>, Option<std::time::Duration>) {
+        match self {
+            Backend::Onnx(model) => {
+                model
+                    .infer_timed(std::mem::take(&mut request.inputs))
+                    .await
+            }
+            Backend::Upstream(model) => model.infer_timed(request).await,
+            Backend::Process(model) => model.upstream.infer_timed(request).await,
+        }
+    }
+
     /// The V2 model server behind this slot, when requests can pass to it unchanged.
     pub fn v2_upstream(&self) -> Option<&UpstreamModel> {
         let upstream = match self {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -113,7 +114,9 @@ impl OnnxRuntime {
 
 struct Job {
     inputs: Vec<Tensor>,
-    reply: oneshot::Sender<Result<Vec<Tensor>, BackendError>>,
+    /// The outputs, and how long the session took to compute them (the service time, apart
+    /// from the time the job waited in the queue).
+    reply: oneshot::Sender<(Result<Vec<Tensor>, BackendError>, Duration)>,
 }
 
 /// A model served in-process.
@@ -274,9 +277,10 @@ impl OnnxModel {
                 .name(format!("onnx-{name}-{i}"))
                 .spawn(move || {
                     for job in receiver {
+                        let started = Instant::now();
                         let result = run(&mut session, &outputs, job.inputs);
                         // The caller may have gone away (client disconnected); that is fine.
-                        let _ = job.reply.send(result);
+                        let _ = job.reply.send((result, started.elapsed()));
                     }
                 })
                 .map_err(|e| LoadError::Model {
@@ -295,11 +299,24 @@ impl OnnxModel {
     }
 
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        self.infer_timed(inputs).await.0
+    }
+
+    /// Runs one inference and says how long the session itself took, without the time the
+    /// job waited for a free worker: the validation compares versions on that service time,
+    /// so a queue that one slot happened to meet does not read as a slower model.
+    pub async fn infer_timed(
+        &self,
+        inputs: Vec<Tensor>,
+    ) -> (Result<Vec<Tensor>, BackendError>, Option<Duration>) {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { inputs, reply })
-            .map_err(|_| BackendError::Unavailable)?;
-        answer.await.map_err(|_| BackendError::Unavailable)?
+        if self.jobs.send(Job { inputs, reply }).is_err() {
+            return (Err(BackendError::Unavailable), None);
+        }
+        match answer.await {
+            Ok((result, service)) => (result, Some(service)),
+            Err(_) => (Err(BackendError::Unavailable), None),
+        }
     }
 
     /// Runs the reference inputs shipped with a version and compares the outputs: a model

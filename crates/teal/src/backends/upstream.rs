@@ -368,17 +368,41 @@ impl UpstreamModel {
 
     /// Sends one inference as tensors and reads the answer back as tensors.
     pub async fn infer(&self, request: &InferRequest) -> Result<Vec<Tensor>, BackendError> {
+        self.infer_timed(request).await.0
+    }
+
+    /// Sends one inference and says how long the server took: the round trip from sending
+    /// the request to reading its whole answer, without encoding and decoding in teal. A
+    /// request that never got an answer has no service time.
+    pub async fn infer_timed(
+        &self,
+        request: &InferRequest,
+    ) -> (Result<Vec<Tensor>, BackendError>, Option<Duration>) {
         let body = match self.shared.settings.protocol {
-            WireProtocol::V2 => {
-                Bytes::from(request.encode_json().map_err(|e| BackendError::Refused {
-                    status: 400,
-                    message: e.to_string(),
-                })?)
-            }
-            WireProtocol::Json => Bytes::from(features_body(request)?),
+            WireProtocol::V2 => match request.encode_json() {
+                Ok(body) => Bytes::from(body),
+                Err(e) => {
+                    let refused = BackendError::Refused {
+                        status: 400,
+                        message: e.to_string(),
+                    };
+                    return (Err(refused), None);
+                }
+            },
+            WireProtocol::Json => match features_body(request) {
+                Ok(body) => Bytes::from(body),
+                Err(e) => return (Err(e), None),
+            },
         };
-        let answer = self.send(body, None).await?;
-        self.answer(answer.status, answer.json_len, &answer.body)
+        let started = Instant::now();
+        match self.send(body, None).await {
+            Ok(answer) => {
+                let service = started.elapsed();
+                let result = self.answer(answer.status, answer.json_len, &answer.body);
+                (result, Some(service))
+            }
+            Err(e) => (Err(e), None),
+        }
     }
 
     /// Passes a V2 request body to the server as the caller sent it and returns the server's

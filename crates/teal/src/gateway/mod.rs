@@ -25,7 +25,7 @@ pub use error::GatewayError;
 
 use std::time::Instant;
 
-use crate::control::validation::taps::{Captured, Captures, ShadowHub, answer};
+use crate::control::validation::taps::{Captured, Captures, MirrorPair, ShadowHub};
 use crate::metrics::{ErrorLabels, Metrics, ModelLabels, RequestLabels, SlotLabels};
 use crate::state::store::{RequestLog, RequestRecord};
 
@@ -374,13 +374,14 @@ impl Gateway {
 
     /// The candidate to mirror this request to, when the model's shadow share picks it and a
     /// shadow session is listening. Only requests the live slot answers are mirrored.
-    fn mirror_target(&self, routes: &ModelRoutes, slot: &Slot) -> Option<Arc<Slot>> {
+    fn mirror_target(&self, routes: &ModelRoutes, slot: &Slot) -> Option<MirrorPair> {
         let table = &routes.table;
         if table.shadow == 0 || slot.color != table.active || fastrand::u32(..WHOLE) >= table.shadow
         {
             return None;
         }
         let candidate = routes.slot(table.candidate())?.clone();
+        let live = routes.slot(table.active)?.clone();
         if !self.shadows.is_open(&routes.name) {
             return None;
         }
@@ -391,7 +392,7 @@ impl Gateway {
             self.shadows.dropped.inc();
             return None;
         }
-        Some(candidate)
+        Some(MirrorPair { live, candidate })
     }
 
     /// Keeps a sample of answered requests for replay.
@@ -840,28 +841,20 @@ async fn run_on_slot(
     Ok(outputs)
 }
 
-/// Runs a request on its slot and, when `mirror` names a candidate, sends a copy there after
-/// the live answer exists (the copy never delays or changes it).
+/// Runs a request on its slot and, when `mirror` names a pair, sends a copy to both slots of
+/// the pair after the live answer exists (the copy never delays or changes it).
 async fn run_and_mirror(
     gateway: &Gateway,
     routes: &ModelRoutes,
     slot: &Slot,
-    mirror: Option<Arc<Slot>>,
+    mirror: Option<MirrorPair>,
     request: &mut InferRequest,
 ) -> Result<Arc<Vec<Tensor>>, GatewayError> {
     let copy = mirror.as_ref().map(|_| request.clone());
-    let started = Instant::now();
     let outputs = run_on_slot(slot, &routes.name, request).await?;
-    if let (Some(candidate), Some(copy)) = (mirror, copy) {
+    if let (Some(pair), Some(copy)) = (mirror, copy) {
         let output = routes.prediction_output.clone();
-        let live = answer(
-            Some(&outputs),
-            started.elapsed().as_secs_f64() * 1000.0,
-            output.as_deref(),
-        );
-        gateway
-            .shadows
-            .mirror(&routes.name, candidate, copy, live, output);
+        gateway.shadows.mirror(&routes.name, pair, copy, output);
     }
     Ok(outputs)
 }

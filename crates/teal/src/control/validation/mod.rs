@@ -402,7 +402,9 @@ impl Validator {
     }
 }
 
-/// Sends each row to both slots, alternating which goes first, after a warm-up.
+/// Sends each row to both slots as a pair, at the same moment, after a warm-up: both sides of
+/// a pair meet the same machine, so load that comes and goes slows both alike, and each
+/// answer carries its slot's service time (the backend's own time, apart from queueing).
 pub async fn compare(
     live: &Arc<Slot>,
     candidate: &Arc<Slot>,
@@ -412,46 +414,35 @@ pub async fn compare(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Vec<Observation> {
     for row in rows.iter().cycle().take(config.warmup.min(rows.len() * 4)) {
-        for slot in [live, candidate] {
-            if let Ok(mut request) = row.request(slot.backend.signature()) {
-                let _ = slot.backend.infer(&mut request).await;
-            }
-        }
+        let _ = pair(live, candidate, row, output).await;
     }
     let mut observations = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
-        let order = if i % 2 == 0 {
-            [live, candidate]
-        } else {
-            [candidate, live]
-        };
-        let mut answers = Vec::with_capacity(2);
-        for slot in order {
-            let started = Instant::now();
-            let outputs = match row.request(slot.backend.signature()) {
-                Ok(mut request) => slot.backend.infer(&mut request).await.ok(),
-                Err(_) => None,
-            };
-            answers.push(answer(
-                outputs.as_deref(),
-                started.elapsed().as_secs_f64() * 1000.0,
-                output,
-            ));
-        }
-        let (first, second) = (answers.remove(0), answers.remove(0));
-        let (live_answer, candidate_answer) = if i % 2 == 0 {
-            (first, second)
-        } else {
-            (second, first)
-        };
-        observations.push(Observation {
-            live: live_answer,
-            candidate: candidate_answer,
-            truth: row.truth,
-        });
+        observations.push(pair(live, candidate, row, output).await);
         progress(i + 1);
     }
     observations
+}
+
+/// One row answered by both slots at the same moment.
+async fn pair(live: &Slot, candidate: &Slot, row: &Row, output: Option<&str>) -> Observation {
+    let (live_answer, candidate_answer) = tokio::join!(
+        side(live, row, output),
+        side(candidate, row, output)
+    );
+    Observation {
+        live: live_answer,
+        candidate: candidate_answer,
+        truth: row.truth,
+    }
+}
+
+/// One slot's timed answer to a row; a row the slot cannot take is a failed answer.
+async fn side(slot: &Slot, row: &Row, output: Option<&str>) -> gates::Answer {
+    match row.request(slot.backend.signature()) {
+        Ok(request) => taps::timed_answer(slot, request, output).await,
+        Err(_) => answer(None, 0.0, output),
+    }
 }
 
 /// One row of validation traffic.

@@ -67,13 +67,14 @@ impl ShadowHub {
             .contains_key(model)
     }
 
-    /// Sends a copy of a request the live slot answered to the candidate, in its own task.
+    /// Sends a copy of a request the live slot answered to both slots at the same moment, in
+    /// its own task: a pair measured on the same machine state, so a burst of load reads as
+    /// the same on both sides rather than as a slower candidate.
     pub fn mirror(
         &self,
         model: &str,
-        candidate: Arc<Slot>,
-        mut request: InferRequest,
-        live: Answer,
+        pair: MirrorPair,
+        request: InferRequest,
         prediction_output: Option<String>,
     ) {
         let (tx, permit) = {
@@ -89,21 +90,50 @@ impl ShadowHub {
         };
         tokio::spawn(async move {
             let _permit = permit;
-            let started = Instant::now();
-            let outputs = candidate.backend.infer(&mut request).await;
-            let candidate = answer(
-                outputs.as_deref().ok(),
-                started.elapsed().as_secs_f64() * 1000.0,
-                prediction_output.as_deref(),
-            );
+            let observation = pair.observe(request, prediction_output.as_deref()).await;
             // A full channel means the session has what it needs: drop quietly.
-            let _ = tx.try_send(Observation {
-                live,
-                candidate,
-                truth: None,
-            });
+            let _ = tx.try_send(observation);
         });
     }
+}
+
+/// The live slot and the candidate, to which one input goes as a pair.
+pub struct MirrorPair {
+    pub live: Arc<Slot>,
+    pub candidate: Arc<Slot>,
+}
+
+impl MirrorPair {
+    /// Sends `request` to both slots at the same moment and records each one's answer with
+    /// its service time (the backend's own time, apart from queueing inside teal).
+    pub async fn observe(&self, request: InferRequest, prediction_output: Option<&str>) -> Observation {
+        let (live, candidate) = tokio::join!(
+            timed_answer(&self.live, request.clone(), prediction_output),
+            timed_answer(&self.candidate, request, prediction_output),
+        );
+        Observation {
+            live,
+            candidate,
+            truth: None,
+        }
+    }
+}
+
+/// One slot's answer to `request`, timed by its service time; a backend that does not say
+/// falls back to the time the call took.
+pub async fn timed_answer(
+    slot: &Slot,
+    mut request: InferRequest,
+    prediction_output: Option<&str>,
+) -> Answer {
+    let started = Instant::now();
+    let (outputs, service) = slot.backend.infer_timed(&mut request).await;
+    let elapsed = service.unwrap_or_else(|| started.elapsed());
+    answer(
+        outputs.as_deref().ok(),
+        elapsed.as_secs_f64() * 1000.0,
+        prediction_output,
+    )
 }
 
 /// Reads the label and scores of the first row of a model's outputs: the integer output (or
