@@ -133,13 +133,12 @@ impl Backend {
     pub async fn infer_timed(
         &self,
         request: &mut InferRequest,
-    ) -> (Result<Vec<Tensor>, BackendError>, Option<std::time::Duration>) {
+    ) -> (
+        Result<Vec<Tensor>, BackendError>,
+        Option<std::time::Duration>,
+    ) {
         match self {
-            Backend::Onnx(model) => {
-                model
-                    .infer_timed(std::mem::take(&mut request.inputs))
-                    .await
-            }
+            Backend::Onnx(model) => model.infer_timed(std::mem::take(&mut request.inputs)).await,
             Backend::Upstream(model) => model.infer_timed(request).await,
             Backend::Process(model) => model.upstream.infer_timed(request).await,
         }

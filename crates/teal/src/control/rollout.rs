@@ -583,7 +583,10 @@ impl Rollouts {
             }
         };
         let id = loop {
-            match self.validator.start(&state.model, source.clone()) {
+            match self
+                .validator
+                .start_for_rollout(&state.model, source.clone())
+            {
                 Ok(id) => break id,
                 // A validation someone started by hand: wait for it to end.
                 Err(crate::control::validation::ValidationError::Busy(_)) => {

@@ -110,6 +110,10 @@ pub struct Validator {
     reports: Mutex<BTreeMap<String, Report>>,
 }
 
+/// How long a validation whose replay finds too few captured requests mirrors live traffic
+/// instead.
+pub const REPLAY_FALLBACK_WINDOW_MS: u64 = 60_000;
+
 /// Jobs remembered, newest first; older ones are forgotten.
 const JOBS_KEPT: usize = 100;
 
@@ -135,6 +139,27 @@ impl Validator {
 
     /// Starts a validation in the background and returns its id.
     pub fn start(self: &Arc<Self>, model: &str, source: Source) -> Result<u64, ValidationError> {
+        self.start_job(model, source, false)
+    }
+
+    /// Starts a rollout's validation: like [`Validator::start`], but a replay that finds too
+    /// few captured requests mirrors live traffic for a bounded window instead, so a rollout
+    /// on a model without captures is judged on evidence rather than stopping, inconclusive,
+    /// for want of it.
+    pub fn start_for_rollout(
+        self: &Arc<Self>,
+        model: &str,
+        source: Source,
+    ) -> Result<u64, ValidationError> {
+        self.start_job(model, source, true)
+    }
+
+    fn start_job(
+        self: &Arc<Self>,
+        model: &str,
+        source: Source,
+        shadow_fallback: bool,
+    ) -> Result<u64, ValidationError> {
         let routes = self
             .routes
             .load()
@@ -174,7 +199,7 @@ impl Validator {
         drop(jobs);
         let this = self.clone();
         tokio::spawn(async move {
-            let report = this.run(&job, &routes, source, rows).await;
+            let report = this.run(&job, &routes, source, rows, shadow_fallback).await;
             if let Ok(report) = &report {
                 tracing::info!(model = %report.model, candidate = %report.candidate.version, verdict = report.verdict.as_str(), samples = report.samples, "validated");
                 this.reports
@@ -300,6 +325,7 @@ impl Validator {
         routes: &ModelRoutes,
         source: Source,
         rows: Option<Vec<Row>>,
+        shadow_fallback: bool,
     ) -> Result<Report, String> {
         let started = Instant::now();
         let live = routes.live().cloned().ok_or("the model has no live slot")?;
@@ -309,7 +335,7 @@ impl Validator {
             .ok_or("the model has no candidate")?;
         let config = routes.gates.clone();
         let output = routes.prediction_output.as_deref();
-        let described = source.describe();
+        let mut described = source.describe();
         let cpu_before = candidate.backend.usage().map(|(_, cpu)| cpu);
         let observations = match source {
             Source::Holdout { .. } => {
@@ -320,16 +346,43 @@ impl Validator {
             }
             Source::Replay { samples } => {
                 let captured = self.captures.newest(&routes.name, samples).await;
-                let rows = captured
-                    .into_iter()
-                    .map(|c| Row {
-                        request: RowRequest::Captured(c),
-                        truth: None,
-                    })
-                    .collect::<Vec<_>>();
-                job.total.store(rows.len(), Ordering::Relaxed);
-                let progress = |n| job.done.store(n, Ordering::Relaxed);
-                compare(&live, &candidate, &rows, &config, output, &progress).await
+                if shadow_fallback && captured.len() < config.min_samples {
+                    // Too few captured requests to judge on: mirror live traffic instead, for
+                    // a bounded window, rather than end at an inconclusive dead end.
+                    let why = if routes.capture_rate > 0.0 {
+                        format!(
+                            "replay found {} captured requests, fewer than the {} the gates need",
+                            captured.len(),
+                            config.min_samples
+                        )
+                    } else {
+                        format!(
+                            "replay found {} captured requests (capture is off: set capture_rate to keep some)",
+                            captured.len()
+                        )
+                    };
+                    let window = Duration::from_millis(REPLAY_FALLBACK_WINDOW_MS);
+                    described = format!(
+                        "{why}, so {}",
+                        Source::Shadow {
+                            samples,
+                            window_ms: REPLAY_FALLBACK_WINDOW_MS
+                        }
+                        .describe()
+                    );
+                    self.shadow(job, routes, samples, window).await
+                } else {
+                    let rows = captured
+                        .into_iter()
+                        .map(|c| Row {
+                            request: RowRequest::Captured(c),
+                            truth: None,
+                        })
+                        .collect::<Vec<_>>();
+                    job.total.store(rows.len(), Ordering::Relaxed);
+                    let progress = |n| job.done.store(n, Ordering::Relaxed);
+                    compare(&live, &candidate, &rows, &config, output, &progress).await
+                }
             }
             Source::Shadow { samples, window_ms } => {
                 self.shadow(job, routes, samples, Duration::from_millis(window_ms))
@@ -426,10 +479,8 @@ pub async fn compare(
 
 /// One row answered by both slots at the same moment.
 async fn pair(live: &Slot, candidate: &Slot, row: &Row, output: Option<&str>) -> Observation {
-    let (live_answer, candidate_answer) = tokio::join!(
-        side(live, row, output),
-        side(candidate, row, output)
-    );
+    let (live_answer, candidate_answer) =
+        tokio::join!(side(live, row, output), side(candidate, row, output));
     Observation {
         live: live_answer,
         candidate: candidate_answer,

@@ -106,7 +106,11 @@ pub struct MirrorPair {
 impl MirrorPair {
     /// Sends `request` to both slots at the same moment and records each one's answer with
     /// its service time (the backend's own time, apart from queueing inside teal).
-    pub async fn observe(&self, request: InferRequest, prediction_output: Option<&str>) -> Observation {
+    pub async fn observe(
+        &self,
+        request: InferRequest,
+        prediction_output: Option<&str>,
+    ) -> Observation {
         let (live, candidate) = tokio::join!(
             timed_answer(&self.live, request.clone(), prediction_output),
             timed_answer(&self.candidate, request, prediction_output),
