@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use super::Config;
 
-/// Overrides from the environment, read through a trait so tests pass a map.
+/// Overrides from the environment, read through a trait so tests pass a map instead of
+/// changing the process environment that other tests share.
 pub trait Environment {
+    /// The variable's value, or `None` when it is unset.
     fn get(&self, name: &str) -> Option<String>;
 }
 

@@ -24,7 +24,8 @@ pub use remote::{Balance, RemoteConfig, WireProtocol};
 pub use server::{DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServerConfig};
 pub use slot::{BackendConfig, SlotConfig};
 
-/// The whole configuration.
+/// The whole configuration: one value, parsed and checked before anything starts, so a
+/// mistake stops teal at start-up instead of surfacing mid-rollout.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -41,11 +42,15 @@ fn yes() -> bool {
     true
 }
 
-/// A configuration that cannot be used, with the field and the reason.
+/// A configuration that cannot be used, with the field and the reason: the binary adds the
+/// file's name, so the message points at the one place to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{field}: {reason}")]
 pub struct ConfigError {
+    /// Where the mistake is: a dotted path like `model[0].green.workers`, or `line N` when
+    /// the text itself does not parse.
     pub field: String,
+    /// What is wrong and, where it helps, what to write instead.
     pub reason: String,
 }
 
@@ -58,7 +63,8 @@ impl ConfigError {
     }
 }
 
-/// Whether a model name is safe in a URL path and a file name.
+/// Whether a model or version name is safe in a URL path and a file name: names become
+/// both, so one holding `/` or starting with `.` could reach outside its folder.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
@@ -69,7 +75,8 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Config {
-    /// Parses TOML text.
+    /// Parses TOML text without touching the file system, so tests and the fuzz target call
+    /// it directly. A syntax or type error names the line; [`Config::validate`] checks the rest.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let message = e.message().to_string();

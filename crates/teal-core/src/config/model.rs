@@ -60,6 +60,8 @@ fn default_live() -> Color {
 }
 
 impl ModelConfig {
+    /// The slot of one color, if the file configures it: code that handles both slots
+    /// names the color instead of the field.
     pub fn slot(&self, color: Color) -> Option<&SlotConfig> {
         match color {
             Color::Blue => self.blue.as_ref(),

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// How teal speaks to a model server.
+/// How teal speaks to a model server: V2 servers pass tensors through, and JSON ones let a
+/// plain web app serve behind teal without learning V2.
 #[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum WireProtocol {
@@ -18,7 +19,8 @@ pub enum WireProtocol {
     Json,
 }
 
-/// How requests are spread over replicas.
+/// How requests are spread over replicas, chosen per slot because servers differ in how
+/// evenly they answer.
 #[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
@@ -30,6 +32,7 @@ pub enum Balance {
 }
 
 /// A model server: replicas teal fronts (`upstream`) or a command teal starts (`process`).
+/// Both kinds share one set of settings, because once running they are fronted alike.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {

@@ -6,14 +6,18 @@ use serde::Deserialize;
 
 use super::yes;
 
-/// Default data-plane address.
+/// Default data-plane address: loopback, so a first run exposes nothing until the operator
+/// chooses an interface.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Default admin address (admin API, metrics, dashboard).
+/// Default admin address (admin API, metrics, dashboard): loopback, and apart from the data
+/// plane, because the admin API can replace models.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
-/// Default largest request body, in bytes.
+/// Default largest request body, in bytes: room for a batch of images, small enough that a
+/// runaway client cannot exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Listeners, limits and where state lives.
+/// Listeners, limits and where state lives: what one teal process needs, shared by all its
+/// models.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {

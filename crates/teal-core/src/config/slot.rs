@@ -23,7 +23,8 @@ pub struct SlotConfig {
 }
 
 impl SlotConfig {
-    /// Checks one slot; the error names the field (relative to the slot) and the reason.
+    /// Checks one slot; the error names the field (relative to the slot) and the reason. The
+    /// gateway checks a slot sent to deploy through this too, before it loads anything.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |field: &str, reason: &str| Err((field.to_string(), reason.to_string()));
         if !valid_name(&self.version) {
@@ -83,7 +84,8 @@ impl SlotConfig {
     }
 }
 
-/// How a version runs.
+/// How a version runs. The `kind` key picks the variant, so one slot table says everything
+/// about the version and its siblings stay independent.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BackendConfig {

@@ -6,7 +6,8 @@ use super::wire::Parameters;
 use super::{Datatype, ProtocolError, TensorData};
 
 impl TensorData {
-    /// Little-endian bytes, the binary tensor extension's layout.
+    /// Appends the elements as little-endian bytes, the binary tensor extension's layout:
+    /// clients that ask for binary outputs skip JSON's cost for large tensors.
     pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
         match self {
             TensorData::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),

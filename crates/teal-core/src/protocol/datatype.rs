@@ -5,25 +5,41 @@ use std::fmt;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// The element type of a tensor, by its V2 name.
+/// The element type of a tensor, by its V2 name. The enum names every type the protocol
+/// has, not only those teal serves, so a request for another one is refused with a message
+/// that names it rather than as unreadable JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Datatype {
+    /// `BOOL`: one byte per element, zero for false.
     Bool,
+    /// `UINT8`: the usual type of image pixels.
     Uint8,
+    /// `UINT16`: unsigned, two bytes.
     Uint16,
+    /// `UINT32`: unsigned, four bytes.
     Uint32,
+    /// `UINT64`: unsigned, eight bytes.
     Uint64,
+    /// `INT8`: signed, one byte, as quantized models use it.
     Int8,
+    /// `INT16`: signed, two bytes.
     Int16,
+    /// `INT32`: signed, four bytes.
     Int32,
+    /// `INT64`: signed, eight bytes; the labels scikit-learn classifiers give.
     Int64,
+    /// `FP16`: half precision, two bytes.
     Fp16,
+    /// `FP32`: single precision, the type most models take and give.
     Fp32,
+    /// `FP64`: double precision, for models exported without casting to `FP32`.
     Fp64,
+    /// `BYTES`: strings of any length, which the binary extension prefixes with their length.
     Bytes,
 }
 
-/// Datatypes whose tensors teal can carry through its own backends.
+/// Datatypes whose tensors teal can carry through its own backends: a refusal lists them so
+/// the caller knows what to send instead.
 pub const SERVED_DATATYPES: [Datatype; 5] = [
     Datatype::Bool,
     Datatype::Int32,
@@ -33,6 +49,7 @@ pub const SERVED_DATATYPES: [Datatype; 5] = [
 ];
 
 impl Datatype {
+    /// The name the wire and the model metadata use, like `FP32`.
     pub fn as_str(self) -> &'static str {
         match self {
             Datatype::Bool => "BOOL",
@@ -51,6 +68,8 @@ impl Datatype {
         }
     }
 
+    /// The datatype a wire name stands for; `None` for a name the protocol does not have, so
+    /// the caller can say which tensor carried it.
     pub fn parse(name: &str) -> Option<Datatype> {
         Some(match name {
             "BOOL" => Datatype::Bool,

@@ -9,16 +9,21 @@ use super::signature::shape_text;
 use super::wire::{Parameters, parse_datatype, tensor_data};
 use super::{Datatype, ProtocolError, Signature, Tensor, TensorData};
 
-/// An output the caller asked for, and whether it wants it in binary form.
+/// An output the caller asked for, and whether it wants it in binary form: the response
+/// returns only these, in this order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestedOutput {
+    /// The output's name, checked against the model's outputs when they are known.
     pub name: String,
+    /// Whether this output comes back as raw bytes after the JSON header.
     pub binary: bool,
 }
 
-/// A decoded, validated inference request.
+/// A decoded, validated inference request: what every backend receives, so none of them
+/// checks names, datatypes or shapes again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InferRequest {
+    /// The caller's request id, echoed in the response so it can match answers to requests.
     pub id: Option<String>,
     /// Inputs in the model's declared order.
     pub inputs: Vec<Tensor>,

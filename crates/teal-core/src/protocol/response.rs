@@ -7,8 +7,10 @@ use super::elements::FlatData;
 use super::wire::{Parameters, parse_datatype, tensor_data};
 use super::{Datatype, InferRequest, ProtocolError, Tensor, TensorData};
 
-/// An encoded V2 infer response body.
+/// An encoded V2 infer response body, with the header value the gateway must send beside it
+/// when the body carries binary outputs.
 pub struct EncodedResponse {
+    /// The JSON, followed by the binary outputs when there are any.
     pub body: Vec<u8>,
     /// `Some(n)` when the body carries binary outputs: the JSON header is the first `n` bytes,
     /// sent as `Inference-Header-Content-Length`.

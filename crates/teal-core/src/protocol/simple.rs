@@ -8,7 +8,8 @@ use super::signature::shape_text;
 use super::{InferRequest, ProtocolError, Signature, Tensor, TensorData};
 
 impl TensorData {
-    /// The element at `index` as a JSON value (for the simple predict format).
+    /// The element at `index` as a JSON value, for the simple predict format; a float JSON
+    /// cannot carry (NaN, infinity) becomes `null` rather than invalid JSON.
     pub fn json_value(&self, index: usize) -> serde_json::Value {
         match self {
             TensorData::Bool(v) => v[index].into(),

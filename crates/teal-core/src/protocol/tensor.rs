@@ -4,17 +4,24 @@ use serde::{Serialize, Serializer};
 
 use super::Datatype;
 
-/// The elements of a tensor, row-major.
+/// The elements of a tensor, row-major, typed: one variant per datatype teal serves (see
+/// [`super::SERVED_DATATYPES`]), so a backend never reinterprets bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
+    /// `BOOL` elements.
     Bool(Vec<bool>),
+    /// `INT32` elements.
     Int32(Vec<i32>),
+    /// `INT64` elements.
     Int64(Vec<i64>),
+    /// `FP32` elements.
     Fp32(Vec<f32>),
+    /// `FP64` elements.
     Fp64(Vec<f64>),
 }
 
 impl TensorData {
+    /// How many elements the tensor holds, whatever its datatype: the product of its shape.
     pub fn len(&self) -> usize {
         match self {
             TensorData::Bool(v) => v.len(),
@@ -25,10 +32,12 @@ impl TensorData {
         }
     }
 
+    /// Whether the tensor holds no elements, as a shape with a zero dimension does.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The V2 datatype of the elements, which the response writes beside them.
     pub fn datatype(&self) -> Datatype {
         match self {
             TensorData::Bool(_) => Datatype::Bool,
@@ -52,10 +61,14 @@ impl Serialize for TensorData {
     }
 }
 
-/// A named tensor with its shape.
+/// A named tensor with its shape: one input or output as it travels between the wire and a
+/// backend, already checked against the model's signature.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
+    /// The input's or output's name in the model's signature.
     pub name: String,
+    /// The dimensions; their product is the number of elements in `data`.
     pub shape: Vec<usize>,
+    /// The elements, row-major.
     pub data: TensorData,
 }
