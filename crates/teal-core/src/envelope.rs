@@ -12,20 +12,26 @@
 //! a list in place of the object is refused (serde would take `[[...]]` as the struct's
 //! fields in order).
 
-/// Why an answer is not a V2 response.
+/// Why an answer is not a V2 response. The gateway counts it as the model server's fault,
+/// not the caller's, and the message says what the server got wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
+    /// The text is not JSON; the byte offset is where reading stopped.
     #[error("not valid JSON at byte {0}")]
     Syntax(usize),
+    /// Valid JSON, but not an object, so it cannot be a V2 response.
     #[error("not a JSON object")]
     NotAnObject,
+    /// An object without an `outputs` array, as an error page in JSON would be.
     #[error("it has no `outputs` list")]
     NoOutputs,
+    /// Two `outputs` members: which one a client reads would depend on its JSON library.
     #[error("it has more than one `outputs` member")]
     RepeatedOutputs,
 }
 
-/// Checks `json` as described in the module's documentation.
+/// Checks `json` as described in the module's documentation, without decoding it, so the
+/// gateway can pass a model server's answer on unchanged and still refuse garbage.
 pub fn check(json: &[u8]) -> Result<(), EnvelopeError> {
     let mut scan = Scanner { text: json, at: 0 };
     scan.space();

@@ -6,6 +6,7 @@
 //! - [`protocol`]: the Open Inference Protocol (V2) wire types, decoding and validation;
 //!   [`envelope`]: the check that a passed-on answer is a V2 response.
 //! - [`config`]: the configuration file, parsed and validated as plain data.
+//! - [`gates`] and [`stats`]: the checks a candidate must pass, and the statistics they use.
 //! - [`rollout`]: the rollout state machine, a pure `step(state, event) -> (state, effects)`.
 #![forbid(unsafe_code)]
 

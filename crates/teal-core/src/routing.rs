@@ -15,7 +15,9 @@ pub const WHOLE: u32 = 10_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Color {
+    /// One slot; live at start-up unless the config sets `live`.
     Blue,
+    /// The other slot; the two take turns holding the live version and the candidate.
     Green,
 }
 
@@ -28,6 +30,7 @@ impl Color {
         }
     }
 
+    /// The name the config, the admin API and the `x-teal-slot` header use.
     pub fn as_str(self) -> &'static str {
         match self {
             Color::Blue => "blue",
@@ -66,7 +69,8 @@ impl FromStr for Color {
     }
 }
 
-/// The traffic policy of one model at one moment.
+/// The traffic policy of one model at one moment. It is an immutable value, replaced whole,
+/// so no request ever sees one field of an update without the others.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteTable {
     /// The slot that serves traffic.

@@ -1,0 +1,384 @@
+//! teal's configuration file (TOML), parsed and validated as plain data.
+//!
+//! `Config::parse` reads the text, `Config::validate` checks what the types cannot, and
+//! the binary's `load(path)` is a thin wrapper that reads the file and resolves relative
+//! paths against the file's folder.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::routing::Color;
+
+mod environment;
+mod model;
+mod remote;
+mod server;
+mod slot;
+
+pub use environment::Environment;
+pub use model::{CacheConfig, ModelConfig};
+pub use remote::{Balance, RemoteConfig, WireProtocol};
+pub use server::{DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServerConfig};
+pub use slot::{BackendConfig, SlotConfig};
+
+/// The whole configuration: one value, parsed and checked before anything starts, so a
+/// mistake stops teal at start-up instead of surfacing mid-rollout.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, limits and where state lives.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The models teal serves, each with a blue and an optional green slot.
+    #[serde(default, rename = "model")]
+    pub models: Vec<ModelConfig>,
+}
+
+/// serde's default for switches that are on unless the file turns them off.
+fn yes() -> bool {
+    true
+}
+
+/// A configuration that cannot be used, with the field and the reason: the binary adds the
+/// file's name, so the message points at the one place to fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// Where the mistake is: a dotted path like `model[0].green.workers`, or `line N` when
+    /// the text itself does not parse.
+    pub field: String,
+    /// What is wrong and, where it helps, what to write instead.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Whether a model or version name is safe in a URL path and a file name: names become
+/// both, so one holding `/` or starting with `.` could reach outside its folder.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Config {
+    /// Parses TOML text without touching the file system, so tests and the fuzz target call
+    /// it directly. A syntax or type error names the line; [`Config::validate`] checks the rest.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            let field = e.span().map_or_else(
+                || "file".to_string(),
+                |span| {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                },
+            );
+            ConfigError::new(field, message)
+        })
+    }
+
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.server.state_dir);
+        if let Some(lib) = self.server.onnxruntime.as_mut() {
+            resolve(lib);
+        }
+        for model in &mut self.models {
+            if let Some(crate::rollout::Evidence::Holdout(path)) = model.rollout.evidence.as_mut() {
+                resolve(path);
+            }
+            for slot in [model.blue.as_mut(), model.green.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                match &mut slot.backend {
+                    BackendConfig::Onnx {
+                        path, reference, ..
+                    } => {
+                        resolve(path);
+                        if let Some(r) = reference.as_mut() {
+                            resolve(r);
+                        }
+                    }
+                    BackendConfig::Upstream(_) => {}
+                    BackendConfig::Process(remote) => {
+                        let dir = remote.workdir.get_or_insert_with(|| base.to_path_buf());
+                        resolve(dir);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks what the types cannot: addresses, names, limits, the live slot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check(true)
+    }
+
+    /// As [`Config::validate`], allowing no models: a gateway that learns its models from
+    /// a Kubernetes cluster may start with none.
+    pub fn validate_allowing_no_models(&self) -> Result<(), ConfigError> {
+        self.check(false)
+    }
+
+    fn check(&self, need_models: bool) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("server.listen", &self.server.listen),
+            ("server.admin", &self.server.admin),
+        ] {
+            value.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    field,
+                    format!(
+                        "'{value}' is not an address: write it as IP:PORT, like 127.0.0.1:8080"
+                    ),
+                )
+            })?;
+        }
+        if self.server.listen == self.server.admin && !self.server.listen.ends_with(":0") {
+            return Err(ConfigError::new(
+                "server.admin",
+                "the admin API needs its own address: it must not share the data plane's",
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be more than 0",
+            ));
+        }
+        if need_models && self.models.is_empty() {
+            return Err(ConfigError::new(
+                "model",
+                "no models: add a [[model]] table with a name and a blue slot",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let at = format!("model[{i}]");
+            if !valid_name(&model.name) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!(
+                        "'{}' is not a valid model name: use letters, digits, '-', '_' and '.'",
+                        model.name
+                    ),
+                ));
+            }
+            if !names.insert(model.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("model '{}' is configured twice", model.name),
+                ));
+            }
+            if model.slot(model.live).is_none() {
+                return Err(ConfigError::new(
+                    format!("{at}.live"),
+                    format!(
+                        "model '{}' is live on {} but has no [model.{}] slot",
+                        model.name, model.live, model.live
+                    ),
+                ));
+            }
+            for color in [Color::Blue, Color::Green] {
+                let Some(slot) = model.slot(color) else {
+                    continue;
+                };
+                let field = format!("{at}.{color}");
+                slot.validate()
+                    .map_err(|(f, reason)| ConfigError::new(format!("{field}.{f}"), reason))?;
+            }
+            if !(0.0..=1.0).contains(&model.capture_rate) {
+                return Err(ConfigError::new(
+                    format!("{at}.capture_rate"),
+                    "must be between 0.0 and 1.0",
+                ));
+            }
+            let gates = &model.gates;
+            for (field, value) in [
+                ("agreement", gates.agreement),
+                ("max_error_rate", gates.max_error_rate),
+                ("latency_alpha", gates.latency_alpha),
+            ] {
+                if !(0.0..=1.0).contains(&value) {
+                    return Err(ConfigError::new(
+                        format!("{at}.gates.{field}"),
+                        "must be between 0.0 and 1.0",
+                    ));
+                }
+            }
+            if gates.max_latency_ratio < 1.0 {
+                return Err(ConfigError::new(
+                    format!("{at}.gates.max_latency_ratio"),
+                    "must be at least 1.0",
+                ));
+            }
+            model
+                .rollout
+                .validate()
+                .map_err(|(f, reason)| ConfigError::new(format!("{at}.rollout.{f}"), reason))?;
+            if model.cache.enabled && model.cache.max_entries == 0 {
+                return Err(ConfigError::new(
+                    format!("{at}.cache.max_entries"),
+                    "must be more than 0 when the cache is on",
+                ));
+            }
+            if let (Some(blue), Some(green)) = (&model.blue, &model.green)
+                && blue.version == green.version
+            {
+                return Err(ConfigError::new(
+                    format!("{at}.green.version"),
+                    format!(
+                        "blue and green both hold version '{}': give each slot its own version",
+                        blue.version
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) const EXAMPLE: &str = r#"
+        [server]
+        listen = "127.0.0.1:0"
+        admin = "127.0.0.1:0"
+
+        [[model]]
+        name = "digits"
+
+        [model.blue]
+        version = "v1"
+        kind = "onnx"
+        path = "digits/v1/model.onnx"
+        card = { owner = "ml-team" }
+
+        [model.green]
+        version = "v2"
+        kind = "onnx"
+        path = "/models/v2.onnx"
+        workers = 4
+    "#;
+
+    #[test]
+    fn parses_the_example_with_defaults() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        config.validate().unwrap();
+        let model = &config.models[0];
+        assert_eq!(model.live, Color::Blue);
+        assert!(model.header_override);
+        assert_eq!(config.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(model.blue.as_ref().unwrap().card["owner"], "ml-team");
+        assert!(matches!(
+            model.green.as_ref().unwrap().backend,
+            BackendConfig::Onnx { workers: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let mut config = Config::parse(EXAMPLE).unwrap();
+        config.resolve_paths(Path::new("/etc/teal"));
+        let BackendConfig::Onnx { path, .. } = &config.models[0].blue.as_ref().unwrap().backend
+        else {
+            panic!("onnx")
+        };
+        assert_eq!(path, Path::new("/etc/teal/digits/v1/model.onnx"));
+        let BackendConfig::Onnx { path, .. } = &config.models[0].green.as_ref().unwrap().backend
+        else {
+            panic!("onnx")
+        };
+        assert_eq!(path, Path::new("/models/v2.onnx"));
+        assert_eq!(config.server.state_dir, Path::new("/etc/teal/.teal"));
+    }
+
+    #[test]
+    fn refuses_bad_configs_with_the_field_and_reason() {
+        let cases = [
+            (
+                EXAMPLE.replace("name = \"digits\"", "name = \"../etc\""),
+                "model[0].name",
+            ),
+            (
+                EXAMPLE.replace("version = \"v2\"", "version = \"v1\""),
+                "model[0].green.version",
+            ),
+            (
+                EXAMPLE.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""),
+                "server.listen",
+            ),
+            (
+                EXAMPLE.replace("workers = 4", "workers = 0"),
+                "model[0].green.workers",
+            ),
+            (EXAMPLE.replace("[model.blue]", "[model.red]"), "line"),
+            (
+                EXAMPLE.replace(
+                    "kind = \"onnx\"\n        path = \"/models",
+                    "kind = \"tensorflow\"\n        path = \"/models",
+                ),
+                "line",
+            ),
+            ("[server]\n".to_string(), "model"),
+        ];
+        for (text, field) in cases {
+            let err = Config::parse(&text)
+                .and_then(|c| c.validate().map(|_| c))
+                .expect_err(field);
+            assert!(
+                err.field.starts_with(field),
+                "expected field {field}, got {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn live_slot_must_exist() {
+        let text = EXAMPLE.replace("name = \"digits\"", "name = \"digits\"\nlive = \"green\"");
+        let text = text.replace("[model.green]", "[model.unused]");
+        assert!(Config::parse(&text).is_err());
+        let without_green: String = EXAMPLE
+            .split("[model.green]")
+            .next()
+            .unwrap()
+            .replace("name = \"digits\"", "name = \"digits\"\nlive = \"green\"");
+        let err = Config::parse(&without_green)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "model[0].live");
+    }
+
+    #[test]
+    fn model_names_are_path_safe() {
+        for ok in ["digits", "fraud-v2", "a_b.c"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(129)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

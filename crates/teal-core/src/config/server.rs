@@ -1,0 +1,92 @@
+//! The `[server]` table: listeners, limits and where state lives.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::yes;
+
+/// Default data-plane address: loopback, so a first run exposes nothing until the operator
+/// chooses an interface.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin address (admin API, metrics, dashboard): loopback, and apart from the data
+/// plane, because the admin API can replace models.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+/// Default largest request body, in bytes: room for a batch of images, small enough that a
+/// runaway client cannot exhaust memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Listeners, limits and where state lives: what one teal process needs, shared by all its
+/// models.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Data-plane address: the V2 and simple JSON endpoints. Port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Admin address: admin API, metrics and dashboard. Keep it off public interfaces.
+    #[serde(default = "default_admin")]
+    pub admin: String,
+    /// Largest request body accepted; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Folder for teal's state: the state file (teal.db), the admin token and address files.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Record every request (id, time, model, version, slot, status, latency) in the state
+    /// file, in batches off the request path.
+    #[serde(default = "yes")]
+    pub request_log: bool,
+    /// How long a teardown waits for requests in flight on the slot to finish.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may sit idle before its next request; then teal closes it. Slow clients
+    /// cannot hold connections open forever.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// The largest the state file may grow, in bytes (unset: as large as the disk allows).
+    /// When it is full, as when the disk is, teal keeps serving: it stops recording requests
+    /// (counted as dropped), refuses to start rollouts (507) and says so in `teal status`.
+    #[serde(default)]
+    pub state_max_bytes: Option<u64>,
+    /// Path of `libonnxruntime.so`; when unset teal looks at `ORT_DYLIB_PATH`, then at the
+    /// `onnxruntime` Python package.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            admin: default_admin(),
+            max_body_bytes: default_max_body(),
+            state_dir: default_state_dir(),
+            drain_ms: default_drain_ms(),
+            header_timeout_ms: default_header_timeout_ms(),
+            state_max_bytes: None,
+            request_log: true,
+            onnxruntime: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_admin() -> String {
+    DEFAULT_ADMIN.to_string()
+}
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_drain_ms() -> u64 {
+    10_000
+}
+fn default_header_timeout_ms() -> u64 {
+    30_000
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".teal")
+}
