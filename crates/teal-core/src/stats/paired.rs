@@ -106,10 +106,12 @@ pub fn signed_rank(differences: &[f64], method: SignedRankMethod) -> SignedRank 
     let mut nonzero: Vec<f64> = differences.iter().copied().filter(|d| *d != 0.0).collect();
     let n = nonzero.len();
     if n == 0 || nonzero.iter().any(|d| d.is_nan()) {
+        // With nothing to rank both sums are empty; a NaN leaves them undefined.
+        let sum = if n == 0 { 0.0 } else { f64::NAN };
         return SignedRank {
             n,
-            r_plus: f64::NAN,
-            r_minus: f64::NAN,
+            r_plus: sum,
+            r_minus: sum,
             p_greater: f64::NAN,
             p_less: f64::NAN,
             p_two_sided: f64::NAN,
@@ -739,8 +741,10 @@ mod tests {
     #[test]
     fn zero_differences_leave_nothing_to_test() {
         let test = signed_rank(&[0.0, 0.0], SignedRankMethod::Normal);
-        assert_eq!(test.n, 0);
+        assert_eq!((test.n, test.r_plus, test.r_minus), (0, 0.0, 0.0));
         assert!(test.p_greater.is_nan() && test.p_two_sided.is_nan());
+        let test = signed_rank(&[1.0, f64::NAN], SignedRankMethod::Normal);
+        assert!(test.r_plus.is_nan() && test.p_less.is_nan());
         assert!(signed_rank(&[], SignedRankMethod::Exact).p_less.is_nan());
     }
 
