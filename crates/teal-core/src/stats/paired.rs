@@ -1,8 +1,8 @@
 //! Statistics for paired judgement: each input went to the live version and to the
 //! candidate at the same moment, so every row carries both answers, and what varies from
 //! row to row (input size, load, time of day) cancels out of the comparison. Paired tests
-//! therefore need far fewer rows than the two-sample tests in the parent module to see
-//! the same difference.
+//! therefore usually need far fewer rows than the two-sample tests in the parent module
+//! to see the same difference.
 //!
 //! - [`signed_rank`]: Wilcoxon's signed-rank test on per-row differences, matching
 //!   scipy's `wilcoxon` (normal approximation, or the exact distribution for small
@@ -36,8 +36,9 @@ pub struct Paired<T> {
 // ---------------------------------------------------------------------------------------
 
 /// The largest number of non-zero differences for which [`SignedRankMethod::Exact`] uses
-/// the exact distribution (2^25 sign patterns still count exactly in a `u64`, and scipy
-/// draws its line in the same region).
+/// the exact distribution. Below it the normal approximation is at its roughest and the
+/// exact count (2^n sign patterns, by a table of n(n+1)/2 sums) is cheap; above it the
+/// two agree closely.
 pub const SIGNED_RANK_EXACT_MAX: usize = 25;
 
 /// How [`signed_rank`] computes its p-values.
