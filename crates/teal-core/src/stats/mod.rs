@@ -7,6 +7,20 @@
 //! - Two-sample Kolmogorov-Smirnov statistic with the asymptotic p-value.
 //! - Jensen-Shannon distance (base 2) between the two samples' histograms.
 //! - Mann-Whitney U with the normal approximation (tie and continuity corrected).
+//!
+//! [`paired`] holds the statistics for paired evidence, where each input went to both
+//! versions at once: Wilcoxon's signed-rank test, McNemar's test, a bootstrap interval of
+//! a latency quantile ratio, and proper scoring rules (checked against
+//! `tests/fixtures/paired.json`, made by `tests/fixtures/make_paired.py`).
+
+pub mod paired;
+
+pub use paired::{
+    BootstrapError, BootstrapOptions, CorrectnessTally, LOG_LOSS_EPSILON, McNemar, Paired,
+    RatioInterval, SIGNED_RANK_EXACT_MAX, ScoreComparison, ScoreError, ScoringRule, SignedRank,
+    SignedRankMethod, bootstrap_quantile_ratio, brier_score, compare_scores, log_loss, mcnemar,
+    signed_rank, tally_correctness,
+};
 
 /// Arithmetic mean; 0 for an empty sample.
 pub fn mean(x: &[f64]) -> f64 {
