@@ -127,7 +127,9 @@ impl Candidate {
         }
     }
 
-    /// Waits until this replica leads (trying every `duration / 3`), then returns.
+    /// Waits until this replica leads (trying every `duration / 3`), then returns. It reads
+    /// the Lease on a timer rather than watching it: a held lease becomes free by expiring,
+    /// which no watch event announces, so a watch would still need this timer.
     pub async fn acquire(&self, client: &Client) {
         let every = self.duration / 3;
         loop {
@@ -143,6 +145,7 @@ impl Candidate {
     /// Renews the lease every `duration / 3` and returns when it could not be renewed before
     /// two thirds of it ran out: the caller must stop acting then, before another replica
     /// may take the lease. Each attempt is bounded, so a hung API call cannot hold it past.
+    /// The timer is the protocol itself: a lease stays held only while it is renewed.
     pub async fn keep(&self, client: &Client) -> String {
         let every = self.duration / 3;
         let mut renewed = tokio::time::Instant::now();

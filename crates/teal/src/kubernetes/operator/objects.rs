@@ -1,0 +1,215 @@
+//! The objects the operator owns: a Deployment per colour, a Service per colour (a stable
+//! selector that gates, checks and gateways use), and in `service` mode the active and
+//! preview Services whose selectors are the switch. Their names, labels and selectors are
+//! decided here and nowhere else, so the gateway and the manifests agree with the operator.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, MANAGER};
+use crate::kubernetes::crd::{Colour, ModelDeployment, SwitchMode};
+
+/// The resource's namespace; a resource read without one is in `default`, as the API
+/// server treats it.
+pub fn namespace(md: &ModelDeployment) -> String {
+    md.namespace().unwrap_or_else(|| "default".into())
+}
+
+/// The key under which this process remembers a resource: its uid, so a resource deleted
+/// and created again under the same name starts afresh.
+pub(super) fn uid(md: &ModelDeployment) -> String {
+    md.uid().unwrap_or_else(|| md.name_any())
+}
+
+/// The Deployment of one colour, named after the resource so that `kubectl get deploy`
+/// shows whose it is and which colour.
+pub fn deployment_name(md: &ModelDeployment, colour: Colour) -> String {
+    format!("{}-{}", md.name_any(), colour.name())
+}
+
+/// The Service that always selects one colour's pods (gates, checks and gateways use it).
+pub fn colour_service(md: &ModelDeployment, colour: Colour) -> String {
+    format!("{}-{}", md.name_any(), colour.name())
+}
+
+/// The Service clients call in `service` mode, whose selector the switch moves: the one the
+/// spec names, or the resource's own name.
+pub fn active_service(md: &ModelDeployment) -> String {
+    md.spec
+        .active_service
+        .clone()
+        .unwrap_or_else(|| md.name_any())
+}
+
+fn labels(md: &ModelDeployment, colour: Colour) -> serde_json::Value {
+    json!({
+        "app.kubernetes.io/name": "teal-model",
+        "app.kubernetes.io/instance": md.name_any(),
+        "app.kubernetes.io/managed-by": "teal",
+        "teal.dev/model-deployment": md.name_any(),
+        "teal.dev/colour": colour.name(),
+    })
+}
+
+fn selector(md: &ModelDeployment, colour: Colour) -> serde_json::Value {
+    json!({ "teal.dev/model-deployment": md.name_any(), "teal.dev/colour": colour.name() })
+}
+
+fn owner(md: &ModelDeployment) -> serde_json::Value {
+    json!([md.controller_owner_ref(&())])
+}
+
+/// The Deployment of one colour, as the operator applies it; public so the committed
+/// example manifests can be checked against what the operator would write.
+pub fn deployment(md: &ModelDeployment, colour: Colour, replicas: i32) -> serde_json::Value {
+    let spec = md.spec.colour(colour);
+    let template = spec
+        .and_then(|c| c.template.clone())
+        .or_else(|| md.spec.template.clone())
+        .unwrap_or_default();
+    let mut template = serde_json::to_value(template).unwrap_or_else(|_| json!({}));
+    let version = spec.map(|c| c.version.clone()).unwrap_or_default();
+    let mut pod_labels = labels(md, colour);
+    pod_labels["teal.dev/version"] = json!(version);
+    if let Some(existing) = template["metadata"]["labels"].as_object() {
+        for (k, v) in existing {
+            pod_labels
+                .as_object_mut()
+                .map(|l| l.entry(k.clone()).or_insert(v.clone()));
+        }
+    }
+    template["metadata"]["labels"] = pod_labels;
+    if let Some(image) = spec.and_then(|c| c.image.clone()) {
+        match template["spec"]["containers"].as_array_mut() {
+            Some(containers) if !containers.is_empty() => containers[0]["image"] = json!(image),
+            _ => {
+                template["spec"]["containers"] = json!([{
+                    "name": "model-server",
+                    "image": image,
+                    "ports": [{ "name": "http", "containerPort": md.spec.port }],
+                    "readinessProbe": {
+                        "httpGet": { "path": format!("/v2/models/{}/ready", md.spec.model), "port": md.spec.port },
+                        "periodSeconds": 2
+                    }
+                }])
+            }
+        }
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(md, colour),
+            "namespace": namespace(md),
+            "labels": labels(md, colour),
+            "annotations": { "teal.dev/version": version },
+            "ownerReferences": owner(md),
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": selector(md, colour) },
+            "template": template,
+        }
+    })
+}
+
+/// A Service selecting one colour's pods, as the operator applies it; public for the same
+/// reason as [`deployment`].
+pub fn service(md: &ModelDeployment, name: &str, colour: Colour, role: &str) -> serde_json::Value {
+    let mut labels = labels(md, colour);
+    labels["teal.dev/role"] = json!(role);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace(md),
+            "labels": labels,
+            "ownerReferences": owner(md),
+        },
+        "spec": {
+            "selector": selector(md, colour),
+            "ports": [{ "name": "http", "port": md.spec.port, "targetPort": md.spec.port }],
+        }
+    })
+}
+
+/// Applies one colour's Deployment (server-side apply, so applying it again is harmless).
+pub(super) async fn apply_deployment(
+    md: &ModelDeployment,
+    ctx: &Context,
+    colour: Colour,
+    replicas: i32,
+) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace(md));
+    let name = deployment_name(md, colour);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(deployment(md, colour, replicas)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets a colour's replica count, leaving the rest of its Deployment as it is.
+pub(super) async fn scale(
+    md: &ModelDeployment,
+    ctx: &Context,
+    colour: Colour,
+    replicas: i32,
+) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace(md));
+    let patch = json!({ "spec": { "replicas": replicas } });
+    match api
+        .patch(
+            &deployment_name(md, colour),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone is as good as scaled to zero.
+        Err(kube::Error::Api(e)) if e.code == 404 && replicas == 0 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The colour Services (stable selectors), and in `service` mode the active Service on the
+/// live colour and the preview Service on the candidate (or the live colour between
+/// rollouts).
+pub(super) async fn apply_services(
+    md: &ModelDeployment,
+    ctx: &Context,
+    live: Colour,
+    candidate: Option<Colour>,
+    colours: bool,
+) -> Result<(), Error> {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace(md));
+    let params = PatchParams::apply(MANAGER).force();
+    let mut wanted = Vec::new();
+    if md.spec.switch_mode == SwitchMode::Service {
+        wanted.push(service(md, &active_service(md), live, "active"));
+        if let Some(preview) = &md.spec.preview_service {
+            wanted.push(service(md, preview, candidate.unwrap_or(live), "preview"));
+        }
+    }
+    for colour in [Colour::Blue, Colour::Green]
+        .into_iter()
+        .filter(|_| colours)
+    {
+        wanted.push(service(md, &colour_service(md, colour), colour, "colour"));
+    }
+    for object in wanted {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        api.patch(&name, &params, &Patch::Apply(object)).await?;
+    }
+    Ok(())
+}

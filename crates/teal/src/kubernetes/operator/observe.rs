@@ -1,0 +1,339 @@
+//! The world as a phase needs to see it: whether the candidate's Deployment is ready, what
+//! the gates say when run from the operator against the colours' Services, and the rollback
+//! checks while the candidate is live. Each answer becomes the event the rollout is stepped
+//! with; no answer yet means the phase keeps waiting.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use serde_json::json;
+use teal_core::config::{BackendConfig, RemoteConfig, SlotConfig};
+use teal_core::gates::{self, Verdict};
+use teal_core::rollout::{Check, Event, Phase, Rollout, Window};
+
+use super::objects::{apply_deployment, colour_service, deployment_name, namespace, scale, uid};
+use super::{Context, Error};
+use crate::backends::{Backend, UpstreamModel};
+use crate::control::validation::{self, Row};
+use crate::kubernetes::crd::{Colour, GateLine, GateReportSummary, ModelDeployment};
+use crate::routing::Slot;
+
+/// The event the phase waits for, if it has happened. Gate reports are handed back in
+/// `report`, for the status.
+pub(super) async fn observe(
+    md: &ModelDeployment,
+    ctx: &Context,
+    rollout: &Rollout,
+    now: i64,
+    report: &mut Option<GateReportSummary>,
+) -> Result<Option<Event>, Error> {
+    let candidate: Colour = rollout.new_slot().into();
+    let event = match &rollout.phase {
+        Phase::Deploying => match apply_deployment(md, ctx, candidate, md.spec.replicas).await {
+            Ok(()) => Event::Deployed,
+            // The API refused the object itself (an invalid template): no retry helps.
+            Err(Error::Api(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
+                Event::DeployFailed {
+                    reason: format!("the Deployment was refused: {}", e.message),
+                }
+            }
+            Err(e) => return Err(e),
+        },
+        Phase::WarmingUp => match readiness(md, ctx, candidate).await? {
+            Readiness::Ready => Event::Ready,
+            Readiness::Failed(reason) => Event::NotReady { reason },
+            Readiness::Waiting(why) => {
+                let timeout = md.spec.ready_timeout_seconds as i64 * 1000;
+                if now - rollout.since_ms >= timeout {
+                    Event::NotReady {
+                        reason: format!(
+                            "not ready within {} s: {why}",
+                            md.spec.ready_timeout_seconds
+                        ),
+                    }
+                } else {
+                    return Ok(None);
+                }
+            }
+        },
+        Phase::Validating | Phase::CanaryGates { .. } => {
+            if let (
+                Phase::Validating,
+                teal_core::rollout::Strategy::ShadowThenSwitch { window_ms, .. },
+            ) = (&rollout.phase, &rollout.settings.strategy)
+                && now < rollout.since_ms + *window_ms as i64
+            {
+                // Gateways mirror live traffic to the candidate for the window first.
+                return Ok(None);
+            }
+            let summary = run_gates(md, ctx, rollout).await?;
+            let event = Event::Gates {
+                verdict: summary.verdict.clone(),
+                summary: gate_sentence(&summary),
+            };
+            *report = Some(summary);
+            event
+        }
+        Phase::AwaitingApproval => return Ok(None),
+        Phase::Switching => Event::Switched,
+        Phase::TearingDown => {
+            scale(md, ctx, rollout.old.into(), 0).await?;
+            Event::TornDown
+        }
+        Phase::RemovingCandidate { .. } => {
+            scale(md, ctx, candidate, 0).await?;
+            Event::CandidateRemoved
+        }
+        Phase::SwitchDelay { .. } | Phase::Canary { .. } | Phase::Observing | Phase::Promoted => {
+            let id = uid(md);
+            let interval = rollout.settings.rules.check_interval_ms as i64;
+            let due = now - ctx.memory(&id).last_check_ms >= interval;
+            let check = if due {
+                ctx.remember(&id, |m| m.last_check_ms = now);
+                Some(check(md, ctx, rollout).await?)
+            } else {
+                None
+            };
+            match (check, rollout.deadline_ms()) {
+                (None, Some(at)) if now < at => return Ok(None),
+                (None, None) => return Ok(None),
+                (check, _) => Event::Tick { check },
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(event))
+}
+
+/// Where a colour's Deployment stands.
+enum Readiness {
+    /// Every wanted pod is updated and ready.
+    Ready,
+    /// Not yet, and why not.
+    Waiting(String),
+    /// It will not get there: Kubernetes gave up on its rollout.
+    Failed(String),
+}
+
+/// Whether a colour's Deployment has rolled out all its pods, ready.
+async fn readiness(
+    md: &ModelDeployment,
+    ctx: &Context,
+    colour: Colour,
+) -> Result<Readiness, Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace(md));
+    let name = deployment_name(md, colour);
+    let Some(deployment) = api.get_opt(&name).await? else {
+        return Ok(Readiness::Waiting(format!(
+            "Deployment {name} does not exist yet"
+        )));
+    };
+    let want = md.spec.replicas;
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = deployment.status else {
+        return Ok(Readiness::Waiting(format!(
+            "Deployment {name} has no status yet"
+        )));
+    };
+    for c in status.conditions.iter().flatten() {
+        if c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded") {
+            return Ok(Readiness::Failed(format!(
+                "Deployment {name} exceeded its progress deadline: {}",
+                c.message.clone().unwrap_or_default()
+            )));
+        }
+    }
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    if status.observed_generation.unwrap_or(0) >= generation && ready >= want && updated >= want {
+        Ok(Readiness::Ready)
+    } else {
+        Ok(Readiness::Waiting(format!(
+            "Deployment {name} has {ready} of {want} pods ready"
+        )))
+    }
+}
+
+/// Connects to a colour's Service as an upstream slot (readiness, metadata, inference).
+async fn colour_slot(
+    md: &ModelDeployment,
+    ctx: &Context,
+    colour: Colour,
+    version: &str,
+) -> Result<Arc<Slot>, String> {
+    let url = (ctx.service_url)(&namespace(md), &colour_service(md, colour), md.spec.port);
+    let remote: RemoteConfig =
+        serde_json::from_value(json!({ "urls": [url], "timeout_ms": 10000 }))
+            .map_err(|e| e.to_string())?;
+    let model = UpstreamModel::connect(&md.spec.model, &remote.urls, &remote, ctx.connect_wait)
+        .await
+        .map_err(|e| format!("{} ({}): {e}", colour.name(), url))?;
+    let config = SlotConfig {
+        version: version.to_string(),
+        backend: BackendConfig::Upstream(remote),
+        card: BTreeMap::new(),
+    };
+    Ok(Arc::new(Slot::new(
+        colour.into(),
+        config,
+        Backend::Upstream(model),
+        None,
+    )))
+}
+
+/// The holdout rows from the ConfigMap the spec names, if it names one.
+async fn holdout(md: &ModelDeployment, ctx: &Context) -> Result<Result<Vec<Row>, String>, Error> {
+    let Some(key) = &md.spec.validation.holdout else {
+        return Ok(Ok(Vec::new()));
+    };
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace(md));
+    let name = format!("ConfigMap {} key {}", key.config_map, key.key);
+    let Some(map) = api.get_opt(&key.config_map).await? else {
+        return Ok(Err(format!("{name}: the ConfigMap does not exist")));
+    };
+    let Some(text) = map.data.as_ref().and_then(|d| d.get(&key.key)) else {
+        return Ok(Err(format!("{name}: the ConfigMap has no such key")));
+    };
+    let csv = key.key.to_ascii_lowercase().ends_with(".csv");
+    Ok(validation::parse_holdout(text, csv, &name).map_err(|e| e.to_string()))
+}
+
+/// Runs the gates on the candidate against the live colour: health, schema, and with a
+/// holdout agreement, drift, latency, errors and accuracy.
+async fn run_gates(
+    md: &ModelDeployment,
+    ctx: &Context,
+    rollout: &Rollout,
+) -> Result<GateReportSummary, Error> {
+    let live_colour: Colour = rollout.old.into();
+    let candidate_colour: Colour = rollout.new_slot().into();
+    let summary = |gates: Vec<gates::GateResult>, samples: usize| {
+        let verdict = Verdict::combine(gates.iter().map(|g| g.verdict));
+        GateReportSummary {
+            verdict: verdict.as_str().into(),
+            candidate_version: rollout.version.clone(),
+            samples: samples as u64,
+            gates: gates
+                .into_iter()
+                .map(|g| GateLine {
+                    gate: g.gate,
+                    verdict: g.verdict.as_str().into(),
+                    reason: g.reason,
+                })
+                .collect(),
+        }
+    };
+    let refused = |gate: &str, reason: String| {
+        summary(
+            vec![gates::GateResult {
+                gate: gate.into(),
+                verdict: Verdict::Fail,
+                value: None,
+                threshold: String::new(),
+                samples: 0,
+                reason,
+                evidence: json!({}),
+            }],
+            0,
+        )
+    };
+    let rows = match holdout(md, ctx).await? {
+        Ok(rows) => rows,
+        Err(reason) => return Ok(refused("holdout", reason)),
+    };
+    let old_version = rollout.old_version.clone().unwrap_or_default();
+    let candidate = match colour_slot(md, ctx, candidate_colour, &rollout.version).await {
+        Ok(slot) => slot,
+        Err(reason) => return Ok(summary(vec![with_reason(gates::health(false), reason)], 0)),
+    };
+    let live = match colour_slot(md, ctx, live_colour, &old_version).await {
+        Ok(slot) => slot,
+        Err(reason) => {
+            return Ok(refused(
+                "live",
+                format!("the live colour does not answer: {reason}"),
+            ));
+        }
+    };
+    let config = md.spec.gates();
+    let observations = validation::compare(&live, &candidate, &rows, &config, None, &|_| {}).await;
+    let mut results = vec![
+        gates::health(candidate.backend.ready()),
+        gates::schema(live.backend.signature(), candidate.backend.signature()),
+    ];
+    if !rows.is_empty() {
+        results.extend(gates::judge(&observations, &config));
+    }
+    Ok(summary(results, observations.len()))
+}
+
+/// A gate result with the reason that explains it best.
+fn with_reason(mut gate: gates::GateResult, reason: String) -> gates::GateResult {
+    gate.reason = reason;
+    gate
+}
+
+/// The gate report in one line, for the transition's cause.
+fn gate_sentence(report: &GateReportSummary) -> String {
+    let lines: Vec<String> = report
+        .gates
+        .iter()
+        .map(|g| format!("{} {}", g.gate, g.verdict))
+        .collect();
+    format!("{} ({})", report.verdict, lines.join(", "))
+}
+
+/// One rollback check: the candidate's readiness, and a few holdout rows sent to both
+/// colours for latency and errors.
+async fn check(md: &ModelDeployment, ctx: &Context, rollout: &Rollout) -> Result<Check, Error> {
+    let candidate: Colour = rollout.new_slot().into();
+    let (new_ready, exited) = match readiness(md, ctx, candidate).await? {
+        Readiness::Ready => (true, None),
+        Readiness::Waiting(_) => (false, None),
+        Readiness::Failed(reason) => (false, Some(reason)),
+    };
+    let mut check = Check {
+        new_ready,
+        new_exited: exited,
+        ..Check::default()
+    };
+    let probes = md.spec.rollback.probe_requests.unwrap_or(20) as usize;
+    if probes == 0 || !new_ready || md.spec.validation.holdout.is_none() {
+        return Ok(check);
+    }
+    let rows = holdout(md, ctx).await?.unwrap_or_default();
+    if rows.is_empty() {
+        return Ok(check);
+    }
+    let old_version = rollout.old_version.clone().unwrap_or_default();
+    let (Ok(new), Ok(old)) = (
+        colour_slot(md, ctx, candidate, &rollout.version).await,
+        colour_slot(md, ctx, candidate.other(), &old_version).await,
+    ) else {
+        return Ok(check);
+    };
+    let rows: Vec<Row> = rows.iter().cycle().take(probes).cloned().collect();
+    let config = teal_core::gates::GateConfig {
+        warmup: 0,
+        ..md.spec.gates()
+    };
+    let observations = validation::compare(&old, &new, &rows, &config, None, &|_| {}).await;
+    let window = |answers: Vec<&gates::Answer>| {
+        let mut latencies: Vec<f64> = answers.iter().map(|a| a.latency_ms).collect();
+        latencies.sort_by(f64::total_cmp);
+        let p95 = latencies
+            .get(((latencies.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
+            .copied();
+        Window {
+            requests: answers.len() as u64,
+            errors: answers.iter().filter(|a| !a.ok).count() as u64,
+            p95_ms: p95,
+        }
+    };
+    check.old = window(observations.iter().map(|o| &o.live).collect());
+    check.new = window(observations.iter().map(|o| &o.candidate).collect());
+    Ok(check)
+}
