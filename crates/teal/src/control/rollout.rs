@@ -587,7 +587,7 @@ impl Rollouts {
                 Ok(id) => break id,
                 // A validation someone started by hand: wait for it to end.
                 Err(crate::control::validation::ValidationError::Busy(_)) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
+                    self.validator.idle(&state.model).await
                 }
                 Err(e) => {
                     return Event::Gates {
@@ -597,46 +597,44 @@ impl Rollouts {
                 }
             }
         };
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let Some(status) = self.validator.status(id) else {
-                return Event::Gates {
-                    verdict: "inconclusive".into(),
-                    summary: "validation was forgotten".into(),
-                };
+        let Some(status) = self.validator.finished(id).await else {
+            return Event::Gates {
+                verdict: "inconclusive".into(),
+                summary: "validation was forgotten".into(),
             };
-            match (status.report, status.error) {
-                (Some(report), _) => {
-                    let mut summary = report
-                        .gates
-                        .iter()
-                        .map(|g| format!("{} {}", g.gate, g.verdict.as_str()))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    // Say why each gate that did not pass did not, so the outcome explains itself.
-                    for g in report
-                        .gates
-                        .iter()
-                        .filter(|g| g.verdict != teal_core::gates::Verdict::Pass)
-                    {
-                        summary.push_str(&format!("; {}: {}", g.gate, g.reason));
-                    }
-                    return Event::Gates {
-                        verdict: report.verdict.as_str().to_string(),
-                        summary: format!(
-                            "{} samples from {}: {summary}",
-                            report.samples, report.source
-                        ),
-                    };
+        };
+        match (status.report, status.error) {
+            (Some(report), _) => {
+                let mut summary = report
+                    .gates
+                    .iter()
+                    .map(|g| format!("{} {}", g.gate, g.verdict.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // Say why each gate that did not pass did not, so the outcome explains itself.
+                for g in report
+                    .gates
+                    .iter()
+                    .filter(|g| g.verdict != teal_core::gates::Verdict::Pass)
+                {
+                    summary.push_str(&format!("; {}: {}", g.gate, g.reason));
                 }
-                (None, Some(error)) => {
-                    return Event::Gates {
-                        verdict: "inconclusive".into(),
-                        summary: format!("validation failed to run: {error}"),
-                    };
+                Event::Gates {
+                    verdict: report.verdict.as_str().to_string(),
+                    summary: format!(
+                        "{} samples from {}: {summary}",
+                        report.samples, report.source
+                    ),
                 }
-                (None, None) => {}
             }
+            (None, Some(error)) => Event::Gates {
+                verdict: "inconclusive".into(),
+                summary: format!("validation failed to run: {error}"),
+            },
+            (None, None) => Event::Gates {
+                verdict: "inconclusive".into(),
+                summary: "validation ended without a report".into(),
+            },
         }
     }
 }
