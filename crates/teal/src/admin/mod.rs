@@ -15,12 +15,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use teal_core::routing::Color;
 
-use crate::control::rollout::{RolloutError, Rollouts, remember};
+use crate::control::rollout::{RolloutError, Rollouts, remember_change};
 use crate::control::slots::{SlotError, SlotManager};
 use crate::control::validation::{Source, ValidationError, Validator};
 use crate::routing::RolloutView;
 use crate::routing::{ModelStatus, RouteError, Routes};
-use crate::state::store::{NewEvent, Store};
+use crate::state::store::Store;
 
 /// Shared state of the admin API.
 pub struct Admin {
@@ -421,7 +421,6 @@ impl Admin {
         headers: &axum::http::HeaderMap,
     ) {
         let model = &outcome.model;
-        remember(&self.routes, &self.store, model).await;
         tracing::info!(model = %model, from = %outcome.from, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, kind);
         self.metrics
             .switches
@@ -453,30 +452,10 @@ impl Admin {
         }
     }
 
-    /// Appends an event to the audit log, with the live slot after the change.
+    /// Writes the model's slots and route with an audit event of the change (with the live
+    /// slot after it) in one transaction.
     async fn record(&self, model: &str, kind: &str, actor: String, detail: serde_json::Value) {
-        let live = self
-            .routes
-            .load()
-            .models
-            .get(model)
-            .and_then(|m| m.live().map(|s| (s.color.to_string(), s.version.clone())));
-        let event = NewEvent {
-            model: model.to_string(),
-            kind: kind.to_string(),
-            actor,
-            live_slot: live.as_ref().map(|l| l.0.clone()),
-            live_version: live.map(|l| l.1),
-            detail,
-        };
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.append(event)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(model, kind, error = %e, "could not write the audit event")
-            }
-            Err(e) => tracing::error!(model, kind, error = %e, "audit writer crashed"),
-        }
+        remember_change(&self.routes, &self.store, model, kind, actor, detail).await;
     }
 }
 
@@ -643,7 +622,6 @@ async fn deploy(
     }
     match admin.slots.deploy(&model, &config).await {
         Ok(outcome) => {
-            remember(&admin.routes, &admin.store, &model).await;
             admin
                 .record(
                     &model,
@@ -684,7 +662,6 @@ async fn teardown(
     }
     match admin.slots.teardown(&model, request.slot).await {
         Ok(outcome) => {
-            remember(&admin.routes, &admin.store, &model).await;
             admin
                 .record(
                     &model,
@@ -733,7 +710,6 @@ async fn canary(
     }
     match admin.routes.set_weight(&model, share) {
         Ok(table) => {
-            remember(&admin.routes, &admin.store, &model).await;
             tracing::info!(model, candidate = %table.candidate(), weight_bp = table.candidate_weight, "canary weight set");
             admin.record(&model, "canary", actor(&headers), serde_json::json!({ "candidate": table.candidate(), "weight_bp": table.candidate_weight })).await;
             json(
@@ -876,7 +852,6 @@ async fn shadow(
     }
     match admin.routes.set_shadow(&model, share) {
         Ok(_) => {
-            remember(&admin.routes, &admin.store, &model).await;
             admin
                 .record(
                     &model,

@@ -590,7 +590,7 @@ impl Rollouts {
                 Ok(id) => break id,
                 // A validation someone started by hand: wait for it to end.
                 Err(crate::control::validation::ValidationError::Busy(_)) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
+                    self.validator.idle(&state.model).await
                 }
                 Err(e) => {
                     return Event::Gates {
@@ -600,46 +600,44 @@ impl Rollouts {
                 }
             }
         };
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let Some(status) = self.validator.status(id) else {
-                return Event::Gates {
-                    verdict: "inconclusive".into(),
-                    summary: "validation was forgotten".into(),
-                };
+        let Some(status) = self.validator.finished(id).await else {
+            return Event::Gates {
+                verdict: "inconclusive".into(),
+                summary: "validation was forgotten".into(),
             };
-            match (status.report, status.error) {
-                (Some(report), _) => {
-                    let mut summary = report
-                        .gates
-                        .iter()
-                        .map(|g| format!("{} {}", g.gate, g.verdict.as_str()))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    // Say why each gate that did not pass did not, so the outcome explains itself.
-                    for g in report
-                        .gates
-                        .iter()
-                        .filter(|g| g.verdict != teal_core::gates::Verdict::Pass)
-                    {
-                        summary.push_str(&format!("; {}: {}", g.gate, g.reason));
-                    }
-                    return Event::Gates {
-                        verdict: report.verdict.as_str().to_string(),
-                        summary: format!(
-                            "{} samples from {}: {summary}",
-                            report.samples, report.source
-                        ),
-                    };
+        };
+        match (status.report, status.error) {
+            (Some(report), _) => {
+                let mut summary = report
+                    .gates
+                    .iter()
+                    .map(|g| format!("{} {}", g.gate, g.verdict.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // Say why each gate that did not pass did not, so the outcome explains itself.
+                for g in report
+                    .gates
+                    .iter()
+                    .filter(|g| g.verdict != teal_core::gates::Verdict::Pass)
+                {
+                    summary.push_str(&format!("; {}: {}", g.gate, g.reason));
                 }
-                (None, Some(error)) => {
-                    return Event::Gates {
-                        verdict: "inconclusive".into(),
-                        summary: format!("validation failed to run: {error}"),
-                    };
+                Event::Gates {
+                    verdict: report.verdict.as_str().to_string(),
+                    summary: format!(
+                        "{} samples from {}: {summary}",
+                        report.samples, report.source
+                    ),
                 }
-                (None, None) => {}
             }
+            (None, Some(error)) => Event::Gates {
+                verdict: "inconclusive".into(),
+                summary: format!("validation failed to run: {error}"),
+            },
+            (None, None) => Event::Gates {
+                verdict: "inconclusive".into(),
+                summary: "validation ended without a report".into(),
+            },
         }
     }
 }
@@ -662,14 +660,10 @@ struct Meter {
     new: Option<StatsSnapshot>,
 }
 
-/// Writes a model's slots and route to the state file, so a restart brings them back.
-pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
-    let snapshot = routes.load();
-    let Some(m) = snapshot.models.get(model) else {
-        return;
-    };
-    let state = ModelState {
-        model: model.to_string(),
+/// What the state file remembers of a model: what each slot runs and how traffic is split.
+fn model_state(m: &crate::routing::ModelRoutes) -> ModelState {
+    ModelState {
+        model: m.name.clone(),
         active: m.table.active.to_string(),
         weight: m.table.candidate_weight,
         shadow: m.table.shadow,
@@ -684,7 +678,16 @@ pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
                 )
             })
             .collect(),
+    }
+}
+
+/// Writes a model's slots and route to the state file, so a restart brings them back.
+pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
+    let snapshot = routes.load();
+    let Some(m) = snapshot.models.get(model) else {
+        return;
     };
+    let state = model_state(m);
     let store = store.clone();
     match tokio::task::spawn_blocking(move || store.save_model_state(&state)).await {
         Ok(Ok(())) => {}
@@ -692,6 +695,44 @@ pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
             tracing::error!(model = %model, error = %e, "cannot remember the model's slots")
         }
         Err(e) => tracing::error!(model = %model, error = %e, "state writer crashed"),
+    }
+}
+
+/// Writes a model's slots and route with the audit event of the hand-made change that led
+/// to them (`kind`, by `actor`, with the live slot after it), in one transaction: the state
+/// file holds both or neither. Route and live slot come from one snapshot; a model the
+/// snapshot lacks gets the event alone.
+pub async fn remember_change(
+    routes: &Routes,
+    store: &Arc<Store>,
+    model: &str,
+    kind: &str,
+    actor: String,
+    detail: serde_json::Value,
+) {
+    let snapshot = routes.load();
+    let m = snapshot.models.get(model);
+    let live = m.and_then(|m| m.live());
+    let event = NewEvent {
+        model: model.to_string(),
+        kind: kind.to_string(),
+        actor,
+        live_slot: live.map(|s| s.color.to_string()),
+        live_version: live.map(|s| s.version.clone()),
+        detail,
+    };
+    let state = m.map(|m| model_state(m));
+    let store = store.clone();
+    let write = move || match state {
+        Some(state) => store.save_model_change(&state, event),
+        None => store.append(event),
+    };
+    match tokio::task::spawn_blocking(write).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(model, kind, error = %e, "cannot record the change: neither the model's slots nor the audit event were written")
+        }
+        Err(e) => tracing::error!(model, kind, error = %e, "state writer crashed"),
     }
 }
 

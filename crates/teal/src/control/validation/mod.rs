@@ -96,6 +96,31 @@ struct Job {
     done: AtomicUsize,
     total: AtomicUsize,
     outcome: Mutex<Option<Result<Report, String>>>,
+    /// Turns true once `outcome` is set, for those who wait for the end.
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+/// How job `id` stands now.
+fn status_of(id: u64, job: &Job) -> JobStatus {
+    let outcome = job
+        .outcome
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (state, report, error) = match outcome {
+        None => ("running", None, None),
+        Some(Ok(report)) => ("done", Some(report), None),
+        Some(Err(e)) => ("failed", None, Some(e)),
+    };
+    JobStatus {
+        id,
+        model: job.model.clone(),
+        state: state.to_string(),
+        done: job.done.load(Ordering::Relaxed),
+        total: job.total.load(Ordering::Relaxed),
+        report,
+        error,
+    }
 }
 
 /// Runs validations and keeps their reports.
@@ -191,6 +216,7 @@ impl Validator {
             done: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
             outcome: Mutex::new(None),
+            ended: tokio::sync::watch::Sender::new(false),
         });
         jobs.insert(id, job.clone());
         while jobs.len() > JOBS_KEPT {
@@ -268,6 +294,7 @@ impl Validator {
                 }
             }
             *job.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+            job.ended.send_replace(true);
         });
         Ok(id)
     }
@@ -279,25 +306,37 @@ impl Validator {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned()?;
-        let outcome = job
-            .outcome
+        Some(status_of(id, &job))
+    }
+
+    /// Waits for validation `id` to end and says how it ended; `None` for an unknown id.
+    /// Holding the job, it gets the outcome even if newer jobs push it out of the list.
+    pub async fn finished(&self, id: u64) -> Option<JobStatus> {
+        let job = self
+            .jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let (state, report, error) = match outcome {
-            None => ("running", None, None),
-            Some(Ok(report)) => ("done", Some(report), None),
-            Some(Err(e)) => ("failed", None, Some(e)),
-        };
-        Some(JobStatus {
-            id,
-            model: job.model.clone(),
-            state: state.to_string(),
-            done: job.done.load(Ordering::Relaxed),
-            total: job.total.load(Ordering::Relaxed),
-            report,
-            error,
-        })
+            .get(&id)
+            .cloned()?;
+        let mut ended = job.ended.subscribe();
+        // The sender lives in the job, which is held here, so this cannot fail.
+        let _ = ended.wait_for(|ended| *ended).await;
+        Some(status_of(id, &job))
+    }
+
+    /// Waits until the validations of `model` running now have ended.
+    pub async fn idle(&self, model: &str) {
+        let running: Vec<_> = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|j| j.model == model)
+            .map(|j| j.ended.subscribe())
+            .collect();
+        for mut ended in running {
+            let _ = ended.wait_for(|ended| *ended).await;
+        }
     }
 
     /// The last report of `model`: this run's, else the newest in the state file.
