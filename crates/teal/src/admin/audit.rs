@@ -6,31 +6,43 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{Response, StatusCode};
+use serde::Deserialize;
 
-use super::context::{Admin, error, json, route_error, with_store};
+use super::context::{Admin, Query, error, json, route_error, with_store};
 use crate::routing::RouteError;
+
+/// `?limit=N` on a model's history. The value stays text until [`HistoryQuery::limit`]
+/// reads it, so a refusal can quote what was sent.
+#[derive(Deserialize)]
+pub(super) struct HistoryQuery {
+    limit: Option<String>,
+}
+
+impl HistoryQuery {
+    /// The most events to answer with: 100 unless asked, at most 10000 so one call cannot
+    /// make the process read the whole log into memory.
+    fn limit(&self) -> Result<usize, Response<Body>> {
+        let Some(text) = self.limit.as_deref() else {
+            return Ok(100);
+        };
+        match text.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be a whole number from 1 to 10000, not '{text}'"),
+            )),
+        }
+    }
+}
 
 pub(super) async fn history(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    Query(query): Query<HistoryQuery>,
 ) -> Response<Body> {
-    let limit = match query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("limit="))
-    {
-        None => 100,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=10_000).contains(&n) => n,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("limit must be a whole number from 1 to 10000, not '{text}'"),
-                );
-            }
-        },
+    let limit = match query.limit() {
+        Ok(limit) => limit,
+        Err(response) => return response,
     };
     let served = admin.routes.load().models.contains_key(&model);
     let name = model.clone();
@@ -49,42 +61,21 @@ pub(super) async fn audit_verify(State(admin): State<Arc<Admin>>) -> Response<Bo
     }
 }
 
-/// A query value with its `%XX` escapes decoded (bytes that are not UTF-8 become U+FFFD,
-/// which no time or request id contains).
-fn percent_decoded(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&hi), Some(&lo)) if hex(hi).is_some() && hex(lo).is_some() => {
-                out.push((hex(hi).unwrap_or(0) * 16 + hex(lo).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// `?at=TIME` or `?request=ID` on a model's audit. Both stay text: a time is read by the
+/// store's parser, which names the forms it accepts when it refuses one.
+#[derive(Deserialize)]
+pub(super) struct AuditQuery {
+    at: Option<String>,
+    request: Option<String>,
 }
 
 /// Which version served: `?at=TIME` (the live version then) or `?request=ID`.
 pub(super) async fn audit_model(
     State(admin): State<Arc<Admin>>,
     UrlPath(model): UrlPath<String>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    Query(query): Query<AuditQuery>,
 ) -> Response<Body> {
-    let query = query.unwrap_or_default();
-    let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-            .map(percent_decoded)
-    };
-    if let Some(id) = param("request") {
+    if let Some(id) = query.request {
         let records = match with_store(&admin, move |store| store.request(&id)).await {
             Ok(records) => records,
             Err(response) => return response,
@@ -99,7 +90,9 @@ pub(super) async fn audit_model(
         return json(StatusCode::OK, &serde_json::json!({ "requests": records }));
     }
     // Without a time: the version live now.
-    let at = param("at").unwrap_or_else(|| crate::state::store::now_ms().to_string());
+    let at = query
+        .at
+        .unwrap_or_else(|| crate::state::store::now_ms().to_string());
     let Some(at_ms) = crate::state::store::parse_time(&at) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -121,5 +114,51 @@ pub(super) async fn audit_model(
             ),
         ),
         Err(response) => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limit read from `?limit=TEXT`, or the refusal's status and message.
+    async fn limit(text: Option<&str>) -> Result<usize, (StatusCode, String)> {
+        let query = HistoryQuery {
+            limit: text.map(str::to_string),
+        };
+        match query.limit() {
+            Ok(limit) => Ok(limit),
+            Err(response) => {
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 4096)
+                    .await
+                    .expect("a small body");
+                let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+                Err((
+                    status,
+                    body["error"].as_str().unwrap_or_default().to_string(),
+                ))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn history_answers_a_hundred_events_unless_asked() {
+        assert_eq!(limit(None).await, Ok(100));
+        assert_eq!(limit(Some("1")).await, Ok(1));
+        assert_eq!(limit(Some("10000")).await, Ok(10_000));
+    }
+
+    #[tokio::test]
+    async fn a_limit_outside_one_to_ten_thousand_is_a_400_quoting_it() {
+        for bad in ["", "0", "-1", "10001", "abc", "99999999999999999999"] {
+            assert_eq!(
+                limit(Some(bad)).await,
+                Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be a whole number from 1 to 10000, not '{bad}'")
+                )),
+            );
+        }
     }
 }

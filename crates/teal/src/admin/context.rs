@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Response, StatusCode, header};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Response, StatusCode, Uri, header};
 
 use crate::control::rollout::{RolloutError, Rollouts, remember};
 use crate::control::slots::SlotManager;
@@ -224,4 +226,107 @@ pub(super) fn rollout_error(e: RolloutError) -> Response<Body> {
         RolloutError::Unwritable(_) => StatusCode::INSUFFICIENT_STORAGE,
     };
     error(status, e.to_string())
+}
+
+/// A query string read into `T` by axum's `Query`, with `+` kept as a plus sign.
+///
+/// Form encoding reads `+` as a space, but callers of the admin API write values as they are:
+/// the CLI sends `?at=2026-11-22T01:02:03+01:00`, and a request id may hold a `+`. Here only
+/// `%20` is a space, so those queries mean what they always meant. A query that does not fit
+/// `T` (a parameter given twice) is a 400 in the API's own error shape, naming the parameter.
+pub(super) struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response<Body>;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default().replace('+', "%2B");
+        let refused = |reason: String| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{reason} in the query string: see /api/v1/openapi.json"),
+            )
+        };
+        // A query that was part of a valid URI still is with `+` written as `%2B`.
+        let uri = Uri::builder()
+            .path_and_query(format!("/?{query}"))
+            .build()
+            .map_err(|e| refused(e.to_string()))?;
+        match axum::extract::Query::<T>::try_from_uri(&uri) {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let reason = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                Err(refused(reason.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Params {
+        at: Option<String>,
+        request: Option<String>,
+    }
+
+    async fn read(query: &str) -> Result<Params, (StatusCode, serde_json::Value)> {
+        let request = axum::http::Request::get(format!("/api/v1/models/m/audit{query}"))
+            .body(())
+            .expect("a valid request");
+        let (mut parts, ()) = request.into_parts();
+        match Query::<Params>::from_request_parts(&mut parts, &()).await {
+            Ok(Query(params)) => Ok(params),
+            Err(response) => {
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 4096)
+                    .await
+                    .expect("a small body");
+                Err((status, serde_json::from_slice(&body).expect("a JSON body")))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plus_in_a_query_value_stays_a_plus() {
+        let params = read("?at=2026-11-22T01:02:03+01:00&request=a+b")
+            .await
+            .unwrap();
+        assert_eq!(params.at.as_deref(), Some("2026-11-22T01:02:03+01:00"));
+        assert_eq!(params.request.as_deref(), Some("a+b"));
+    }
+
+    #[tokio::test]
+    async fn percent_escapes_are_decoded_and_bad_ones_kept() {
+        let params = read("?at=2026-11-22%2001:02:03%2B01:00&request=%FFx%2")
+            .await
+            .unwrap();
+        assert_eq!(params.at.as_deref(), Some("2026-11-22 01:02:03+01:00"));
+        assert_eq!(params.request.as_deref(), Some("\u{FFFD}x%2"));
+    }
+
+    #[tokio::test]
+    async fn absent_and_unknown_parameters_are_ignored() {
+        let params = read("").await.unwrap();
+        assert!(params.at.is_none() && params.request.is_none());
+        let params = read("?zzz=1&at=0").await.unwrap();
+        assert_eq!(params.at.as_deref(), Some("0"));
+    }
+
+    #[tokio::test]
+    async fn a_parameter_given_twice_is_a_json_400_naming_it() {
+        let (status, body) = read("?at=1&at=2").await.unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("duplicate field `at`"), "{message}");
+    }
 }
