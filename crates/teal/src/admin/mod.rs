@@ -1,6 +1,12 @@
 //! The admin API, on its own listener: status and routing changes, behind a bearer token.
 //!
 //! None of these routes exist on the data plane's router, so they cannot be reached there.
+//!
+//! This file holds the router and what every request passes through: the token check, the
+//! body limit, the concurrency limit and the rewriting of framework errors into JSON. The
+//! handlers live by resource: `status` (status, switch, rollback), `slots` (deploy, teardown,
+//! canary, shadow, validations), `rollouts`, `audit`, `metrics`, and `assets` (the dashboard
+//! and the OpenAPI document); `context` holds the state and helpers they share.
 
 mod assets;
 mod audit;
