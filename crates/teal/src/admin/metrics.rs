@@ -8,10 +8,15 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, Response, header};
 
-use super::Admin;
+use super::context::Admin;
 use crate::metrics::{Metrics, ModelLabels, RouteLabels, SlotLabels};
 use crate::routing::RouteSnapshot;
 
+/// Prometheus metrics. Like `/healthz`, readable without the token: the admin listener
+/// is not public, and scrapers rarely carry one.
+///
+/// A scraper that asks for OpenMetrics gets it; anyone else gets the classic text format
+/// (version 0.0.4), which `promtool check metrics` and older tools read.
 pub(super) async fn metrics(
     State(admin): State<Arc<Admin>>,
     headers: axum::http::HeaderMap,

@@ -1,0 +1,102 @@
+//! The routing state and the hand-made changes to it: status, switch and rollback.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{Response, StatusCode};
+use serde::Deserialize;
+use teal_core::routing::Color;
+
+use super::context::{Admin, actor, json, parse_body, rollout_error, route_error};
+use crate::routing::{ModelStatus, RolloutView, RouteError};
+
+pub(super) async fn status_all(State(admin): State<Arc<Admin>>) -> Response<Body> {
+    let snapshot = admin.routes.load();
+    let models: Vec<ModelStatus> = snapshot
+        .models
+        .values()
+        .map(|m| admin.status_of(m))
+        .collect();
+    let state = match admin.store.write_error() {
+        None => serde_json::json!({ "writable": true }),
+        Some((error, since_ms)) => serde_json::json!({
+            "writable": false,
+            "error": error,
+            "since": crate::state::store::format_time(since_ms),
+        }),
+    };
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "models": models, "state": state }),
+    )
+}
+
+pub(super) async fn status_one(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+) -> Response<Body> {
+    match admin.routes.load().models.get(&model) {
+        Some(routes) => json(StatusCode::OK, &admin.status_of(routes)),
+        None => route_error(RouteError::UnknownModel(model)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    to: Color,
+}
+
+pub(super) async fn switch(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let request: SwitchBody = match parse_body(&body, "body must be {\"to\": \"blue\"|\"green\"}") {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    if let Err(response) = admin.not_during_rollout(&model, "a manual switch") {
+        return response;
+    }
+    match admin.routes.switch(&model, request.to) {
+        Ok(outcome) => {
+            if outcome.changed {
+                admin.live_changed(&outcome, "switched", &headers).await;
+            }
+            json(StatusCode::OK, &outcome)
+        }
+        Err(e) => route_error(e),
+    }
+}
+
+pub(super) async fn rollback(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(model): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+) -> Response<Body> {
+    if let Some(r) = admin.rollouts.active(&model) {
+        // A rollout's rollback goes through the rollout, so it ends there with a record.
+        let event = teal_core::rollout::Event::Rollback {
+            actor: actor(&headers),
+        };
+        if r.accepts(&event).is_ok() {
+            return match admin.rollouts.command(&model, event).await {
+                Ok(r) => json(StatusCode::OK, &RolloutView::of(r)),
+                Err(e) => rollout_error(e),
+            };
+        }
+        if let Err(response) = admin.not_during_rollout(&model, "a manual rollback") {
+            return response;
+        }
+    }
+    match admin.routes.rollback(&model) {
+        Ok(outcome) => {
+            admin.live_changed(&outcome, "rolled_back", &headers).await;
+            json(StatusCode::OK, &outcome)
+        }
+        Err(e) => route_error(e),
+    }
+}
