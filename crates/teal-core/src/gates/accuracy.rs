@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::result::{result, too_few};
-use super::{Answer, GateConfig, GateResult, Observation, Verdict};
+use super::{Answer, Gate, GateConfig, GateResult, Observation, Verdict};
 
 /// Accuracy on labelled requests: the candidate may not fall more than the tolerance below live.
 pub fn accuracy(observations: &[Observation], config: &GateConfig) -> Option<GateResult> {
@@ -13,7 +13,7 @@ pub fn accuracy(observations: &[Observation], config: &GateConfig) -> Option<Gat
     }
     let threshold = format!(">= live - {}", config.accuracy_tolerance);
     if labelled.len() < config.min_samples {
-        return Some(too_few("accuracy", threshold, labelled.len(), config));
+        return Some(too_few(Gate::Accuracy, threshold, labelled.len(), config));
     }
     let correct = |pick: fn(&Observation) -> &Answer| {
         labelled
@@ -35,7 +35,7 @@ pub fn accuracy(observations: &[Observation], config: &GateConfig) -> Option<Gat
         labelled.len()
     );
     Some(result(
-        "accuracy",
+        Gate::Accuracy,
         verdict,
         Some(candidate),
         threshold,

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::observation::both_ok;
 use super::result::{result, too_few};
-use super::{GateConfig, GateResult, Observation, Verdict};
+use super::{Gate, GateConfig, GateResult, Observation, Verdict};
 
 fn agrees(o: &Observation, config: &GateConfig) -> bool {
     match (o.live.label, o.candidate.label) {
@@ -27,7 +27,7 @@ pub fn agreement(observations: &[Observation], config: &GateConfig) -> GateResul
     let threshold = format!(">= {}", config.agreement);
     let pairs = both_ok(observations);
     if pairs.len() < config.min_samples {
-        return too_few("agreement", threshold, pairs.len(), config);
+        return too_few(Gate::Agreement, threshold, pairs.len(), config);
     }
     let agreed = pairs.iter().filter(|o| agrees(o, config)).count();
     let share = agreed as f64 / pairs.len() as f64;
@@ -52,7 +52,7 @@ pub fn agreement(observations: &[Observation], config: &GateConfig) -> GateResul
         share * 100.0
     );
     result(
-        "agreement",
+        Gate::Agreement,
         verdict,
         Some(share),
         threshold,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::result::result;
-use super::{GateConfig, GateResult, Verdict};
+use super::{Gate, GateConfig, GateResult, Verdict};
 
 /// The candidate carries the model-card fields the model requires.
 pub fn card(fields: &BTreeMap<String, String>, config: &GateConfig) -> Option<GateResult> {
@@ -20,7 +20,7 @@ pub fn card(fields: &BTreeMap<String, String>, config: &GateConfig) -> Option<Ga
     let threshold = format!("fields {}", config.card_fields.join(", "));
     Some(if missing.is_empty() {
         result(
-            "card",
+            Gate::Card,
             Verdict::Pass,
             None,
             threshold,
@@ -31,7 +31,7 @@ pub fn card(fields: &BTreeMap<String, String>, config: &GateConfig) -> Option<Ga
     } else {
         let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
         result(
-            "card",
+            Gate::Card,
             Verdict::Fail,
             None,
             threshold,

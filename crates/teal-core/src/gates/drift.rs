@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::observation::both_ok;
 use super::result::{result, too_few};
-use super::{GateConfig, GateResult, Observation, Verdict};
+use super::{Gate, GateConfig, GateResult, Observation, Verdict};
 use crate::stats;
 
 /// How far the candidate's score distributions moved from the live slot's: normed Wasserstein
@@ -15,7 +15,7 @@ pub fn drift(observations: &[Observation], config: &GateConfig) -> GateResult {
     let threshold = format!("< {}", config.max_drift);
     let pairs = both_ok(observations);
     if pairs.len() < config.min_samples {
-        return too_few("drift", threshold, pairs.len(), config);
+        return too_few(Gate::Drift, threshold, pairs.len(), config);
     }
     let width = pairs
         .iter()
@@ -55,7 +55,7 @@ pub fn drift(observations: &[Observation], config: &GateConfig) -> GateResult {
     let evidence = json!({ "per_output": per_output, "live_labels": live_labels, "candidate_labels": candidate_labels });
     if width == 0 {
         return result(
-            "drift",
+            Gate::Drift,
             Verdict::Inconclusive,
             None,
             threshold,
@@ -74,7 +74,7 @@ pub fn drift(observations: &[Observation], config: &GateConfig) -> GateResult {
         worst.0, worst.1
     );
     result(
-        "drift",
+        Gate::Drift,
         verdict,
         Some(worst.0),
         threshold,

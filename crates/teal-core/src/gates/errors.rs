@@ -3,14 +3,14 @@
 use serde_json::json;
 
 use super::result::{result, too_few};
-use super::{GateConfig, GateResult, Observation, Verdict};
+use super::{Gate, GateConfig, GateResult, Observation, Verdict};
 
 /// The share of requests the candidate failed.
 pub fn errors(observations: &[Observation], config: &GateConfig) -> GateResult {
     let threshold = format!("<= {}", config.max_error_rate);
     let n = observations.len();
     if n < config.min_samples {
-        return too_few("errors", threshold, n, config);
+        return too_few(Gate::Errors, threshold, n, config);
     }
     let failed = observations.iter().filter(|o| !o.candidate.ok).count();
     let live_failed = observations.iter().filter(|o| !o.live.ok).count();
@@ -25,7 +25,7 @@ pub fn errors(observations: &[Observation], config: &GateConfig) -> GateResult {
         rate * 100.0
     );
     result(
-        "errors",
+        Gate::Errors,
         verdict,
         Some(rate),
         threshold,

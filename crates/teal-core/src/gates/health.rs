@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::result::result;
-use super::{GateResult, Verdict};
+use super::{Gate, GateResult, Verdict};
 
 /// The candidate answers its readiness check.
 pub fn health(ready: bool) -> GateResult {
@@ -13,7 +13,7 @@ pub fn health(ready: bool) -> GateResult {
         (Verdict::Fail, "the candidate is not ready".to_string())
     };
     result(
-        "health",
+        Gate::Health,
         verdict,
         None,
         "ready".into(),

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::observation::both_ok;
 use super::result::{result, too_few};
-use super::{GateConfig, GateResult, Observation, Verdict};
+use super::{Gate, GateConfig, GateResult, Observation, Verdict};
 use crate::stats::{self, Alternative};
 
 /// The candidate's latency: p95 under the SLA (when set), and not slower than the live slot by
@@ -17,7 +17,7 @@ pub fn latency(observations: &[Observation], config: &GateConfig) -> GateResult 
     };
     let pairs = both_ok(observations);
     if pairs.len() < config.min_samples {
-        return too_few("latency", threshold, pairs.len(), config);
+        return too_few(Gate::Latency, threshold, pairs.len(), config);
     }
     let live: Vec<f64> = pairs.iter().map(|o| o.live.latency_ms).collect();
     let candidate: Vec<f64> = pairs.iter().map(|o| o.candidate.latency_ms).collect();
@@ -46,7 +46,7 @@ pub fn latency(observations: &[Observation], config: &GateConfig) -> GateResult 
     {
         let reason = format!("candidate p95 {candidate_p95:.2} ms is over the {sla} ms SLA");
         return result(
-            "latency",
+            Gate::Latency,
             Verdict::Fail,
             Some(candidate_p95),
             threshold,
@@ -61,7 +61,7 @@ pub fn latency(observations: &[Observation], config: &GateConfig) -> GateResult 
             config.min_latency_delta_ms
         );
         return result(
-            "latency",
+            Gate::Latency,
             Verdict::Pass,
             Some(ratio),
             threshold,
@@ -92,7 +92,7 @@ pub fn latency(observations: &[Observation], config: &GateConfig) -> GateResult 
         ),
     };
     result(
-        "latency",
+        Gate::Latency,
         verdict,
         Some(ratio),
         threshold,

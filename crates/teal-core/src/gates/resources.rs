@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::result::result;
-use super::{GateConfig, GateResult, Verdict};
+use super::{Gate, GateConfig, GateResult, Verdict};
 
 /// What teal could see of the candidate's server process during a validation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,7 +30,7 @@ pub fn resources(used: Option<ResourceUse>, config: &GateConfig) -> Option<GateR
     let threshold = limits.join(", ");
     let Some(used) = used else {
         return Some(result(
-            "resources",
+            Gate::Resources,
             Verdict::Inconclusive,
             None,
             threshold,
@@ -56,7 +56,7 @@ pub fn resources(used: Option<ResourceUse>, config: &GateConfig) -> Option<GateR
     let evidence = json!({ "rss_mb": used.rss_mb, "cpu_cores": used.cpu_cores });
     Some(if over.is_empty() {
         result(
-            "resources",
+            Gate::Resources,
             Verdict::Pass,
             Some(used.rss_mb),
             threshold,
@@ -69,7 +69,7 @@ pub fn resources(used: Option<ResourceUse>, config: &GateConfig) -> Option<GateR
         )
     } else {
         result(
-            "resources",
+            Gate::Resources,
             Verdict::Fail,
             Some(used.rss_mb),
             threshold,

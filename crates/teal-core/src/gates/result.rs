@@ -4,12 +4,15 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{GateConfig, Verdict};
+use super::{Gate, GateConfig, Verdict};
 
-/// One gate's outcome and why.
+/// One gate's outcome and why: what a validation report keeps per gate, so an operator can
+/// see which check stopped a rollout and with what numbers.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GateResult {
-    pub gate: String,
+    /// Which gate this is.
+    pub gate: Gate,
+    /// What the gate decided.
     pub verdict: Verdict,
     /// The measured value the threshold applies to, when there is one.
     pub value: Option<f64>,
@@ -23,8 +26,9 @@ pub struct GateResult {
     pub evidence: serde_json::Value,
 }
 
+/// A result with every field given; each gate builds its results through it.
 pub(super) fn result(
-    gate: &str,
+    gate: Gate,
     verdict: Verdict,
     value: Option<f64>,
     threshold: String,
@@ -33,7 +37,7 @@ pub(super) fn result(
     evidence: serde_json::Value,
 ) -> GateResult {
     GateResult {
-        gate: gate.to_string(),
+        gate,
         verdict,
         value,
         threshold,
@@ -43,8 +47,9 @@ pub(super) fn result(
     }
 }
 
+/// The inconclusive result of a gate that had fewer observations than `min_samples`.
 pub(super) fn too_few(
-    gate: &str,
+    gate: Gate,
     threshold: String,
     samples: usize,
     config: &GateConfig,

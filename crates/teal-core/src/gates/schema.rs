@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::result::result;
-use super::{GateResult, Verdict};
+use super::{Gate, GateResult, Verdict};
 use crate::protocol::Signature;
 
 /// The candidate takes and gives what the live slot does: names, datatypes, compatible shapes.
@@ -11,7 +11,7 @@ pub fn schema(live: Option<&Signature>, candidate: Option<&Signature>) -> GateRe
     let threshold = "same names and types".to_string();
     let (Some(live), Some(candidate)) = (live, candidate) else {
         return result(
-            "schema",
+            Gate::Schema,
             Verdict::Inconclusive,
             None,
             threshold,
@@ -59,7 +59,7 @@ pub fn schema(live: Option<&Signature>, candidate: Option<&Signature>) -> GateRe
     }
     if problems.is_empty() {
         result(
-            "schema",
+            Gate::Schema,
             Verdict::Pass,
             None,
             threshold,
@@ -69,7 +69,7 @@ pub fn schema(live: Option<&Signature>, candidate: Option<&Signature>) -> GateRe
         )
     } else {
         result(
-            "schema",
+            Gate::Schema,
             Verdict::Fail,
             None,
             threshold,

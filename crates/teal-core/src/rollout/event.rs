@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Check;
+use crate::gates::Verdict;
 
 /// What happened to a rollout.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -17,9 +18,9 @@ pub enum Event {
     NotReady {
         reason: String,
     },
-    /// The gates' verdict: `pass`, `fail` or `inconclusive`.
+    /// The gates' verdict, with their summary for the audit log.
     Gates {
-        verdict: String,
+        verdict: Verdict,
         summary: String,
     },
     /// Time passed; `check` carries measurements when one was due.

@@ -16,6 +16,7 @@
 mod command;
 mod duration;
 mod effect;
+mod end_reason;
 mod event;
 mod phase;
 mod resume;
@@ -33,9 +34,10 @@ use crate::routing::Color;
 pub use command::Refused;
 pub use duration::parse_duration;
 pub use effect::{Effect, Route, Transition};
+pub use end_reason::{EndReason, UnknownEndReason};
 pub use event::Event;
 pub use phase::Phase;
-pub use rules::{Check, RollbackRules, RuleOutcome, Strikes, Window};
+pub use rules::{Check, RollbackRules, Rule, RuleOutcome, RuleVerdict, Strikes, Window};
 pub use settings::{Evidence, RolloutSettings};
 pub use strategy::{CanaryStep, Strategy};
 
@@ -62,7 +64,7 @@ pub struct Rollout {
     /// The last check's rule outcomes, for status displays.
     pub last_check: Vec<RuleOutcome>,
     /// Why the rollout ended, when it has.
-    pub outcome: Option<String>,
+    pub outcome: Option<EndReason>,
 }
 
 impl Rollout {

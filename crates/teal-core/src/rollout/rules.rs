@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Rollout;
 use super::duration::duration_ms;
+use crate::gates::{Verdict, wire_names};
 
 /// When an observed candidate is rolled back. Each rule acts only after `consecutive`
 /// failing checks in a row; a check with too little traffic is inconclusive and neither
@@ -68,21 +69,88 @@ pub struct Check {
     pub accuracy: Option<(f64, u64)>,
 }
 
-/// Failing checks in a row, per rule.
+/// Failing checks in a row, per rule, kept in the state so a restart does not forgive them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Strikes {
+    /// Checks in a row where the candidate's p95 was over the limit.
     pub latency: u32,
+    /// Checks in a row where the candidate's error rate was over the limit.
     pub errors: u32,
+    /// Checks in a row where the candidate was not ready.
     pub ready: u32,
+    /// Checks in a row where the candidate's live accuracy was under the floor.
     pub accuracy: u32,
 }
 
-/// One rule's verdict on one check.
+impl Strikes {
+    /// The counter of one rule.
+    fn of(&mut self, rule: Rule) -> &mut u32 {
+        match rule {
+            Rule::Ready => &mut self.ready,
+            Rule::Errors => &mut self.errors,
+            Rule::Latency => &mut self.latency,
+            Rule::Accuracy => &mut self.accuracy,
+        }
+    }
+}
+
+/// A rollback rule's name, as checks and outcomes name it. Typed so that the state machine
+/// cannot compare against a misspelt rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// The candidate reports ready (and its server, when teal runs it, has not exited).
+    Ready,
+    /// The candidate's share of failed requests.
+    Errors,
+    /// The candidate's p95 against the old version's.
+    Latency,
+    /// The candidate's live accuracy from feedback, when a floor is set.
+    Accuracy,
+}
+
+wire_names!("rule", Rule {
+    Ready => "ready",
+    Errors => "errors",
+    Latency => "latency",
+    Accuracy => "accuracy",
+});
+
+/// A rule's verdict with the reason the strikes act on. The state keeps only the
+/// [`Verdict`] each maps to; the reason decides how the check counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleVerdict {
+    /// Within the limit: the rule's strikes start over.
+    Pass,
+    /// Over the limit: one strike.
+    Fail,
+    /// The candidate's server process exited: no noise to wait out, so the rule acts at once.
+    Exited,
+    /// Too few requests or labels to judge: neither counts nor clears.
+    TooLittleData,
+    /// No baseline latency for the old version yet: neither counts nor clears.
+    NoBaseline,
+}
+
+impl RuleVerdict {
+    /// The verdict as status displays and the state file show it.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            RuleVerdict::Pass => Verdict::Pass,
+            RuleVerdict::Fail | RuleVerdict::Exited => Verdict::Fail,
+            RuleVerdict::TooLittleData | RuleVerdict::NoBaseline => Verdict::Inconclusive,
+        }
+    }
+}
+
+/// One rule's verdict on one check, kept as the rollout's last check so status displays can
+/// say why a candidate is (or is not) close to a rollback.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RuleOutcome {
-    pub rule: String,
-    /// `pass`, `fail` or `inconclusive`.
-    pub verdict: String,
+    /// Which rule judged.
+    pub rule: Rule,
+    /// What it decided.
+    pub verdict: Verdict,
+    /// The numbers behind the verdict, in a sentence.
     pub detail: String,
 }
 
@@ -98,34 +166,60 @@ impl Rollout {
         self.baseline_requests += old.requests;
     }
 
-    /// Each rule's verdict on one check. During a canary both slots have traffic, so the
-    /// candidate is compared with the old version in the same interval when it can be.
+    /// Each rule's verdict on one check, as status displays and the state file show it.
+    /// During a canary both slots have traffic, so the candidate is compared with the old
+    /// version in the same interval when it can be.
     pub fn judge(&self, check: &Check, canary: bool) -> Vec<RuleOutcome> {
+        self.judgements(check, canary)
+            .into_iter()
+            .map(|(_, outcome)| outcome)
+            .collect()
+    }
+
+    /// [`judge`](Rollout::judge) with each verdict's reason, which the strikes act on.
+    pub(super) fn judgements(
+        &self,
+        check: &Check,
+        canary: bool,
+    ) -> Vec<(RuleVerdict, RuleOutcome)> {
         let r = &self.settings.rules;
-        let out = |rule: &str, verdict: &str, detail: String| RuleOutcome {
-            rule: rule.into(),
-            verdict: verdict.into(),
-            detail,
+        let out = |rule: Rule, why: RuleVerdict, detail: String| {
+            (
+                why,
+                RuleOutcome {
+                    rule,
+                    verdict: why.verdict(),
+                    detail,
+                },
+            )
         };
         let mut outcomes = vec![match (&check.new_exited, check.new_ready) {
-            (Some(exit), _) => out("ready", "fail", format!("{EXITED} ({exit})")),
-            (None, true) => out("ready", "pass", "candidate ready".into()),
-            (None, false) => out("ready", "fail", "candidate not ready".into()),
+            (Some(exit), _) => out(
+                Rule::Ready,
+                RuleVerdict::Exited,
+                format!("{EXITED} ({exit})"),
+            ),
+            (None, true) => out(Rule::Ready, RuleVerdict::Pass, "candidate ready".into()),
+            (None, false) => out(Rule::Ready, RuleVerdict::Fail, "candidate not ready".into()),
         }];
         let new = &check.new;
         if new.requests < r.min_requests {
             let detail = format!("{} requests, {} needed", new.requests, r.min_requests);
-            outcomes.push(out("errors", "inconclusive", detail.clone()));
-            outcomes.push(out("latency", "inconclusive", detail));
+            outcomes.push(out(
+                Rule::Errors,
+                RuleVerdict::TooLittleData,
+                detail.clone(),
+            ));
+            outcomes.push(out(Rule::Latency, RuleVerdict::TooLittleData, detail));
         } else {
             let rate = new.errors as f64 / new.requests as f64;
             let verdict = if rate > r.max_error_rate {
-                "fail"
+                RuleVerdict::Fail
             } else {
-                "pass"
+                RuleVerdict::Pass
             };
             outcomes.push(out(
-                "errors",
+                Rule::Errors,
                 verdict,
                 format!(
                     "error rate {:.2}% (limit {:.2}%) over {} requests",
@@ -140,9 +234,13 @@ impl Rollout {
             match (new.p95_ms, concurrent.or(self.baseline_p95_ms)) {
                 (Some(p95), Some(base)) => {
                     let limit = base * r.latency_ratio + r.latency_slack_ms;
-                    let verdict = if p95 > limit { "fail" } else { "pass" };
+                    let verdict = if p95 > limit {
+                        RuleVerdict::Fail
+                    } else {
+                        RuleVerdict::Pass
+                    };
                     outcomes.push(out(
-                        "latency",
+                        Rule::Latency,
                         verdict,
                         format!(
                             "p95 {p95:.2} ms, limit {limit:.2} ms ({:.2} ms baseline x {} + {} ms)",
@@ -151,8 +249,8 @@ impl Rollout {
                     ));
                 }
                 _ => outcomes.push(out(
-                    "latency",
-                    "inconclusive",
+                    Rule::Latency,
+                    RuleVerdict::NoBaseline,
                     "no baseline latency for the old version".into(),
                 )),
             }
@@ -160,43 +258,48 @@ impl Rollout {
         if let Some(min) = r.min_accuracy {
             outcomes.push(match check.accuracy {
                 Some((acc, n)) if n >= r.min_requests => out(
-                    "accuracy",
-                    if acc < min { "fail" } else { "pass" },
+                    Rule::Accuracy,
+                    if acc < min {
+                        RuleVerdict::Fail
+                    } else {
+                        RuleVerdict::Pass
+                    },
                     format!("live accuracy {acc:.3} (minimum {min}) from {n} labels"),
                 ),
                 Some((_, n)) => out(
-                    "accuracy",
-                    "inconclusive",
+                    Rule::Accuracy,
+                    RuleVerdict::TooLittleData,
                     format!("{n} labels, {} needed", r.min_requests),
                 ),
-                None => out("accuracy", "inconclusive", "no feedback yet".into()),
+                None => out(
+                    Rule::Accuracy,
+                    RuleVerdict::TooLittleData,
+                    "no feedback yet".into(),
+                ),
             });
         }
         outcomes
     }
 
     /// Counts failing checks in a row (an exited server counts as enough at once); returns
-    /// the first rule that reached the limit.
-    pub(super) fn strike(&mut self, outcomes: &[RuleOutcome]) -> Option<String> {
+    /// the first rule that reached the limit, with its detail.
+    pub(super) fn strike(
+        &mut self,
+        judgements: &[(RuleVerdict, RuleOutcome)],
+    ) -> Option<(Rule, String)> {
         let limit = self.settings.rules.consecutive;
         let mut failed = None;
-        for o in outcomes {
-            let counter = match o.rule.as_str() {
-                "ready" => &mut self.strikes.ready,
-                "errors" => &mut self.strikes.errors,
-                "latency" => &mut self.strikes.latency,
-                "accuracy" => &mut self.strikes.accuracy,
-                _ => continue,
-            };
-            match o.verdict.as_str() {
+        for (why, o) in judgements {
+            let counter = self.strikes.of(o.rule);
+            match why {
                 // A server that exited will not come back by waiting.
-                "fail" if o.detail.starts_with(EXITED) => *counter = limit,
-                "fail" => *counter += 1,
-                "pass" => *counter = 0,
-                _ => {}
+                RuleVerdict::Exited => *counter = limit,
+                RuleVerdict::Fail => *counter += 1,
+                RuleVerdict::Pass => *counter = 0,
+                RuleVerdict::TooLittleData | RuleVerdict::NoBaseline => {}
             }
             if *counter >= limit && failed.is_none() {
-                failed = Some(format!("{}: {}", o.rule, o.detail));
+                failed = Some((o.rule, o.detail.clone()));
             }
         }
         failed

@@ -2,8 +2,10 @@
 //! the move calls for.
 
 use super::{
-    CanaryStep, Check, Effect, Event, Phase, Rollout, Route, Strategy, Strikes, Transition,
+    CanaryStep, Check, Effect, EndReason, Event, Phase, Rollout, Route, Rule, Strategy, Strikes,
+    Transition,
 };
+use crate::gates::Verdict;
 use crate::routing::WHOLE;
 
 impl Rollout {
@@ -25,22 +27,18 @@ impl Rollout {
                 fx.push(Effect::WarmUp);
             }
             (Phase::Deploying, Event::DeployFailed { reason }) => {
-                self.fail(&format!("deploy failed: {reason}"), now_ms, &mut fx);
+                self.fail(EndReason::DeployFailed { reason }, now_ms, &mut fx);
             }
             (Phase::WarmingUp, Event::Ready) => {
                 self.validate(now_ms, &mut fx);
             }
             (Phase::WarmingUp, Event::NotReady { reason }) => {
-                self.fail(
-                    &format!("candidate never became ready: {reason}"),
-                    now_ms,
-                    &mut fx,
-                );
+                self.fail(EndReason::NeverReady { reason }, now_ms, &mut fx);
             }
-            (Phase::Validating, Event::Gates { verdict, summary }) => match verdict.as_str() {
-                "pass" => self.after_gates(&summary, now_ms, &mut fx),
-                "fail" => self.fail(&format!("gates failed: {summary}"), now_ms, &mut fx),
-                _ => {
+            (Phase::Validating, Event::Gates { verdict, summary }) => match verdict {
+                Verdict::Pass => self.after_gates(&summary, now_ms, &mut fx),
+                Verdict::Fail => self.fail(EndReason::GatesFailed { summary }, now_ms, &mut fx),
+                Verdict::Inconclusive => {
                     self.route.shadow = 0;
                     fx.push(Effect::Route(self.route));
                     let cause = format!(
@@ -50,15 +48,15 @@ impl Rollout {
                 }
             },
             (Phase::CanaryGates { step }, Event::Gates { verdict, summary }) => {
-                match verdict.as_str() {
-                    "pass" => self.next_step(step + 1, &summary, "teal", now_ms, &mut fx),
-                    "fail" => self.roll_back(
-                        &format!("gates failed at canary step {}: {summary}", step + 1),
+                match verdict {
+                    Verdict::Pass => self.next_step(step + 1, &summary, "teal", now_ms, &mut fx),
+                    Verdict::Fail => self.roll_back(
+                        EndReason::CanaryGatesFailed { step, summary },
                         "teal",
                         now_ms,
                         &mut fx,
                     ),
-                    _ => {
+                    Verdict::Inconclusive => {
                         // Hold the step and wait for an operator.
                         let cause = format!(
                             "gates inconclusive at canary step {} ({summary}): promote to go on",
@@ -80,10 +78,9 @@ impl Rollout {
                 );
             }
             (Phase::TearingDown, Event::TornDown) => {
-                self.outcome = Some(format!(
-                    "{} is live; the old version is stopped",
-                    self.version
-                ));
+                self.outcome = Some(EndReason::Completed {
+                    version: self.version.clone(),
+                });
                 self.go(
                     Phase::TornDown,
                     "old version drained and stopped",
@@ -148,14 +145,10 @@ impl Rollout {
                     shadow: 0,
                 };
                 fx.push(Effect::Route(self.route));
-                self.outcome = Some(format!("aborted by {actor}"));
-                self.end(
-                    Phase::Aborted,
-                    &format!("aborted by {actor}"),
-                    &actor,
-                    now_ms,
-                    &mut fx,
-                );
+                let reason = EndReason::AbortedBy {
+                    actor: actor.clone(),
+                };
+                self.end(Phase::Aborted, reason, &actor, now_ms, &mut fx);
             }
             (_, Event::Rollback { actor })
                 if self
@@ -164,7 +157,10 @@ impl Rollout {
                     })
                     .is_ok() =>
             {
-                self.roll_back(&format!("rolled back by {actor}"), &actor, now_ms, &mut fx);
+                let reason = EndReason::RolledBackBy {
+                    actor: actor.clone(),
+                };
+                self.roll_back(reason, &actor, now_ms, &mut fx);
             }
             // Anything else is stale (a late answer to an effect of an earlier phase).
             _ => {}
@@ -192,8 +188,18 @@ impl Rollout {
         self.since_ms = now_ms;
     }
 
-    /// Ends in `to`, removing the candidate first when the settings say so.
-    fn end(&mut self, to: Phase, cause: &str, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
+    /// Ends in `to` for `reason`, which becomes the outcome and the transition's cause,
+    /// removing the candidate first when the settings say so.
+    fn end(
+        &mut self,
+        to: Phase,
+        reason: EndReason,
+        actor: &str,
+        now_ms: i64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let cause = &reason.to_string();
+        self.outcome = Some(reason);
         if self.settings.abort_removes_green && to != Phase::RolledBack {
             self.go(
                 Phase::RemovingCandidate { then: Box::new(to) },
@@ -208,15 +214,14 @@ impl Rollout {
         }
     }
 
-    fn fail(&mut self, cause: &str, now_ms: i64, fx: &mut Vec<Effect>) {
+    fn fail(&mut self, reason: EndReason, now_ms: i64, fx: &mut Vec<Effect>) {
         self.route = Route {
             active: self.old,
             weight: 0,
             shadow: 0,
         };
         fx.push(Effect::Route(self.route));
-        self.outcome = Some(cause.to_string());
-        self.end(Phase::Failed, cause, "teal", now_ms, fx);
+        self.end(Phase::Failed, reason, "teal", now_ms, fx);
     }
 
     fn validate(&mut self, now_ms: i64, fx: &mut Vec<Effect>) {
@@ -293,15 +298,14 @@ impl Rollout {
         }
     }
 
-    fn roll_back(&mut self, cause: &str, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
+    fn roll_back(&mut self, reason: EndReason, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
         self.route = Route {
             active: self.old,
             weight: 0,
             shadow: 0,
         };
         fx.push(Effect::Route(self.route));
-        self.outcome = Some(cause.to_string());
-        self.end(Phase::RolledBack, cause, actor, now_ms, fx);
+        self.end(Phase::RolledBack, reason, actor, now_ms, fx);
     }
 
     fn tick(&mut self, phase: Phase, check: Option<Check>, now_ms: i64, fx: &mut Vec<Effect>) {
@@ -314,16 +318,17 @@ impl Rollout {
                 self.learn_baseline(&check.old);
             }
             if watched {
-                let outcomes = self.judge(check, phase != Phase::Observing);
-                if let Some(failed) = self.strike(&outcomes) {
-                    self.last_check = outcomes;
-                    let cause = format!(
-                        "{failed} (failed {} checks in a row)",
-                        self.settings.rules.consecutive
-                    );
-                    return self.roll_back(&cause, "teal", now_ms, fx);
+                let judgements = self.judgements(check, phase != Phase::Observing);
+                let failed = self.strike(&judgements);
+                self.last_check = judgements.into_iter().map(|(_, o)| o).collect();
+                if let Some((rule, detail)) = failed {
+                    let reason = EndReason::RuleFailed {
+                        rule,
+                        detail,
+                        checks: self.settings.rules.consecutive,
+                    };
+                    return self.roll_back(reason, "teal", now_ms, fx);
                 }
-                self.last_check = outcomes;
             }
         }
         if self.deadline_ms().is_none_or(|d| now_ms < d) {
@@ -341,7 +346,7 @@ impl Rollout {
                     || self
                         .last_check
                         .iter()
-                        .any(|o| o.rule == "accuracy" && o.verdict == "pass");
+                        .any(|o| o.rule == Rule::Accuracy && o.verdict == Verdict::Pass);
                 if !accuracy_held {
                     return;
                 }

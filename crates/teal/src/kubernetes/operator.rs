@@ -478,7 +478,7 @@ async fn observe(
             }
             let summary = run_gates(md, ctx, rollout).await?;
             let event = Event::Gates {
-                verdict: summary.verdict.clone(),
+                verdict: summary.verdict.parse().unwrap_or(Verdict::Inconclusive),
                 summary: gate_sentence(&summary),
             };
             *report = Some(summary);
@@ -682,17 +682,17 @@ async fn run_gates(
             gates: gates
                 .into_iter()
                 .map(|g| GateLine {
-                    gate: g.gate,
+                    gate: g.gate.to_string(),
                     verdict: g.verdict.as_str().into(),
                     reason: g.reason,
                 })
                 .collect(),
         }
     };
-    let refused = |gate: &str, reason: String| {
+    let refused = |gate: gates::Gate, reason: String| {
         summary(
             vec![gates::GateResult {
-                gate: gate.into(),
+                gate,
                 verdict: Verdict::Fail,
                 value: None,
                 threshold: String::new(),
@@ -705,7 +705,7 @@ async fn run_gates(
     };
     let rows = match holdout(md, ctx).await? {
         Ok(rows) => rows,
-        Err(reason) => return Ok(refused("holdout", reason)),
+        Err(reason) => return Ok(refused(gates::Gate::Holdout, reason)),
     };
     let old_version = rollout.old_version.clone().unwrap_or_default();
     let candidate = match colour_slot(md, ctx, candidate_colour, &rollout.version).await {
@@ -716,7 +716,7 @@ async fn run_gates(
         Ok(slot) => slot,
         Err(reason) => {
             return Ok(refused(
-                "live",
+                gates::Gate::Live,
                 format!("the live colour does not answer: {reason}"),
             ));
         }
@@ -840,7 +840,8 @@ fn step_status(
     };
     let message = rollout
         .outcome
-        .clone()
+        .as_ref()
+        .map(ToString::to_string)
         .unwrap_or_else(|| format!("{} of version {}", phase.name(), rollout.version));
     set_condition(status, ctx, "Progressing", progressing, reason, &message);
     if phase.is_terminal() {

@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn blue_green_goes_live_bakes_and_tears_down() {
     let r = to_validating(start(settings(Strategy::BlueGreen)));
-    let (r, fx) = step(r, gates("pass"), T0 + 30);
+    let (r, fx) = step(r, gates(Verdict::Pass), T0 + 30);
     assert_eq!(r.phase, Phase::Switching);
     assert_eq!(fx, vec![route(Color::Green, 0, 0)]);
     let (r, fx) = step(r, Event::Switched, T0 + 31);
@@ -55,7 +55,12 @@ fn deploy_failure_fails_and_keeps_blue() {
     );
     assert_eq!(r.phase, Phase::Failed);
     assert_eq!(fx, vec![route(Color::Blue, 0, 0)]);
-    assert!(r.outcome.unwrap().contains("no such file"));
+    assert_eq!(
+        r.outcome,
+        Some(EndReason::DeployFailed {
+            reason: "no such file".into()
+        })
+    );
 }
 
 #[test]
@@ -75,13 +80,13 @@ fn never_ready_fails() {
 #[test]
 fn failed_gate_stops_the_candidate_and_removes_it_when_asked() {
     let r = to_validating(start(settings(Strategy::BlueGreen)));
-    let (kept, fx) = step(r.clone(), gates("fail"), T0 + 30);
+    let (kept, fx) = step(r.clone(), gates(Verdict::Fail), T0 + 30);
     assert_eq!(kept.phase, Phase::Failed);
     assert_eq!(fx, vec![route(Color::Blue, 0, 0)]);
 
     let mut removing = r;
     removing.settings.abort_removes_green = true;
-    let (r, fx) = step(removing, gates("fail"), T0 + 30);
+    let (r, fx) = step(removing, gates(Verdict::Fail), T0 + 30);
     assert_eq!(
         r.phase,
         Phase::RemovingCandidate {
@@ -100,7 +105,7 @@ fn failed_gate_stops_the_candidate_and_removes_it_when_asked() {
 #[test]
 fn inconclusive_gates_wait_for_approval() {
     let r = to_validating(start(settings(Strategy::BlueGreen)));
-    let (r, _) = step(r, gates("inconclusive"), T0 + 30);
+    let (r, _) = step(r, gates(Verdict::Inconclusive), T0 + 30);
     assert_eq!(r.phase, Phase::AwaitingApproval);
     // Time alone does not switch.
     let (r, fx) = step(r, tick(Some(healthy(100))), T0 + 10_000_000);
@@ -122,7 +127,7 @@ fn manual_approval_when_auto_switch_is_off() {
     let mut s = settings(Strategy::BlueGreen);
     s.auto_switch = false;
     let r = to_validating(start(s));
-    let (r, fx) = step(r, gates("pass"), T0 + 30);
+    let (r, fx) = step(r, gates(Verdict::Pass), T0 + 30);
     assert_eq!(r.phase, Phase::AwaitingApproval);
     assert!(fx.is_empty());
 }
@@ -132,7 +137,7 @@ fn switch_delay_switches_when_it_ends_or_on_promote() {
     let mut s = settings(Strategy::BlueGreen);
     s.switch_delay_ms = 5_000;
     let r = to_validating(start(s));
-    let (r, _) = step(r, gates("pass"), T0 + 30);
+    let (r, _) = step(r, gates(Verdict::Pass), T0 + 30);
     assert_eq!(r.phase, Phase::SwitchDelay { at_ms: T0 + 5_030 });
     let (early, _) = step(r.clone(), tick(None), T0 + 5_029);
     assert_eq!(early.phase, r.phase);
@@ -154,7 +159,7 @@ fn shadow_then_switch_mirrors_during_validation_only() {
     let (r, fx) = step(r, Event::Ready, T0 + 1);
     assert_eq!(r.phase, Phase::Validating);
     assert_eq!(fx, vec![route(Color::Blue, 0, 10_000), Effect::RunGates]);
-    let (r, fx) = step(r, gates("pass"), T0 + 30_001);
+    let (r, fx) = step(r, gates(Verdict::Pass), T0 + 30_001);
     assert_eq!(r.phase, Phase::Switching);
     assert_eq!(
         fx,
@@ -178,7 +183,7 @@ fn stale_answers_are_ignored() {
     for e in [
         Event::Deployed,
         Event::Ready,
-        gates("fail"),
+        gates(Verdict::Fail),
         Event::TornDown,
     ] {
         let (same, fx) = step(r.clone(), e, T0 + 100);

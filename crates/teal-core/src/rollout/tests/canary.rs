@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn canary_walks_its_steps_then_switches() {
     let r = to_validating(start(settings(canary_steps())));
-    let (r, fx) = step(r, gates("pass"), T0 + 30);
+    let (r, fx) = step(r, gates(Verdict::Pass), T0 + 30);
     assert_eq!(r.phase, Phase::Canary { step: 0 });
     assert_eq!(fx, vec![route(Color::Blue, 1_000, 0)]);
     // Timed pause.
@@ -27,7 +27,7 @@ fn canary_walks_its_steps_then_switches() {
         r.resume(),
         vec![route(Color::Blue, 7_550, 0), Effect::RunGates]
     );
-    let (r, fx) = step(r, gates("pass"), T0 + 100_001_002);
+    let (r, fx) = step(r, gates(Verdict::Pass), T0 + 100_001_002);
     assert_eq!(r.phase, Phase::Switching);
     assert_eq!(fx, vec![route(Color::Green, 0, 0)]);
 }
@@ -35,15 +35,15 @@ fn canary_walks_its_steps_then_switches() {
 #[test]
 fn canary_gates_failing_roll_back_and_inconclusive_hold() {
     let r = to_validating(start(settings(canary_steps())));
-    let (r, _) = step(r, gates("pass"), T0);
+    let (r, _) = step(r, gates(Verdict::Pass), T0);
     let (r, _) = step(r, tick(None), T0 + 1_000);
     let (r, _) = step(r, Event::Promote { actor: "a".into() }, T0 + 1_001);
     let (r, _) = step(r, tick(None), T0 + 2_001);
     assert_eq!(r.phase, Phase::CanaryGates { step: 2 });
-    let (failed, fx) = step(r.clone(), gates("fail"), T0 + 2_002);
+    let (failed, fx) = step(r.clone(), gates(Verdict::Fail), T0 + 2_002);
     assert_eq!(failed.phase, Phase::RolledBack);
     assert_eq!(fx, vec![route(Color::Blue, 0, 0)]);
-    let (held, _) = step(r, gates("inconclusive"), T0 + 2_002);
+    let (held, _) = step(r, gates(Verdict::Inconclusive), T0 + 2_002);
     assert_eq!(held.phase, Phase::Canary { step: 2 });
     assert_eq!(
         held.deadline_ms(),
@@ -55,7 +55,7 @@ fn canary_gates_failing_roll_back_and_inconclusive_hold() {
 #[test]
 fn canary_rolls_back_after_consecutive_failing_checks_only() {
     let r = to_validating(start(settings(canary_steps())));
-    let (mut r, _) = step(r, gates("pass"), T0);
+    let (mut r, _) = step(r, gates(Verdict::Pass), T0);
     // Two failures, then a pass: the count starts over.
     for i in 0..2 {
         (r, _) = step(r, tick(Some(failing(100))), T0 + 10 + i);
@@ -70,7 +70,18 @@ fn canary_rolls_back_after_consecutive_failing_checks_only() {
     let (r, fx) = step(r, tick(Some(failing(100))), T0 + 40);
     assert_eq!(r.phase, Phase::RolledBack);
     assert_eq!(fx, vec![route(Color::Blue, 0, 0)]);
-    assert!(r.outcome.unwrap().contains("errors"));
+    assert!(
+        matches!(
+            r.outcome,
+            Some(EndReason::RuleFailed {
+                rule: Rule::Errors,
+                checks: 3,
+                ..
+            })
+        ),
+        "{:?}",
+        r.outcome
+    );
 }
 
 #[test]
@@ -78,7 +89,7 @@ fn with_an_accuracy_floor_a_canary_step_waits_for_feedback_that_clears_it() {
     let mut s = settings(canary_steps());
     s.rules.min_accuracy = Some(0.9);
     let r = to_validating(start(s));
-    let (r, _) = step(r, gates("pass"), T0);
+    let (r, _) = step(r, gates(Verdict::Pass), T0);
     assert_eq!(r.phase, Phase::Canary { step: 0 });
     // The pause is over, but no labels yet: the step holds.
     let (r, fx) = step(r, tick(Some(healthy(50))), T0 + 5_000);

@@ -14,7 +14,13 @@ fn abort_before_the_switch_keeps_blue_and_is_refused_after() {
     );
     assert_eq!(aborted.phase, Phase::Aborted);
     assert_eq!(fx, vec![route(Color::Blue, 0, 0)]);
-    assert_eq!(aborted.outcome.as_deref(), Some("aborted by ana"));
+    assert_eq!(
+        aborted.outcome,
+        Some(EndReason::AbortedBy {
+            actor: "ana".into()
+        })
+    );
+    assert_eq!(aborted.outcome.unwrap().to_string(), "aborted by ana");
 
     let live = observing(settings(Strategy::BlueGreen));
     let err = live

@@ -7,6 +7,8 @@ mod commands;
 mod restart;
 mod rules;
 
+use crate::gates::Verdict;
+
 use super::*;
 
 const T0: i64 = 1_000_000;
@@ -55,9 +57,9 @@ fn step(r: Rollout, e: Event, now: i64) -> (Rollout, Vec<Effect>) {
     (r, work)
 }
 
-fn gates(verdict: &str) -> Event {
+fn gates(verdict: Verdict) -> Event {
     Event::Gates {
-        verdict: verdict.into(),
+        verdict,
         summary: "test".into(),
     }
 }
@@ -111,7 +113,7 @@ fn tick(check: Option<Check>) -> Event {
 fn observing(s: RolloutSettings) -> Rollout {
     let r = to_validating(start(s));
     let (r, _) = step(r, tick(Some(healthy(100))), T0 + 25);
-    let (r, _) = step(r, gates("pass"), T0 + 30);
+    let (r, _) = step(r, gates(Verdict::Pass), T0 + 30);
     let (r, _) = step(r, Event::Switched, T0 + 31);
     assert_eq!(r.phase, Phase::Observing);
     r

@@ -16,7 +16,7 @@ fn resume_reissues_what_each_phase_owes() {
 #[test]
 fn state_round_trips_through_json() {
     let r = to_validating(start(settings(canary_steps())));
-    let (r, _) = step(r, gates("pass"), T0 + 30);
+    let (r, _) = step(r, gates(Verdict::Pass), T0 + 30);
     let json = serde_json::to_string(&r).unwrap();
     let back: Rollout = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);

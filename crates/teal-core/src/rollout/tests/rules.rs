@@ -16,7 +16,11 @@ fn no_traffic_is_inconclusive_and_never_rolls_back() {
         );
     }
     assert_eq!(r.phase, Phase::Observing);
-    assert!(r.last_check.iter().any(|o| o.verdict == "inconclusive"));
+    assert!(
+        r.last_check
+            .iter()
+            .any(|o| o.verdict == Verdict::Inconclusive)
+    );
 }
 
 #[test]
@@ -65,10 +69,11 @@ fn not_ready_and_low_accuracy_roll_back() {
     (r, _) = step(r, tick(Some(exited)), T0 + 100);
     assert_eq!(r.phase, Phase::RolledBack);
     assert!(
-        r.outcome
-            .as_deref()
-            .unwrap_or("")
-            .contains("exited (killed by SIGKILL)"),
+        matches!(
+            &r.outcome,
+            Some(EndReason::RuleFailed { rule: Rule::Ready, detail, .. })
+                if detail.ends_with("exited (killed by SIGKILL)")
+        ),
         "{:?}",
         r.outcome
     );
@@ -87,5 +92,15 @@ fn not_ready_and_low_accuracy_roll_back() {
         (r, _) = step(r, tick(Some(c.clone())), T0 + 200 + i);
     }
     assert_eq!(r.phase, Phase::RolledBack);
-    assert!(r.outcome.unwrap().starts_with("accuracy"));
+    assert!(
+        matches!(
+            r.outcome,
+            Some(EndReason::RuleFailed {
+                rule: Rule::Accuracy,
+                ..
+            })
+        ),
+        "{:?}",
+        r.outcome
+    );
 }
