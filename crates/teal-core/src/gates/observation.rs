@@ -3,7 +3,9 @@
 /// What one slot answered to one request.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Answer {
+    /// Whether the slot answered at all; only requests both slots answered are compared.
     pub ok: bool,
+    /// How long the slot took, for the latency gate.
     pub latency_ms: f64,
     /// The predicted label (classifiers).
     pub label: Option<i64>,
@@ -14,8 +16,11 @@ pub struct Answer {
 /// One request answered by both slots, with the true label when it is known.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Observation {
+    /// The live slot's answer, the baseline the candidate is held to.
     pub live: Answer,
+    /// The candidate's answer.
     pub candidate: Answer,
+    /// The true label (holdout rows, feedback), for the accuracy gate.
     pub truth: Option<i64>,
 }
 

@@ -3,7 +3,8 @@
 
 use super::{Event, Phase, Rollout};
 
-/// Why an operator's command was refused.
+/// Why an operator's command was refused, so the API can tell the operator which command
+/// applies instead.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
 pub struct Refused(pub String);

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::routing::Color;
 
-/// Work for the driver.
+/// Work for the driver. The state machine does no I/O: it names what must happen and the
+/// driver does it, so each effect is idempotent and a restart may issue it again.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Effect {
     /// Load the candidate into `slot` (a no-op when it is already there).
@@ -26,6 +27,7 @@ pub enum Effect {
 /// The traffic a rollout wants for its model; the driver publishes it (idempotently).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Route {
+    /// The slot that takes every request the candidate's share does not.
     pub active: Color,
     /// Candidate share, basis points.
     pub weight: u32,
@@ -33,11 +35,16 @@ pub struct Route {
     pub shadow: u32,
 }
 
-/// A phase change, as the audit log keeps it.
+/// A phase change, as the audit log keeps it, so that every step of a rollout can be traced
+/// to what caused it and who asked.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Transition {
+    /// The phase left ([`Phase::name`](super::Phase::name)), or `none` for a new rollout.
     pub from: String,
+    /// The phase entered.
     pub to: String,
+    /// Why, in a sentence.
     pub cause: String,
+    /// Who asked: an operator, or `teal` for what the rollout did by itself.
     pub actor: String,
 }

@@ -12,6 +12,7 @@
 //! The rollout itself is here; [`step`](Rollout::step)'s transitions are in `step.rs`, the
 //! phases in `phase.rs`, the strategies in `strategy.rs`, the rollback rules in `rules.rs`,
 //! operators' commands in `command.rs` and what a restart re-issues in `resume.rs`.
+#![warn(missing_docs)]
 
 mod command;
 mod duration;
@@ -41,25 +42,35 @@ pub use rules::{Check, RollbackRules, Rule, RuleOutcome, RuleVerdict, Strikes, W
 pub use settings::{Evidence, RolloutSettings};
 pub use strategy::{CanaryStep, Strategy};
 
-/// One rollout of one model.
+/// One rollout of one model: everything the state machine needs to take its next step, kept
+/// as JSON in the state file (or a resource's status) so a restart continues where it stood.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Rollout {
+    /// The rollout's number in the state file, which the API and the audit log name it by.
     pub id: i64,
+    /// The model being rolled out.
     pub model: String,
+    /// The candidate's version.
     pub version: String,
     /// The version live when the rollout began, and its slot.
     pub old_version: Option<String>,
+    /// The slot live when the rollout began; the candidate takes the other one.
     pub old: Color,
+    /// The settings, fixed when the rollout starts so a config change cannot alter it midway.
     pub settings: RolloutSettings,
+    /// Where the rollout stands.
     pub phase: Phase,
     /// When the phase began.
     pub since_ms: i64,
+    /// When the rollout began.
     pub started_ms: i64,
+    /// The traffic the rollout wants now; a restart publishes it again before anything else.
     pub route: Route,
     /// Failing checks in a row, per rule.
     pub strikes: Strikes,
     /// Blue's p95 before the switch (request-weighted mean of its per-check p95s).
     pub baseline_p95_ms: Option<f64>,
+    /// The requests the baseline rests on, to weigh the next check's p95 against it.
     pub baseline_requests: u64,
     /// The last check's rule outcomes, for status displays.
     pub last_check: Vec<RuleOutcome>,

@@ -15,11 +15,20 @@ pub enum Phase {
     /// Gates passed (or were inconclusive) and the switch waits for `teal promote`.
     AwaitingApproval,
     /// Gates passed; the automatic switch happens at `at_ms`.
-    SwitchDelay { at_ms: i64 },
+    SwitchDelay {
+        /// When the switch happens.
+        at_ms: i64,
+    },
     /// A canary step holds the candidate at the step's weight.
-    Canary { step: usize },
+    Canary {
+        /// The step, counted from 0.
+        step: usize,
+    },
     /// The gates run again at the end of a canary step.
-    CanaryGates { step: usize },
+    CanaryGates {
+        /// The step, counted from 0.
+        step: usize,
+    },
     /// All new requests are being moved to the candidate.
     Switching,
     /// The candidate is live; the rollback rules are armed until the bake ends.
@@ -31,7 +40,10 @@ pub enum Phase {
     /// Done: the candidate is live and the old version is gone.
     TornDown,
     /// The candidate is being removed after an abort or a failure.
-    RemovingCandidate { then: Box<Phase> },
+    RemovingCandidate {
+        /// The terminal phase the rollout ends in once the candidate is stopped.
+        then: Box<Phase>,
+    },
     /// Stopped by an operator before the switch; the old version kept serving.
     Aborted,
     /// Traffic went back to the old version, by an operator or by a rule.
@@ -41,6 +53,8 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's name as the state file's `phase` column, metrics and transitions write
+    /// it (the same as its serde tag).
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Deploying => "deploying",
@@ -82,6 +96,8 @@ impl Phase {
         "failed",
     ];
 
+    /// Whether the rollout has ended: a terminal rollout ignores every event, and a model
+    /// can start another.
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
@@ -99,5 +115,39 @@ impl Phase {
                 | Phase::TearingDown
                 | Phase::TornDown
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_name_is_the_tag_the_state_file_holds_in_lifecycle_order() {
+        let every = [
+            Phase::Deploying,
+            Phase::WarmingUp,
+            Phase::Validating,
+            Phase::AwaitingApproval,
+            Phase::SwitchDelay { at_ms: 1 },
+            Phase::Canary { step: 0 },
+            Phase::CanaryGates { step: 0 },
+            Phase::Switching,
+            Phase::Observing,
+            Phase::Promoted,
+            Phase::TearingDown,
+            Phase::TornDown,
+            Phase::RemovingCandidate {
+                then: Box::new(Phase::Failed),
+            },
+            Phase::Aborted,
+            Phase::RolledBack,
+            Phase::Failed,
+        ];
+        let names: Vec<&str> = every.iter().map(Phase::name).collect();
+        assert_eq!(names, Phase::NAMES);
+        for phase in every {
+            assert_eq!(serde_json::to_value(&phase).unwrap()["phase"], phase.name());
+        }
     }
 }

@@ -44,22 +44,26 @@ impl Default for RollbackRules {
     }
 }
 
-/// One check of the slots' behaviour over the last interval.
+/// One slot's behaviour over the last interval: what the errors and latency rules read.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Window {
+    /// Requests the slot answered; too few make the errors and latency rules inconclusive.
     pub requests: u64,
     /// Requests that failed on the slot's side (5xx).
     pub errors: u64,
+    /// The slot's p95 latency, when it answered anything.
     pub p95_ms: Option<f64>,
 }
 
-/// What the driver measured since the last check.
+/// What the driver measured since the last check; the rules judge only this, so the state
+/// machine never measures anything itself.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Check {
     /// The slot that held the old version.
     pub old: Window,
     /// The candidate's slot.
     pub new: Window,
+    /// Whether the candidate reports ready.
     pub new_ready: bool,
     /// Why the candidate's server process ended, when teal ran it and it did: no noise to
     /// wait out, so the ready rule fails at once.

@@ -21,6 +21,7 @@ pub enum Evidence {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RolloutSettings {
+    /// How the candidate reaches traffic.
     pub strategy: Strategy,
     /// Switch (or start the canary) by itself once the gates pass; otherwise wait for
     /// `teal promote`.
@@ -39,6 +40,7 @@ pub struct RolloutSettings {
     pub abort_removes_green: bool,
     /// The evidence for the gates; none means only health is checked.
     pub evidence: Option<Evidence>,
+    /// When a live candidate is rolled back.
     pub rules: RollbackRules,
 }
 

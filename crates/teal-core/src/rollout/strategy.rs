@@ -13,7 +13,10 @@ pub enum Strategy {
     #[default]
     BlueGreen,
     /// Validate, then raise the candidate's share step by step, watching it at each step.
-    Canary { steps: Vec<CanaryStep> },
+    Canary {
+        /// The steps, in order; after the last, the candidate takes all traffic.
+        steps: Vec<CanaryStep>,
+    },
     /// Mirror live traffic to the candidate for a window, judge the gates on it, then switch.
     ShadowThenSwitch {
         /// How long the candidate sees mirrored traffic.
@@ -26,6 +29,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// The name people write and read (`blue-green`), for audit causes and status lines.
     pub fn name(&self) -> &'static str {
         match self {
             Strategy::BlueGreen => "blue-green",
