@@ -602,7 +602,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         r.rollout.version,
                         r.strategy,
                         r.phase_name,
-                        r.rollout.outcome.as_deref().unwrap_or("")
+                        r.rollout
+                            .outcome
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
                     );
                 }
                 println!("\nEVENTS");
@@ -1153,7 +1157,10 @@ async fn follow_rollout(model: &str, admin: &AdminArgs) -> anyhow::Result<()> {
                     "rollout #{} ended {}: {}",
                     view.rollout.id,
                     view.phase_name.replace('_', " "),
-                    view.rollout.outcome.unwrap_or_default()
+                    view.rollout
+                        .outcome
+                        .map(|o| o.to_string())
+                        .unwrap_or_default()
                 ),
                 _ => Ok(()),
             };

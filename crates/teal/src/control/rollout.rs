@@ -369,7 +369,7 @@ impl Rollouts {
             }
             self.perform(&state, &candidate, effects, &done).await;
         }
-        tracing::info!(model = %state.model, rollout = state.id, phase = state.phase.name(), outcome = state.outcome.as_deref().unwrap_or(""), "rollout ended");
+        tracing::info!(model = %state.model, rollout = state.id, phase = state.phase.name(), outcome = %state.outcome.as_ref().map(ToString::to_string).unwrap_or_default(), "rollout ended");
     }
 
     /// Measures both slots since the last check.
@@ -577,7 +577,7 @@ impl Rollouts {
             },
             (_, None) => {
                 return Event::Gates {
-                    verdict: "pass".into(),
+                    verdict: teal_core::gates::Verdict::Pass,
                     summary: "no evidence configured; health only".into(),
                 };
             }
@@ -594,7 +594,7 @@ impl Rollouts {
                 }
                 Err(e) => {
                     return Event::Gates {
-                        verdict: "inconclusive".into(),
+                        verdict: teal_core::gates::Verdict::Inconclusive,
                         summary: format!("validation could not run: {e}"),
                     };
                 }
@@ -602,7 +602,7 @@ impl Rollouts {
         };
         let Some(status) = self.validator.finished(id).await else {
             return Event::Gates {
-                verdict: "inconclusive".into(),
+                verdict: teal_core::gates::Verdict::Inconclusive,
                 summary: "validation was forgotten".into(),
             };
         };
@@ -623,7 +623,7 @@ impl Rollouts {
                     summary.push_str(&format!("; {}: {}", g.gate, g.reason));
                 }
                 Event::Gates {
-                    verdict: report.verdict.as_str().to_string(),
+                    verdict: report.verdict,
                     summary: format!(
                         "{} samples from {}: {summary}",
                         report.samples, report.source
@@ -631,11 +631,11 @@ impl Rollouts {
                 }
             }
             (None, Some(error)) => Event::Gates {
-                verdict: "inconclusive".into(),
+                verdict: teal_core::gates::Verdict::Inconclusive,
                 summary: format!("validation failed to run: {error}"),
             },
             (None, None) => Event::Gates {
-                verdict: "inconclusive".into(),
+                verdict: teal_core::gates::Verdict::Inconclusive,
                 summary: "validation ended without a report".into(),
             },
         }

@@ -248,7 +248,7 @@ impl Validator {
                 for gate in &report.gates {
                     let labels = crate::metrics::GateLabels {
                         model: report.model.clone(),
-                        gate: gate.gate.clone(),
+                        gate: gate.gate.to_string(),
                     };
                     if let Some(value) = gate.value {
                         this.metrics.gate_value.get_or_create(&labels).set(value);
@@ -268,7 +268,7 @@ impl Validator {
                 if let Some(agreement) = report
                     .gates
                     .iter()
-                    .find(|g| g.gate == "agreement")
+                    .find(|g| g.gate == gates::Gate::Agreement)
                     .and_then(|g| g.value)
                 {
                     this.metrics

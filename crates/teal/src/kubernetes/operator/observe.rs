@@ -71,7 +71,7 @@ pub(super) async fn observe(
             }
             let summary = run_gates(md, ctx, rollout).await?;
             let event = Event::Gates {
-                verdict: summary.verdict.clone(),
+                verdict: summary.verdict.parse().unwrap_or(Verdict::Inconclusive),
                 summary: gate_sentence(&summary),
             };
             *report = Some(summary);
@@ -219,17 +219,17 @@ async fn run_gates(
             gates: gates
                 .into_iter()
                 .map(|g| GateLine {
-                    gate: g.gate,
+                    gate: g.gate.to_string(),
                     verdict: g.verdict.as_str().into(),
                     reason: g.reason,
                 })
                 .collect(),
         }
     };
-    let refused = |gate: &str, reason: String| {
+    let refused = |gate: gates::Gate, reason: String| {
         summary(
             vec![gates::GateResult {
-                gate: gate.into(),
+                gate,
                 verdict: Verdict::Fail,
                 value: None,
                 threshold: String::new(),
@@ -242,7 +242,7 @@ async fn run_gates(
     };
     let rows = match holdout(md, ctx).await? {
         Ok(rows) => rows,
-        Err(reason) => return Ok(refused("holdout", reason)),
+        Err(reason) => return Ok(refused(gates::Gate::Holdout, reason)),
     };
     let old_version = rollout.old_version.clone().unwrap_or_default();
     let candidate = match colour_slot(md, ctx, candidate_colour, &rollout.version).await {
@@ -253,7 +253,7 @@ async fn run_gates(
         Ok(slot) => slot,
         Err(reason) => {
             return Ok(refused(
-                "live",
+                gates::Gate::Live,
                 format!("the live colour does not answer: {reason}"),
             ));
         }

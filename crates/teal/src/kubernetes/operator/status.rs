@@ -116,7 +116,8 @@ pub(super) fn step_status(
     };
     let message = rollout
         .outcome
-        .clone()
+        .as_ref()
+        .map(ToString::to_string)
         .unwrap_or_else(|| format!("{} of version {}", phase.name(), rollout.version));
     set_condition(status, ctx, "Progressing", progressing, reason, &message);
     if phase.is_terminal() {

@@ -1,0 +1,154 @@
+//! The rollout state machine: one model's move from the live version (blue, whichever slot
+//! holds it) to a candidate (green), as a pure function.
+//!
+//! [`Rollout::step`] consumes the state and one [`Event`] and returns the next state with
+//! the [`Effect`]s a driver must perform. The driver persists the state (and the
+//! transition's audit event, in the same transaction) before it acts, so a restart resumes
+//! where it stood: [`Rollout::resume`] names the effects a phase still owes, and every
+//! effect is idempotent (the route is a desired value, not a delta).
+//!
+//! Time is an input (`now_ms`), never read here, so tests drive it by hand.
+//!
+//! The rollout itself is here; [`step`](Rollout::step)'s transitions are in `step.rs`, the
+//! phases in `phase.rs`, the strategies in `strategy.rs`, the rollback rules in `rules.rs`,
+//! operators' commands in `command.rs` and what a restart re-issues in `resume.rs`.
+#![warn(missing_docs)]
+
+mod command;
+mod duration;
+mod effect;
+mod end_reason;
+mod event;
+mod phase;
+mod resume;
+mod rules;
+mod settings;
+mod step;
+mod strategy;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+use crate::routing::Color;
+
+pub use command::Refused;
+pub use duration::parse_duration;
+pub use effect::{Effect, Route, Transition};
+pub use end_reason::{EndReason, UnknownEndReason};
+pub use event::Event;
+pub use phase::Phase;
+pub use rules::{Check, RollbackRules, Rule, RuleOutcome, RuleVerdict, Strikes, Window};
+pub use settings::{Evidence, RolloutSettings};
+pub use strategy::{CanaryStep, Strategy};
+
+/// One rollout of one model: everything the state machine needs to take its next step, kept
+/// as JSON in the state file (or a resource's status) so a restart continues where it stood.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Rollout {
+    /// The rollout's number in the state file, which the API and the audit log name it by.
+    pub id: i64,
+    /// The model being rolled out.
+    pub model: String,
+    /// The candidate's version.
+    pub version: String,
+    /// The version live when the rollout began, and its slot.
+    pub old_version: Option<String>,
+    /// The slot live when the rollout began; the candidate takes the other one.
+    pub old: Color,
+    /// The settings, fixed when the rollout starts so a config change cannot alter it midway.
+    pub settings: RolloutSettings,
+    /// Where the rollout stands.
+    pub phase: Phase,
+    /// When the phase began.
+    pub since_ms: i64,
+    /// When the rollout began.
+    pub started_ms: i64,
+    /// The traffic the rollout wants now; a restart publishes it again before anything else.
+    pub route: Route,
+    /// Failing checks in a row, per rule.
+    pub strikes: Strikes,
+    /// Blue's p95 before the switch (request-weighted mean of its per-check p95s).
+    pub baseline_p95_ms: Option<f64>,
+    /// The requests the baseline rests on, to weigh the next check's p95 against it.
+    pub baseline_requests: u64,
+    /// The last check's rule outcomes, for status displays.
+    pub last_check: Vec<RuleOutcome>,
+    /// Why the rollout ended, when it has.
+    pub outcome: Option<EndReason>,
+}
+
+impl Rollout {
+    /// A new rollout of `version` onto the standby slot of a model whose live slot is `old`.
+    /// Its first effects deploy the candidate.
+    pub fn start(
+        id: i64,
+        model: &str,
+        version: &str,
+        old: Color,
+        old_version: Option<String>,
+        settings: RolloutSettings,
+        actor: &str,
+        now_ms: i64,
+    ) -> (Rollout, Vec<Effect>) {
+        let rollout = Rollout {
+            id,
+            model: model.to_string(),
+            version: version.to_string(),
+            old_version,
+            old,
+            settings,
+            phase: Phase::Deploying,
+            since_ms: now_ms,
+            started_ms: now_ms,
+            route: Route {
+                active: old,
+                weight: 0,
+                shadow: 0,
+            },
+            strikes: Strikes::default(),
+            baseline_p95_ms: None,
+            baseline_requests: 0,
+            last_check: Vec::new(),
+            outcome: None,
+        };
+        let record = Effect::Record(Transition {
+            from: "none".into(),
+            to: Phase::Deploying.name().into(),
+            cause: format!(
+                "rollout of {version} started ({})",
+                rollout.settings.strategy.name()
+            ),
+            actor: actor.to_string(),
+        });
+        (rollout, vec![record, Effect::Deploy])
+    }
+
+    /// The candidate's slot.
+    pub fn new_slot(&self) -> Color {
+        self.old.other()
+    }
+
+    /// When the phase's timer fires, if it has one.
+    pub fn deadline_ms(&self) -> Option<i64> {
+        let s = &self.settings;
+        match &self.phase {
+            Phase::SwitchDelay { at_ms } => Some(*at_ms),
+            Phase::Canary { step } => self
+                .steps()
+                .get(*step)
+                .and_then(|st| st.pause_ms)
+                .map(|p| self.since_ms + p as i64),
+            Phase::Observing => Some(self.since_ms + s.observe_ms as i64),
+            Phase::Promoted => Some(self.since_ms + s.keep_warm_ms as i64),
+            _ => None,
+        }
+    }
+
+    fn steps(&self) -> &[CanaryStep] {
+        match &self.settings.strategy {
+            Strategy::Canary { steps } => steps,
+            _ => &[],
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A model's rollout settings and where the gates' evidence comes from.
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::duration_ms;
+use super::{RollbackRules, Strategy};
+
+/// Where the evidence for the validation phase comes from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Evidence {
+    /// A labelled holdout file.
+    Holdout(std::path::PathBuf),
+    /// Up to this many requests captured from live traffic, replayed to both slots.
+    Replay(usize),
+    /// Up to this many live requests mirrored to the candidate.
+    Shadow(usize),
+}
+
+/// A model's rollout settings (`[model.rollout]`), each overridable per rollout.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSettings {
+    /// How the candidate reaches traffic.
+    pub strategy: Strategy,
+    /// Switch (or start the canary) by itself once the gates pass; otherwise wait for
+    /// `teal promote`.
+    pub auto_switch: bool,
+    /// How long to wait after the gates pass before an automatic switch.
+    #[serde(deserialize_with = "duration_ms")]
+    pub switch_delay_ms: u64,
+    /// How long the new live version is watched (the bake) with the rollback rules armed.
+    #[serde(deserialize_with = "duration_ms")]
+    pub observe_ms: u64,
+    /// How long the old version stays loaded after the bake, for an instant rollback.
+    #[serde(deserialize_with = "duration_ms")]
+    pub keep_warm_ms: u64,
+    /// Whether an abort (or a failed gate) also stops the candidate; by default it stays
+    /// loaded, without traffic, for inspection.
+    pub abort_removes_green: bool,
+    /// The evidence for the gates; none means only health is checked.
+    pub evidence: Option<Evidence>,
+    /// When a live candidate is rolled back.
+    pub rules: RollbackRules,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        RolloutSettings {
+            strategy: Strategy::BlueGreen,
+            auto_switch: true,
+            switch_delay_ms: 0,
+            observe_ms: 5 * 60_000,
+            keep_warm_ms: 7 * 86_400_000,
+            abort_removes_green: false,
+            evidence: Some(Evidence::Replay(1_000)),
+            rules: RollbackRules::default(),
+        }
+    }
+}
+
+impl RolloutSettings {
+    /// Checks the settings; the error names the field and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, r: String| Err((f.to_string(), r));
+        if let Strategy::Canary { steps } = &self.strategy {
+            if steps.is_empty() {
+                return err(
+                    "strategy.steps",
+                    "a canary needs at least one step, like { percent = 10, pause_ms = \"1m\" }"
+                        .into(),
+                );
+            }
+            for (i, s) in steps.iter().enumerate() {
+                if !(0.0..=100.0).contains(&s.percent) || s.percent.is_nan() {
+                    return err(
+                        &format!("strategy.steps[{i}].percent"),
+                        format!("must be between 0 and 100, not {}", s.percent),
+                    );
+                }
+            }
+        }
+        if let Strategy::ShadowThenSwitch { percent, .. } = &self.strategy
+            && !(*percent > 0.0 && *percent <= 100.0)
+        {
+            return err(
+                "strategy.percent",
+                format!("must be above 0 and at most 100, not {percent}"),
+            );
+        }
+        let r = &self.rules;
+        if r.latency_ratio.is_nan() || r.latency_ratio < 1.0 {
+            return err(
+                "rules.latency_ratio",
+                format!("must be at least 1, not {}", r.latency_ratio),
+            );
+        }
+        if !(0.0..=1.0).contains(&r.max_error_rate) {
+            return err(
+                "rules.max_error_rate",
+                format!("must be between 0 and 1, not {}", r.max_error_rate),
+            );
+        }
+        if r.consecutive == 0 {
+            return err("rules.consecutive", "must be at least 1".into());
+        }
+        if r.check_interval_ms < 100 {
+            return err("rules.check_interval_ms", "must be at least 100 ms".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::parse_duration;
+
+    #[test]
+    fn settings_read_durations_and_refuse_nonsense() {
+        let s: RolloutSettings = toml::from_str(
+        r#"
+        observe_ms = "10m"
+        keep_warm_ms = "7d"
+        switch_delay_ms = 1500
+        strategy = { kind = "canary", steps = [{ percent = 5, pause_ms = "30s" }, { percent = 50, pause_ms = "manual", gates = true }] }
+        rules = { consecutive = 2, check_interval_ms = "2s" }
+        "#,
+    )
+    .unwrap();
+        assert_eq!(s.observe_ms, 600_000);
+        assert_eq!(s.keep_warm_ms, 604_800_000);
+        assert_eq!(s.switch_delay_ms, 1_500);
+        assert_eq!(s.rules.check_interval_ms, 2_000);
+        assert_eq!(s.rules.latency_ratio, 1.2);
+        let Strategy::Canary { steps } = &s.strategy else {
+            panic!()
+        };
+        assert_eq!(steps[0].pause_ms, Some(30_000));
+        assert_eq!(steps[1].pause_ms, None);
+        assert!(s.validate().is_ok());
+
+        let bad: Result<RolloutSettings, _> = toml::from_str(r#"observe_ms = "10 minutes""#);
+        assert!(bad.unwrap_err().to_string().contains("unknown unit"));
+        let empty = RolloutSettings {
+            strategy: Strategy::Canary { steps: vec![] },
+            ..RolloutSettings::default()
+        };
+        assert_eq!(empty.validate().unwrap_err().0, "strategy.steps");
+        assert_eq!(parse_duration("1.5s"), Ok(1_500));
+    }
+}
