@@ -3,8 +3,11 @@
 //! A request reads the route snapshot once, picks a slot, and keeps that slot until it
 //! answers. Nothing here waits on storage or on the admin side.
 
+mod body;
 mod connection;
 mod error;
+mod feedback;
+mod metadata;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +17,16 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
 use axum::routing::{get, post};
-use http_body_util::BodyExt;
 use teal_core::protocol::{
     self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
 };
 use teal_core::routing::{Color, WHOLE, session_bucket};
+
+use body::{Payload, body_headers, read_body};
+use feedback::feedback;
+use metadata::{
+    live, model_metadata, model_ready, ready, server_metadata, version_metadata, version_ready,
+};
 
 pub use connection::serve_connection;
 pub use error::GatewayError;
@@ -612,205 +620,12 @@ fn session_key<'a>(routes: &ModelRoutes, headers: &'a impl RequestHeaders) -> Op
         })
 }
 
-async fn server_metadata() -> Response<Body> {
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({
-            "name": "teal",
-            "version": env!("CARGO_PKG_VERSION"),
-            "extensions": ["binary_tensor_data"],
-        }),
-    )
-}
-
-async fn live() -> Response<Body> {
-    json_response(StatusCode::OK, &serde_json::json!({ "live": true }))
-}
-
-async fn ready(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
-    let snapshot = gateway.routes.load();
-    let ready = snapshot.models.values().all(|m| m.live().is_some());
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_response(status, &serde_json::json!({ "ready": ready }))
-}
-
 fn path_error(rejection: axum::extract::rejection::PathRejection) -> Response<Body> {
     error_response(&GatewayError::Path(rejection.body_text()))
 }
 
 type ModelPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
 type VersionPath = Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
-
-fn metadata_response(routes: &ModelRoutes, slot: &Slot) -> Response<Body> {
-    let mut metadata = serde_json::to_value(routes.metadata(slot)).unwrap_or_default();
-    if !slot.card.is_empty() {
-        metadata["card"] = serde_json::to_value(&slot.card).unwrap_or_default();
-    }
-    json_response(StatusCode::OK, &metadata)
-}
-
-async fn model_metadata(State(gateway): State<Arc<Gateway>>, path: ModelPath) -> Response<Body> {
-    let Path(model) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    match find_model(&gateway, &model).and_then(|routes| {
-        let slot = pick(&routes, None, &HeaderMap::new())?;
-        Ok(metadata_response(&routes, &slot))
-    }) {
-        Ok(response) => response,
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn version_metadata(
-    State(gateway): State<Arc<Gateway>>,
-    path: VersionPath,
-) -> Response<Body> {
-    let Path((model, version)) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    match find_model(&gateway, &model).and_then(|routes| {
-        let slot = find_version(&routes, &version)?;
-        Ok(metadata_response(&routes, &slot))
-    }) {
-        Ok(response) => response,
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn model_ready(State(gateway): State<Arc<Gateway>>, path: ModelPath) -> Response<Body> {
-    let Path(model) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    match find_model(&gateway, &model) {
-        Ok(routes) => {
-            let ready = routes.live().is_some();
-            let status = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            json_response(
-                status,
-                &serde_json::json!({ "name": model, "ready": ready }),
-            )
-        }
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn version_ready(State(gateway): State<Arc<Gateway>>, path: VersionPath) -> Response<Body> {
-    let Path((model, version)) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    match find_model(&gateway, &model).and_then(|routes| find_version(&routes, &version)) {
-        Ok(_) => json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "name": model, "version": version, "ready": true }),
-        ),
-        Err(e) => error_response(&e),
-    }
-}
-
-/// Checks the headers that describe the body, and returns the binary extension's JSON length.
-fn body_headers(
-    headers: &impl RequestHeaders,
-    allow_binary: bool,
-) -> Result<Option<usize>, GatewayError> {
-    if let Some(encoding) = headers.get(&header::CONTENT_ENCODING) {
-        let encoding = header_text(encoding).unwrap_or("?").trim();
-        if !encoding.eq_ignore_ascii_case("identity") {
-            return Err(GatewayError::ContentEncoding(encoding.to_string()));
-        }
-    }
-    let json_len = match headers.get(&names::JSON_LENGTH).filter(|_| allow_binary) {
-        None => None,
-        Some(value) => {
-            let text = header_text(value).unwrap_or("?").trim();
-            Some(
-                text.parse::<usize>()
-                    .map_err(|_| GatewayError::HeaderLength(text.to_string()))?,
-            )
-        }
-    };
-    if let Some(content_type) = headers.get(&header::CONTENT_TYPE) {
-        let text = header_text(content_type).unwrap_or("?");
-        let media = text.split(';').next().unwrap_or("").trim();
-        let suffix = media.len().checked_sub(5).map(|at| &media.as_bytes()[at..]);
-        let accepted = media.eq_ignore_ascii_case("application/json")
-            || suffix.is_some_and(|s| s.eq_ignore_ascii_case(b"+json"))
-            || (allow_binary && media.eq_ignore_ascii_case("application/octet-stream"));
-        if !accepted {
-            return Err(GatewayError::ContentType(text.to_string()));
-        }
-    }
-    Ok(json_len)
-}
-
-/// A request body: still arriving (through the router), or already read whole (by the
-/// connection, which read exactly its declared length).
-pub(crate) enum Payload {
-    Arriving(Body),
-    Whole(bytes::Bytes),
-}
-
-async fn read_body(
-    body: Payload,
-    headers: &impl RequestHeaders,
-    limit: usize,
-) -> Result<bytes::Bytes, GatewayError> {
-    let body = match body {
-        Payload::Whole(whole) if whole.len() > limit => {
-            return Err(GatewayError::TooLarge { limit });
-        }
-        Payload::Whole(whole) => return Ok(whole),
-        Payload::Arriving(body) => body,
-    };
-    let declared = headers
-        .get(&header::CONTENT_LENGTH)
-        .and_then(header_text)
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(GatewayError::TooLarge { limit });
-    }
-    let refused = |e: Box<dyn std::error::Error + Send + Sync>| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            GatewayError::TooLarge { limit }
-        } else {
-            GatewayError::Body(e.to_string())
-        }
-    };
-    // A body that arrives in one piece, as most do, is kept as it came, without a copy.
-    let mut body = http_body_util::Limited::new(body, limit);
-    let mut first = bytes::Bytes::new();
-    let mut joined: Option<bytes::BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(refused)?.into_data() else {
-            continue;
-        };
-        match &mut joined {
-            Some(joined) => joined.extend_from_slice(&data),
-            None if first.is_empty() => first = data,
-            None => {
-                let mut both = bytes::BytesMut::with_capacity(first.len() + data.len());
-                both.extend_from_slice(&first);
-                both.extend_from_slice(&data);
-                joined = Some(both);
-            }
-        }
-    }
-    Ok(joined.map_or(first, bytes::BytesMut::freeze))
-}
 
 /// Runs a decoded request on a slot, through the slot's cache when it has one.
 async fn run_on_slot(
@@ -1102,85 +917,6 @@ async fn predict(
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FeedbackBody {
-    request_id: String,
-    label: serde_json::Value,
-}
-
-/// Delayed ground truth: the true label of a request teal answered, matched through the
-/// request log to the version that served it and the label it predicted.
-async fn feedback(
-    State(gateway): State<Arc<Gateway>>,
-    path: ModelPath,
-    headers: HeaderMap,
-    body: Body,
-) -> Response<Body> {
-    let model = match path {
-        Ok(Path(model)) => model,
-        Err(e) => return path_error(e),
-    };
-    match record_feedback(&gateway, &model, &headers, body).await {
-        Ok(response) => response,
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn record_feedback(
-    gateway: &Gateway,
-    model: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response<Body>, GatewayError> {
-    body_headers(headers, false)?;
-    let body = read_body(Payload::Arriving(body), headers, gateway.max_body_bytes).await?;
-    find_model(gateway, model)?;
-    let request: FeedbackBody =
-        serde_json::from_slice(&body).map_err(|e| GatewayError::Feedback(e.to_string()))?;
-    if request.request_id.is_empty() || request.request_id.len() > 256 {
-        return Err(GatewayError::Feedback(
-            "request_id must be 1 to 256 characters".into(),
-        ));
-    }
-    let label = match &request.label {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null | serde_json::Value::Object(_) => {
-            return Err(GatewayError::Feedback(
-                "label must be the true class: a number, a string, or a list for a many-row request".into(),
-            ));
-        }
-        other => other.to_string(),
-    };
-    let (Some(store), Some(_)) = (&gateway.store, &gateway.request_log) else {
-        return Err(GatewayError::NoRequestLog);
-    };
-    // The request log writes in batches; a label sent right after its answer may be a
-    // moment ahead of it.
-    for attempt in 0..4 {
-        let (store, m, id, l) = (
-            store.clone(),
-            model.to_string(),
-            request.request_id.clone(),
-            label.clone(),
-        );
-        let found = tokio::task::spawn_blocking(move || store.record_feedback(&m, &id, &l))
-            .await
-            .map_err(|e| GatewayError::Store(e.to_string()))?
-            .map_err(|e| GatewayError::Store(e.to_string()))?;
-        if let Some(feedback) = found {
-            return Ok(json_response(StatusCode::OK, &feedback));
-        }
-        if attempt < 3 {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-    Err(GatewayError::UnknownRequest {
-        model: model.to_string(),
-        id: request.request_id,
-    })
-}
-
 /// The form the simple endpoint assumes for a model server that publishes no metadata.
 fn assumed_signature() -> Signature {
     Signature {
@@ -1255,28 +991,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn arriving(pieces: &[&'static str]) -> Payload {
-        let frames = pieces
-            .iter()
-            .map(|p| Ok::<_, std::io::Error>(bytes::Bytes::from_static(p.as_bytes())));
-        Payload::Arriving(Body::from_stream(futures::stream::iter(
-            frames.collect::<Vec<_>>(),
-        )))
-    }
-
-    #[tokio::test]
-    async fn a_body_is_read_whole_in_one_piece_or_many_and_within_its_limit() {
-        let none = HeaderMap::new();
-        let one = read_body(arriving(&["{\"a\":1}"]), &none, 64).await;
-        assert_eq!(one.unwrap().as_ref(), b"{\"a\":1}");
-        let many = read_body(arriving(&["{\"a\"", ":", "", "1}"]), &none, 64).await;
-        assert_eq!(many.unwrap().as_ref(), b"{\"a\":1}");
-        let empty = read_body(arriving(&[]), &none, 64).await;
-        assert!(empty.unwrap().is_empty());
-        let large = read_body(arriving(&["0123456789", "0123456789"]), &none, 15).await;
-        assert!(matches!(large, Err(GatewayError::TooLarge { limit: 15 })));
-    }
 
     #[test]
     fn only_plain_infer_paths_skip_the_router() {
