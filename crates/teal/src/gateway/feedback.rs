@@ -8,10 +8,10 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Response, StatusCode};
 
+use super::answer::{error_response, json_response};
 use super::body::{Payload, body_headers, read_body};
-use super::{
-    Gateway, GatewayError, ModelPath, error_response, find_model, json_response, path_error,
-};
+use super::pick::find_model;
+use super::{Gateway, GatewayError, ModelPath, path_error};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

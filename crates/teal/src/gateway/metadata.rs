@@ -10,10 +10,9 @@ use axum::http::{HeaderMap, Response, StatusCode};
 
 use crate::routing::{ModelRoutes, Slot};
 
-use super::{
-    Gateway, ModelPath, VersionPath, error_response, find_model, find_version, json_response,
-    path_error, pick,
-};
+use super::answer::{error_response, json_response};
+use super::pick::{find_model, find_version, pick};
+use super::{Gateway, ModelPath, VersionPath, path_error};
 
 pub(super) async fn server_metadata() -> Response<Body> {
     json_response(

@@ -3,11 +3,13 @@
 //! A request reads the route snapshot once, picks a slot, and keeps that slot until it
 //! answers. Nothing here waits on storage or on the admin side.
 
+mod answer;
 mod body;
 mod connection;
 mod error;
 mod feedback;
 mod metadata;
+mod pick;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,18 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
+use axum::http::{Method, Response, StatusCode, Uri};
 use axum::routing::{get, post};
 use teal_core::protocol::{
     self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
 };
-use teal_core::routing::{Color, WHOLE, session_bucket};
+use teal_core::routing::WHOLE;
 
+use answer::{Answer, Served, error_response, predicted};
 use body::{Payload, body_headers, read_body};
 use feedback::feedback;
 use metadata::{
     live, model_metadata, model_ready, ready, server_metadata, version_metadata, version_ready,
 };
+use pick::{find_model, pick};
 
 pub use connection::serve_connection;
 pub use error::GatewayError;
@@ -58,142 +62,6 @@ mod names {
     pub static REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID_HEADER);
     pub static GENERATION: HeaderName = HeaderName::from_static(super::GENERATION_HEADER);
     pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
-}
-
-/// The predicted label of a request, carried with its answer to the request log, where
-/// feedback finds it.
-struct Predicted(String);
-
-/// The answer to a model request, before it is a `Response`: the data plane's connection
-/// writes it as it is, the router's path makes it one ([`Answer::into_response`]). Building
-/// a header map for every answer, and reading it back to record which version answered, was
-/// a tenth of a proxied request's instructions.
-pub(crate) struct Answer {
-    status: StatusCode,
-    content_type: &'static str,
-    /// The binary extension's JSON length (`inference-header-content-length`).
-    json_len: Option<usize>,
-    body: bytes::Bytes,
-    request_id: String,
-    /// The slot that answered, or failed to, with the route table that chose it.
-    served: Option<Served>,
-    /// The request's body was left unread, so the connection cannot carry another request.
-    close: bool,
-    predicted: Option<Predicted>,
-}
-
-struct Served {
-    slot: Arc<Slot>,
-    generation: u64,
-}
-
-impl Answer {
-    fn new(
-        status: StatusCode,
-        content_type: &'static str,
-        body: impl Into<bytes::Bytes>,
-    ) -> Answer {
-        Answer {
-            status,
-            content_type,
-            json_len: None,
-            body: body.into(),
-            request_id: String::new(),
-            served: None,
-            close: false,
-            predicted: None,
-        }
-    }
-
-    fn json(status: StatusCode, value: &impl serde::Serialize) -> Answer {
-        Answer::new(
-            status,
-            "application/json",
-            serde_json::to_vec(value).unwrap_or_default(),
-        )
-    }
-
-    fn error(error: &GatewayError) -> Answer {
-        Answer {
-            close: error.leaves_body_unread(),
-            ..Answer::new(error.status(), "application/json", error.body())
-        }
-    }
-
-    fn routed(mut self, slot: &Arc<Slot>, generation: u64) -> Answer {
-        self.served = Some(Served {
-            slot: slot.clone(),
-            generation,
-        });
-        self
-    }
-
-    /// The headers every answer carries beyond its content type and length, in order.
-    fn for_each_header(&self, mut header: impl FnMut(&HeaderName, &[u8])) {
-        let mut number = itoa::Buffer::new();
-        if let Some(n) = self.json_len {
-            header(&names::JSON_LENGTH, number.format(n).as_bytes());
-        }
-        if let Some(served) = &self.served {
-            header(&names::VERSION, served.slot.version_header.as_bytes());
-            header(&names::SLOT, served.slot.color.as_str().as_bytes());
-        }
-        // Only model requests have one; it is always a valid header value (`request_id`).
-        if !self.request_id.is_empty() {
-            header(&names::REQUEST_ID, self.request_id.as_bytes());
-        }
-        if let Some(served) = &self.served {
-            header(
-                &names::GENERATION,
-                number.format(served.generation).as_bytes(),
-            );
-        }
-    }
-
-    fn into_response(self) -> Response<Body> {
-        let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
-        self.for_each_header(|name, value| {
-            if let Ok(value) = HeaderValue::from_bytes(value) {
-                headers.insert(name.clone(), value);
-            }
-        });
-        if self.close {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        let mut response = Response::new(Body::from(self.body));
-        *response.status_mut() = self.status;
-        *response.headers_mut() = headers;
-        response
-    }
-}
-
-/// The label a request's answer predicts: the named prediction output (or the first integer
-/// output), one value per row; one row gives the value itself, several give a JSON array.
-fn predicted(outputs: &[Tensor], prediction_output: Option<&str>) -> Option<Predicted> {
-    let is_label = |t: &&Tensor| match prediction_output {
-        Some(name) => t.name == name,
-        None => matches!(
-            t.data,
-            protocol::TensorData::Int64(_) | protocol::TensorData::Int32(_)
-        ),
-    };
-    let tensor = outputs.iter().find(is_label)?;
-    let values = protocol::predictions(tensor);
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    match values.as_slice() {
-        [] => None,
-        [one] => Some(Predicted(text(one))),
-        many => Some(Predicted(
-            serde_json::Value::Array(many.to_vec()).to_string(),
-        )),
-    }
 }
 
 /// Shared state of the data plane.
@@ -528,96 +396,6 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
-}
-
-fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    Answer::json(status, value).into_response()
-}
-
-fn error_response(error: &GatewayError) -> Response<Body> {
-    Answer::error(error).into_response()
-}
-
-fn served(snapshot: &crate::routing::RouteSnapshot) -> String {
-    let names: Vec<&str> = snapshot.models.keys().map(String::as_str).collect();
-    if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.join(", ")
-    }
-}
-
-fn find_model(gateway: &Gateway, name: &str) -> Result<Arc<ModelRoutes>, GatewayError> {
-    let snapshot = gateway.routes.load();
-    snapshot
-        .models
-        .get(name)
-        .cloned()
-        .ok_or_else(|| GatewayError::UnknownModel {
-            name: name.to_string(),
-            served: served(&snapshot),
-        })
-}
-
-fn find_version(routes: &ModelRoutes, version: &str) -> Result<Arc<Slot>, GatewayError> {
-    routes
-        .by_version(version)
-        .cloned()
-        .ok_or_else(|| GatewayError::UnknownVersion {
-            model: routes.name.clone(),
-            version: version.to_string(),
-            loaded: routes.versions().join(", "),
-        })
-}
-
-/// Picks the slot for a request: the named version, or the route table's choice.
-fn pick(
-    routes: &ModelRoutes,
-    version: Option<&str>,
-    headers: &impl RequestHeaders,
-) -> Result<Arc<Slot>, GatewayError> {
-    if let Some(version) = version {
-        return find_version(routes, version);
-    }
-    let requested = match headers.get(&names::SLOT) {
-        None => None,
-        Some(value) => {
-            let text = header_text(value).unwrap_or("");
-            Some(
-                text.parse::<Color>()
-                    .map_err(|_| GatewayError::BadSlotHeader(text.to_string()))?,
-            )
-        }
-    };
-    let bucket = if routes.table.candidate_weight > 0 {
-        session_key(routes, headers).map_or_else(|| fastrand::u32(..WHOLE), session_bucket)
-    } else {
-        0
-    };
-    let color = routes.table.choose(requested, bucket);
-    routes.slot(color).cloned().ok_or(GatewayError::EmptySlot {
-        model: routes.name.clone(),
-        slot: color.as_str(),
-    })
-}
-
-/// The session key of a request for sticky canaries: the configured header, else the
-/// configured cookie.
-fn session_key<'a>(routes: &ModelRoutes, headers: &'a impl RequestHeaders) -> Option<&'a [u8]> {
-    if let Some(name) = &routes.sticky_header
-        && let Some(value) = headers.get_named(name)
-    {
-        return Some(value);
-    }
-    let name = routes.sticky_cookie.as_deref()?;
-    headers
-        .get_all(&header::COOKIE)
-        .filter_map(header_text)
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            (key == name).then_some(value.as_bytes())
-        })
 }
 
 fn path_error(rejection: axum::extract::rejection::PathRejection) -> Response<Body> {
