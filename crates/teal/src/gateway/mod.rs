@@ -2,6 +2,20 @@
 //!
 //! A request reads the route snapshot once, picks a slot, and keeps that slot until it
 //! answers. Nothing here waits on storage or on the admin side.
+//!
+//! This file holds the shared [`Gateway`] state, the [`DataPlane`] service hyper calls and
+//! the router. Each other file is one step or one kind of endpoint:
+//! - `connection.rs`: the connection loop that answers plain infer POSTs itself and hands
+//!   everything else to hyper and the router.
+//! - `request.rs`: serving a model request, the same on both paths.
+//! - `body.rs`: the body's headers checked, the body read within its limit.
+//! - `pick.rs`: which slot answers (named version, slot header, weights, sticky session).
+//! - `mirror.rs`: shadow copies to the candidate and captures for replay.
+//! - `record.rs`: in-flight gauges, per-slot metrics and the request log.
+//! - `answer.rs`: the `Answer` and how it is written, as bytes or as a `Response`.
+//! - `metadata.rs`: server, model and version metadata, liveness and readiness.
+//! - `feedback.rs`: delayed ground truth for requests teal answered.
+//! - `error.rs`: every data-plane error, and its status, in one place.
 
 mod answer;
 mod body;
@@ -60,9 +74,13 @@ mod names {
     pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
 }
 
-/// Shared state of the data plane.
+/// Shared state of the data plane: one value behind an `Arc` that every connection and the
+/// router hold, so a request reaches everything it needs without a lock or a lookup.
 pub struct Gateway {
+    /// The route table, read once per request and swapped whole when it changes.
     pub routes: Arc<Routes>,
+    /// The largest request body read; a larger one is refused, before a byte of it is read when
+    /// its length is declared.
     pub max_body_bytes: usize,
     /// Where mirrored requests go while a shadow validation runs.
     pub shadows: Arc<ShadowHub>,
@@ -70,17 +88,21 @@ pub struct Gateway {
     pub captures: Arc<Captures>,
     /// Where each routed request is recorded, when the request log is on.
     pub request_log: Option<Arc<RequestLog>>,
+    /// The registry the admin API's `/metrics` renders; the gateway only counts into it.
     pub metrics: Arc<Metrics>,
     /// The state file, for feedback only (inference never waits on it).
     pub store: Option<Arc<crate::state::store::Store>>,
     /// Requests in flight on a model above which live requests are not mirrored.
     pub shadow_headroom: i64,
+    /// Makes the id of a request that brought none.
     ids: RequestIds,
     /// Each served model's in-flight gauge, found by name without building a label set.
     in_flight: std::sync::RwLock<std::collections::HashMap<String, Gauge>>,
 }
 
 impl Gateway {
+    /// The data plane's state without the state file and the request log, which only feedback
+    /// and the log itself need: the server sets them afterwards, and tests can leave them off.
     pub fn new(
         routes: Arc<Routes>,
         max_body_bytes: usize,
@@ -115,6 +137,7 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
+    /// Builds the router once; every connection gets a clone of this value, which shares it.
     pub fn new(gateway: Arc<Gateway>) -> DataPlane {
         DataPlane {
             router: hyper_util::service::TowerToHyperService::new(router(gateway.clone())),
@@ -122,7 +145,8 @@ impl DataPlane {
         }
     }
 
-    /// The largest request body accepted.
+    /// The largest request body accepted: the connection loop serves a request itself only
+    /// when its declared body fits, and leaves a larger one to hyper and the router.
     pub fn max_body_bytes(&self) -> usize {
         self.gateway.max_body_bytes
     }
@@ -140,6 +164,8 @@ impl DataPlane {
     }
 }
 
+/// The future of a request hyper hands over, boxed: a service's future is one named type,
+/// and the direct path and the router's return different ones.
 type Routed = std::pin::Pin<
     Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>,
 >;
@@ -206,11 +232,14 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// A path the router matched but could not decode (a name that is not UTF-8).
 fn path_error(rejection: axum::extract::rejection::PathRejection) -> Response<Body> {
     error_response(&GatewayError::Path(rejection.body_text()))
 }
 
+/// A model's path, or why it could not be read, so the handler answers with teal's error.
 type ModelPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
+/// A version's path, or why it could not be read.
 type VersionPath = Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
 
 /// A model request that came through the router.
@@ -228,6 +257,7 @@ async fn serve_routed(
         .into_response()
 }
 
+/// `POST /v2/models/{model}/infer`, for requests the connection loop did not serve itself.
 async fn infer(
     State(gateway): State<Arc<Gateway>>,
     path: ModelPath,
@@ -239,6 +269,7 @@ async fn infer(
     }
 }
 
+/// `POST /v2/models/{model}/versions/{version}/infer`: a request pinned to one version.
 async fn version_infer(
     State(gateway): State<Arc<Gateway>>,
     path: VersionPath,
@@ -252,6 +283,7 @@ async fn version_infer(
     }
 }
 
+/// `POST /v1/models/{model}/predict`: the simple JSON endpoint.
 async fn predict(
     State(gateway): State<Arc<Gateway>>,
     path: ModelPath,
@@ -263,6 +295,7 @@ async fn predict(
     }
 }
 
+/// Any path the router does not know.
 async fn no_route(method: Method, uri: Uri) -> Response<Body> {
     error_response(&GatewayError::NoRoute {
         method: method.to_string(),
@@ -270,6 +303,7 @@ async fn no_route(method: Method, uri: Uri) -> Response<Body> {
     })
 }
 
+/// A known path asked with the wrong method.
 async fn method_not_allowed(method: Method, uri: Uri) -> Response<Body> {
     error_response(&GatewayError::MethodNotAllowed {
         method: method.to_string(),
