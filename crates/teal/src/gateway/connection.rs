@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::http::HeaderName;
 use bytes::{Buf, Bytes, BytesMut};
@@ -25,7 +25,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Answer, DataPlane, RequestHeaders};
+use super::answer::write_answer;
+use super::{DataPlane, RequestHeaders};
 
 /// Header lines a directly served request may have; one with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -33,8 +34,6 @@ const MAX_HEADERS: usize = 64;
 const MAX_HEAD: usize = 16 * 1024;
 /// How much more room a body being read gets at a time.
 const BODY_STEP: usize = 64 * 1024;
-/// Answers up to this size are written together with their head, in one write.
-const JOINED_BODY: usize = 64 * 1024;
 
 /// Serves one accepted connection until the client closes it, it times out waiting for a
 /// request head, or `stopped` completes (teal is shutting down: a request already begun is
@@ -279,62 +278,6 @@ fn digits(value: &[u8]) -> Option<usize> {
         return None;
     }
     Some(value.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')))
-}
-
-/// Writes an answer: its head, and its body in the same write when it is small.
-async fn write_answer(
-    stream: &mut TcpStream,
-    out: &mut Vec<u8>,
-    answer: &Answer,
-    close: bool,
-) -> std::io::Result<()> {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(answer.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(answer.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: ");
-    out.extend_from_slice(answer.content_type.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    answer.for_each_header(|name, value| {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    });
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(answer.body.len()).as_bytes());
-    if close {
-        out.extend_from_slice(b"\r\nconnection: close");
-    }
-    out.extend_from_slice(b"\r\ndate: ");
-    http_date(out);
-    out.extend_from_slice(b"\r\n\r\n");
-    if answer.body.len() <= JOINED_BODY {
-        out.extend_from_slice(&answer.body);
-        stream.write_all(out).await
-    } else {
-        stream.write_all(out).await?;
-        stream.write_all(&answer.body).await
-    }
-}
-
-/// Appends the current time as an HTTP date, formatted once a second per thread.
-fn http_date(out: &mut Vec<u8>) {
-    thread_local! {
-        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
-    }
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    DATE.with_borrow_mut(|(at, text)| {
-        if *at != second || text.is_empty() {
-            *at = second;
-            *text = httpdate::fmt_http_date(now);
-        }
-        out.extend_from_slice(text.as_bytes());
-    });
 }
 
 /// Gives the connection to hyper, which reads `read` (the bytes this loop had taken) first.

@@ -2,34 +2,56 @@
 //!
 //! A request reads the route snapshot once, picks a slot, and keeps that slot until it
 //! answers. Nothing here waits on storage or on the admin side.
+//!
+//! This file holds the shared [`Gateway`] state, the [`DataPlane`] service hyper calls and
+//! the router. Each other file is one step or one kind of endpoint:
+//! - `connection.rs`: the connection loop that answers plain infer POSTs itself and hands
+//!   everything else to hyper and the router.
+//! - `request.rs`: serving a model request, the same on both paths.
+//! - `body.rs`: the body's headers checked, the body read within its limit.
+//! - `pick.rs`: which slot answers (named version, slot header, weights, sticky session).
+//! - `mirror.rs`: shadow copies to the candidate and captures for replay.
+//! - `record.rs`: in-flight gauges, per-slot metrics and the request log.
+//! - `answer.rs`: the `Answer` and how it is written, as bytes or as a `Response`.
+//! - `metadata.rs`: server, model and version metadata, liveness and readiness.
+//! - `feedback.rs`: delayed ground truth for requests teal answered.
+//! - `error.rs`: every data-plane error, and its status, in one place.
 
+mod answer;
+mod body;
 mod connection;
 mod error;
+mod feedback;
+mod metadata;
+mod mirror;
+mod pick;
+mod record;
+mod request;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
+use axum::http::{Method, Response, Uri};
 use axum::routing::{get, post};
-use http_body_util::BodyExt;
-use teal_core::protocol::{
-    self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
+
+use answer::{Answer, error_response};
+use body::Payload;
+use feedback::feedback;
+use metadata::{
+    live, model_metadata, model_ready, ready, server_metadata, version_metadata, version_ready,
 };
-use teal_core::routing::{Color, WHOLE, session_bucket};
+use record::Gauge;
+use request::{Endpoint, RequestIds, serve_request};
 
 pub use connection::serve_connection;
 pub use error::GatewayError;
 
-use std::time::Instant;
-
-use crate::control::validation::taps::{Captured, Captures, MirrorPair, ShadowHub};
-use crate::metrics::{ErrorLabels, Metrics, ModelLabels, RequestLabels, SlotLabels};
-use crate::state::store::{RequestLog, RequestRecord};
-
-use crate::routing::{ModelRoutes, Routes, Slot};
+use crate::control::validation::taps::{Captures, ShadowHub};
+use crate::metrics::Metrics;
+use crate::routing::Routes;
+use crate::state::store::RequestLog;
 
 /// Header naming the version that answered.
 pub const VERSION_HEADER: &str = "x-teal-version";
@@ -52,145 +74,13 @@ mod names {
     pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
 }
 
-/// The predicted label of a request, carried with its answer to the request log, where
-/// feedback finds it.
-struct Predicted(String);
-
-/// The answer to a model request, before it is a `Response`: the data plane's connection
-/// writes it as it is, the router's path makes it one ([`Answer::into_response`]). Building
-/// a header map for every answer, and reading it back to record which version answered, was
-/// a tenth of a proxied request's instructions.
-pub(crate) struct Answer {
-    status: StatusCode,
-    content_type: &'static str,
-    /// The binary extension's JSON length (`inference-header-content-length`).
-    json_len: Option<usize>,
-    body: bytes::Bytes,
-    request_id: String,
-    /// The slot that answered, or failed to, with the route table that chose it.
-    served: Option<Served>,
-    /// The request's body was left unread, so the connection cannot carry another request.
-    close: bool,
-    predicted: Option<Predicted>,
-}
-
-struct Served {
-    slot: Arc<Slot>,
-    generation: u64,
-}
-
-impl Answer {
-    fn new(
-        status: StatusCode,
-        content_type: &'static str,
-        body: impl Into<bytes::Bytes>,
-    ) -> Answer {
-        Answer {
-            status,
-            content_type,
-            json_len: None,
-            body: body.into(),
-            request_id: String::new(),
-            served: None,
-            close: false,
-            predicted: None,
-        }
-    }
-
-    fn json(status: StatusCode, value: &impl serde::Serialize) -> Answer {
-        Answer::new(
-            status,
-            "application/json",
-            serde_json::to_vec(value).unwrap_or_default(),
-        )
-    }
-
-    fn error(error: &GatewayError) -> Answer {
-        Answer {
-            close: error.leaves_body_unread(),
-            ..Answer::new(error.status(), "application/json", error.body())
-        }
-    }
-
-    fn routed(mut self, slot: &Arc<Slot>, generation: u64) -> Answer {
-        self.served = Some(Served {
-            slot: slot.clone(),
-            generation,
-        });
-        self
-    }
-
-    /// The headers every answer carries beyond its content type and length, in order.
-    fn for_each_header(&self, mut header: impl FnMut(&HeaderName, &[u8])) {
-        let mut number = itoa::Buffer::new();
-        if let Some(n) = self.json_len {
-            header(&names::JSON_LENGTH, number.format(n).as_bytes());
-        }
-        if let Some(served) = &self.served {
-            header(&names::VERSION, served.slot.version_header.as_bytes());
-            header(&names::SLOT, served.slot.color.as_str().as_bytes());
-        }
-        // Only model requests have one; it is always a valid header value (`request_id`).
-        if !self.request_id.is_empty() {
-            header(&names::REQUEST_ID, self.request_id.as_bytes());
-        }
-        if let Some(served) = &self.served {
-            header(
-                &names::GENERATION,
-                number.format(served.generation).as_bytes(),
-            );
-        }
-    }
-
-    fn into_response(self) -> Response<Body> {
-        let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
-        self.for_each_header(|name, value| {
-            if let Ok(value) = HeaderValue::from_bytes(value) {
-                headers.insert(name.clone(), value);
-            }
-        });
-        if self.close {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        let mut response = Response::new(Body::from(self.body));
-        *response.status_mut() = self.status;
-        *response.headers_mut() = headers;
-        response
-    }
-}
-
-/// The label a request's answer predicts: the named prediction output (or the first integer
-/// output), one value per row; one row gives the value itself, several give a JSON array.
-fn predicted(outputs: &[Tensor], prediction_output: Option<&str>) -> Option<Predicted> {
-    let is_label = |t: &&Tensor| match prediction_output {
-        Some(name) => t.name == name,
-        None => matches!(
-            t.data,
-            protocol::TensorData::Int64(_) | protocol::TensorData::Int32(_)
-        ),
-    };
-    let tensor = outputs.iter().find(is_label)?;
-    let values = protocol::predictions(tensor);
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    match values.as_slice() {
-        [] => None,
-        [one] => Some(Predicted(text(one))),
-        many => Some(Predicted(
-            serde_json::Value::Array(many.to_vec()).to_string(),
-        )),
-    }
-}
-
-/// Shared state of the data plane.
+/// Shared state of the data plane: one value behind an `Arc` that every connection and the
+/// router hold, so a request reaches everything it needs without a lock or a lookup.
 pub struct Gateway {
+    /// The route table, read once per request and swapped whole when it changes.
     pub routes: Arc<Routes>,
+    /// The largest request body read; a larger one is refused, before a byte of it is read when
+    /// its length is declared.
     pub max_body_bytes: usize,
     /// Where mirrored requests go while a shadow validation runs.
     pub shadows: Arc<ShadowHub>,
@@ -198,56 +88,21 @@ pub struct Gateway {
     pub captures: Arc<Captures>,
     /// Where each routed request is recorded, when the request log is on.
     pub request_log: Option<Arc<RequestLog>>,
+    /// The registry the admin API's `/metrics` renders; the gateway only counts into it.
     pub metrics: Arc<Metrics>,
     /// The state file, for feedback only (inference never waits on it).
     pub store: Option<Arc<crate::state::store::Store>>,
     /// Requests in flight on a model above which live requests are not mirrored.
     pub shadow_headroom: i64,
+    /// Makes the id of a request that brought none.
     ids: RequestIds,
     /// Each served model's in-flight gauge, found by name without building a label set.
     in_flight: std::sync::RwLock<std::collections::HashMap<String, Gauge>>,
 }
 
-type Gauge = prometheus_client::metrics::gauge::Gauge;
-
-/// Decrements the in-flight gauge when the request is done.
-struct ActiveGuard(Gauge);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// Makes request ids that are unique within and across runs without a syscall per request.
-struct RequestIds {
-    prefix: u32,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> RequestIds {
-        RequestIds {
-            prefix: fastrand::u32(..),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    /// 20 hex digits: the prefix, then the counter. Written by hand: this runs on every
-    /// request, where the formatting machinery showed in profiles.
-    fn next(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = (u128::from(self.prefix) << 48) | u128::from(n & 0xffff_ffff_ffff);
-        let mut digits = [0u8; 20];
-        for (i, digit) in digits.iter_mut().rev().enumerate() {
-            *digit = HEX[(id >> (4 * i)) as usize & 0xf];
-        }
-        String::from_utf8_lossy(&digits).into_owned()
-    }
-}
-
 impl Gateway {
+    /// The data plane's state without the state file and the request log, which only feedback
+    /// and the log itself need: the server sets them afterwards, and tests can leave them off.
     pub fn new(
         routes: Arc<Routes>,
         max_body_bytes: usize,
@@ -268,156 +123,6 @@ impl Gateway {
             in_flight: Default::default(),
         }
     }
-
-    /// Counts a request in flight on a served model until the guard drops.
-    fn active(&self, model: &str) -> Option<ActiveGuard> {
-        let gauge = self.in_flight_gauge(model)?;
-        gauge.inc();
-        Some(ActiveGuard(gauge))
-    }
-
-    /// The in-flight gauge of a model teal serves (or served); none for other names, so a
-    /// caller cannot grow the label set.
-    fn in_flight_gauge(&self, model: &str) -> Option<Gauge> {
-        let known = self.in_flight.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(gauge) = known.get(model) {
-            return Some(gauge.clone());
-        }
-        drop(known);
-        if !self.routes.load().models.contains_key(model) {
-            return None;
-        }
-        let gauge = self.metrics.active.get_or_create_owned(&ModelLabels {
-            model: model.to_string(),
-        });
-        let mut known = self.in_flight.write().unwrap_or_else(|p| p.into_inner());
-        known.insert(model.to_string(), gauge.clone());
-        Some(gauge)
-    }
-
-    /// Records which version and slot answered a request: metrics, and the request log (off
-    /// the request path). Requests for models teal does not serve add no metric labels, so a
-    /// caller cannot grow the label set.
-    fn record(&self, model: &str, endpoint: Endpoint, started: Instant, answer: &mut Answer) {
-        let status = answer.status.as_u16();
-        let elapsed = started.elapsed();
-        let snapshot = self.routes.load();
-        let routes = snapshot.models.get(model);
-        let answered = answer.served.as_ref().map(|s| &s.slot);
-        // The slot's own series, while it is still the one in the table.
-        let served = match (routes, answered) {
-            (Some(routes), Some(slot)) => routes
-                .slot(slot.color)
-                .filter(|s| s.version == slot.version),
-            _ => None,
-        };
-        if let Some(served) = served {
-            // The common case: the slot's series, resolved on its first answer.
-            served.stats.observe(elapsed, status >= 500);
-            let handles = served.metrics.get_or_init(|| {
-                self.metrics
-                    .slot_handles(model, &served.version, &served.color.to_string())
-            });
-            handles.requests[endpoint as usize].inc();
-            handles.latency.observe(elapsed.as_secs_f64());
-            match status {
-                500.. => handles.backend_errors.inc(),
-                400..500 => handles.client_errors.inc(),
-                _ => 0,
-            };
-        } else if answered.is_some() || routes.is_some() {
-            // Refused before a slot answered (or by a slot no longer in the table).
-            let version = answered.map_or("", |s| s.version.as_str());
-            let slot = answered.map_or("", |s| s.color.as_str());
-            self.metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    model: model.to_string(),
-                    version: version.to_string(),
-                    slot: slot.to_string(),
-                    endpoint: endpoint.label().to_string(),
-                })
-                .inc();
-            self.metrics
-                .latency
-                .get_or_create(&SlotLabels {
-                    model: model.to_string(),
-                    version: version.to_string(),
-                    slot: slot.to_string(),
-                })
-                .observe(elapsed.as_secs_f64());
-            if status >= 400 {
-                let error_type = if status >= 500 { "backend" } else { "client" };
-                self.metrics
-                    .errors
-                    .get_or_create(&ErrorLabels {
-                        model: model.to_string(),
-                        version: version.to_string(),
-                        slot: slot.to_string(),
-                        error_type: error_type.to_string(),
-                    })
-                    .inc();
-            }
-        }
-        let Some(log) = &self.request_log else { return };
-        log.log(RequestRecord {
-            request_id: answer.request_id.clone(),
-            at_ms: crate::state::store::now_ms() - elapsed.as_millis() as i64,
-            model: model.to_string(),
-            version: answered.map(|s| s.version.clone()),
-            slot: answered.map(|s| s.color.to_string()),
-            status,
-            latency_us: elapsed.as_micros() as u64,
-            prediction: answer.predicted.take().map(|p| p.0),
-        });
-    }
-
-    /// The candidate to mirror this request to, when the model's shadow share picks it and a
-    /// shadow session is listening. Only requests the live slot answers are mirrored.
-    fn mirror_target(&self, routes: &ModelRoutes, slot: &Slot) -> Option<MirrorPair> {
-        let table = &routes.table;
-        if table.shadow == 0 || slot.color != table.active || fastrand::u32(..WHOLE) >= table.shadow
-        {
-            return None;
-        }
-        let candidate = routes.slot(table.candidate())?.clone();
-        let live = routes.slot(table.active)?.clone();
-        if !self.shadows.is_open(&routes.name) {
-            return None;
-        }
-        // Mirroring yields to live traffic: with more requests in flight on the model than
-        // the machine has cores, a copy would compete with live requests for the CPU.
-        let in_flight = self.in_flight_gauge(&routes.name).map_or(0, |g| g.get());
-        if in_flight > self.shadow_headroom {
-            self.shadows.dropped.inc();
-            return None;
-        }
-        Some(MirrorPair { live, candidate })
-    }
-
-    /// Keeps a sample of answered requests for replay.
-    fn capture(&self, routes: &ModelRoutes, body: &bytes::Bytes, json_len: Option<usize>) {
-        if routes.capture_rate > 0.0 && fastrand::f64() < routes.capture_rate {
-            self.captures.keep(
-                &routes.name,
-                routes.capture_limit,
-                Captured {
-                    body: body.clone(),
-                    json_len,
-                },
-            );
-        }
-    }
-
-    /// The caller's request id when it is a sane header value (visible ASCII, as `to_str`
-    /// requires), otherwise a new one.
-    fn request_id(&self, headers: &impl RequestHeaders) -> String {
-        headers
-            .get(&names::REQUEST_ID)
-            .and_then(header_text)
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| self.ids.next(), str::to_string)
-    }
 }
 
 /// The data plane as a connection's service: a POST to a model's infer endpoint goes straight
@@ -432,6 +137,7 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
+    /// Builds the router once; every connection gets a clone of this value, which shares it.
     pub fn new(gateway: Arc<Gateway>) -> DataPlane {
         DataPlane {
             router: hyper_util::service::TowerToHyperService::new(router(gateway.clone())),
@@ -439,7 +145,8 @@ impl DataPlane {
         }
     }
 
-    /// The largest request body accepted.
+    /// The largest request body accepted: the connection loop serves a request itself only
+    /// when its declared body fits, and leaves a larger one to hyper and the router.
     pub fn max_body_bytes(&self) -> usize {
         self.gateway.max_body_bytes
     }
@@ -457,6 +164,8 @@ impl DataPlane {
     }
 }
 
+/// The future of a request hyper hands over, boxed: a service's future is one named type,
+/// and the direct path and the router's return different ones.
 type Routed = std::pin::Pin<
     Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>,
 >;
@@ -523,527 +232,15 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    Answer::json(status, value).into_response()
-}
-
-fn error_response(error: &GatewayError) -> Response<Body> {
-    Answer::error(error).into_response()
-}
-
-fn served(snapshot: &crate::routing::RouteSnapshot) -> String {
-    let names: Vec<&str> = snapshot.models.keys().map(String::as_str).collect();
-    if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.join(", ")
-    }
-}
-
-fn find_model(gateway: &Gateway, name: &str) -> Result<Arc<ModelRoutes>, GatewayError> {
-    let snapshot = gateway.routes.load();
-    snapshot
-        .models
-        .get(name)
-        .cloned()
-        .ok_or_else(|| GatewayError::UnknownModel {
-            name: name.to_string(),
-            served: served(&snapshot),
-        })
-}
-
-fn find_version(routes: &ModelRoutes, version: &str) -> Result<Arc<Slot>, GatewayError> {
-    routes
-        .by_version(version)
-        .cloned()
-        .ok_or_else(|| GatewayError::UnknownVersion {
-            model: routes.name.clone(),
-            version: version.to_string(),
-            loaded: routes.versions().join(", "),
-        })
-}
-
-/// Picks the slot for a request: the named version, or the route table's choice.
-fn pick(
-    routes: &ModelRoutes,
-    version: Option<&str>,
-    headers: &impl RequestHeaders,
-) -> Result<Arc<Slot>, GatewayError> {
-    if let Some(version) = version {
-        return find_version(routes, version);
-    }
-    let requested = match headers.get(&names::SLOT) {
-        None => None,
-        Some(value) => {
-            let text = header_text(value).unwrap_or("");
-            Some(
-                text.parse::<Color>()
-                    .map_err(|_| GatewayError::BadSlotHeader(text.to_string()))?,
-            )
-        }
-    };
-    let bucket = if routes.table.candidate_weight > 0 {
-        session_key(routes, headers).map_or_else(|| fastrand::u32(..WHOLE), session_bucket)
-    } else {
-        0
-    };
-    let color = routes.table.choose(requested, bucket);
-    routes.slot(color).cloned().ok_or(GatewayError::EmptySlot {
-        model: routes.name.clone(),
-        slot: color.as_str(),
-    })
-}
-
-/// The session key of a request for sticky canaries: the configured header, else the
-/// configured cookie.
-fn session_key<'a>(routes: &ModelRoutes, headers: &'a impl RequestHeaders) -> Option<&'a [u8]> {
-    if let Some(name) = &routes.sticky_header
-        && let Some(value) = headers.get_named(name)
-    {
-        return Some(value);
-    }
-    let name = routes.sticky_cookie.as_deref()?;
-    headers
-        .get_all(&header::COOKIE)
-        .filter_map(header_text)
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            (key == name).then_some(value.as_bytes())
-        })
-}
-
-async fn server_metadata() -> Response<Body> {
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({
-            "name": "teal",
-            "version": env!("CARGO_PKG_VERSION"),
-            "extensions": ["binary_tensor_data"],
-        }),
-    )
-}
-
-async fn live() -> Response<Body> {
-    json_response(StatusCode::OK, &serde_json::json!({ "live": true }))
-}
-
-async fn ready(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
-    let snapshot = gateway.routes.load();
-    let ready = snapshot.models.values().all(|m| m.live().is_some());
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_response(status, &serde_json::json!({ "ready": ready }))
-}
-
+/// A path the router matched but could not decode (a name that is not UTF-8).
 fn path_error(rejection: axum::extract::rejection::PathRejection) -> Response<Body> {
     error_response(&GatewayError::Path(rejection.body_text()))
 }
 
+/// A model's path, or why it could not be read, so the handler answers with teal's error.
 type ModelPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
+/// A version's path, or why it could not be read.
 type VersionPath = Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
-
-fn metadata_response(routes: &ModelRoutes, slot: &Slot) -> Response<Body> {
-    let mut metadata = serde_json::to_value(routes.metadata(slot)).unwrap_or_default();
-    if !slot.card.is_empty() {
-        metadata["card"] = serde_json::to_value(&slot.card).unwrap_or_default();
-    }
-    json_response(StatusCode::OK, &metadata)
-}
-
-async fn model_metadata(State(gateway): State<Arc<Gateway>>, path: ModelPath) -> Response<Body> {
-    let Path(model) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    match find_model(&gateway, &model).and_then(|routes| {
-        let slot = pick(&routes, None, &HeaderMap::new())?;
-        Ok(metadata_response(&routes, &slot))
-    }) {
-        Ok(response) => response,
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn version_metadata(
-    State(gateway): State<Arc<Gateway>>,
-    path: VersionPath,
-) -> Response<Body> {
-    let Path((model, version)) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    match find_model(&gateway, &model).and_then(|routes| {
-        let slot = find_version(&routes, &version)?;
-        Ok(metadata_response(&routes, &slot))
-    }) {
-        Ok(response) => response,
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn model_ready(State(gateway): State<Arc<Gateway>>, path: ModelPath) -> Response<Body> {
-    let Path(model) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    match find_model(&gateway, &model) {
-        Ok(routes) => {
-            let ready = routes.live().is_some();
-            let status = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            json_response(
-                status,
-                &serde_json::json!({ "name": model, "ready": ready }),
-            )
-        }
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn version_ready(State(gateway): State<Arc<Gateway>>, path: VersionPath) -> Response<Body> {
-    let Path((model, version)) = match path {
-        Ok(p) => p,
-        Err(e) => return path_error(e),
-    };
-    match find_model(&gateway, &model).and_then(|routes| find_version(&routes, &version)) {
-        Ok(_) => json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "name": model, "version": version, "ready": true }),
-        ),
-        Err(e) => error_response(&e),
-    }
-}
-
-/// Checks the headers that describe the body, and returns the binary extension's JSON length.
-fn body_headers(
-    headers: &impl RequestHeaders,
-    allow_binary: bool,
-) -> Result<Option<usize>, GatewayError> {
-    if let Some(encoding) = headers.get(&header::CONTENT_ENCODING) {
-        let encoding = header_text(encoding).unwrap_or("?").trim();
-        if !encoding.eq_ignore_ascii_case("identity") {
-            return Err(GatewayError::ContentEncoding(encoding.to_string()));
-        }
-    }
-    let json_len = match headers.get(&names::JSON_LENGTH).filter(|_| allow_binary) {
-        None => None,
-        Some(value) => {
-            let text = header_text(value).unwrap_or("?").trim();
-            Some(
-                text.parse::<usize>()
-                    .map_err(|_| GatewayError::HeaderLength(text.to_string()))?,
-            )
-        }
-    };
-    if let Some(content_type) = headers.get(&header::CONTENT_TYPE) {
-        let text = header_text(content_type).unwrap_or("?");
-        let media = text.split(';').next().unwrap_or("").trim();
-        let suffix = media.len().checked_sub(5).map(|at| &media.as_bytes()[at..]);
-        let accepted = media.eq_ignore_ascii_case("application/json")
-            || suffix.is_some_and(|s| s.eq_ignore_ascii_case(b"+json"))
-            || (allow_binary && media.eq_ignore_ascii_case("application/octet-stream"));
-        if !accepted {
-            return Err(GatewayError::ContentType(text.to_string()));
-        }
-    }
-    Ok(json_len)
-}
-
-/// A request body: still arriving (through the router), or already read whole (by the
-/// connection, which read exactly its declared length).
-pub(crate) enum Payload {
-    Arriving(Body),
-    Whole(bytes::Bytes),
-}
-
-async fn read_body(
-    body: Payload,
-    headers: &impl RequestHeaders,
-    limit: usize,
-) -> Result<bytes::Bytes, GatewayError> {
-    let body = match body {
-        Payload::Whole(whole) if whole.len() > limit => {
-            return Err(GatewayError::TooLarge { limit });
-        }
-        Payload::Whole(whole) => return Ok(whole),
-        Payload::Arriving(body) => body,
-    };
-    let declared = headers
-        .get(&header::CONTENT_LENGTH)
-        .and_then(header_text)
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(GatewayError::TooLarge { limit });
-    }
-    let refused = |e: Box<dyn std::error::Error + Send + Sync>| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            GatewayError::TooLarge { limit }
-        } else {
-            GatewayError::Body(e.to_string())
-        }
-    };
-    // A body that arrives in one piece, as most do, is kept as it came, without a copy.
-    let mut body = http_body_util::Limited::new(body, limit);
-    let mut first = bytes::Bytes::new();
-    let mut joined: Option<bytes::BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(refused)?.into_data() else {
-            continue;
-        };
-        match &mut joined {
-            Some(joined) => joined.extend_from_slice(&data),
-            None if first.is_empty() => first = data,
-            None => {
-                let mut both = bytes::BytesMut::with_capacity(first.len() + data.len());
-                both.extend_from_slice(&first);
-                both.extend_from_slice(&data);
-                joined = Some(both);
-            }
-        }
-    }
-    Ok(joined.map_or(first, bytes::BytesMut::freeze))
-}
-
-/// Runs a decoded request on a slot, through the slot's cache when it has one.
-async fn run_on_slot(
-    slot: &Slot,
-    model: &str,
-    request: &mut InferRequest,
-) -> Result<Arc<Vec<Tensor>>, GatewayError> {
-    let key = slot.cache.as_ref().and_then(|cache| cache.key(request));
-    if let (Some(cache), Some(key)) = (&slot.cache, &key)
-        && let Some(outputs) = cache.get(key)
-    {
-        return Ok(outputs);
-    }
-    let outputs = slot
-        .backend
-        .infer(request)
-        .await
-        .map_err(|source| GatewayError::Backend {
-            model: model.to_string(),
-            version: slot.version.clone(),
-            source,
-        })?;
-    let outputs = Arc::new(outputs);
-    if let (Some(cache), Some(key)) = (&slot.cache, key) {
-        cache.put(key, outputs.clone());
-    }
-    Ok(outputs)
-}
-
-/// Runs a request on its slot and, when `mirror` names a pair, sends a copy to both slots of
-/// the pair after the live answer exists (the copy never delays or changes it).
-async fn run_and_mirror(
-    gateway: &Gateway,
-    routes: &ModelRoutes,
-    slot: &Slot,
-    mirror: Option<MirrorPair>,
-    request: &mut InferRequest,
-) -> Result<Arc<Vec<Tensor>>, GatewayError> {
-    let copy = mirror.as_ref().map(|_| request.clone());
-    let outputs = run_on_slot(slot, &routes.name, request).await?;
-    if let (Some(pair), Some(copy)) = (mirror, copy) {
-        let output = routes.prediction_output.clone();
-        gateway.shadows.mirror(&routes.name, pair, copy, output);
-    }
-    Ok(outputs)
-}
-
-async fn run_infer(
-    gateway: &Gateway,
-    model: &str,
-    version: Option<&str>,
-    headers: &impl RequestHeaders,
-    body: Payload,
-) -> Result<Answer, Failure> {
-    let json_len = body_headers(headers, true)?;
-    let body = read_body(body, headers, gateway.max_body_bytes).await?;
-    let routes = find_model(gateway, model)?;
-    let in_flight = pick(&routes, version, headers)?.enter();
-    let slot = in_flight.slot();
-    let generation = routes.table.generation;
-    let mirror = gateway.mirror_target(&routes, slot);
-    if slot.cache.is_none()
-        && mirror.is_none()
-        && let Some(upstream) = slot.backend.v2_upstream()
-    {
-        // Fast path: check the request when the server published its inputs, then pass the
-        // bytes through both ways.
-        if let Some(signature) = slot.backend.signature() {
-            InferRequest::decode(&body, json_len, Some(signature))?;
-        }
-        let answer = upstream
-            .forward(body.clone(), json_len)
-            .await
-            .map_err(|source| Failure::backend(model, slot, generation, source))?;
-        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        let content_type = if answer.json_len.is_some() {
-            "application/octet-stream"
-        } else {
-            "application/json"
-        };
-        // Reading the answer costs a parse, so only models that name their prediction output
-        // (and so can take feedback) pay it.
-        let label = match routes.prediction_output.as_deref() {
-            Some(name) if gateway.request_log.is_some() && status.is_success() => {
-                protocol::decode_response(&answer.body, answer.json_len)
-                    .ok()
-                    .and_then(|outputs| predicted(&outputs, Some(name)))
-            }
-            _ => None,
-        };
-        let mut reply = Answer::new(status, content_type, answer.body).routed(slot, generation);
-        reply.json_len = answer.json_len;
-        if (200..300).contains(&answer.status) {
-            gateway.capture(&routes, &body, json_len);
-            reply.predicted = label;
-        }
-        return Ok(reply);
-    }
-    let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
-    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
-        .await
-        .map_err(|e| Failure::on(slot, generation, e))?;
-    gateway.capture(&routes, &body, json_len);
-    let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
-    let content_type = match encoded.json_len {
-        None => "application/json",
-        Some(_) => "application/octet-stream",
-    };
-    let mut reply =
-        Answer::new(StatusCode::OK, content_type, encoded.body).routed(slot, generation);
-    reply.json_len = encoded.json_len;
-    if gateway.request_log.is_some() {
-        reply.predicted = predicted(&outputs, routes.prediction_output.as_deref());
-    }
-    Ok(reply)
-}
-
-/// Why a model request failed, with the slot it failed on when a slot's backend failed:
-/// the answer then names the version, and the failure counts against it (the rollback
-/// rules read that). A request refused before its backend was asked names none.
-struct Failure {
-    error: GatewayError,
-    served: Option<Served>,
-}
-
-impl From<GatewayError> for Failure {
-    fn from(error: GatewayError) -> Failure {
-        Failure {
-            error,
-            served: None,
-        }
-    }
-}
-
-impl From<ProtocolError> for Failure {
-    fn from(error: ProtocolError) -> Failure {
-        GatewayError::from(error).into()
-    }
-}
-
-impl Failure {
-    /// An error of `slot`'s backend, or any other error raised while it ran.
-    fn on(slot: &Arc<Slot>, generation: u64, error: GatewayError) -> Failure {
-        let served = matches!(error, GatewayError::Backend { .. }).then(|| Served {
-            slot: slot.clone(),
-            generation,
-        });
-        Failure { error, served }
-    }
-
-    fn backend(
-        model: &str,
-        slot: &Arc<Slot>,
-        generation: u64,
-        source: crate::backends::BackendError,
-    ) -> Failure {
-        let error = GatewayError::Backend {
-            model: model.to_string(),
-            version: slot.version.clone(),
-            source,
-        };
-        Failure::on(slot, generation, error)
-    }
-}
-
-/// The data-plane endpoints that run a model (the order of [`SlotHandles::requests`]).
-///
-/// [`SlotHandles::requests`]: crate::metrics::SlotHandles
-#[derive(Clone, Copy)]
-enum Endpoint {
-    Infer = 0,
-    Predict = 1,
-}
-
-impl Endpoint {
-    fn label(self) -> &'static str {
-        match self {
-            Endpoint::Infer => "infer",
-            Endpoint::Predict => "predict",
-        }
-    }
-}
-
-/// Runs one request on a model: counts it in flight, turns any error into its response in
-/// one place, and records which version answered.
-async fn serve_request(
-    gateway: &Gateway,
-    model: &str,
-    version: Option<&str>,
-    endpoint: Endpoint,
-    headers: &impl RequestHeaders,
-    body: Payload,
-) -> Answer {
-    let request_id = gateway.request_id(headers);
-    let started = Instant::now();
-    let _active = gateway.active(model);
-    let traceparent = crate::trace::parse(headers);
-    let work = async {
-        match endpoint {
-            Endpoint::Infer => run_infer(gateway, model, version, headers, body).await,
-            Endpoint::Predict => run_predict(gateway, model, headers, body).await,
-        }
-    };
-    let outcome = crate::trace::scope(traceparent.clone(), work).await;
-    let trace_id = traceparent.as_deref().map(crate::trace::trace_id);
-    let mut answer = match outcome {
-        Ok(answer) => answer,
-        Err(Failure { error: e, served }) => {
-            if e.status().is_server_error() {
-                tracing::warn!(request_id = %request_id, trace_id, model, error = %e, "request failed");
-            } else {
-                tracing::debug!(request_id = %request_id, trace_id, model, error = %e, "request refused");
-            }
-            Answer {
-                served,
-                ..Answer::error(&e)
-            }
-        }
-    };
-    answer.request_id = request_id;
-    tracing::debug!(
-        request_id = %answer.request_id,
-        trace_id,
-        model,
-        version = answer.served.as_ref().map(|s| s.slot.version.as_str()),
-        status = answer.status.as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        "served"
-    );
-    gateway.record(model, endpoint, started, &mut answer);
-    answer
-}
 
 /// A model request that came through the router.
 async fn serve_routed(
@@ -1060,6 +257,7 @@ async fn serve_routed(
         .into_response()
 }
 
+/// `POST /v2/models/{model}/infer`, for requests the connection loop did not serve itself.
 async fn infer(
     State(gateway): State<Arc<Gateway>>,
     path: ModelPath,
@@ -1071,6 +269,7 @@ async fn infer(
     }
 }
 
+/// `POST /v2/models/{model}/versions/{version}/infer`: a request pinned to one version.
 async fn version_infer(
     State(gateway): State<Arc<Gateway>>,
     path: VersionPath,
@@ -1084,6 +283,7 @@ async fn version_infer(
     }
 }
 
+/// `POST /v1/models/{model}/predict`: the simple JSON endpoint.
 async fn predict(
     State(gateway): State<Arc<Gateway>>,
     path: ModelPath,
@@ -1095,142 +295,7 @@ async fn predict(
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FeedbackBody {
-    request_id: String,
-    label: serde_json::Value,
-}
-
-/// Delayed ground truth: the true label of a request teal answered, matched through the
-/// request log to the version that served it and the label it predicted.
-async fn feedback(
-    State(gateway): State<Arc<Gateway>>,
-    path: ModelPath,
-    headers: HeaderMap,
-    body: Body,
-) -> Response<Body> {
-    let model = match path {
-        Ok(Path(model)) => model,
-        Err(e) => return path_error(e),
-    };
-    match record_feedback(&gateway, &model, &headers, body).await {
-        Ok(response) => response,
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn record_feedback(
-    gateway: &Gateway,
-    model: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response<Body>, GatewayError> {
-    body_headers(headers, false)?;
-    let body = read_body(Payload::Arriving(body), headers, gateway.max_body_bytes).await?;
-    find_model(gateway, model)?;
-    let request: FeedbackBody =
-        serde_json::from_slice(&body).map_err(|e| GatewayError::Feedback(e.to_string()))?;
-    if request.request_id.is_empty() || request.request_id.len() > 256 {
-        return Err(GatewayError::Feedback(
-            "request_id must be 1 to 256 characters".into(),
-        ));
-    }
-    let label = match &request.label {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null | serde_json::Value::Object(_) => {
-            return Err(GatewayError::Feedback(
-                "label must be the true class: a number, a string, or a list for a many-row request".into(),
-            ));
-        }
-        other => other.to_string(),
-    };
-    let (Some(store), Some(_)) = (&gateway.store, &gateway.request_log) else {
-        return Err(GatewayError::NoRequestLog);
-    };
-    // The request log writes in batches; a label sent right after its answer may be a
-    // moment ahead of it.
-    for attempt in 0..4 {
-        let (store, m, id, l) = (
-            store.clone(),
-            model.to_string(),
-            request.request_id.clone(),
-            label.clone(),
-        );
-        let found = tokio::task::spawn_blocking(move || store.record_feedback(&m, &id, &l))
-            .await
-            .map_err(|e| GatewayError::Store(e.to_string()))?
-            .map_err(|e| GatewayError::Store(e.to_string()))?;
-        if let Some(feedback) = found {
-            return Ok(json_response(StatusCode::OK, &feedback));
-        }
-        if attempt < 3 {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-    Err(GatewayError::UnknownRequest {
-        model: model.to_string(),
-        id: request.request_id,
-    })
-}
-
-/// The form the simple endpoint assumes for a model server that publishes no metadata.
-fn assumed_signature() -> Signature {
-    Signature {
-        inputs: vec![TensorSpec {
-            name: "input".into(),
-            datatype: Datatype::Fp64,
-            shape: vec![-1, -1],
-        }],
-        outputs: Vec::new(),
-    }
-}
-
-async fn run_predict(
-    gateway: &Gateway,
-    model: &str,
-    headers: &impl RequestHeaders,
-    body: Payload,
-) -> Result<Answer, Failure> {
-    body_headers(headers, false)?;
-    let body = read_body(body, headers, gateway.max_body_bytes).await?;
-    let routes = find_model(gateway, model)?;
-    let in_flight = pick(&routes, None, headers)?.enter();
-    let slot = in_flight.slot();
-    let assumed;
-    let signature = match slot.backend.signature() {
-        Some(signature) => signature,
-        None => {
-            assumed = assumed_signature();
-            &assumed
-        }
-    };
-    let mut request = InferRequest::from_features(&body, signature)?;
-    let wanted = routes
-        .prediction_output
-        .as_deref()
-        .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
-    let generation = routes.table.generation;
-    let mirror = gateway.mirror_target(&routes, slot);
-    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
-        .await
-        .map_err(|e| Failure::on(slot, generation, e))?;
-    let chosen = match wanted {
-        Some(name) => outputs.iter().find(|o| o.name == name),
-        None => outputs.first(),
-    };
-    let predictions = chosen.map(protocol::predictions).unwrap_or_default();
-    let mut answer = Answer::json(
-        StatusCode::OK,
-        &serde_json::json!({ "predictions": predictions, "model_version": slot.version, "slot": slot.color }),
-    )
-    .routed(slot, generation);
-    if gateway.request_log.is_some() {
-        answer.predicted = predicted(&outputs, wanted);
-    }
-    Ok(answer)
-}
-
+/// Any path the router does not know.
 async fn no_route(method: Method, uri: Uri) -> Response<Body> {
     error_response(&GatewayError::NoRoute {
         method: method.to_string(),
@@ -1238,6 +303,7 @@ async fn no_route(method: Method, uri: Uri) -> Response<Body> {
     })
 }
 
+/// A known path asked with the wrong method.
 async fn method_not_allowed(method: Method, uri: Uri) -> Response<Body> {
     error_response(&GatewayError::MethodNotAllowed {
         method: method.to_string(),
@@ -1248,28 +314,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn arriving(pieces: &[&'static str]) -> Payload {
-        let frames = pieces
-            .iter()
-            .map(|p| Ok::<_, std::io::Error>(bytes::Bytes::from_static(p.as_bytes())));
-        Payload::Arriving(Body::from_stream(futures::stream::iter(
-            frames.collect::<Vec<_>>(),
-        )))
-    }
-
-    #[tokio::test]
-    async fn a_body_is_read_whole_in_one_piece_or_many_and_within_its_limit() {
-        let none = HeaderMap::new();
-        let one = read_body(arriving(&["{\"a\":1}"]), &none, 64).await;
-        assert_eq!(one.unwrap().as_ref(), b"{\"a\":1}");
-        let many = read_body(arriving(&["{\"a\"", ":", "", "1}"]), &none, 64).await;
-        assert_eq!(many.unwrap().as_ref(), b"{\"a\":1}");
-        let empty = read_body(arriving(&[]), &none, 64).await;
-        assert!(empty.unwrap().is_empty());
-        let large = read_body(arriving(&["0123456789", "0123456789"]), &none, 15).await;
-        assert!(matches!(large, Err(GatewayError::TooLarge { limit: 15 })));
-    }
 
     #[test]
     fn only_plain_infer_paths_skip_the_router() {
@@ -1288,15 +332,5 @@ mod tests {
         ] {
             assert_eq!(infer_path_model(other), None, "{other}");
         }
-    }
-
-    #[test]
-    fn request_ids_are_the_prefix_then_the_counter_in_hex() {
-        let ids = RequestIds {
-            prefix: 0x0a1b_2c3d,
-            counter: AtomicU64::new(0xfff),
-        };
-        assert_eq!(ids.next(), "0a1b2c3d000000000fff");
-        assert_eq!(ids.next(), "0a1b2c3d000000001000");
     }
 }

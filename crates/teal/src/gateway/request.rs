@@ -1,0 +1,351 @@
+//! Serving a model request, the same on both paths (the connection's and the router's): read
+//! and check the body, pick the slot, call its backend (or pass the bytes through to a V2
+//! server), encode the answer, then count it and log it. Every error becomes its answer here,
+//! in one place.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use teal_core::protocol::{
+    self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
+};
+
+use crate::routing::Slot;
+
+use super::answer::{Answer, Served, predicted};
+use super::body::{Payload, body_headers, read_body};
+use super::mirror::run_and_mirror;
+use super::pick::{find_model, pick};
+use super::{Gateway, GatewayError, RequestHeaders, header_text, names};
+
+/// The data-plane endpoints that run a model (the order of [`SlotHandles::requests`]).
+///
+/// [`SlotHandles::requests`]: crate::metrics::SlotHandles
+#[derive(Clone, Copy)]
+pub(super) enum Endpoint {
+    Infer = 0,
+    Predict = 1,
+}
+
+impl Endpoint {
+    /// The `endpoint` label of the request metrics.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Endpoint::Infer => "infer",
+            Endpoint::Predict => "predict",
+        }
+    }
+}
+
+/// Runs one request on a model: counts it in flight, turns any error into its response in
+/// one place, and records which version answered.
+pub(super) async fn serve_request(
+    gateway: &Gateway,
+    model: &str,
+    version: Option<&str>,
+    endpoint: Endpoint,
+    headers: &impl RequestHeaders,
+    body: Payload,
+) -> Answer {
+    let request_id = gateway.request_id(headers);
+    let started = Instant::now();
+    let _active = gateway.active(model);
+    let traceparent = crate::trace::parse(headers);
+    let work = async {
+        match endpoint {
+            Endpoint::Infer => run_infer(gateway, model, version, headers, body).await,
+            Endpoint::Predict => run_predict(gateway, model, headers, body).await,
+        }
+    };
+    let outcome = crate::trace::scope(traceparent.clone(), work).await;
+    let trace_id = traceparent.as_deref().map(crate::trace::trace_id);
+    let mut answer = match outcome {
+        Ok(answer) => answer,
+        Err(Failure { error: e, served }) => {
+            if e.status().is_server_error() {
+                tracing::warn!(request_id = %request_id, trace_id, model, error = %e, "request failed");
+            } else {
+                tracing::debug!(request_id = %request_id, trace_id, model, error = %e, "request refused");
+            }
+            Answer {
+                served,
+                ..Answer::error(&e)
+            }
+        }
+    };
+    answer.request_id = request_id;
+    tracing::debug!(
+        request_id = %answer.request_id,
+        trace_id,
+        model,
+        version = answer.served.as_ref().map(|s| s.slot.version.as_str()),
+        status = answer.status.as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "served"
+    );
+    gateway.record(model, endpoint, started, &mut answer);
+    answer
+}
+
+/// Why a model request failed, with the slot it failed on when a slot's backend failed:
+/// the answer then names the version, and the failure counts against it (the rollback
+/// rules read that). A request refused before its backend was asked names none.
+struct Failure {
+    error: GatewayError,
+    served: Option<Served>,
+}
+
+impl From<GatewayError> for Failure {
+    fn from(error: GatewayError) -> Failure {
+        Failure {
+            error,
+            served: None,
+        }
+    }
+}
+
+impl From<ProtocolError> for Failure {
+    fn from(error: ProtocolError) -> Failure {
+        GatewayError::from(error).into()
+    }
+}
+
+impl Failure {
+    /// An error of `slot`'s backend, or any other error raised while it ran.
+    fn on(slot: &Arc<Slot>, generation: u64, error: GatewayError) -> Failure {
+        let served = matches!(error, GatewayError::Backend { .. }).then(|| Served {
+            slot: slot.clone(),
+            generation,
+        });
+        Failure { error, served }
+    }
+
+    fn backend(
+        model: &str,
+        slot: &Arc<Slot>,
+        generation: u64,
+        source: crate::backends::BackendError,
+    ) -> Failure {
+        let error = GatewayError::Backend {
+            model: model.to_string(),
+            version: slot.version.clone(),
+            source,
+        };
+        Failure::on(slot, generation, error)
+    }
+}
+
+/// Runs a V2 infer request (`/v2/models/{model}[/versions/{version}]/infer`).
+async fn run_infer(
+    gateway: &Gateway,
+    model: &str,
+    version: Option<&str>,
+    headers: &impl RequestHeaders,
+    body: Payload,
+) -> Result<Answer, Failure> {
+    let json_len = body_headers(headers, true)?;
+    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let routes = find_model(gateway, model)?;
+    let in_flight = pick(&routes, version, headers)?.enter();
+    let slot = in_flight.slot();
+    let generation = routes.table.generation;
+    let mirror = gateway.mirror_target(&routes, slot);
+    if slot.cache.is_none()
+        && mirror.is_none()
+        && let Some(upstream) = slot.backend.v2_upstream()
+    {
+        // Fast path: check the request when the server published its inputs, then pass the
+        // bytes through both ways.
+        if let Some(signature) = slot.backend.signature() {
+            InferRequest::decode(&body, json_len, Some(signature))?;
+        }
+        let answer = upstream
+            .forward(body.clone(), json_len)
+            .await
+            .map_err(|source| Failure::backend(model, slot, generation, source))?;
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let content_type = if answer.json_len.is_some() {
+            "application/octet-stream"
+        } else {
+            "application/json"
+        };
+        // Reading the answer costs a parse, so only models that name their prediction output
+        // (and so can take feedback) pay it.
+        let label = match routes.prediction_output.as_deref() {
+            Some(name) if gateway.request_log.is_some() && status.is_success() => {
+                protocol::decode_response(&answer.body, answer.json_len)
+                    .ok()
+                    .and_then(|outputs| predicted(&outputs, Some(name)))
+            }
+            _ => None,
+        };
+        let mut reply = Answer::new(status, content_type, answer.body).routed(slot, generation);
+        reply.json_len = answer.json_len;
+        if (200..300).contains(&answer.status) {
+            gateway.capture(&routes, &body, json_len);
+            reply.predicted = label;
+        }
+        return Ok(reply);
+    }
+    let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
+    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
+        .await
+        .map_err(|e| Failure::on(slot, generation, e))?;
+    gateway.capture(&routes, &body, json_len);
+    let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
+    let content_type = match encoded.json_len {
+        None => "application/json",
+        Some(_) => "application/octet-stream",
+    };
+    let mut reply =
+        Answer::new(StatusCode::OK, content_type, encoded.body).routed(slot, generation);
+    reply.json_len = encoded.json_len;
+    if gateway.request_log.is_some() {
+        reply.predicted = predicted(&outputs, routes.prediction_output.as_deref());
+    }
+    Ok(reply)
+}
+
+/// The form the simple endpoint assumes for a model server that publishes no metadata.
+fn assumed_signature() -> Signature {
+    Signature {
+        inputs: vec![TensorSpec {
+            name: "input".into(),
+            datatype: Datatype::Fp64,
+            shape: vec![-1, -1],
+        }],
+        outputs: Vec::new(),
+    }
+}
+
+/// Runs a simple predict request (`/v1/models/{model}/predict`): rows of features in, the
+/// predictions of one output back.
+async fn run_predict(
+    gateway: &Gateway,
+    model: &str,
+    headers: &impl RequestHeaders,
+    body: Payload,
+) -> Result<Answer, Failure> {
+    body_headers(headers, false)?;
+    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let routes = find_model(gateway, model)?;
+    let in_flight = pick(&routes, None, headers)?.enter();
+    let slot = in_flight.slot();
+    let assumed;
+    let signature = match slot.backend.signature() {
+        Some(signature) => signature,
+        None => {
+            assumed = assumed_signature();
+            &assumed
+        }
+    };
+    let mut request = InferRequest::from_features(&body, signature)?;
+    let wanted = routes
+        .prediction_output
+        .as_deref()
+        .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
+    let generation = routes.table.generation;
+    let mirror = gateway.mirror_target(&routes, slot);
+    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
+        .await
+        .map_err(|e| Failure::on(slot, generation, e))?;
+    let chosen = match wanted {
+        Some(name) => outputs.iter().find(|o| o.name == name),
+        None => outputs.first(),
+    };
+    let predictions = chosen.map(protocol::predictions).unwrap_or_default();
+    let mut answer = Answer::json(
+        StatusCode::OK,
+        &serde_json::json!({ "predictions": predictions, "model_version": slot.version, "slot": slot.color }),
+    )
+    .routed(slot, generation);
+    if gateway.request_log.is_some() {
+        answer.predicted = predicted(&outputs, wanted);
+    }
+    Ok(answer)
+}
+
+/// Runs a decoded request on a slot, through the slot's cache when it has one.
+pub(super) async fn run_on_slot(
+    slot: &Slot,
+    model: &str,
+    request: &mut InferRequest,
+) -> Result<Arc<Vec<Tensor>>, GatewayError> {
+    let key = slot.cache.as_ref().and_then(|cache| cache.key(request));
+    if let (Some(cache), Some(key)) = (&slot.cache, &key)
+        && let Some(outputs) = cache.get(key)
+    {
+        return Ok(outputs);
+    }
+    let outputs = slot
+        .backend
+        .infer(request)
+        .await
+        .map_err(|source| GatewayError::Backend {
+            model: model.to_string(),
+            version: slot.version.clone(),
+            source,
+        })?;
+    let outputs = Arc::new(outputs);
+    if let (Some(cache), Some(key)) = (&slot.cache, key) {
+        cache.put(key, outputs.clone());
+    }
+    Ok(outputs)
+}
+
+/// Makes request ids that are unique within and across runs without a syscall per request.
+pub(super) struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub(super) fn new() -> RequestIds {
+        RequestIds {
+            prefix: fastrand::u32(..),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// 20 hex digits: the prefix, then the counter. Written by hand: this runs on every
+    /// request, where the formatting machinery showed in profiles.
+    fn next(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = (u128::from(self.prefix) << 48) | u128::from(n & 0xffff_ffff_ffff);
+        let mut digits = [0u8; 20];
+        for (i, digit) in digits.iter_mut().rev().enumerate() {
+            *digit = HEX[(id >> (4 * i)) as usize & 0xf];
+        }
+        String::from_utf8_lossy(&digits).into_owned()
+    }
+}
+
+impl Gateway {
+    /// The caller's request id when it is a sane header value (visible ASCII, as `to_str`
+    /// requires), otherwise a new one.
+    fn request_id(&self, headers: &impl RequestHeaders) -> String {
+        headers
+            .get(&names::REQUEST_ID)
+            .and_then(header_text)
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| self.ids.next(), str::to_string)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_prefix_then_the_counter_in_hex() {
+        let ids = RequestIds {
+            prefix: 0x0a1b_2c3d,
+            counter: AtomicU64::new(0xfff),
+        };
+        assert_eq!(ids.next(), "0a1b2c3d000000000fff");
+        assert_eq!(ids.next(), "0a1b2c3d000000001000");
+    }
+}
