@@ -59,7 +59,7 @@ async fn crash_in(case: Case) {
     let dir = temp_dir(&format!("crash-{}", case.phase));
     let root = repo_root();
     let text = format!(
-        "[server]\nstate_dir = \"{}\"\n\n[[model]]\nname = \"digits\"\n[model.gates]\nmin_latency_delta_ms = 20.0\n[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"{}\"\n",
+        "[server]\nstate_dir = \"{}\"\n\n[[model]]\nname = \"digits\"\n[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"{}\"\n",
         dir.join("state").display(),
         root.join("models/digits/v1/model.onnx").display(),
     );

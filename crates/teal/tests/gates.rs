@@ -146,12 +146,10 @@ async fn a_shadow_window_without_traffic_is_inconclusive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrored_live_traffic_validates_the_candidate_and_live_answers_are_unchanged() {
-    // A mirrored copy runs after the live answer; with the whole suite on two cores it queues
-    // behind live work and trails by milliseconds, which the latency gate flags (p95 7.2 ms
-    // against 4.3 ms in one CI run). This test is about mirroring; the latency gate has its
-    // own tests above, so it gets room here.
+    // The gates' own thresholds: a mirrored copy goes to both slots as a pair, so a busy
+    // machine slows both sides alike.
     let running = start(&config_with_model_settings(
-        "[model.gates]\nmin_latency_delta_ms = 20.0\n",
+        "",
         &onnx("v2"),
         Some(&onnx("v2-reseed")),
     ))

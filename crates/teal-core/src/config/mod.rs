@@ -213,25 +213,10 @@ impl Config {
                     "must be between 0.0 and 1.0",
                 ));
             }
-            let gates = &model.gates;
-            for (field, value) in [
-                ("agreement", gates.agreement),
-                ("max_error_rate", gates.max_error_rate),
-                ("latency_alpha", gates.latency_alpha),
-            ] {
-                if !(0.0..=1.0).contains(&value) {
-                    return Err(ConfigError::new(
-                        format!("{at}.gates.{field}"),
-                        "must be between 0.0 and 1.0",
-                    ));
-                }
-            }
-            if gates.max_latency_ratio < 1.0 {
-                return Err(ConfigError::new(
-                    format!("{at}.gates.max_latency_ratio"),
-                    "must be at least 1.0",
-                ));
-            }
+            model
+                .gates
+                .validate()
+                .map_err(|(f, reason)| ConfigError::new(format!("{at}.gates.{f}"), reason))?;
             model
                 .rollout
                 .validate()

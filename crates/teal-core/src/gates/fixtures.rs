@@ -19,6 +19,7 @@ pub(super) fn observations(n: usize, candidate: impl Fn(usize) -> Answer) -> Vec
             live: answer((i % 3) as i64, 1.0 + (i % 7) as f64 * 0.1),
             candidate: candidate(i),
             truth: Some((i % 3) as i64),
+            input: Some(format!("[{i}]").into()),
         })
         .collect()
 }

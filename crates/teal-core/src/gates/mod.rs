@@ -32,7 +32,7 @@ pub use drift::drift;
 pub use errors::errors;
 pub use gate::Gate;
 pub use health::health;
-pub use latency::latency;
+pub use latency::{latency, latency_undecided};
 pub use names::UnknownName;
 pub(crate) use names::wire_names;
 pub use observation::{Answer, Observation};
@@ -44,13 +44,25 @@ pub use verdict::Verdict;
 
 /// The gates that judge observations, in report order.
 pub fn judge(observations: &[Observation], config: &GateConfig) -> Vec<GateResult> {
+    judge_rounds(observations, observations.len(), config)
+}
+
+/// The gates over evidence whose rows were sent again after the first `first_round` to
+/// decide latency: latency reads every pair, the other gates only the first round, so a
+/// repeated row is not counted twice as evidence of who is right, of drift or of errors.
+pub fn judge_rounds(
+    observations: &[Observation],
+    first_round: usize,
+    config: &GateConfig,
+) -> Vec<GateResult> {
+    let first = &observations[..first_round.min(observations.len())];
     let mut gates = vec![
-        agreement(observations, config),
-        drift(observations, config),
+        agreement(first, config),
+        drift(first, config),
         latency(observations, config),
-        errors(observations, config),
+        errors(first, config),
     ];
-    gates.extend(accuracy(observations, config));
+    gates.extend(accuracy(first, config));
     gates
 }
 

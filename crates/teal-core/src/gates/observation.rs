@@ -22,6 +22,20 @@ pub struct Observation {
     pub candidate: Answer,
     /// The true label (holdout rows, feedback), for the accuracy gate.
     pub truth: Option<i64>,
+    /// The input as text, when the runner kept it: repeated identical inputs are one piece of
+    /// evidence to the paired tests, and a report shows a few inputs the versions disagreed on.
+    pub input: Option<std::sync::Arc<str>>,
+}
+
+impl Observation {
+    /// A short form of the input for a report: at most 200 characters.
+    pub(super) fn input_preview(&self) -> Option<String> {
+        let input = self.input.as_deref()?;
+        Some(match input.char_indices().nth(200) {
+            Some((end, _)) => format!("{}...", &input[..end]),
+            None => input.to_string(),
+        })
+    }
 }
 
 /// The observations both slots answered, the only ones that can be compared.

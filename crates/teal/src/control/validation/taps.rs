@@ -111,6 +111,10 @@ impl MirrorPair {
         request: InferRequest,
         prediction_output: Option<&str>,
     ) -> Observation {
+        let input = request
+            .encode_json()
+            .ok()
+            .map(|body| input_text(&String::from_utf8_lossy(&body)));
         let (live, candidate) = tokio::join!(
             timed_answer(&self.live, request.clone(), prediction_output),
             timed_answer(&self.candidate, request, prediction_output),
@@ -119,8 +123,29 @@ impl MirrorPair {
             live,
             candidate,
             truth: None,
+            input,
         }
     }
+}
+
+/// Inputs up to this many bytes are kept whole as their own key; longer ones by a hash and
+/// their start, so a validation of large requests holds little memory.
+const INPUT_KEPT_WHOLE: usize = 2_048;
+
+/// An input as the gates see it: its text, which identifies it (repeated identical inputs
+/// are one piece of evidence) and shows it in a report.
+pub fn input_text(text: &str) -> Arc<str> {
+    if text.len() <= INPUT_KEPT_WHOLE {
+        return text.into();
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    let mut end = 200;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("#{:016x} {}...", hasher.finish(), &text[..end]).into()
 }
 
 /// One slot's answer to `request`, timed by its service time; a backend that does not say
