@@ -76,6 +76,10 @@ pub struct Rollout {
     pub last_check: Vec<RuleOutcome>,
     /// Why the rollout ended, when it has.
     pub outcome: Option<EndReason>,
+    /// While it waits for an operator (approval, or a held canary step): why, and what to
+    /// do, so every place that shows the rollout can say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl Rollout {
@@ -111,6 +115,7 @@ impl Rollout {
             baseline_requests: 0,
             last_check: Vec::new(),
             outcome: None,
+            waiting: None,
         };
         let record = Effect::Record(Transition {
             from: "none".into(),

@@ -42,9 +42,9 @@ impl Rollout {
                     self.route.shadow = 0;
                     fx.push(Effect::Route(self.route));
                     let cause = format!(
-                        "gates inconclusive ({summary}): approve with teal promote or abort"
+                        "gates inconclusive ({summary}): give the gates evidence (a holdout file, or capture_rate for replay) and deploy again, approve with teal promote, or teal abort"
                     );
-                    self.go(Phase::AwaitingApproval, &cause, "teal", now_ms, &mut fx);
+                    self.wait_for_operator(Phase::AwaitingApproval, &cause, now_ms, &mut fx);
                 }
             },
             (Phase::CanaryGates { step }, Event::Gates { verdict, summary }) => {
@@ -59,10 +59,10 @@ impl Rollout {
                     Verdict::Inconclusive => {
                         // Hold the step and wait for an operator.
                         let cause = format!(
-                            "gates inconclusive at canary step {} ({summary}): promote to go on",
+                            "gates inconclusive at canary step {} ({summary}): teal promote to go on, or teal abort",
                             step + 1
                         );
-                        self.go(Phase::Canary { step }, &cause, "teal", now_ms, &mut fx);
+                        self.wait_for_operator(Phase::Canary { step }, &cause, now_ms, &mut fx);
                         self.settings_pause_manual(step);
                     }
                 }
@@ -186,6 +186,13 @@ impl Rollout {
         }));
         self.phase = to;
         self.since_ms = now_ms;
+        self.waiting = None;
+    }
+
+    /// Moves to `to`, where the rollout waits for an operator, keeping why and what to do.
+    fn wait_for_operator(&mut self, to: Phase, cause: &str, now_ms: i64, fx: &mut Vec<Effect>) {
+        self.go(to, cause, "teal", now_ms, fx);
+        self.waiting = Some(cause.to_string());
     }
 
     /// Ends in `to` for `reason`, which becomes the outcome and the transition's cause,
@@ -240,8 +247,8 @@ impl Rollout {
         }
         let cause = format!("gates passed: {summary}");
         if !self.settings.auto_switch {
-            let cause = format!("{cause}; waiting for teal promote");
-            self.go(Phase::AwaitingApproval, &cause, "teal", now_ms, fx);
+            let cause = format!("{cause}; waiting for teal promote (auto_switch is off)");
+            self.wait_for_operator(Phase::AwaitingApproval, &cause, now_ms, fx);
         } else if self.settings.switch_delay_ms > 0 {
             let at_ms = now_ms + self.settings.switch_delay_ms as i64;
             self.go(Phase::SwitchDelay { at_ms }, &cause, "teal", now_ms, fx);

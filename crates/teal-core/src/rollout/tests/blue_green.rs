@@ -107,6 +107,11 @@ fn inconclusive_gates_wait_for_approval() {
     let r = to_validating(start(settings(Strategy::BlueGreen)));
     let (r, _) = step(r, gates(Verdict::Inconclusive), T0 + 30);
     assert_eq!(r.phase, Phase::AwaitingApproval);
+    let waiting = r.waiting.clone().expect("a wait says why");
+    assert!(
+        waiting.contains("inconclusive") && waiting.contains("teal promote"),
+        "{waiting}"
+    );
     // Time alone does not switch.
     let (r, fx) = step(r, tick(Some(healthy(100))), T0 + 10_000_000);
     assert_eq!(r.phase, Phase::AwaitingApproval);
@@ -119,6 +124,7 @@ fn inconclusive_gates_wait_for_approval() {
         T0 + 10_000_001,
     );
     assert_eq!(r.phase, Phase::Switching);
+    assert_eq!(r.waiting, None, "the wait is over");
     assert_eq!(fx, vec![route(Color::Green, 0, 0)]);
 }
 

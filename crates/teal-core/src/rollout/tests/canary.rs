@@ -45,6 +45,12 @@ fn canary_gates_failing_roll_back_and_inconclusive_hold() {
     assert_eq!(fx, vec![route(Color::Blue, 0, 0)]);
     let (held, _) = step(r, gates(Verdict::Inconclusive), T0 + 2_002);
     assert_eq!(held.phase, Phase::Canary { step: 2 });
+    assert!(
+        held.waiting
+            .as_deref()
+            .unwrap_or("")
+            .contains("teal promote")
+    );
     assert_eq!(
         held.deadline_ms(),
         None,
