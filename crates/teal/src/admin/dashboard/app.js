@@ -236,6 +236,7 @@ async function render(model, history, report) {
   const rolloutPane = el("div", {}, el("h3", { text: "Rollout" }));
   if (rollout) {
     rolloutPane.append(el("div", { text: `#${rollout.id} ${rollout.version}, ${rollout.strategy}, ${rollout.phase_name.replaceAll("_", " ")}` }));
+    if (rollout.waiting) rolloutPane.append(el("div", { class: "waiting", "data-waiting": "", text: `waiting: ${rollout.waiting}` }));
     if (rollout.next_at_ms) rolloutPane.append(el("div", { class: "muted", text: `next step in ${Math.max(0, Math.round((rollout.next_at_ms - Date.now()) / 1000))} s` }));
     for (const c of rollout.last_check || []) {
       rolloutPane.append(el("div", {}, el("span", { class: "pill " + (c.verdict === "pass" ? "ok" : c.verdict === "fail" ? "bad" : "muted"), text: c.rule }), " ", el("span", { class: "muted", text: c.detail })));
@@ -250,10 +251,11 @@ async function render(model, history, report) {
   const gates = el("div", {}, el("h3", { text: "Last gate report" }));
   if (report && report.gates) {
     gates.append(el("div", { class: "muted", text: `${report.candidate.version} against ${report.live.version}, ${report.samples} samples, verdict ${report.verdict}` }));
-    const table = el("table", {}, el("tr", {}, ...["Gate", "Value", "Threshold", "Verdict"].map(h => el("th", { text: h }))));
+    const table = el("table", {}, el("tr", {}, ...["Gate", "Value", "Threshold", "Verdict", "Why"].map(h => el("th", { text: h }))));
     for (const g of report.gates) {
       table.append(el("tr", {}, el("td", { text: g.gate }), el("td", { text: g.value === null || g.value === undefined ? "-" : Number(g.value).toPrecision(4) }),
-        el("td", { text: g.threshold }), el("td", {}, el("span", { class: "pill " + (g.verdict === "pass" ? "ok" : g.verdict === "fail" ? "bad" : "muted"), text: g.verdict }))));
+        el("td", { text: g.threshold }), el("td", {}, el("span", { class: "pill " + (g.verdict === "pass" ? "ok" : g.verdict === "fail" ? "bad" : "muted"), text: g.verdict })),
+        el("td", { class: "muted", text: g.verdict === "pass" ? "" : g.reason })));
     }
     gates.append(table);
   } else {
