@@ -225,21 +225,11 @@ async fn follow(
             return Ok(state);
         }
         if phase == "awaiting_approval" {
-            // The gates could not decide (on a busy machine the latency samples can be too
-            // noisy to judge); an operator would look at the report and approve.
-            progress(
-                json,
-                &format!(
-                    "  rollout #{id} {version}: the gates were inconclusive; approving it, as `teal promote digits` would"
-                ),
-            );
-            let promoted = admin
-                .post_json("/api/v1/models/digits/promote", &serde_json::json!({}))
-                .await?;
-            anyhow::ensure!(
-                promoted.status == 200,
-                "promote failed: {}",
-                promoted.error_message()
+            // Nothing here approves by hand: a rollout that waits for an operator is an
+            // outcome the demo reports, with the reason the rollout gives.
+            anyhow::bail!(
+                "rollout #{id} {version} waits for an operator: {}",
+                state["waiting"].as_str().unwrap_or("no reason given")
             );
         }
         anyhow::ensure!(

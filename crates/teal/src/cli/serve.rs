@@ -1,0 +1,185 @@
+//! `teal serve` and `teal operator`: the long-running verbs, the runtime's thread count,
+//! and waiting for the signal that stops them.
+
+use super::*;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The configuration file (TOML); see examples/teal.toml.
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        required_unless_present = "kubernetes"
+    )]
+    pub config: Option<PathBuf>,
+    /// Also serve the ModelDeployment resources in `gateway` switch mode: follow their
+    /// status and their colours' endpoints, and route per request (in a cluster).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// With --kubernetes: only this namespace's resources (default: all the gateway may read).
+    #[arg(long, value_name = "NAMESPACE", requires = "kubernetes")]
+    pub namespace: Option<String>,
+    /// Data-plane address, overriding server.listen (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Admin address, overriding server.admin.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Threads serving requests (default: one per core). 1 runs one event loop on one thread,
+    /// as one nginx worker does: the shortest tail when teal shares a small machine with its
+    /// model servers.
+    #[arg(long, value_name = "N", env = "TEAL_THREADS", value_parser = thread_count)]
+    pub threads: Option<usize>,
+}
+
+pub(crate) fn thread_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("give the number of threads, 1 or more".to_string()),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// Print the CustomResourceDefinition (YAML) and exit, as deploy/kubernetes/crd.yaml holds it.
+    #[arg(long)]
+    pub print_crd: bool,
+    /// Only this namespace's resources (default: every namespace).
+    #[arg(long, value_name = "NAMESPACE", env = "TEAL_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Where the leader Lease lives (the operator's own namespace).
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "TEAL_NAMESPACE",
+        default_value = "teal-system"
+    )]
+    pub lease_namespace: String,
+    /// The leader Lease's name.
+    #[arg(long, default_value = "teal-operator")]
+    pub lease_name: String,
+    /// This replica's name in the Lease and in Events (the pod's name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a lease lasts without renewal before another replica may take it.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub lease_seconds: u64,
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (mut config, source) = match &args.config {
+        Some(path) => (server::load_config(path)?, path.display().to_string()),
+        None => (
+            teal_core::config::Config::parse(
+                "[server]\nlisten = \"0.0.0.0:8080\"\nadmin = \"0.0.0.0:9090\"\n",
+            )?,
+            "the built-in gateway settings".to_string(),
+        ),
+    };
+    config.apply_environment(&ProcessEnvironment);
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(admin) = args.admin {
+        config.server.admin = admin;
+    }
+    let checked = match args.kubernetes {
+        true => config.validate_allowing_no_models(),
+        false => config.validate(),
+    };
+    checked.map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    let token = std::env::var("TEAL_ADMIN_TOKEN").ok();
+    // The cluster first: a gateway that cannot reach it should not start serving nothing.
+    let cluster = match args.kubernetes {
+        true => Some(kube::Client::try_default().await.context(
+            "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
+        )?),
+        false => None,
+    };
+    let running = server::start(&config, token).await?;
+    let follower = cluster.map(|client| {
+        tokio::spawn(crate::kubernetes::gateway::follow(
+            client,
+            args.namespace.clone(),
+            running.routes.clone(),
+        ))
+    });
+    // One plain line on stdout for people and scripts; logs go to stderr.
+    println!(
+        "teal ready: data plane {} admin {} (token in {})",
+        running.data_url(),
+        running.admin_url(),
+        token::token_path(&running.state_dir).display()
+    );
+    wait_for_signal().await;
+    tracing::info!("stopping: finishing requests in flight");
+    if let Some(follower) = follower {
+        follower.abort();
+    }
+    running.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+pub(crate) async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
+    use crate::kubernetes::{leader, operator};
+    if args.print_crd {
+        print!("{}", crate::kubernetes::crd_yaml());
+        return Ok(());
+    }
+    let client = kube::Client::try_default().await.context(
+        "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
+    )?;
+    let identity = args
+        .identity
+        .unwrap_or_else(|| format!("teal-operator-{}", std::process::id()));
+    let candidate = leader::Candidate {
+        identity: identity.clone(),
+        lease_name: args.lease_name,
+        namespace: args.lease_namespace,
+        duration: Duration::from_secs(args.lease_seconds.max(3)),
+    };
+    tracing::info!(identity = %identity, lease = %candidate.lease_name, "waiting to lead");
+    tokio::select! {
+        _ = candidate.acquire(&client) => {}
+        _ = wait_for_signal() => return Ok(()),
+    }
+    let ctx = std::sync::Arc::new(operator::Context::new(client.clone(), Some(identity)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(operator::run(ctx, args.namespace, async move {
+        let _ = stopped.await;
+    }));
+    let outcome = tokio::select! {
+        lost = candidate.keep(&client) => Err(anyhow::anyhow!("stopped leading: {lost}")),
+        _ = wait_for_signal() => Ok(()),
+    };
+    let _ = stop.send(());
+    let _ = controller.await;
+    outcome
+}
+
+pub(crate) async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match terminate.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// The process environment, for config overrides.
+pub struct ProcessEnvironment;
+
+impl teal_core::config::Environment for ProcessEnvironment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
