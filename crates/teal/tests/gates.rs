@@ -372,3 +372,78 @@ async fn a_process_candidate_over_its_memory_limit_fails_resources() {
         "teal cannot see an in-process slot's own use"
     );
 }
+
+/// The first `n` rows of the digits holdout, as a file of their own.
+fn holdout_head(n: usize) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("models/digits/holdout.jsonl")).unwrap();
+    let head: Vec<&str> = text.lines().take(n).collect();
+    let path = temp_dir("holdout-head").join("holdout.jsonl");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, head.join("\n") + "\n").unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreement_is_judged_by_who_is_right_where_the_versions_disagree() {
+    // On the first 64 holdout rows v1 and v2 disagree on 5, and v2 is right on 4 of them:
+    // agreement is under 0.95 there, but v2 is the better model, so it passes.
+    let body = serde_json::json!({ "holdout": holdout_head(64) });
+    let running = start(&config_with(&onnx("v1"), Some(&onnx("v2")))).await;
+    let report = validate(&admin(&running), body.clone()).await;
+    stop(running).await;
+    let agreement = report["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "agreement")
+        .unwrap()
+        .clone();
+    assert_eq!(agreement["verdict"], "pass", "{agreement:#}");
+    assert!(agreement["value"].as_f64().unwrap() < 0.95, "{agreement:#}");
+    let right = &agreement["evidence"]["who_is_right"];
+    assert!(
+        right["only_candidate_right"].as_u64().unwrap()
+            >= right["only_live_right"].as_u64().unwrap(),
+        "{agreement:#}"
+    );
+    assert!(
+        !agreement["evidence"]["disagreements"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // The label-shifted variant is wrong where they disagree: it still fails on the same rows.
+    let running = start(&config_with(&onnx("v1"), Some(&onnx("v2-permuted")))).await;
+    let report = validate(&admin(&running), body).await;
+    stop(running).await;
+    assert_eq!(verdict_of(&report, "agreement"), "fail", "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_runs_on_paired_service_times_with_the_test_in_the_report() {
+    let running = start(&config_with(&onnx("v1"), Some(&onnx("v2")))).await;
+    let report = validate(&admin(&running), holdout_body()).await;
+    stop(running).await;
+    let latency = report["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "latency")
+        .unwrap()
+        .clone();
+    assert_eq!(latency["verdict"], "pass", "{latency:#}");
+    let evidence = &latency["evidence"];
+    assert_eq!(evidence["pairs"], 450, "{evidence:#}");
+    for field in [
+        "ratio_p_slower",
+        "delta_p_within",
+        "p95_ratio_low",
+        "median_ratio",
+    ] {
+        assert!(evidence[field].is_number(), "{field} in {evidence:#}");
+    }
+    assert!(
+        evidence["test"].as_str().unwrap().contains("Wilcoxon"),
+        "{evidence:#}"
+    );
+}

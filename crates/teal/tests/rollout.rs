@@ -598,3 +598,58 @@ async fn sigkill_in_each_phase_resumes_the_same_phase_and_live_slot_without_lost
     assert!(counted.load(Ordering::Relaxed) >= 6);
     kill9(teal);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_with_capture_off_validates_on_mirrored_traffic_instead_of_stopping() {
+    // No holdout and nothing captured: the rollout mirrors live traffic for its evidence
+    // rather than waiting, inconclusive, for an operator.
+    let config = config_with(&onnx("v1"), None);
+    let running = start(&config).await;
+    let (client, admin) = (data(&running), admin(&running));
+    let load = Load::start(&client, 2);
+    let mut settings = quick(serde_json::json!({ "kind": "blue_green" }));
+    settings["evidence"] = serde_json::json!({ "replay": 100 });
+    let id = start_rollout(&admin, onnx_candidate("v2"), settings).await;
+    wait_phase(&admin, "torn_down", Duration::from_secs(120)).await;
+    let (_, failed, why) = load.finish().await;
+    let history = admin
+        .get("/api/v1/models/digits/history?limit=1000")
+        .await
+        .unwrap()
+        .json();
+    stop(running).await;
+    assert_eq!(failed, 0, "{why:?}");
+    let passed = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["detail"]["rollout"] == id && e["detail"]["from"] == "validating")
+        .unwrap_or_else(|| panic!("no end of validation in {history:#}"))
+        .clone();
+    assert_eq!(passed["detail"]["to"], "switching", "{passed:#}");
+    let cause = passed["detail"]["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("capture is off") && cause.contains("shadow"),
+        "{cause}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_waiting_for_approval_says_why_in_its_status() {
+    let config = config_with(&onnx("v1"), None);
+    let running = start(&config).await;
+    let admin = admin(&running);
+    let mut settings = quick(serde_json::json!({ "kind": "blue_green" }));
+    settings["auto_switch"] = false.into();
+    start_rollout(&admin, onnx_candidate("v2"), settings).await;
+    let state = wait_phase(&admin, "awaiting_approval", Duration::from_secs(60)).await;
+    let waiting = state["waiting"].as_str().unwrap_or_default().to_string();
+    assert!(waiting.contains("teal promote"), "{state:#}");
+    // The same words in what `teal status` and `teal deploy --watch` print.
+    let view: teal::routing::RolloutView = serde_json::from_value(state.clone()).unwrap();
+    let shown = teal::cli::render_rollout(&view);
+    assert!(shown.contains(&format!("waiting: {waiting}")), "{shown}");
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    assert_eq!(status["rollout"]["waiting"], waiting.as_str(), "{status:#}");
+    stop(running).await;
+}
