@@ -9,6 +9,7 @@
 //! - [`gates`] and [`stats`]: the checks a candidate must pass, and the statistics they use.
 //! - [`rollout`]: the rollout state machine, a pure `step(state, event) -> (state, effects)`.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod config;
 pub mod envelope;

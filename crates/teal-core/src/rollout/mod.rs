@@ -12,7 +12,6 @@
 //! The rollout itself is here; [`step`](Rollout::step)'s transitions are in `step.rs`, the
 //! phases in `phase.rs`, the strategies in `strategy.rs`, the rollback rules in `rules.rs`,
 //! operators' commands in `command.rs` and what a restart re-issues in `resume.rs`.
-#![warn(missing_docs)]
 
 mod command;
 mod duration;

@@ -119,7 +119,9 @@ pub fn psi(reference: &[f64], current: &[f64], bins: usize) -> f64 {
 /// A two-sample Kolmogorov-Smirnov result.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KolmogorovSmirnov {
+    /// The largest distance between the two empirical distribution functions.
     pub statistic: f64,
+    /// The asymptotic p-value of the statistic.
     pub p_value: f64,
 }
 
@@ -204,13 +206,16 @@ pub fn jensen_shannon(a: &[f64], b: &[f64], bins: usize) -> f64 {
 /// A Mann-Whitney U result: U of the first sample and the p-value.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MannWhitney {
+    /// The U statistic of the first sample.
     pub u: f64,
+    /// The p-value for the alternative asked for.
     pub p_value: f64,
 }
 
 /// Which way a test looks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alternative {
+    /// The samples differ either way.
     TwoSided,
     /// The first sample tends to be larger than the second.
     Greater,

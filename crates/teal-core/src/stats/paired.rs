@@ -27,7 +27,9 @@ use super::{Alternative, normal_sf};
 /// lengths, and so a pairing lost on the way, impossible to express.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Paired<T> {
+    /// The candidate's value for the row.
     pub candidate: T,
+    /// The live version's value for the row.
     pub live: T,
 }
 
@@ -323,11 +325,13 @@ fn deviance_term(x: f64, m: f64) -> f64 {
 /// The four cells of a paired correctness table, over distinct inputs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CorrectnessTally {
+    /// Distinct inputs both versions got right.
     pub both_right: u64,
     /// b in McNemar's notation.
     pub candidate_only: u64,
     /// c in McNemar's notation.
     pub live_only: u64,
+    /// Distinct inputs both versions got wrong.
     pub both_wrong: u64,
     /// Rows whose input had been seen before, and were therefore not counted.
     pub repeated_rows: u64,
@@ -407,8 +411,10 @@ impl Default for BootstrapOptions {
 #[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
 pub enum BootstrapError {
     #[error("bootstrap resamples is 0; use at least 1000")]
+    /// Zero resamples were asked for: there is no interval to draw.
     NoResamples,
     #[error("bootstrap confidence {0} is not strictly between 0 and 1; use e.g. 0.95")]
+    /// The confidence is not strictly between 0 and 1.
     ConfidenceOutOfRange(f64),
 }
 
@@ -417,7 +423,9 @@ pub enum BootstrapError {
 pub struct RatioInterval {
     /// The ratio on all pairs.
     pub estimate: f64,
+    /// The lower end of the interval.
     pub low: f64,
+    /// The upper end of the interval.
     pub high: f64,
     /// The pairs resampled.
     pub pairs: usize,
@@ -546,7 +554,13 @@ pub enum ScoreError {
         "true class {class} is outside the {classes} class probabilities of the answer; \
          check that the label and the model use the same class order"
     )]
-    ClassOutOfRange { class: usize, classes: usize },
+    /// The true class is not one of the probability vector's classes.
+    ClassOutOfRange {
+        /// The true class's index.
+        class: usize,
+        /// How many class probabilities the answer has.
+        classes: usize,
+    },
 }
 
 fn check_class(probabilities: &[f64], true_class: usize) -> Result<(), ScoreError> {
@@ -597,7 +611,9 @@ pub fn log_loss(probabilities: &[f64], true_class: usize) -> Result<f64, ScoreEr
 /// A proper scoring rule, lower is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ScoringRule {
+    /// The Brier score: the squared distance to the true class's indicator, summed over classes.
     Brier,
+    /// The log loss: minus the log of the probability given to the true class.
     LogLoss,
 }
 
@@ -614,8 +630,11 @@ impl ScoringRule {
 /// The paired comparison of the two versions' per-row scores.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoreComparison {
+    /// Rows compared.
     pub rows: usize,
+    /// The candidate's mean score.
     pub mean_candidate: f64,
+    /// The live version's mean score.
     pub mean_live: f64,
     /// Mean of `candidate - live`; positive means the candidate scores worse.
     pub mean_difference: f64,
