@@ -32,6 +32,7 @@ async fn every_bad_request_gets_a_clear_4xx() {
         "{{\"inputs\": [{{\"name\": \"input\", \"data\": [{}]}}]}}",
         vec!["1.0"; LIMIT / 2].join(",")
     );
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, &str, Vec<(&str, &str)>, String, u16, &str)> = vec![
         (
             "POST",

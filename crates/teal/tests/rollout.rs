@@ -349,7 +349,7 @@ async fn feedback_gives_live_accuracy_per_version() {
     let rows = holdout("digits");
     for (i, (features, label)) in rows.iter().take(30).enumerate() {
         let id = format!("fb-{i}");
-        let body = Bytes::from(infer_body(&[features.clone()]).to_string());
+        let body = Bytes::from(infer_body(std::slice::from_ref(features)).to_string());
         let a = client
             .send(
                 "POST",

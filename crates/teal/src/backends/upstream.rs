@@ -516,11 +516,7 @@ fn features_body(request: &InferRequest) -> Result<Vec<u8>, BackendError> {
         });
     };
     let rows = input.shape.first().copied().unwrap_or(0);
-    let width = if rows == 0 {
-        0
-    } else {
-        input.data.len() / rows
-    };
+    let width = input.data.len().checked_div(rows).unwrap_or(0);
     let features: Vec<Vec<serde_json::Value>> = (0..rows)
         .map(|r| {
             (0..width)

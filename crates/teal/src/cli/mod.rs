@@ -64,6 +64,8 @@ pub enum LogFormat {
     Json,
 }
 
+// The command line is parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the configured models: the data plane on --listen, the admin API on --admin.

@@ -24,7 +24,7 @@ impl Load {
         let bodies: Arc<Vec<Bytes>> = Arc::new(
             holdout("digits")
                 .iter()
-                .map(|(x, _)| Bytes::from(infer_body(&[x.clone()]).to_string()))
+                .map(|(x, _)| Bytes::from(infer_body(std::slice::from_ref(x)).to_string()))
                 .collect(),
         );
         let tasks = (0..clients)

@@ -5,6 +5,10 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, now_ms};
 
+/// A captured request as stored: its body, and the length of its JSON part when the body
+/// uses the binary tensor extension.
+pub type CapturedBody = (Vec<u8>, Option<usize>);
+
 impl Store {
     /// Keeps captured requests.
     pub fn keep_captures(
@@ -39,12 +43,8 @@ impl Store {
         })
     }
 
-    /// The newest `n` captured requests of `model`, oldest first: (body, JSON length).
-    pub fn newest_captures(
-        &self,
-        model: &str,
-        n: usize,
-    ) -> Result<Vec<(Vec<u8>, Option<usize>)>, StoreError> {
+    /// The newest `n` captured requests of `model`, oldest first.
+    pub fn newest_captures(&self, model: &str, n: usize) -> Result<Vec<CapturedBody>, StoreError> {
         self.read(|conn| {
             let mut statement = conn.prepare(
                 "SELECT body, json_len FROM captures WHERE model = ?1 ORDER BY id DESC LIMIT ?2",
