@@ -7,8 +7,24 @@ teal checks every version against its reference before the version may take traf
 and the tests check teal's answers against the same file.
 
 Run from anywhere: python3 models/make_models.py
-Needs: scikit-learn, skl2onnx, onnxruntime, numpy (see requirements.txt).
+Needs: scikit-learn, skl2onnx, onnxruntime, numpy (see requirements.txt and
+requirements-dev.txt), best in a virtual environment of its own, e.g.
+  python3 -m venv .deps/models
+  .deps/models/bin/pip install scikit-learn==1.9.1 skl2onnx==1.20.0 onnx==1.23.2 \
+      onnxruntime==1.31.1 numpy==2.4.6 scipy==1.17.1
+  .deps/models/bin/python models/make_models.py
 """
+import os
+import platform
+
+# The fits go through OpenBLAS, whose kernels (picked per CPU) and single-threaded path
+# each round differently: the digits models come out other bytes, and digits v1 other
+# labels, unless the kernel and the thread count are the ones the bundled files were
+# made with. Set before numpy loads OpenBLAS.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+os.environ["OPENBLAS_NUM_THREADS"] = "2"
+
 import json
 import pathlib
 
@@ -16,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -73,6 +89,7 @@ def build(name, x, y, versions, test_size, variants=None):
     root = HERE / name
     root.mkdir(exist_ok=True)
     write_holdout(root / "holdout.jsonl", x_hold, y_hold)
+    fitted = {}
     for version, model in versions.items():
         model.fit(x_train, y_train)
         directory = root / version
@@ -80,6 +97,7 @@ def build(name, x, y, versions, test_size, variants=None):
         write_reference(path, x_hold, directory)
         accuracy = float((model.predict(x_hold) == y_hold).mean())
         print(f"{name} {version}: {type(model).__name__} holdout accuracy {accuracy:.4f}")
+        fitted[version] = model
     # Variants for the gate tests: versions a deployment gate must pass or stop.
     for version, (model, target, input_name) in (variants or {}).items():
         model.fit(x_train, target(y_train))
@@ -88,6 +106,20 @@ def build(name, x, y, versions, test_size, variants=None):
         write_reference(path, x_hold, directory)
         accuracy = float((model.predict(x_hold) == y_hold).mean())
         print(f"{name} variant {version}: holdout accuracy {accuracy:.4f}")
+        fitted[version] = model
+    return fitted, x_hold, y_hold
+
+
+def compare(name, live, candidate, x_hold, y_hold):
+    """Prints how two versions' labels agree on the holdout, and who is right where not."""
+    a, b = live[1].predict(x_hold), candidate[1].predict(x_hold)
+    differ = a != b
+    print(
+        f"{name} {live[0]} vs {candidate[0]}: labels agree on {int((~differ).sum())}/{len(y_hold)};"
+        f" of the {int(differ.sum())} where they differ, {live[0]} is right on"
+        f" {int((a[differ] == y_hold[differ]).sum())}, {candidate[0]} on"
+        f" {int((b[differ] == y_hold[differ]).sum())}"
+    )
 
 
 def mlp(seed):
@@ -125,6 +157,27 @@ def main():
         {"v1": RandomForestClassifier(n_estimators=40, max_depth=6, random_state=SEED)},
         test_size=0.3,
     )
+    # A change of model family: the forest answers the holdout as well as v1 does (its
+    # seed is picked so), with step-shaped probabilities where v1's are smooth.
+    iris = load_iris()
+    shuffle = np.random.RandomState(SEED).permutation
+    fitted, x_hold, y_hold = build(
+        "iris",
+        iris.data,
+        iris.target,
+        {"v1": LogisticRegression(max_iter=1000, random_state=SEED)},
+        test_size=0.25,
+        variants={
+            "forest": (
+                RandomForestClassifier(n_estimators=30, max_depth=3, random_state=8),
+                lambda y: y,
+                "input",
+            ),
+            # v1's recipe on shuffled labels: it loads and runs, and is wrong.
+            "shuffled": (LogisticRegression(max_iter=1000, random_state=SEED), shuffle, "input"),
+        },
+    )
+    compare("iris", ("v1", fitted["v1"]), ("forest", fitted["forest"]), x_hold, y_hold)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,19 @@ async fn check_version(
     version: &str,
     path: &str,
 ) {
+    check_version_in(client, model, version, version, path).await;
+}
+
+/// As `check_version`, for a version whose files are in `models/{model}/{dir}`.
+async fn check_version_in(
+    client: &teal::cli::client::HttpClient,
+    model: &str,
+    version: &str,
+    dir: &str,
+    path: &str,
+) {
     let rows: Vec<Vec<f64>> = holdout(model).into_iter().map(|(f, _)| f).collect();
-    let reference = reference(model, version);
+    let reference = reference(model, dir);
     let answer = client
         .post_json(path, &infer_body(&rows))
         .await
@@ -73,6 +84,44 @@ async fn every_version_reproduces_onnxruntime_python_on_its_holdout() {
     .await;
     check_version(&client, "cancer", "v1", "/v2/models/cancer/infer").await;
     stop(running).await;
+}
+
+/// A config serving iris v1 on blue and one of its variants on green, each checked against
+/// its reference at start.
+fn iris_config(variant: &str) -> teal::core::config::Config {
+    let slot = |version: &str, dir: &str| {
+        format!(
+            "version = \"{version}\"\nkind = \"onnx\"\npath = \"models/iris/{dir}/model.onnx\"\nreference = \"models/iris/{dir}/reference.json\"\n"
+        )
+    };
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[[model]]\nname = \"iris\"\n[model.blue]\n{}\n[model.green]\n{}\n",
+        slot("v1", "v1"),
+        slot(variant, &format!("variants/{variant}")),
+    );
+    let mut config = teal::core::config::Config::parse(&text).unwrap();
+    config.resolve_paths(&repo_root());
+    config.server.state_dir = temp_dir("state");
+    config.validate().unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_iris_version_reproduces_onnxruntime_python_on_its_holdout() {
+    for variant in ["forest", "shuffled"] {
+        let running = start(&iris_config(variant)).await;
+        let client = data(&running);
+        check_version(&client, "iris", "v1", "/v2/models/iris/infer").await;
+        check_version_in(
+            &client,
+            "iris",
+            variant,
+            &format!("variants/{variant}"),
+            &format!("/v2/models/iris/versions/{variant}/infer"),
+        )
+        .await;
+        stop(running).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
