@@ -447,3 +447,47 @@ async fn a_validation_runs_on_paired_service_times_with_the_test_in_the_report()
         "{evidence:#}"
     );
 }
+
+/// An in-process slot of a bundled iris version, under the test model's name.
+fn iris(version: &str, path: &str) -> String {
+    format!("version = \"{version}\"\nkind = \"onnx\"\npath = \"models/iris/{path}/model.onnx\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_model_family_passes_drift_and_a_broken_model_does_not() {
+    let body = serde_json::json!({ "holdout": repo_root().join("models/iris/holdout.jsonl") });
+    // A random forest in place of a logistic regression, as accurate: its probabilities are
+    // shaped differently, which is reported, but they are no worse on the labelled rows.
+    let running = start(&config_with(
+        &iris("v1", "v1"),
+        Some(&iris("forest", "variants/forest")),
+    ))
+    .await;
+    let report = validate(&admin(&running), body.clone()).await;
+    stop(running).await;
+    let drift = report["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "drift")
+        .unwrap()
+        .clone();
+    assert_eq!(drift["verdict"], "pass", "{drift:#}");
+    assert!(
+        drift["reason"].as_str().unwrap().contains("no worse"),
+        "{drift:#}"
+    );
+    assert!(
+        drift["evidence"]["per_output"][0]["normed_wasserstein"].is_number(),
+        "the score drift is reported: {drift:#}"
+    );
+    // The same family trained on shuffled labels: its scores are worse, and it fails.
+    let running = start(&config_with(
+        &iris("v1", "v1"),
+        Some(&iris("shuffled", "variants/shuffled")),
+    ))
+    .await;
+    let report = validate(&admin(&running), body).await;
+    stop(running).await;
+    assert_eq!(verdict_of(&report, "drift"), "fail", "{report:#}");
+}
