@@ -1,6 +1,10 @@
 //! Replicas of a model server that teal fronts: pooled keep-alive connections, balancing,
 //! timeouts, a retry only when a request never reached a server, active readiness checks,
 //! and passive ejection of a replica that keeps failing.
+//!
+//! Longer than most files (about 600 lines) because the replica set, its balancing, its
+//! health checks and the request it sends share one state; the HTTP/1 client they use is
+//! already apart in `http1.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

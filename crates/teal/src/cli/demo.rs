@@ -6,6 +6,9 @@
 //! (labels shifted by one) is stopped by the gates, and a third, served by a separate model
 //! server that starts failing after its switch, is rolled back by the rules on their own.
 //! Then it reports what each version served in each step.
+//!
+//! Longer than most files (about 600 lines) because it is one script, read top to bottom:
+//! the three rollouts, the load that runs through them and the table that sums them up.
 
 use std::collections::BTreeMap;
 use std::path::Path;

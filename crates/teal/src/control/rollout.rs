@@ -6,6 +6,9 @@
 //! unfinished rollouts and re-issues what their phase still owes ([`Rollout::resume`]);
 //! every effect is idempotent, so nothing happens twice and the live slot never changes on
 //! a restart.
+//!
+//! Longer than most files (about 750 lines): one driver performing every effect the state
+//! machine names, each a few lines; the decisions themselves are in `teal_core::rollout`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

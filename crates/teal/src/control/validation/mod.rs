@@ -4,6 +4,10 @@
 //! Evidence comes from (a) a labelled holdout file, (b) live traffic mirrored to the
 //! candidate (shadow), or (c) requests captured from live traffic earlier and replayed.
 //! Holdout and replay requests go to both slots, one row at a time, after a warm-up.
+//!
+//! Longer than most files (about 650 lines): the job, its evidence sources and the rows they
+//! read are one flow; the data-plane taps are apart in `taps.rs`, and the judgement in
+//! `teal_core::gates`.
 
 pub mod taps;
 
