@@ -341,6 +341,37 @@ mod tests {
     }
 
     #[test]
+    fn gate_thresholds_out_of_range_are_refused_with_the_field_named() {
+        let cases = [
+            ("agreement = 1.5", "model[0].gates.agreement"),
+            ("latency_alpha = 0.7", "model[0].gates.latency_alpha"),
+            ("alpha = 0.0", "model[0].gates.alpha"),
+            (
+                "max_latency_ratio = 0.8",
+                "model[0].gates.max_latency_ratio",
+            ),
+            (
+                "min_latency_delta_ms = -1.0",
+                "model[0].gates.min_latency_delta_ms",
+            ),
+            ("max_class_drift = 2.0", "model[0].gates.max_class_drift"),
+            ("max_score_loss = -0.1", "model[0].gates.max_score_loss"),
+            ("max_pairs = 10", "model[0].gates.max_pairs"),
+            ("min_samples = 0", "model[0].gates.min_samples"),
+        ];
+        for (line, field) in cases {
+            let text = EXAMPLE.replace(
+                "[model.blue]",
+                &format!("[model.gates]\n{line}\n[model.blue]"),
+            );
+            let err = Config::parse(&text)
+                .and_then(|c| c.validate().map(|_| c))
+                .expect_err(field);
+            assert_eq!(err.field, field, "{line}: {err}");
+        }
+    }
+
+    #[test]
     fn live_slot_must_exist() {
         let text = EXAMPLE.replace("name = \"digits\"", "name = \"digits\"\nlive = \"green\"");
         let text = text.replace("[model.green]", "[model.unused]");
