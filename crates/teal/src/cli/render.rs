@@ -41,6 +41,11 @@ pub fn render_report(report: &crate::control::validation::Report) -> String {
         report.verdict.as_str().to_uppercase(),
         report.duration_ms
     ));
+    if report.verdict == teal_core::gates::Verdict::Inconclusive {
+        out.push_str(
+            "the evidence could not decide: give more of it (a larger --holdout, --shadow N on live traffic, or capture_rate in the config and --replay N), or approve by hand with teal promote\n",
+        );
+    }
     out
 }
 
