@@ -118,9 +118,16 @@ struct Sample {
     version: String,
     slot: String,
     ok: bool,
+    /// A failure the faulty model server caused on cue: its answer carries the marker the
+    /// server writes, so it is told apart by its cause, not by when it was sent (a request
+    /// sent just before the fault can be answered after it).
+    injected: bool,
     latency: Duration,
     correct: bool,
 }
+
+/// What the faulty model server answers while its fault is on.
+const INJECTED_FAILURE: &[u8] = b"injected failure";
 
 #[derive(serde::Serialize)]
 struct PhaseSummary {
@@ -310,6 +317,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                         version: a.header(VERSION_HEADER).unwrap_or("-").to_string(),
                         slot: a.header(SLOT_HEADER).unwrap_or("-").to_string(),
                         ok: a.status == 200,
+                        injected: a.status >= 500
+                            && a.body
+                                .windows(INJECTED_FAILURE.len())
+                                .any(|w| w == INJECTED_FAILURE),
                         latency,
                         correct: a.json()["outputs"][0]["data"][0].as_i64() == Some(row.label),
                     },
@@ -318,6 +329,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                         version: "-".into(),
                         slot: "-".into(),
                         ok: false,
+                        injected: false,
                         latency,
                         correct: false,
                     },
@@ -410,8 +422,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         follow(&admin, args.json, body, Some("observing")).await?;
         wait_more(args.requests / 2).await;
         step.store(5, Ordering::Relaxed);
-        // Let the requests sent before this step answer first, so each failure is counted
-        // in the step of the fault.
+        // Let the requests sent before this step answer first, so the table's steps stay
+        // apart; the totals tell the fault's failures apart by their cause, not their step.
         tokio::time::sleep(Duration::from_millis(200)).await;
         progress(
             args.json,
@@ -522,14 +534,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             },
         });
     }
-    let failed =
-        |keep: &dyn Fn(usize) -> bool| samples.iter().filter(|s| !s.ok && keep(s.step)).count();
+    // Failures are told apart by their cause: the fault's own answers, wherever their
+    // request was sent from, and anything else.
+    let failed = |injected: bool| {
+        samples
+            .iter()
+            .filter(|s| !s.ok && s.injected == injected)
+            .count()
+    };
     let summary = DemoSummary {
         model: "digits".into(),
         clients: args.clients,
         requests: samples.len(),
-        errors: failed(&|step| step != 5),
-        errors_from_the_fault: failed(&|step| step == 5),
+        errors: failed(false),
+        errors_from_the_fault: failed(true),
         phases,
         rollouts,
         requests_per_second: samples.len() as f64 / elapsed.as_secs_f64(),
