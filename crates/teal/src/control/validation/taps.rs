@@ -111,14 +111,17 @@ impl MirrorPair {
         request: InferRequest,
         prediction_output: Option<&str>,
     ) -> Observation {
-        let input = request
-            .encode_json()
-            .ok()
-            .map(|body| input_text(&String::from_utf8_lossy(&body)));
         let (live, candidate) = tokio::join!(
             timed_answer(&self.live, request.clone(), prediction_output),
-            timed_answer(&self.candidate, request, prediction_output),
+            timed_answer(&self.candidate, request.clone(), prediction_output),
         );
+        // Without labels the input serves only to show where the versions disagreed, so it
+        // is written out only then, not for every mirrored pair.
+        let differ = live.label != candidate.label || live.scores != candidate.scores;
+        let input = differ
+            .then(|| request.encode_json().ok())
+            .flatten()
+            .map(|body| input_text(&String::from_utf8_lossy(&body)));
         Observation {
             live,
             candidate,
