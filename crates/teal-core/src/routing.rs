@@ -83,6 +83,14 @@ pub struct RouteTable {
     pub header_override: bool,
     /// Counts publications: each new table of a model has a higher generation than the last.
     pub generation: u64,
+    /// The slot that answers a request the table sent to the other slot when that one fails
+    /// with a server error or a timeout (the old version, while a rollout watches the new).
+    #[serde(default)]
+    pub fallback: Option<Color>,
+    /// Share of requests copied as a pair to both slots for a rollout's concurrent baseline,
+    /// in basis points.
+    #[serde(default)]
+    pub baseline: u32,
 }
 
 impl RouteTable {
@@ -94,6 +102,8 @@ impl RouteTable {
             shadow: 0,
             header_override: true,
             generation: 1,
+            fallback: None,
+            baseline: 0,
         }
     }
 
@@ -103,6 +113,8 @@ impl RouteTable {
             active: to,
             candidate_weight: 0,
             generation: self.generation + 1,
+            fallback: None,
+            baseline: 0,
             ..self.clone()
         }
     }

@@ -60,6 +60,21 @@ pub struct RouteLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// A model and one of its versions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub model: String,
+    pub version: String,
+}
+
+/// A version's answers of one predicted class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PredictionLabels {
+    pub model: String,
+    pub version: String,
+    pub class: String,
+}
+
 /// One slot's request series, resolved once, so that recording an answer builds no labels.
 pub struct SlotHandles {
     /// Requests by endpoint: infer, then predict.
@@ -85,6 +100,10 @@ pub struct Metrics {
     pub gate_value: Family<GateLabels, FloatGauge>,
     pub gate_passed: Family<GateLabels, Gauge>,
     pub rollbacks: Family<ModelLabels, Counter>,
+    /// Requests the candidate failed that the old version answered instead.
+    pub failovers: Family<VersionLabels, Counter>,
+    /// Answers per predicted class, per version (refreshed from the slots at each scrape).
+    pub predictions: Family<PredictionLabels, Counter>,
     pub shadow_dropped: Counter,
     pub request_log_dropped: Counter,
     pub capture_dropped: Counter,
@@ -114,6 +133,18 @@ impl Metrics {
         let shadow_dropped = Counter::default();
         let rollout_phase = Family::<PhaseLabels, Gauge>::default();
         let rollbacks = Family::<ModelLabels, Counter>::default();
+        let failovers = Family::<VersionLabels, Counter>::default();
+        let predictions = Family::<PredictionLabels, Counter>::default();
+        registry.register(
+            "teal_failover",
+            "Requests the named version failed (a server error or a timeout) that the old version, still warm, answered instead",
+            failovers.clone(),
+        );
+        registry.register(
+            "teal_predictions",
+            "Answers per predicted class (labels 0 to 31) and version, from answers that name a class",
+            predictions.clone(),
+        );
         let gate_value = Family::<GateLabels, FloatGauge>::default();
         let gate_passed = Family::<GateLabels, Gauge>::default();
         registry.register(
@@ -213,6 +244,8 @@ impl Metrics {
             gate_value,
             gate_passed,
             rollbacks,
+            failovers,
+            predictions,
             shadow_dropped,
             request_log_dropped,
             capture_dropped,

@@ -44,11 +44,16 @@ const BUCKET_GROWTH: f64 = 1.25;
 const FIRST_BUCKET_US: f64 = 50.0;
 const BUCKETS: usize = 64;
 
-/// A slot's running counts: three relaxed atomic adds per request.
+/// Predicted classes counted per slot: labels `0..CLASSES`; others are not counted.
+pub const CLASSES: usize = 32;
+
+/// A slot's running counts: three relaxed atomic adds per request (four when the answer
+/// names a class).
 pub struct SlotStats {
     requests: AtomicU64,
     errors: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
+    classes: [AtomicU64; CLASSES],
 }
 
 /// A copy of [`SlotStats`] at one moment; two of them give an interval.
@@ -57,6 +62,7 @@ pub struct StatsSnapshot {
     pub requests: u64,
     pub errors: u64,
     pub buckets: Vec<u64>,
+    pub classes: Vec<u64>,
 }
 
 impl SlotStats {
@@ -65,6 +71,17 @@ impl SlotStats {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            classes: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one answer's predicted class (labels outside `0..CLASSES` are not counted).
+    pub fn observe_class(&self, label: i64) {
+        if let Some(counter) = usize::try_from(label)
+            .ok()
+            .and_then(|i| self.classes.get(i))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -92,6 +109,11 @@ impl SlotStats {
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
+            classes: self
+                .classes
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 }
@@ -108,7 +130,26 @@ impl StatsSnapshot {
                 .enumerate()
                 .map(|(i, n)| n.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
                 .collect(),
+            classes: self
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(earlier.classes.get(i).copied().unwrap_or(0)))
+                .collect(),
         }
+    }
+
+    /// Requests whose latency was certainly over `limit_ms`: those in buckets whose lower
+    /// bound is at or above it (so a request near the limit is never counted as over).
+    pub fn over_ms(&self, limit_ms: f64) -> u64 {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                *i > 0 && FIRST_BUCKET_US * BUCKET_GROWTH.powi(*i as i32 - 1) / 1000.0 >= limit_ms
+            })
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// The `q` quantile of latency in milliseconds (the upper bound of its bucket, so at
@@ -129,11 +170,22 @@ impl StatsSnapshot {
         None
     }
 
-    pub fn window(&self) -> teal_core::rollout::Window {
+    /// The interval as the rollback rules read it; `limit_ms` is the latency over which a
+    /// request counts as slower, when the rules have one.
+    pub fn window(&self, limit_ms: Option<f64>) -> teal_core::rollout::Window {
         teal_core::rollout::Window {
             requests: self.requests,
             errors: self.errors,
             p95_ms: self.quantile_ms(0.95),
+            p50_ms: self.quantile_ms(0.5),
+            over_limit: limit_ms.map_or(0, |limit| self.over_ms(limit)),
+            classes: self
+                .classes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| (i as i64, *n))
+                .collect(),
         }
     }
 }
@@ -466,9 +518,12 @@ impl Routes {
             let table = &routes.table;
             let weight = route.weight.min(teal_core::routing::WHOLE);
             let shadow = route.shadow.min(teal_core::routing::WHOLE);
+            let baseline = route.baseline.min(teal_core::routing::WHOLE);
             if table.active == route.active
                 && table.candidate_weight == weight
                 && table.shadow == shadow
+                && table.fallback == route.fallback
+                && table.baseline == baseline
             {
                 return Ok((None, false));
             }
@@ -487,6 +542,8 @@ impl Routes {
             }
             next.table.candidate_weight = weight;
             next.table.shadow = shadow;
+            next.table.fallback = route.fallback;
+            next.table.baseline = baseline;
             Ok((Some(next), true))
         })
     }

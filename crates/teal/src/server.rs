@@ -380,6 +380,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         metrics.clone(),
     );
     gateway.store = Some(store.clone());
+    let baselines = gateway.baselines.clone();
     if config.server.request_log {
         gateway.request_log = Some(Arc::new(RequestLog::start(
             store.clone(),
@@ -403,13 +404,16 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
             .map_err(|e| StartError::Store(e.to_string()))?
             .map_err(|e| StartError::Store(e.to_string()))?;
     }
-    let validator = Arc::new(Validator::new(
+    let mut validator = Validator::new(
         routes.clone(),
         shadows,
         captures,
         store.clone(),
         metrics.clone(),
-    ));
+    );
+    // The gateway sends a rollout's concurrent-baseline pairs where its driver reads them.
+    validator.baselines = baselines;
+    let validator = Arc::new(validator);
     let slots = Arc::new(SlotManager::new(
         routes.clone(),
         config.server.onnxruntime.clone(),

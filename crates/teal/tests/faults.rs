@@ -404,7 +404,7 @@ async fn a_live_slot_process_killed_under_load_is_reported_and_rolled_back() {
     // rightly flag; this test is about the process dying, so only health is checked.
     settings["evidence"] = serde_json::Value::Null;
     settings["observe_ms"] = 3_600_000.into();
-    settings["rules"] = serde_json::json!({ "check_interval_ms": 200, "min_requests": 5, "latency_slack_ms": 1000 });
+    settings["rules"] = serde_json::json!({ "check_interval_ms": 200, "min_requests": 5 });
     start_rollout(&admin, candidate, settings).await;
     let load = Load::start(&client, 2);
     wait_phase(&admin, "observing", Duration::from_secs(90)).await;
@@ -453,11 +453,12 @@ async fn a_live_slot_process_killed_under_load_is_reported_and_rolled_back() {
     stop(running).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_answering_server_errors_while_ready_is_rolled_back_by_the_error_rule() {
+/// A version that is ready and publishes its metadata but answers every inference with a
+/// 500, deployed with the rules armed: only the error rule can see this (the readiness rule
+/// passes), so it must be what rolls back. Returns the requests that failed for a client and
+/// the failovers teal counted.
+async fn roll_back_a_version_answering_server_errors(failover: bool) -> (u64, f64) {
     use common::rollouts::*;
-    // Ready and publishing its metadata, but every inference is a 500: only the error rule
-    // can see this (the readiness rule passes), so it must be what rolls back.
     let (url, server) = faulty_server(Fault::ServerError).await;
     let running = start(&config_with(&onnx("v1"), None)).await;
     let (client, admin) = (data(&running), admin(&running));
@@ -468,7 +469,8 @@ async fn a_version_answering_server_errors_while_ready_is_rolled_back_by_the_err
     let mut settings = quick(serde_json::json!({ "kind": "blue_green" }));
     settings["evidence"] = serde_json::Value::Null;
     settings["observe_ms"] = 60_000.into();
-    settings["rules"] = serde_json::json!({ "check_interval_ms": 200, "consecutive": 3, "min_requests": 5, "latency_slack_ms": 1000 });
+    settings["failover"] = failover.into();
+    settings["rules"] = serde_json::json!({ "check_interval_ms": 200, "min_requests": 5 });
     start_rollout(&admin, candidate, settings).await;
     wait_phase(&admin, "observing", Duration::from_secs(60)).await;
     let load = Load::start(&client, 3);
@@ -476,8 +478,39 @@ async fn a_version_answering_server_errors_while_ready_is_rolled_back_by_the_err
     let (_, failed, _) = load.finish().await;
     let outcome = back["outcome"].as_str().unwrap();
     assert!(outcome.starts_with("errors"), "{back:#}");
-    assert!(failed >= 5, "the rule acted on evidence: {failed} failed");
     assert_eq!(live_version(&client).await, "v1");
+    let text = String::from_utf8_lossy(&admin.get("/metrics").await.unwrap().body).to_string();
+    let failovers = metric_value(
+        &text,
+        "teal_failover_total{model=\"digits\",version=\"crashing\"}",
+    );
+    // Failed over or not, every failure counts against the version that failed.
+    let errors = metric_value(
+        &text,
+        "model_server_errors_total{model=\"digits\",version=\"crashing\",slot=\"green\",error_type=\"backend\"}",
+    );
+    assert!(
+        errors >= 5.0,
+        "the rule acted on evidence: {errors} errors\n{text}"
+    );
     stop(running).await;
     server.abort();
+    (failed, failovers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_answering_server_errors_is_rolled_back_and_no_client_sees_its_errors() {
+    let (failed, failovers) = roll_back_a_version_answering_server_errors(true).await;
+    assert_eq!(
+        failed, 0,
+        "the old version, warm, answers what the new one fails"
+    );
+    assert!(failovers >= 5.0, "{failovers} failovers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_failover_a_failing_versions_errors_reach_the_client_until_the_rollback() {
+    let (failed, failovers) = roll_back_a_version_answering_server_errors(false).await;
+    assert!(failed >= 5, "{failed} failed");
+    assert_eq!(failovers, 0.0);
 }

@@ -33,6 +33,28 @@ pub struct Route {
     pub weight: u32,
     /// Shadow share, basis points.
     pub shadow: u32,
+    /// The slot that answers a request the route sent elsewhere when that slot fails (a
+    /// server error or a timeout): the old version, while it is warm and the candidate is
+    /// watched.
+    #[serde(default)]
+    pub fallback: Option<Color>,
+    /// Share of requests sent as a pair to both versions at once for the rules' concurrent
+    /// baseline, basis points.
+    #[serde(default)]
+    pub baseline: u32,
+}
+
+impl Route {
+    /// Every request on `active`, and nothing else.
+    pub fn all_on(active: Color) -> Route {
+        Route {
+            active,
+            weight: 0,
+            shadow: 0,
+            fallback: None,
+            baseline: 0,
+        }
+    }
 }
 
 /// A phase change, as the audit log keeps it, so that every step of a rollout can be traced

@@ -9,7 +9,7 @@ use super::Rule;
 /// sentence it writes (the rollout's `outcome`, and the cause of its last transition in the
 /// audit log) is rendered here alone, by `Display`; `FromStr` reads the same sentences back
 /// from the state file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum EndReason {
     /// The candidate could not be loaded into its slot.
     DeployFailed {
@@ -41,6 +41,16 @@ pub enum EndReason {
         detail: String,
         /// The consecutive failures the settings require.
         checks: u32,
+    },
+    /// A sequential rule's evidence against the candidate reached its bound: with the
+    /// candidate as good as the limit, that happens with a chance of at most `alpha`.
+    RuleProven {
+        /// The rule that acted.
+        rule: Rule,
+        /// The rule's last detail.
+        detail: String,
+        /// The rule's false-alarm bound.
+        alpha: f64,
     },
     /// An operator rolled the candidate back.
     RolledBackBy {
@@ -75,6 +85,14 @@ impl fmt::Display for EndReason {
                 detail,
                 checks,
             } => write!(f, "{rule}: {detail} (failed {checks} checks in a row)"),
+            EndReason::RuleProven {
+                rule,
+                detail,
+                alpha,
+            } => write!(
+                f,
+                "{rule}: {detail} (proven at a false-alarm bound of {alpha})"
+            ),
             EndReason::RolledBackBy { actor } => write!(f, "rolled back by {actor}"),
             EndReason::AbortedBy { actor } => write!(f, "aborted by {actor}"),
             EndReason::Completed { version } => {
@@ -141,6 +159,16 @@ fn parse(text: &str) -> Option<EndReason> {
         });
     }
     let (rule, rest) = text.split_once(": ")?;
+    if let Some((detail, alpha)) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.rsplit_once(" (proven at a false-alarm bound of "))
+    {
+        return Some(EndReason::RuleProven {
+            rule: rule.parse().ok()?,
+            detail: owned(detail),
+            alpha: alpha.parse().ok()?,
+        });
+    }
     let (detail, checks) = rest
         .strip_suffix(" checks in a row)")?
         .rsplit_once(" (failed ")?;
@@ -188,6 +216,11 @@ mod tests {
                 detail: "error rate 50.00% (limit 1.00%) over 100 requests".into(),
                 checks: 3,
             },
+            EndReason::RuleProven {
+                rule: Rule::Latency,
+                detail: "slower in 40 of 41 pairs; evidence 2.1e3 (bound 100)".into(),
+                alpha: 0.01,
+            },
             EndReason::RuleFailed {
                 rule: Rule::Ready,
                 detail: "candidate's server process exited (killed by SIGKILL)".into(),
@@ -223,8 +256,12 @@ mod tests {
             written[4],
             "errors: error rate 50.00% (limit 1.00%) over 100 requests (failed 3 checks in a row)"
         );
-        assert_eq!(written[6], "rolled back by ana@ops: night shift");
-        assert_eq!(written[8], "v4 is live; the old version is stopped");
+        assert_eq!(
+            written[5],
+            "latency: slower in 40 of 41 pairs; evidence 2.1e3 (bound 100) (proven at a false-alarm bound of 0.01)"
+        );
+        assert_eq!(written[7], "rolled back by ana@ops: night shift");
+        assert_eq!(written[9], "v4 is live; the old version is stopped");
     }
 
     #[test]
@@ -235,6 +272,9 @@ mod tests {
             "gates failed at canary step 0: x",
             "gates failed at canary step 02: x",
             "speed: too slow (failed 3 checks in a row)",
+            "speed: too slow (proven at a false-alarm bound of 0.01)",
+            "errors: too many (proven at a false-alarm bound of often)",
+            "errors: too many (proven at a false-alarm bound of 0.010)",
         ] {
             assert!(text.parse::<EndReason>().is_err(), "{text}");
         }

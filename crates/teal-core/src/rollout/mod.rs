@@ -37,8 +37,10 @@ pub use effect::{Effect, Route, Transition};
 pub use end_reason::{EndReason, UnknownEndReason};
 pub use event::Event;
 pub use phase::Phase;
-pub use rules::{Check, RollbackRules, Rule, RuleOutcome, RuleVerdict, Strikes, Window};
-pub use settings::{Evidence, RolloutSettings};
+pub use rules::{
+    Baseline, Check, Pair, RollbackRules, Rule, RuleOutcome, RuleVerdict, Strikes, Tally, Window,
+};
+pub use settings::{Evidence, OnInconclusive, RolloutSettings};
 pub use strategy::{CanaryStep, Strategy};
 
 /// One rollout of one model: everything the state machine needs to take its next step, kept
@@ -71,6 +73,15 @@ pub struct Rollout {
     pub baseline_p95_ms: Option<f64>,
     /// The requests the baseline rests on, to weigh the next check's p95 against it.
     pub baseline_requests: u64,
+    /// The old version's traffic before the switch (and beside a canary), for the rules.
+    #[serde(default)]
+    pub baseline: Baseline,
+    /// The evidence since the watched phase (the bake, or the canary step) began.
+    #[serde(default)]
+    pub tally: Tally,
+    /// How many times the watched phase's window was lengthened for want of evidence.
+    #[serde(default)]
+    pub extended: u32,
     /// The last check's rule outcomes, for status displays.
     pub last_check: Vec<RuleOutcome>,
     /// Why the rollout ended, when it has.
@@ -106,14 +117,13 @@ impl Rollout {
             phase: Phase::Deploying,
             since_ms: now_ms,
             started_ms: now_ms,
-            route: Route {
-                active: old,
-                weight: 0,
-                shadow: 0,
-            },
+            route: Route::all_on(old),
             strikes: Strikes::default(),
             baseline_p95_ms: None,
             baseline_requests: 0,
+            baseline: Baseline::default(),
+            tally: Tally::default(),
+            extended: 0,
             last_check: Vec::new(),
             outcome: None,
             waiting: None,
@@ -135,9 +145,12 @@ impl Rollout {
         self.old.other()
     }
 
-    /// When the phase's timer fires, if it has one.
+    /// When the phase's timer fires, if it has one. A phase held for an operator has none.
     pub fn deadline_ms(&self) -> Option<i64> {
         let s = &self.settings;
+        if self.waiting.is_some() && matches!(self.phase, Phase::Canary { .. } | Phase::Observing) {
+            return None;
+        }
         match &self.phase {
             Phase::SwitchDelay { at_ms } => Some(*at_ms),
             Phase::Canary { step } => self

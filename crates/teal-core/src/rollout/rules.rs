@@ -1,33 +1,55 @@
 //! The rollback rules: what each check measures, how each rule judges it, and the
 //! consecutive strikes that make a rule act.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::Rollout;
 use super::duration::duration_ms;
 use crate::gates::{Verdict, wire_names};
 
-/// When an observed candidate is rolled back. Each rule acts only after `consecutive`
-/// failing checks in a row; a check with too little traffic is inconclusive and neither
-/// counts nor clears.
+/// When an observed candidate is rolled back.
+///
+/// The errors, latency and outputs rules are sequential tests: they add up the evidence
+/// since the phase began (the switch, or the canary step) and act the moment it is strong
+/// enough, with a chance of at most `alpha` that a candidate within the limits is rolled
+/// back, however long the bake (see [`crate::stats::sequential`]). The ready and accuracy
+/// rules act after `consecutive` failing checks in a row. A rule with too little traffic is
+/// inconclusive and neither counts nor clears.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RollbackRules {
-    /// Green's p95 may be at most this multiple of blue's baseline p95 ...
+    /// The candidate is slower when its time is over this multiple of the old version's ...
     pub latency_ratio: f64,
-    /// ... plus this many milliseconds, so sub-millisecond noise never rolls back.
+    /// ... plus this many milliseconds, so sub-millisecond noise never counts; the latency
+    /// rule rolls back once the candidate is slower in more than half of the comparisons.
     pub latency_slack_ms: f64,
-    /// Green's share of failed requests (5xx) per check, 0 to 1.
+    /// The candidate's share of failed requests (5xx) may exceed the old version's by at
+    /// most this much, 0 to 1.
     pub max_error_rate: f64,
-    /// Green's live accuracy from feedback, when set.
+    /// The candidate's live accuracy from feedback, when set.
     pub min_accuracy: Option<f64>,
-    /// Failing checks in a row before a rule acts.
+    /// Failing checks in a row before the ready and accuracy rules act.
     pub consecutive: u32,
-    /// Requests a check needs to judge latency and errors (and feedback to judge accuracy).
+    /// Requests (or pairs, or labels) a rule needs before it judges at all.
     pub min_requests: u64,
     /// Time between checks.
     #[serde(deserialize_with = "duration_ms")]
     pub check_interval_ms: u64,
+    /// The chance, per sequential rule, that a candidate within the limits is rolled back.
+    pub alpha: f64,
+    /// Share of live requests also sent, as a pair, to both versions at once while the
+    /// candidate is watched: the concurrent baseline the latency, errors and outputs rules
+    /// compare against. 0 turns it off (the rules then use the old version's traffic before
+    /// the switch). Skipped while the model is saturated, as shadow copies are.
+    pub baseline_share: f64,
+    /// The outputs rule: the share of paired answers whose predictions may differ between
+    /// the two versions.
+    pub max_disagreement: f64,
+    /// The outputs rule without pairs: how much each predicted class's share may grow over
+    /// its share before the switch.
+    pub max_class_shift: f64,
 }
 
 impl Default for RollbackRules {
@@ -40,6 +62,10 @@ impl Default for RollbackRules {
             consecutive: 3,
             min_requests: 20,
             check_interval_ms: 1_000,
+            alpha: 0.01,
+            baseline_share: 0.05,
+            max_disagreement: 0.2,
+            max_class_shift: 0.2,
         }
     }
 }
@@ -53,6 +79,30 @@ pub struct Window {
     pub errors: u64,
     /// The slot's p95 latency, when it answered anything.
     pub p95_ms: Option<f64>,
+    /// The slot's median latency, when it answered anything.
+    #[serde(default)]
+    pub p50_ms: Option<f64>,
+    /// Requests slower than [`Rollout::latency_limit_ms`] (counted only when certainly over).
+    #[serde(default)]
+    pub over_limit: u64,
+    /// Answers per predicted class, where the answers name one.
+    #[serde(default)]
+    pub classes: BTreeMap<i64, u64>,
+}
+
+/// One input sent to both versions at the same moment (the concurrent baseline).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Pair {
+    /// The old version's service time.
+    pub old_ms: f64,
+    /// The candidate's service time.
+    pub new_ms: f64,
+    /// Whether the old version answered.
+    pub old_ok: bool,
+    /// Whether the candidate answered.
+    pub new_ok: bool,
+    /// Whether the two predictions differ, when both answered with one.
+    pub differ: Option<bool>,
 }
 
 /// What the driver measured since the last check; the rules judge only this, so the state
@@ -71,6 +121,49 @@ pub struct Check {
     pub new_exited: Option<String>,
     /// The candidate's live accuracy from feedback so far, and how many labels it rests on.
     pub accuracy: Option<(f64, u64)>,
+    /// The concurrent baseline's pairs since the last check.
+    #[serde(default)]
+    pub pairs: Vec<Pair>,
+}
+
+/// The evidence since the watched phase began (the switch, or the canary step), which the
+/// sequential rules judge; kept in the state so a restart continues the tests.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Tally {
+    /// Requests the candidate answered.
+    pub requests: u64,
+    /// Of them, failed (5xx).
+    pub errors: u64,
+    /// Of them, slower than the limit drawn from the old version's median before the switch.
+    pub over_limit: u64,
+    /// Concurrent-baseline pairs.
+    pub pairs: u64,
+    /// Pairs where the candidate was slower than the old version by the latency limit.
+    pub slower: u64,
+    /// Pairs where the old version failed.
+    pub old_errors: u64,
+    /// Pairs where both answered with a prediction.
+    pub compared: u64,
+    /// Of them, pairs whose predictions differ.
+    pub differ: u64,
+    /// The candidate's answers per predicted class.
+    pub classes: BTreeMap<i64, u64>,
+}
+
+/// The old version's traffic before the switch (and beside the canary): what the rules
+/// compare against when there are no pairs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Baseline {
+    /// The old version's median latency (request-weighted mean of its per-check medians).
+    pub p50_ms: Option<f64>,
+    /// Requests it rests on.
+    pub requests: u64,
+    /// Of them, failed.
+    pub errors: u64,
+    /// The old version's answers per predicted class.
+    pub classes: BTreeMap<i64, u64>,
 }
 
 /// Failing checks in a row, per rule, kept in the state so a restart does not forgive them.
@@ -84,6 +177,9 @@ pub struct Strikes {
     pub ready: u32,
     /// Checks in a row where the candidate's live accuracy was under the floor.
     pub accuracy: u32,
+    /// Set when the outputs rule's evidence reached its bound.
+    #[serde(default)]
+    pub outputs: u32,
 }
 
 impl Strikes {
@@ -94,6 +190,7 @@ impl Strikes {
             Rule::Errors => &mut self.errors,
             Rule::Latency => &mut self.latency,
             Rule::Accuracy => &mut self.accuracy,
+            Rule::Outputs => &mut self.outputs,
         }
     }
 }
@@ -110,6 +207,8 @@ pub enum Rule {
     Latency,
     /// The candidate's live accuracy from feedback, when a floor is set.
     Accuracy,
+    /// The candidate's predictions against the old version's.
+    Outputs,
 }
 
 wire_names!("rule", Rule {
@@ -117,6 +216,7 @@ wire_names!("rule", Rule {
     Errors => "errors",
     Latency => "latency",
     Accuracy => "accuracy",
+    Outputs => "outputs",
 });
 
 /// A rule's verdict with the reason the strikes act on. The state keeps only the
@@ -127,6 +227,8 @@ pub enum RuleVerdict {
     Pass,
     /// Over the limit: one strike.
     Fail,
+    /// A sequential rule's evidence reached its bound: the rule acts at once.
+    Proven,
     /// The candidate's server process exited: no noise to wait out, so the rule acts at once.
     Exited,
     /// Too few requests or labels to judge: neither counts nor clears.
@@ -140,7 +242,7 @@ impl RuleVerdict {
     pub fn verdict(self) -> Verdict {
         match self {
             RuleVerdict::Pass => Verdict::Pass,
-            RuleVerdict::Fail | RuleVerdict::Exited => Verdict::Fail,
+            RuleVerdict::Fail | RuleVerdict::Exited | RuleVerdict::Proven => Verdict::Fail,
             RuleVerdict::TooLittleData | RuleVerdict::NoBaseline => Verdict::Inconclusive,
         }
     }
@@ -158,35 +260,95 @@ pub struct RuleOutcome {
     pub detail: String,
 }
 
+/// The detail of a sequential rule: the evidence against the candidate and its bound.
+fn evidence(log_e: f64, alpha: f64) -> String {
+    let e = log_e.exp();
+    let shown = if e >= 1e4 {
+        format!("{e:.1e}")
+    } else {
+        format!("{e:.2}")
+    };
+    format!("evidence {shown} against it, {:.0} rolls back", 1.0 / alpha)
+}
+
 impl Rollout {
+    /// Learns the old version's behaviour from a check before the switch (or beside a
+    /// canary), for the rules to compare against when there are no pairs.
     pub(super) fn learn_baseline(&mut self, old: &Window) {
-        let Some(p95) = old.p95_ms.filter(|_| old.requests > 0) else {
+        if old.requests == 0 {
             return;
-        };
-        let n = self.baseline_requests as f64;
-        let m = old.requests as f64;
-        let mean = self.baseline_p95_ms.unwrap_or(p95);
-        self.baseline_p95_ms = Some((mean * n + p95 * m) / (n + m));
-        self.baseline_requests += old.requests;
+        }
+        let b = &mut self.baseline;
+        if let Some(p50) = old.p50_ms {
+            let (n, m) = (b.requests as f64, old.requests as f64);
+            let mean = b.p50_ms.unwrap_or(p50);
+            b.p50_ms = Some((mean * n + p50 * m) / (n + m));
+        }
+        if let Some(p95) = old.p95_ms {
+            let (n, m) = (self.baseline_requests as f64, old.requests as f64);
+            let mean = self.baseline_p95_ms.unwrap_or(p95);
+            self.baseline_p95_ms = Some((mean * n + p95 * m) / (n + m));
+            self.baseline_requests += old.requests;
+        }
+        b.requests += old.requests;
+        b.errors += old.errors;
+        for (class, n) in &old.classes {
+            *b.classes.entry(*class).or_default() += n;
+        }
     }
 
-    /// Each rule's verdict on one check, as status displays and the state file show it.
-    /// During a canary both slots have traffic, so the candidate is compared with the old
-    /// version in the same interval when it can be.
-    pub fn judge(&self, check: &Check, canary: bool) -> Vec<RuleOutcome> {
-        self.judgements(check, canary)
+    /// The latency over which a candidate's request counts as slower when there are no
+    /// pairs: the old version's median before the switch, times the ratio, plus the slack.
+    pub fn latency_limit_ms(&self) -> Option<f64> {
+        let r = &self.settings.rules;
+        self.baseline
+            .p50_ms
+            .map(|p50| p50 * r.latency_ratio + r.latency_slack_ms)
+    }
+
+    /// Adds a check to the evidence of the watched phase.
+    pub(super) fn add_evidence(&mut self, check: &Check) {
+        let r = &self.settings.rules;
+        let t = &mut self.tally;
+        t.requests += check.new.requests;
+        t.errors += check.new.errors;
+        t.over_limit += check.new.over_limit;
+        for (class, n) in &check.new.classes {
+            *t.classes.entry(*class).or_default() += n;
+        }
+        for pair in &check.pairs {
+            t.pairs += 1;
+            if !pair.old_ok {
+                t.old_errors += 1;
+            }
+            // A failed candidate answer is the errors rule's; latency compares answers.
+            if pair.new_ok
+                && pair.old_ok
+                && pair.new_ms > pair.old_ms * r.latency_ratio + r.latency_slack_ms
+            {
+                t.slower += 1;
+            }
+            if let Some(differ) = pair.differ {
+                t.compared += 1;
+                t.differ += u64::from(differ);
+            }
+        }
+    }
+
+    /// Each rule's verdict on the evidence so far, as status displays and the state file
+    /// show it.
+    pub fn judge(&self, check: &Check) -> Vec<RuleOutcome> {
+        self.judgements(check)
             .into_iter()
             .map(|(_, outcome)| outcome)
             .collect()
     }
 
     /// [`judge`](Rollout::judge) with each verdict's reason, which the strikes act on.
-    pub(super) fn judgements(
-        &self,
-        check: &Check,
-        canary: bool,
-    ) -> Vec<(RuleVerdict, RuleOutcome)> {
+    pub(super) fn judgements(&self, check: &Check) -> Vec<(RuleVerdict, RuleOutcome)> {
         let r = &self.settings.rules;
+        let t = &self.tally;
+        let bound = crate::stats::sequential::threshold(r.alpha);
         let out = |rule: Rule, why: RuleVerdict, detail: String| {
             (
                 why,
@@ -197,6 +359,13 @@ impl Rollout {
                 },
             )
         };
+        let test = |log_e: f64| {
+            if log_e >= bound {
+                RuleVerdict::Proven
+            } else {
+                RuleVerdict::Pass
+            }
+        };
         let mut outcomes = vec![match (&check.new_exited, check.new_ready) {
             (Some(exit), _) => out(
                 Rule::Ready,
@@ -206,59 +375,99 @@ impl Rollout {
             (None, true) => out(Rule::Ready, RuleVerdict::Pass, "candidate ready".into()),
             (None, false) => out(Rule::Ready, RuleVerdict::Fail, "candidate not ready".into()),
         }];
-        let new = &check.new;
-        if new.requests < r.min_requests {
-            let detail = format!("{} requests, {} needed", new.requests, r.min_requests);
+        let paired = t.pairs >= r.min_requests;
+
+        // Errors: the candidate's share of failures against the old version's plus the limit.
+        if t.requests < r.min_requests {
             outcomes.push(out(
                 Rule::Errors,
                 RuleVerdict::TooLittleData,
-                detail.clone(),
+                format!("{} requests, {} needed", t.requests, r.min_requests),
             ));
-            outcomes.push(out(Rule::Latency, RuleVerdict::TooLittleData, detail));
         } else {
-            let rate = new.errors as f64 / new.requests as f64;
-            let verdict = if rate > r.max_error_rate {
-                RuleVerdict::Fail
+            let (old_rate, basis) = if paired {
+                (
+                    t.old_errors as f64 / t.pairs as f64,
+                    format!("in {} pairs sent to both at once", t.pairs),
+                )
+            } else if self.baseline.requests > 0 {
+                (
+                    self.baseline.errors as f64 / self.baseline.requests as f64,
+                    format!("in {} requests before the switch", self.baseline.requests),
+                )
             } else {
-                RuleVerdict::Pass
+                (0.0, "with no traffic to measure".to_string())
             };
+            let limit = (old_rate + r.max_error_rate).min(1.0);
+            let log_e = crate::stats::sequential::exceedance(t.requests, t.errors, limit);
             outcomes.push(out(
                 Rule::Errors,
-                verdict,
+                test(log_e),
                 format!(
-                    "error rate {:.2}% (limit {:.2}%) over {} requests",
-                    rate * 100.0,
+                    "error rate {:.2}% over {} requests, limit {:.2}% (the old version's {:.2}% {basis} + {:.2}%); {}",
+                    t.errors as f64 * 100.0 / t.requests as f64,
+                    t.requests,
+                    limit * 100.0,
+                    old_rate * 100.0,
                     r.max_error_rate * 100.0,
-                    new.requests
+                    evidence(log_e, r.alpha)
                 ),
             ));
-            let concurrent = (canary && check.old.requests >= r.min_requests)
-                .then_some(check.old.p95_ms)
-                .flatten();
-            match (new.p95_ms, concurrent.or(self.baseline_p95_ms)) {
-                (Some(p95), Some(base)) => {
-                    let limit = base * r.latency_ratio + r.latency_slack_ms;
-                    let verdict = if p95 > limit {
-                        RuleVerdict::Fail
-                    } else {
-                        RuleVerdict::Pass
-                    };
-                    outcomes.push(out(
-                        Rule::Latency,
-                        verdict,
-                        format!(
-                            "p95 {p95:.2} ms, limit {limit:.2} ms ({:.2} ms baseline x {} + {} ms)",
-                            base, r.latency_ratio, r.latency_slack_ms
-                        ),
-                    ));
-                }
-                _ => outcomes.push(out(
-                    Rule::Latency,
-                    RuleVerdict::NoBaseline,
-                    "no baseline latency for the old version".into(),
-                )),
-            }
         }
+
+        // Latency: slower than the old version (times the ratio, plus the slack) in more
+        // than half of the comparisons.
+        let ratio = format!("x {} + {} ms", r.latency_ratio, r.latency_slack_ms);
+        if paired {
+            let log_e = crate::stats::sequential::exceedance(t.pairs, t.slower, 0.5);
+            outcomes.push(out(
+                Rule::Latency,
+                test(log_e),
+                format!(
+                    "slower than the old version {ratio} in {} of {} pairs sent to both at once; {}",
+                    t.slower,
+                    t.pairs,
+                    evidence(log_e, r.alpha)
+                ),
+            ));
+        } else if let Some(limit) = self.latency_limit_ms() {
+            if t.requests < r.min_requests {
+                outcomes.push(out(
+                    Rule::Latency,
+                    RuleVerdict::TooLittleData,
+                    format!("{} requests, {} needed", t.requests, r.min_requests),
+                ));
+            } else {
+                let log_e = crate::stats::sequential::exceedance(t.requests, t.over_limit, 0.5);
+                outcomes.push(out(
+                    Rule::Latency,
+                    test(log_e),
+                    format!(
+                        "{} of {} requests over {limit:.2} ms (the old version's median {:.2} ms before the switch {ratio}); {}",
+                        t.over_limit,
+                        t.requests,
+                        self.baseline.p50_ms.unwrap_or_default(),
+                        evidence(log_e, r.alpha)
+                    ),
+                ));
+            }
+        } else {
+            outcomes.push(out(
+                Rule::Latency,
+                RuleVerdict::NoBaseline,
+                format!(
+                    "no latency to compare with: {} of {} pairs with the old version, and no traffic on it before the switch",
+                    t.pairs, r.min_requests
+                ),
+            ));
+        }
+
+        // Outputs: the candidate's predictions against the old version's, on the same inputs
+        // when there are pairs, else as class shares against those before the switch.
+        if let Some(outcome) = self.judge_outputs(&out, bound) {
+            outcomes.push(outcome);
+        }
+
         if let Some(min) = r.min_accuracy {
             outcomes.push(match check.accuracy {
                 Some((acc, n)) if n >= r.min_requests => out(
@@ -285,25 +494,142 @@ impl Rollout {
         outcomes
     }
 
-    /// Counts failing checks in a row (an exited server counts as enough at once); returns
-    /// the first rule that reached the limit, with its detail.
+    /// The outputs rule, when there is anything to compare: none for a model whose answers
+    /// name no class and that has no pairs.
+    fn judge_outputs(
+        &self,
+        out: &impl Fn(Rule, RuleVerdict, String) -> (RuleVerdict, RuleOutcome),
+        bound: f64,
+    ) -> Option<(RuleVerdict, RuleOutcome)> {
+        let r = &self.settings.rules;
+        let t = &self.tally;
+        let verdict = |log_e: f64, bound: f64| {
+            if log_e >= bound {
+                RuleVerdict::Proven
+            } else {
+                RuleVerdict::Pass
+            }
+        };
+        if t.compared >= r.min_requests {
+            let log_e =
+                crate::stats::sequential::exceedance(t.compared, t.differ, r.max_disagreement);
+            return Some(out(
+                Rule::Outputs,
+                verdict(log_e, bound),
+                format!(
+                    "predictions differ in {} of {} pairs (limit {:.1}%); {}",
+                    t.differ,
+                    t.compared,
+                    r.max_disagreement * 100.0,
+                    evidence(log_e, r.alpha)
+                ),
+            ));
+        }
+        let before: u64 = self.baseline.classes.values().sum();
+        let after: u64 = t.classes.values().sum();
+        if t.compared == 0 && before == 0 && after == 0 {
+            return None;
+        }
+        if before < r.min_requests || after < r.min_requests {
+            return Some(out(
+                Rule::Outputs,
+                RuleVerdict::TooLittleData,
+                format!(
+                    "{} pairs compared and {after} predictions since the switch against {before} before it, {} needed",
+                    t.compared, r.min_requests
+                ),
+            ));
+        }
+        // Each class's share may grow by at most the limit; one test per class seen, each at
+        // an equal part of alpha, so together they keep alpha.
+        let classes: std::collections::BTreeSet<i64> = self
+            .baseline
+            .classes
+            .keys()
+            .chain(t.classes.keys())
+            .copied()
+            .collect();
+        let part = r.alpha / classes.len().max(1) as f64;
+        let bound = crate::stats::sequential::threshold(part);
+        let (class, log_e, share_before, share_after) = classes
+            .iter()
+            .map(|c| {
+                let b = *self.baseline.classes.get(c).unwrap_or(&0) as f64 / before as f64;
+                let n = *t.classes.get(c).unwrap_or(&0);
+                let log_e = crate::stats::sequential::exceedance(
+                    after,
+                    n,
+                    (b + r.max_class_shift).min(1.0),
+                );
+                (*c, log_e, b, n as f64 / after as f64)
+            })
+            .fold((0, f64::NEG_INFINITY, 0.0, 0.0), |best, x| {
+                if x.1 > best.1 { x } else { best }
+            });
+        Some(out(
+            Rule::Outputs,
+            verdict(log_e, bound),
+            format!(
+                "class {class} in {:.1}% of {after} predictions against {:.1}% of {before} before the switch (may grow by {:.1} points); {}",
+                share_after * 100.0,
+                share_before * 100.0,
+                r.max_class_shift * 100.0,
+                evidence(log_e, part)
+            ),
+        ))
+    }
+
+    /// Whether the evidence of the watched phase is too thin to call the candidate good:
+    /// the errors or latency rule could not judge. Returns why.
+    pub(super) fn inconclusive(&self) -> Option<String> {
+        if self.last_check.is_empty() {
+            return Some("no check has run".into());
+        }
+        let thin: Vec<String> = self
+            .last_check
+            .iter()
+            .filter(|o| matches!(o.rule, Rule::Errors | Rule::Latency))
+            .filter(|o| o.verdict == Verdict::Inconclusive)
+            .map(|o| format!("{}: {}", o.rule, o.detail))
+            .collect();
+        (!thin.is_empty()).then(|| thin.join("; "))
+    }
+
+    /// Counts failing checks in a row (an exited server, or a sequential rule's evidence,
+    /// acts at once); returns the first rule that reached the limit with its end reason.
     pub(super) fn strike(
         &mut self,
         judgements: &[(RuleVerdict, RuleOutcome)],
-    ) -> Option<(Rule, String)> {
+    ) -> Option<super::EndReason> {
         let limit = self.settings.rules.consecutive;
+        let alpha = self.settings.rules.alpha;
         let mut failed = None;
         for (why, o) in judgements {
             let counter = self.strikes.of(o.rule);
             match why {
                 // A server that exited will not come back by waiting.
                 RuleVerdict::Exited => *counter = limit,
+                RuleVerdict::Proven => {
+                    *counter = limit;
+                    if failed.is_none() {
+                        failed = Some(super::EndReason::RuleProven {
+                            rule: o.rule,
+                            detail: o.detail.clone(),
+                            alpha,
+                        });
+                    }
+                    continue;
+                }
                 RuleVerdict::Fail => *counter += 1,
                 RuleVerdict::Pass => *counter = 0,
                 RuleVerdict::TooLittleData | RuleVerdict::NoBaseline => {}
             }
             if *counter >= limit && failed.is_none() {
-                failed = Some((o.rule, o.detail.clone()));
+                failed = Some(super::EndReason::RuleFailed {
+                    rule: o.rule,
+                    detail: o.detail.clone(),
+                    checks: limit,
+                });
             }
         }
         failed

@@ -17,6 +17,20 @@ pub enum Evidence {
     Shadow(usize),
 }
 
+/// What a watched phase (the bake, or a canary step) does when its window ends, or its
+/// gates finish, without enough evidence to call the candidate good.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInconclusive {
+    /// Go on as if the evidence were good.
+    Promote,
+    /// Hold and wait for `teal promote` (or `teal abort`), saying why.
+    Wait,
+    /// Lengthen the window by its own length, up to `max_extensions` times, then wait.
+    #[default]
+    Extend,
+}
+
 /// A model's rollout settings (`[model.rollout]`), each overridable per rollout.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -42,6 +56,14 @@ pub struct RolloutSettings {
     pub evidence: Option<Evidence>,
     /// When a live candidate is rolled back.
     pub rules: RollbackRules,
+    /// Whether a request the candidate fails (a server error or a timeout) is answered by
+    /// the old version while it is warm: during canary steps, the bake and the keep-warm
+    /// window. The failure still counts against the candidate.
+    pub failover: bool,
+    /// What the bake or a canary step does when it ends without enough evidence.
+    pub on_inconclusive: OnInconclusive,
+    /// How many times `on_inconclusive = "extend"` lengthens a window before it waits.
+    pub max_extensions: u32,
 }
 
 impl Default for RolloutSettings {
@@ -55,6 +77,9 @@ impl Default for RolloutSettings {
             abort_removes_green: false,
             evidence: Some(Evidence::Replay(1_000)),
             rules: RollbackRules::default(),
+            failover: true,
+            on_inconclusive: OnInconclusive::Extend,
+            max_extensions: 2,
         }
     }
 }
@@ -106,6 +131,33 @@ impl RolloutSettings {
         }
         if r.check_interval_ms < 100 {
             return err("rules.check_interval_ms", "must be at least 100 ms".into());
+        }
+        if !(r.alpha > 0.0 && r.alpha < 0.5) {
+            return err(
+                "rules.alpha",
+                format!("must be above 0 and below 0.5, not {}", r.alpha),
+            );
+        }
+        for (field, value) in [
+            ("rules.baseline_share", r.baseline_share),
+            ("rules.max_disagreement", r.max_disagreement),
+            ("rules.max_class_shift", r.max_class_shift),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return err(field, format!("must be between 0 and 1, not {value}"));
+            }
+        }
+        if r.latency_slack_ms.is_nan() || r.latency_slack_ms < 0.0 {
+            return err(
+                "rules.latency_slack_ms",
+                format!("must be 0 or more, not {}", r.latency_slack_ms),
+            );
+        }
+        if self.max_extensions > 100 {
+            return err(
+                "max_extensions",
+                format!("must be at most 100, not {}", self.max_extensions),
+            );
         }
         Ok(())
     }

@@ -2,10 +2,11 @@
 //! the move calls for.
 
 use super::{
-    CanaryStep, Check, Effect, EndReason, Event, Phase, Rollout, Route, Rule, Strategy, Strikes,
-    Transition,
+    CanaryStep, Check, Effect, EndReason, Event, OnInconclusive, Phase, Rollout, Route, Rule,
+    Strategy, Strikes, Tally, Transition,
 };
 use crate::gates::Verdict;
+use crate::routing::Color;
 use crate::routing::WHOLE;
 
 impl Rollout {
@@ -47,26 +48,19 @@ impl Rollout {
                     self.wait_for_operator(Phase::AwaitingApproval, &cause, now_ms, &mut fx);
                 }
             },
-            (Phase::CanaryGates { step }, Event::Gates { verdict, summary }) => {
-                match verdict {
-                    Verdict::Pass => self.next_step(step + 1, &summary, "teal", now_ms, &mut fx),
-                    Verdict::Fail => self.roll_back(
-                        EndReason::CanaryGatesFailed { step, summary },
-                        "teal",
-                        now_ms,
-                        &mut fx,
-                    ),
-                    Verdict::Inconclusive => {
-                        // Hold the step and wait for an operator.
-                        let cause = format!(
-                            "gates inconclusive at canary step {} ({summary}): teal promote to go on, or teal abort",
-                            step + 1
-                        );
-                        self.wait_for_operator(Phase::Canary { step }, &cause, now_ms, &mut fx);
-                        self.settings_pause_manual(step);
-                    }
+            (Phase::CanaryGates { step }, Event::Gates { verdict, summary }) => match verdict {
+                Verdict::Pass => self.next_step(step + 1, &summary, "teal", now_ms, &mut fx),
+                Verdict::Fail => self.roll_back(
+                    EndReason::CanaryGatesFailed { step, summary },
+                    "teal",
+                    now_ms,
+                    &mut fx,
+                ),
+                Verdict::Inconclusive => {
+                    let why = format!("gates inconclusive at canary step {} ({summary})", step + 1);
+                    self.when_inconclusive(Phase::Canary { step }, &why, now_ms, &mut fx);
                 }
-            }
+            },
             (Phase::Switching, Event::Switched) => {
                 self.strikes = Strikes::default();
                 self.go(
@@ -119,16 +113,12 @@ impl Rollout {
                         now_ms,
                         &mut fx,
                     ),
-                    Phase::Promoted => {
-                        self.go(
-                            Phase::TearingDown,
-                            "keep-warm window ended early by an operator",
-                            &actor,
-                            now_ms,
-                            &mut fx,
-                        );
-                        fx.push(Effect::TearDownOld);
-                    }
+                    Phase::Promoted => self.tear_down_old(
+                        "keep-warm window ended early by an operator",
+                        &actor,
+                        now_ms,
+                        &mut fx,
+                    ),
                     _ => {}
                 }
             }
@@ -139,11 +129,7 @@ impl Rollout {
                     })
                     .is_ok() =>
             {
-                self.route = Route {
-                    active: self.old,
-                    weight: 0,
-                    shadow: 0,
-                };
+                self.route = Route::all_on(self.old);
                 fx.push(Effect::Route(self.route));
                 let reason = EndReason::AbortedBy {
                     actor: actor.clone(),
@@ -166,15 +152,6 @@ impl Rollout {
             _ => {}
         }
         (self, fx)
-    }
-
-    /// A manual hold after an inconclusive step: drop the step's timer.
-    fn settings_pause_manual(&mut self, step: usize) {
-        if let Strategy::Canary { steps } = &mut self.settings.strategy
-            && let Some(s) = steps.get_mut(step)
-        {
-            s.pause_ms = None;
-        }
     }
 
     fn go(&mut self, to: Phase, cause: &str, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
@@ -222,11 +199,7 @@ impl Rollout {
     }
 
     fn fail(&mut self, reason: EndReason, now_ms: i64, fx: &mut Vec<Effect>) {
-        self.route = Route {
-            active: self.old,
-            weight: 0,
-            shadow: 0,
-        };
+        self.route = Route::all_on(self.old);
         fx.push(Effect::Route(self.route));
         self.end(Phase::Failed, reason, "teal", now_ms, fx);
     }
@@ -270,49 +243,94 @@ impl Rollout {
         let Some(weight) = self.steps().get(step).map(CanaryStep::weight) else {
             return self.switch(cause, actor, now_ms, fx);
         };
-        self.route = Route {
-            active: self.old,
-            weight,
-            shadow: 0,
-        };
+        self.route = self.watched_route(self.old, weight);
         fx.push(Effect::Route(self.route));
         self.strikes = Strikes::default();
+        self.tally = Tally::default();
+        self.extended = 0;
         let cause = format!("{cause}; candidate at {}%", f64::from(weight) / 100.0);
         self.go(Phase::Canary { step }, &cause, actor, now_ms, fx);
     }
 
-    fn switch(&mut self, cause: &str, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
-        self.route = Route {
-            active: self.new_slot(),
-            weight: 0,
+    /// The route while the candidate is watched: the old version answers what the
+    /// candidate fails (when failover is on), and a share of requests goes to both as pairs.
+    fn watched_route(&self, active: Color, weight: u32) -> Route {
+        Route {
+            active,
+            weight,
             shadow: 0,
-        };
+            fallback: self.settings.failover.then_some(self.old),
+            baseline: ((self.settings.rules.baseline_share * f64::from(WHOLE)).round() as u32)
+                .min(WHOLE),
+        }
+    }
+
+    fn switch(&mut self, cause: &str, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
+        self.route = self.watched_route(self.new_slot(), 0);
+        self.tally = Tally::default();
+        self.extended = 0;
         fx.push(Effect::Route(self.route));
         self.go(Phase::Switching, cause, actor, now_ms, fx);
     }
 
     fn promote(&mut self, cause: &str, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
+        // Warm, the old version still answers what the new one fails; the pairs stop.
+        if self.route.baseline != 0 {
+            self.route.baseline = 0;
+            fx.push(Effect::Route(self.route));
+        }
         self.go(Phase::Promoted, cause, actor, now_ms, fx);
         if self.settings.keep_warm_ms == 0 {
-            self.go(
-                Phase::TearingDown,
-                "no keep-warm window",
-                "teal",
-                now_ms,
-                fx,
-            );
-            fx.push(Effect::TearDownOld);
+            self.tear_down_old("no keep-warm window", "teal", now_ms, fx);
         }
     }
 
+    /// Stops the old version, after a route that no longer falls back to it.
+    fn tear_down_old(&mut self, cause: &str, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
+        if self.route.fallback.is_some() || self.route.baseline != 0 {
+            self.route = Route::all_on(self.route.active);
+            fx.push(Effect::Route(self.route));
+        }
+        self.go(Phase::TearingDown, cause, actor, now_ms, fx);
+        fx.push(Effect::TearDownOld);
+    }
+
     fn roll_back(&mut self, reason: EndReason, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
-        self.route = Route {
-            active: self.old,
-            weight: 0,
-            shadow: 0,
-        };
+        self.route = Route::all_on(self.old);
         fx.push(Effect::Route(self.route));
         self.end(Phase::RolledBack, reason, actor, now_ms, fx);
+    }
+
+    /// A watched phase (`at`: the bake, or a canary step) ended, or its gates finished,
+    /// without enough evidence: promote, wait for an operator, or lengthen the window, as
+    /// the settings say.
+    fn when_inconclusive(&mut self, at: Phase, why: &str, now_ms: i64, fx: &mut Vec<Effect>) {
+        let max = self.settings.max_extensions;
+        match self.settings.on_inconclusive {
+            OnInconclusive::Promote => {
+                let cause = format!("{why}; going on, as on_inconclusive = \"promote\" says");
+                match at {
+                    Phase::Canary { step } => self.next_step(step + 1, &cause, "teal", now_ms, fx),
+                    _ => self.promote(&cause, "teal", now_ms, fx),
+                }
+            }
+            OnInconclusive::Extend if self.extended < max => {
+                let extended = self.extended + 1;
+                let cause = format!("{why}; window lengthened ({extended} of {max})");
+                self.go(at, &cause, "teal", now_ms, fx);
+                self.extended = extended;
+            }
+            OnInconclusive::Extend | OnInconclusive::Wait => {
+                let after = match self.settings.on_inconclusive {
+                    OnInconclusive::Extend => format!(" after {max} longer windows"),
+                    _ => String::new(),
+                };
+                let cause = format!(
+                    "{why}{after}: waiting; send traffic, then teal promote to go on, or teal abort"
+                );
+                self.wait_for_operator(at, &cause, now_ms, fx);
+            }
+        }
     }
 
     fn tick(&mut self, phase: Phase, check: Option<Check>, now_ms: i64, fx: &mut Vec<Effect>) {
@@ -321,19 +339,17 @@ impl Rollout {
             Phase::Canary { .. } | Phase::CanaryGates { .. } | Phase::Observing
         );
         if let Some(check) = &check {
-            if !phase.after_switch() && !watched {
+            // Before the switch, and beside a canary, the old version's traffic is the
+            // baseline the rules fall back on without pairs.
+            if !phase.after_switch() {
                 self.learn_baseline(&check.old);
             }
             if watched {
-                let judgements = self.judgements(check, phase != Phase::Observing);
+                self.add_evidence(check);
+                let judgements = self.judgements(check);
                 let failed = self.strike(&judgements);
                 self.last_check = judgements.into_iter().map(|(_, o)| o).collect();
-                if let Some((rule, detail)) = failed {
-                    let reason = EndReason::RuleFailed {
-                        rule,
-                        detail,
-                        checks: self.settings.rules.consecutive,
-                    };
+                if let Some(reason) = failed {
                     return self.roll_back(reason, "teal", now_ms, fx);
                 }
             }
@@ -358,6 +374,10 @@ impl Rollout {
                     return;
                 }
                 let gates = self.steps().get(step).is_some_and(|s| s.gates);
+                if !gates && let Some(why) = self.inconclusive() {
+                    let why = format!("canary step {} ended without enough evidence ({why})", step + 1);
+                    return self.when_inconclusive(Phase::Canary { step }, &why, now_ms, fx);
+                }
                 if gates {
                     let cause =
                         format!("canary step {} held its pause; running the gates", step + 1);
@@ -373,21 +393,18 @@ impl Rollout {
                     );
                 }
             }
-            Phase::Observing => {
-                self.promote("bake passed with every rule holding", "teal", now_ms, fx)
-            }
+            Phase::Observing => match self.inconclusive() {
+                None => self.promote("bake passed with every rule holding", "teal", now_ms, fx),
+                Some(why) => {
+                    let why = format!("bake ended without enough evidence ({why})");
+                    self.when_inconclusive(Phase::Observing, &why, now_ms, fx)
+                }
+            },
             Phase::Promoted
                 // The old version goes only while the new one is live and healthy; until
                 // then it stays warm for a rollback.
                 if check.as_ref().is_some_and(|c| c.new_ready) => {
-                    self.go(
-                        Phase::TearingDown,
-                        "keep-warm window over",
-                        "teal",
-                        now_ms,
-                        fx,
-                    );
-                    fx.push(Effect::TearDownOld);
+                    self.tear_down_old("keep-warm window over", "teal", now_ms, fx);
                 }
             _ => {}
         }

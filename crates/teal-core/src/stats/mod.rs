@@ -12,8 +12,12 @@
 //! versions at once: Wilcoxon's signed-rank test, McNemar's test, a bootstrap interval of
 //! a latency quantile ratio, and proper scoring rules (checked against
 //! `tests/fixtures/paired.json`, made by `tests/fixtures/make_paired.py`).
+//!
+//! [`sequential`] holds the anytime-valid tests the rollback rules read after the switch,
+//! which may be looked at after every check without raising their false-alarm rate.
 
 pub mod paired;
+pub mod sequential;
 
 pub use paired::{
     BootstrapError, BootstrapOptions, CorrectnessTally, LOG_LOSS_EPSILON, McNemar, Paired,

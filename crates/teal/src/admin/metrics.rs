@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Response, header};
 
 use super::context::Admin;
-use crate::metrics::{Metrics, ModelLabels, RouteLabels, SlotLabels};
+use crate::metrics::{Metrics, ModelLabels, PredictionLabels, RouteLabels, SlotLabels};
 use crate::routing::RouteSnapshot;
 
 /// Prometheus metrics. Like `/healthz`, readable without the token: the admin listener
@@ -86,6 +86,23 @@ pub fn render(metrics: &Metrics, routes: &RouteSnapshot) -> String {
                 .slot_ready
                 .get_or_create(&labels)
                 .set(i64::from(slot.backend.ready()));
+            // The slot counts its predicted classes on the request path; the counters catch
+            // up here. A slot loaded again starts from zero, and its counter waits until the
+            // new slot's count passes it.
+            for (class, count) in slot.stats.snapshot().classes.iter().enumerate() {
+                if *count == 0 {
+                    continue;
+                }
+                let counter = metrics.predictions.get_or_create(&PredictionLabels {
+                    model: model.name.clone(),
+                    version: slot.version.clone(),
+                    class: class.to_string(),
+                });
+                let seen = counter.get();
+                if *count > seen {
+                    counter.inc_by(count - seen);
+                }
+            }
         }
     }
     metrics.encode()

@@ -70,7 +70,7 @@ pub(super) async fn start_rollout(
                 return error(
                     StatusCode::BAD_REQUEST,
                     format!(
-                        "settings: {e} (keys: strategy, auto_switch, switch_delay_ms, observe_ms, keep_warm_ms, abort_removes_green, evidence, rules)"
+                        "settings: {e} (keys: strategy, auto_switch, switch_delay_ms, observe_ms, keep_warm_ms, abort_removes_green, evidence, rules, failover, on_inconclusive, max_extensions)"
                     ),
                 );
             }

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use teal_core::config::SlotConfig;
-use teal_core::rollout::{Check, Effect, Event, Refused, Rollout, RolloutSettings, Strategy};
+use teal_core::rollout::{
+    Check, Effect, Event, Phase, Refused, Rollout, RolloutSettings, Strategy,
+};
 use teal_core::routing::Color;
 use tokio::sync::{mpsc, oneshot};
 
@@ -372,6 +374,9 @@ impl Rollouts {
             }
             self.perform(&state, &candidate, effects, &done).await;
         }
+        if meter.pairs.is_some() {
+            self.validator.baselines.close(&state.model);
+        }
         tracing::info!(model = %state.model, rollout = state.id, phase = state.phase.name(), outcome = %state.outcome.as_ref().map(ToString::to_string).unwrap_or_default(), "rollout ended");
     }
 
@@ -399,10 +404,35 @@ impl Rollouts {
                 None => StatsSnapshot::default(),
             };
             *last = Some(now);
-            delta.window()
+            delta.window(state.latency_limit_ms())
         };
         let old_window = window(&old, &mut meter.old);
         let new_window = window(&new, &mut meter.new);
+        // The concurrent baseline: listening only while the candidate is watched.
+        let watched = matches!(
+            state.phase,
+            Phase::Canary { .. } | Phase::CanaryGates { .. } | Phase::Observing
+        );
+        let baselines = &self.validator.baselines;
+        let mut pairs = Vec::new();
+        match (&mut meter.pairs, watched && state.route.baseline > 0) {
+            (None, true) => {
+                let floor = state.settings.rules.min_requests as usize;
+                meter.pairs = Some(baselines.open_with_floor(&state.model, PAIRS_PER_CHECK, floor));
+            }
+            (Some(receiver), true) => {
+                let old_is_live = state.route.active == state.old;
+                while let Ok(o) = receiver.try_recv() {
+                    pairs.push(pair(&o, old_is_live));
+                }
+                baselines.took(&state.model);
+            }
+            (Some(_), false) => {
+                baselines.close(&state.model);
+                meter.pairs = None;
+            }
+            (None, false) => {}
+        }
         let accuracy = match state.settings.rules.min_accuracy {
             Some(_) => {
                 let (model, version, since) =
@@ -419,6 +449,7 @@ impl Rollouts {
             None => None,
         };
         Check {
+            pairs,
             old: old_window,
             new: new_window,
             new_ready: new.as_ref().is_some_and(|s| s.backend.ready()),
@@ -661,6 +692,32 @@ fn warm_up_deadline(candidate: &SlotConfig) -> Duration {
 struct Meter {
     old: Option<StatsSnapshot>,
     new: Option<StatsSnapshot>,
+    /// The concurrent baseline's pairs, while the candidate is watched.
+    pairs: Option<mpsc::Receiver<teal_core::gates::Observation>>,
+}
+
+/// Pairs kept between two checks; more are dropped (a check needs far fewer).
+const PAIRS_PER_CHECK: usize = 4096;
+
+/// A concurrent-baseline pair as the rules read it. The gateway sends each pair as (the
+/// active slot's answer, the other slot's): `old_is_live` says which of them is the old
+/// version. Regression outputs are not compared (a retrained regressor differs everywhere).
+fn pair(o: &teal_core::gates::Observation, old_is_live: bool) -> teal_core::rollout::Pair {
+    let (old, new) = if old_is_live {
+        (&o.live, &o.candidate)
+    } else {
+        (&o.candidate, &o.live)
+    };
+    teal_core::rollout::Pair {
+        old_ms: old.latency_ms,
+        new_ms: new.latency_ms,
+        old_ok: old.ok,
+        new_ok: new.ok,
+        differ: match (old.label, new.label) {
+            (Some(a), Some(b)) => Some(a != b),
+            _ => None,
+        },
+    }
 }
 
 /// What the state file remembers of a model: what each slot runs and how traffic is split.

@@ -40,6 +40,8 @@ pub(crate) struct Answer {
     pub(super) close: bool,
     /// The label it predicts, for the request log (only while the log is on).
     pub(super) predicted: Option<Predicted>,
+    /// The slot that failed this request before the old version answered it.
+    pub(super) failed_over: Option<Arc<Slot>>,
 }
 
 /// The slot a request ran on and the generation of the route table that chose it: the
@@ -65,6 +67,7 @@ impl Answer {
             served: None,
             close: false,
             predicted: None,
+            failed_over: None,
         }
     }
 
@@ -114,6 +117,9 @@ impl Answer {
                 &names::GENERATION,
                 number.format(served.generation).as_bytes(),
             );
+        }
+        if let Some(failed) = &self.failed_over {
+            header(&names::FAILOVER, failed.version_header.as_bytes());
         }
     }
 

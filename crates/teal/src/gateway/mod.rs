@@ -61,6 +61,8 @@ pub const SLOT_HEADER: &str = "x-teal-slot";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Header carrying the generation of the route table that routed the request.
 pub const GENERATION_HEADER: &str = "x-teal-route-generation";
+/// Names the version that failed a request the old version then answered (failover).
+pub const FAILOVER_HEADER: &str = "x-teal-failover";
 pub use crate::headers::{JSON_LENGTH_HEADER, RequestHeaders, header_text};
 
 /// The headers above as names made at compile time: a name given as a string is parsed and
@@ -71,6 +73,7 @@ mod names {
     pub static SLOT: HeaderName = HeaderName::from_static(super::SLOT_HEADER);
     pub static REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID_HEADER);
     pub static GENERATION: HeaderName = HeaderName::from_static(super::GENERATION_HEADER);
+    pub static FAILOVER: HeaderName = HeaderName::from_static(super::FAILOVER_HEADER);
     pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
 }
 
@@ -84,6 +87,8 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// Where mirrored requests go while a shadow validation runs.
     pub shadows: Arc<ShadowHub>,
+    /// Where a rollout's concurrent-baseline pairs go while it watches a candidate.
+    pub baselines: Arc<ShadowHub>,
     /// Requests kept for replay.
     pub captures: Arc<Captures>,
     /// Where each routed request is recorded, when the request log is on.
@@ -113,6 +118,7 @@ impl Gateway {
         Gateway {
             routes,
             max_body_bytes,
+            baselines: Arc::new(ShadowHub::new(shadows.dropped.clone())),
             shadows,
             captures,
             request_log: None,

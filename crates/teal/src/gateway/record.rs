@@ -5,7 +5,10 @@
 
 use std::time::Instant;
 
-use crate::metrics::{ErrorLabels, ModelLabels, RequestLabels, SlotLabels};
+use std::sync::Arc;
+
+use crate::metrics::{ErrorLabels, ModelLabels, RequestLabels, SlotLabels, VersionLabels};
+use crate::routing::Slot;
 use crate::state::store::RequestRecord;
 
 use super::Gateway;
@@ -25,6 +28,34 @@ impl Drop for ActiveGuard {
 }
 
 impl Gateway {
+    /// Counts a request that `slot` failed and the old version answered instead: a failure
+    /// of `slot` for the rollback rules and in its series, and one failover.
+    pub(super) fn failed_over(
+        &self,
+        model: &str,
+        slot: &Arc<Slot>,
+        endpoint: Endpoint,
+        started: Instant,
+    ) {
+        let elapsed = started.elapsed();
+        slot.stats.observe(elapsed, true);
+        let handles = slot.metrics.get_or_init(|| {
+            self.metrics
+                .slot_handles(model, &slot.version, &slot.color.to_string())
+        });
+        handles.requests[endpoint as usize].inc();
+        handles.latency.observe(elapsed.as_secs_f64());
+        handles.backend_errors.inc();
+        self.metrics
+            .failovers
+            .get_or_create(&VersionLabels {
+                model: model.to_string(),
+                version: slot.version.clone(),
+            })
+            .inc();
+        tracing::debug!(model, version = %slot.version, "request failed on the candidate; the old version answers it");
+    }
+
     /// Counts a request in flight on a served model until the guard drops.
     pub(super) fn active(&self, model: &str) -> Option<ActiveGuard> {
         let gauge = self.in_flight_gauge(model)?;
@@ -76,6 +107,9 @@ impl Gateway {
         if let Some(served) = served {
             // The common case: the slot's series, resolved on its first answer.
             served.stats.observe(elapsed, status >= 500);
+            if let Some(label) = answer.predicted.as_ref().and_then(|p| p.0.parse().ok()) {
+                served.stats.observe_class(label);
+            }
             let handles = served.metrics.get_or_init(|| {
                 self.metrics
                     .slot_handles(model, &served.version, &served.color.to_string())

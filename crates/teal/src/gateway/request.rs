@@ -12,7 +12,7 @@ use teal_core::protocol::{
     self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
 };
 
-use crate::routing::Slot;
+use crate::routing::{ModelRoutes, Slot};
 
 use super::answer::{Answer, Served, predicted};
 use super::body::{Payload, body_headers, read_body};
@@ -148,10 +148,63 @@ async fn run_infer(
     let json_len = body_headers(headers, true)?;
     let body = read_body(body, headers, gateway.max_body_bytes).await?;
     let routes = find_model(gateway, model)?;
-    let in_flight = pick(&routes, version, headers)?.enter();
-    let slot = in_flight.slot();
+    let slot = pick(&routes, version, headers)?;
+    let routed = version.is_none() && headers.get(&names::SLOT).is_none();
+    let started = Instant::now();
+    let first = infer_on(gateway, &routes, &slot, routed, &body, json_len).await;
+    match failover(&routes, &slot, routed, &first) {
+        Some(old) => {
+            gateway.failed_over(&routes.name, &slot, Endpoint::Infer, started);
+            let mut answer = infer_on(gateway, &routes, &old, false, &body, json_len).await;
+            if let Ok(answer) = &mut answer {
+                answer.failed_over = Some(slot.clone());
+            }
+            answer
+        }
+        None => first,
+    }
+}
+
+/// The slot that answers instead when the route table's choice failed: the old version,
+/// while a rollout watches the candidate with failover on (the table's `fallback`). Only
+/// for requests the table routed (a caller who named a version or slot gets its answer),
+/// and only for a failure on the slot's side: a backend error, or a server's 5xx answer.
+fn failover(
+    routes: &ModelRoutes,
+    slot: &Arc<Slot>,
+    routed: bool,
+    outcome: &Result<Answer, Failure>,
+) -> Option<Arc<Slot>> {
+    let fallback = routes.table.fallback?;
+    if !routed || fallback == slot.color {
+        return None;
+    }
+    let failed = match outcome {
+        Ok(answer) => answer.status.is_server_error(),
+        Err(failure) => failure.served.is_some(),
+    };
+    if !failed {
+        return None;
+    }
+    routes
+        .slot(fallback)
+        .filter(|old| old.version != slot.version)
+        .cloned()
+}
+
+/// Runs a V2 infer request's body on one slot.
+async fn infer_on(
+    gateway: &Gateway,
+    routes: &ModelRoutes,
+    slot: &Arc<Slot>,
+    routed: bool,
+    body: &bytes::Bytes,
+    json_len: Option<usize>,
+) -> Result<Answer, Failure> {
+    let model = routes.name.as_str();
+    let _in_flight = slot.enter();
     let generation = routes.table.generation;
-    let mirror = gateway.mirror_target(&routes, slot);
+    let mirror = gateway.mirror_target(routes, slot, routed);
     if slot.cache.is_none()
         && mirror.is_none()
         && let Some(upstream) = slot.backend.v2_upstream()
@@ -159,7 +212,7 @@ async fn run_infer(
         // Fast path: check the request when the server published its inputs, then pass the
         // bytes through both ways.
         if let Some(signature) = slot.backend.signature() {
-            InferRequest::decode(&body, json_len, Some(signature))?;
+            InferRequest::decode(body, json_len, Some(signature))?;
         }
         let answer = upstream
             .forward(body.clone(), json_len)
@@ -184,16 +237,16 @@ async fn run_infer(
         let mut reply = Answer::new(status, content_type, answer.body).routed(slot, generation);
         reply.json_len = answer.json_len;
         if (200..300).contains(&answer.status) {
-            gateway.capture(&routes, &body, json_len);
+            gateway.capture(routes, body, json_len);
             reply.predicted = label;
         }
         return Ok(reply);
     }
-    let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
-    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
+    let mut request = InferRequest::decode(body, json_len, slot.backend.signature())?;
+    let outputs = run_and_mirror(routes, slot, mirror, &mut request)
         .await
         .map_err(|e| Failure::on(slot, generation, e))?;
-    gateway.capture(&routes, &body, json_len);
+    gateway.capture(routes, body, json_len);
     let encoded = protocol::encode_response(model, &slot.version, &request, &outputs);
     let content_type = match encoded.json_len {
         None => "application/json",
@@ -231,8 +284,32 @@ async fn run_predict(
     body_headers(headers, false)?;
     let body = read_body(body, headers, gateway.max_body_bytes).await?;
     let routes = find_model(gateway, model)?;
-    let in_flight = pick(&routes, None, headers)?.enter();
-    let slot = in_flight.slot();
+    let slot = pick(&routes, None, headers)?;
+    let routed = headers.get(&names::SLOT).is_none();
+    let started = Instant::now();
+    let first = predict_on(gateway, &routes, &slot, routed, &body).await;
+    match failover(&routes, &slot, routed, &first) {
+        Some(old) => {
+            gateway.failed_over(&routes.name, &slot, Endpoint::Predict, started);
+            let mut answer = predict_on(gateway, &routes, &old, false, &body).await;
+            if let Ok(answer) = &mut answer {
+                answer.failed_over = Some(slot.clone());
+            }
+            answer
+        }
+        None => first,
+    }
+}
+
+/// Runs a simple predict request's body on one slot.
+async fn predict_on(
+    gateway: &Gateway,
+    routes: &ModelRoutes,
+    slot: &Arc<Slot>,
+    routed: bool,
+    body: &bytes::Bytes,
+) -> Result<Answer, Failure> {
+    let _in_flight = slot.enter();
     let assumed;
     let signature = match slot.backend.signature() {
         Some(signature) => signature,
@@ -241,14 +318,14 @@ async fn run_predict(
             &assumed
         }
     };
-    let mut request = InferRequest::from_features(&body, signature)?;
+    let mut request = InferRequest::from_features(body, signature)?;
     let wanted = routes
         .prediction_output
         .as_deref()
         .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
     let generation = routes.table.generation;
-    let mirror = gateway.mirror_target(&routes, slot);
-    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
+    let mirror = gateway.mirror_target(routes, slot, routed);
+    let outputs = run_and_mirror(routes, slot, mirror, &mut request)
         .await
         .map_err(|e| Failure::on(slot, generation, e))?;
     let chosen = match wanted {

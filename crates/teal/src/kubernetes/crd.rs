@@ -490,6 +490,7 @@ impl ModelDeploymentSpec {
                 check_interval_ms: r.check_interval_seconds.unwrap_or(10) * 1000,
                 ..defaults
             },
+            ..RolloutSettings::default()
         }
     }
 

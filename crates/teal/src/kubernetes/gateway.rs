@@ -236,6 +236,11 @@ impl Follower {
             },
             header_override: true,
             generation: current.as_ref().map_or(1, |c| c.table.generation + 1),
+            // Pods of the two versions are behind their own Services; failing over between
+            // them and pairing for the rules is the operator's single-machine work, not this
+            // gateway's.
+            fallback: None,
+            baseline: 0,
         };
         let previous = current
             .as_ref()

@@ -133,6 +133,8 @@ pub struct Validator {
     store: Arc<crate::state::store::Store>,
     metrics: Arc<crate::metrics::Metrics>,
     pub shadows: Arc<ShadowHub>,
+    /// Where the pairs of a rollout's concurrent baseline go while a candidate is watched.
+    pub baselines: Arc<ShadowHub>,
     pub captures: Arc<Captures>,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
     next_id: AtomicU64,
@@ -157,6 +159,7 @@ impl Validator {
         Validator {
             routes,
             store,
+            baselines: Arc::new(ShadowHub::new(metrics.shadow_dropped.clone())),
             metrics,
             shadows,
             captures,

@@ -3,6 +3,7 @@
 //! waits on them, and when they cannot keep up they drop and count.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,6 +21,11 @@ const SHADOW_CONCURRENCY: usize = 64;
 struct Session {
     observations: mpsc::Sender<Observation>,
     permits: Arc<Semaphore>,
+    /// Copies sent since the listener last took its pairs ([`ShadowHub::took`]).
+    recent: AtomicUsize,
+    /// Below this many recent copies, every request the share would skip is copied too, so
+    /// light traffic still gives the listener enough pairs.
+    floor: usize,
 }
 
 /// Shadow sessions by model, and how many mirrored requests were dropped.
@@ -41,10 +47,23 @@ impl ShadowHub {
     /// Opens a session for `model`; observations arrive on the returned receiver until it
     /// is closed with [`ShadowHub::close`].
     pub fn open(&self, model: &str, capacity: usize) -> mpsc::Receiver<Observation> {
+        self.open_with_floor(model, capacity, 0)
+    }
+
+    /// [`open`](ShadowHub::open), asking for at least `floor` copies between two
+    /// [`took`](ShadowHub::took)s whatever the share, while the model has headroom.
+    pub fn open_with_floor(
+        &self,
+        model: &str,
+        capacity: usize,
+        floor: usize,
+    ) -> mpsc::Receiver<Observation> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let session = Session {
             observations: tx,
             permits: Arc::new(Semaphore::new(SHADOW_CONCURRENCY)),
+            recent: AtomicUsize::new(0),
+            floor,
         };
         self.sessions
             .lock()
@@ -67,6 +86,28 @@ impl ShadowHub {
             .contains_key(model)
     }
 
+    /// Whether a session listens for `model` and has had fewer copies than its floor since
+    /// the listener last took its pairs.
+    pub fn below_floor(&self, model: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(model)
+            .is_some_and(|s| s.recent.load(Ordering::Relaxed) < s.floor)
+    }
+
+    /// The listener took its pairs: the floor counts afresh.
+    pub fn took(&self, model: &str) {
+        if let Some(s) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(model)
+        {
+            s.recent.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Sends a copy of a request the live slot answered to both slots at the same moment, in
     /// its own task: a pair measured on the same machine state, so a burst of load reads as
     /// the same on both sides rather than as a slower candidate.
@@ -86,6 +127,7 @@ impl ShadowHub {
                 self.dropped.inc();
                 return;
             };
+            session.recent.fetch_add(1, Ordering::Relaxed);
             (session.observations.clone(), permit)
         };
         tokio::spawn(async move {

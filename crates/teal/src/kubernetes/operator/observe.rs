@@ -331,9 +331,24 @@ async fn check(md: &ModelDeployment, ctx: &Context, rollout: &Rollout) -> Result
             requests: answers.len() as u64,
             errors: answers.iter().filter(|a| !a.ok).count() as u64,
             p95_ms: p95,
+            ..Window::default()
         }
     };
     check.old = window(observations.iter().map(|o| &o.live).collect());
     check.new = window(observations.iter().map(|o| &o.candidate).collect());
+    // Each probe went to both colours at once: the rules' concurrent baseline.
+    check.pairs = observations
+        .iter()
+        .map(|o| teal_core::rollout::Pair {
+            old_ms: o.live.latency_ms,
+            new_ms: o.candidate.latency_ms,
+            old_ok: o.live.ok,
+            new_ok: o.candidate.ok,
+            differ: match (o.live.label, o.candidate.label) {
+                (Some(a), Some(b)) => Some(a != b),
+                _ => None,
+            },
+        })
+        .collect();
     Ok(check)
 }

@@ -118,11 +118,7 @@ async fn first_deploy(
     next.active_colour = Some(colour);
     next.active_version = Some(version.clone());
     next.versions.insert(colour.name().into(), version.clone());
-    let route = teal_core::rollout::Route {
-        active: colour.into(),
-        weight: 0,
-        shadow: 0,
-    };
+    let route = teal_core::rollout::Route::all_on(colour.into());
     set_route(&mut next, route);
     // The objects first: applying them again is harmless, so a failed status write only
     // means they are applied again on the next reconcile, never that they are skipped.
