@@ -319,7 +319,13 @@ fn the_demo_runs_three_rollouts_under_load_with_no_failure_outside_the_fault() {
         assert!(phase["requests"].as_u64().unwrap() > 0);
         assert!(phase["accuracy"].as_f64().unwrap() > 0.9, "{phase}");
     }
-    assert!(summary["errors_from_the_fault"].as_u64().unwrap() > 0);
+    // v3's failures were all answered by v2, warm beside it: none reached a client.
+    assert_eq!(
+        summary["errors_from_the_fault"].as_u64(),
+        Some(0),
+        "{summary:#}"
+    );
+    assert!(summary["failovers"].as_u64().unwrap() > 0, "{summary:#}");
     assert!(summary["rollback_after_fault_ms"].as_f64().unwrap() < 10_000.0);
 }
 

@@ -36,11 +36,11 @@ pub struct Route {
     /// The slot that answers a request the route sent elsewhere when that slot fails (a
     /// server error or a timeout): the old version, while it is warm and the candidate is
     /// watched.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Color>,
     /// Share of requests sent as a pair to both versions at once for the rules' concurrent
     /// baseline, basis points.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "super::is_default")]
     pub baseline: u32,
 }
 

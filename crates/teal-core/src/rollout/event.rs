@@ -33,8 +33,9 @@ pub enum Event {
     },
     /// Time passed; `check` carries measurements when one was due.
     Tick {
-        /// Both slots' behaviour since the last check, when one was due.
-        check: Option<Check>,
+        /// Both slots' behaviour since the last check, when one was due (boxed: a check with
+        /// its pairs is far larger than any other event).
+        check: Option<Box<Check>>,
     },
     /// The published route now matches the switch.
     Switched,

@@ -43,6 +43,12 @@ pub use rules::{
 pub use settings::{Evidence, OnInconclusive, RolloutSettings};
 pub use strategy::{CanaryStep, Strategy};
 
+/// Whether a value is its type's default: fields added after a state file was written are
+/// left out while they hold it, so an older rollout writes back as it was read.
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// One rollout of one model: everything the state machine needs to take its next step, kept
 /// as JSON in the state file (or a resource's status) so a restart continues where it stood.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -74,13 +80,13 @@ pub struct Rollout {
     /// The requests the baseline rests on, to weigh the next check's p95 against it.
     pub baseline_requests: u64,
     /// The old version's traffic before the switch (and beside a canary), for the rules.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub baseline: Baseline,
     /// The evidence since the watched phase (the bake, or the canary step) began.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub tally: Tally,
     /// How many times the watched phase's window was lengthened for want of evidence.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub extended: u32,
     /// The last check's rule outcomes, for status displays.
     pub last_check: Vec<RuleOutcome>,

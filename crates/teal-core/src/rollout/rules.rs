@@ -38,18 +38,37 @@ pub struct RollbackRules {
     #[serde(deserialize_with = "duration_ms")]
     pub check_interval_ms: u64,
     /// The chance, per sequential rule, that a candidate within the limits is rolled back.
+    #[serde(skip_serializing_if = "is_default_alpha")]
     pub alpha: f64,
     /// Share of live requests also sent, as a pair, to both versions at once while the
     /// candidate is watched: the concurrent baseline the latency, errors and outputs rules
     /// compare against. 0 turns it off (the rules then use the old version's traffic before
     /// the switch). Skipped while the model is saturated, as shadow copies are.
+    #[serde(skip_serializing_if = "is_default_baseline_share")]
     pub baseline_share: f64,
     /// The outputs rule: the share of paired answers whose predictions may differ between
     /// the two versions.
+    #[serde(skip_serializing_if = "is_default_max_disagreement")]
     pub max_disagreement: f64,
     /// The outputs rule without pairs: how much each predicted class's share may grow over
     /// its share before the switch.
+    #[serde(skip_serializing_if = "is_default_max_class_shift")]
     pub max_class_shift: f64,
+}
+
+// Rules added after state files were written are left out at their defaults, so an older
+// rollout writes back as it was read.
+fn is_default_alpha(v: &f64) -> bool {
+    *v == RollbackRules::default().alpha
+}
+fn is_default_baseline_share(v: &f64) -> bool {
+    *v == RollbackRules::default().baseline_share
+}
+fn is_default_max_disagreement(v: &f64) -> bool {
+    *v == RollbackRules::default().max_disagreement
+}
+fn is_default_max_class_shift(v: &f64) -> bool {
+    *v == RollbackRules::default().max_class_shift
 }
 
 impl Default for RollbackRules {
@@ -178,7 +197,7 @@ pub struct Strikes {
     /// Checks in a row where the candidate's live accuracy was under the floor.
     pub accuracy: u32,
     /// Set when the outputs rule's evidence reached its bound.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "super::is_default")]
     pub outputs: u32,
 }
 
@@ -385,14 +404,18 @@ impl Rollout {
                 format!("{} requests, {} needed", t.requests, r.min_requests),
             ));
         } else {
+            // The old version's share is itself measured: the limit adds the allowance to an
+            // upper bound on it that holds at every check (at most a share alpha of the time
+            // too low), so a short sample of the old version never tightens the limit.
+            let upper = crate::stats::sequential::upper_bound;
             let (old_rate, basis) = if paired {
                 (
-                    t.old_errors as f64 / t.pairs as f64,
+                    upper(t.pairs, t.old_errors, r.alpha),
                     format!("in {} pairs sent to both at once", t.pairs),
                 )
-            } else if self.baseline.requests > 0 {
+            } else if self.baseline.requests >= r.min_requests {
                 (
-                    self.baseline.errors as f64 / self.baseline.requests as f64,
+                    upper(self.baseline.requests, self.baseline.errors, r.alpha),
                     format!("in {} requests before the switch", self.baseline.requests),
                 )
             } else {
@@ -404,7 +427,7 @@ impl Rollout {
                 Rule::Errors,
                 test(log_e),
                 format!(
-                    "error rate {:.2}% over {} requests, limit {:.2}% (the old version's {:.2}% {basis} + {:.2}%); {}",
+                    "error rate {:.2}% over {} requests, limit {:.2}% (the old version's at most {:.2}% {basis}, + {:.2}%); {}",
                     t.errors as f64 * 100.0 / t.requests as f64,
                     t.requests,
                     limit * 100.0,

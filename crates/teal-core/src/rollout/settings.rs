@@ -59,11 +59,23 @@ pub struct RolloutSettings {
     /// Whether a request the candidate fails (a server error or a timeout) is answered by
     /// the old version while it is warm: during canary steps, the bake and the keep-warm
     /// window. The failure still counts against the candidate.
+    #[serde(skip_serializing_if = "is_true")]
     pub failover: bool,
     /// What the bake or a canary step does when it ends without enough evidence.
+    #[serde(skip_serializing_if = "super::is_default")]
     pub on_inconclusive: OnInconclusive,
     /// How many times `on_inconclusive = "extend"` lengthens a window before it waits.
+    #[serde(skip_serializing_if = "is_two")]
     pub max_extensions: u32,
+}
+
+// Settings added after state files were written are left out at their defaults, so an older
+// rollout writes back as it was read.
+fn is_true(v: &bool) -> bool {
+    *v
+}
+fn is_two(v: &u32) -> bool {
+    *v == 2
 }
 
 impl Default for RolloutSettings {

@@ -86,7 +86,7 @@ impl Rollout {
             (Phase::RemovingCandidate { then }, Event::CandidateRemoved) => {
                 self.go(*then, "candidate stopped", "teal", now_ms, &mut fx);
             }
-            (phase, Event::Tick { check }) => self.tick(phase, check, now_ms, &mut fx),
+            (phase, Event::Tick { check }) => self.tick(phase, check.map(|c| *c), now_ms, &mut fx),
             (phase, Event::Promote { actor })
                 if self
                     .accepts(&Event::Promote {
@@ -247,6 +247,7 @@ impl Rollout {
         fx.push(Effect::Route(self.route));
         self.strikes = Strikes::default();
         self.tally = Tally::default();
+        self.last_check.clear();
         self.extended = 0;
         let cause = format!("{cause}; candidate at {}%", f64::from(weight) / 100.0);
         self.go(Phase::Canary { step }, &cause, actor, now_ms, fx);
@@ -268,6 +269,7 @@ impl Rollout {
     fn switch(&mut self, cause: &str, actor: &str, now_ms: i64, fx: &mut Vec<Effect>) {
         self.route = self.watched_route(self.new_slot(), 0);
         self.tally = Tally::default();
+        self.last_check.clear();
         self.extended = 0;
         fx.push(Effect::Route(self.route));
         self.go(Phase::Switching, cause, actor, now_ms, fx);

@@ -50,6 +50,29 @@ pub fn exceedance(trials: u64, successes: u64, p0: f64) -> f64 {
     log_mean_exp(&terms)
 }
 
+/// An upper confidence bound on a share, valid at every look at once: with chance at least
+/// `1 - alpha`, the true share of successes is at most this after every trial. It is the
+/// largest share `q` that [`exceedance`], applied to the failures (H0 "at most `1 - q` of
+/// the trials fail"), does not reject; with no trials it is 1.
+pub fn upper_bound(trials: u64, successes: u64, alpha: f64) -> f64 {
+    if trials == 0 {
+        return 1.0;
+    }
+    let successes = successes.min(trials);
+    let failures = trials - successes;
+    let bound = threshold(alpha);
+    let (mut low, mut high) = (successes as f64 / trials as f64, 1.0);
+    for _ in 0..40 {
+        let q = (low + high) / 2.0;
+        if exceedance(trials, failures, 1.0 - q) >= bound {
+            high = q;
+        } else {
+            low = q;
+        }
+    }
+    high
+}
+
 /// `ln(mean(exp(x)))`, without overflow.
 fn log_mean_exp(x: &[f64]) -> f64 {
     let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -136,6 +159,34 @@ mod tests {
         let (rate, median) = simulate(1.0, 0.5, 0.01, 10, 100, 1);
         assert_eq!(rate, 1.0);
         assert!(median <= 12, "median {median}");
+    }
+
+    #[test]
+    fn the_upper_bound_holds_at_every_look_and_narrows_with_evidence() {
+        // A share of 0.5%: the bound, read after every 50 trials, stays above it in at least
+        // 1 - alpha of the streams.
+        let mut rng = Rng(7);
+        let (p, alpha, runs) = (0.005, 0.05, 300);
+        let mut broken = 0;
+        for _ in 0..runs {
+            let (mut n, mut k) = (0u64, 0u64);
+            for _ in 0..100 {
+                for _ in 0..50 {
+                    n += 1;
+                    k += u64::from(rng.next() < p);
+                }
+                if upper_bound(n, k, alpha) < p {
+                    broken += 1;
+                    break;
+                }
+            }
+        }
+        assert!(broken as f64 / runs as f64 <= alpha, "{broken} of {runs}");
+        assert_eq!(upper_bound(0, 0, 0.01), 1.0);
+        let few = upper_bound(20, 0, 0.01);
+        let many = upper_bound(5_000, 0, 0.01);
+        assert!(few > 0.1 && few < 0.5, "{few}");
+        assert!(many < 0.002, "{many}");
     }
 
     #[test]

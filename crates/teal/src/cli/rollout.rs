@@ -70,6 +70,18 @@ pub struct DeployArgs {
     /// Stop the new version too when the rollout is aborted or fails.
     #[arg(long)]
     pub remove_on_abort: bool,
+    /// When the bake or a canary step ends without enough traffic to judge: extend (lengthen
+    /// it, then wait), wait (for teal promote), or promote (go on regardless).
+    #[arg(long, value_parser = ["extend", "wait", "promote"])]
+    pub on_inconclusive: Option<String>,
+    /// Let requests the new version fails reach the client, rather than having the warm old
+    /// version answer them while the new one is watched.
+    #[arg(long)]
+    pub no_failover: bool,
+    /// Share of requests, 0 to 1, sent to both versions at once while the new one is watched,
+    /// for the rules to compare them at the same moment (default 0.05).
+    #[arg(long, value_name = "SHARE")]
+    pub baseline_share: Option<f64>,
     /// Follow the rollout until it ends or waits for an operator.
     #[arg(long)]
     pub watch: bool,
@@ -200,6 +212,21 @@ impl DeployArgs {
         }
         if self.remove_on_abort {
             out.insert("abort_removes_green".into(), true.into());
+        }
+        if let Some(choice) = &self.on_inconclusive {
+            out.insert("on_inconclusive".into(), choice.as_str().into());
+        }
+        if self.no_failover {
+            out.insert("failover".into(), false.into());
+        }
+        if let Some(share) = self.baseline_share {
+            if !(0.0..=1.0).contains(&share) {
+                bail!("--baseline-share {share}: give a share between 0 and 1, like 0.05");
+            }
+            out.insert(
+                "rules".into(),
+                serde_json::json!({ "baseline_share": share }),
+            );
         }
         Ok(out)
     }

@@ -341,7 +341,7 @@ impl Rollouts {
                 Some(event) = finished.recv() => (event, None),
                 _ = ticks.tick() => {
                     let check = self.measure(&state, &mut meter).await;
-                    (Event::Tick { check: Some(check) }, None)
+                    (Event::Tick { check: Some(Box::new(check)) }, None)
                 }
             };
             let before = state.clone();

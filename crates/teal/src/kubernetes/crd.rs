@@ -488,8 +488,13 @@ impl ModelDeploymentSpec {
                 consecutive: r.consecutive.unwrap_or(defaults.consecutive),
                 min_requests: u64::from(r.probe_requests.unwrap_or(20)).min(defaults.min_requests),
                 check_interval_ms: r.check_interval_seconds.unwrap_or(10) * 1000,
+                // The operator's checks send holdout probes to both colours at once: those
+                // are its pairs. Live requests reach the pods through their Services, not
+                // through teal, so there is no live share to pair and no failover.
+                baseline_share: 0.0,
                 ..defaults
             },
+            failover: false,
             ..RolloutSettings::default()
         }
     }

@@ -55,7 +55,7 @@ fn manual_rollback_while_observing_and_promoted() {
     assert_eq!(back.phase, Phase::RolledBack);
     let (down, fx) = step(promoted, Event::Promote { actor: "a".into() }, T0 + 200);
     assert_eq!(down.phase, Phase::TearingDown);
-    assert_eq!(fx, vec![Effect::TearDownOld]);
+    assert_eq!(fx, vec![route(Color::Green, 0, 0), Effect::TearDownOld]);
 }
 
 #[test]

@@ -41,20 +41,38 @@ fn start(settings: RolloutSettings) -> Rollout {
 
 /// Steps and returns the state with the effects that are not audit records.
 fn step(r: Rollout, e: Event, now: i64) -> (Rollout, Vec<Effect>) {
-    let from = r.phase.clone();
-    let (r, fx) = r.step(e, now);
-    let records = fx.iter().filter(|f| matches!(f, Effect::Record(_))).count();
-    // A phase change is always recorded; no record without a phase change.
-    if r.phase != from {
-        assert!(records >= 1, "{from:?} -> {:?} without a record", r.phase);
-    } else {
-        assert_eq!(records, 0, "a record without a phase change in {from:?}");
-    }
-    let work = fx
-        .into_iter()
-        .filter(|f| !matches!(f, Effect::Record(_)))
-        .collect();
+    let (r, _, work) = step_recorded(r, e, now);
     (r, work)
+}
+
+/// Steps and returns the state, the audit records, and the other effects.
+fn step_recorded(r: Rollout, e: Event, now: i64) -> (Rollout, Vec<Transition>, Vec<Effect>) {
+    let (from, since) = (r.phase.clone(), r.since_ms);
+    let (r, fx) = r.step(e, now);
+    let (records, work): (Vec<Effect>, Vec<Effect>) =
+        fx.into_iter().partition(|f| matches!(f, Effect::Record(_)));
+    // A phase change is always recorded, and so is a phase entered again (a lengthened
+    // window, or a hold for an operator), which restarts its clock; nothing else is.
+    if r.phase != from || r.since_ms != since {
+        assert!(
+            !records.is_empty(),
+            "{from:?} -> {:?} without a record",
+            r.phase
+        );
+    } else {
+        assert!(
+            records.is_empty(),
+            "a record without a phase change in {from:?}: {records:?}"
+        );
+    }
+    let records = records
+        .into_iter()
+        .map(|f| match f {
+            Effect::Record(t) => t,
+            _ => unreachable!(),
+        })
+        .collect();
+    (r, records, work)
 }
 
 fn gates(verdict: Verdict) -> Event {
@@ -79,24 +97,47 @@ fn route(active: Color, weight: u32, shadow: u32) -> Effect {
         active,
         weight,
         shadow,
+        ..Route::all_on(active)
+    })
+}
+
+/// The route while the candidate (green) is watched: blue answers what green fails, and 5%
+/// of requests go to both as pairs.
+fn watched(active: Color, weight: u32) -> Effect {
+    Effect::Route(Route {
+        active,
+        weight,
+        shadow: 0,
+        fallback: Some(Color::Blue),
+        baseline: 500,
+    })
+}
+
+/// The route once the bake has passed: blue, still warm, answers what green fails; the pairs
+/// have stopped.
+fn warm() -> Effect {
+    Effect::Route(Route {
+        active: Color::Green,
+        weight: 0,
+        shadow: 0,
+        fallback: Some(Color::Blue),
+        baseline: 0,
     })
 }
 
 fn healthy(requests: u64) -> Check {
+    let window = Window {
+        requests,
+        errors: 0,
+        p95_ms: Some(10.0),
+        p50_ms: Some(5.0),
+        ..Window::default()
+    };
     Check {
-        old: Window {
-            requests,
-            errors: 0,
-            p95_ms: Some(10.0),
-        },
-        new: Window {
-            requests,
-            errors: 0,
-            p95_ms: Some(10.0),
-        },
+        old: window.clone(),
+        new: window,
         new_ready: true,
-        new_exited: None,
-        accuracy: None,
+        ..Check::default()
     }
 }
 
@@ -107,7 +148,9 @@ fn failing(requests: u64) -> Check {
 }
 
 fn tick(check: Option<Check>) -> Event {
-    Event::Tick { check }
+    Event::Tick {
+        check: check.map(Box::new),
+    }
 }
 
 fn observing(s: RolloutSettings) -> Rollout {
@@ -138,5 +181,46 @@ fn canary_steps() -> Strategy {
                 gates: true,
             },
         ],
+    }
+}
+
+/// A rollout observing after a check before the switch that taught it the old version's
+/// behaviour (`before.old`).
+fn observing_after(s: RolloutSettings, before: Check) -> Rollout {
+    let r = to_validating(start(s));
+    let (r, _) = step(r, tick(Some(before)), T0 + 25);
+    let (r, _) = step(r, gates(Verdict::Pass), T0 + 30);
+    let (r, _) = step(r, Event::Switched, T0 + 31);
+    assert_eq!(r.phase, Phase::Observing);
+    r
+}
+
+/// A small deterministic generator (SplitMix64), so the simulations are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    /// Uniform in [0, 1).
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with chance `p`.
+    fn chance(&mut self, p: f64) -> bool {
+        self.next() < p
+    }
+
+    /// How many of `n` trials succeed, each with chance `p`.
+    fn binomial(&mut self, n: u64, p: f64) -> u64 {
+        (0..n).filter(|_| self.chance(p)).count() as u64
+    }
+
+    /// A service time in milliseconds: 3 ms plus an exponential tail of mean 5 ms.
+    fn latency(&mut self) -> f64 {
+        3.0 - 5.0 * (1.0 - self.next()).ln()
     }
 }

@@ -10,7 +10,7 @@ fn resume_reissues_what_each_phase_owes() {
     let (r, _) = step(r, Event::Deployed, T0);
     assert_eq!(r.resume(), vec![route(Color::Blue, 0, 0), Effect::WarmUp]);
     let r = observing(settings(Strategy::BlueGreen));
-    assert_eq!(r.resume(), vec![route(Color::Green, 0, 0)]);
+    assert_eq!(r.resume(), vec![watched(Color::Green, 0)]);
 }
 
 #[test]
@@ -20,4 +20,64 @@ fn state_round_trips_through_json() {
     let json = serde_json::to_string(&r).unwrap();
     let back: Rollout = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
+}
+
+#[test]
+fn a_rollout_saved_before_the_sequential_rules_still_reads_and_runs() {
+    // A bake as the state file held it before pairs, failover and the sequential rules: no
+    // tally, baseline or extensions, a route without fallback or pairs, fewer settings.
+    let json = r#"{
+        "id": 7, "model": "digits", "version": "v2", "old_version": "v1", "old": "blue",
+        "settings": {
+            "strategy": { "kind": "blue_green" }, "auto_switch": true, "switch_delay_ms": 0,
+            "observe_ms": 60000, "keep_warm_ms": 3600000, "abort_removes_green": false,
+            "evidence": { "replay": 1000 },
+            "rules": {
+                "latency_ratio": 1.2, "latency_slack_ms": 2.0, "max_error_rate": 0.01,
+                "min_accuracy": null, "consecutive": 3, "min_requests": 20,
+                "check_interval_ms": 1000
+            }
+        },
+        "phase": { "phase": "observing" },
+        "since_ms": 1000031, "started_ms": 1000000,
+        "route": { "active": "green", "weight": 0, "shadow": 0 },
+        "strikes": { "latency": 1, "errors": 0, "ready": 0, "accuracy": 0 },
+        "baseline_p95_ms": 10.0, "baseline_requests": 100,
+        "last_check": [
+            { "rule": "ready", "verdict": "pass", "detail": "candidate ready" },
+            { "rule": "latency", "verdict": "fail", "detail": "p95 15.0 ms (limit 14.0 ms)" }
+        ],
+        "outcome": null
+    }"#;
+    let r: Rollout = serde_json::from_str(json).unwrap();
+    assert_eq!(r.phase, Phase::Observing);
+    assert_eq!(r.route, Route::all_on(Color::Green));
+    assert_eq!(r.resume(), vec![route(Color::Green, 0, 0)]);
+    assert_eq!((r.tally.clone(), r.extended), (Tally::default(), 0));
+    assert_eq!(r.baseline, Baseline::default());
+    assert_eq!((r.strikes.latency, r.strikes.outputs), (1, 0));
+    assert_eq!(r.baseline_p95_ms, Some(10.0));
+    // The settings it lacked are the defaults.
+    let defaults = RolloutSettings::default();
+    assert_eq!(r.settings.rules.alpha, defaults.rules.alpha);
+    assert_eq!(
+        r.settings.rules.baseline_share,
+        defaults.rules.baseline_share
+    );
+    assert_eq!(r.settings.on_inconclusive, OnInconclusive::Extend);
+    assert_eq!(r.settings.max_extensions, defaults.max_extensions);
+    assert!(r.settings.failover);
+    // Its rules are armed: the evidence starts from the next check.
+    let mut failing_all = healthy(20);
+    failing_all.new.errors = 20;
+    let (r, fx) = step(r, tick(Some(failing_all)), T0 + 1_031);
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(fx, vec![route(Color::Blue, 0, 0)]);
+    assert!(matches!(
+        r.outcome,
+        Some(EndReason::RuleProven {
+            rule: Rule::Errors,
+            ..
+        })
+    ));
 }

@@ -100,7 +100,9 @@ pub(super) async fn observe(
             match (check, rollout.deadline_ms()) {
                 (None, Some(at)) if now < at => return Ok(None),
                 (None, None) => return Ok(None),
-                (check, _) => Event::Tick { check },
+                (check, _) => Event::Tick {
+                    check: check.map(Box::new),
+                },
             }
         }
         _ => return Ok(None),
