@@ -28,6 +28,7 @@ const CORE: &[(&str, u32)] = &[
     ("stats", 1),
     ("protocol", 1),
     ("envelope", 1),
+    ("http1", 1),
     ("gates", 2),
     ("rollout", 3),
     ("config", 4),

@@ -331,6 +331,8 @@ impl UpstreamModel {
                 shared.failed(replica, "connect");
                 Attempt::NotSent(why)
             }
+            // Not the replica's fault, and no other replica would take it either.
+            Err(Http1Error::Unsendable(why)) => Attempt::Failed(BackendError::Upstream(why)),
             Err(Http1Error::Failed(why)) => {
                 shared.failed(replica, "request");
                 Attempt::Failed(BackendError::Upstream(format!("{}: {why}", url())))
