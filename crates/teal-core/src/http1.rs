@@ -103,6 +103,10 @@ pub fn parse_head(buf: &[u8], no_body: bool) -> Result<Parsed, FramingError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {
+        // Refused whole as in pieces: how the bytes arrived must not decide.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            return Err(FramingError::HeadTooLarge);
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(FramingError::HeadTooLarge);
@@ -231,7 +235,8 @@ impl Chunked {
                 ChunkState::Done => return Ok((used, true)),
                 ChunkState::Size => {
                     let Some(end) = line_end(rest) else {
-                        if rest.len() > MAX_CHUNK_LINE {
+                        // Too long whatever comes next (the last byte may be the CR).
+                        if rest.len() > MAX_CHUNK_LINE + 1 {
                             return Err(FramingError::ChunkLine);
                         }
                         return Ok((used, false));
