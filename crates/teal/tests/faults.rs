@@ -601,3 +601,50 @@ async fn an_upstream_answer_with_malformed_framing_is_a_502_naming_it() {
     assert_eq!(status["slots"][0]["ready"], true, "{status:#}");
     server.abort();
 }
+
+/// A version that fails every request does not flood the log: its failures are one line per
+/// interval (`FAILURE_LOG_INTERVAL`, 10 s), not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_failing_every_request_logs_a_line_per_interval_not_per_request() {
+    let (url, server) = faulty_server(Fault::ServerError).await;
+    let config = config_file(&format!(
+        "[[model]]\nname = \"digits\"\n[model.blue]\n{}",
+        upstream("crashing", &[url], "eject_after_failures = 1000000")
+    ));
+    let dir = config.parent().unwrap().to_path_buf();
+    let log = dir.join("stderr.log");
+    let teal = serve_binary(&config, Some(&log));
+    let body = Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
+    let started = Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, body) = (teal.data.clone(), body.clone());
+            tokio::spawn(async move {
+                for _ in 0..400 {
+                    let answer = client
+                        .send("POST", "/v2/models/digits/infer", &[], body.clone())
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.status, 502, "{}", answer.error_message());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let intervals = started.elapsed().as_secs() / 10 + 1;
+    drop(teal);
+    server.abort();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let failed = text
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .count() as u64;
+    assert!(failed >= 1, "the failures are logged:\n{text}");
+    assert!(
+        failed <= intervals + 1,
+        "3200 failed requests over {intervals} intervals wrote {failed} lines:\n{text}"
+    );
+    assert!(text.lines().count() < 20, "the log stays short:\n{text}");
+}

@@ -10,6 +10,7 @@ use std::path::Path;
 const TEAL: &[(&str, u32)] = &[
     ("headers", 1),
     ("metrics", 1),
+    ("log_throttle", 1),
     ("trace", 2),
     ("state", 3),
     ("backends", 4),

@@ -49,6 +49,7 @@ pub use connection::serve_connection;
 pub use error::GatewayError;
 
 use crate::control::validation::taps::{Captures, ShadowHub};
+use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::routing::Routes;
 use crate::state::store::RequestLog;
@@ -98,7 +99,14 @@ pub struct Gateway {
     ids: RequestIds,
     /// Each served model's in-flight gauge, found by name without building a label set.
     in_flight: std::sync::RwLock<std::collections::HashMap<String, Gauge>>,
+    /// Failed requests' log lines, at most one per model, version and kind of failure every
+    /// [`FAILURE_LOG_INTERVAL`].
+    failure_log: LogThrottle<(String, String, &'static str)>,
 }
+
+/// How often a model version's failures of one kind are logged at most: the first at once,
+/// then one line per interval saying how many more there were.
+pub const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Gateway {
     /// The data plane's state without the state file and the request log, which only feedback
@@ -121,6 +129,7 @@ impl Gateway {
             shadow_headroom: std::thread::available_parallelism().map_or(2, |n| n.get() as i64),
             ids: RequestIds::new(),
             in_flight: Default::default(),
+            failure_log: LogThrottle::new(FAILURE_LOG_INTERVAL),
         }
     }
 }
