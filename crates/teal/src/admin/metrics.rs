@@ -104,10 +104,11 @@ fn declare_model(metrics: &Metrics, model: &str) {
     let labels = ModelLabels {
         model: model.to_string(),
     };
-    metrics.rollbacks.get_or_create(&labels);
-    metrics.switches.get_or_create(&labels);
+    // Made, not read: each guard is let go at once.
+    let _ = metrics.rollbacks.get_or_create(&labels);
+    let _ = metrics.switches.get_or_create(&labels);
     for phase in teal_core::rollout::Phase::NAMES {
-        metrics.rollout_phase.get_or_create(&PhaseLabels {
+        let _ = metrics.rollout_phase.get_or_create(&PhaseLabels {
             model: model.to_string(),
             phase: phase.to_string(),
         });
