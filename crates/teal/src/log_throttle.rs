@@ -3,9 +3,12 @@
 //! and the log shipper as much as the serving). Lines are grouped by a key (for failed
 //! requests: model, version and kind of failure): the first of a group is logged at once,
 //! the rest within `interval` are counted, and the next one after it is logged with how many
-//! were held back and the first of them as an example. So a group writes at most one line
-//! per interval, and no kind of failure hides another. (Failures that stop within an
-//! interval are counted in the metrics, not in a later line.)
+//! were held back and the first of them as an example. When no next one comes, [`due`]
+//! hands the count over once the interval is past, for a summary line of its own. So a group
+//! writes at most one line per interval, every line held back is counted in one, and no kind
+//! of failure hides another.
+//!
+//! [`due`]: LogThrottle::due
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -36,18 +39,21 @@ struct Group {
 pub enum Verdict {
     /// Write it.
     Log,
-    /// Write it, saying that `held` more like it were held back over `over`, the first of
-    /// them `example`.
-    LogWithHeld {
-        held: u64,
-        over: Duration,
-        example: String,
-    },
+    /// Write it, saying what was held back since the group's last line.
+    LogWithHeld(Held),
     /// Count it, write nothing.
     Quiet,
 }
 
-impl<K: Hash + Eq> LogThrottle<K> {
+/// Lines held back: how many, over how long (since the group's last line), and the first.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Held {
+    pub count: u64,
+    pub over: Duration,
+    pub example: String,
+}
+
+impl<K: Hash + Eq + Clone> LogThrottle<K> {
     pub fn new(interval: Duration) -> LogThrottle<K> {
         LogThrottle {
             interval,
@@ -72,16 +78,9 @@ impl<K: Hash + Eq> LogThrottle<K> {
                 }
                 return Verdict::Quiet;
             }
-            let held = std::mem::take(&mut group.held);
-            let first = group.example.take();
-            group.logged_at = now;
-            return match first {
-                Some(example) if held > 0 => Verdict::LogWithHeld {
-                    held,
-                    over: since,
-                    example,
-                },
-                _ => Verdict::Log,
+            return match group.take(now) {
+                Some(held) => Verdict::LogWithHeld(held),
+                None => Verdict::Log,
             };
         }
         if groups.len() >= MAX_GROUPS {
@@ -100,6 +99,49 @@ impl<K: Hash + Eq> LogThrottle<K> {
             },
         );
         Verdict::Log
+    }
+
+    /// The groups that have held lines back for a whole interval since their last line, with
+    /// what they held, for a summary line each (as if a line of theirs was written now).
+    /// Groups quiet for an interval are forgotten: their next line is written at once.
+    pub fn due(&self) -> Vec<(K, Held)> {
+        self.due_at(Instant::now())
+    }
+
+    fn due_at(&self, now: Instant) -> Vec<(K, Held)> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        groups.retain(|key, group| {
+            if now.saturating_duration_since(group.logged_at) < self.interval {
+                return true;
+            }
+            match group.take(now) {
+                Some(held) => {
+                    due.push((key.clone(), held));
+                    true
+                }
+                None => false,
+            }
+        });
+        due
+    }
+}
+
+impl Group {
+    /// What was held back, if anything; the group starts over from `now`.
+    fn take(&mut self, now: Instant) -> Option<Held> {
+        let count = std::mem::take(&mut self.held);
+        let example = self.example.take();
+        let over = now.saturating_duration_since(self.logged_at);
+        self.logged_at = now;
+        match example {
+            Some(example) if count > 0 => Some(Held {
+                count,
+                over,
+                example,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -123,11 +165,11 @@ mod tests {
         assert_eq!(throttle.check_at("b", at(3), || "b".into()), Verdict::Log);
         assert_eq!(
             throttle.check_at("a", at(12), || "a4".into()),
-            Verdict::LogWithHeld {
-                held: 3,
+            Verdict::LogWithHeld(Held {
+                count: 3,
                 over: 12 * SECOND,
                 example: "a1".into()
-            }
+            })
         );
         assert_eq!(
             throttle.check_at("a", at(13), || "a5".into()),
@@ -135,6 +177,40 @@ mod tests {
         );
         // Nothing held since the last line: a plain line.
         assert_eq!(throttle.check_at("b", at(20), || "b".into()), Verdict::Log);
+    }
+
+    #[test]
+    fn lines_held_when_none_follow_are_handed_over_once_their_interval_is_past() {
+        let throttle = LogThrottle::new(10 * SECOND);
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        throttle.check_at("a", at(0), || "a0".into());
+        throttle.check_at("a", at(1), || "a1".into());
+        throttle.check_at("a", at(2), || "a2".into());
+        throttle.check_at("b", at(5), || "b0".into());
+        assert_eq!(throttle.due_at(at(9)), vec![]);
+        assert_eq!(
+            throttle.due_at(at(11)),
+            vec![(
+                "a",
+                Held {
+                    count: 2,
+                    over: 11 * SECOND,
+                    example: "a1".into()
+                }
+            )]
+        );
+        // Handed over once: the next interval starts at the summary.
+        assert_eq!(throttle.due_at(at(16)), vec![]);
+        assert_eq!(
+            throttle.check_at("a", at(17), || "a3".into()),
+            Verdict::Quiet
+        );
+        assert_eq!(throttle.due_at(at(21)).len(), 1);
+        // Quiet groups are forgotten, and their next line is written at once.
+        assert_eq!(throttle.due_at(at(40)), vec![]);
+        assert_eq!(throttle.groups.lock().unwrap().len(), 0);
+        assert_eq!(throttle.check_at("a", at(41), || "a4".into()), Verdict::Log);
     }
 
     #[test]

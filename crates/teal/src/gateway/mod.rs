@@ -134,6 +134,18 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Writes a line for each model version and kind of failure whose failed requests were
+    /// held back from the log and have had no line for a whole interval: how many, and the
+    /// first of them. Called every [`FAILURE_LOG_INTERVAL`].
+    pub fn log_held_failures(&self) {
+        for ((model, version, kind), held) in self.failure_log.due() {
+            tracing::warn!(model, version, kind, held = held.count, first_held = %held.example,
+                "{} more requests failed like this in the last {} s", held.count, held.over.as_secs());
+        }
+    }
+}
+
 /// The data plane as a connection's service: a POST to a model's infer endpoint goes straight
 /// to its handler, every other request through the router (matching, path extraction and
 /// their allocations were a twentieth of a proxied request's instructions). A path the direct

@@ -76,13 +76,9 @@ pub(super) async fn serve_request(
                     Verdict::Log => {
                         tracing::warn!(request_id = %request_id, trace_id, model, error = %e, "request failed");
                     }
-                    Verdict::LogWithHeld {
-                        held,
-                        over,
-                        example,
-                    } => {
-                        tracing::warn!(request_id = %request_id, trace_id, model, error = %e, held, first_held = %example,
-                            "request failed; {held} more like this in the last {}s", over.as_secs());
+                    Verdict::LogWithHeld(held) => {
+                        tracing::warn!(request_id = %request_id, trace_id, model, error = %e, held = held.count, first_held = %held.example,
+                            "request failed; {} more like this in the last {} s", held.count, held.over.as_secs());
                     }
                 }
             } else {
