@@ -28,6 +28,21 @@ bresp = {"model_name": "digits", "outputs": [{"name": "label", "datatype": "INT6
 header = json.dumps(bresp).encode()
 put("v2_response", "binary", b"\x02" + struct.pack("<H", len(header)) + header + struct.pack("<2q", 3, 4))
 
+# http1_answer: a control byte (bit 0: the answer is to HEAD; the rest: piece size), then an answer.
+for name, control, answer in [
+    ("length", 0x00, b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\ninference-header-content-length: 2\r\n\r\n{\"outputs\":[]}"),
+    ("chunked", 0x06, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nTrailer: 1\r\n\r\n"),
+    ("continue", 0x02, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\nHTTP/1.1 500 Internal Server Error\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"),
+    ("until-close", 0x10, b"HTTP/1.0 200 OK\r\n\r\nall of it"),
+    ("head", 0x01, b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n"),
+    ("no-content", 0x00, b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ("huge-chunk", 0x00, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nabc"),
+    ("length-and-chunked", 0x00, b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+    ("two-lengths", 0x00, b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd"),
+    ("switching", 0x00, b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n"),
+]:
+    put("http1_answer", name, bytes([control]) + answer)
+
 with open("../examples/teal.toml", "rb") as f:
     put("config", "example", f.read())
 put("config", "upstream", b'''[server]

@@ -3,12 +3,13 @@
 //! accepts re-encodes to JSON that decodes to the same request.
 #![no_main]
 
+mod limits;
 mod wire;
 
 use libfuzzer_sys::fuzz_target;
 use teal_core::protocol::{Datatype, InferRequest, Signature, TensorSpec};
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: limits::init(), |data: &[u8]| {
     let Some(input) = wire::split(data) else {
         return;
     };

@@ -2,6 +2,7 @@
 //! envelope check of the pass-through path, against serde_json reading the same envelope.
 #![no_main]
 
+mod limits;
 mod wire;
 
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +14,7 @@ struct Envelope {
     outputs: Vec<serde::de::IgnoredAny>,
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: limits::init(), |data: &[u8]| {
     let Some(input) = wire::split(data) else {
         return;
     };

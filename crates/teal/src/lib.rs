@@ -3,8 +3,9 @@
 //! The modules are layers, and each uses only the layers below it (`tests/layers.rs`
 //! checks every `crate::` path against this order, lowest first):
 //!
-//! 1. [`headers`] and [`metrics`]: leaves. The request headers as the data plane reads them;
-//!    the Prometheus registry and its typed label sets.
+//! 1. [`headers`], [`metrics`] and [`log_throttle`]: leaves. The request headers as the data
+//!    plane reads them; the Prometheus registry and its typed label sets; at most one log
+//!    line per interval for a repeated failure.
 //! 2. [`trace`]: W3C trace context, read from the request headers.
 //! 3. [`state`]: the state folder: the SQLite store (audit log, request log, rollouts, routes)
 //!    and the admin token file.
@@ -30,6 +31,7 @@ pub mod control;
 pub mod gateway;
 pub mod headers;
 pub mod kubernetes;
+pub mod log_throttle;
 pub mod metrics;
 pub mod routing;
 pub mod server;

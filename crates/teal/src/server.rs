@@ -388,6 +388,20 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         )));
     }
     let gateway = Arc::new(gateway);
+    // Failed requests held back from the log are summed up once their interval is over,
+    // even when no failure follows to carry the count.
+    let held = Arc::downgrade(&gateway);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::gateway::FAILURE_LOG_INTERVAL);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(gateway) = held.upgrade() else {
+                return;
+            };
+            gateway.log_held_failures();
+        }
+    });
     for model in routes.load().models.values() {
         let live = model.live();
         let event = NewEvent {

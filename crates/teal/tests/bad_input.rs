@@ -681,3 +681,60 @@ async fn every_bad_admin_request_gets_a_clear_4xx_in_json() {
     }
     stop(running).await;
 }
+
+/// One wide row and a million empty ones, 4 MB in all: the rows' lengths disagree, which is
+/// what the answer says, and nothing was reserved for a million rows of the wide one's width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jagged_predict_body_is_refused_without_a_large_allocation() {
+    let config = config_file(&format!(
+        "[[model]]\nname = \"digits\"\n[model.blue]\n{}",
+        onnx("v1")
+    ));
+    let teal = serve_binary(&config, None);
+    let (rss_before, virtual_before) = (teal.peak_rss(), teal.peak_virtual());
+    let wide = vec!["0"; 500_000].join(",");
+    let empty = vec!["[]"; 1_000_000].join(",");
+    let body = format!("{{\"features\":[[{wide}],{empty}]}}");
+    assert!(body.len() < teal::core::config::DEFAULT_MAX_BODY_BYTES);
+    let answer = teal
+        .data
+        .send(
+            "POST",
+            "/v1/models/digits/predict",
+            &[("content-type", "application/json")],
+            Bytes::from(body),
+        )
+        .await
+        .expect("an answer, not a dropped connection");
+    assert_eq!(answer.status, 400, "{}", answer.error_message());
+    let error = answer.error_message();
+    assert!(
+        error.contains("row 1 has 0 features but row 0 has 500000"),
+        "{error}"
+    );
+    const MB: u64 = 1024 * 1024;
+    let (rss, virtual_size) = (teal.peak_rss(), teal.peak_virtual());
+    // The body (4 MB) and row 0's values are held, nothing per row: not the million rows of
+    // a JSON tree (about 90 MB more), nor a million times row 0's width, reserved (terabytes).
+    assert!(rss < 200 * MB, "peak resident memory {} MB", rss / MB);
+    assert!(
+        rss - rss_before < 64 * MB,
+        "peak resident memory grew from {} MB to {} MB",
+        rss_before / MB,
+        rss / MB
+    );
+    assert!(
+        virtual_size - virtual_before < 4096 * MB,
+        "peak address space grew from {} MB to {} MB",
+        virtual_before / MB,
+        virtual_size / MB
+    );
+    // Still serving.
+    let row = serde_json::json!({ "features": [holdout("digits")[0].0] });
+    let ok = teal
+        .data
+        .post_json("/v1/models/digits/predict", &row)
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.error_message());
+}

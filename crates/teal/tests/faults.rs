@@ -27,7 +27,55 @@ enum Fault {
     NotV2,
     /// Answers 500 with an error, as a model server whose model crashed does.
     ServerError,
+    /// Answers with the framing the request's `id` names (see [`FRAMINGS`]).
+    BadFraming,
 }
+
+const ANSWER: &str = r#"{"model_name":"digits","outputs":[{"name":"label","datatype":"INT64","shape":[1],"data":[7]}]}"#;
+
+/// Answers whose framing is malformed or ambiguous, by name, and what the 502 must say.
+const FRAMINGS: &[(&str, &str, &str)] = &[
+    (
+        "huge-chunk",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nabc",
+        "upstream answer is larger than",
+    ),
+    (
+        "chunk-overflow",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10000000000000000\r\nabc",
+        "chunk size is not a hex number",
+    ),
+    (
+        "length-and-chunked",
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "upstream answer had both Content-Length and Transfer-Encoding",
+    ),
+    (
+        "two-lengths",
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 30\r\n\r\nabc",
+        "upstream answer had two different Content-Lengths",
+    ),
+    (
+        "signed-length",
+        "HTTP/1.1 200 OK\r\ncontent-length: +3\r\n\r\nabc",
+        "Content-Length is not a number",
+    ),
+    (
+        "gzip",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "Transfer-Encoding is \"gzip, chunked\"",
+    ),
+    (
+        "switching",
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
+        "upstream answered 101 Switching Protocols",
+    ),
+    (
+        "chunk-too-long",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+        "chunk does not end with CRLF",
+    ),
+];
 
 const METADATA: &str = r#"{"name":"digits","versions":["broken"],"platform":"fake","inputs":[{"name":"input","datatype":"FP32","shape":[-1,64]}],"outputs":[{"name":"label","datatype":"INT64","shape":[-1]}]}"#;
 
@@ -70,6 +118,7 @@ async fn serve_faulty(mut stream: TcpStream, fault: Fault) {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
         buf.drain(..head_end + length);
         let first = head.lines().next().unwrap_or("").to_string();
         let answer = |status: &str, body: &str| {
@@ -99,6 +148,16 @@ async fn serve_faulty(mut stream: TcpStream, fault: Fault) {
                     "500 Internal Server Error",
                     "{\"error\": \"the model crashed\"}",
                 ),
+                Fault::BadFraming if body.contains("\"id\":\"continue\"") => {
+                    format!("HTTP/1.1 100 Continue\r\n\r\n{}", answer("200 OK", ANSWER))
+                }
+                Fault::BadFraming => match FRAMINGS
+                    .iter()
+                    .find(|(name, _, _)| body.contains(&format!("\"id\":\"{name}\"")))
+                {
+                    Some((_, framing, _)) => framing.to_string(),
+                    None => answer("200 OK", ANSWER),
+                },
             }
         } else {
             answer("404 Not Found", "{\"error\": \"no such endpoint\"}")
@@ -513,4 +572,112 @@ async fn without_failover_a_failing_versions_errors_reach_the_client_until_the_r
     let (failed, failovers) = roll_back_a_version_answering_server_errors(false).await;
     assert!(failed >= 5, "{failed} failed");
     assert_eq!(failovers, 0.0);
+}
+
+/// Answers whose framing is malformed or ambiguous (a chunk size near 2^64, both
+/// Content-Length and Transfer-Encoding, two lengths, a 101) each become a 502 that names
+/// what was wrong; an interim 100 Continue is skipped; and teal, its readiness checks of the
+/// same server included, stays healthy throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answer_with_malformed_framing_is_a_502_naming_it() {
+    let (url, server) = faulty_server(Fault::BadFraming).await;
+    let config = config_file(&format!(
+        "[[model]]\nname = \"digits\"\n[model.blue]\n{}",
+        upstream(
+            "framed",
+            &[url],
+            "timeout_ms = 2000\nhealth_interval_ms = 50\neject_after_failures = 1000"
+        )
+    ));
+    let teal = serve_binary(&config, None);
+    let row = holdout("digits")[0].0.clone();
+    let request = |id: &str| {
+        let mut body = infer_body(std::slice::from_ref(&row));
+        body["id"] = id.into();
+        Bytes::from(body.to_string())
+    };
+    for round in 0..2 {
+        for (name, _, says) in FRAMINGS {
+            let answer = teal
+                .data
+                .send("POST", "/v2/models/digits/infer", &[], request(name))
+                .await
+                .expect("an answer");
+            assert_eq!(answer.status, 502, "{name}: {}", answer.error_message());
+            let error = answer.error_message();
+            assert!(
+                error.contains("digits") && error.contains(says),
+                "{name} (round {round}): {error}"
+            );
+        }
+        for id in ["continue", "plain"] {
+            let answer = teal
+                .data
+                .send("POST", "/v2/models/digits/infer", &[], request(id))
+                .await
+                .unwrap();
+            assert_eq!(answer.status, 200, "{id}: {}", answer.error_message());
+            assert_eq!(answer.json()["outputs"][0]["data"][0], 7, "{id}");
+        }
+    }
+    // Alive, ready, and the replica still judged ready by its checks.
+    let mut teal = teal;
+    assert!(!teal.proc.has_exited(), "teal is running");
+    let ready = teal.data.get("/v2/health/ready").await.unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.error_message());
+    let status = teal
+        .admin
+        .get("/api/v1/models/digits")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(status["slots"][0]["ready"], true, "{status:#}");
+    server.abort();
+}
+
+/// A version that fails every request does not flood the log: its failures are one line per
+/// interval (`FAILURE_LOG_INTERVAL`, 10 s), not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_failing_every_request_logs_a_line_per_interval_not_per_request() {
+    let (url, server) = faulty_server(Fault::ServerError).await;
+    let config = config_file(&format!(
+        "[[model]]\nname = \"digits\"\n[model.blue]\n{}",
+        upstream("crashing", &[url], "eject_after_failures = 1000000")
+    ));
+    let dir = config.parent().unwrap().to_path_buf();
+    let log = dir.join("stderr.log");
+    let teal = serve_binary(&config, Some(&log));
+    let body = Bytes::from(infer_body(&[holdout("digits")[0].0.clone()]).to_string());
+    let started = Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, body) = (teal.data.clone(), body.clone());
+            tokio::spawn(async move {
+                for _ in 0..400 {
+                    let answer = client
+                        .send("POST", "/v2/models/digits/infer", &[], body.clone())
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.status, 502, "{}", answer.error_message());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let intervals = started.elapsed().as_secs() / 10 + 1;
+    drop(teal);
+    server.abort();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let failed = text
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .count() as u64;
+    assert!(failed >= 1, "the failures are logged:\n{text}");
+    assert!(
+        failed <= intervals + 1,
+        "3200 failed requests over {intervals} intervals wrote {failed} lines:\n{text}"
+    );
+    assert!(text.lines().count() < 20, "the log stays short:\n{text}");
 }

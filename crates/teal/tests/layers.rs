@@ -10,6 +10,7 @@ use std::path::Path;
 const TEAL: &[(&str, u32)] = &[
     ("headers", 1),
     ("metrics", 1),
+    ("log_throttle", 1),
     ("trace", 2),
     ("state", 3),
     ("backends", 4),
@@ -28,6 +29,7 @@ const CORE: &[(&str, u32)] = &[
     ("stats", 1),
     ("protocol", 1),
     ("envelope", 1),
+    ("http1", 1),
     ("gates", 2),
     ("rollout", 3),
     ("config", 4),

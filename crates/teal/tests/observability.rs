@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,9 +13,56 @@ use bytes::Bytes;
 use common::*;
 use teal::cli::client::HttpClient;
 
+/// Debian's `promtool` (package `prometheus`): the one on the PATH, or else one unpacked
+/// (once) into `.deps/prometheus` with `apt-get download` and `dpkg -x`, no root needed.
+fn promtool_bin() -> std::path::PathBuf {
+    let on_path = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if on_path {
+        return "promtool".into();
+    }
+    let deps = repo_root().join(".deps");
+    let unpacked = deps.join("prometheus");
+    let bin = unpacked.join("usr/bin/promtool");
+    if !bin.exists() {
+        let debs = deps.join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        let download = Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(&debs)
+            .status()
+            .expect("apt-get runs");
+        assert!(download.success(), "apt-get download prometheus");
+        let deb = std::fs::read_dir(&debs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("prometheus_"))
+            })
+            .expect("the downloaded package");
+        // Unpacked beside, then moved into place, so a half-unpacked folder is never used.
+        let partial = deps.join(format!("prometheus.partial-{}", std::process::id()));
+        let unpack = Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&partial)
+            .status()
+            .expect("dpkg runs");
+        assert!(unpack.success(), "dpkg -x {}", deb.display());
+        if std::fs::rename(&partial, &unpacked).is_err() {
+            // Another test unpacked it first.
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+    }
+    bin
+}
+
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     use std::io::Write;
-    let mut child = Command::new("promtool")
+    let mut child = Command::new(promtool_bin())
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -293,4 +340,125 @@ async fn json_logs_carry_request_and_trace_ids_and_the_traceparent_reaches_the_m
         ],
         "one line per rollout transition"
     );
+}
+
+/// The samples of a scrape in the classic text format, by series (`name{labels}`), with their
+/// values as written.
+fn samples(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// The series of each scrape, one minute apart, as `promtool test rules` input: every series
+/// of a metric the rules use, `_` where a scrape did not have it.
+fn input_series(scrapes: &[&str], used: &BTreeSet<String>) -> String {
+    let scrapes: Vec<BTreeMap<String, String>> = scrapes.iter().map(|s| samples(s)).collect();
+    let all: BTreeSet<&String> = scrapes.iter().flat_map(|s| s.keys()).collect();
+    let mut out = String::new();
+    for series in all {
+        let name = series.split('{').next().unwrap_or(series);
+        if !used.contains(name) {
+            continue;
+        }
+        let values: Vec<&str> = scrapes
+            .iter()
+            .map(|s| s.get(series).map_or("_", String::as_str))
+            .collect();
+        out.push_str(&format!(
+            "      - series: '{}'\n        values: '{}'\n",
+            series.replace('\'', "''"),
+            values.join(" ")
+        ));
+    }
+    out
+}
+
+/// The rollback alert fires on a model's first rollback: `teal_rollbacks_total` (and every
+/// other labelled series the rules read) exists at 0 from start-up, so the step to 1 is an
+/// increase. Checked by `promtool test rules` on two scrapes of the real binary: right after
+/// start-up, and after the first rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollback_alert_fires_on_the_first_rollback() {
+    let config = config_file(&format!(
+        "[[model]]\nname = \"digits\"\n[model.blue]\n{}",
+        onnx("v1")
+    ));
+    let teal = serve_binary(&config, None);
+    let start = teal.admin.get("/metrics").await.unwrap();
+    let start = String::from_utf8_lossy(&start.body).to_string();
+    for series in [
+        "teal_rollbacks_total{model=\"digits\"} 0",
+        "teal_switches_total{model=\"digits\"} 0",
+        "teal_rollout_phase{model=\"digits\",phase=\"warming_up\"} 0",
+        "model_server_errors_total{model=\"digits\",version=\"v1\",slot=\"blue\",error_type=\"backend\"} 0",
+        "model_server_requests_total{model=\"digits\",version=\"v1\",slot=\"blue\",endpoint=\"infer\"} 0",
+        "model_server_latency_seconds_count{model=\"digits\",version=\"v1\",slot=\"blue\"} 0",
+    ] {
+        assert!(start.contains(series), "{series} at start-up:\n{start}");
+    }
+
+    let root = repo_root();
+    let candidate = serde_json::json!({ "version": "v2", "kind": "onnx", "path": root.join("models/digits/v2/model.onnx") });
+    let settings = serde_json::json!({ "auto_switch": false, "evidence": { "holdout": root.join("models/digits/holdout.jsonl") } });
+    let started = teal
+        .admin
+        .post_json(
+            "/api/v1/models/digits/rollouts",
+            &serde_json::json!({ "candidate": candidate, "settings": settings }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.status, 202, "{}", started.error_message());
+    let waiting = eventually(Duration::from_secs(60), async || {
+        teal.admin
+            .get("/api/v1/models/digits/rollout")
+            .await
+            .unwrap()
+            .json()["phase_name"]
+            == "awaiting_approval"
+    })
+    .await;
+    assert!(waiting, "the candidate waits for approval");
+    // Deployed: the new version's series exist before it answers a request.
+    let deployed = teal.admin.get("/metrics").await.unwrap();
+    let deployed = String::from_utf8_lossy(&deployed.body).to_string();
+    let green = "model_server_errors_total{model=\"digits\",version=\"v2\",slot=\"green\",error_type=\"backend\"} 0";
+    assert!(deployed.contains(green), "{green}:\n{deployed}");
+    for verb in ["promote", "rollback"] {
+        let a = teal
+            .admin
+            .post_json(
+                &format!("/api/v1/models/digits/{verb}"),
+                &serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "{verb}: {}", a.error_message());
+    }
+    let rolled_back = eventually(Duration::from_secs(30), async || {
+        let text = teal.admin.get("/metrics").await.unwrap();
+        String::from_utf8_lossy(&text.body).contains("teal_rollbacks_total{model=\"digits\"} 1")
+    })
+    .await;
+    assert!(rolled_back, "the rollback is counted");
+    let after = teal.admin.get("/metrics").await.unwrap();
+    let after = String::from_utf8_lossy(&after.body).to_string();
+
+    let rules_path = root.join("deploy/prometheus/teal-alerts.yml");
+    let used = metric_names(&std::fs::read_to_string(&rules_path).unwrap());
+    let test = format!(
+        "rule_files:\n  - {rules}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    alert_rule_test:\n      - eval_time: 0m\n        alertname: TealAutomaticRollback\n        exp_alerts: []\n      - eval_time: 1m\n        alertname: TealAutomaticRollback\n        exp_alerts:\n          - exp_labels:\n              severity: warning\n              model: digits\n            exp_annotations:\n              summary: \"digits: a rollout was rolled back\"\n              runbook: docs/runbook.md#tealautomaticrollback\n",
+        rules = rules_path.display(),
+        series = input_series(&[&start, &after], &used),
+    );
+    let dir = config.parent().unwrap();
+    let test_path = dir.join("rollback-alert.test.yml");
+    std::fs::write(&test_path, &test).unwrap();
+    let (ok, out) = promtool(&["test", "rules", test_path.to_str().unwrap()], None);
+    assert!(ok, "promtool test rules: {out}\n{test}");
 }

@@ -141,6 +141,23 @@ impl RemoteConfig {
         {
             return Err(("predict_path".into(), "paths start with '/'".into()));
         }
+        // Each goes into a request line: a CR or LF there would end it early.
+        for (field, value) in [
+            ("model", self.model.as_deref()),
+            ("predict_path", Some(self.predict_path.as_str())),
+            ("ready_path", self.ready_path.as_deref()),
+        ] {
+            if let Some(value) = value
+                && value.bytes().any(|b| b <= b' ' || b == 0x7f)
+            {
+                return Err((
+                    field.into(),
+                    format!(
+                        "{value:?} holds a space or control character: it goes into a request line as it is; percent-encode it"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -222,6 +239,21 @@ mod tests {
                 "command = \"mlserver start . --http_port {port}\"",
                 "workdir = \"/tmp\"",
                 "model[0].green.command",
+            ),
+            (
+                "balance = \"round_robin\"",
+                "model = \"m\\r\\nx: y\"",
+                "model[0].blue.model",
+            ),
+            (
+                "protocol = \"json\"",
+                "protocol = \"json\"\npredict_path = \"/predict now\"",
+                "model[0].green.predict_path",
+            ),
+            (
+                "protocol = \"json\"",
+                "protocol = \"json\"\nready_path = \"/health\\n\"",
+                "model[0].green.ready_path",
             ),
         ] {
             let err = Config::parse(&text.replace(from, to))

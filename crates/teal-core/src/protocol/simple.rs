@@ -1,7 +1,10 @@
 //! teal's simple JSON format (`/v1/models/{m}/predict`): rows of features in, one
 //! prediction per row out, for models with a single `[rows, features]` input.
 
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::elements::{Scalar, typed};
 use super::signature::shape_text;
@@ -33,7 +36,7 @@ impl InferRequest {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Predict {
-            features: serde_json::Value,
+            features: Features,
         }
         let [spec] = signature.inputs.as_slice() else {
             return Err(ProtocolError::Unsupported(format!(
@@ -50,49 +53,15 @@ impl InferRequest {
         }
         let predict: Predict =
             serde_json::from_slice(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        let rows: Vec<&serde_json::Value> = match &predict.features {
-            serde_json::Value::Array(items)
-                if items.iter().all(serde_json::Value::is_array) && !items.is_empty() =>
-            {
-                items.iter().collect()
-            }
-            serde_json::Value::Array(items) if items.iter().all(|v| !v.is_array()) => {
-                vec![&predict.features]
-            }
-            _ => {
-                return Err(ProtocolError::Malformed(
-                    "\"features\" must be one row of numbers or a list of rows, like [[0.1, 2.0], [3.5, 4.0]]".to_string(),
-                ));
-            }
+        let (values, rows, width) = match predict.features {
+            Features::Rows {
+                values,
+                rows,
+                width,
+            } => (values, rows, width),
+            Features::Refused(why) => return Err(ProtocolError::Malformed(why)),
         };
-        let width = rows[0].as_array().map_or(0, Vec::len);
-        let mut values = Vec::with_capacity(rows.len() * width);
-        for (index, row) in rows.iter().enumerate() {
-            let items = row.as_array().map(Vec::as_slice).unwrap_or_default();
-            if items.len() != width {
-                return Err(ProtocolError::Malformed(format!(
-                    "row {index} has {} features but row 0 has {width}: every row needs the same number",
-                    items.len()
-                )));
-            }
-            for item in items {
-                values.push(match item {
-                    serde_json::Value::Bool(b) => Scalar::Bool(*b),
-                    serde_json::Value::Number(n) => n
-                        .as_i64()
-                        .map(Scalar::Int)
-                        .or_else(|| n.as_u64().map(Scalar::UInt))
-                        .or_else(|| n.as_f64().map(Scalar::Float))
-                        .unwrap_or(Scalar::Float(f64::NAN)),
-                    other => {
-                        return Err(ProtocolError::Malformed(format!(
-                            "row {index} has {other}, which is not a number: features are numbers"
-                        )));
-                    }
-                });
-            }
-        }
-        let shape = vec![rows.len(), width];
+        let shape = vec![rows, width];
         if !spec.accepts_shape(&shape) {
             return Err(ProtocolError::Shape {
                 name: spec.name.clone(),
@@ -111,6 +80,286 @@ impl InferRequest {
             outputs: None,
             binary_output: false,
         })
+    }
+}
+
+const MUST_BE_ROWS: &str =
+    "\"features\" must be one row of numbers or a list of rows, like [[0.1, 2.0], [3.5, 4.0]]";
+
+/// `"features"` read as it streams by, straight into one flat list of values: each row's
+/// length is checked against row 0's as the row is read, so a body of one wide row and many
+/// short ones is refused at the first short one, holding nothing but row 0. A body the format
+/// refuses is read to its end (holding nothing) and becomes `Refused`, with the reason said
+/// the way the caller wrote it, without serde's position.
+enum Features {
+    Rows {
+        values: Vec<Scalar>,
+        rows: usize,
+        width: usize,
+    },
+    Refused(String),
+}
+
+impl<'de> Deserialize<'de> for Features {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FeaturesVisitor)
+    }
+}
+
+struct FeaturesVisitor;
+
+impl FeaturesVisitor {
+    fn refused<E>(self) -> Result<Features, E> {
+        Ok(Features::Refused(MUST_BE_ROWS.to_string()))
+    }
+}
+
+impl<'de> Visitor<'de> for FeaturesVisitor {
+    type Value = Features;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("one row of numbers or a list of rows")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Features, E> {
+        self.refused()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Features, E> {
+        self.refused()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Features, E> {
+        self.refused()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Features, E> {
+        self.refused()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Features, E> {
+        self.refused()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Features, E> {
+        self.refused()
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Features, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        self.refused()
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Features, A::Error> {
+        let mut values = Vec::new();
+        // Row 0 decides: a list of rows, or the items of one row.
+        let mut width: Option<usize> = None;
+        let mut rows = 0;
+        let mut one_row = false;
+        let mut not_a_number: Option<String> = None;
+        let mut problem: Option<String> = None;
+        while let Some(item) = seq.next_element_seed(Item {
+            values: &mut values,
+            width,
+        })? {
+            match item {
+                Element::Row { len, not_a_number } if !one_row => {
+                    let width = *width.get_or_insert(len);
+                    if len != width {
+                        problem = Some(format!(
+                            "row {rows} has {len} features but row 0 has {width}: every row needs the same number"
+                        ));
+                    } else if let Some(other) = not_a_number {
+                        problem = Some(format!(
+                            "row {rows} has {other}, which is not a number: features are numbers"
+                        ));
+                    }
+                    rows += 1;
+                }
+                Element::Number if width.is_none() => one_row = true,
+                Element::NotANumber(other) if width.is_none() => {
+                    one_row = true;
+                    not_a_number.get_or_insert(other);
+                }
+                // A row among numbers, or a number among rows.
+                _ => problem = Some(MUST_BE_ROWS.to_string()),
+            }
+            if problem.is_some() {
+                break;
+            }
+        }
+        if let Some(why) = problem {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Features::Refused(why));
+        }
+        if let Some(other) = not_a_number {
+            return Ok(Features::Refused(format!(
+                "row 0 has {other}, which is not a number: features are numbers"
+            )));
+        }
+        Ok(match width {
+            Some(width) => Features::Rows {
+                values,
+                rows,
+                width,
+            },
+            // One row (perhaps empty).
+            None => Features::Rows {
+                width: values.len(),
+                values,
+                rows: 1,
+            },
+        })
+    }
+}
+
+/// One item of `"features"`: a number (pushed), something else, or a row.
+enum Element {
+    Number,
+    NotANumber(String),
+    Row {
+        len: usize,
+        /// The first item of the row that is not a number, as JSON.
+        not_a_number: Option<String>,
+    },
+}
+
+/// Reads one item, pushing numbers onto `values`; a row's items are pushed only while the
+/// row is no longer than `width` (row 0's length; any length for row 0 itself).
+struct Item<'a> {
+    values: &'a mut Vec<Scalar>,
+    width: Option<usize>,
+}
+
+impl<'de> de::DeserializeSeed<'de> for Item<'_> {
+    type Value = Element;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Element, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'a> Item<'a> {
+    fn cell(self) -> Cell<'a> {
+        Cell {
+            values: self.values,
+        }
+    }
+}
+
+impl From<Result<(), String>> for Element {
+    fn from(cell: Result<(), String>) -> Element {
+        match cell {
+            Ok(()) => Element::Number,
+            Err(text) => Element::NotANumber(text),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Item<'_> {
+    type Value = Element;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number or a row of numbers")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Element, E> {
+        self.cell().visit_bool(v).map(Element::from)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Element, E> {
+        self.cell().visit_i64(v).map(Element::from)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Element, E> {
+        self.cell().visit_u64(v).map(Element::from)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Element, E> {
+        self.cell().visit_f64(v).map(Element::from)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Element, E> {
+        self.cell().visit_str(v).map(Element::from)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Element, E> {
+        self.cell().visit_unit().map(Element::from)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Element, A::Error> {
+        self.cell().visit_map(map).map(Element::from)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element, A::Error> {
+        let limit = self.width.unwrap_or(usize::MAX);
+        let mut len = 0;
+        let mut not_a_number = None;
+        loop {
+            if len >= limit {
+                // Past row 0's width: counted for the message, not kept.
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                len += 1;
+                continue;
+            }
+            let cell = Cell {
+                values: &mut *self.values,
+            };
+            match seq.next_element_seed(cell)? {
+                None => break,
+                Some(Ok(())) => {}
+                Some(Err(other)) => {
+                    not_a_number.get_or_insert(other);
+                }
+            }
+            len += 1;
+        }
+        Ok(Element::Row { len, not_a_number })
+    }
+}
+
+/// One item of a row: a number, pushed; anything else comes back as its JSON text.
+struct Cell<'a> {
+    values: &'a mut Vec<Scalar>,
+}
+
+impl<'de> de::DeserializeSeed<'de> for Cell<'_> {
+    type Value = Result<(), String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Cell<'_> {
+    fn number<E>(self, value: Scalar) -> Result<Result<(), String>, E> {
+        self.values.push(value);
+        Ok(Ok(()))
+    }
+}
+
+impl<'de> Visitor<'de> for Cell<'_> {
+    type Value = Result<(), String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        self.number(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.number(Scalar::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.number(i64::try_from(v).map_or(Scalar::UInt(v), Scalar::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.number(Scalar::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Err(serde_json::Value::from(v).to_string()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err("null".to_string()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let value = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Err(value.to_string()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let value = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Err(value.to_string()))
     }
 }
 
@@ -159,12 +408,39 @@ mod tests {
             (r#"{"features":"abc"}"#, "must be one row"),
             (r#"{"features":[]}"#, "has shape [1, 0]"),
             (r#"{"rows":[]}"#, "unknown field `rows`"),
+            (
+                r#"{"features":[[1,2,3,4],[5,6,7,"x"],[1]]}"#,
+                r#"row 1 has "x", which"#,
+            ),
+            (r#"{"features":[[1,[2],3,4]]}"#, "row 0 has [2], which"),
+            (r#"{"features":[1,[2],3,4]}"#, "must be one row"),
+            (r#"{"features":[[1,2,3,4],5]}"#, "must be one row"),
+            (r#"{"features":[1,null,3,4]}"#, "row 0 has null, which"),
+            (r#"{"features":{"a":1}}"#, "must be one row"),
+            (
+                r#"{"features":[[1,2,3,4],[1,2,3,4,5,6]]}"#,
+                "row 1 has 6 features",
+            ),
         ] {
             let err = InferRequest::from_features(body.as_bytes(), &digits())
                 .expect_err(body)
                 .to_string();
             assert!(err.contains(expected), "{body}: got {err:?}");
         }
+    }
+
+    #[test]
+    fn one_wide_row_and_many_empty_ones_are_refused_by_their_lengths() {
+        let wide = vec!["0"; 100_000].join(",");
+        let empty = vec!["[]"; 1_000_000].join(",");
+        let body = format!(r#"{{"features":[[{wide}],{empty}]}}"#);
+        let err = InferRequest::from_features(body.as_bytes(), &digits())
+            .expect_err("jagged rows")
+            .to_string();
+        assert!(
+            err.contains("row 1 has 0 features but row 0 has 100000"),
+            "{err}"
+        );
     }
 
     #[test]

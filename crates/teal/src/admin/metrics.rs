@@ -9,7 +9,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Response, header};
 
 use super::context::Admin;
-use crate::metrics::{Metrics, ModelLabels, PredictionLabels, RouteLabels, SlotLabels};
+use crate::metrics::{
+    Metrics, ModelLabels, PhaseLabels, PredictionLabels, RouteLabels, SlotLabels,
+};
 use crate::routing::RouteSnapshot;
 
 /// Prometheus metrics. Like `/healthz`, readable without the token: the admin listener
@@ -86,6 +88,10 @@ pub fn render(metrics: &Metrics, routes: &RouteSnapshot) -> String {
                 .slot_ready
                 .get_or_create(&labels)
                 .set(i64::from(slot.backend.ready()));
+            // The slot's request, error and latency series, at 0 until it answers.
+            slot.metrics.get_or_init(|| {
+                metrics.slot_handles(&model.name, &slot.version, &slot.color.to_string())
+            });
             // The slot counts its predicted classes on the request path; the counters catch
             // up here. A slot loaded again starts from zero, and its counter waits until the
             // new slot's count passes it.
@@ -104,8 +110,28 @@ pub fn render(metrics: &Metrics, routes: &RouteSnapshot) -> String {
                 }
             }
         }
+        declare_model(metrics, &model.name);
     }
     metrics.encode()
+}
+
+/// Makes a model's counters and rollout phases exist (at 0 when nothing happened yet), so the
+/// alert rules see a series before its first event: `increase()` over a series that appears
+/// at 1 is 0, and the first rollback would raise no alert. Ratios whose 0 means something
+/// (shadow agreement) are left absent until measured.
+fn declare_model(metrics: &Metrics, model: &str) {
+    let labels = ModelLabels {
+        model: model.to_string(),
+    };
+    // Made, not read: each guard is let go at once.
+    let _ = metrics.rollbacks.get_or_create(&labels);
+    let _ = metrics.switches.get_or_create(&labels);
+    for phase in teal_core::rollout::Phase::NAMES {
+        let _ = metrics.rollout_phase.get_or_create(&PhaseLabels {
+            model: model.to_string(),
+            phase: phase.to_string(),
+        });
+    }
 }
 
 /// Turns OpenMetrics text into the classic Prometheus text format (0.0.4): a counter's

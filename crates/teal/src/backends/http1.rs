@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use teal_core::http1::{self, Chunked, Framing, FramingError, Parsed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -19,8 +20,6 @@ use tokio::time::{Instant, Sleep};
 /// connections after a few seconds (uvicorn after 5), and a request must not race that.
 const IDLE_LIMIT: Duration = Duration::from_secs(4);
 const MAX_IDLE: usize = 256;
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_BODY: usize = 256 * 1024 * 1024;
 
 /// Why a request failed, and whether it may have reached the server.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +33,10 @@ pub enum Http1Error {
     /// No whole answer within the request's timeout.
     #[error("no answer within the timeout")]
     TimedOut,
+    /// The request could not be written as HTTP (a control character in its path or a
+    /// header), so it was not sent anywhere; another replica would fare no better.
+    #[error("{0}")]
+    Unsendable(String),
 }
 
 /// An answer: status, the binary extension's JSON length if present, and the body.
@@ -121,6 +124,11 @@ impl Http1Pool {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Http1Answer, Http1Error> {
+        check_writable(method, path, headers).map_err(|what| {
+            Http1Error::Unsendable(format!(
+                "refusing to send {what}: it would not be one HTTP request"
+            ))
+        })?;
         // Written piece by piece: the formatting machinery showed in profiles of the proxy path.
         let mut message = Vec::with_capacity(256 + body.len());
         for piece in [method, " ", path, " HTTP/1.1\r\nhost: ", &self.authority] {
@@ -174,6 +182,37 @@ impl Http1Pool {
     }
 }
 
+/// Checks that a request's parts cannot change its framing on the wire: a CR or LF (or any
+/// control character, or a space) in the path would end the request line early and let the
+/// rest be read as headers or as a second request. Says which part is wrong, quoted.
+fn check_writable(method: &str, path: &str, headers: &[(&str, &str)]) -> Result<(), String> {
+    let token = |text: &str| {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if !token(method) {
+        return Err(format!("the method {method:?}"));
+    }
+    if path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "the path {path:?}, which holds a control character or space"
+        ));
+    }
+    for (name, value) in headers {
+        if !token(name) {
+            return Err(format!("the header name {name:?}"));
+        }
+        if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+            return Err(format!(
+                "the {name} header's value {value:?}, which holds a control character"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `work` until `due`, timed by `timer`, a timer that may still be set for an earlier
 /// deadline (it is then moved when it fires) or a later one (moved now).
 async fn within<T>(
@@ -217,64 +256,25 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Http1Err
     }
 }
 
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
 async fn read_answer(
     stream: &mut TcpStream,
     no_body: bool,
 ) -> Result<(Http1Answer, bool), Http1Error> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let (status, framing, json_len, mut keep_alive, head_len) = loop {
-        fill(stream, &mut buf).await?;
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf).map_err(failed)? {
-            httparse::Status::Partial if buf.len() > MAX_HEAD => {
-                return Err(failed("the answer's head is too large"));
-            }
-            httparse::Status::Partial => continue,
-            httparse::Status::Complete(head_len) => {
-                let status = response.code.unwrap_or(0);
-                let mut framing = Framing::UntilClose;
-                let mut json_len = None;
-                let mut keep_alive = response.version == Some(1);
-                for header in response.headers.iter() {
-                    let value = || std::str::from_utf8(header.value).unwrap_or("").trim();
-                    if header.name.eq_ignore_ascii_case("content-length") {
-                        let n = value()
-                            .parse()
-                            .map_err(|_| failed("the answer's content-length is not a number"))?;
-                        framing = Framing::Length(n);
-                    } else if header.name.eq_ignore_ascii_case("transfer-encoding")
-                        && value().to_ascii_lowercase().contains("chunked")
-                    {
-                        framing = Framing::Chunked;
-                    } else if header.name.eq_ignore_ascii_case("connection") {
-                        keep_alive = !value().eq_ignore_ascii_case("close");
-                    } else if header
-                        .name
-                        .eq_ignore_ascii_case("inference-header-content-length")
-                    {
-                        json_len = value().parse().ok();
-                    }
-                }
-                if no_body || status == 204 || status == 304 || (100..200).contains(&status) {
-                    framing = Framing::Length(0);
-                }
-                break (status, framing, json_len, keep_alive, head_len);
+    let head = loop {
+        match http1::parse_head(&buf, no_body).map_err(failed)? {
+            Parsed::Partial => fill(stream, &mut buf).await?,
+            // An interim answer (100 Continue, 103 Early Hints) comes before the real one.
+            Parsed::Interim { len } => buf.advance(len),
+            Parsed::Final { head, len } => {
+                buf.advance(len);
+                break head;
             }
         }
     };
-    buf.advance(head_len);
-    let body = match framing {
+    let mut keep_alive = head.keep_alive;
+    let body = match head.framing {
         Framing::Length(n) => {
-            if n > MAX_BODY {
-                return Err(failed("the answer is too large"));
-            }
             while buf.len() < n {
                 fill(stream, &mut buf).await?;
             }
@@ -290,8 +290,8 @@ async fn read_answer(
         Framing::UntilClose => {
             keep_alive = false;
             loop {
-                if buf.len() > MAX_BODY {
-                    return Err(failed("the answer is too large"));
+                if buf.len() > http1::MAX_BODY {
+                    return Err(failed(FramingError::TooLarge));
                 }
                 if buf.capacity() - buf.len() < 4096 {
                     buf.reserve(16 * 1024);
@@ -307,8 +307,8 @@ async fn read_answer(
     };
     Ok((
         Http1Answer {
-            status,
-            json_len,
+            status: head.status,
+            json_len: head.json_len,
             body,
         },
         keep_alive,
@@ -316,44 +316,15 @@ async fn read_answer(
 }
 
 async fn read_chunked(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Bytes, Http1Error> {
-    let mut body = BytesMut::new();
+    let mut decoder = Chunked::new();
+    let mut body = Vec::new();
     loop {
-        // The chunk size line.
-        let line_end = loop {
-            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                break i;
-            }
-            if buf.len() > MAX_HEAD {
-                return Err(failed("a chunk size line is too long"));
-            }
-            fill(stream, buf).await?;
-        };
-        let line = std::str::from_utf8(&buf[..line_end]).map_err(failed)?;
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| failed("a chunk size is not a hex number"))?;
-        buf.advance(line_end + 2);
-        if size == 0 {
-            // Trailers end with an empty line.
-            loop {
-                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                    let empty = i == 0;
-                    buf.advance(i + 2);
-                    if empty {
-                        return Ok(body.freeze());
-                    }
-                    continue;
-                }
-                fill(stream, buf).await?;
-            }
+        let (used, done) = decoder.decode(buf, &mut body).map_err(failed)?;
+        buf.advance(used);
+        if done {
+            return Ok(Bytes::from(body));
         }
-        if body.len() + size > MAX_BODY {
-            return Err(failed("the answer is too large"));
-        }
-        while buf.len() < size + 2 {
-            fill(stream, buf).await?;
-        }
-        body.extend_from_slice(&buf[..size]);
-        buf.advance(size + 2);
+        fill(stream, buf).await?;
     }
 }
 
@@ -426,6 +397,59 @@ mod tests {
             .send("POST", "/", &[], b"hello", SECOND)
             .await;
         assert!(matches!(cut, Err(Http1Error::Failed(_))), "{:?}", cut.err());
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_is_skipped_and_malformed_framing_is_refused() {
+        let url = canned(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ])
+        .await;
+        let answer = Http1Pool::new(&url)
+            .send("POST", "/", &[], b"hello", SECOND)
+            .await
+            .unwrap();
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"ok"[..]));
+        for (canned_answer, says) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n"[..],
+                "larger than",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n",
+                "both Content-Length and Transfer-Encoding",
+            ),
+        ] {
+            let url = canned(vec![canned_answer]).await;
+            let refused = Http1Pool::new(&url)
+                .send("POST", "/", &[], b"hello", SECOND)
+                .await;
+            assert!(
+                matches!(&refused, Err(Http1Error::Failed(why)) if why.contains(says)),
+                "{says}: {:?}",
+                refused.err()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_control_character_in_a_path_or_header_is_never_written() {
+        // Nothing listens here: a request that got past the check would fail to connect.
+        let pool = Http1Pool::new("http://127.0.0.1:9");
+        for (path, headers) in [
+            ("/v2/models/a\r\nx: y/infer", &[][..]),
+            ("/v2/models/a b", &[]),
+            ("/v2/models/a\u{0}", &[]),
+            ("/ok", &[("traceparent", "x\r\ninjected: 1")]),
+            ("/ok", &[("bad name", "x")]),
+        ] {
+            let refused = pool.send("POST", path, headers, b"hello", SECOND).await;
+            assert!(
+                matches!(&refused, Err(Http1Error::Unsendable(why)) if why.starts_with("refusing to send")),
+                "{path:?}: {:?}",
+                refused.err()
+            );
+        }
     }
 
     #[tokio::test]

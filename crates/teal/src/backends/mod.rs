@@ -39,6 +39,20 @@ pub enum BackendError {
     Unreachable(String),
 }
 
+impl BackendError {
+    /// The kind of failure, in a word or two.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Inference(_) => "inference",
+            BackendError::Unavailable => "unavailable",
+            BackendError::Refused { .. } => "refused",
+            BackendError::Upstream(_) => "upstream",
+            BackendError::Timeout { .. } => "timeout",
+            BackendError::Unreachable(_) => "unreachable",
+        }
+    }
+}
+
 /// Why a version could not be loaded into a slot.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -247,7 +247,14 @@ impl UpstreamModel {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                health_shared.check_all().await;
+                // Each round in a task of its own: were one to panic, the next round still
+                // runs, rather than every replica's readiness staying as it was for good.
+                let round = health_shared.clone();
+                if let Err(e) = tokio::spawn(async move { round.check_all().await }).await
+                    && e.is_panic()
+                {
+                    tracing::error!(model = %health_shared.server_model, "a round of readiness checks panicked; the next one runs as usual");
+                }
             }
         });
         Ok(UpstreamModel {
@@ -331,6 +338,8 @@ impl UpstreamModel {
                 shared.failed(replica, "connect");
                 Attempt::NotSent(why)
             }
+            // Not the replica's fault, and no other replica would take it either.
+            Err(Http1Error::Unsendable(why)) => Attempt::Failed(BackendError::Upstream(why)),
             Err(Http1Error::Failed(why)) => {
                 shared.failed(replica, "request");
                 Attempt::Failed(BackendError::Upstream(format!("{}: {why}", url())))

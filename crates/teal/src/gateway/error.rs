@@ -98,6 +98,15 @@ impl GatewayError {
         }
     }
 
+    /// The kind of failure, for grouping log lines: a backend's by how it failed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::Backend { source, .. } => source.kind(),
+            GatewayError::Store(_) => "state file",
+            _ => "request",
+        }
+    }
+
     /// Whether the answer leaves the request body unread, so the connection cannot carry
     /// another request: the response then says `connection: close`, and clients do not
     /// reuse it.

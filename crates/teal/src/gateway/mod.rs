@@ -49,6 +49,7 @@ pub use connection::serve_connection;
 pub use error::GatewayError;
 
 use crate::control::validation::taps::{Captures, ShadowHub};
+use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::routing::Routes;
 use crate::state::store::RequestLog;
@@ -103,7 +104,14 @@ pub struct Gateway {
     ids: RequestIds,
     /// Each served model's in-flight gauge, found by name without building a label set.
     in_flight: std::sync::RwLock<std::collections::HashMap<String, Gauge>>,
+    /// Failed requests' log lines, at most one per model, version and kind of failure every
+    /// [`FAILURE_LOG_INTERVAL`].
+    failure_log: LogThrottle<(String, String, &'static str)>,
 }
+
+/// How often a model version's failures of one kind are logged at most: the first at once,
+/// then one line per interval saying how many more there were.
+pub const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Gateway {
     /// The data plane's state without the state file and the request log, which only feedback
@@ -127,6 +135,19 @@ impl Gateway {
             shadow_headroom: std::thread::available_parallelism().map_or(2, |n| n.get() as i64),
             ids: RequestIds::new(),
             in_flight: Default::default(),
+            failure_log: LogThrottle::new(FAILURE_LOG_INTERVAL),
+        }
+    }
+}
+
+impl Gateway {
+    /// Writes a line for each model version and kind of failure whose failed requests were
+    /// held back from the log and have had no line for a whole interval: how many, and the
+    /// first of them. Called every [`FAILURE_LOG_INTERVAL`].
+    pub fn log_held_failures(&self) {
+        for ((model, version, kind), held) in self.failure_log.due() {
+            tracing::warn!(model, version, kind, held = held.count, first_held = %held.example,
+                "{} more requests failed like this in the last {} s", held.count, held.over.as_secs());
         }
     }
 }

@@ -12,6 +12,7 @@ use teal_core::protocol::{
     self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
 };
 
+use crate::log_throttle::Verdict;
 use crate::routing::{ModelRoutes, Slot};
 
 use super::answer::{Answer, Served, predicted};
@@ -65,7 +66,21 @@ pub(super) async fn serve_request(
         Ok(answer) => answer,
         Err(Failure { error: e, served }) => {
             if e.status().is_server_error() {
-                tracing::warn!(request_id = %request_id, trace_id, model, error = %e, "request failed");
+                let version = served.as_ref().map_or("", |s| s.slot.version.as_str());
+                let group = (model.to_string(), version.to_string(), e.kind());
+                match gateway
+                    .failure_log
+                    .check(group, || format!("{request_id}: {e}"))
+                {
+                    Verdict::Quiet => {}
+                    Verdict::Log => {
+                        tracing::warn!(request_id = %request_id, trace_id, model, error = %e, "request failed");
+                    }
+                    Verdict::LogWithHeld(held) => {
+                        tracing::warn!(request_id = %request_id, trace_id, model, error = %e, held = held.count, first_held = %held.example,
+                            "request failed; {} more like this in the last {} s", held.count, held.over.as_secs());
+                    }
+                }
             } else {
                 tracing::debug!(request_id = %request_id, trace_id, model, error = %e, "request refused");
             }

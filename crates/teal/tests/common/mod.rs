@@ -397,3 +397,95 @@ pub fn terminate(pid: u32) {
         nix::sys::signal::Signal::SIGTERM,
     );
 }
+
+/// A `teal serve` process on ports 127.0.0.1:0 picked, with clients for both listeners.
+pub struct Binary {
+    pub proc: Proc,
+    pub data: HttpClient,
+    pub admin: HttpClient,
+}
+
+impl Binary {
+    /// Its peak resident memory (`VmHWM` in `/proc/<pid>/status`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        self.status_bytes("VmHWM")
+    }
+
+    /// Its peak address space (`VmPeak`), in bytes: an allocation reserved but never
+    /// touched shows here, not in the resident peak.
+    pub fn peak_virtual(&self) -> u64 {
+        self.status_bytes("VmPeak")
+    }
+
+    fn status_bytes(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.0.id()))
+            .expect("the process's status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
+        kib * 1024
+    }
+}
+
+/// Starts `teal serve --config FILE` on ports of its choosing, its logs (stderr) written to
+/// `log` when given, and reads where it listens from its "teal ready" line.
+pub fn serve_binary(config: &std::path::Path, log: Option<&std::path::Path>) -> Binary {
+    let mut command = std::process::Command::new(teal_bin());
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("TEAL_ADMIN_TOKEN", TOKEN)
+        .env("TEAL_LOG", "warn")
+        .current_dir(repo_root())
+        .stdout(std::process::Stdio::piped());
+    match log {
+        Some(path) => command.stderr(std::fs::File::create(path).expect("log file")),
+        None => command.stderr(std::process::Stdio::null()),
+    };
+    use std::os::unix::process::CommandExt;
+    let mut proc = Proc(command.process_group(0).spawn().expect("spawn"), false);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proc.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // "teal ready: data plane http://A admin http://B (token in ...)"
+    let urls: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://"))
+        .collect();
+    assert!(
+        line.starts_with("teal ready:") && urls.len() == 2,
+        "teal did not start: {line:?}"
+    );
+    Binary {
+        data: HttpClient::new(urls[0]),
+        admin: HttpClient::new(urls[1]).with_token(Some(TOKEN.into())),
+        proc,
+    }
+}
+
+/// Writes a config file for [`serve_binary`]: `models` is the TOML of the `[[model]]` tables
+/// (a `path = "models/..."` in them is made absolute, from the repository's root); the state
+/// goes to a fresh folder beside the file.
+pub fn config_file(models: &str) -> std::path::PathBuf {
+    let dir = temp_dir("binary");
+    let path = dir.join("teal.toml");
+    let models = models.replace(
+        "path = \"models/",
+        &format!("path = \"{}/models/", repo_root().display()),
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nstate_dir = \"{}\"\n\n{models}",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    path
+}
