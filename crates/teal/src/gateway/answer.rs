@@ -40,6 +40,8 @@ pub(crate) struct Answer {
     pub(super) close: bool,
     /// The label it predicts, for the request log (only while the log is on).
     pub(super) predicted: Option<Predicted>,
+    /// Seconds after which a refused request may be retried (`Retry-After`).
+    pub(super) retry_after: Option<u32>,
 }
 
 /// The slot a request ran on and the generation of the route table that chose it: the
@@ -65,6 +67,7 @@ impl Answer {
             served: None,
             close: false,
             predicted: None,
+            retry_after: None,
         }
     }
 
@@ -82,6 +85,7 @@ impl Answer {
     pub(super) fn error(error: &GatewayError) -> Answer {
         Answer {
             close: error.leaves_body_unread(),
+            retry_after: error.retry_after(),
             ..Answer::new(error.status(), "application/json", error.body())
         }
     }
@@ -108,6 +112,9 @@ impl Answer {
         // Only model requests have one; it is always a valid header value (`request_id`).
         if !self.request_id.is_empty() {
             header(&names::REQUEST_ID, self.request_id.as_bytes());
+        }
+        if let Some(seconds) = self.retry_after {
+            header(&header::RETRY_AFTER, number.format(seconds).as_bytes());
         }
         if let Some(served) = &self.served {
             header(

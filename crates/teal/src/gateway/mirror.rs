@@ -10,7 +10,7 @@ use teal_core::routing::WHOLE;
 use crate::control::validation::taps::{Captured, MirrorPair};
 use crate::routing::{ModelRoutes, Slot};
 
-use super::request::run_on_slot;
+use super::request::{Deadline, run_on_slot};
 use super::{Gateway, GatewayError};
 
 impl Gateway {
@@ -65,9 +65,10 @@ pub(super) async fn run_and_mirror(
     slot: &Slot,
     mirror: Option<MirrorPair>,
     request: &mut InferRequest,
+    deadline: Deadline,
 ) -> Result<Arc<Vec<Tensor>>, GatewayError> {
     let copy = mirror.as_ref().map(|_| request.clone());
-    let outputs = run_on_slot(slot, &routes.name, request).await?;
+    let outputs = run_on_slot(slot, &routes.name, request, deadline).await?;
     if let (Some(pair), Some(copy)) = (mirror, copy) {
         let output = routes.prediction_output.clone();
         gateway.shadows.mirror(&routes.name, pair, copy, output);

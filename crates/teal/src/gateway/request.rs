@@ -12,10 +12,11 @@ use teal_core::protocol::{
     self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
 };
 
-use crate::routing::Slot;
+use crate::backends::admission::{Place, Refused};
+use crate::routing::{ModelRoutes, Slot};
 
 use super::answer::{Answer, Served, predicted};
-use super::body::{Payload, body_headers, read_body};
+use super::body::{BodyDeadline, Payload, body_headers, read_body};
 use super::mirror::run_and_mirror;
 use super::pick::{find_model, pick};
 use super::{Gateway, GatewayError, RequestHeaders, header_text, names};
@@ -146,11 +147,19 @@ async fn run_infer(
     body: Payload,
 ) -> Result<Answer, Failure> {
     let json_len = body_headers(headers, true)?;
-    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        headers,
+        gateway.max_body_bytes,
+        gateway.body_deadline(),
+    )
+    .await?;
     let routes = find_model(gateway, model)?;
     let in_flight = pick(&routes, version, headers)?.enter();
     let slot = in_flight.slot();
     let generation = routes.table.generation;
+    let deadline = Deadline::starting_now(&routes);
+    let _place = admit(&routes, deadline.at).await?;
     let mirror = gateway.mirror_target(&routes, slot);
     if slot.cache.is_none()
         && mirror.is_none()
@@ -190,7 +199,7 @@ async fn run_infer(
         return Ok(reply);
     }
     let mut request = InferRequest::decode(&body, json_len, slot.backend.signature())?;
-    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
+    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request, deadline)
         .await
         .map_err(|e| Failure::on(slot, generation, e))?;
     gateway.capture(&routes, &body, json_len);
@@ -229,10 +238,18 @@ async fn run_predict(
     body: Payload,
 ) -> Result<Answer, Failure> {
     body_headers(headers, false)?;
-    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        headers,
+        gateway.max_body_bytes,
+        gateway.body_deadline(),
+    )
+    .await?;
     let routes = find_model(gateway, model)?;
     let in_flight = pick(&routes, None, headers)?.enter();
     let slot = in_flight.slot();
+    let deadline = Deadline::starting_now(&routes);
+    let _place = admit(&routes, deadline.at).await?;
     let assumed;
     let signature = match slot.backend.signature() {
         Some(signature) => signature,
@@ -248,7 +265,7 @@ async fn run_predict(
         .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
     let generation = routes.table.generation;
     let mirror = gateway.mirror_target(&routes, slot);
-    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request)
+    let outputs = run_and_mirror(gateway, &routes, slot, mirror, &mut request, deadline)
         .await
         .map_err(|e| Failure::on(slot, generation, e))?;
     let chosen = match wanted {
@@ -267,11 +284,53 @@ async fn run_predict(
     Ok(answer)
 }
 
-/// Runs a decoded request on a slot, through the slot's cache when it has one.
+/// When a request's client stops waiting: its model's `limits.timeout_ms` after the request
+/// asked for a place.
+#[derive(Clone, Copy)]
+pub(super) struct Deadline {
+    pub(super) at: tokio::time::Instant,
+    pub(super) ms: u64,
+}
+
+impl Deadline {
+    fn starting_now(routes: &ModelRoutes) -> Deadline {
+        let ms = routes.admission.limits().timeout_ms;
+        Deadline {
+            at: tokio::time::Instant::now() + std::time::Duration::from_millis(ms),
+            ms,
+        }
+    }
+}
+
+/// A place among the model's running requests, or the 503 that sheds the request: the
+/// queue is full, or the request waited in it until its deadline.
+async fn admit(routes: &ModelRoutes, deadline: tokio::time::Instant) -> Result<Place<'_>, Failure> {
+    let limits = routes.admission.limits();
+    routes.admission.enter(deadline).await.map_err(|refused| {
+        let model = routes.name.clone();
+        let error = match refused {
+            Refused::Full => GatewayError::Overloaded {
+                model,
+                running: limits.max_in_flight,
+                queued: limits.max_queued,
+            },
+            Refused::Waited => GatewayError::WaitedTooLong {
+                model,
+                running: limits.max_in_flight,
+                ms: limits.timeout_ms,
+            },
+        };
+        Failure::from(error)
+    })
+}
+
+/// Runs a decoded request on a slot, through the slot's cache when it has one; an
+/// in-process model gives up at the request's deadline.
 pub(super) async fn run_on_slot(
     slot: &Slot,
     model: &str,
     request: &mut InferRequest,
+    deadline: Deadline,
 ) -> Result<Arc<Vec<Tensor>>, GatewayError> {
     let key = slot.cache.as_ref().and_then(|cache| cache.key(request));
     if let (Some(cache), Some(key)) = (&slot.cache, &key)
@@ -281,7 +340,7 @@ pub(super) async fn run_on_slot(
     }
     let outputs = slot
         .backend
-        .infer(request)
+        .infer_by(request, deadline.at, deadline.ms)
         .await
         .map_err(|source| GatewayError::Backend {
             model: model.to_string(),
@@ -324,6 +383,14 @@ impl RequestIds {
 }
 
 impl Gateway {
+    /// How long a body still arriving may take, and teal's shutdown, which ends the wait.
+    pub(super) fn body_deadline(&self) -> BodyDeadline<'_> {
+        BodyDeadline {
+            timeout: self.body_timeout,
+            stopping: self.stopping.as_ref(),
+        }
+    }
+
     /// The caller's request id when it is a sane header value (visible ASCII, as `to_str`
     /// requires), otherwise a new one.
     fn request_id(&self, headers: &impl RequestHeaders) -> String {
