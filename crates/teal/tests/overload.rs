@@ -106,7 +106,10 @@ async fn slow_body(addr: std::net::SocketAddr, path: &'static str) -> (Duration,
             }
         }
     }
-    (started.elapsed(), String::from_utf8_lossy(&got).into_owned())
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&got).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +179,11 @@ async fn connections_past_the_cap_are_refused_and_the_rest_served() {
         })
         .await
         .expect("an answer within 5 s");
-        String::from_utf8_lossy(&got).lines().next().unwrap().to_string()
+        String::from_utf8_lossy(&got)
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
     }
     let mut inside = Vec::new();
     for _ in 0..CAP {
