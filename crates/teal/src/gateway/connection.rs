@@ -215,11 +215,13 @@ async fn client_gone(stream: &TcpStream) {
     }
 }
 
-/// The answer to a connection past `server.max_connections`: written with one non-blocking
-/// write (a new connection's send buffer is empty) and the connection closed, without reading
-/// anything, so refusing costs almost nothing.
+/// The answer to a connection past `server.max_connections`.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 80\r\n\r\n{\"error\": \"teal has as many connections open as it takes: retry after a second\"}";
+
+/// Refuses a connection past `server.max_connections`: a 503 written with one non-blocking
+/// write (a new connection's send buffer is empty), then the connection closed, without
+/// reading anything, so refusing costs almost nothing.
 pub fn refuse_connection(stream: TcpStream) {
-    const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 83\r\n\r\n{\"error\": \"teal has as many connections open as it takes: retry after a second\"}";
     let _ = stream.try_write(REFUSED);
     drop(stream);
 }
@@ -590,6 +592,15 @@ mod tests {
             "a".repeat(MAX_HEAD)
         );
         assert!(matches!(parse_head(huge.as_bytes(), 1024), Head::Other));
+    }
+
+    #[test]
+    fn the_refusal_past_the_connection_cap_is_a_whole_answer() {
+        let text = std::str::from_utf8(REFUSED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(json["error"].is_string());
     }
 
     #[test]
