@@ -35,47 +35,13 @@ digits_body "$work/body.json"
 # validation, and for a process to exit after SIGTERM before it gets SIGKILL.
 ready_s=180 validate_s=300 stop_s=20
 
-# What the case running now started: spinners and wrk (pids), teal, and the process groups
-# of the model servers teal started (each leads its own group). The cases run in this shell,
-# not in a subshell, so the exit trap below reaches all of them, on an interrupt too.
+# What the case running now started (see stop_case in bench/common.sh). The cases run in this
+# shell, not in a subshell, so the exit trap below reaches all of them, on an interrupt too.
 pids=() teal="" groups=()
-
-# alive PID: the process exists and has not exited (a zombie waiting to be reaped has).
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${s#Z}" = "$s" ]; }
-
-# stop SIGNAL PID...: sends SIGNAL, SIGKILL to those still running after stop_s, then reaps.
-stop() {
-  local signal=$1 pid i; shift
-  [ $# -gt 0 ] || return 0
-  kill -s "$signal" "$@" 2>/dev/null || true
-  for pid in "$@"; do
-    for ((i = 0; i < stop_s * 10; i++)); do alive "$pid" || break; sleep 0.1; done
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-  done
-}
-
-# stop_case: stops everything the case started, and checks nothing of it is left.
-stop_case() {
-  local group
-  stop TERM "${pids[@]}"
-  pids=()
-  if [ -n "$teal" ]; then
-    # teal stops its model servers on SIGTERM; their groups are noted first, for a teal that
-    # had to be killed.
-    groups+=($(pgrep -P "$teal" || true))
-    stop TERM "$teal"
-    teal=""
-  fi
-  for group in "${groups[@]}"; do kill -KILL -- "-$group" 2>/dev/null || true; done
-  groups=()
-}
 
 trap 'stop_case; rm -rf "$work"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-spin() { for _ in 1 2; do (while :; do :; done) & pids+=($!); done; }
 
 # slot COLOR VERSION KIND ARG: one [model.COLOR] table: an ONNX file run in-process (ARG its
 # path), or a model server teal starts (ARG its added delay in ms).

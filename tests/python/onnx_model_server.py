@@ -5,8 +5,11 @@ slow (--delay-ms) or to fail a share of requests (--error-rate), the way a degra
 server would. teal's tests start it as a `process` slot or point an `upstream` slot at it.
 
 Usage: python3 onnx_model_server.py --port N --model PATH [--name digits] [--version v]
-       [--protocol v2|json] [--delay-ms MS] [--error-rate R] [--fail-when FILE]
+       [--protocol v2|json] [--delay-ms MS] [--error-rate R] [--seed N] [--fail-when FILE]
        [--trace-log FILE]
+
+--seed N picks which requests --error-rate fails (the same N, the same requests; 0 unless
+given), so repeated runs can each draw their own.
 
 --fail-when FILE makes every inference fail with a 500 while FILE exists: a fault that
 appears on cue (after a switch, say), without depending on timing.
@@ -37,6 +40,7 @@ def main():
     parser.add_argument("--protocol", default="v2", choices=["v2", "json"])
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fail-when", default=None)
     parser.add_argument("--trace-log", default=None, help="append each inference's traceparent header to this file")
     args = parser.parse_args()
@@ -47,7 +51,7 @@ def main():
     lock = threading.Lock()
     inputs = [{"name": i.name, "datatype": DTYPES[i.type][0], "shape": [d if isinstance(d, int) else -1 for d in i.shape]} for i in session.get_inputs()]
     outputs = [{"name": o.name, "datatype": DTYPES[o.type][0], "shape": [d if isinstance(d, int) else -1 for d in o.shape]} for o in session.get_outputs()]
-    rng = random.Random(0)
+    rng = random.Random(args.seed)
 
     def run(x):
         with lock:

@@ -262,6 +262,9 @@ pub struct ModelRoutes {
     /// Where a session key comes from, for sticky canaries.
     pub sticky_header: Option<String>,
     pub sticky_cookie: Option<String>,
+    /// How much work the model takes at once; one value shared by every snapshot of the
+    /// model, so a switch neither resets nor doubles it.
+    pub admission: Arc<crate::backends::admission::Admission>,
 }
 
 impl ModelRoutes {

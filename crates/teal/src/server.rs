@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
 use crate::backends::LoadError;
+use crate::backends::admission::Admission;
 use crate::control::rollout::Rollouts;
 use crate::control::slots::{self, SlotManager};
 use crate::control::validation::Validator;
@@ -154,6 +155,7 @@ pub async fn load_models(
                 capture_limit: model.capture_limit,
                 sticky_header: model.sticky_header.clone(),
                 sticky_cookie: model.sticky_cookie.clone(),
+                admission: Arc::new(Admission::new(&model.limits)),
             }),
         );
     }
@@ -223,7 +225,7 @@ async fn bind(
 fn serve_on<S>(
     listener: TcpListener,
     service: S,
-    header_timeout: Duration,
+    timeouts: gateway::Timeouts,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()>
 where
@@ -240,11 +242,12 @@ where
     tokio::spawn(async move {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(timeouts.header)
             .keep_alive(true);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         while let Some(stream) = accept(&listener, &mut stop).await {
-            let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+            let io = gateway::Rewind::new(bytes::Bytes::new(), stream, timeouts.write);
+            let connection = http.serve_connection(TokioIo::new(io), service.clone());
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -258,21 +261,30 @@ where
 }
 
 /// Serves the data plane as [`serve_on`] serves a service, each connection through
-/// [`gateway::serve_connection`].
+/// [`gateway::serve_connection`]. At most `max_connections` are served at once; one more is
+/// answered 503 and closed at once, and the open ones keep being served.
 fn serve_data_plane(
     listener: TcpListener,
     plane: gateway::DataPlane,
-    header_timeout: Duration,
+    timeouts: gateway::Timeouts,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         // Every connection holds a sender; when the last is gone, every connection ended.
         let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+        let places = Arc::new(tokio::sync::Semaphore::new(max_connections));
         while let Some(stream) = accept(&listener, &mut stop).await {
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                tracing::debug!(max_connections, "at the connection limit; refusing one");
+                gateway::refuse_connection(stream);
+                continue;
+            };
             let (plane, mut stop, open) = (plane.clone(), stop.clone(), open.clone());
             tokio::spawn(async move {
                 let stopped = stop_requested(&mut stop);
-                gateway::serve_connection(stream, plane, header_timeout, stopped).await;
+                gateway::serve_connection(stream, plane, timeouts, stopped).await;
+                drop(place);
                 drop(open);
             });
         }
@@ -280,6 +292,16 @@ fn serve_data_plane(
         drop(open);
         let _ = all_closed.recv().await;
     })
+}
+
+/// The default cap on data-plane connections: the open-file limit (which `teal serve` raises
+/// to the hard limit) less an eighth of it, at least 256, kept for model files, the state file,
+/// the admin listener and upstream connections.
+pub fn default_max_connections() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX).min(1 << 20);
+    limit.saturating_sub((limit / 8).max(256)).max(64)
 }
 
 /// The next connection, or `None` once `stop` is set. Running out of file descriptors
@@ -371,6 +393,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let captures = Arc::new(Captures::start(
         store.clone(),
         metrics.capture_dropped.clone(),
+        config.server.capture_queue_bytes,
     ));
     let mut gateway = Gateway::new(
         routes.clone(),
@@ -381,6 +404,9 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     );
     gateway.store = Some(store.clone());
     let baselines = gateway.baselines.clone();
+    gateway.body_timeout = Duration::from_millis(config.server.body_timeout_ms);
+    let (stop, stopped) = watch::channel(false);
+    gateway.stopping = Some(stopped.clone());
     if config.server.request_log {
         gateway.request_log = Some(Arc::new(RequestLog::start(
             store.clone(),
@@ -461,19 +487,28 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         token.clone(),
         hint,
     ));
-    let (stop, stopped) = watch::channel(false);
-    let header_timeout = Duration::from_millis(config.server.header_timeout_ms.max(1));
+    let timeouts = gateway::Timeouts {
+        header: Duration::from_millis(config.server.header_timeout_ms.max(1)),
+        body: Duration::from_millis(config.server.body_timeout_ms.max(1)),
+        write: Duration::from_millis(config.server.write_timeout_ms.max(1)),
+    };
+    let max_connections = config
+        .server
+        .max_connections
+        .unwrap_or_else(default_max_connections);
+    tracing::debug!(max_connections, "data-plane connection limit");
     let tasks = vec![
         serve_data_plane(
             data,
             gateway::DataPlane::new(gateway),
-            header_timeout,
+            timeouts,
+            max_connections,
             stopped.clone(),
         ),
         serve_on(
             admin_listener,
             hyper_util::service::TowerToHyperService::new(admin::router(admin)),
-            header_timeout,
+            timeouts,
             stopped,
         ),
     ];

@@ -19,7 +19,7 @@ mod server;
 mod slot;
 
 pub use environment::Environment;
-pub use model::{CacheConfig, ModelConfig};
+pub use model::{CacheConfig, LimitsConfig, ModelConfig};
 pub use remote::{Balance, RemoteConfig, WireProtocol};
 pub use server::{DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServerConfig};
 pub use slot::{BackendConfig, SlotConfig};
@@ -166,6 +166,30 @@ impl Config {
                 "must be more than 0",
             ));
         }
+        for (field, value) in [
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            ("server.write_timeout_ms", self.server.write_timeout_ms),
+        ] {
+            if value == 0 || value > 3_600_000 {
+                return Err(ConfigError::new(
+                    field,
+                    "must be between 1 and 3600000 (an hour)",
+                ));
+            }
+        }
+        if self.server.max_connections == Some(0) {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be more than 0; leave it out for the default",
+            ));
+        }
+        if self.server.capture_queue_bytes == 0 {
+            return Err(ConfigError::new(
+                "server.capture_queue_bytes",
+                "must be more than 0; set capture_rate = 0.0 to capture nothing",
+            ));
+        }
         if need_models && self.models.is_empty() {
             return Err(ConfigError::new(
                 "model",
@@ -217,6 +241,10 @@ impl Config {
                 .gates
                 .validate()
                 .map_err(|(f, reason)| ConfigError::new(format!("{at}.gates.{f}"), reason))?;
+            model
+                .limits
+                .validate()
+                .map_err(|(f, reason)| ConfigError::new(format!("{at}.limits.{f}"), reason))?;
             model
                 .rollout
                 .validate()
@@ -369,6 +397,40 @@ mod tests {
                 .expect_err(field);
             assert_eq!(err.field, field, "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused_with_the_field_named() {
+        let model = |line: &str| {
+            EXAMPLE.replace(
+                "[model.blue]",
+                &format!("[model.limits]\n{line}\n[model.blue]"),
+            )
+        };
+        let server = |line: &str| EXAMPLE.replace("[server]", &format!("[server]\n{line}"));
+        let cases = [
+            (model("max_in_flight = 0"), "model[0].limits.max_in_flight"),
+            (model("max_queued = 2000000"), "model[0].limits.max_queued"),
+            (model("timeout_ms = 0"), "model[0].limits.timeout_ms"),
+            (server("body_timeout_ms = 0"), "server.body_timeout_ms"),
+            (server("write_timeout_ms = 0"), "server.write_timeout_ms"),
+            (server("header_timeout_ms = 0"), "server.header_timeout_ms"),
+            (server("max_connections = 0"), "server.max_connections"),
+            (
+                server("capture_queue_bytes = 0"),
+                "server.capture_queue_bytes",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = Config::parse(&text)
+                .and_then(|c| c.validate().map(|_| c))
+                .expect_err(field);
+            assert_eq!(err.field, field, "{err}");
+        }
+        let fine = model("max_in_flight = 4\nmax_queued = 0\ntimeout_ms = 250");
+        let config = Config::parse(&fine).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.models[0].limits.max_queued, 0);
     }
 
     #[test]

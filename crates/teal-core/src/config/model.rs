@@ -41,6 +41,10 @@ pub struct ModelConfig {
     /// How many captured requests are kept, newest first.
     #[serde(default = "default_capture_limit")]
     pub capture_limit: usize,
+    /// How much work the model takes at once: requests running, requests waiting, and how
+    /// long a request may take; past them, 503 with `Retry-After` (or 504).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// How new versions are rolled out: strategy, approval, bake, keep-warm window and
     /// the automatic rollback rules.
     #[serde(default)]
@@ -100,4 +104,74 @@ fn default_cache_entries() -> usize {
 }
 fn default_cache_ttl_ms() -> u64 {
     60_000
+}
+
+/// Admission control for one model: a bounded number of requests running on its slots, a
+/// bounded queue in front of them, and a deadline, so that load past what the model can
+/// serve is refused at once (503 with `Retry-After`) instead of making every answer late.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests of this model running at once (both slots together). An in-process model
+    /// runs `workers` inferences at a time; a few more keep its workers busy while others
+    /// are decoded and encoded. Raise it for an upstream with many replicas.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests waiting for a place among those running; one more is answered 503 with
+    /// `Retry-After`. 0: no queue.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+    /// How long a request may wait for a place and, on an in-process model, run: past it,
+    /// a request still waiting gets 503 and one running gets 504.
+    #[serde(default = "default_limit_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_in_flight: default_max_in_flight(),
+            max_queued: default_max_queued(),
+            timeout_ms: default_limit_timeout_ms(),
+        }
+    }
+}
+
+/// The largest bound accepted for requests running or queued: far past what one process
+/// serves, small enough that a typing mistake is caught.
+const MAX_BOUND: usize = 1_000_000;
+
+impl LimitsConfig {
+    /// Checks the bounds; the error names the field (relative to the table) and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.max_in_flight == 0 || self.max_in_flight > MAX_BOUND {
+            return Err((
+                "max_in_flight".into(),
+                format!("must be between 1 and {MAX_BOUND}"),
+            ));
+        }
+        if self.max_queued > MAX_BOUND {
+            return Err((
+                "max_queued".into(),
+                format!("must be between 0 and {MAX_BOUND}"),
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 3_600_000 {
+            return Err((
+                "timeout_ms".into(),
+                "must be between 1 and 3600000 (an hour)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_max_in_flight() -> usize {
+    32
+}
+fn default_max_queued() -> usize {
+    16
+}
+fn default_limit_timeout_ms() -> u64 {
+    10_000
 }

@@ -45,6 +45,25 @@ pub struct ServerConfig {
     /// cannot hold connections open forever.
     #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: u64,
+    /// How long a client may take to send a request's whole body, from the end of its head;
+    /// then teal answers 408 and closes the connection. A client that declares a large body
+    /// and sends it a byte at a time cannot hold a connection for ever.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// How long writing an answer (or closing the connection) may take before teal gives up
+    /// on the connection: a client that stops reading cannot hold it for ever.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// Data-plane connections open at once; one more is answered 503 with `Retry-After` and
+    /// closed, while the open ones keep being served. Unset: the open-file limit less an
+    /// eighth of it (at least 256), kept for model files, the state file and upstream
+    /// connections.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Bytes of captured requests (for replay) waiting to be written to the state file; a
+    /// capture that would pass it is dropped and counted, never waited for.
+    #[serde(default = "default_capture_queue_bytes")]
+    pub capture_queue_bytes: usize,
     /// The largest the state file may grow, in bytes (unset: as large as the disk allows).
     /// When it is full, as when the disk is, teal keeps serving: it stops recording requests
     /// (counted as dropped), refuses to start rollouts (507) and says so in `teal status`.
@@ -65,6 +84,10 @@ impl Default for ServerConfig {
             state_dir: default_state_dir(),
             drain_ms: default_drain_ms(),
             header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            write_timeout_ms: default_write_timeout_ms(),
+            max_connections: None,
+            capture_queue_bytes: default_capture_queue_bytes(),
             state_max_bytes: None,
             request_log: true,
             onnxruntime: None,
@@ -86,6 +109,15 @@ fn default_drain_ms() -> u64 {
 }
 fn default_header_timeout_ms() -> u64 {
     30_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+fn default_write_timeout_ms() -> u64 {
+    30_000
+}
+fn default_capture_queue_bytes() -> usize {
+    32 * 1024 * 1024
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".teal")

@@ -4,6 +4,7 @@
 //! fronts) and `process` (a model server teal starts and fronts). The gateway only sees
 //! [`Backend`]: a validated request in, tensors out.
 
+pub mod admission;
 pub mod cache;
 pub mod http1;
 pub mod onnx;
@@ -34,6 +35,9 @@ pub enum BackendError {
     /// No answer within the slot's timeout.
     #[error("no answer from {url} within {ms} ms")]
     Timeout { url: String, ms: u64 },
+    /// An in-process model did not answer within the model's deadline (`limits.timeout_ms`).
+    #[error("no answer within the model's deadline of {ms} ms")]
+    Deadline { ms: u64 },
     /// No replica could be reached at all.
     #[error("no replica could be reached: {0}")]
     Unreachable(String),
@@ -48,6 +52,7 @@ impl BackendError {
             BackendError::Refused { .. } => "refused",
             BackendError::Upstream(_) => "upstream",
             BackendError::Timeout { .. } => "timeout",
+            BackendError::Deadline { .. } => "deadline",
             BackendError::Unreachable(_) => "unreachable",
         }
     }
@@ -135,6 +140,33 @@ impl Backend {
     pub async fn infer(&self, request: &mut InferRequest) -> Result<Vec<Tensor>, BackendError> {
         match self {
             Backend::Onnx(model) => model.infer(std::mem::take(&mut request.inputs)).await,
+            Backend::Upstream(model) => model.infer(request).await,
+            Backend::Process(model) => model.upstream.infer(request).await,
+        }
+    }
+
+    /// Runs one inference for a client waiting until `deadline`: an in-process model gives up
+    /// at it (and does not start a job whose deadline has passed or whose caller is gone);
+    /// a model server's call keeps the slot's own timeout.
+    pub async fn infer_by(
+        &self,
+        request: &mut InferRequest,
+        deadline: tokio::time::Instant,
+        timeout_ms: u64,
+    ) -> Result<Vec<Tensor>, BackendError> {
+        match self {
+            Backend::Onnx(model) => {
+                let inputs = std::mem::take(&mut request.inputs);
+                match tokio::time::timeout_at(
+                    deadline,
+                    model.infer_until(inputs, Some((deadline, timeout_ms))),
+                )
+                .await
+                {
+                    Ok(answer) => answer.0,
+                    Err(_) => Err(BackendError::Deadline { ms: timeout_ms }),
+                }
+            }
             Backend::Upstream(model) => model.infer(request).await,
             Backend::Process(model) => model.upstream.infer(request).await,
         }

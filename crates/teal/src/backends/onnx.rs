@@ -114,6 +114,9 @@ impl OnnxRuntime {
 
 struct Job {
     inputs: Vec<Tensor>,
+    /// When the caller stops waiting, and the model's deadline in milliseconds: a job still
+    /// queued then is not run.
+    deadline: Option<(Instant, u64)>,
     /// The outputs, and how long the session took to compute them (the service time, apart
     /// from the time the job waited in the queue).
     reply: oneshot::Sender<(Result<Vec<Tensor>, BackendError>, Duration)>,
@@ -277,7 +280,19 @@ impl OnnxModel {
                 .name(format!("onnx-{name}-{i}"))
                 .spawn(move || {
                     for job in receiver {
+                        // Work nobody waits for any more (the client went away, or its
+                        // deadline passed while the job was queued) is not run.
+                        if job.reply.is_closed() {
+                            continue;
+                        }
                         let started = Instant::now();
+                        if let Some((deadline, ms)) = job.deadline
+                            && started >= deadline
+                        {
+                            let late = Err(BackendError::Deadline { ms });
+                            let _ = job.reply.send((late, Duration::ZERO));
+                            continue;
+                        }
                         let result = run(&mut session, &outputs, job.inputs);
                         // The caller may have gone away (client disconnected); that is fine.
                         let _ = job.reply.send((result, started.elapsed()));
@@ -309,8 +324,27 @@ impl OnnxModel {
         &self,
         inputs: Vec<Tensor>,
     ) -> (Result<Vec<Tensor>, BackendError>, Option<Duration>) {
+        self.infer_until(inputs, None).await
+    }
+
+    /// As [`OnnxModel::infer_timed`], for a caller that stops waiting at `deadline`: a job
+    /// still queued then is dropped without running.
+    pub async fn infer_until(
+        &self,
+        inputs: Vec<Tensor>,
+        deadline: Option<(tokio::time::Instant, u64)>,
+    ) -> (Result<Vec<Tensor>, BackendError>, Option<Duration>) {
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job { inputs, reply }).is_err() {
+        let deadline = deadline.map(|(at, ms)| (at.into_std(), ms));
+        if self
+            .jobs
+            .send(Job {
+                inputs,
+                deadline,
+                reply,
+            })
+            .is_err()
+        {
             return (Err(BackendError::Unavailable), None);
         }
         match answer.await {

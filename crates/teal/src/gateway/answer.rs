@@ -42,6 +42,8 @@ pub(crate) struct Answer {
     pub(super) predicted: Option<Predicted>,
     /// The slot that failed this request before the old version answered it.
     pub(super) failed_over: Option<Arc<Slot>>,
+    /// Seconds after which a refused request may be retried (`Retry-After`).
+    pub(super) retry_after: Option<u32>,
 }
 
 /// The slot a request ran on and the generation of the route table that chose it: the
@@ -68,6 +70,7 @@ impl Answer {
             close: false,
             predicted: None,
             failed_over: None,
+            retry_after: None,
         }
     }
 
@@ -85,6 +88,7 @@ impl Answer {
     pub(super) fn error(error: &GatewayError) -> Answer {
         Answer {
             close: error.leaves_body_unread(),
+            retry_after: error.retry_after(),
             ..Answer::new(error.status(), "application/json", error.body())
         }
     }
@@ -111,6 +115,9 @@ impl Answer {
         // Only model requests have one; it is always a valid header value (`request_id`).
         if !self.request_id.is_empty() {
             header(&names::REQUEST_ID, self.request_id.as_bytes());
+        }
+        if let Some(seconds) = self.retry_after {
+            header(&header::RETRY_AFTER, number.format(seconds).as_bytes());
         }
         if let Some(served) = &self.served {
             header(

@@ -25,8 +25,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::answer::write_answer;
-use super::{DataPlane, RequestHeaders};
+use super::answer::{Answer, write_answer};
+use super::{DataPlane, GatewayError, RequestHeaders};
 
 /// Header lines a directly served request may have; one with more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -35,21 +35,67 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How much more room a body being read gets at a time.
 const BODY_STEP: usize = 64 * 1024;
 
+/// How long each part of a connection's life may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A request head, from the first byte waited for (a kept-alive connection's idle time
+    /// counts).
+    pub header: Duration,
+    /// A request body, from the end of its head.
+    pub body: Duration,
+    /// Writing an answer, or closing the connection.
+    pub write: Duration,
+}
+
+/// The connection's one timer, armed once and moved only when it fires before the deadline
+/// being waited for (or is set after it): a request whose parts arrive in time, as almost
+/// all do, touches no timer.
+struct Timer<'a> {
+    sleep: Pin<&'a mut tokio::time::Sleep>,
+    at: Instant,
+}
+
+impl Timer<'_> {
+    /// Completes once `due` has passed.
+    async fn until(&mut self, due: Instant) {
+        if self.at > due {
+            self.sleep.as_mut().reset(due);
+            self.at = due;
+        }
+        loop {
+            self.sleep.as_mut().await;
+            if Instant::now() >= due {
+                return;
+            }
+            // The timer fires once per deadline at most: at a deadline of an earlier wait
+            // it is moved to this wait's, which it has not reached.
+            self.sleep.as_mut().reset(due);
+            self.at = due;
+        }
+    }
+}
+
 /// Serves one accepted connection until the client closes it, it times out waiting for a
-/// request head, or `stopped` completes (teal is shutting down: a request already begun is
-/// read and answered, with `connection: close`, and the connection closed).
+/// request head, or `stopped` completes (teal is shutting down: a request whose body has
+/// arrived is answered, with `connection: close`, and the connection closed; one whose body
+/// is still arriving is answered 503 at once). A body must arrive within `timeouts.body`
+/// (else 408) and an answer be written within `timeouts.write`; a client that goes away
+/// while its request waits for the model takes the request with it.
 pub async fn serve_connection(
     mut stream: TcpStream,
     plane: DataPlane,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     stopped: impl Future<Output = ()>,
 ) {
     let mut stopped = std::pin::pin!(stopped);
     let mut stopping = false;
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(1024);
-    let deadline = tokio::time::sleep(header_timeout);
-    let mut deadline = std::pin::pin!(deadline);
+    let sleep = tokio::time::sleep(timeouts.header);
+    let mut timer = Timer {
+        at: sleep.deadline(),
+        sleep: std::pin::pin!(sleep),
+    };
     loop {
         let waiting_since = Instant::now();
         let request = loop {
@@ -58,15 +104,8 @@ pub async fn serve_connection(
                 Head::Infer(request) => break request,
                 Head::Other => {
                     let read = buf.freeze();
-                    return hand_over(
-                        stream,
-                        read,
-                        plane,
-                        header_timeout,
-                        stopping,
-                        stopped.as_mut(),
-                    )
-                    .await;
+                    return hand_over(stream, read, plane, timeouts, stopping, stopped.as_mut())
+                        .await;
                 }
             }
             if stopping && buf.is_empty() {
@@ -81,15 +120,9 @@ pub async fn serve_connection(
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                () = &mut deadline => {
-                    // The timer fires once per timeout at most: at a deadline of an earlier
-                    // wait it is moved to this wait's, which it has not reached.
-                    let due = waiting_since + header_timeout;
-                    if Instant::now() >= due {
-                        tracing::trace!("no whole request head within the header timeout; closing");
-                        return;
-                    }
-                    deadline.as_mut().reset(due);
+                () = timer.until(waiting_since + timeouts.header) => {
+                    tracing::trace!("no whole request head within the header timeout; closing");
+                    return;
                 }
                 () = &mut stopped, if !stopping => stopping = true,
             }
@@ -99,31 +132,98 @@ pub async fn serve_connection(
             head: &head,
             lines: &request.lines,
         };
-        while buf.len() < request.body_len {
-            // Room as the body arrives, not all that it declares: a client that declares a
-            // large body and sends nothing holds no memory for it.
-            buf.reserve((request.body_len - buf.len()).min(BODY_STEP));
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+        if buf.len() < request.body_len {
+            let due = Instant::now() + timeouts.body;
+            let refused = loop {
+                if stopping {
+                    break Some(GatewayError::ShuttingDown);
+                }
+                // Room as the body arrives, not all that it declares: a client that declares
+                // a large body and sends nothing holds no memory for it.
+                buf.reserve((request.body_len - buf.len()).min(BODY_STEP));
+                tokio::select! {
+                    biased;
+                    read = stream.read_buf(&mut buf) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if buf.len() >= request.body_len => break None,
+                        Ok(_) => {}
+                    },
+                    () = timer.until(due) => {
+                        break Some(GatewayError::BodyTimeout {
+                            ms: timeouts.body.as_millis() as u64,
+                        });
+                    }
+                    () = &mut stopped, if !stopping => stopping = true,
+                }
+            };
+            if let Some(error) = refused {
+                let answer = Answer::error(&error);
+                let due = Instant::now() + timeouts.write;
+                tokio::select! {
+                    biased;
+                    _ = async {
+                        write_answer(&mut stream, &mut out, &answer, true).await?;
+                        stream.shutdown().await
+                    } => {}
+                    () = timer.until(due) => {}
+                }
+                return;
             }
         }
         let body = buf.split_to(request.body_len).freeze();
         let model = std::str::from_utf8(&head[request.model.clone()]).unwrap_or_default();
-        let answer = plane.infer(model, &headers, body).await;
+        let answer = tokio::select! {
+            biased;
+            answer = plane.infer(model, &headers, body) => answer,
+            () = client_gone(&stream) => {
+                tracing::trace!("the client went away before its answer; dropping the request");
+                return;
+            }
+        };
         drop(head);
         // Shutting down is noticed while waiting for a request, not here: a kept-alive
         // connection is then closed before its next request, as hyper closes idle ones.
         let close = request.close || stopping || answer.close;
-        if write_answer(&mut stream, &mut out, &answer, close)
-            .await
-            .is_err()
-            || close
-        {
-            let _ = stream.shutdown().await;
+        let due = Instant::now() + timeouts.write;
+        let written = tokio::select! {
+            biased;
+            written = write_answer(&mut stream, &mut out, &answer, close) => written.is_ok(),
+            () = timer.until(due) => false,
+        };
+        if !written || close {
+            if written {
+                tokio::select! {
+                    biased;
+                    _ = stream.shutdown() => {}
+                    () = timer.until(due) => {}
+                }
+            }
             return;
         }
     }
+}
+
+/// Completes when the client has closed the connection (or it failed); pending while the
+/// connection is open, and for good once the client sent more (a pipelined request: it has
+/// not gone). Clients that close their sending side after a request and wait for the answer
+/// lose it, as with hyper's default.
+async fn client_gone(stream: &TcpStream) {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// The answer to a connection past `server.max_connections`.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 80\r\n\r\n{\"error\": \"teal has as many connections open as it takes: retry after a second\"}";
+
+/// Refuses a connection past `server.max_connections`: a 503 written with one non-blocking
+/// write (a new connection's send buffer is empty), then the connection closed, without
+/// reading anything, so refusing costs almost nothing.
+pub fn refuse_connection(stream: TcpStream) {
+    let _ = stream.try_write(REFUSED);
+    drop(stream);
 }
 
 /// A request this module answers itself.
@@ -285,17 +385,18 @@ async fn hand_over(
     stream: TcpStream,
     read: Bytes,
     plane: DataPlane,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     stopping: bool,
     stopped: Pin<&mut impl Future<Output = ()>>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(timeouts.header)
         // Shutting down: hyper answers the request it is given and closes.
         .keep_alive(!stopping);
-    let connection = http.serve_connection(TokioIo::new(Rewind { read, stream }), plane);
+    let io = Rewind::new(read, stream, timeouts.write);
+    let connection = http.serve_connection(TokioIo::new(io), plane);
     let mut connection = std::pin::pin!(connection);
     if !stopping {
         tokio::select! {
@@ -314,9 +415,48 @@ async fn hand_over(
 }
 
 /// A connection whose first bytes were already read: they are read again, then the socket.
-struct Rewind {
+/// A write that cannot make progress for `write_timeout` fails, so a client that stops
+/// reading its answers cannot hold the connection (hyper has no write deadline of its own).
+pub struct Rewind {
     read: Bytes,
     stream: TcpStream,
+    write_timeout: Duration,
+    /// Armed when a write waits for room, dropped when one makes progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Rewind {
+    pub fn new(read: Bytes, stream: TcpStream, write_timeout: Duration) -> Rewind {
+        Rewind {
+            read,
+            stream,
+            write_timeout,
+            stalled: None,
+        }
+    }
+
+    /// Passes a write's outcome on, failing it once it has waited `write_timeout` for room.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if outcome.is_ready() {
+            self.stalled = None;
+            return outcome;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read its answer within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Rewind {
@@ -342,7 +482,9 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.deadline(cx, outcome)
     }
 
     fn poll_write_vectored(
@@ -350,7 +492,9 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.deadline(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -358,11 +502,15 @@ impl AsyncWrite for Rewind {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.stream).poll_flush(cx);
+        this.deadline(cx, outcome)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.deadline(cx, outcome)
     }
 }
 
@@ -444,6 +592,15 @@ mod tests {
             "a".repeat(MAX_HEAD)
         );
         assert!(matches!(parse_head(huge.as_bytes(), 1024), Head::Other));
+    }
+
+    #[test]
+    fn the_refusal_past_the_connection_cap_is_a_whole_answer() {
+        let text = std::str::from_utf8(REFUSED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(json["error"].is_string());
     }
 
     #[test]

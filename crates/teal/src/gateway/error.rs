@@ -56,6 +56,28 @@ pub enum GatewayError {
     NoRequestLog,
     #[error("the state file failed: {0}")]
     Store(String),
+    #[error(
+        "the request body did not arrive within {ms} ms: send the whole body promptly, or raise server.body_timeout_ms"
+    )]
+    BodyTimeout { ms: u64 },
+    #[error("teal is shutting down: retry the request on another replica")]
+    ShuttingDown,
+    #[error(
+        "model '{model}' is at its limit of {running} requests running and {queued} waiting: retry after the time in Retry-After"
+    )]
+    Overloaded {
+        model: String,
+        running: usize,
+        queued: usize,
+    },
+    #[error(
+        "model '{model}' is overloaded: the request waited {ms} ms for one of its {running} places; retry after the time in Retry-After"
+    )]
+    WaitedTooLong {
+        model: String,
+        running: usize,
+        ms: u64,
+    },
     /// The model failed on a valid request.
     #[error("version {version} of model '{model}' failed: {source}")]
     Backend {
@@ -77,6 +99,10 @@ impl GatewayError {
             GatewayError::UnknownRequest { .. } => StatusCode::NOT_FOUND,
             GatewayError::NoRequestLog => StatusCode::CONFLICT,
             GatewayError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::ShuttingDown
+            | GatewayError::Overloaded { .. }
+            | GatewayError::WaitedTooLong { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UnknownModel { .. }
             | GatewayError::UnknownVersion { .. }
             | GatewayError::EmptySlot { .. }
@@ -91,7 +117,7 @@ impl GatewayError {
                 ..
             } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Backend {
-                source: BackendError::Timeout { .. },
+                source: BackendError::Timeout { .. } | BackendError::Deadline { .. },
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Backend { .. } => StatusCode::BAD_GATEWAY,
@@ -119,7 +145,21 @@ impl GatewayError {
                 | GatewayError::HeaderLength(_)
                 | GatewayError::Body(_)
                 | GatewayError::Path(_)
+                | GatewayError::BodyTimeout { .. }
+                | GatewayError::ShuttingDown
         )
+    }
+
+    /// Seconds after which a refused request may be sent again, for `Retry-After`: load shed
+    /// at a limit is worth retrying soon.
+    pub fn retry_after(&self) -> Option<u32> {
+        matches!(
+            self,
+            GatewayError::Overloaded { .. }
+                | GatewayError::WaitedTooLong { .. }
+                | GatewayError::ShuttingDown
+        )
+        .then_some(1)
     }
 
     /// The JSON body of the response.

@@ -45,7 +45,13 @@ async fn record_feedback(
     body: Body,
 ) -> Result<Response<Body>, GatewayError> {
     body_headers(headers, false)?;
-    let body = read_body(Payload::Arriving(body), headers, gateway.max_body_bytes).await?;
+    let body = read_body(
+        Payload::Arriving(body),
+        headers,
+        gateway.max_body_bytes,
+        gateway.body_deadline(),
+    )
+    .await?;
     find_model(gateway, model)?;
     let request: FeedbackBody =
         serde_json::from_slice(&body).map_err(|e| GatewayError::Feedback(e.to_string()))?;

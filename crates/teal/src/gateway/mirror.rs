@@ -12,7 +12,7 @@ use teal_core::routing::WHOLE;
 use crate::control::validation::taps::{Captured, MirrorPair, ShadowHub};
 use crate::routing::{ModelRoutes, Slot};
 
-use super::request::run_on_slot;
+use super::request::{Deadline, run_on_slot};
 use super::{Gateway, GatewayError};
 
 /// Where a mirrored pair goes, and which two slots it goes to.
@@ -91,9 +91,10 @@ pub(super) async fn run_and_mirror(
     slot: &Slot,
     mirror: Option<Tap<'_>>,
     request: &mut InferRequest,
+    deadline: Deadline,
 ) -> Result<Arc<Vec<Tensor>>, GatewayError> {
     let copy = mirror.as_ref().map(|_| request.clone());
-    let outputs = run_on_slot(slot, &routes.name, request).await?;
+    let outputs = run_on_slot(slot, &routes.name, request, deadline).await?;
     if let (Some(tap), Some(copy)) = (mirror, copy) {
         let output = routes.prediction_output.clone();
         tap.hub.mirror(&routes.name, tap.pair, copy, output);

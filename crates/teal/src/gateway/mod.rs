@@ -45,7 +45,7 @@ use metadata::{
 use record::Gauge;
 use request::{Endpoint, RequestIds, serve_request};
 
-pub use connection::serve_connection;
+pub use connection::{Rewind, Timeouts, refuse_connection, serve_connection};
 pub use error::GatewayError;
 
 use crate::control::validation::taps::{Captures, ShadowHub};
@@ -100,6 +100,11 @@ pub struct Gateway {
     pub store: Option<Arc<crate::state::store::Store>>,
     /// Requests in flight on a model above which live requests are not mirrored.
     pub shadow_headroom: i64,
+    /// How long a request's whole body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Set when teal is shutting down: a body still arriving is then refused (503) rather
+    /// than waited for.
+    pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
     /// Makes the id of a request that brought none.
     ids: RequestIds,
     /// Each served model's in-flight gauge, found by name without building a label set.
@@ -133,6 +138,8 @@ impl Gateway {
             store: None,
             metrics,
             shadow_headroom: std::thread::available_parallelism().map_or(2, |n| n.get() as i64),
+            body_timeout: std::time::Duration::from_secs(30),
+            stopping: None,
             ids: RequestIds::new(),
             in_flight: Default::default(),
             failure_log: LogThrottle::new(FAILURE_LOG_INTERVAL),

@@ -143,7 +143,13 @@ impl Gateway {
                 })
                 .observe(elapsed.as_secs_f64());
             if status >= 400 {
-                let error_type = if status >= 500 { "backend" } else { "client" };
+                // A 503 no slot answered is load teal shed (or refused while stopping), not a
+                // backend's failure: the backend error alerts must not fire on it.
+                let error_type = match status {
+                    503 if answered.is_none() => "overloaded",
+                    500.. => "backend",
+                    _ => "client",
+                };
                 self.metrics
                     .errors
                     .get_or_create(&ErrorLabels {

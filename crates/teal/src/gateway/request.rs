@@ -12,11 +12,12 @@ use teal_core::protocol::{
     self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
 };
 
+use crate::backends::admission::{Place, Refused};
 use crate::log_throttle::Verdict;
 use crate::routing::{ModelRoutes, Slot};
 
 use super::answer::{Answer, Served, predicted};
-use super::body::{Payload, body_headers, read_body};
+use super::body::{BodyDeadline, Payload, body_headers, read_body};
 use super::mirror::run_and_mirror;
 use super::pick::{find_model, pick};
 use super::{Gateway, GatewayError, RequestHeaders, header_text, names};
@@ -161,7 +162,13 @@ async fn run_infer(
     body: Payload,
 ) -> Result<Answer, Failure> {
     let json_len = body_headers(headers, true)?;
-    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        headers,
+        gateway.max_body_bytes,
+        gateway.body_deadline(),
+    )
+    .await?;
     let routes = find_model(gateway, model)?;
     let slot = pick(&routes, version, headers)?;
     let routed = version.is_none() && headers.get(&names::SLOT).is_none();
@@ -183,7 +190,8 @@ async fn run_infer(
 /// The slot that answers instead when the route table's choice failed: the old version,
 /// while a rollout watches the candidate with failover on (the table's `fallback`). Only
 /// for requests the table routed (a caller who named a version or slot gets its answer),
-/// and only for a failure on the slot's side: a backend error, or a server's 5xx answer.
+/// and only for a failure on the slot's side: a backend error answered with a 5xx (a
+/// timeout, a deadline, a failed model), or a server's 5xx answer.
 fn failover(
     routes: &ModelRoutes,
     slot: &Arc<Slot>,
@@ -196,7 +204,8 @@ fn failover(
     }
     let failed = match outcome {
         Ok(answer) => answer.status.is_server_error(),
-        Err(failure) => failure.served.is_some(),
+        // The model server refusing the caller's input (4xx) would refuse it again.
+        Err(failure) => failure.served.is_some() && failure.error.status().is_server_error(),
     };
     if !failed {
         return None;
@@ -219,6 +228,8 @@ async fn infer_on(
     let model = routes.name.as_str();
     let _in_flight = slot.enter();
     let generation = routes.table.generation;
+    let deadline = Deadline::starting_now(routes);
+    let _place = admit(routes, deadline.at).await?;
     let mirror = gateway.mirror_target(routes, slot, routed);
     if slot.cache.is_none()
         && mirror.is_none()
@@ -258,7 +269,7 @@ async fn infer_on(
         return Ok(reply);
     }
     let mut request = InferRequest::decode(body, json_len, slot.backend.signature())?;
-    let outputs = run_and_mirror(routes, slot, mirror, &mut request)
+    let outputs = run_and_mirror(routes, slot, mirror, &mut request, deadline)
         .await
         .map_err(|e| Failure::on(slot, generation, e))?;
     gateway.capture(routes, body, json_len);
@@ -297,7 +308,13 @@ async fn run_predict(
     body: Payload,
 ) -> Result<Answer, Failure> {
     body_headers(headers, false)?;
-    let body = read_body(body, headers, gateway.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        headers,
+        gateway.max_body_bytes,
+        gateway.body_deadline(),
+    )
+    .await?;
     let routes = find_model(gateway, model)?;
     let slot = pick(&routes, None, headers)?;
     let routed = headers.get(&names::SLOT).is_none();
@@ -325,6 +342,8 @@ async fn predict_on(
     body: &bytes::Bytes,
 ) -> Result<Answer, Failure> {
     let _in_flight = slot.enter();
+    let deadline = Deadline::starting_now(routes);
+    let _place = admit(routes, deadline.at).await?;
     let assumed;
     let signature = match slot.backend.signature() {
         Some(signature) => signature,
@@ -340,7 +359,7 @@ async fn predict_on(
         .or_else(|| signature.outputs.first().map(|o| o.name.as_str()));
     let generation = routes.table.generation;
     let mirror = gateway.mirror_target(routes, slot, routed);
-    let outputs = run_and_mirror(routes, slot, mirror, &mut request)
+    let outputs = run_and_mirror(routes, slot, mirror, &mut request, deadline)
         .await
         .map_err(|e| Failure::on(slot, generation, e))?;
     let chosen = match wanted {
@@ -359,11 +378,53 @@ async fn predict_on(
     Ok(answer)
 }
 
-/// Runs a decoded request on a slot, through the slot's cache when it has one.
+/// When a request's client stops waiting: its model's `limits.timeout_ms` after the request
+/// asked for a place.
+#[derive(Clone, Copy)]
+pub(super) struct Deadline {
+    pub(super) at: tokio::time::Instant,
+    pub(super) ms: u64,
+}
+
+impl Deadline {
+    fn starting_now(routes: &ModelRoutes) -> Deadline {
+        let ms = routes.admission.limits().timeout_ms;
+        Deadline {
+            at: tokio::time::Instant::now() + std::time::Duration::from_millis(ms),
+            ms,
+        }
+    }
+}
+
+/// A place among the model's running requests, or the 503 that sheds the request: the
+/// queue is full, or the request waited in it until its deadline.
+async fn admit(routes: &ModelRoutes, deadline: tokio::time::Instant) -> Result<Place<'_>, Failure> {
+    let limits = routes.admission.limits();
+    routes.admission.enter(deadline).await.map_err(|refused| {
+        let model = routes.name.clone();
+        let error = match refused {
+            Refused::Full => GatewayError::Overloaded {
+                model,
+                running: limits.max_in_flight,
+                queued: limits.max_queued,
+            },
+            Refused::Waited => GatewayError::WaitedTooLong {
+                model,
+                running: limits.max_in_flight,
+                ms: limits.timeout_ms,
+            },
+        };
+        Failure::from(error)
+    })
+}
+
+/// Runs a decoded request on a slot, through the slot's cache when it has one; an
+/// in-process model gives up at the request's deadline.
 pub(super) async fn run_on_slot(
     slot: &Slot,
     model: &str,
     request: &mut InferRequest,
+    deadline: Deadline,
 ) -> Result<Arc<Vec<Tensor>>, GatewayError> {
     let key = slot.cache.as_ref().and_then(|cache| cache.key(request));
     if let (Some(cache), Some(key)) = (&slot.cache, &key)
@@ -373,7 +434,7 @@ pub(super) async fn run_on_slot(
     }
     let outputs = slot
         .backend
-        .infer(request)
+        .infer_by(request, deadline.at, deadline.ms)
         .await
         .map_err(|source| GatewayError::Backend {
             model: model.to_string(),
@@ -416,6 +477,14 @@ impl RequestIds {
 }
 
 impl Gateway {
+    /// How long a body still arriving may take, and teal's shutdown, which ends the wait.
+    pub(super) fn body_deadline(&self) -> BodyDeadline<'_> {
+        BodyDeadline {
+            timeout: self.body_timeout,
+            stopping: self.stopping.as_ref(),
+        }
+    }
+
     /// The caller's request id when it is a sane header value (visible ASCII, as `to_str`
     /// requires), otherwise a new one.
     fn request_id(&self, headers: &impl RequestHeaders) -> String {

@@ -23,6 +23,7 @@ use teal_core::routing::{Color, RouteTable, WHOLE};
 
 use super::crd::{Colour, ModelDeployment, SwitchMode};
 use super::operator::colour_service;
+use crate::backends::admission::Admission;
 use crate::backends::{Backend, UpstreamModel};
 use crate::routing::{ModelRoutes, Routes, Slot};
 
@@ -265,6 +266,10 @@ impl Follower {
             capture_limit: 0,
             sticky_header: None,
             sticky_cookie: None,
+            admission: current.as_ref().map_or_else(
+                || Arc::new(Admission::new(&Default::default())),
+                |c| c.admission.clone(),
+            ),
         });
         self.published.insert(k.clone(), model.clone());
         tracing::info!(model, active = %active, candidate_percent = route.candidate_percent, shadow_percent = route.shadow_percent, "route published from the cluster");

@@ -269,6 +269,9 @@ pub fn answer(
 /// them in batches and trims each model to its limit.
 pub struct Captures {
     queue: mpsc::Sender<(String, usize, Vec<u8>, Option<usize>)>,
+    /// Bytes of bodies queued and not yet written, and the most there may be.
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    max_bytes: usize,
     store: Arc<crate::state::store::Store>,
     pub dropped: prometheus_client::metrics::counter::Counter,
 }
@@ -281,12 +284,17 @@ pub struct Captured {
 }
 
 impl Captures {
+    /// Starts the writer. At most 4,096 captures, and `max_bytes` of their bodies, wait
+    /// to be written; more are dropped and counted.
     pub fn start(
         store: Arc<crate::state::store::Store>,
         dropped: prometheus_client::metrics::counter::Counter,
+        max_bytes: usize,
     ) -> Captures {
         let (queue, mut kept) = mpsc::channel::<(String, usize, Vec<u8>, Option<usize>)>(4096);
         let writer = store.clone();
+        let queued_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = queued_bytes.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(256);
             // Rows kept per model since its last trim: trimming costs a scan of `limit` rows,
@@ -302,6 +310,7 @@ impl Captures {
                     }
                 }
                 let rows = std::mem::take(&mut batch);
+                let bytes: usize = rows.iter().map(|(_, _, body, _)| body.len()).sum();
                 let mut trims = Vec::new();
                 for (model, limit, _, _) in &rows {
                     let count = since_trim.entry(model.clone()).or_insert(0);
@@ -319,6 +328,7 @@ impl Captures {
                         .try_for_each(|(model, limit)| store.trim_captures(model, *limit))
                 })
                 .await;
+                written.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
                 if let Ok(Err(e)) = outcome {
                     tracing::error!(error = %e, "could not keep captured requests");
                 }
@@ -326,13 +336,24 @@ impl Captures {
         });
         Captures {
             queue,
+            queued_bytes,
+            max_bytes,
             store,
             dropped,
         }
     }
 
-    /// Queues a request for keeping; never waits.
+    /// Queues a request for keeping; never waits. Dropped (and counted) when the queue holds
+    /// 4,096 captures or `capture_queue_bytes` of bodies.
     pub fn keep(&self, model: &str, limit: usize, captured: Captured) {
+        use std::sync::atomic::Ordering;
+        let size = captured.body.len();
+        let before = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if before + size > self.max_bytes {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.dropped.inc();
+            return;
+        }
         if self
             .queue
             .try_send((
@@ -343,6 +364,7 @@ impl Captures {
             ))
             .is_err()
         {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
             self.dropped.inc();
         }
     }
