@@ -430,7 +430,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         let body = serde_json::json!({
             "candidate": { "version": "v3", "kind": "process", "command": command, "ready_timeout_ms": 60000 },
-            "settings": { "evidence": null, "observe_ms": 60000 },
+            // v3 runs on a Python model server, a few milliseconds slower than v2 in-process
+            // by design, so its latency budget says so (the default, 1.2x + 2 ms, would
+            // rightly roll it back for that alone, before its fault); the rest are the
+            // model's rules above.
+            "settings": {
+                "evidence": null,
+                "observe_ms": 60000,
+                "rules": {
+                    "check_interval_ms": 250,
+                    "consecutive": 3,
+                    "min_requests": 10,
+                    "latency_ratio": 1.2,
+                    "latency_slack_ms": 25.0
+                }
+            },
         });
         follow(&admin, args.json, body, Some("observing")).await?;
         wait_more(args.requests / 2).await;
@@ -442,6 +456,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             args.json,
             "  v3's server starts failing every request; the rollback rules are watching",
         );
+        let before = admin.get("/api/v1/models/digits/rollout").await?.json();
+        if before["terminal"] == true {
+            // The rules ended the rollout before its fault: say so, rather than time a fault
+            // that no longer reaches anything.
+            anyhow::bail!(
+                "rollout #3 ended before its fault was injected: {} ({})",
+                before["phase_name"].as_str().unwrap_or(""),
+                before["outcome"].as_str().unwrap_or("")
+            );
+        }
         std::fs::write(&fault, b"")?;
         let t = Instant::now();
         let deadline = t + Duration::from_secs(30);
