@@ -447,7 +447,9 @@ async fn ten_thousand_idle_connections_do_not_stop_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_slot_process_killed_under_load_is_reported_and_rolled_back() {
     use common::rollouts::*;
-    let config = config_with(&onnx("v1"), None);
+    let mut config = config_with(&onnx("v1"), None);
+    // The candidate is a process slot sent through the API: the operator allows that.
+    config.server.allow_commands = true;
     let running = start(&config).await;
     let (client, admin) = (data(&running), admin(&running));
     let candidate = serde_json::json!({

@@ -95,6 +95,37 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .with_state(admin)
 }
 
+/// The metrics listener's router (`server.metrics_listen`): `GET /metrics` and nothing else,
+/// without the token, so a scraper can reach it at an address the admin API is not on.
+pub fn metrics_router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no endpoint {} here: this listener serves GET /metrics only",
+                    uri.path()
+                ),
+            )
+        })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed on {}", uri.path()),
+                )
+            },
+        )
+        .layer(DefaultBodyLimit::max(ADMIN_MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            admin.clone(),
+            limit_concurrency,
+        ))
+        .layer(middleware::map_response(json_errors))
+        .with_state(admin)
+}
+
 /// The largest admin request body: the biggest is a rollout with its settings, a few KB.
 const ADMIN_MAX_BODY: usize = 1024 * 1024;
 
