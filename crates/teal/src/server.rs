@@ -83,8 +83,9 @@ pub fn load_config(path: &Path) -> Result<Config, StartError> {
 /// versions deployed since start-up, and which slot was live); it wins over the config
 /// file, so a restart never changes which version is live. But a remembered slot that runs
 /// a command the config file does not hold is started only when `server.allow_commands` is
-/// on: otherwise it is left out (returned, with why), and when it was the live one the
-/// model starts as the config file has it.
+/// on: otherwise it is left out (returned, with why; the state file then records what runs,
+/// so it is not started later either), and when it was the live one the model starts as the
+/// config file has it.
 pub async fn load_models(
     config: &Config,
     remembered: &[ModelState],
@@ -441,6 +442,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         metrics.clone(),
     );
     gateway.store = Some(store.clone());
+    gateway.feedback_token = config.server.feedback_token.clone();
     let baselines = gateway.baselines.clone();
     gateway.body_timeout = Duration::from_millis(config.server.body_timeout_ms);
     let (stop, stopped) = watch::channel(false);

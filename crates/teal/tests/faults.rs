@@ -183,6 +183,7 @@ async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_req
         (Fault::ServerError, 502, "the model crashed"),
     ] {
         let (url, server) = faulty_server(fault).await;
+        let address = url.trim_start_matches("http://").to_string();
         // The faulty server is blue for `digits`; `cancer` (in-process) shares the gateway.
         let mut config = config_with(
             &upstream(
@@ -235,6 +236,10 @@ async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_req
             assert!(
                 error.contains("digits") && error.contains(says),
                 "{fault:?}: the error names the model and the fault: {error:?}"
+            );
+            assert!(
+                !error.contains(&address),
+                "{fault:?}: the caller is not told the model server's address: {error:?}"
             );
             assert!(
                 took < Duration::from_secs(10),

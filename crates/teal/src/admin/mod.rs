@@ -37,6 +37,8 @@ use rollouts::{abort, current_rollout, list_rollouts, promote, start_rollout};
 use slots::{canary, deploy, last_report, shadow, teardown, validate, validation_status};
 use status::{rollback, status_all, status_one, switch};
 
+use crate::state::token::same_secret;
+
 /// The admin router; every route but `/healthz`, `/metrics`, the dashboard's files and the
 /// OpenAPI document needs the token.
 pub fn router(admin: Arc<Admin>) -> Router {
@@ -184,14 +186,6 @@ async fn json_errors(response: Response<Body>) -> Response<Body> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// Compares in time that does not depend on where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn require_token(
