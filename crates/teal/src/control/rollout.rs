@@ -149,12 +149,12 @@ impl Rollouts {
         settings: RolloutSettings,
         actor: &str,
     ) -> Result<Rollout, RolloutError> {
-        self.slots
-            .permits(&candidate)
-            .map_err(|e| RolloutError::Forbidden(e.to_string()))?;
         candidate
             .validate()
             .map_err(|(f, reason)| RolloutError::Invalid(format!("{f}: {reason}")))?;
+        self.slots
+            .permits(&candidate)
+            .map_err(|e| RolloutError::Forbidden(e.to_string()))?;
         settings
             .validate()
             .map_err(|(f, reason)| RolloutError::Invalid(format!("{f}: {reason}")))?;

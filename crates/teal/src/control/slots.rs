@@ -201,11 +201,11 @@ impl SlotManager {
         model: &str,
         config: &SlotConfig,
     ) -> Result<DeployOutcome, SlotError> {
-        self.permits(config)?;
         let _busy = self.claim(model)?;
         config
             .validate()
             .map_err(|(field, reason)| SlotError::Invalid(format!("{field}: {reason}")))?;
+        self.permits(config)?;
         let routes = self
             .routes
             .load()
