@@ -468,3 +468,50 @@ async fn the_metrics_listener_serves_metrics_and_nothing_else() {
     assert_eq!(post.status, 405);
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_rollout_of_a_command_is_not_resumed_when_commands_are_not_allowed() {
+    use common::rollouts::{quick, start_rollout, wait_phase};
+    let script = serving_script("v2-py", "v2");
+    let mut config = config_with(&onnx("v1"), None);
+    config.server.allow_commands = true;
+    let running = start(&config).await;
+    let mut settings = quick(serde_json::json!({ "kind": "blue_green" }));
+    settings["evidence"] = serde_json::Value::Null;
+    settings["auto_switch"] = false.into();
+    let id = start_rollout(&admin(&running), process_slot("v2-py", &script), settings).await;
+    wait_phase(
+        &admin(&running),
+        "awaiting_approval",
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    stop(running).await;
+    assert_eq!(times_started(&script), 1);
+
+    config.server.allow_commands = false;
+    let running = start(&config).await;
+    let admin = admin(&running);
+    assert_eq!(
+        times_started(&script),
+        1,
+        "neither the slot nor the rollout started it"
+    );
+    let status = admin.get("/api/v1/status").await.unwrap().json();
+    assert_eq!(slot_versions(&status["models"][0]), ["v1"]);
+    let held = status["not_started"].as_array().unwrap();
+    assert!(
+        held.iter()
+            .any(|h| h["rollout"] == id && h["version"] == "v2-py"),
+        "{status:#}"
+    );
+    assert!(
+        held.iter()
+            .any(|h| h["slot"] == "green" && h["version"] == "v2-py"),
+        "{status:#}"
+    );
+    // The rollout is left as it was, not driven: no driver holds the model.
+    assert!(status["models"][0].get("rollout").is_none(), "{status:#}");
+    assert_eq!(live_version(&data(&running)).await, "v1");
+    stop(running).await;
+}
