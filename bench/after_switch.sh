@@ -66,6 +66,8 @@ rollout() {
   cat >"$dir/teal.toml" <<TOML
 [server]
 state_dir = "$dir/state"
+# The candidate is a process slot sent through the admin API.
+allow_commands = true
 
 [[model]]
 name = "digits"

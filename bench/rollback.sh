@@ -19,6 +19,8 @@ port=$(free_port); admin=$(free_port)
 cat > "$work/teal.toml" <<TOML
 [server]
 state_dir = "$work/state"
+# The candidate is a process slot sent through the admin API.
+allow_commands = true
 [[model]]
 name = "digits"
 [model.rollout]

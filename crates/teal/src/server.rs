@@ -16,7 +16,7 @@ use crate::admin::{self, Admin};
 use crate::backends::LoadError;
 use crate::backends::admission::Admission;
 use crate::control::rollout::Rollouts;
-use crate::control::slots::{self, SlotManager};
+use crate::control::slots::{self, NotStarted, SlotManager};
 use crate::control::validation::Validator;
 use crate::control::validation::taps::{Captures, ShadowHub};
 use crate::gateway::{self, Gateway};
@@ -81,12 +81,17 @@ pub fn load_config(path: &Path) -> Result<Config, StartError> {
 ///
 /// `remembered` holds what the state file says each model ran when teal last stopped (the
 /// versions deployed since start-up, and which slot was live); it wins over the config
-/// file, so a restart never changes which version is live.
+/// file, so a restart never changes which version is live. But a remembered slot that runs
+/// a command the config file does not hold is started only when `server.allow_commands` is
+/// on: otherwise it is left out (returned, with why; the state file then records what runs,
+/// so it is not started later either), and when it was the live one the model starts as the
+/// config file has it.
 pub async fn load_models(
     config: &Config,
     remembered: &[ModelState],
-) -> Result<RouteSnapshot, StartError> {
+) -> Result<(RouteSnapshot, Vec<NotStarted>), StartError> {
     let mut models = BTreeMap::new();
+    let mut held = Vec::new();
     for model in &config.models {
         let mut slots: [Option<Arc<Slot>>; 2] = [None, None];
         let state = remembered.iter().find(|s| s.model == model.name);
@@ -102,6 +107,26 @@ pub async fn load_models(
                     color.parse::<Color>(),
                     serde_json::from_value::<SlotConfig>(value.clone()),
                 ) {
+                    (Ok(color), Ok(slot))
+                        if slot.runs_command()
+                            && !config.server.allow_commands
+                            && !configs.contains(&Some(slot.clone())) =>
+                    {
+                        let reason = format!(
+                            "version {} {}",
+                            slot.version,
+                            slots::COMMANDS_ARE_THE_OPERATORS
+                        );
+                        tracing::error!(model = %model.name, slot = %color, version = %slot.version, %reason,
+                            "a slot the state file remembers runs a command the config file does not hold: not started");
+                        held.push(NotStarted {
+                            model: model.name.clone(),
+                            version: slot.version,
+                            slot: Some(color),
+                            rollout: None,
+                            reason,
+                        });
+                    }
                     (Ok(color), Ok(slot)) => restored[color.index()] = Some(slot),
                     _ => {
                         tracing::warn!(model = %model.name, color, "a remembered slot cannot be read; using the config file's")
@@ -159,13 +184,15 @@ pub async fn load_models(
             }),
         );
     }
-    Ok(RouteSnapshot { models })
+    Ok((RouteSnapshot { models }, held))
 }
 
 /// A running teal: both listeners bound and serving.
 pub struct Running {
     pub data_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The metrics listener's address, when `server.metrics_listen` asks for one.
+    pub metrics_addr: Option<SocketAddr>,
     pub routes: Arc<Routes>,
     pub slots: Arc<SlotManager>,
     pub token: String,
@@ -181,6 +208,10 @@ impl Running {
 
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin_addr)
+    }
+
+    pub fn metrics_url(&self) -> Option<String> {
+        self.metrics_addr.map(|addr| format!("http://{addr}"))
     }
 
     /// Stops accepting connections, lets requests in flight finish (at most `grace`), and returns.
@@ -372,13 +403,21 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let remembered = store
         .model_states()
         .map_err(|e| StartError::Store(e.to_string()))?;
-    let snapshot = load_models(config, &remembered).await?;
+    let (snapshot, mut not_started) = load_models(config, &remembered).await?;
     let data = bind(&config.server.listen, "data plane", "listen").await?;
     let admin_listener = bind(&config.server.admin, "admin API", "admin").await?;
+    let metrics_listener = match &config.server.metrics_listen {
+        Some(addr) => Some(bind(addr, "metrics", "metrics-listen").await?),
+        None => None,
+    };
     let (token, hint) = token::load_or_create_token(&state_dir, token).map_err(state_error)?;
 
     let data_addr = data.local_addr().map_err(state_error)?;
     let admin_addr = admin_listener.local_addr().map_err(state_error)?;
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr().map_err(state_error)?),
+        None => None,
+    };
     token::write_private(
         &state_dir.join(token::ADMIN_URL_FILE),
         &format!("http://{admin_addr}\n"),
@@ -403,6 +442,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         metrics.clone(),
     );
     gateway.store = Some(store.clone());
+    gateway.feedback_token = config.server.feedback_token.clone();
     let baselines = gateway.baselines.clone();
     gateway.body_timeout = Duration::from_millis(config.server.body_timeout_ms);
     let (stop, stopped) = watch::channel(false);
@@ -454,11 +494,14 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     // The gateway sends a rollout's concurrent-baseline pairs where its driver reads them.
     validator.baselines = baselines;
     let validator = Arc::new(validator);
-    let slots = Arc::new(SlotManager::new(
-        routes.clone(),
-        config.server.onnxruntime.clone(),
-        Duration::from_millis(config.server.drain_ms),
-    ));
+    let slots = Arc::new(
+        SlotManager::new(
+            routes.clone(),
+            config.server.onnxruntime.clone(),
+            Duration::from_millis(config.server.drain_ms),
+        )
+        .allowing_commands(config.server.allow_commands),
+    );
     let rollouts = Arc::new(Rollouts::new(
         routes.clone(),
         slots.clone(),
@@ -474,19 +517,23 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     for model in routes.load().models.keys() {
         crate::control::rollout::remember(&routes, &store, model).await;
     }
-    rollouts
-        .resume_all()
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    let admin = Arc::new(Admin::new(
+    not_started.extend(
+        rollouts
+            .resume_all()
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?,
+    );
+    let mut admin = Admin::new(
         slots.clone(),
         validator,
         store,
-        metrics,
+        metrics.clone(),
         rollouts,
         token.clone(),
         hint,
-    ));
+    );
+    admin.not_started = not_started;
+    let admin = Arc::new(admin);
     let timeouts = gateway::Timeouts {
         header: Duration::from_millis(config.server.header_timeout_ms.max(1)),
         body: Duration::from_millis(config.server.body_timeout_ms.max(1)),
@@ -497,7 +544,16 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         .max_connections
         .unwrap_or_else(default_max_connections);
     tracing::debug!(max_connections, "data-plane connection limit");
-    let tasks = vec![
+    let mut tasks = Vec::new();
+    if let Some(listener) = metrics_listener {
+        tasks.push(serve_on(
+            listener,
+            hyper_util::service::TowerToHyperService::new(admin::metrics_router(admin.clone())),
+            timeouts,
+            stopped.clone(),
+        ));
+    }
+    tasks.extend([
         serve_data_plane(
             data,
             gateway::DataPlane::new(gateway),
@@ -511,10 +567,11 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
             timeouts,
             stopped,
         ),
-    ];
+    ]);
     Ok(Running {
         data_addr,
         admin_addr,
+        metrics_addr,
         routes,
         slots,
         token,

@@ -183,6 +183,7 @@ async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_req
         (Fault::ServerError, 502, "the model crashed"),
     ] {
         let (url, server) = faulty_server(fault).await;
+        let address = url.trim_start_matches("http://").to_string();
         // The faulty server is blue for `digits`; `cancer` (in-process) shares the gateway.
         let mut config = config_with(
             &upstream(
@@ -235,6 +236,10 @@ async fn an_upstream_that_hangs_resets_or_answers_garbage_costs_only_its_own_req
             assert!(
                 error.contains("digits") && error.contains(says),
                 "{fault:?}: the error names the model and the fault: {error:?}"
+            );
+            assert!(
+                !error.contains(&address),
+                "{fault:?}: the caller is not told the model server's address: {error:?}"
             );
             assert!(
                 took < Duration::from_secs(10),
@@ -447,7 +452,9 @@ async fn ten_thousand_idle_connections_do_not_stop_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_slot_process_killed_under_load_is_reported_and_rolled_back() {
     use common::rollouts::*;
-    let config = config_with(&onnx("v1"), None);
+    let mut config = config_with(&onnx("v1"), None);
+    // The candidate is a process slot sent through the API: the operator allows that.
+    config.server.allow_commands = true;
     let running = start(&config).await;
     let (client, admin) = (data(&running), admin(&running));
     let candidate = serde_json::json!({

@@ -57,6 +57,64 @@ fn the_committed_crd_is_what_the_types_generate() {
     );
 }
 
+/// Every document of a YAML file, as JSON.
+fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+#[test]
+fn the_gateway_exposes_data_and_metrics_only_and_a_network_policy_admits_just_those() {
+    let root = common::repo_root().join("deploy/kubernetes");
+    let gateway = &yaml_documents(&root.join("gateway.yaml"))[0];
+    let container = &gateway["spec"]["template"]["spec"]["containers"][0];
+    let env: std::collections::BTreeMap<String, String> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let admin: std::net::SocketAddr = env["TEAL_ADMIN_LISTEN"].parse().unwrap();
+    assert!(admin.ip().is_loopback(), "{admin}");
+    assert_eq!(env["TEAL_ADMIN_LISTEN"], teal::core::config::DEFAULT_ADMIN);
+    assert_eq!(env["TEAL_METRICS_LISTEN"], "0.0.0.0:8091");
+    let ports: Vec<u64> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [8080, 8091], "the admin port is not exposed");
+    // networkpolicy.yaml holds two documents: the gateway's, then the operator's.
+    let policies = yaml_documents(&root.join("networkpolicy.yaml"));
+    let admitted: Vec<u64> = policies[0]["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().unwrap().clone())
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(admitted, [8080, 8091]);
+    assert_eq!(policies[1]["spec"]["ingress"], serde_json::json!([]));
+}
+
 #[test]
 fn every_manifest_validates_strictly() {
     let (ok, text) = validate(&[]);
@@ -68,6 +126,8 @@ fn every_manifest_validates_strictly() {
         "Deployment/teal-operator",
         "Deployment/teal-gateway",
         "Service/teal-gateway",
+        "NetworkPolicy/teal-gateway",
+        "NetworkPolicy/teal-operator",
         "ModelDeployment/digits (the generated CRD's schema, strict)",
         "ModelDeployment/digits: spec.blue.template",
     ] {

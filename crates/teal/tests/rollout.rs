@@ -125,7 +125,9 @@ async fn a_version_that_degrades_after_the_switch_is_rolled_back_by_the_rules() 
         "version = \"v1\"\nkind = \"process\"\nworkdir = \"{}\"\ncommand = \"python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/v1/model.onnx --version v1\"\nready_timeout_ms = 30000\nstop_grace_ms = 2000\n",
         repo_root().display()
     );
-    let config = config_with(&blue, None);
+    let mut config = config_with(&blue, None);
+    // The candidate is a process slot sent through the API: the operator allows that.
+    config.server.allow_commands = true;
     let fault = temp_dir("fault").join("now");
     let running = start(&config).await;
     let (client, admin) = (data(&running), admin(&running));

@@ -150,8 +150,8 @@ async fn the_slot_header_reaches_the_standby_and_the_version_path_reaches_one_ve
         .unwrap();
     assert_eq!(
         generated.header("x-request-id").map(str::len),
-        Some(20),
-        "teal makes a request id when none is given"
+        Some(32),
+        "teal makes a request id of 128 random bits (32 hex digits) when none is given"
     );
     let v2 = client
         .post_json("/v2/models/digits/versions/v2/infer", &body)

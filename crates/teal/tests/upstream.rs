@@ -339,7 +339,10 @@ async fn teardown_lets_requests_in_flight_finish_then_stops_the_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_that_fail_leave_the_live_slot_serving_and_a_good_one_lands_in_standby() {
-    let running = start(&config_with(&onnx("v1"), None)).await;
+    let mut config = config_with(&onnx("v1"), None);
+    // Process slots are sent through the API here: the operator allows that.
+    config.server.allow_commands = true;
+    let running = start(&config).await;
     let admin = admin(&running);
     let client = data(&running);
     let row = bodies(1).remove(0);

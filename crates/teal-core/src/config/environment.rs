@@ -20,8 +20,9 @@ impl Environment for BTreeMap<String, String> {
 }
 
 impl Config {
-    /// Applies `TEAL_LISTEN`, `TEAL_ADMIN_LISTEN`, `TEAL_STATE_DIR` and `TEAL_REQUEST_LOG`
-    /// (`0` or `false` turns the request log off).
+    /// Applies `TEAL_LISTEN`, `TEAL_ADMIN_LISTEN`, `TEAL_METRICS_LISTEN`, `TEAL_STATE_DIR`,
+    /// `TEAL_FEEDBACK_TOKEN` and `TEAL_REQUEST_LOG` (`0` or `false` turns the request log
+    /// off). Nothing here allows commands: `allow_commands` is the config file's alone.
     pub fn apply_environment(&mut self, env: &dyn Environment) {
         if let Some(flag) = env.get("TEAL_REQUEST_LOG") {
             self.server.request_log = !matches!(flag.trim(), "0" | "false" | "off" | "no");
@@ -31,6 +32,12 @@ impl Config {
         }
         if let Some(admin) = env.get("TEAL_ADMIN_LISTEN") {
             self.server.admin = admin;
+        }
+        if let Some(metrics) = env.get("TEAL_METRICS_LISTEN") {
+            self.server.metrics_listen = Some(metrics).filter(|m| !m.trim().is_empty());
+        }
+        if let Some(token) = env.get("TEAL_FEEDBACK_TOKEN") {
+            self.server.feedback_token = Some(token.trim().to_string()).filter(|t| !t.is_empty());
         }
         if let Some(dir) = env.get("TEAL_STATE_DIR") {
             self.server.state_dir = PathBuf::from(dir);

@@ -160,6 +160,32 @@ impl Config {
                 "the admin API needs its own address: it must not share the data plane's",
             ));
         }
+        if let Some(metrics) = &self.server.metrics_listen {
+            metrics.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "server.metrics_listen",
+                    format!(
+                        "'{metrics}' is not an address: write it as IP:PORT, like 0.0.0.0:8091"
+                    ),
+                )
+            })?;
+            if !metrics.ends_with(":0")
+                && (metrics == &self.server.listen || metrics == &self.server.admin)
+            {
+                return Err(ConfigError::new(
+                    "server.metrics_listen",
+                    "the metrics listener needs its own address: it must not share the data plane's or the admin API's",
+                ));
+            }
+        }
+        if let Some(token) = &self.server.feedback_token
+            && (token.trim().is_empty() || token.trim() != token || token.len() > 512)
+        {
+            return Err(ConfigError::new(
+                "server.feedback_token",
+                "must be 1 to 512 characters without surrounding spaces; leave it out to take feedback without one",
+            ));
+        }
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::new(
                 "server.max_body_bytes",
@@ -416,6 +442,11 @@ mod tests {
             (server("write_timeout_ms = 0"), "server.write_timeout_ms"),
             (server("header_timeout_ms = 0"), "server.header_timeout_ms"),
             (server("max_connections = 0"), "server.max_connections"),
+            (
+                server("metrics_listen = \"0.0.0.0\""),
+                "server.metrics_listen",
+            ),
+            (server("feedback_token = \"\""), "server.feedback_token"),
             (
                 server("capture_queue_bytes = 0"),
                 "server.capture_queue_bytes",

@@ -10,8 +10,9 @@ use super::yes;
 /// chooses an interface.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default admin address (admin API, metrics, dashboard): loopback, and apart from the data
-/// plane, because the admin API can replace models.
-pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+/// plane, because the admin API can replace models. Port 8090, not 9090: that one is
+/// Prometheus's own, often on the same host or pod network.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:8090";
 /// Default largest request body, in bytes: room for a batch of images, small enough that a
 /// runaway client cannot exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -24,9 +25,26 @@ pub struct ServerConfig {
     /// Data-plane address: the V2 and simple JSON endpoints. Port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Admin address: admin API, metrics and dashboard. Keep it off public interfaces.
+    /// Admin address: admin API, metrics and dashboard. Keep it off public interfaces: the
+    /// admin token changes what every model answers.
     #[serde(default = "default_admin")]
     pub admin: String,
+    /// An address for `/metrics` alone (read-only, no token), for a scraper that must reach
+    /// teal from outside the host or pod while the admin API stays on loopback. Unset: the
+    /// metrics are on the admin listener only.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    /// Whether slots that run a command (`kind = "process"`) may come from the admin API, and
+    /// from the state file at start-up. Off: only the config file's process slots run; a
+    /// deploy or rollout of one through the API is refused (403), and one remembered in the
+    /// state file that the config file does not hold is not started again.
+    #[serde(default)]
+    pub allow_commands: bool,
+    /// A secret that feedback (`POST /v2/models/{m}/feedback`) must carry in the
+    /// `x-teal-feedback-token` header; unset, feedback needs none. Without it, anyone who can
+    /// reach the data plane can label requests, and labels feed the accuracy rule.
+    #[serde(default)]
+    pub feedback_token: Option<String>,
     /// Largest request body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -80,6 +98,9 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             admin: default_admin(),
+            metrics_listen: None,
+            allow_commands: false,
+            feedback_token: None,
             max_body_bytes: default_max_body(),
             state_dir: default_state_dir(),
             drain_ms: default_drain_ms(),

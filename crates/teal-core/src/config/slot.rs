@@ -23,6 +23,12 @@ pub struct SlotConfig {
 }
 
 impl SlotConfig {
+    /// Whether the slot runs a command on teal's host (`kind = "process"`): such slots are
+    /// the operator's to name, in the config file, unless `server.allow_commands` is on.
+    pub fn runs_command(&self) -> bool {
+        matches!(self.backend, BackendConfig::Process(_))
+    }
+
     /// Checks one slot; the error names the field (relative to the slot) and the reason. The
     /// gateway checks a slot sent to deploy through this too, before it loads anything.
     pub fn validate(&self) -> Result<(), (String, String)> {

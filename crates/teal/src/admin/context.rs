@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Response, StatusCode, Uri, header};
 
 use crate::control::rollout::{RolloutError, Rollouts, remember_change};
-use crate::control::slots::SlotManager;
+use crate::control::slots::{NotStarted, SlotManager};
 use crate::control::validation::Validator;
 use crate::routing::RolloutView;
 use crate::routing::{ModelStatus, RouteError, Routes};
@@ -32,6 +32,9 @@ pub struct Admin {
     pub(super) token_hint: String,
     /// Admin requests in progress; past the limit a request is refused rather than queued.
     pub(super) in_flight: tokio::sync::Semaphore,
+    /// What the state file remembered that teal did not start again, and why (a slot or a
+    /// rollout's candidate that runs a command, while commands are not allowed).
+    pub not_started: Vec<NotStarted>,
 }
 
 impl Admin {
@@ -56,6 +59,7 @@ impl Admin {
             token,
             token_hint,
             in_flight: tokio::sync::Semaphore::new(ADMIN_MAX_CONCURRENT),
+            not_started: Vec::new(),
         }
     }
 }
@@ -201,6 +205,7 @@ pub(super) fn rollout_error(e: RolloutError) -> Response<Body> {
             StatusCode::CONFLICT
         }
         RolloutError::Invalid(_) => StatusCode::BAD_REQUEST,
+        RolloutError::Forbidden(_) => StatusCode::FORBIDDEN,
         RolloutError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         RolloutError::Unwritable(_) => StatusCode::INSUFFICIENT_STORAGE,
     };

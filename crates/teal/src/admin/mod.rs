@@ -37,6 +37,8 @@ use rollouts::{abort, current_rollout, list_rollouts, promote, start_rollout};
 use slots::{canary, deploy, last_report, shadow, teardown, validate, validation_status};
 use status::{rollback, status_all, status_one, switch};
 
+use crate::state::token::same_secret;
+
 /// The admin router; every route but `/healthz`, `/metrics`, the dashboard's files and the
 /// OpenAPI document needs the token.
 pub fn router(admin: Arc<Admin>) -> Router {
@@ -76,6 +78,37 @@ pub fn router(admin: Arc<Admin>) -> Router {
             error(
                 StatusCode::NOT_FOUND,
                 format!("no admin endpoint {}: see /api/v1/status", uri.path()),
+            )
+        })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed on {}", uri.path()),
+                )
+            },
+        )
+        .layer(DefaultBodyLimit::max(ADMIN_MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            admin.clone(),
+            limit_concurrency,
+        ))
+        .layer(middleware::map_response(json_errors))
+        .with_state(admin)
+}
+
+/// The metrics listener's router (`server.metrics_listen`): `GET /metrics` and nothing else,
+/// without the token, so a scraper can reach it at an address the admin API is not on.
+pub fn metrics_router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no endpoint {} here: this listener serves GET /metrics only",
+                    uri.path()
+                ),
             )
         })
         .method_not_allowed_fallback(
@@ -153,14 +186,6 @@ async fn json_errors(response: Response<Body>) -> Response<Body> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// Compares in time that does not depend on where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn require_token(

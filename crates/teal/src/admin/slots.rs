@@ -18,6 +18,7 @@ fn slot_error(e: SlotError) -> Response<Body> {
     match e {
         SlotError::Route(e) => route_error(e),
         SlotError::Busy(_) => error(StatusCode::CONFLICT, e.to_string()),
+        SlotError::CommandsNotAllowed(_) => error(StatusCode::FORBIDDEN, e.to_string()),
         SlotError::Invalid(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
         SlotError::Load { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }

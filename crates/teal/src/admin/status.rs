@@ -26,10 +26,11 @@ pub(super) async fn status_all(State(admin): State<Arc<Admin>>) -> Response<Body
             "since": crate::state::store::format_time(since_ms),
         }),
     };
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "models": models, "state": state }),
-    )
+    let mut answer = serde_json::json!({ "models": models, "state": state });
+    if !admin.not_started.is_empty() {
+        answer["not_started"] = serde_json::json!(admin.not_started);
+    }
+    json(StatusCode::OK, &answer)
 }
 
 pub(super) async fn status_one(

@@ -29,9 +29,13 @@ pub enum BackendError {
     /// The model server refused the request (4xx): the caller's input, as the server sees it.
     #[error("the model server refused the request ({status}): {message}")]
     Refused { status: u16, message: String },
-    /// The model server failed or answered something teal cannot read.
+    /// The model server failed or answered something teal cannot read (said without the
+    /// replica's address).
     #[error("{0}")]
     Upstream(String),
+    /// One replica's answer did not come back whole, or came framed wrongly.
+    #[error("{url}: {reason}")]
+    Broken { url: String, reason: String },
     /// No answer within the slot's timeout.
     #[error("no answer from {url} within {ms} ms")]
     Timeout { url: String, ms: u64 },
@@ -44,13 +48,35 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// What the caller is told: how the model failed, without teal's internals (a replica's
+    /// address, a file, a runtime's message), which the log line of the failure carries. A
+    /// model server's refusal of the caller's input is passed on: it is about that input.
+    pub fn public_message(&self) -> String {
+        match self {
+            BackendError::Inference(_) => {
+                "the model failed to run on this request; the server's log has the details".into()
+            }
+            BackendError::Unavailable
+            | BackendError::Refused { .. }
+            | BackendError::Deadline { .. }
+            | BackendError::Upstream(_) => self.to_string(),
+            BackendError::Broken { reason, .. } => format!("the model server's answer: {reason}"),
+            BackendError::Timeout { ms, .. } => {
+                format!("no answer from the model server within {ms} ms")
+            }
+            BackendError::Unreachable(_) => {
+                "no replica of the model server could be reached".into()
+            }
+        }
+    }
+
     /// The kind of failure, in a word or two.
     pub fn kind(&self) -> &'static str {
         match self {
             BackendError::Inference(_) => "inference",
             BackendError::Unavailable => "unavailable",
             BackendError::Refused { .. } => "refused",
-            BackendError::Upstream(_) => "upstream",
+            BackendError::Upstream(_) | BackendError::Broken { .. } => "upstream",
             BackendError::Timeout { .. } => "timeout",
             BackendError::Deadline { .. } => "deadline",
             BackendError::Unreachable(_) => "unreachable",

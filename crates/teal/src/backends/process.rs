@@ -1,7 +1,9 @@
 //! A model server teal starts itself: it picks a port, runs the command in its own process
 //! group, logs what the server prints, waits for readiness, and fronts it like an upstream.
 //! Stopping sends SIGTERM to the whole group, then SIGKILL after a grace period, so a server
-//! that forks workers (MLServer does) leaves nothing behind.
+//! that forks workers (MLServer does) leaves nothing behind. The command starts with a clean
+//! environment ([`PASSED_ENVIRONMENT`], the slot's `env`, `TEAL_PORT`): teal's secrets are
+//! not the model server's.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -20,6 +22,15 @@ use super::upstream::UpstreamModel;
 
 /// How many of the server's last output lines an error message quotes.
 const TAIL_LINES: usize = 20;
+
+/// What a slot's command gets of teal's own environment: the basics a shell and an
+/// interpreter need to start (finding programs, a home folder, the locale, the time zone, a
+/// temporary folder), none of them secrets. Everything else, `TEAL_ADMIN_TOKEN` and
+/// `TEAL_FEEDBACK_TOKEN` among it, stays with teal; the slot's `env` names what else the
+/// server needs.
+pub const PASSED_ENVIRONMENT: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
 
 /// A supervised server process.
 pub struct ProcessModel {
@@ -74,6 +85,12 @@ impl ProcessModel {
         builder
             .arg("-c")
             .arg(format!("exec {command}"))
+            .env_clear()
+            .envs(
+                PASSED_ENVIRONMENT
+                    .iter()
+                    .filter_map(|name| std::env::var_os(name).map(|value| (name, value))),
+            )
             .envs(settings.env.iter().map(|(k, v)| (k, fill(v))))
             .env("TEAL_PORT", port.to_string())
             .stdin(Stdio::null())

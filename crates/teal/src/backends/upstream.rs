@@ -342,7 +342,10 @@ impl UpstreamModel {
             Err(Http1Error::Unsendable(why)) => Attempt::Failed(BackendError::Upstream(why)),
             Err(Http1Error::Failed(why)) => {
                 shared.failed(replica, "request");
-                Attempt::Failed(BackendError::Upstream(format!("{}: {why}", url())))
+                Attempt::Failed(BackendError::Broken {
+                    url: url(),
+                    reason: why,
+                })
             }
             Ok(answer) => {
                 if answer.status >= 500 {

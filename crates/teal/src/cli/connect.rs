@@ -5,7 +5,7 @@ use super::*;
 
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// The admin API's URL. Default: the address teal wrote in the state folder, else http://127.0.0.1:9090.
+    /// The admin API's URL. Default: the address teal wrote in the state folder, else http://127.0.0.1:8090.
     #[arg(long, env = "TEAL_ADMIN_URL", value_name = "URL")]
     pub admin_url: Option<String>,
     /// teal's state folder, where it keeps the admin token and address.

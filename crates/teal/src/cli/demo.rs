@@ -38,6 +38,9 @@ const DEMO_CONFIG: &str = r#"# Written by `teal demo`: the bundled digits model,
 listen = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 state_dir = "state"
+# Rollout #3 sends a model server's command through the admin API, which only a config
+# file that allows commands lets it do.
+allow_commands = true
 
 [[model]]
 name = "digits"

@@ -23,15 +23,26 @@ pub struct ServeArgs {
     /// Data-plane address, overriding server.listen (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Admin address, overriding server.admin.
+    /// Admin address, overriding server.admin (default 127.0.0.1:8090, loopback in every
+    /// mode: the admin token changes what every model answers).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+    /// An address for /metrics alone (read-only, no token), overriding server.metrics_listen:
+    /// for a scraper outside the host or pod while the admin API stays on loopback.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Threads serving requests (default: one per core). 1 runs one event loop on one thread,
     /// as one nginx worker does: the shortest tail when teal shares a small machine with its
     /// model servers.
     #[arg(long, value_name = "N", env = "TEAL_THREADS", value_parser = thread_count)]
     pub threads: Option<usize>,
 }
+
+/// The settings of `teal serve --kubernetes` without a config file: the data plane on every
+/// interface, since the cluster reaches the gateway at the pod's address; the admin API on
+/// loopback at its default port, as in every mode (`TEAL_ADMIN_LISTEN` or `--admin` move it);
+/// no metrics listener unless `TEAL_METRICS_LISTEN` or `--metrics-listen` asks for one.
+pub(crate) const BUILT_IN_GATEWAY: &str = "[server]\nlisten = \"0.0.0.0:8080\"\n";
 
 pub(crate) fn thread_count(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -71,9 +82,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (mut config, source) = match &args.config {
         Some(path) => (server::load_config(path)?, path.display().to_string()),
         None => (
-            teal_core::config::Config::parse(
-                "[server]\nlisten = \"0.0.0.0:8080\"\nadmin = \"0.0.0.0:9090\"\n",
-            )?,
+            teal_core::config::Config::parse(BUILT_IN_GATEWAY)?,
             "the built-in gateway settings".to_string(),
         ),
     };
@@ -83,6 +92,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(admin) = args.admin {
         config.server.admin = admin;
+    }
+    if let Some(metrics) = args.metrics_listen {
+        config.server.metrics_listen = Some(metrics);
     }
     let checked = match args.kubernetes {
         true => config.validate_allowing_no_models(),
@@ -106,8 +118,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ))
     });
     // One plain line on stdout for people and scripts; logs go to stderr.
+    let metrics = running
+        .metrics_url()
+        .map(|url| format!(" metrics {url}"))
+        .unwrap_or_default();
     println!(
-        "teal ready: data plane {} admin {} (token in {})",
+        "teal ready: data plane {} admin {} (token in {}){metrics}",
         running.data_url(),
         running.admin_url(),
         token::token_path(&running.state_dir).display()
@@ -181,5 +197,26 @@ pub struct ProcessEnvironment;
 impl teal_core::config::Environment for ProcessEnvironment {
     fn get(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::BUILT_IN_GATEWAY;
+
+    #[test]
+    fn the_gateway_without_a_config_file_keeps_its_admin_api_on_loopback() {
+        let config = teal_core::config::Config::parse(BUILT_IN_GATEWAY).unwrap();
+        config.validate_allowing_no_models().unwrap();
+        let admin: SocketAddr = config.server.admin.parse().unwrap();
+        assert!(admin.ip().is_loopback(), "{admin}");
+        assert_eq!(config.server.admin, teal_core::config::DEFAULT_ADMIN);
+        assert_ne!(admin.port(), 9090, "9090 is Prometheus's port");
+        assert_eq!(config.server.metrics_listen, None);
+        assert!(!config.server.allow_commands);
+        let listen: SocketAddr = config.server.listen.parse().unwrap();
+        assert!(listen.ip().is_unspecified(), "{listen}");
     }
 }

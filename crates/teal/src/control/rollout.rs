@@ -21,7 +21,7 @@ use teal_core::rollout::{
 use teal_core::routing::Color;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::slots::{SlotError, SlotManager};
+use crate::control::slots::{NotStarted, SlotError, SlotManager};
 use crate::control::validation::{Source, Validator};
 use crate::metrics::{Metrics, ModelLabels};
 use crate::routing::{Routes, StatsSnapshot};
@@ -46,6 +46,9 @@ pub enum RolloutError {
     Refused(#[from] Refused),
     #[error("{0}")]
     Invalid(String),
+    /// The candidate runs a command while `server.allow_commands` is off.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Store(String),
     #[error(
@@ -149,6 +152,9 @@ impl Rollouts {
         candidate
             .validate()
             .map_err(|(f, reason)| RolloutError::Invalid(format!("{f}: {reason}")))?;
+        self.slots
+            .permits(&candidate)
+            .map_err(|e| RolloutError::Forbidden(e.to_string()))?;
         settings
             .validate()
             .map_err(|(f, reason)| RolloutError::Invalid(format!("{f}: {reason}")))?;
@@ -194,10 +200,12 @@ impl Rollouts {
         Ok(rollout)
     }
 
-    /// Resumes every unfinished rollout in the state file (at start-up).
-    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, RolloutError> {
+    /// Resumes every unfinished rollout in the state file (at start-up), and returns those
+    /// it may not resume: a candidate that runs a command while commands are not allowed is
+    /// left as it is (resumed by a start that allows them), never started.
+    pub async fn resume_all(self: &Arc<Self>) -> Result<Vec<NotStarted>, RolloutError> {
         let unfinished = self.blocking(|store| store.unfinished_rollouts()).await?;
-        let mut resumed = 0;
+        let mut held = Vec::new();
         for (rollout, candidate) in unfinished {
             let Ok(candidate) = serde_json::from_value::<SlotConfig>(candidate) else {
                 tracing::error!(model = %rollout.model, id = rollout.id, "cannot read the candidate of an unfinished rollout; left as it is");
@@ -207,12 +215,23 @@ impl Rollouts {
                 tracing::warn!(model = %rollout.model, id = rollout.id, "unfinished rollout of a model no longer configured; left as it is");
                 continue;
             }
+            if let Err(refused) = self.slots.permits(&candidate) {
+                tracing::error!(model = %rollout.model, id = rollout.id, version = %candidate.version, reason = %refused,
+                    "unfinished rollout not resumed: its candidate runs a command; left as it is");
+                held.push(NotStarted {
+                    model: rollout.model.clone(),
+                    version: candidate.version.clone(),
+                    slot: None,
+                    rollout: Some(rollout.id),
+                    reason: refused.to_string(),
+                });
+                continue;
+            }
             tracing::info!(model = %rollout.model, id = rollout.id, phase = rollout.phase.name(), "resuming rollout");
             let effects = rollout.resume();
             self.spawn(rollout, candidate, effects);
-            resumed += 1;
         }
-        Ok(resumed)
+        Ok(held)
     }
 
     /// Sends an operator's command to the model's rollout and returns its state after it.

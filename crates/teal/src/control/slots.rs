@@ -58,11 +58,33 @@ pub async fn load(
     Ok(Slot::new(color, slot.clone(), backend, cache))
 }
 
+/// Why a slot that runs a command is refused, and how to allow it: one sentence, used by the
+/// API's 403, the rollout's refusal and the start-up log alike.
+pub const COMMANDS_ARE_THE_OPERATORS: &str = "runs a command (kind = \"process\"), and commands come only from teal's config file: to deploy them through the API, set allow_commands = true in its [server] table";
+
+/// A slot or a rollout the state file remembers that teal did not start again, and why:
+/// logged at start-up and shown in `/api/v1/status` until the next start.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotStarted {
+    pub model: String,
+    pub version: String,
+    /// The slot it held, for a remembered slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Color>,
+    /// The rollout's id, for an unfinished rollout's candidate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<i64>,
+    pub reason: String,
+}
+
 /// Why a deploy or a teardown was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// A slot that runs a command, from the API, while `server.allow_commands` is off.
+    #[error("version {0} {COMMANDS_ARE_THE_OPERATORS}")]
+    CommandsNotAllowed(String),
     #[error("a deploy or teardown of model '{0}' is already in progress: wait for it to finish")]
     Busy(String),
     #[error("{0}")]
@@ -107,6 +129,8 @@ pub struct SlotManager {
     onnxruntime: Option<std::path::PathBuf>,
     drain: Duration,
     busy: Mutex<HashSet<String>>,
+    /// `server.allow_commands`: whether a deploy may start a slot that runs a command.
+    allow_commands: bool,
 }
 
 /// Marks a model busy until dropped.
@@ -136,7 +160,23 @@ impl SlotManager {
             onnxruntime,
             drain,
             busy: Mutex::new(HashSet::new()),
+            allow_commands: false,
         }
+    }
+
+    /// Lets deploys start slots that run a command (`server.allow_commands`); off by default.
+    pub fn allowing_commands(mut self, allow: bool) -> SlotManager {
+        self.allow_commands = allow;
+        self
+    }
+
+    /// Refuses a slot that runs a command unless commands are allowed. Every deploy passes
+    /// here, whether the API asked for it or a rollout (perhaps resumed after a restart) did.
+    pub fn permits(&self, config: &SlotConfig) -> Result<(), SlotError> {
+        if config.runs_command() && !self.allow_commands {
+            return Err(SlotError::CommandsNotAllowed(config.version.clone()));
+        }
+        Ok(())
     }
 
     fn claim(&self, model: &str) -> Result<Busy<'_>, SlotError> {
@@ -165,6 +205,7 @@ impl SlotManager {
         config
             .validate()
             .map_err(|(field, reason)| SlotError::Invalid(format!("{field}: {reason}")))?;
+        self.permits(config)?;
         let routes = self
             .routes
             .load()

@@ -20,6 +20,10 @@ pub enum GatewayError {
         version: String,
         loaded: String,
     },
+    #[error(
+        "version '{version}' of model '{model}' is not live, and this model takes requests for its live version only: call /v2/models/{model}/infer"
+    )]
+    VersionNotLive { model: String, version: String },
     #[error("model '{model}' has no {slot} slot: x-teal-slot must name a loaded slot")]
     EmptySlot { model: String, slot: &'static str },
     #[error("x-teal-slot must be blue or green, not '{0}'")]
@@ -52,6 +56,18 @@ pub enum GatewayError {
         "no request '{id}' of model '{model}' in the request log: send feedback for a request teal answered, with the x-request-id it returned"
     )]
     UnknownRequest { model: String, id: String },
+    #[error(
+        "missing or wrong feedback token: send the one the operator gave you in the x-teal-feedback-token header"
+    )]
+    FeedbackToken,
+    #[error(
+        "request '{id}' of model '{model}' already has the label {given}: a label once given is kept, not replaced"
+    )]
+    LabelGiven {
+        model: String,
+        id: String,
+        given: String,
+    },
     #[error("feedback needs the request log: turn server.request_log on")]
     NoRequestLog,
     #[error("the state file failed: {0}")]
@@ -97,6 +113,9 @@ impl GatewayError {
             | GatewayError::Path(_)
             | GatewayError::Feedback(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnknownRequest { .. } => StatusCode::NOT_FOUND,
+            GatewayError::VersionNotLive { .. } => StatusCode::FORBIDDEN,
+            GatewayError::FeedbackToken => StatusCode::UNAUTHORIZED,
+            GatewayError::LabelGiven { .. } => StatusCode::CONFLICT,
             GatewayError::NoRequestLog => StatusCode::CONFLICT,
             GatewayError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -162,8 +181,70 @@ impl GatewayError {
         .then_some(1)
     }
 
+    /// What the caller is told: what it did wrong, or which version failed and how, but
+    /// none of teal's internals (a replica's address, a file, a database's message). The
+    /// whole error, `Display`, is for the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            GatewayError::Backend { model, version, source } => format!(
+                "version {version} of model '{model}' failed: {}",
+                source.public_message()
+            ),
+            GatewayError::Store(_) => {
+                "the server could not read or write its state file; the server's log has the details".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The JSON body of the response.
     pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({ "error": self.to_string() })).unwrap_or_default()
+        serde_json::to_vec(&serde_json::json!({ "error": self.public_message() }))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_name_the_failure_but_not_the_replica_or_the_file() {
+        let failures = [
+            BackendError::Timeout {
+                url: "http://10.1.2.3:8081".into(),
+                ms: 250,
+            },
+            BackendError::Unreachable("http://10.1.2.3:8081: connection refused".into()),
+            BackendError::Broken {
+                url: "http://10.1.2.3:8081/v2/models/digits/infer".into(),
+                reason: "connection reset by peer".into(),
+            },
+            BackendError::Inference("/srv/models/secret/model.onnx: bad shape".into()),
+        ];
+        for source in failures {
+            let logged = source.to_string();
+            let error = GatewayError::Backend {
+                model: "digits".into(),
+                version: "v2".into(),
+                source,
+            };
+            let body = String::from_utf8(error.body()).unwrap();
+            assert!(
+                body.contains("version v2 of model 'digits' failed"),
+                "{body}"
+            );
+            for secret in ["10.1.2.3", "/srv/models"] {
+                assert!(!body.contains(secret), "{body}");
+            }
+            assert!(
+                error.to_string().contains(&logged),
+                "the log keeps the details"
+            );
+        }
+        let store = GatewayError::Store("unable to open /var/lib/teal/teal.db".into());
+        let body = String::from_utf8(store.body()).unwrap();
+        assert!(!body.contains("/var/lib"), "{body}");
+        assert_eq!(store.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -1,6 +1,8 @@
 //! Delayed ground truth (`POST /v2/models/{model}/feedback`): the true label of a request teal
 //! answered, matched through the request log to the version that served it and the label it
 //! predicted. The one data-plane endpoint that waits on the state file; inference never does.
+//! When `server.feedback_token` is set, feedback must carry it in `x-teal-feedback-token`
+//! (401 otherwise); a request's label, once given, is kept (409 for a different one).
 
 use std::sync::Arc;
 
@@ -11,7 +13,9 @@ use axum::http::{HeaderMap, Response, StatusCode};
 use super::answer::{error_response, json_response};
 use super::body::{Payload, body_headers, read_body};
 use super::pick::find_model;
-use super::{Gateway, GatewayError, ModelPath, path_error};
+use super::{Gateway, GatewayError, ModelPath, names, path_error};
+use crate::state::store::FeedbackOutcome;
+use crate::state::token::same_secret;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +38,13 @@ pub(super) async fn feedback(
     };
     match record_feedback(&gateway, &model, &headers, body).await {
         Ok(response) => response,
-        Err(e) => error_response(&e),
+        Err(e) => {
+            if e.status().is_server_error() {
+                // The answer names no internals; the details are here.
+                tracing::warn!(model, error = %e, "feedback failed");
+            }
+            error_response(&e)
+        }
     }
 }
 
@@ -52,6 +62,15 @@ async fn record_feedback(
         gateway.body_deadline(),
     )
     .await?;
+    if let Some(expected) = &gateway.feedback_token {
+        let presented = headers
+            .get(&names::FEEDBACK_TOKEN)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !same_secret(presented, expected.as_bytes()) {
+            return Err(GatewayError::FeedbackToken);
+        }
+    }
     find_model(gateway, model)?;
     let request: FeedbackBody =
         serde_json::from_slice(&body).map_err(|e| GatewayError::Feedback(e.to_string()))?;
@@ -81,12 +100,22 @@ async fn record_feedback(
             request.request_id.clone(),
             label.clone(),
         );
-        let found = tokio::task::spawn_blocking(move || store.record_feedback(&m, &id, &l))
+        let outcome = tokio::task::spawn_blocking(move || store.record_feedback(&m, &id, &l))
             .await
             .map_err(|e| GatewayError::Store(e.to_string()))?
             .map_err(|e| GatewayError::Store(e.to_string()))?;
-        if let Some(feedback) = found {
-            return Ok(json_response(StatusCode::OK, &feedback));
+        match outcome {
+            FeedbackOutcome::Recorded(feedback) => {
+                return Ok(json_response(StatusCode::OK, &feedback));
+            }
+            FeedbackOutcome::AlreadyLabelled { label: given } => {
+                return Err(GatewayError::LabelGiven {
+                    model: model.to_string(),
+                    id: request.request_id,
+                    given,
+                });
+            }
+            FeedbackOutcome::UnknownRequest => {}
         }
         if attempt < 3 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

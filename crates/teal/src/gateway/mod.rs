@@ -64,6 +64,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const GENERATION_HEADER: &str = "x-teal-route-generation";
 /// Names the version that failed a request the old version then answered (failover).
 pub const FAILOVER_HEADER: &str = "x-teal-failover";
+/// Header carrying the feedback token, when `server.feedback_token` asks for one.
+pub const FEEDBACK_TOKEN_HEADER: &str = "x-teal-feedback-token";
 pub use crate::headers::{JSON_LENGTH_HEADER, RequestHeaders, header_text};
 
 /// The headers above as names made at compile time: a name given as a string is parsed and
@@ -76,6 +78,7 @@ mod names {
     pub static GENERATION: HeaderName = HeaderName::from_static(super::GENERATION_HEADER);
     pub static FAILOVER: HeaderName = HeaderName::from_static(super::FAILOVER_HEADER);
     pub static JSON_LENGTH: HeaderName = HeaderName::from_static(super::JSON_LENGTH_HEADER);
+    pub static FEEDBACK_TOKEN: HeaderName = HeaderName::from_static(super::FEEDBACK_TOKEN_HEADER);
 }
 
 /// Shared state of the data plane: one value behind an `Arc` that every connection and the
@@ -98,6 +101,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// The state file, for feedback only (inference never waits on it).
     pub store: Option<Arc<crate::state::store::Store>>,
+    /// The secret feedback must carry (`server.feedback_token`); none when unset.
+    pub feedback_token: Option<String>,
     /// Requests in flight on a model above which live requests are not mirrored.
     pub shadow_headroom: i64,
     /// How long a request's whole body may take to arrive.
@@ -136,6 +141,7 @@ impl Gateway {
             captures,
             request_log: None,
             store: None,
+            feedback_token: None,
             metrics,
             shadow_headroom: std::thread::available_parallelism().map_or(2, |n| n.get() as i64),
             body_timeout: std::time::Duration::from_secs(30),

@@ -47,13 +47,24 @@ pub(super) fn find_version(routes: &ModelRoutes, version: &str) -> Result<Arc<Sl
 }
 
 /// Picks the slot for a request: the named version, or the route table's choice.
+///
+/// A request that names a version other than the live one reaches it only when the model's
+/// `header_override` is on, as the slot header does: otherwise callers could send a
+/// candidate the errors or the load that its gates and rollback rules judge it by.
 pub(super) fn pick(
     routes: &ModelRoutes,
     version: Option<&str>,
     headers: &impl RequestHeaders,
 ) -> Result<Arc<Slot>, GatewayError> {
     if let Some(version) = version {
-        return find_version(routes, version);
+        let slot = find_version(routes, version)?;
+        if slot.color != routes.table.active && !routes.table.header_override {
+            return Err(GatewayError::VersionNotLive {
+                model: routes.name.clone(),
+                version: version.to_string(),
+            });
+        }
+        return Ok(slot);
     }
     let requested = match headers.get(&names::SLOT) {
         None => None,

@@ -4,7 +4,6 @@
 //! in one place.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::http::StatusCode;
@@ -448,29 +447,67 @@ pub(super) async fn run_on_slot(
     Ok(outputs)
 }
 
-/// Makes request ids that are unique within and across runs without a syscall per request.
-pub(super) struct RequestIds {
-    prefix: u32,
-    counter: AtomicU64,
+/// Makes request ids: 128 bits from the operating system's random source, as 32 hex digits,
+/// so no caller can guess the id of another's request (feedback is matched by it). Each
+/// thread reads the source 4 KiB at a time, so a request costs no system call of its own.
+pub(super) struct RequestIds;
+
+/// Random bytes read ahead from `/dev/urandom`, one pool per thread.
+struct RandomPool {
+    bytes: [u8; 4096],
+    used: usize,
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool { bytes: [0; 4096], used: 4096 })
+    };
+}
+
+impl RandomPool {
+    fn take16(&mut self) -> [u8; 16] {
+        if self.used + 16 > self.bytes.len() {
+            self.refill();
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&self.bytes[self.used..self.used + 16]);
+        self.used += 16;
+        out
+    }
+
+    fn refill(&mut self) {
+        use std::io::Read;
+        let read =
+            std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut self.bytes));
+        if let Err(e) = read {
+            // teal read its admin token from the same source at start-up, so this is a
+            // machine that lost it since; ids stay unique, if no longer unguessable.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::error!(error = %e, "cannot read /dev/urandom: request ids fall back to a weaker generator");
+            });
+            for chunk in self.bytes.chunks_mut(16) {
+                chunk.copy_from_slice(&fastrand::u128(..).to_le_bytes());
+            }
+        }
+        self.used = 0;
+    }
 }
 
 impl RequestIds {
     pub(super) fn new() -> RequestIds {
-        RequestIds {
-            prefix: fastrand::u32(..),
-            counter: AtomicU64::new(0),
-        }
+        RequestIds
     }
 
-    /// 20 hex digits: the prefix, then the counter. Written by hand: this runs on every
-    /// request, where the formatting machinery showed in profiles.
+    /// 32 hex digits. Written by hand: this runs on every request, where the formatting
+    /// machinery showed in profiles.
     fn next(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = (u128::from(self.prefix) << 48) | u128::from(n & 0xffff_ffff_ffff);
-        let mut digits = [0u8; 20];
-        for (i, digit) in digits.iter_mut().rev().enumerate() {
-            *digit = HEX[(id >> (4 * i)) as usize & 0xf];
+        let random = RANDOM.with(|pool| pool.borrow_mut().take16());
+        let mut digits = [0u8; 32];
+        for (i, byte) in random.iter().enumerate() {
+            digits[2 * i] = HEX[usize::from(byte >> 4)];
+            digits[2 * i + 1] = HEX[usize::from(byte & 0xf)];
         }
         String::from_utf8_lossy(&digits).into_owned()
     }
@@ -501,12 +538,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_ids_are_the_prefix_then_the_counter_in_hex() {
-        let ids = RequestIds {
-            prefix: 0x0a1b_2c3d,
-            counter: AtomicU64::new(0xfff),
-        };
-        assert_eq!(ids.next(), "0a1b2c3d000000000fff");
-        assert_eq!(ids.next(), "0a1b2c3d000000001000");
+    fn request_ids_are_128_random_bits_in_hex() {
+        let ids = RequestIds::new();
+        let many: std::collections::HashSet<String> = (0..10_000).map(|_| ids.next()).collect();
+        assert_eq!(many.len(), 10_000, "no id repeats");
+        for id in &many {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+        // Every hex digit position varies: no prefix or counter shared between ids.
+        for position in 0..32 {
+            let digits: std::collections::HashSet<u8> =
+                many.iter().map(|id| id.as_bytes()[position]).collect();
+            assert!(digits.len() > 8, "position {position} barely varies");
+        }
     }
 }

@@ -19,7 +19,9 @@ pub fn load_or_create_token(
         ));
     }
     let path = token_path(state_dir);
-    let hint = format!("the token is in {}", path.display());
+    // Said to callers without the token, so it names the file but not where the state
+    // folder is; `teal serve` prints the whole path to whoever started it.
+    let hint = format!("the token is in the {TOKEN_FILE} file in teal's state folder");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim().to_string();
         if !existing.is_empty() {
@@ -33,6 +35,15 @@ pub fn load_or_create_token(
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     write_private(&path, &token)?;
     Ok((token, hint))
+}
+
+/// Compares a presented secret with the expected one in time that does not depend on where
+/// the first difference is (the admin token, the feedback token).
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn token_path(state_dir: &Path) -> PathBuf {

@@ -453,13 +453,13 @@ pub fn serve_binary(config: &std::path::Path, log: Option<&std::path::Path>) -> 
         &mut line,
     )
     .unwrap();
-    // "teal ready: data plane http://A admin http://B (token in ...)"
+    // "teal ready: data plane http://A admin http://B (token in ...)[ metrics http://C]"
     let urls: Vec<&str> = line
         .split_whitespace()
         .filter(|w| w.starts_with("http://"))
         .collect();
     assert!(
-        line.starts_with("teal ready:") && urls.len() == 2,
+        line.starts_with("teal ready:") && urls.len() >= 2,
         "teal did not start: {line:?}"
     );
     Binary {

@@ -17,15 +17,28 @@ pub struct Feedback {
     pub correct: Option<bool>,
 }
 
+/// What became of a label sent for a request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedbackOutcome {
+    /// Recorded now, or the same label was recorded before (sending it again is harmless).
+    Recorded(Feedback),
+    /// The request already has a different label, which is kept: labels feed the accuracy
+    /// rule, and one caller must not be able to rewrite another's.
+    AlreadyLabelled { label: String },
+    /// No request with that id answered successfully for the model (yet).
+    UnknownRequest,
+}
+
 impl Store {
     /// Records the true label of a served request. The version and the prediction come from
-    /// the request log; `correct` is set when the prediction was logged.
+    /// the request log; `correct` is set when the prediction was logged. A label once given
+    /// is never replaced.
     pub fn record_feedback(
         &self,
         model: &str,
         request_id: &str,
         label: &str,
-    ) -> Result<Option<Feedback>, StoreError> {
+    ) -> Result<FeedbackOutcome, StoreError> {
         self.write(|tx| {
             let served: Option<(Option<String>, Option<String>)> = tx
                 .query_row(
@@ -35,15 +48,30 @@ impl Store {
                 )
                 .optional()?;
             let Some((version, prediction)) = served else {
-                return Ok(None);
+                return Ok(FeedbackOutcome::UnknownRequest);
             };
+            let given: Option<String> = tx
+                .query_row(
+                    "SELECT label FROM feedback WHERE request_id = ?1",
+                    params![request_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match given {
+                Some(given) if given != label => {
+                    return Ok(FeedbackOutcome::AlreadyLabelled { label: given });
+                }
+                Some(_) => {}
+                None => {
+                    let correct = prediction.as_deref().map(|p| p == label);
+                    tx.execute(
+                        "INSERT INTO feedback (request_id, model, version, at_ms, label, correct) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![request_id, model, version, now_ms(), label, correct],
+                    )?;
+                }
+            }
             let correct = prediction.as_deref().map(|p| p == label);
-            tx.execute(
-                "INSERT INTO feedback (request_id, model, version, at_ms, label, correct) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (request_id) DO UPDATE SET label = ?5, correct = ?6, at_ms = ?4",
-                params![request_id, model, version, now_ms(), label, correct],
-            )?;
-            Ok(Some(Feedback {
+            Ok(FeedbackOutcome::Recorded(Feedback {
                 request_id: request_id.to_string(),
                 version,
                 prediction,

@@ -27,7 +27,7 @@ use rusqlite::{Connection, Transaction};
 
 pub use audit::{Event, NewEvent, Verification};
 pub use error::StoreError;
-pub use feedback::Feedback;
+pub use feedback::{Feedback, FeedbackOutcome};
 pub use models::ModelState;
 pub use requests::{RequestLog, RequestRecord};
 pub use time::{format_time, now_ms, parse_time};
