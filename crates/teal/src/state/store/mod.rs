@@ -29,7 +29,7 @@ pub use audit::{Event, NewEvent, Verification};
 pub use error::StoreError;
 pub use feedback::Feedback;
 pub use models::ModelState;
-pub use requests::{RequestLog, RequestRecord};
+pub use requests::{RequestLog, RequestRecord, Retention};
 pub use time::{format_time, now_ms, parse_time};
 
 /// The state file.
