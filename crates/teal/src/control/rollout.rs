@@ -758,6 +758,33 @@ pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
     }
 }
 
+/// The record of a hand-made routing change, for the `Routes::*_recorded` writers: the
+/// model's slots and route as they are about to be published, with the change's audit event
+/// (`kind`, by `actor`, the live slot after it, `detail` read from the outcome), in one
+/// transaction. It blocks on the state file, under the routing's writer lock: run the writer
+/// off the async runtime.
+pub fn record_change<T>(
+    store: &Store,
+    kind: &str,
+    actor: String,
+    detail: impl FnOnce(&T) -> serde_json::Value,
+) -> impl FnOnce(&crate::routing::ModelRoutes, &T) -> Result<(), crate::state::store::StoreError> {
+    move |next, outcome| {
+        let live = next.live();
+        let event = NewEvent {
+            model: next.name.clone(),
+            kind: kind.to_string(),
+            actor,
+            live_slot: live.map(|s| s.color.to_string()),
+            live_version: live.map(|s| s.version.clone()),
+            detail: detail(outcome),
+        };
+        store
+            .save_model_change(&model_state(next), event)
+            .map(|_| ())
+    }
+}
+
 /// Writes a model's slots and route with the audit event of the hand-made change that led
 /// to them (`kind`, by `actor`, with the live slot after it), in one transaction: the state
 /// file holds both or neither. Route and live slot come from one snapshot; a model the
