@@ -21,11 +21,9 @@ fn state_bytes(state: &Path) -> u64 {
 fn request_rows(state: &Path, model: Option<&str>) -> i64 {
     let db = rusqlite::Connection::open(state.join("teal.db")).unwrap();
     match model {
-        Some(m) => db.query_row(
-            "SELECT count(*) FROM requests WHERE model = ?1",
-            [m],
-            |r| r.get(0),
-        ),
+        Some(m) => db.query_row("SELECT count(*) FROM requests WHERE model = ?1", [m], |r| {
+            r.get(0)
+        }),
         None => db.query_row("SELECT count(*) FROM requests", [], |r| r.get(0)),
     }
     .unwrap()

@@ -30,7 +30,8 @@ pub struct ServerConfig {
     /// Largest request body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Folder for teal's state: the state file (teal.db), the admin token and address files.
+    /// Folder for teal's state: the state file (teal.db), the audit key (audit.key), the admin
+    /// token and address files.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Record every request (id, time, model, version, slot, status, latency) in the state

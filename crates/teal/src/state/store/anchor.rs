@@ -1,0 +1,205 @@
+//! The audit chain's anchor: the newest event's id and hash, signed with a key that lives
+//! outside the database (`audit.key`, mode 0600, beside the state file) and rewritten in the
+//! transaction of every append.
+//!
+//! The hash chain alone shows an event changed or removed in the middle, but not the newest
+//! events deleted, nor the whole chain recomputed: both leave a chain that follows. The
+//! anchor names the head the chain must end at, and only a holder of the key can move it. A
+//! copy of an older state file restored whole (with its anchor) still verifies as that older
+//! file: keep backups and the key apart, or ship the log off the machine.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+
+/// The key file's name, in the state file's folder.
+pub const KEY_FILE: &str = "audit.key";
+
+/// The key that signs the anchor.
+pub(super) struct AnchorKey(Vec<u8>);
+
+impl AnchorKey {
+    /// The key beside `state_file`, created (32 random bytes, hex, mode 0600) when there is
+    /// none. Two processes creating it at once agree on one: the file appears whole, by a
+    /// hard link that fails when it exists.
+    pub(super) fn load_or_create(state_file: &Path) -> Result<AnchorKey, StoreError> {
+        let path = key_path(state_file);
+        let unreadable = |e: std::io::Error| {
+            StoreError::new(format!(
+                "the audit key {}: {e}; it signs the audit chain's head and must be readable by teal only",
+                path.display()
+            ))
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return AnchorKey::parse(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(unreadable(e)),
+        }
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(unreadable)?;
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = (|| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            match std::fs::hard_link(&tmp, &path) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+                _ => Ok(()),
+            }
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        written.map_err(unreadable)?;
+        let text = std::fs::read_to_string(&path).map_err(unreadable)?;
+        AnchorKey::parse(&text, &path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<AnchorKey, StoreError> {
+        let text = text.trim();
+        if text.len() < 32 {
+            return Err(StoreError::new(format!(
+                "the audit key {} is too short ({} characters); move it away and teal makes a new one, after which `teal audit verify` reports the anchor as forged until the next event",
+                path.display(),
+                text.len()
+            )));
+        }
+        Ok(AnchorKey(text.as_bytes().to_vec()))
+    }
+
+    /// The anchor's signature of the head `event_id` with `hash`.
+    fn sign(&self, event_id: i64, hash: &str) -> String {
+        hmac_sha256(&self.0, format!("{event_id}:{hash}").as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Where the key of the state file `state_file` lives.
+pub fn key_path(state_file: &Path) -> PathBuf {
+    state_file.with_file_name(KEY_FILE)
+}
+
+/// HMAC-SHA256 (RFC 2104) over SHA-256, which the store already uses for the chain.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Moves the anchor to the event just appended, in the append's transaction. The first
+/// anchor of a state file remembers the event it started at, so events an earlier release
+/// wrote are told apart from the anchored ones.
+pub(super) fn anchor_in(
+    tx: &Transaction<'_>,
+    key: &AnchorKey,
+    event_id: i64,
+    hash: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO audit_anchor (id, event_id, hash, mac, anchored_from) VALUES (1, ?1, ?2, ?3, ?1)
+         ON CONFLICT (id) DO UPDATE SET event_id = ?1, hash = ?2, mac = ?3",
+        params![event_id, hash, key.sign(event_id, hash)],
+    )?;
+    Ok(())
+}
+
+/// The anchor as stored.
+pub(super) struct Anchor {
+    pub event_id: i64,
+    pub hash: String,
+    pub mac: String,
+    pub anchored_from: i64,
+}
+
+pub(super) fn read_anchor(conn: &rusqlite::Connection) -> Result<Option<Anchor>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT event_id, hash, mac, anchored_from FROM audit_anchor WHERE id = 1",
+            [],
+            |r| {
+                Ok(Anchor {
+                    event_id: r.get(0)?,
+                    hash: r.get(1)?,
+                    mac: r.get(2)?,
+                    anchored_from: r.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+impl Anchor {
+    /// Whether the key signed this anchor (compared in constant time).
+    pub(super) fn signed_by(&self, key: &AnchorKey) -> bool {
+        let expected = key.sign(self.event_id, &self.hash);
+        expected.len() == self.mac.len()
+            && expected
+                .bytes()
+                .zip(self.mac.bytes())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        let hex = |b: [u8; 32]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn the_key_is_private_made_once_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("teal-anchor-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("teal.db");
+        let first = AnchorKey::load_or_create(&state).unwrap();
+        let mode = std::fs::metadata(key_path(&state))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = AnchorKey::load_or_create(&state).unwrap();
+        assert_eq!(first.0, again.0);
+        assert_eq!(first.0.len(), 64);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
