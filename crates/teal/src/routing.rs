@@ -457,49 +457,32 @@ impl Routes {
     /// Puts `slot` into its color of `model`, returning what it replaced. The live slot
     /// cannot be replaced: a new version always arrives in the standby slot.
     pub fn place(&self, model: &str, slot: Arc<Slot>) -> Result<Option<Arc<Slot>>, RouteError> {
-        self.update(model, |routes| {
-            let color = slot.color;
-            if routes.table.active == color && routes.live().is_some() {
-                return Err(RouteError::SlotIsLive {
-                    model: model.to_string(),
-                    color,
-                });
-            }
-            let mut next = routes.clone();
-            let replaced = next.slots[color.index()].replace(slot);
-            next.table.generation += 1;
-            if next.previous == Some(color) {
-                // A rollback would now go to a version that was never live.
-                next.previous = None;
-            }
-            Ok((Some(next), replaced))
-        })
+        self.update(model, placing(model, slot))
+    }
+
+    /// [`Routes::place`], published only once `record` has recorded it.
+    pub fn place_recorded<E>(
+        &self,
+        model: &str,
+        slot: Arc<Slot>,
+        record: impl FnOnce(&ModelRoutes, &Option<Arc<Slot>>) -> Result<(), E>,
+    ) -> Result<Option<Arc<Slot>>, ChangeError<E>> {
+        self.update_recorded(model, placing(model, slot), record)
     }
 
     /// Takes the standby slot `color` out of `model`; new requests no longer reach it.
     pub fn remove(&self, model: &str, color: Color) -> Result<Arc<Slot>, RouteError> {
-        self.update(model, |routes| {
-            if routes.table.active == color {
-                return Err(RouteError::SlotIsLive {
-                    model: model.to_string(),
-                    color,
-                });
-            }
-            let mut next = routes.clone();
-            let removed =
-                next.slots[color.index()]
-                    .take()
-                    .ok_or_else(|| RouteError::EmptySlot {
-                        model: model.to_string(),
-                        color,
-                    })?;
-            next.table.generation += 1;
-            next.table.candidate_weight = 0;
-            if next.previous == Some(color) {
-                next.previous = None;
-            }
-            Ok((Some(next), removed))
-        })
+        self.update(model, removing(model, color))
+    }
+
+    /// [`Routes::remove`], published only once `record` has recorded it.
+    pub fn remove_recorded<E>(
+        &self,
+        model: &str,
+        color: Color,
+        record: impl FnOnce(&ModelRoutes, &Arc<Slot>) -> Result<(), E>,
+    ) -> Result<Arc<Slot>, ChangeError<E>> {
+        self.update_recorded(model, removing(model, color), record)
     }
 
     /// Sends `weight` basis points of new requests to the candidate (the standby slot).
@@ -659,6 +642,53 @@ fn switching(model: &str, to: Color) -> impl FnOnce(&ModelRoutes) -> Change<Swit
             changed,
         };
         Ok((next, outcome))
+    }
+}
+
+/// The change that puts `slot` into its colour of `model`; its outcome is the slot it
+/// replaced. The live slot cannot be replaced: a new version arrives in the standby slot.
+fn placing(model: &str, slot: Arc<Slot>) -> impl FnOnce(&ModelRoutes) -> Change<Option<Arc<Slot>>> {
+    move |routes| {
+        let color = slot.color;
+        if routes.table.active == color && routes.live().is_some() {
+            return Err(RouteError::SlotIsLive {
+                model: model.to_string(),
+                color,
+            });
+        }
+        let mut next = routes.clone();
+        let replaced = next.slots[color.index()].replace(slot);
+        next.table.generation += 1;
+        if next.previous == Some(color) {
+            // A rollback would now go to a version that was never live.
+            next.previous = None;
+        }
+        Ok((Some(next), replaced))
+    }
+}
+
+/// The change that takes the standby slot `color` out of `model`; its outcome is the slot.
+fn removing(model: &str, color: Color) -> impl FnOnce(&ModelRoutes) -> Change<Arc<Slot>> {
+    move |routes| {
+        if routes.table.active == color {
+            return Err(RouteError::SlotIsLive {
+                model: model.to_string(),
+                color,
+            });
+        }
+        let mut next = routes.clone();
+        let removed = next.slots[color.index()]
+            .take()
+            .ok_or_else(|| RouteError::EmptySlot {
+                model: model.to_string(),
+                color,
+            })?;
+        next.table.generation += 1;
+        next.table.candidate_weight = 0;
+        if next.previous == Some(color) {
+            next.previous = None;
+        }
+        Ok((Some(next), removed))
     }
 }
 

@@ -128,3 +128,60 @@ async fn the_request_log_is_pruned_to_its_bound() {
     assert_eq!(oldest.status, 404, "the oldest request was pruned");
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_whose_audit_event_cannot_be_written_leaves_routing_unchanged() {
+    let config = config_with(&onnx("v1"), Some(&onnx("v2")));
+    let state = config.server.state_dir.clone();
+    let running = start(&config).await;
+    let client = data(&running);
+    let admin = admin(&running);
+    assert_eq!(live_version(&client).await, "v1");
+    // Another process holds the state file's write lock past teal's busy timeout (5 s): the
+    // write of the switch's route and audit event fails, with the state file not yet known
+    // to be unwritable, so only the one-transaction record stands between the switch and
+    // the routing.
+    let db = rusqlite::Connection::open(state.join("teal.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let switched = switch_digits(&admin, "green").await;
+    assert!(
+        switched.status >= 500,
+        "{}: {}",
+        switched.status,
+        switched.error_message()
+    );
+    assert_eq!(
+        live_version(&client).await,
+        "v1",
+        "a switch that was not recorded did not happen"
+    );
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    assert_eq!(status["live"], "blue", "{status}");
+    db.execute_batch("COMMIT").unwrap();
+    // Now the state file says it failed: hand-made changes are refused up front.
+    let refused = admin
+        .post_json(
+            "/api/v1/models/digits/teardown",
+            &serde_json::json!({"slot": "green"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 507, "{}", refused.error_message());
+    let history = admin
+        .get("/api/v1/models/digits/history")
+        .await
+        .unwrap()
+        .json();
+    let kinds: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["started"],
+        "no event for a change that did not happen"
+    );
+    stop(running).await;
+}

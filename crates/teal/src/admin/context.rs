@@ -8,7 +8,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Response, StatusCode, Uri, header};
 
-use crate::control::rollout::{RolloutError, Rollouts, remember_change};
+use crate::control::rollout::{RolloutError, Rollouts, record_change};
+use crate::control::slots::Record as SlotRecord;
 use crate::control::slots::SlotManager;
 use crate::control::validation::Validator;
 use crate::routing::ChangeError;
@@ -184,16 +185,14 @@ impl Admin {
         }
     }
 
-    /// Writes the model's slots and route with an audit event of the change (with the live
-    /// slot after it) in one transaction.
-    pub(super) async fn record(
-        &self,
-        model: &str,
-        kind: &str,
-        actor: String,
-        detail: serde_json::Value,
-    ) {
-        remember_change(&self.routes, &self.store, model, kind, actor, detail).await;
+    /// The record of a hand-made deploy or teardown (`kind`, by `actor`): the model's slots
+    /// and route as they will be published, with the audit event, in one transaction,
+    /// written before the slot change is published.
+    pub(super) fn slot_record(&self, kind: &'static str, actor: String) -> SlotRecord {
+        let store = self.store.clone();
+        Box::new(move |next, detail| {
+            record_change(&store, kind, actor, |d: &serde_json::Value| d.clone())(next, &detail)
+        })
     }
 }
 

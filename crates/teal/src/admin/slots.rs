@@ -9,7 +9,7 @@ use axum::http::{Response, StatusCode};
 use serde::Deserialize;
 use teal_core::routing::{Color, RouteTable};
 
-use super::context::{Admin, actor, error, json, parse_body, route_error};
+use super::context::{Admin, actor, error, json, parse_body, route_error, store_error};
 use crate::control::rollout::record_change;
 use crate::control::slots::SlotError;
 use crate::control::validation::{Source, ValidationError};
@@ -21,6 +21,7 @@ fn slot_error(e: SlotError) -> Response<Body> {
         SlotError::Busy(_) => error(StatusCode::CONFLICT, e.to_string()),
         SlotError::Invalid(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
         SlotError::Load { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        SlotError::Unrecorded(e) => store_error(e),
     }
 }
 
@@ -43,18 +44,9 @@ pub(super) async fn deploy(
     if let Err(response) = admin.writable() {
         return response;
     }
-    match admin.slots.deploy(&model, &config).await {
-        Ok(outcome) => {
-            admin
-                .record(
-                    &model,
-                    "deployed",
-                    actor(&headers),
-                    serde_json::to_value(&outcome).unwrap_or_default(),
-                )
-                .await;
-            json(StatusCode::OK, &outcome)
-        }
+    let record = admin.slot_record("deployed", actor(&headers));
+    match admin.slots.deploy(&model, &config, Some(record)).await {
+        Ok(outcome) => json(StatusCode::OK, &outcome),
         Err(e) => slot_error(e),
     }
 }
@@ -86,18 +78,13 @@ pub(super) async fn teardown(
     if let Err(response) = admin.writable() {
         return response;
     }
-    match admin.slots.teardown(&model, request.slot).await {
-        Ok(outcome) => {
-            admin
-                .record(
-                    &model,
-                    "torn_down",
-                    actor(&headers),
-                    serde_json::to_value(&outcome).unwrap_or_default(),
-                )
-                .await;
-            json(StatusCode::OK, &outcome)
-        }
+    let record = admin.slot_record("torn_down", actor(&headers));
+    match admin
+        .slots
+        .teardown(&model, request.slot, Some(record))
+        .await
+    {
+        Ok(outcome) => json(StatusCode::OK, &outcome),
         Err(e) => slot_error(e),
     }
 }

@@ -515,7 +515,7 @@ impl Rollouts {
                         let event = if already {
                             Event::Deployed
                         } else {
-                            match this.slots.deploy(&model, &candidate).await {
+                            match this.slots.deploy(&model, &candidate, None).await {
                                 Ok(_) => {
                                     remember(&this.routes, &this.store, &model).await;
                                     Event::Deployed
@@ -574,7 +574,7 @@ impl Rollouts {
                     };
                     tokio::spawn(async move {
                         loop {
-                            match this.slots.teardown(&model, Some(color)).await {
+                            match this.slots.teardown(&model, Some(color), None).await {
                                 Ok(_) => {
                                     remember(&this.routes, &this.store, &model).await;
                                     break;
@@ -782,44 +782,6 @@ pub fn record_change<T>(
         store
             .save_model_change(&model_state(next), event)
             .map(|_| ())
-    }
-}
-
-/// Writes a model's slots and route with the audit event of the hand-made change that led
-/// to them (`kind`, by `actor`, with the live slot after it), in one transaction: the state
-/// file holds both or neither. Route and live slot come from one snapshot; a model the
-/// snapshot lacks gets the event alone.
-pub async fn remember_change(
-    routes: &Routes,
-    store: &Arc<Store>,
-    model: &str,
-    kind: &str,
-    actor: String,
-    detail: serde_json::Value,
-) {
-    let snapshot = routes.load();
-    let m = snapshot.models.get(model);
-    let live = m.and_then(|m| m.live());
-    let event = NewEvent {
-        model: model.to_string(),
-        kind: kind.to_string(),
-        actor,
-        live_slot: live.map(|s| s.color.to_string()),
-        live_version: live.map(|s| s.version.clone()),
-        detail,
-    };
-    let state = m.map(|m| model_state(m));
-    let store = store.clone();
-    let write = move || match state {
-        Some(state) => store.save_model_change(&state, event),
-        None => store.append(event),
-    };
-    match tokio::task::spawn_blocking(write).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            tracing::error!(model, kind, error = %e, "cannot record the change: neither the model's slots nor the audit event were written")
-        }
-        Err(e) => tracing::error!(model, kind, error = %e, "state writer crashed"),
     }
 }
 
