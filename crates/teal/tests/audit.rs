@@ -265,6 +265,18 @@ async fn deleting_the_newest_events_is_detected_by_audit_verify() {
         ),
         "{answer}"
     );
+    // teal goes on writing: the next event reuses a deleted id and chains to what is left,
+    // yet the deletion stays found.
+    let admin = admin(&running);
+    let answer = switch_digits(&admin, "green").await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    let verified = audit_verify(&running, &[]).await;
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("when teal wrote event #4") && text.contains("deleted"),
+        "{text}"
+    );
     stop(running).await;
 }
 

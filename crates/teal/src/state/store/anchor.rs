@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
@@ -109,21 +110,50 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
-/// Moves the anchor to the event just appended, in the append's transaction. The first
-/// anchor of a state file remembers the event it started at, so events an earlier release
-/// wrote are told apart from the anchored ones.
-pub(super) fn anchor_in(
-    tx: &Transaction<'_>,
-    key: &AnchorKey,
-    event_id: i64,
-    hash: &str,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO audit_anchor (id, event_id, hash, mac, anchored_from) VALUES (1, ?1, ?2, ?3, ?1)
-         ON CONFLICT (id) DO UPDATE SET event_id = ?1, hash = ?2, mac = ?3",
-        params![event_id, hash, key.sign(event_id, hash)],
-    )?;
-    Ok(())
+/// What the anchor says of the chain's head.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AnchorCheck {
+    /// No anchor yet: an empty log, or a state file an earlier release wrote (anchored from
+    /// its next event on).
+    #[default]
+    Absent,
+    /// The chain ends at the anchored head.
+    Holds,
+    /// The anchored head is gone: the newest events were deleted.
+    Truncated,
+    /// The anchored head's hash changed: the chain was rewritten and recomputed.
+    Rewritten,
+    /// Events follow the anchored head that teal did not write.
+    Appended,
+    /// The anchor is not signed by the audit key: it was rewritten, or the key file was
+    /// replaced or lost.
+    Forged,
+}
+
+impl AnchorCheck {
+    /// The name stored with the anchor and answered by the API.
+    fn name(self) -> &'static str {
+        match self {
+            AnchorCheck::Absent => "absent",
+            AnchorCheck::Holds => "holds",
+            AnchorCheck::Truncated => "truncated",
+            AnchorCheck::Rewritten => "rewritten",
+            AnchorCheck::Appended => "appended",
+            AnchorCheck::Forged => "forged",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<AnchorCheck> {
+        [
+            AnchorCheck::Truncated,
+            AnchorCheck::Rewritten,
+            AnchorCheck::Appended,
+            AnchorCheck::Forged,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
+    }
 }
 
 /// The anchor as stored.
@@ -132,19 +162,25 @@ pub(super) struct Anchor {
     pub hash: String,
     pub mac: String,
     pub anchored_from: i64,
+    /// The first time teal found the chain not ending at its anchor, when it appended: that
+    /// event, and what it found. Kept for good, since the next anchor covers it over.
+    pub broken: Option<(i64, AnchorCheck)>,
 }
 
 pub(super) fn read_anchor(conn: &rusqlite::Connection) -> Result<Option<Anchor>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT event_id, hash, mac, anchored_from FROM audit_anchor WHERE id = 1",
+            "SELECT event_id, hash, mac, anchored_from, broken_at, broken FROM audit_anchor WHERE id = 1",
             [],
             |r| {
+                let broken_at: Option<i64> = r.get(4)?;
+                let broken: Option<String> = r.get(5)?;
                 Ok(Anchor {
                     event_id: r.get(0)?,
                     hash: r.get(1)?,
                     mac: r.get(2)?,
                     anchored_from: r.get(3)?,
+                    broken: broken_at.zip(broken.as_deref().and_then(AnchorCheck::from_name)),
                 })
             },
         )
@@ -153,7 +189,7 @@ pub(super) fn read_anchor(conn: &rusqlite::Connection) -> Result<Option<Anchor>,
 
 impl Anchor {
     /// Whether the key signed this anchor (compared in constant time).
-    pub(super) fn signed_by(&self, key: &AnchorKey) -> bool {
+    fn signed_by(&self, key: &AnchorKey) -> bool {
         let expected = key.sign(self.event_id, &self.hash);
         expected.len() == self.mac.len()
             && expected
@@ -162,6 +198,74 @@ impl Anchor {
                 .fold(0u8, |diff, (a, b)| diff | (a ^ b))
                 == 0
     }
+
+    /// Whether the events end at this anchor's head, signed by `key`.
+    pub(super) fn judge(
+        &self,
+        conn: &rusqlite::Connection,
+        key: &AnchorKey,
+    ) -> Result<AnchorCheck, StoreError> {
+        if !self.signed_by(key) {
+            return Ok(AnchorCheck::Forged);
+        }
+        let stored: Option<String> = conn
+            .query_row(
+                "SELECT hash FROM events WHERE id = ?1",
+                [self.event_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let head: Option<i64> = conn.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
+        Ok(match stored {
+            None => AnchorCheck::Truncated,
+            Some(hash) if hash != self.hash => AnchorCheck::Rewritten,
+            Some(_) if head > Some(self.event_id) => AnchorCheck::Appended,
+            Some(_) => AnchorCheck::Holds,
+        })
+    }
+}
+
+/// What the anchor says of the chain before an append: anything but `Holds` (or no anchor
+/// yet) means the events were changed since teal's last append, which the new anchor would
+/// otherwise cover over (a deleted head's id is even given to the next event).
+pub(super) fn before_append(
+    tx: &Transaction<'_>,
+    key: &AnchorKey,
+) -> Result<Option<AnchorCheck>, StoreError> {
+    let Some(anchor) = read_anchor(tx)? else {
+        return Ok(None);
+    };
+    let check = anchor.judge(tx, key)?;
+    if check != AnchorCheck::Holds {
+        tracing::error!(
+            found = check.name(),
+            head = anchor.event_id,
+            "the audit chain does not end at its anchor: it was changed outside teal (or audit.key was replaced or lost); the next event is anchored, and `teal audit verify` keeps reporting it"
+        );
+    }
+    Ok(Some(check).filter(|c| *c != AnchorCheck::Holds))
+}
+
+/// Moves the anchor to the event just appended, in the append's transaction. The first
+/// anchor of a state file remembers the event it started at, so events an earlier release
+/// wrote are told apart from the anchored ones; `found` (what [`before_append`] found) is
+/// kept with the event it was found at, the first such only.
+pub(super) fn anchor_in(
+    tx: &Transaction<'_>,
+    key: &AnchorKey,
+    event_id: i64,
+    hash: &str,
+    found: Option<AnchorCheck>,
+) -> Result<(), StoreError> {
+    let broken_at = found.map(|_| event_id);
+    let broken = found.map(AnchorCheck::name);
+    tx.execute(
+        "INSERT INTO audit_anchor (id, event_id, hash, mac, anchored_from, broken_at, broken) VALUES (1, ?1, ?2, ?3, ?1, NULL, NULL)
+         ON CONFLICT (id) DO UPDATE SET event_id = ?1, hash = ?2, mac = ?3,
+           broken_at = coalesce(broken_at, ?4), broken = coalesce(broken, ?5)",
+        params![event_id, hash, key.sign(event_id, hash), broken_at, broken],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

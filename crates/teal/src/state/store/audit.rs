@@ -7,7 +7,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::anchor::{AnchorKey, anchor_in, read_anchor};
+pub use super::anchor::AnchorCheck;
+use super::anchor::{AnchorKey, anchor_in, before_append, read_anchor};
 use super::{Store, StoreError, format_time, now_ms};
 
 /// An audit event as stored.
@@ -55,26 +56,6 @@ pub struct Verification {
     pub finding: String,
 }
 
-/// What the anchor says of the chain's head.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AnchorCheck {
-    /// No anchor yet: an empty log, or a state file an earlier release wrote (anchored from
-    /// its next event on).
-    #[default]
-    Absent,
-    /// The chain ends at the anchored head.
-    Holds,
-    /// The anchored head is gone: the newest events were deleted.
-    Truncated,
-    /// The anchored head's hash changed: the chain was rewritten and recomputed.
-    Rewritten,
-    /// Events follow the anchored head that teal did not write.
-    Appended,
-    /// The anchor is not signed by the audit key: it was rewritten, or the key replaced.
-    Forged,
-}
-
 fn chain_hash(prev: &str, at_ms: i64, e: &NewEvent, detail: &str) -> String {
     let mut hasher = Sha256::new();
     for part in [
@@ -104,6 +85,7 @@ pub(super) fn append_in(
     key: &AnchorKey,
     event: NewEvent,
 ) -> Result<Event, StoreError> {
+    let found = before_append(tx, key)?;
     let prev: String = tx
         .query_row(
             "SELECT hash FROM events ORDER BY id DESC LIMIT 1",
@@ -120,7 +102,7 @@ pub(super) fn append_in(
         params![at_ms, event.model, event.kind, event.actor, event.live_slot, event.live_version, detail, prev, hash],
     )?;
     let id = tx.last_insert_rowid();
-    anchor_in(tx, key, id, &hash)?;
+    anchor_in(tx, key, id, &hash, found)?;
     Ok(Event {
         id,
         at: format_time(at_ms),
@@ -233,7 +215,8 @@ impl Store {
                     "event #{id} does not match its hash chain ({count} events read): an event was changed, or one before it deleted"
                 ),
             };
-            let (check, finding) = match anchor {
+            let ends = head_id.map_or("no events".to_string(), |h| format!("#{h}"));
+            let (check, finding) = match &anchor {
                 None if count == 0 => (
                     AnchorCheck::Absent,
                     "0 events: the audit log is empty".to_string(),
@@ -244,63 +227,66 @@ impl Store {
                         "{follows}; the chain's head is not anchored yet (an earlier release wrote this state file), so deleting the newest events would not show until the next event anchors it"
                     ),
                 ),
-                Some(anchor) if !anchor.signed_by(&self.anchor_key) => (
-                    AnchorCheck::Forged,
-                    format!(
-                        "{follows}; but the anchor (event #{}) is not signed by the audit key ({}): the anchor was rewritten, or the key file replaced",
-                        anchor.event_id,
-                        super::anchor::KEY_FILE
-                    ),
-                ),
                 Some(anchor) => {
-                    let stored: Option<String> = conn
-                        .query_row(
-                            "SELECT hash FROM events WHERE id = ?1",
-                            [anchor.event_id],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    let ends = head_id.map_or("no events".to_string(), |h| format!("#{h}"));
-                    match stored {
-                        None => (
+                    let head = anchor.event_id;
+                    match anchor.judge(conn, &self.anchor_key)? {
+                        AnchorCheck::Forged => (
+                            AnchorCheck::Forged,
+                            format!(
+                                "{follows}; but the anchor (event #{head}) is not signed by the audit key ({}): the anchor was rewritten, or the key file replaced or lost",
+                                super::anchor::KEY_FILE
+                            ),
+                        ),
+                        AnchorCheck::Truncated => (
                             AnchorCheck::Truncated,
                             format!(
-                                "{follows}; but event #{}, the newest teal wrote, is gone: the newest events were deleted (the log now ends at {ends})",
-                                anchor.event_id
+                                "{follows}; but event #{head}, the newest teal wrote, is gone: the newest events were deleted (the log now ends at {ends})"
                             ),
                         ),
-                        Some(hash) if hash != anchor.hash => (
+                        AnchorCheck::Rewritten => (
                             AnchorCheck::Rewritten,
                             format!(
-                                "{follows}; but event #{}, the newest teal wrote, no longer has the hash teal anchored: the chain was rewritten and its hashes recomputed",
-                                anchor.event_id
+                                "{follows}; but event #{head}, the newest teal wrote, no longer has the hash teal anchored: the chain was rewritten and its hashes recomputed"
                             ),
                         ),
-                        Some(_) if head_id > Some(anchor.event_id) => (
+                        AnchorCheck::Appended => (
                             AnchorCheck::Appended,
                             format!(
-                                "{follows}; but events after #{}, the newest teal wrote, were added outside teal (the log now ends at {ends})",
-                                anchor.event_id
+                                "{follows}; but events after #{head}, the newest teal wrote, were added outside teal (the log now ends at {ends})"
                             ),
                         ),
-                        Some(_) => {
-                            let older = first_id
-                                .filter(|first| *first < anchor.anchored_from)
-                                .map(|_| {
-                                    format!(
-                                        " (events before #{} were written before anchoring began; the chain covers them)",
-                                        anchor.anchored_from
-                                    )
-                                })
-                                .unwrap_or_default();
-                            (
-                                AnchorCheck::Holds,
+                        _ => match anchor.broken {
+                            // Anchored again since, but teal found the chain broken once.
+                            Some((at, found)) => (
+                                found,
                                 format!(
-                                    "{follows}, and the chain ends at the head teal anchored (event #{}){older}",
-                                    anchor.event_id
+                                    "{follows}, and it ends at the head teal anchored (event #{head}); but when teal wrote event #{at} the chain did not end at its anchor ({}), so what came before #{at} is not what teal wrote",
+                                    match found {
+                                        AnchorCheck::Truncated => "the newest events had been deleted",
+                                        AnchorCheck::Rewritten => "the chain had been rewritten and its hashes recomputed",
+                                        AnchorCheck::Appended => "events had been added outside teal",
+                                        _ => "the anchor was not signed by the audit key: it was rewritten, or the key file replaced or lost",
+                                    }
                                 ),
-                            )
-                        }
+                            ),
+                            None => {
+                                let older = first_id
+                                    .filter(|first| *first < anchor.anchored_from)
+                                    .map(|_| {
+                                        format!(
+                                            " (events before #{} were written before anchoring began; the chain covers them)",
+                                            anchor.anchored_from
+                                        )
+                                    })
+                                    .unwrap_or_default();
+                                (
+                                    AnchorCheck::Holds,
+                                    format!(
+                                        "{follows}, and the chain ends at the head teal anchored (event #{head}){older}"
+                                    ),
+                                )
+                            }
+                        },
                     }
                 }
             };
@@ -487,14 +473,58 @@ mod tests {
     }
 
     #[test]
-    fn a_replaced_key_is_reported_not_trusted() {
+    fn a_truncation_stays_found_after_teal_appends_again() {
+        let (store, path) = temp_store();
+        for i in 0..5 {
+            store.append(event("switched", &format!("v{i}"))).unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM events WHERE id > 3", []).unwrap();
+        // teal goes on: the next event takes id 4 and chains to #3, and the anchor moves to
+        // it. Without a memory of what it found, the deletion would vanish here.
+        let next = store.append(event("switched", "v9")).unwrap();
+        assert_eq!(next.id, 4);
+        let verified = store.verify().unwrap();
+        assert_eq!(verified.first_broken, None);
+        assert!(!verified.intact);
+        assert_eq!(verified.anchor, AnchorCheck::Truncated);
+        assert!(
+            verified.finding.contains("when teal wrote event #4")
+                && verified.finding.contains("deleted"),
+            "{}",
+            verified.finding
+        );
+        // And it stays found.
+        store.append(event("switched", "v10")).unwrap();
+        assert_eq!(store.verify().unwrap().anchor, AnchorCheck::Truncated);
+    }
+
+    #[test]
+    fn a_replaced_key_is_reported_not_trusted_and_not_forgotten() {
         let (store, path) = temp_store();
         store.append(event("switched", "v1")).unwrap();
+        store.append(event("switched", "v2")).unwrap();
         drop(store);
-        std::fs::write(super::super::anchor::key_path(&path), "f".repeat(64)).unwrap();
+        // The key file goes; the newest event with it. teal makes a new key on start.
+        std::fs::remove_file(super::super::anchor::key_path(&path)).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute("DELETE FROM events WHERE id = 2", [])
+            .unwrap();
         let store = Store::open(&path).unwrap();
         let verified = store.verify().unwrap();
         assert!(!verified.intact);
         assert_eq!(verified.anchor, AnchorCheck::Forged);
+        // The next event signs the anchor again, and the verdict keeps saying why.
+        store.append(event("switched", "v3")).unwrap();
+        let verified = store.verify().unwrap();
+        assert!(!verified.intact);
+        assert_eq!(verified.anchor, AnchorCheck::Forged);
+        assert!(
+            verified.finding.contains("when teal wrote event #2")
+                && verified.finding.contains("replaced or lost"),
+            "{}",
+            verified.finding
+        );
     }
 }

@@ -88,7 +88,9 @@ const MIGRATIONS: &[&str] = &[
         event_id INTEGER NOT NULL,
         hash TEXT NOT NULL,
         mac TEXT NOT NULL,
-        anchored_from INTEGER NOT NULL
+        anchored_from INTEGER NOT NULL,
+        broken_at INTEGER,
+        broken TEXT
     );",
 ];
 
