@@ -79,9 +79,19 @@ impl AnchorKey {
         Ok(AnchorKey(text.as_bytes().to_vec()))
     }
 
-    /// The anchor's signature of the head `event_id` with `hash`.
-    fn sign(&self, event_id: i64, hash: &str) -> String {
-        hmac_sha256(&self.0, format!("{event_id}:{hash}").as_bytes())
+    /// The signature of an anchor: every field of it, so none can be changed alone.
+    fn sign(
+        &self,
+        event_id: i64,
+        hash: &str,
+        anchored_from: i64,
+        broken: Option<(i64, AnchorCheck)>,
+    ) -> String {
+        let (broken_at, found) = broken.map_or((String::new(), ""), |(at, found)| {
+            (at.to_string(), found.name())
+        });
+        let message = format!("{event_id}:{hash}:{anchored_from}:{broken_at}:{found}");
+        hmac_sha256(&self.0, message.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
@@ -190,7 +200,7 @@ pub(super) fn read_anchor(conn: &rusqlite::Connection) -> Result<Option<Anchor>,
 impl Anchor {
     /// Whether the key signed this anchor (compared in constant time).
     fn signed_by(&self, key: &AnchorKey) -> bool {
-        let expected = key.sign(self.event_id, &self.hash);
+        let expected = key.sign(self.event_id, &self.hash, self.anchored_from, self.broken);
         expected.len() == self.mac.len()
             && expected
                 .bytes()
@@ -257,13 +267,23 @@ pub(super) fn anchor_in(
     hash: &str,
     found: Option<AnchorCheck>,
 ) -> Result<(), StoreError> {
-    let broken_at = found.map(|_| event_id);
-    let broken = found.map(AnchorCheck::name);
+    let existing = read_anchor(tx)?;
+    let anchored_from = existing.as_ref().map_or(event_id, |a| a.anchored_from);
+    let broken = existing
+        .and_then(|a| a.broken)
+        .or(found.map(|f| (event_id, f)));
+    let mac = key.sign(event_id, hash, anchored_from, broken);
     tx.execute(
-        "INSERT INTO audit_anchor (id, event_id, hash, mac, anchored_from, broken_at, broken) VALUES (1, ?1, ?2, ?3, ?1, NULL, NULL)
-         ON CONFLICT (id) DO UPDATE SET event_id = ?1, hash = ?2, mac = ?3,
-           broken_at = coalesce(broken_at, ?4), broken = coalesce(broken, ?5)",
-        params![event_id, hash, key.sign(event_id, hash), broken_at, broken],
+        "INSERT INTO audit_anchor (id, event_id, hash, mac, anchored_from, broken_at, broken) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET event_id = ?1, hash = ?2, mac = ?3, anchored_from = ?4, broken_at = ?5, broken = ?6",
+        params![
+            event_id,
+            hash,
+            mac,
+            anchored_from,
+            broken.map(|b| b.0),
+            broken.map(|b| b.1.name())
+        ],
     )?;
     Ok(())
 }

@@ -497,6 +497,13 @@ mod tests {
         // And it stays found.
         store.append(event("switched", "v10")).unwrap();
         assert_eq!(store.verify().unwrap().anchor, AnchorCheck::Truncated);
+        // Clearing what teal found needs the key too.
+        conn.execute(
+            "UPDATE audit_anchor SET broken_at = NULL, broken = NULL",
+            [],
+        )
+        .unwrap();
+        assert_eq!(store.verify().unwrap().anchor, AnchorCheck::Forged);
     }
 
     #[test]
