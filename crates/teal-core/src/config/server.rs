@@ -38,12 +38,14 @@ pub struct ServerConfig {
     /// file, in batches off the request path.
     #[serde(default = "yes")]
     pub request_log: bool,
-    /// The most request-log rows kept; older ones are pruned in the background, a few
-    /// thousand at a time. A row takes about 150 bytes of the state file, so the default keeps
-    /// the log near 150 MB. Feedback and `teal audit --request` reach only the rows kept.
+    /// The most request-log rows kept (and feedback labels, apart); older ones are pruned in
+    /// the background, a few thousand at a time. A row takes about 150 bytes of the state
+    /// file, so the default keeps the log near 150 MB. Feedback and `teal audit --request`
+    /// reach only the rows kept.
     #[serde(default = "default_request_log_max_rows")]
     pub request_log_max_rows: u64,
-    /// How long request-log rows are kept (ms); older ones are pruned in the background.
+    /// How long request-log rows (and feedback labels) are kept, in ms; older ones are
+    /// pruned in the background.
     #[serde(default = "default_request_log_max_age_ms")]
     pub request_log_max_age_ms: u64,
     /// How long a teardown waits for requests in flight on the slot to finish.

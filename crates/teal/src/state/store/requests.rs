@@ -1,7 +1,8 @@
 //! The request log: which version and slot served each request. The data plane puts records
 //! on a bounded queue without waiting; a writer thread stores them in batches, and drops and
-//! counts when it falls behind. The same thread prunes the log to its retention (rows and
-//! age), a bounded chunk per transaction, so the state file does not grow with traffic.
+//! counts when it falls behind. The same thread prunes the log, and the feedback labels given
+//! against it, to their retention (rows and age), a bounded chunk per transaction, so the
+//! state file does not grow with traffic.
 
 use std::time::Duration;
 
@@ -66,32 +67,19 @@ impl Store {
         before_ms: i64,
         chunk: u64,
     ) -> Result<u64, StoreError> {
-        self.write(|tx| {
-            let (oldest, newest): (Option<i64>, Option<i64>) =
-                tx.query_row("SELECT min(id), max(id) FROM requests", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-            let (Some(oldest), Some(newest)) = (oldest, newest) else {
-                return Ok(0);
-            };
-            let chunk = chunk.max(1) as i64;
-            // Ids only grow, so the rows past the bound are those below `newest - max_rows`
-            // (fewer when ids have gaps, never more).
-            let past_rows = newest.saturating_sub(max_rows.min(i64::MAX as u64) as i64);
-            // Arrival times follow ids closely: the oldest chunk's rows that are too old.
-            let too_old: Option<i64> = tx.query_row(
-                "SELECT max(id) FROM (SELECT id, at_ms FROM requests ORDER BY id LIMIT ?1) WHERE at_ms < ?2",
-                rusqlite::params![chunk, before_ms],
-                |r| r.get(0),
-            )?;
-            let upto = past_rows
-                .max(too_old.unwrap_or(i64::MIN))
-                .min(oldest.saturating_add(chunk - 1));
-            if upto < oldest {
-                return Ok(0);
-            }
-            Ok(tx.execute("DELETE FROM requests WHERE id <= ?1", [upto])? as u64)
-        })
+        self.write(|tx| prune_oldest(tx, "requests", "id", max_rows, before_ms, chunk))
+    }
+
+    /// The same for feedback labels, which come from the data plane too (one per logged
+    /// request at most, but kept after the request's row is pruned). `before_ms` is compared
+    /// with when the label arrived.
+    pub fn prune_feedback(
+        &self,
+        max_rows: u64,
+        before_ms: i64,
+        chunk: u64,
+    ) -> Result<u64, StoreError> {
+        self.write(|tx| prune_oldest(tx, "feedback", "rowid", max_rows, before_ms, chunk))
     }
 
     /// How many request-log rows the state file holds.
@@ -133,6 +121,51 @@ fn prune(store: &Store, retention: Retention) {
             _ => break,
         }
     }
+    for _ in 0..PRUNE_ROUNDS {
+        match store.prune_feedback(retention.max_rows, before_ms, PRUNE_CHUNK) {
+            Ok(n) if n == PRUNE_CHUNK => continue,
+            _ => break,
+        }
+    }
+}
+
+/// Deletes from `table` (whose `id` column only grows, and which has `at_ms`) the oldest rows
+/// past `max_rows` or older than `before_ms`, at most `chunk`.
+fn prune_oldest(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    id: &str,
+    max_rows: u64,
+    before_ms: i64,
+    chunk: u64,
+) -> Result<u64, StoreError> {
+    let (oldest, newest): (Option<i64>, Option<i64>) = tx.query_row(
+        &format!("SELECT min({id}), max({id}) FROM {table}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(oldest), Some(newest)) = (oldest, newest) else {
+        return Ok(0);
+    };
+    let chunk = chunk.clamp(1, i64::MAX as u64) as i64;
+    // Ids only grow, so the rows past the bound are those below `newest - max_rows` (fewer
+    // when ids have gaps, never more).
+    let past_rows = newest.saturating_sub(max_rows.min(i64::MAX as u64) as i64);
+    // Arrival times follow ids closely: the oldest chunk's rows that are too old.
+    let too_old: Option<i64> = tx.query_row(
+        &format!(
+            "SELECT max(i) FROM (SELECT {id} AS i, at_ms FROM {table} ORDER BY {id} LIMIT ?1) WHERE at_ms < ?2"
+        ),
+        rusqlite::params![chunk, before_ms],
+        |r| r.get(0),
+    )?;
+    let upto = past_rows
+        .max(too_old.unwrap_or(i64::MIN))
+        .min(oldest.saturating_add(chunk - 1));
+    if upto < oldest {
+        return Ok(0);
+    }
+    Ok(tx.execute(&format!("DELETE FROM {table} WHERE {id} <= ?1"), [upto])? as u64)
 }
 
 /// Requests waiting to be written, at most; past that, records are dropped and counted.
@@ -268,5 +301,23 @@ mod tests {
         assert_eq!(store.request_rows().unwrap(), 30);
         assert_eq!(store.prune_requests(1_000, now - 5_000, 1_000).unwrap(), 0);
         assert_eq!(store.prune_requests(u64::MAX, i64::MIN, 1_000).unwrap(), 0);
+    }
+
+    #[test]
+    fn feedback_is_pruned_to_the_same_bound() {
+        let (store, _) = temp_store();
+        let batch: Vec<_> = (0..50).map(|i| record(i, now_ms())).collect();
+        store.record_requests(&batch).unwrap();
+        for i in 0..50 {
+            assert!(
+                store
+                    .record_feedback("m", &format!("r{i}"), "1")
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        while store.prune_feedback(20, 0, 7).unwrap() > 0 {}
+        assert_eq!(store.prune_feedback(20, now_ms() + 1, 100).unwrap(), 20);
+        assert_eq!(store.prune_feedback(20, now_ms() + 1, 100).unwrap(), 0);
     }
 }
