@@ -9,14 +9,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Response, StatusCode, Uri, header};
 
 use crate::control::rollout::{RolloutError, Rollouts, record_change};
-use crate::control::slots::Record as SlotRecord;
-use crate::control::slots::SlotManager;
+use crate::control::slots::{Record as SlotRecord, SlotManager};
 use crate::control::validation::Validator;
-use crate::routing::ChangeError;
-use crate::routing::RolloutView;
-use crate::routing::{ModelStatus, RouteError, Routes};
-use crate::state::store::Store;
-use crate::state::store::StoreError;
+use crate::routing::{ChangeError, ModelStatus, RolloutView, RouteError, Routes};
+use crate::state::store::{Store, StoreError};
 
 use super::ADMIN_MAX_CONCURRENT;
 
