@@ -1313,6 +1313,11 @@ async fn out_of_range_durations_and_bad_model_names_are_refused_with_the_field_n
             "spec.rollback.checkIntervalSeconds",
         ),
         ("model", json!("../etc"), "spec.model"),
+        (
+            "validation",
+            json!({"latencySlaMs": -5.0}),
+            "validation: latencySlaMs",
+        ),
         ("model", json!("a/b"), "spec.model"),
     ] {
         let mut spec = spec("service");

@@ -589,6 +589,14 @@ fn check_gates(g: &GateConfig) -> Result<(), String> {
     share("agreement", g.agreement)?;
     share("maxErrorRate", g.max_error_rate)?;
     share("accuracyTolerance", g.accuracy_tolerance)?;
+    if let Some(sla) = g.latency_sla_ms
+        && !(sla > 0.0 && sla <= (MAX_SECONDS * 1000) as f64)
+    {
+        return Err(format!(
+            "latencySlaMs must be more than 0 and at most {} (30 days), not {sla}",
+            MAX_SECONDS * 1000
+        ));
+    }
     if g.max_drift.is_nan() || g.max_drift < 0.0 {
         return Err(format!("maxDrift must be at least 0, not {}", g.max_drift));
     }
