@@ -11,7 +11,8 @@
 //! Model names are namespace-qualified when the gateway follows every namespace: the
 //! resource `digits` in namespace `shop` serving `spec.model: digits` is the model
 //! `shop.digits` (a namespace name has no dot, so the name splits one way), and two namespaces
-//! can never claim one name. A gateway told one namespace (`--namespace`) routes plain names.
+//! can never claim one name. A gateway told one namespace (`--namespace`) routes plain names;
+//! within a namespace, the older of two resources naming one model keeps it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -202,11 +203,24 @@ impl Follower {
             .published
             .iter()
             .find(|(other, m)| **m == model && *other != k)
+            .map(|(other, _)| other.clone())
         {
-            // Only within one namespace (names are qualified across namespaces): the
-            // resource that published it first keeps it.
-            tracing::warn!(model, resource = %k.1, published_by = %other.0 .1, "two resources in one namespace name the same model; the first keeps it");
-            return;
+            // Only within one namespace (names are qualified across namespaces). The oldest
+            // resource keeps the name, in every replica alike, whichever it saw first.
+            let older = |key: &(String, String)| {
+                let created = self
+                    .resources
+                    .get(key)
+                    .and_then(|md| md.metadata.creation_timestamp.clone())
+                    .map(|t| t.0);
+                (created.is_none(), created, key.1.clone())
+            };
+            if older(&other) <= older(k) {
+                tracing::warn!(model, resource = %k.1, kept_by = %other.1, "two resources in one namespace name the same model; the older keeps it, this one is not routed");
+                return;
+            }
+            tracing::warn!(model, resource = %k.1, was = %other.1, "two resources in one namespace name the same model; the older takes it");
+            self.published.remove(&other);
         }
         let current = routes.load().models.get(&model).cloned();
         let mut slots: [Option<Arc<Slot>>; 2] = [None, None];
