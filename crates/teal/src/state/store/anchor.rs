@@ -4,9 +4,11 @@
 //!
 //! The hash chain alone shows an event changed or removed in the middle, but not the newest
 //! events deleted, nor the whole chain recomputed: both leave a chain that follows. The
-//! anchor names the head the chain must end at, and only a holder of the key can move it. A
-//! copy of an older state file restored whole (with its anchor) still verifies as that older
-//! file: keep backups and the key apart, or ship the log off the machine.
+//! anchor names the head the chain must end at, and only a holder of the key can move it.
+//! Before each append teal checks the chain still ends there; a break it finds is kept with
+//! the anchor (signed too), since the new anchor would otherwise cover it. A copy of an older
+//! state file restored whole (with its anchor) still verifies as that older file: keep
+//! backups and the key apart, or ship the log off the machine.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -71,7 +73,7 @@ impl AnchorKey {
         let text = text.trim();
         if text.len() < 32 {
             return Err(StoreError::new(format!(
-                "the audit key {} is too short ({} characters); move it away and teal makes a new one, after which `teal audit verify` reports the anchor as forged until the next event",
+                "the audit key {} is too short ({} characters); restore it from where it is kept; moved away, teal makes a new one, and `teal audit verify` reports the anchor as not signed by it from then on",
                 path.display(),
                 text.len()
             )));
