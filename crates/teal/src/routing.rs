@@ -371,6 +371,24 @@ impl Routes {
         model: &str,
         change: impl FnOnce(&ModelRoutes) -> Result<(Option<ModelRoutes>, T), RouteError>,
     ) -> Result<T, RouteError> {
+        self.update_recorded(model, change, |_, _| Ok::<(), std::convert::Infallible>(()))
+            .map_err(|e| match e {
+                ChangeError::Route(e) => e,
+                ChangeError::Record(never) => match never {},
+            })
+    }
+
+    /// Like [`Routes::update`], but a change that publishes something is first handed to
+    /// `record` (the model's routing as it will be published, and the outcome), still under
+    /// the writer lock; it is published only when `record` succeeds, so what is recorded and
+    /// what is routed never differ. `record` may block (a state-file write): call this off
+    /// the async runtime. Readers are never blocked; other writers wait for it.
+    fn update_recorded<T, E>(
+        &self,
+        model: &str,
+        change: impl FnOnce(&ModelRoutes) -> Result<(Option<ModelRoutes>, T), RouteError>,
+        record: impl FnOnce(&ModelRoutes, &T) -> Result<(), E>,
+    ) -> Result<T, ChangeError<E>> {
         let _writer = self
             .writer
             .lock()
@@ -382,6 +400,7 @@ impl Routes {
             .ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
         let (next, outcome) = change(routes)?;
         if let Some(next) = next {
+            record(&next, &outcome).map_err(ChangeError::Record)?;
             let mut models = snapshot.models.clone();
             models.insert(model.to_string(), Arc::new(next));
             self.current.store(Arc::new(RouteSnapshot { models }));
@@ -391,125 +410,90 @@ impl Routes {
 
     /// Sends every new request of `model` to the slot `to`.
     pub fn switch(&self, model: &str, to: Color) -> Result<SwitchOutcome, RouteError> {
-        self.update(model, |routes| {
-            let from = routes.table.active;
-            let target = routes.slot(to).ok_or_else(|| RouteError::EmptySlot {
-                model: model.to_string(),
-                color: to,
-            })?;
-            let changed = from != to;
-            if changed && !target.backend.ready() {
-                return Err(RouteError::NotReady {
-                    model: model.to_string(),
-                    color: to,
-                    version: target.version.clone(),
-                });
-            }
-            let next = changed.then(|| ModelRoutes {
-                table: routes.table.switched(to),
-                previous: Some(from),
-                ..routes.clone()
-            });
-            let outcome = SwitchOutcome {
-                model: model.to_string(),
-                from,
-                to,
-                from_version: routes.live().map(|s| s.version.clone()).unwrap_or_default(),
-                to_version: target.version.clone(),
-                generation: next
-                    .as_ref()
-                    .map_or(routes.table.generation, |n| n.table.generation),
-                changed,
-            };
-            Ok((next, outcome))
-        })
+        self.update(model, switching(model, to))
+    }
+
+    /// [`Routes::switch`], published only once `record` has recorded it.
+    pub fn switch_recorded<E>(
+        &self,
+        model: &str,
+        to: Color,
+        record: impl FnOnce(&ModelRoutes, &SwitchOutcome) -> Result<(), E>,
+    ) -> Result<SwitchOutcome, ChangeError<E>> {
+        self.update_recorded(model, switching(model, to), record)
+    }
+
+    /// Switches `model` back to the slot that was live before its last switch, published
+    /// only once `record` has recorded it.
+    pub fn rollback_recorded<E>(
+        &self,
+        model: &str,
+        record: impl FnOnce(&ModelRoutes, &SwitchOutcome) -> Result<(), E>,
+    ) -> Result<SwitchOutcome, ChangeError<E>> {
+        let to = self.rollback_target(model)?;
+        self.switch_recorded(model, to, record)
+    }
+
+    /// [`Routes::set_weight`], published only once `record` has recorded it.
+    pub fn set_weight_recorded<E>(
+        &self,
+        model: &str,
+        weight: u32,
+        record: impl FnOnce(&ModelRoutes, &RouteTable) -> Result<(), E>,
+    ) -> Result<RouteTable, ChangeError<E>> {
+        self.update_recorded(model, weighting(model, weight), record)
+    }
+
+    /// [`Routes::set_shadow`], published only once `record` has recorded it.
+    pub fn set_shadow_recorded<E>(
+        &self,
+        model: &str,
+        share: u32,
+        record: impl FnOnce(&ModelRoutes, &u32) -> Result<(), E>,
+    ) -> Result<u32, ChangeError<E>> {
+        self.update_recorded(model, shadowing(share), record)
     }
 
     /// Puts `slot` into its color of `model`, returning what it replaced. The live slot
     /// cannot be replaced: a new version always arrives in the standby slot.
     pub fn place(&self, model: &str, slot: Arc<Slot>) -> Result<Option<Arc<Slot>>, RouteError> {
-        self.update(model, |routes| {
-            let color = slot.color;
-            if routes.table.active == color && routes.live().is_some() {
-                return Err(RouteError::SlotIsLive {
-                    model: model.to_string(),
-                    color,
-                });
-            }
-            let mut next = routes.clone();
-            let replaced = next.slots[color.index()].replace(slot);
-            next.table.generation += 1;
-            if next.previous == Some(color) {
-                // A rollback would now go to a version that was never live.
-                next.previous = None;
-            }
-            Ok((Some(next), replaced))
-        })
+        self.update(model, placing(model, slot))
+    }
+
+    /// [`Routes::place`], published only once `record` has recorded it.
+    pub fn place_recorded<E>(
+        &self,
+        model: &str,
+        slot: Arc<Slot>,
+        record: impl FnOnce(&ModelRoutes, &Option<Arc<Slot>>) -> Result<(), E>,
+    ) -> Result<Option<Arc<Slot>>, ChangeError<E>> {
+        self.update_recorded(model, placing(model, slot), record)
     }
 
     /// Takes the standby slot `color` out of `model`; new requests no longer reach it.
     pub fn remove(&self, model: &str, color: Color) -> Result<Arc<Slot>, RouteError> {
-        self.update(model, |routes| {
-            if routes.table.active == color {
-                return Err(RouteError::SlotIsLive {
-                    model: model.to_string(),
-                    color,
-                });
-            }
-            let mut next = routes.clone();
-            let removed =
-                next.slots[color.index()]
-                    .take()
-                    .ok_or_else(|| RouteError::EmptySlot {
-                        model: model.to_string(),
-                        color,
-                    })?;
-            next.table.generation += 1;
-            next.table.candidate_weight = 0;
-            if next.previous == Some(color) {
-                next.previous = None;
-            }
-            Ok((Some(next), removed))
-        })
+        self.update(model, removing(model, color))
+    }
+
+    /// [`Routes::remove`], published only once `record` has recorded it.
+    pub fn remove_recorded<E>(
+        &self,
+        model: &str,
+        color: Color,
+        record: impl FnOnce(&ModelRoutes, &Arc<Slot>) -> Result<(), E>,
+    ) -> Result<Arc<Slot>, ChangeError<E>> {
+        self.update_recorded(model, removing(model, color), record)
     }
 
     /// Sends `weight` basis points of new requests to the candidate (the standby slot).
     pub fn set_weight(&self, model: &str, weight: u32) -> Result<RouteTable, RouteError> {
-        self.update(model, |routes| {
-            let candidate = routes.table.candidate();
-            if weight > 0 {
-                let slot = routes
-                    .slot(candidate)
-                    .ok_or_else(|| RouteError::EmptySlot {
-                        model: model.to_string(),
-                        color: candidate,
-                    })?;
-                if !slot.backend.ready() {
-                    return Err(RouteError::NotReady {
-                        model: model.to_string(),
-                        color: candidate,
-                        version: slot.version.clone(),
-                    });
-                }
-            }
-            let mut next = routes.clone();
-            next.table.candidate_weight = weight.min(teal_core::routing::WHOLE);
-            next.table.generation += 1;
-            let table = next.table.clone();
-            Ok((Some(next), table))
-        })
+        self.update(model, weighting(model, weight))
     }
 
     /// Sets the share of live requests mirrored to the candidate (basis points); returns the
     /// share it replaces.
     pub fn set_shadow(&self, model: &str, share: u32) -> Result<u32, RouteError> {
-        self.update(model, |routes| {
-            let previous = routes.table.shadow;
-            let mut next = routes.clone();
-            next.table.shadow = share.min(teal_core::routing::WHOLE);
-            next.table.generation += 1;
-            Ok((Some(next), previous))
-        })
+        self.update(model, shadowing(share))
     }
 
     /// Publishes a rollout's route: live slot, candidate weight and shadow share in one
@@ -586,19 +570,164 @@ impl Routes {
 
     /// Switches `model` back to the slot that was live before its last switch.
     pub fn rollback(&self, model: &str) -> Result<SwitchOutcome, RouteError> {
+        let to = self.rollback_target(model)?;
+        self.switch(model, to)
+    }
+
+    /// The slot a rollback of `model` goes back to.
+    fn rollback_target(&self, model: &str) -> Result<Color, RouteError> {
         let snapshot = self.load();
         let routes = snapshot
             .models
             .get(model)
             .ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
-        let previous = routes
+        routes
             .previous
             .filter(|p| *p != routes.table.active)
             .ok_or_else(|| RouteError::NothingToRollBack {
                 model: model.to_string(),
                 live: routes.table.active,
+            })
+    }
+}
+
+/// A routing change refused by the routing itself, or one whose record could not be written
+/// (then nothing was published).
+#[derive(Debug)]
+pub enum ChangeError<E> {
+    Route(RouteError),
+    Record(E),
+}
+
+impl<E> From<RouteError> for ChangeError<E> {
+    fn from(e: RouteError) -> Self {
+        ChangeError::Route(e)
+    }
+}
+
+/// A change of the routing: the model's next routing (none: nothing to publish) and what to
+/// tell the caller.
+type Change<T> = Result<(Option<ModelRoutes>, T), RouteError>;
+
+/// The change that makes `to` the live slot of `model`.
+fn switching(model: &str, to: Color) -> impl FnOnce(&ModelRoutes) -> Change<SwitchOutcome> {
+    move |routes| {
+        let from = routes.table.active;
+        let target = routes.slot(to).ok_or_else(|| RouteError::EmptySlot {
+            model: model.to_string(),
+            color: to,
+        })?;
+        let changed = from != to;
+        if changed && !target.backend.ready() {
+            return Err(RouteError::NotReady {
+                model: model.to_string(),
+                color: to,
+                version: target.version.clone(),
+            });
+        }
+        let next = changed.then(|| ModelRoutes {
+            table: routes.table.switched(to),
+            previous: Some(from),
+            ..routes.clone()
+        });
+        let outcome = SwitchOutcome {
+            model: model.to_string(),
+            from,
+            to,
+            from_version: routes.live().map(|s| s.version.clone()).unwrap_or_default(),
+            to_version: target.version.clone(),
+            generation: next
+                .as_ref()
+                .map_or(routes.table.generation, |n| n.table.generation),
+            changed,
+        };
+        Ok((next, outcome))
+    }
+}
+
+/// The change that puts `slot` into its colour of `model`; its outcome is the slot it
+/// replaced. The live slot cannot be replaced: a new version arrives in the standby slot.
+fn placing(model: &str, slot: Arc<Slot>) -> impl FnOnce(&ModelRoutes) -> Change<Option<Arc<Slot>>> {
+    move |routes| {
+        let color = slot.color;
+        if routes.table.active == color && routes.live().is_some() {
+            return Err(RouteError::SlotIsLive {
+                model: model.to_string(),
+                color,
+            });
+        }
+        let mut next = routes.clone();
+        let replaced = next.slots[color.index()].replace(slot);
+        next.table.generation += 1;
+        if next.previous == Some(color) {
+            // A rollback would now go to a version that was never live.
+            next.previous = None;
+        }
+        Ok((Some(next), replaced))
+    }
+}
+
+/// The change that takes the standby slot `color` out of `model`; its outcome is the slot.
+fn removing(model: &str, color: Color) -> impl FnOnce(&ModelRoutes) -> Change<Arc<Slot>> {
+    move |routes| {
+        if routes.table.active == color {
+            return Err(RouteError::SlotIsLive {
+                model: model.to_string(),
+                color,
+            });
+        }
+        let mut next = routes.clone();
+        let removed = next.slots[color.index()]
+            .take()
+            .ok_or_else(|| RouteError::EmptySlot {
+                model: model.to_string(),
+                color,
             })?;
-        self.switch(model, previous)
+        next.table.generation += 1;
+        next.table.candidate_weight = 0;
+        if next.previous == Some(color) {
+            next.previous = None;
+        }
+        Ok((Some(next), removed))
+    }
+}
+
+/// The change that sends `weight` basis points of new requests to the candidate.
+fn weighting(model: &str, weight: u32) -> impl FnOnce(&ModelRoutes) -> Change<RouteTable> {
+    move |routes| {
+        let candidate = routes.table.candidate();
+        if weight > 0 {
+            let slot = routes
+                .slot(candidate)
+                .ok_or_else(|| RouteError::EmptySlot {
+                    model: model.to_string(),
+                    color: candidate,
+                })?;
+            if !slot.backend.ready() {
+                return Err(RouteError::NotReady {
+                    model: model.to_string(),
+                    color: candidate,
+                    version: slot.version.clone(),
+                });
+            }
+        }
+        let mut next = routes.clone();
+        next.table.candidate_weight = weight.min(teal_core::routing::WHOLE);
+        next.table.generation += 1;
+        let table = next.table.clone();
+        Ok((Some(next), table))
+    }
+}
+
+/// The change that mirrors `share` basis points of live requests to the candidate; its
+/// outcome is the share it replaces.
+fn shadowing(share: u32) -> impl FnOnce(&ModelRoutes) -> Change<u32> {
+    move |routes| {
+        let previous = routes.table.shadow;
+        let mut next = routes.clone();
+        next.table.shadow = share.min(teal_core::routing::WHOLE);
+        next.table.generation += 1;
+        Ok((Some(next), previous))
     }
 }
 

@@ -451,6 +451,10 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         gateway.request_log = Some(Arc::new(RequestLog::start(
             store.clone(),
             metrics.request_log_dropped.clone(),
+            crate::state::store::Retention {
+                max_rows: config.server.request_log_max_rows,
+                max_age: Duration::from_millis(config.server.request_log_max_age_ms),
+            },
         )));
     }
     let gateway = Arc::new(gateway);

@@ -312,7 +312,7 @@ async fn a_full_state_file_stops_the_records_not_the_serving() {
         state["error"].as_str().unwrap().contains("full"),
         "status says why: {state}"
     );
-    // Serving goes on, on both versions, and the operator can still move traffic.
+    // Serving goes on.
     for _ in 0..50 {
         let answer = client
             .send("POST", "/v2/models/digits/infer", &[], body.clone())
@@ -320,10 +320,50 @@ async fn a_full_state_file_stops_the_records_not_the_serving() {
             .unwrap();
         assert_eq!(answer.status, 200);
     }
+    // A manual change cannot be recorded, so it is refused whole: routing stays as it was,
+    // and the audit log misses nothing.
     let admin = admin(&running);
+    let events_before = admin
+        .get("/api/v1/models/digits/history")
+        .await
+        .unwrap()
+        .json()["events"]
+        .as_array()
+        .unwrap()
+        .len();
     let switched = switch_digits(&admin, "green").await;
-    assert_eq!(switched.status, 200, "{}", switched.error_message());
-    assert_eq!(live_version(&client).await, "v2");
+    assert_eq!(switched.status, 507, "{}", switched.error_message());
+    assert!(
+        switched.error_message().contains("free space"),
+        "{}",
+        switched.error_message()
+    );
+    let weighted = admin
+        .post_json(
+            "/api/v1/models/digits/canary",
+            &serde_json::json!({"percent": 50}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(weighted.status, 507, "{}", weighted.error_message());
+    for _ in 0..20 {
+        assert_eq!(live_version(&client).await, "v1", "routing is unchanged");
+    }
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    assert_eq!(
+        (status["live"].as_str(), status["candidate_weight"].as_u64()),
+        (Some("blue"), Some(0)),
+        "{status}"
+    );
+    let events_after = admin
+        .get("/api/v1/models/digits/history")
+        .await
+        .unwrap()
+        .json()["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(events_before, events_after);
     // A rollout must be recorded before it acts, so it is refused with the reason.
     let refused = admin
         .post_json(

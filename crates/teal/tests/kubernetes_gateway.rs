@@ -267,3 +267,178 @@ async fn a_status_change_flips_every_gateway_replica() {
     common::stop(blue).await;
     common::stop(green).await;
 }
+
+/// `value` moved into `namespace` (its `metadata.namespace`), with a uid of its own.
+fn in_namespace(mut value: Value, namespace: &str) -> Value {
+    value["metadata"]["namespace"] = json!(namespace);
+    if value["metadata"]["uid"].is_string() {
+        value["metadata"]["uid"] = json!(format!("uid-{namespace}"));
+    }
+    value
+}
+
+async fn infer_version(client: &HttpClient, model: &str) -> (u16, Option<String>) {
+    let rows = vec![common::holdout("digits")[0].0.clone()];
+    let answer = client
+        .post_json(
+            &format!("/v2/models/{model}/infer"),
+            &common::infer_body(&rows),
+        )
+        .await
+        .unwrap();
+    let version = answer
+        .headers
+        .get("x-teal-version")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    (answer.status, version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_namespaces_the_same_model_name_is_two_qualified_models() {
+    // The mocked API server holds two tenants' resources, `shop/digits` and `bank/digits`,
+    // both naming the model `digits`; their pods are real model servers.
+    let shop_pod = common::start(&common::config_with(&common::onnx("v1"), None)).await;
+    let bank_pod = common::start(&common::config_with(&common::onnx("v2"), None)).await;
+    let status = |version: &str| {
+        json!({
+            "phase": "stable",
+            "activeColour": "blue", "activeVersion": version,
+            "route": {"active": "blue", "candidatePercent": 0.0, "shadowPercent": 0.0},
+        })
+    };
+    let resources = [
+        in_namespace(resource(&status("v1"), 10), "shop"),
+        in_namespace(resource(&status("v2"), 10), "bank"),
+    ];
+    let slices = [
+        in_namespace(slice("blue", &shop_pod.data_url()), "shop"),
+        in_namespace(slice("blue", &bank_pod.data_url()), "bank"),
+    ];
+    let mut config = teal::core::config::Config::parse(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    config.server.state_dir = common::temp_dir("gateway");
+    config.validate_allowing_no_models().unwrap();
+    let running = common::start(&config).await;
+    let (client, mut api) = mock_api();
+    // A gateway without --namespace follows every namespace.
+    tokio::spawn(teal::kubernetes::gateway::follow(
+        client,
+        None,
+        running.routes.clone(),
+    ));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(seen) = api.next_untimed().await {
+            assert_eq!(seen.method, "GET", "a gateway only reads");
+            if seen.query.contains("watch=true") {
+                // Nothing changes in this test: watches stay open.
+                held.push(seen);
+                continue;
+            }
+            match seen.path.as_str() {
+                "/apis/teal.dev/v1alpha1/modeldeployments" => seen.answer(200, &json!({"apiVersion": "teal.dev/v1alpha1", "kind": "ModelDeploymentList", "metadata": {"resourceVersion": "10"}, "items": resources})),
+                "/apis/discovery.k8s.io/v1/endpointslices" => seen.answer(200, &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "5"}, "items": slices})),
+                path => panic!("a gateway asked for {path}"),
+            }
+        }
+    });
+    let client = common::data(&running);
+    let routed = common::eventually(Duration::from_secs(20), async || {
+        infer_version(&client, "shop.digits").await == (200, Some("v1".into()))
+            && infer_version(&client, "bank.digits").await == (200, Some("v2".into()))
+    })
+    .await;
+    assert!(
+        routed,
+        "each namespace's model is routed under its qualified name, to its own pods"
+    );
+    assert_eq!(
+        infer_version(&client, "digits").await.0,
+        404,
+        "no tenant owns the bare name"
+    );
+    common::stop(running).await;
+    common::stop(shop_pod).await;
+    common::stop(bank_pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_one_namespace_the_older_resource_keeps_a_model_name_whichever_is_seen_first() {
+    // The mocked API server lists `digits-new` (created later, pods on v1) before
+    // `digits-old` (pods on v2); both name the model `digits` in namespace `default`.
+    let new_pod = common::start(&common::config_with(&common::onnx("v1"), None)).await;
+    let old_pod = common::start(&common::config_with(&common::onnx("v2"), None)).await;
+    let named = |name: &str, created: &str, version: &str| {
+        let mut object = resource(
+            &json!({
+                "phase": "stable",
+                "activeColour": "blue", "activeVersion": version,
+                "route": {"active": "blue", "candidatePercent": 0.0, "shadowPercent": 0.0},
+            }),
+            10,
+        );
+        object["metadata"]["name"] = json!(name);
+        object["metadata"]["uid"] = json!(format!("uid-{name}"));
+        object["metadata"]["creationTimestamp"] = json!(created);
+        object
+    };
+    let sliced = |name: &str, url: &str| {
+        let mut object = slice("blue", url);
+        object["metadata"]["name"] = json!(format!("{name}-blue-x7k2p"));
+        object["metadata"]["labels"]["kubernetes.io/service-name"] = json!(format!("{name}-blue"));
+        object
+    };
+    let slices = vec![
+        sliced("digits-new", &new_pod.data_url()),
+        sliced("digits-old", &old_pod.data_url()),
+    ];
+    let resources = vec![
+        named("digits-new", "2026-02-01T00:00:00Z", "v1"),
+        named("digits-old", "2026-01-01T00:00:00Z", "v2"),
+    ];
+    let mut config = teal::core::config::Config::parse(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    config.server.state_dir = common::temp_dir("gateway");
+    config.validate_allowing_no_models().unwrap();
+    let running = common::start(&config).await;
+    let (client, mut api) = mock_api();
+    tokio::spawn(teal::kubernetes::gateway::follow(
+        client,
+        Some("default".into()),
+        running.routes.clone(),
+    ));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(seen) = api.next_untimed().await {
+            if seen.query.contains("watch=true") {
+                held.push(seen);
+                continue;
+            }
+            match seen.path.as_str() {
+                RESOURCES => seen.answer(200, &json!({"apiVersion": "teal.dev/v1alpha1", "kind": "ModelDeploymentList", "metadata": {"resourceVersion": "10"}, "items": resources})),
+                SLICES => seen.answer(200, &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "5"}, "items": slices})),
+                path => panic!("a gateway asked for {path}"),
+            }
+        }
+    });
+    let client = common::data(&running);
+    let kept = common::eventually(Duration::from_secs(20), async || {
+        infer_version(&client, "digits").await == (200, Some("v2".into()))
+    })
+    .await;
+    assert!(kept, "the older resource's pods (v2) answer for `digits`");
+    for _ in 0..20 {
+        assert_eq!(
+            infer_version(&client, "digits").await,
+            (200, Some("v2".into()))
+        );
+    }
+    common::stop(running).await;
+    common::stop(new_pod).await;
+    common::stop(old_pod).await;
+}

@@ -110,7 +110,7 @@ impl Harness {
     async fn deployment_apply(&mut self, colour: &str) -> Value {
         let seen = self
             .api
-            .expect("PATCH", &format!("{DEPLOYMENTS}/digits-{colour}"))
+            .expect_write("PATCH", &format!("{DEPLOYMENTS}/digits-{colour}"))
             .await;
         assert_eq!(seen.content_type, "application/apply-patch+yaml");
         assert!(
@@ -124,7 +124,7 @@ impl Harness {
     async fn service_apply(&mut self, name: &str) -> Value {
         let seen = self
             .api
-            .expect("PATCH", &format!("{SERVICES}/{name}"))
+            .expect_write("PATCH", &format!("{SERVICES}/{name}"))
             .await;
         assert_eq!(seen.content_type, "application/apply-patch+yaml");
         assert!(
@@ -474,7 +474,7 @@ async fn a_blue_green_rollout_in_service_mode_runs_from_deploy_to_teardown() {
     let task = h.reconcile();
     let seen = h
         .api
-        .expect("PATCH", &format!("{DEPLOYMENTS}/digits-blue"))
+        .expect_write("PATCH", &format!("{DEPLOYMENTS}/digits-blue"))
         .await;
     assert_eq!(seen.content_type, "application/merge-patch+json");
     assert_eq!(seen.body, json!({"spec": {"replicas": 0}}));
@@ -809,7 +809,7 @@ async fn api_errors_are_retried_and_a_refused_deployment_fails_the_rollout() {
     // The API server fails: nothing is written, the reconcile is retried later.
     let task = h.reconcile();
     h.api
-        .expect("PATCH", &format!("{DEPLOYMENTS}/digits-green"))
+        .expect_write("PATCH", &format!("{DEPLOYMENTS}/digits-green"))
         .await
         .fail(500, "InternalError", "etcdserver: request timed out");
     let error = task.await.unwrap().unwrap_err();
@@ -824,7 +824,7 @@ async fn api_errors_are_retried_and_a_refused_deployment_fails_the_rollout() {
     // The API server refuses the Deployment itself: no retry can help, the rollout fails.
     let task = h.reconcile();
     h.api
-        .expect("PATCH", &format!("{DEPLOYMENTS}/digits-green"))
+        .expect_write("PATCH", &format!("{DEPLOYMENTS}/digits-green"))
         .await
         .fail(422, "Invalid", "Deployment.apps \"digits-green\" is invalid: spec.template.spec.containers[0].image: Required value");
     let status = h.status_write().await;
@@ -1097,6 +1097,10 @@ async fn the_controller_watches_the_resources_and_reconciles_a_new_one() {
                 }
             }
             ("GET", _, true) => held.lock().unwrap().push(seen),
+            // Before writing an object, the operator reads it: absent here.
+            _ if common::apiserver::ownership_read(&seen) => {
+                seen.fail(404, "NotFound", "not found")
+            }
             (method, path, _) => {
                 writes.push(format!("{method} {path}"));
                 if path == STATUS {
@@ -1142,4 +1146,204 @@ async fn the_controller_watches_the_resources_and_reconciles_a_new_one() {
         .await
         .expect("the controller stops when told")
         .unwrap();
+}
+
+/// An object as someone other than teal made it: no owner reference, no teal labels.
+fn foreign(kind: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": if kind == "Service" { "v1" } else { "apps/v1" },
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "checkout"}},
+        "spec": {},
+    })
+}
+
+#[tokio::test]
+async fn an_existing_service_teal_did_not_make_is_reported_and_never_patched() {
+    // The mocked API server stands in for a cluster where someone's `checkout` Service
+    // exists; the resource names it as its active Service.
+    let mut spec = spec("service");
+    spec.as_object_mut().unwrap().remove("green");
+    spec["activeService"] = json!("checkout");
+    let mut h = Harness::new(spec, None, None);
+    let task = h.reconcile();
+    // The colour's own Deployment is teal's to create.
+    h.deployment_apply("blue").await;
+    // Every Service is read before any is written; `checkout` is someone else's.
+    h.api
+        .expect("GET", &format!("{SERVICES}/checkout"))
+        .await
+        .answer(200, &foreign("Service", "checkout"));
+    let status = h.status_write().await;
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("Service default/checkout exists and teal did not make it")
+            && message.contains("spec.activeService"),
+        "{message}"
+    );
+    let condition = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap();
+    assert_eq!(
+        (&condition["status"], &condition["reason"]),
+        (&json!("False"), &json!("ObjectNotOwned"))
+    );
+    h.api.expect_event("Warning", "ObjectNotOwned").await;
+    assert_eq!(
+        finished(task).await,
+        Action::requeue(Duration::from_secs(60))
+    );
+    // Looked at again: read, still someone else's, reported already; nothing is written.
+    let task = h.reconcile();
+    h.deployment_apply("blue").await;
+    h.api
+        .expect("GET", &format!("{SERVICES}/checkout"))
+        .await
+        .answer(200, &foreign("Service", "checkout"));
+    finished(task).await;
+    h.api.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn an_existing_deployment_teal_did_not_make_is_reported_and_never_patched() {
+    // The mocked API server holds a `digits-green` Deployment someone else made.
+    let mut h = Harness::new(spec("service"), Some(stable()), None);
+    h.transition("deploying", "Normal", "Deploying").await;
+    let task = h.reconcile();
+    h.api
+        .expect("GET", &format!("{DEPLOYMENTS}/digits-green"))
+        .await
+        .answer(200, &foreign("Deployment", "digits-green"));
+    let status = h.status_write().await;
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("Deployment default/digits-green exists and teal did not make it"),
+        "{status}"
+    );
+    h.api.expect_event("Warning", "ObjectNotOwned").await;
+    finished(task).await;
+    h.api.silent(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.phase(),
+        "deploying",
+        "the rollout waits; it does not fail"
+    );
+}
+
+#[tokio::test]
+async fn objects_teal_made_are_adopted_by_their_labels_or_owner_reference() {
+    // The mocked API server answers the reads with objects teal made before: one carries
+    // teal's labels for this resource, the other only its owner reference.
+    let mut spec = spec("service");
+    spec.as_object_mut().unwrap().remove("green");
+    let mut h = Harness::new(spec, None, None);
+    let task = h.reconcile();
+    let mut labelled = foreign("Deployment", "digits-blue");
+    labelled["metadata"]["labels"] =
+        json!({"app.kubernetes.io/managed-by": "teal", "teal.dev/model-deployment": "digits"});
+    h.api
+        .expect("GET", &format!("{DEPLOYMENTS}/digits-blue"))
+        .await
+        .answer(200, &labelled);
+    h.api
+        .expect("PATCH", &format!("{DEPLOYMENTS}/digits-blue"))
+        .await
+        .echo();
+    let mut owned = foreign("Service", "digits");
+    owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "teal.dev/v1alpha1", "kind": "ModelDeployment", "name": "digits", "uid": "5e1f0c2a-0000-4000-8000-000000000001"}]);
+    h.api
+        .expect("GET", &format!("{SERVICES}/digits"))
+        .await
+        .answer(200, &owned);
+    // Another resource's Service of the same name would not do: its owner's uid differs.
+    for name in ["digits", "digits-blue", "digits-green"] {
+        h.service_apply(name).await;
+    }
+    assert_eq!(h.status_write().await["phase"], "stable");
+    h.api.expect_event("Normal", "Deployed").await;
+    finished(task).await;
+}
+
+#[tokio::test]
+async fn the_image_shortcut_runs_with_a_restricted_security_context() {
+    let mut spec = spec("service");
+    spec.as_object_mut().unwrap().remove("green");
+    let mut h = Harness::new(spec, None, None);
+    let task = h.reconcile();
+    let applied = h.deployment_apply("blue").await;
+    let pod = &applied["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"],
+        json!({
+            "runAsNonRoot": true,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    // A read-only root still has a writable /tmp.
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "tmp", "mountPath": "/tmp"}])
+    );
+    assert_eq!(pod["volumes"], json!([{"name": "tmp", "emptyDir": {}}]));
+    task.abort();
+}
+
+#[tokio::test]
+async fn out_of_range_durations_and_bad_model_names_are_refused_with_the_field_named() {
+    for (field, value, named) in [
+        (
+            "observationSeconds",
+            json!(u64::MAX),
+            "spec.observationSeconds",
+        ),
+        ("teardownSeconds", json!(2_592_001), "spec.teardownSeconds"),
+        (
+            "rollback",
+            json!({"checkIntervalSeconds": 18_446_744_073_709_551u64}),
+            "spec.rollback.checkIntervalSeconds",
+        ),
+        ("model", json!("../etc"), "spec.model"),
+        (
+            "validation",
+            json!({"latencySlaMs": -5.0}),
+            "validation: latencySlaMs",
+        ),
+        ("model", json!("a/b"), "spec.model"),
+    ] {
+        let mut spec = spec("service");
+        spec[field] = value;
+        let mut h = Harness::new(spec, Some(stable()), None);
+        let task = h.reconcile();
+        let status = h.status_write().await;
+        assert_eq!(status["phase"], "invalid", "{field}");
+        let message = status["message"].as_str().unwrap();
+        assert!(message.starts_with(named), "{field}: {message}");
+        h.api.expect_event("Warning", "InvalidSpec").await;
+        assert_eq!(finished(task).await, Action::await_change());
+    }
+    // A canary step's pause is bounded too, by its index.
+    let mut spec = spec("gateway");
+    spec["strategy"] = json!({"type": "canary", "steps": [{"weight": 10, "pauseSeconds": 60}, {"weight": 50, "pauseSeconds": 9_999_999_999u64}]});
+    let mut h = Harness::new(spec, Some(stable()), None);
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.strategy.steps[1].pauseSeconds is 9999999999: at most 2592000"),
+        "{status}"
+    );
+    h.api.expect_event("Warning", "InvalidSpec").await;
+    finished(task).await;
 }

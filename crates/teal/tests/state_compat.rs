@@ -13,7 +13,7 @@ use teal::control::validation::Report;
 use teal::core::gates::{Gate, Verdict};
 use teal::core::rollout::{EndReason, Phase, Rollout, Rule};
 use teal::core::routing::Color;
-use teal::state::store::Store;
+use teal::state::store::{AnchorCheck, NewEvent, Store};
 
 /// A copy of the fixture in a fresh folder, so the test never writes the committed file.
 fn fixture_copy() -> PathBuf {
@@ -21,6 +21,30 @@ fn fixture_copy() -> PathBuf {
     let path = common::temp_dir("state-compat").join("teal.db");
     std::fs::copy(&source, &path).expect("the fixture copies");
     path
+}
+
+#[test]
+fn an_old_state_file_is_anchored_from_its_next_event() {
+    let path = fixture_copy();
+    let store = Store::open(&path).expect("the library opens the old state file");
+    store
+        .append(NewEvent {
+            model: "digits".into(),
+            kind: "switched".into(),
+            actor: "test".into(),
+            live_slot: Some("blue".into()),
+            live_version: Some("v1".into()),
+            detail: serde_json::json!({}),
+        })
+        .expect("an event appends");
+    let verification = store.verify().expect("the chain reads");
+    assert!(verification.intact, "{verification:?}");
+    assert_eq!(verification.anchor, AnchorCheck::Holds);
+    assert!(
+        verification.finding.contains("before #21"),
+        "{}",
+        verification.finding
+    );
 }
 
 /// Every value of one column, oldest row first, read without the library.
@@ -42,6 +66,13 @@ fn the_audit_chain_of_the_old_release_verifies() {
     assert!(verification.intact, "{verification:?}");
     assert_eq!(verification.events, 20);
     assert_eq!(verification.first_broken, None);
+    // The old release anchored nothing: the chain verifies, with a note saying so.
+    assert_eq!(verification.anchor, AnchorCheck::Absent);
+    assert!(
+        verification.finding.contains("not anchored yet"),
+        "{}",
+        verification.finding
+    );
     let events = store.events("digits", 100).expect("the events read");
     assert_eq!(events.len(), 20);
     // Each rollout transition names phases the state machine still has.

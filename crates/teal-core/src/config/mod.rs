@@ -216,6 +216,22 @@ impl Config {
                 "must be more than 0; set capture_rate = 0.0 to capture nothing",
             ));
         }
+        if self.server.request_log_max_rows == 0 || self.server.request_log_max_rows > 1 << 40 {
+            return Err(ConfigError::new(
+                "server.request_log_max_rows",
+                "must be between 1 and 1099511627776; set request_log = false to keep no log",
+            ));
+        }
+        // Ten years: far past any retention, and far from overflowing a time in ms.
+        const LONGEST_AGE_MS: u64 = 3650 * 86_400_000;
+        if self.server.request_log_max_age_ms < 1_000
+            || self.server.request_log_max_age_ms > LONGEST_AGE_MS
+        {
+            return Err(ConfigError::new(
+                "server.request_log_max_age_ms",
+                format!("must be between 1000 (a second) and {LONGEST_AGE_MS} (ten years)"),
+            ));
+        }
         if need_models && self.models.is_empty() {
             return Err(ConfigError::new(
                 "model",
@@ -447,6 +463,18 @@ mod tests {
                 "server.metrics_listen",
             ),
             (server("feedback_token = \"\""), "server.feedback_token"),
+            (
+                server("request_log_max_rows = 0"),
+                "server.request_log_max_rows",
+            ),
+            (
+                server("request_log_max_age_ms = 999"),
+                "server.request_log_max_age_ms",
+            ),
+            (
+                server("request_log_max_age_ms = 18446744073709551615"),
+                "server.request_log_max_age_ms",
+            ),
             (
                 server("capture_queue_bytes = 0"),
                 "server.capture_queue_bytes",

@@ -48,13 +48,24 @@ pub struct ServerConfig {
     /// Largest request body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Folder for teal's state: the state file (teal.db), the admin token and address files.
+    /// Folder for teal's state: the state file (teal.db), the audit key (audit.key), the admin
+    /// token and address files.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Record every request (id, time, model, version, slot, status, latency) in the state
     /// file, in batches off the request path.
     #[serde(default = "yes")]
     pub request_log: bool,
+    /// The most request-log rows kept (and feedback labels, apart); older ones are pruned in
+    /// the background, a few thousand at a time. A row takes about 150 bytes of the state
+    /// file, so the default keeps the log near 150 MB. Feedback and `teal audit --request`
+    /// reach only the rows kept.
+    #[serde(default = "default_request_log_max_rows")]
+    pub request_log_max_rows: u64,
+    /// How long request-log rows (and feedback labels) are kept, in ms; older ones are
+    /// pruned in the background.
+    #[serde(default = "default_request_log_max_age_ms")]
+    pub request_log_max_age_ms: u64,
     /// How long a teardown waits for requests in flight on the slot to finish.
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
@@ -84,7 +95,8 @@ pub struct ServerConfig {
     pub capture_queue_bytes: usize,
     /// The largest the state file may grow, in bytes (unset: as large as the disk allows).
     /// When it is full, as when the disk is, teal keeps serving: it stops recording requests
-    /// (counted as dropped), refuses to start rollouts (507) and says so in `teal status`.
+    /// (counted as dropped), refuses to start rollouts and hand-made changes (507, routing
+    /// unchanged) and says so in `teal status`.
     #[serde(default)]
     pub state_max_bytes: Option<u64>,
     /// Path of `libonnxruntime.so`; when unset teal looks at `ORT_DYLIB_PATH`, then at the
@@ -111,6 +123,8 @@ impl Default for ServerConfig {
             capture_queue_bytes: default_capture_queue_bytes(),
             state_max_bytes: None,
             request_log: true,
+            request_log_max_rows: default_request_log_max_rows(),
+            request_log_max_age_ms: default_request_log_max_age_ms(),
             onnxruntime: None,
         }
     }
@@ -139,6 +153,16 @@ fn default_write_timeout_ms() -> u64 {
 }
 fn default_capture_queue_bytes() -> usize {
     32 * 1024 * 1024
+}
+/// Default most request-log rows kept: about 150 MB of the state file.
+pub const DEFAULT_REQUEST_LOG_MAX_ROWS: u64 = 1_000_000;
+/// Default age past which request-log rows are pruned: seven days.
+pub const DEFAULT_REQUEST_LOG_MAX_AGE_MS: u64 = 7 * 86_400_000;
+fn default_request_log_max_rows() -> u64 {
+    DEFAULT_REQUEST_LOG_MAX_ROWS
+}
+fn default_request_log_max_age_ms() -> u64 {
+    DEFAULT_REQUEST_LOG_MAX_AGE_MS
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".teal")

@@ -8,12 +8,11 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Response, StatusCode, Uri, header};
 
-use crate::control::rollout::{RolloutError, Rollouts, remember_change};
-use crate::control::slots::{NotStarted, SlotManager};
+use crate::control::rollout::{RolloutError, Rollouts, record_change};
+use crate::control::slots::{NotStarted, Record as SlotRecord, SlotManager};
 use crate::control::validation::Validator;
-use crate::routing::RolloutView;
-use crate::routing::{ModelStatus, RouteError, Routes};
-use crate::state::store::Store;
+use crate::routing::{ChangeError, ModelStatus, RolloutView, RouteError, Routes};
+use crate::state::store::{Store, StoreError};
 
 use super::ADMIN_MAX_CONCURRENT;
 
@@ -121,14 +120,9 @@ impl Admin {
         }
     }
 
-    /// What a hand-made switch or rollback leaves behind: the remembered route, a log line,
-    /// the switch counter and an audit event with who asked.
-    pub(super) async fn live_changed(
-        &self,
-        outcome: &crate::routing::SwitchOutcome,
-        kind: &str,
-        headers: &axum::http::HeaderMap,
-    ) {
+    /// What a hand-made switch or rollback leaves behind besides its record: a log line and
+    /// the switch counter.
+    pub(super) fn live_changed(&self, outcome: &crate::routing::SwitchOutcome, kind: &str) {
         let model = &outcome.model;
         tracing::info!(model = %model, from = %outcome.from, to = %outcome.to, version = %outcome.to_version, generation = outcome.generation, kind);
         self.metrics
@@ -137,13 +131,43 @@ impl Admin {
                 model: model.clone(),
             })
             .inc();
-        self.record(
-            model,
-            kind,
-            actor(headers),
-            serde_json::to_value(outcome).unwrap_or_default(),
-        )
-        .await;
+    }
+
+    /// Refuses a change that must be recorded (507) while the state file cannot be written,
+    /// as a full disk or `state_max_bytes` makes it: the change would be lost from the audit
+    /// log, or, for a rollout, stall at its first step.
+    pub(super) fn writable(&self) -> Result<(), Response<Body>> {
+        match self.store.write_error() {
+            None => Ok(()),
+            Some((reason, since_ms)) => Err(error(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "the state file cannot be written since {} ({reason}): free space on the state folder's disk (or raise server.state_max_bytes), then retry",
+                    crate::state::store::format_time(since_ms)
+                ),
+            )),
+        }
+    }
+
+    /// Makes a hand-made routing change all or nothing: refused with 507 while the state
+    /// file cannot be written; otherwise `change` runs off the async runtime with the store,
+    /// and a `Routes::*_recorded` writer publishes the new route only once the state file
+    /// holds it with its audit event. A failed record leaves routing as it was.
+    pub(super) async fn change<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Routes, &Store) -> Result<T, ChangeError<StoreError>> + Send + 'static,
+    ) -> Result<T, Response<Body>> {
+        self.writable()?;
+        let (routes, store) = (self.routes.clone(), self.store.clone());
+        match tokio::task::spawn_blocking(move || change(&routes, &store)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(ChangeError::Route(e))) => Err(route_error(e)),
+            Ok(Err(ChangeError::Record(e))) => Err(store_error(e)),
+            Err(e) => Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the state file task failed: {e}"),
+            )),
+        }
     }
 
     /// Refuses a hand-made routing or slot change while a rollout drives the model.
@@ -161,16 +185,14 @@ impl Admin {
         }
     }
 
-    /// Writes the model's slots and route with an audit event of the change (with the live
-    /// slot after it) in one transaction.
-    pub(super) async fn record(
-        &self,
-        model: &str,
-        kind: &str,
-        actor: String,
-        detail: serde_json::Value,
-    ) {
-        remember_change(&self.routes, &self.store, model, kind, actor, detail).await;
+    /// The record of a hand-made deploy or teardown (`kind`, by `actor`): the model's slots
+    /// and route as they will be published, with the audit event, in one transaction,
+    /// written before the slot change is published.
+    pub(super) fn slot_record(&self, kind: &'static str, actor: String) -> SlotRecord {
+        let store = self.store.clone();
+        Box::new(move |next, detail| {
+            record_change(&store, kind, actor, |d: &serde_json::Value| d.clone())(next, &detail)
+        })
     }
 }
 
@@ -182,17 +204,26 @@ pub(super) async fn with_store<T: Send + 'static>(
     let store = admin.store.clone();
     match tokio::task::spawn_blocking(move || call(&store)).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) if e.unwritable() => Err(error(
-            StatusCode::INSUFFICIENT_STORAGE,
-            format!(
-                "{e}: free space on the state folder's disk (or raise server.state_max_bytes), then retry"
-            ),
-        )),
-        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Ok(Err(e)) => Err(store_error(e)),
         Err(e) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the state file task failed: {e}"),
         )),
+    }
+}
+
+/// The status for a state-file failure: 507 when it cannot take writes (the caller frees
+/// space, then retries), else 500.
+pub(super) fn store_error(e: StoreError) -> Response<Body> {
+    if e.unwritable() {
+        error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "{e}: free space on the state folder's disk (or raise server.state_max_bytes), then retry"
+            ),
+        )
+    } else {
+        error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }
 

@@ -39,14 +39,8 @@ pub(super) async fn start_rollout(
         return route_error(RouteError::UnknownModel(model));
     }
     // A rollout records every step before it takes it; one that could not would stall.
-    if let Some((reason, since_ms)) = admin.store.write_error() {
-        return error(
-            StatusCode::INSUFFICIENT_STORAGE,
-            format!(
-                "the state file cannot be written since {} ({reason}): free space on the state folder's disk (or raise server.state_max_bytes), then retry",
-                crate::state::store::format_time(since_ms)
-            ),
-        );
+    if let Err(response) = admin.writable() {
+        return response;
     }
     let mut settings = admin.rollouts.settings(&model);
     if let Some(overrides) = request.settings {

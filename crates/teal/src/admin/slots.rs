@@ -7,9 +7,10 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{Response, StatusCode};
 use serde::Deserialize;
-use teal_core::routing::Color;
+use teal_core::routing::{Color, RouteTable};
 
-use super::context::{Admin, actor, error, json, parse_body, route_error};
+use super::context::{Admin, actor, error, json, parse_body, route_error, store_error};
+use crate::control::rollout::record_change;
 use crate::control::slots::SlotError;
 use crate::control::validation::{Source, ValidationError};
 use crate::routing::RouteError;
@@ -21,6 +22,7 @@ fn slot_error(e: SlotError) -> Response<Body> {
         SlotError::CommandsNotAllowed(_) => error(StatusCode::FORBIDDEN, e.to_string()),
         SlotError::Invalid(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
         SlotError::Load { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        SlotError::Unrecorded(e) => store_error(e),
     }
 }
 
@@ -40,18 +42,12 @@ pub(super) async fn deploy(
     if let Err(response) = admin.not_during_rollout(&model, "a manual deploy") {
         return response;
     }
-    match admin.slots.deploy(&model, &config).await {
-        Ok(outcome) => {
-            admin
-                .record(
-                    &model,
-                    "deployed",
-                    actor(&headers),
-                    serde_json::to_value(&outcome).unwrap_or_default(),
-                )
-                .await;
-            json(StatusCode::OK, &outcome)
-        }
+    if let Err(response) = admin.writable() {
+        return response;
+    }
+    let record = admin.slot_record("deployed", actor(&headers));
+    match admin.slots.deploy(&model, &config, Some(record)).await {
+        Ok(outcome) => json(StatusCode::OK, &outcome),
         Err(e) => slot_error(e),
     }
 }
@@ -80,18 +76,16 @@ pub(super) async fn teardown(
     if let Err(response) = admin.not_during_rollout(&model, "a manual teardown") {
         return response;
     }
-    match admin.slots.teardown(&model, request.slot).await {
-        Ok(outcome) => {
-            admin
-                .record(
-                    &model,
-                    "torn_down",
-                    actor(&headers),
-                    serde_json::to_value(&outcome).unwrap_or_default(),
-                )
-                .await;
-            json(StatusCode::OK, &outcome)
-        }
+    if let Err(response) = admin.writable() {
+        return response;
+    }
+    let record = admin.slot_record("torn_down", actor(&headers));
+    match admin
+        .slots
+        .teardown(&model, request.slot, Some(record))
+        .await
+    {
+        Ok(outcome) => json(StatusCode::OK, &outcome),
         Err(e) => slot_error(e),
     }
 }
@@ -128,16 +122,24 @@ pub(super) async fn canary(
     if let Err(response) = admin.not_during_rollout(&model, "a manual canary weight") {
         return response;
     }
-    match admin.routes.set_weight(&model, share) {
+    let (who, name) = (actor(&headers), model.clone());
+    let changed = admin
+        .change(move |routes, store| {
+            let record = record_change(store, "canary", who, |table: &RouteTable| {
+                serde_json::json!({ "candidate": table.candidate(), "weight_bp": table.candidate_weight })
+            });
+            routes.set_weight_recorded(&name, share, record)
+        })
+        .await;
+    match changed {
         Ok(table) => {
             tracing::info!(model, candidate = %table.candidate(), weight_bp = table.candidate_weight, "canary weight set");
-            admin.record(&model, "canary", actor(&headers), serde_json::json!({ "candidate": table.candidate(), "weight_bp": table.candidate_weight })).await;
             json(
                 StatusCode::OK,
                 &serde_json::json!({ "model": model, "candidate": table.candidate(), "percent": f64::from(table.candidate_weight) / 100.0, "generation": table.generation }),
             )
         }
-        Err(e) => route_error(e),
+        Err(response) => response,
     }
 }
 
@@ -270,21 +272,23 @@ pub(super) async fn shadow(
             format!("model '{model}' has no standby version to mirror to: deploy one first"),
         );
     }
-    match admin.routes.set_shadow(&model, share) {
-        Ok(_) => {
-            admin
-                .record(
-                    &model,
-                    "shadow",
-                    actor(&headers),
-                    serde_json::json!({ "shadow_bp": share }),
-                )
-                .await;
-            json(
-                StatusCode::OK,
-                &serde_json::json!({ "model": model, "percent": f64::from(share) / 100.0 }),
-            )
-        }
-        Err(e) => route_error(e),
+    let (who, name) = (actor(&headers), model.clone());
+    let changed = admin
+        .change(move |routes, store| {
+            let record = record_change(
+                store,
+                "shadow",
+                who,
+                |_: &u32| serde_json::json!({ "shadow_bp": share }),
+            );
+            routes.set_shadow_recorded(&name, share, record)
+        })
+        .await;
+    match changed {
+        Ok(_) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "model": model, "percent": f64::from(share) / 100.0 }),
+        ),
+        Err(response) => response,
     }
 }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use teal_core::routing::Color;
 
 use super::context::{Admin, actor, json, parse_body, rollout_error, route_error};
-use crate::routing::{ModelStatus, RolloutView, RouteError};
+use crate::control::rollout::record_change;
+use crate::routing::{ModelStatus, RolloutView, RouteError, SwitchOutcome};
 
 pub(super) async fn status_all(State(admin): State<Arc<Admin>>) -> Response<Body> {
     let snapshot = admin.routes.load();
@@ -62,14 +63,21 @@ pub(super) async fn switch(
     if let Err(response) = admin.not_during_rollout(&model, "a manual switch") {
         return response;
     }
-    match admin.routes.switch(&model, request.to) {
+    let who = actor(&headers);
+    let changed = admin
+        .change(move |routes, store| {
+            let record = record_change(store, "switched", who, outcome_detail);
+            routes.switch_recorded(&model, request.to, record)
+        })
+        .await;
+    match changed {
         Ok(outcome) => {
             if outcome.changed {
-                admin.live_changed(&outcome, "switched", &headers).await;
+                admin.live_changed(&outcome, "switched");
             }
             json(StatusCode::OK, &outcome)
         }
-        Err(e) => route_error(e),
+        Err(response) => response,
     }
 }
 
@@ -93,11 +101,23 @@ pub(super) async fn rollback(
             return response;
         }
     }
-    match admin.routes.rollback(&model) {
+    let who = actor(&headers);
+    let changed = admin
+        .change(move |routes, store| {
+            let record = record_change(store, "rolled_back", who, outcome_detail);
+            routes.rollback_recorded(&model, record)
+        })
+        .await;
+    match changed {
         Ok(outcome) => {
-            admin.live_changed(&outcome, "rolled_back", &headers).await;
+            admin.live_changed(&outcome, "rolled_back");
             json(StatusCode::OK, &outcome)
         }
-        Err(e) => route_error(e),
+        Err(response) => response,
     }
+}
+
+/// A switch's audit detail: its outcome as the API answers it.
+fn outcome_detail(outcome: &SwitchOutcome) -> serde_json::Value {
+    serde_json::to_value(outcome).unwrap_or_default()
 }

@@ -21,16 +21,18 @@ pub(crate) async fn audit(
     if admin.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else if target == "verify" && at.is_none() && request.is_none() {
-        if answer["intact"] == true {
-            println!(
+        // The server says what it found in plain words; an older one only gave the counts.
+        match (answer["intact"] == true, answer["finding"].as_str()) {
+            (true, Some(finding)) => println!("audit log intact: {finding}"),
+            (false, Some(finding)) => println!("audit log TAMPERED: {finding}"),
+            (true, None) => println!(
                 "audit log intact: {} events, every hash follows from its event and the one before",
                 answer["events"]
-            );
-        } else {
-            println!(
+            ),
+            (false, None) => println!(
                 "audit log TAMPERED: event #{} does not match its hash chain ({} events read)",
                 answer["first_broken"], answer["events"]
-            );
+            ),
         }
     } else if let Some(requests) = answer["requests"].as_array() {
         for r in requests {

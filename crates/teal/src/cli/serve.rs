@@ -17,7 +17,8 @@ pub struct ServeArgs {
     /// status and their colours' endpoints, and route per request (in a cluster).
     #[arg(long)]
     pub kubernetes: bool,
-    /// With --kubernetes: only this namespace's resources (default: all the gateway may read).
+    /// With --kubernetes: only this namespace's resources, by their plain model names
+    /// (default: all the gateway may read, each model named NAMESPACE.MODEL).
     #[arg(long, value_name = "NAMESPACE", requires = "kubernetes")]
     pub namespace: Option<String>,
     /// Data-plane address, overriding server.listen (port 0 picks a free port).

@@ -534,7 +534,7 @@ impl Rollouts {
                         let event = if already {
                             Event::Deployed
                         } else {
-                            match this.slots.deploy(&model, &candidate).await {
+                            match this.slots.deploy(&model, &candidate, None).await {
                                 Ok(_) => {
                                     remember(&this.routes, &this.store, &model).await;
                                     Event::Deployed
@@ -593,7 +593,7 @@ impl Rollouts {
                     };
                     tokio::spawn(async move {
                         loop {
-                            match this.slots.teardown(&model, Some(color)).await {
+                            match this.slots.teardown(&model, Some(color), None).await {
                                 Ok(_) => {
                                     remember(&this.routes, &this.store, &model).await;
                                     break;
@@ -777,41 +777,30 @@ pub async fn remember(routes: &Routes, store: &Arc<Store>, model: &str) {
     }
 }
 
-/// Writes a model's slots and route with the audit event of the hand-made change that led
-/// to them (`kind`, by `actor`, with the live slot after it), in one transaction: the state
-/// file holds both or neither. Route and live slot come from one snapshot; a model the
-/// snapshot lacks gets the event alone.
-pub async fn remember_change(
-    routes: &Routes,
-    store: &Arc<Store>,
-    model: &str,
+/// The record of a hand-made routing change, for the `Routes::*_recorded` writers: the
+/// model's slots and route as they are about to be published, with the change's audit event
+/// (`kind`, by `actor`, the live slot after it, `detail` read from the outcome), in one
+/// transaction. It blocks on the state file, under the routing's writer lock: run the writer
+/// off the async runtime.
+pub fn record_change<T>(
+    store: &Store,
     kind: &str,
     actor: String,
-    detail: serde_json::Value,
-) {
-    let snapshot = routes.load();
-    let m = snapshot.models.get(model);
-    let live = m.and_then(|m| m.live());
-    let event = NewEvent {
-        model: model.to_string(),
-        kind: kind.to_string(),
-        actor,
-        live_slot: live.map(|s| s.color.to_string()),
-        live_version: live.map(|s| s.version.clone()),
-        detail,
-    };
-    let state = m.map(|m| model_state(m));
-    let store = store.clone();
-    let write = move || match state {
-        Some(state) => store.save_model_change(&state, event),
-        None => store.append(event),
-    };
-    match tokio::task::spawn_blocking(write).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            tracing::error!(model, kind, error = %e, "cannot record the change: neither the model's slots nor the audit event were written")
-        }
-        Err(e) => tracing::error!(model, kind, error = %e, "state writer crashed"),
+    detail: impl FnOnce(&T) -> serde_json::Value,
+) -> impl FnOnce(&crate::routing::ModelRoutes, &T) -> Result<(), crate::state::store::StoreError> {
+    move |next, outcome| {
+        let live = next.live();
+        let event = NewEvent {
+            model: next.name.clone(),
+            kind: kind.to_string(),
+            actor,
+            live_slot: live.map(|s| s.color.to_string()),
+            live_version: live.map(|s| s.version.clone()),
+            detail: detail(outcome),
+        };
+        store
+            .save_model_change(&model_state(next), event)
+            .map(|_| ())
     }
 }
 

@@ -13,7 +13,8 @@ use teal_core::routing::Color;
 
 use crate::backends::cache::PredictionCache;
 use crate::backends::{Backend, LoadError, OnnxModel, OnnxRuntime, ProcessModel, UpstreamModel};
-use crate::routing::{RouteError, Routes, Slot};
+use crate::routing::{ChangeError, ModelRoutes, RouteError, Routes, Slot};
+use crate::state::store::StoreError;
 
 /// Loads one version into a slot of `color`. Nothing is published: the caller places it.
 pub async fn load(
@@ -97,7 +98,15 @@ pub enum SlotError {
         color: Color,
         source: LoadError,
     },
+    /// The change could not be recorded in the state file, so it was not made.
+    #[error("the change was not made: {0}")]
+    Unrecorded(StoreError),
 }
+
+/// The record of a hand-made slot change, written before the change is published (see
+/// `Routes::place_recorded`): it is given the model's routing as it will be published and
+/// the change's audit detail, and blocks on the state file.
+pub type Record = Box<dyn FnOnce(&ModelRoutes, serde_json::Value) -> Result<(), StoreError> + Send>;
 
 /// What a deploy did.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -196,10 +205,13 @@ impl SlotManager {
 
     /// Loads `config` into the standby slot of `model` while the live slot keeps serving.
     /// The standby's previous version, if any, is drained and stopped once the new one is in.
+    /// With `record`, the new slot is published only once the record is written; when it
+    /// cannot be, the loaded version is stopped and nothing changes.
     pub async fn deploy(
         &self,
         model: &str,
         config: &SlotConfig,
+        record: Option<Record>,
     ) -> Result<DeployOutcome, SlotError> {
         let _busy = self.claim(model)?;
         config
@@ -237,29 +249,58 @@ impl SlotManager {
             color,
             source,
         })?;
-        let kind = slot.backend.kind().to_string();
-        let replaced = self.routes.place(model, Arc::new(slot))?;
-        let replaced_version = replaced.as_ref().map(|s| s.version.clone());
+        let mut outcome = DeployOutcome {
+            model: model.to_string(),
+            version: config.version.clone(),
+            slot: color,
+            kind: slot.backend.kind().to_string(),
+            replaced: None,
+            load_ms: started.elapsed().as_millis() as u64,
+        };
+        let slot = Arc::new(slot);
+        let replaced = match record {
+            None => self.routes.place(model, slot)?,
+            Some(record) => {
+                let (routes, name, placed) = (self.routes.clone(), model.to_string(), slot.clone());
+                let mut detail = outcome.clone();
+                let placing = tokio::task::spawn_blocking(move || {
+                    routes.place_recorded(&name, placed, |next, replaced| {
+                        detail.replaced = replaced.as_ref().map(|s| s.version.clone());
+                        record(next, serde_json::to_value(&detail).unwrap_or_default())
+                    })
+                })
+                .await;
+                match placing {
+                    Ok(Ok(replaced)) => replaced,
+                    refused => {
+                        // Never published: the loaded version is stopped, nothing changed.
+                        slot.backend.stop().await;
+                        return Err(match refused {
+                            Ok(Err(ChangeError::Route(e))) => SlotError::Route(e),
+                            Ok(Err(ChangeError::Record(e))) => SlotError::Unrecorded(e),
+                            Err(e) => SlotError::Invalid(format!("the deploy task failed: {e}")),
+                            Ok(Ok(_)) => unreachable!("handled above"),
+                        });
+                    }
+                }
+            }
+        };
+        outcome.replaced = replaced.as_ref().map(|s| s.version.clone());
         if let Some(old) = replaced {
             self.drain_and_stop(model, old).await;
         }
         tracing::info!(model, version = %config.version, slot = %color, "deployed");
-        Ok(DeployOutcome {
-            model: model.to_string(),
-            version: config.version.clone(),
-            slot: color,
-            kind,
-            replaced: replaced_version,
-            load_ms: started.elapsed().as_millis() as u64,
-        })
+        Ok(outcome)
     }
 
     /// Takes the standby slot `color` out of routing, waits for its requests in flight
-    /// (bounded by the drain window), then stops its backend.
+    /// (bounded by the drain window), then stops its backend. With `record`, the slot leaves
+    /// routing only once the record (detail: the model, the version and the slot) is written.
     pub async fn teardown(
         &self,
         model: &str,
         color: Option<Color>,
+        record: Option<Record>,
     ) -> Result<TeardownOutcome, SlotError> {
         let _busy = self.claim(model)?;
         let color = match color {
@@ -273,7 +314,31 @@ impl SlotManager {
                 routes.table.candidate()
             }
         };
-        let slot = self.routes.remove(model, color)?;
+        let slot = match record {
+            None => self.routes.remove(model, color)?,
+            Some(record) => {
+                let (routes, name) = (self.routes.clone(), model.to_string());
+                let removing = tokio::task::spawn_blocking(move || {
+                    routes.remove_recorded(&name, color, |next, removed| {
+                        let detail = serde_json::json!({
+                            "model": name,
+                            "version": removed.version,
+                            "slot": removed.color,
+                        });
+                        record(next, detail)
+                    })
+                })
+                .await;
+                match removing {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(ChangeError::Route(e))) => return Err(SlotError::Route(e)),
+                    Ok(Err(ChangeError::Record(e))) => return Err(SlotError::Unrecorded(e)),
+                    Err(e) => {
+                        return Err(SlotError::Invalid(format!("the teardown task failed: {e}")));
+                    }
+                }
+            }
+        };
         Ok(self.drain_and_stop(model, slot).await)
     }
 

@@ -83,8 +83,8 @@ impl Gateway {
     }
 
     /// Records which version and slot answered a request: metrics, and the request log (off
-    /// the request path). Requests for models teal does not serve add no metric labels, so a
-    /// caller cannot grow the label set.
+    /// the request path). Requests for models teal does not serve add no metric labels and no
+    /// request-log rows, so a caller cannot grow the label set or the state file.
     pub(super) fn record(
         &self,
         model: &str,
@@ -161,7 +161,12 @@ impl Gateway {
                     .inc();
             }
         }
-        let Some(log) = &self.request_log else { return };
+        // Only requests for a model teal serves are logged: a caller sending unknown names
+        // must not grow the state file.
+        let known = routes.is_some() || answered.is_some();
+        let Some(log) = self.request_log.as_ref().filter(|_| known) else {
+            return;
+        };
         log.log(RequestRecord {
             request_id: answer.request_id.clone(),
             at_ms: crate::state::store::now_ms() - elapsed.as_millis() as i64,

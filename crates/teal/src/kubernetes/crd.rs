@@ -89,18 +89,23 @@ pub struct ModelDeploymentSpec {
     /// (`kubectl annotate mdep NAME teal.dev/promote=VERSION`).
     #[serde(default = "yes")]
     pub auto_switch: bool,
-    /// Seconds between the gates passing and an automatic switch.
+    /// Seconds between the gates passing and an automatic switch (at most 30 days, as every
+    /// duration here).
     #[serde(default)]
+    #[schemars(range(max = 2_592_000))]
     pub switch_delay_seconds: u64,
     /// Seconds the new live version is watched, with automatic rollback armed.
     #[serde(default = "five_minutes")]
+    #[schemars(range(max = 2_592_000))]
     pub observation_seconds: u64,
     /// Seconds the old colour stays up after the observation, for an instant rollback,
     /// before it is scaled to zero.
     #[serde(default = "ten_minutes")]
+    #[schemars(range(max = 2_592_000))]
     pub teardown_seconds: u64,
     /// Seconds a colour's pods may take to become ready.
     #[serde(default = "ten_minutes")]
+    #[schemars(range(max = 2_592_000))]
     pub ready_timeout_seconds: u64,
     #[serde(default)]
     pub validation: ValidationSpec,
@@ -153,6 +158,7 @@ pub struct StrategySpec {
     pub steps: Vec<CanaryStepSpec>,
     /// Shadow-then-switch: seconds of mirrored traffic before the gates judge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2_592_000))]
     pub shadow_seconds: Option<u64>,
     /// Shadow-then-switch: percent of live requests mirrored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,6 +173,7 @@ pub struct CanaryStepSpec {
     pub weight: f64,
     /// Seconds the step holds; absent waits for approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2_592_000))]
     pub pause_seconds: Option<u64>,
     /// Run the gates again at the end of the step.
     #[serde(default)]
@@ -224,6 +231,7 @@ pub struct RollbackSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2_592_000))]
     pub check_interval_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_requests: Option<u32>,
@@ -366,6 +374,16 @@ pub struct GateLine {
     pub reason: String,
 }
 
+/// The longest any duration field may be, in seconds: 30 days. Far past any rollout's
+/// windows, and far from overflowing when turned into milliseconds.
+pub const MAX_SECONDS: u64 = 30 * 86_400;
+
+/// Seconds as milliseconds, saturating: a spec is checked against [`MAX_SECONDS`] before it
+/// runs, and a value past it must never wrap into a short one.
+fn ms(seconds: u64) -> u64 {
+    seconds.saturating_mul(1000)
+}
+
 fn one() -> i32 {
     1
 }
@@ -410,6 +428,19 @@ impl ModelDeploymentSpec {
         if self.model.is_empty() {
             return Some("spec.model is empty: name the model as clients ask for it".into());
         }
+        if !teal_core::config::valid_name(&self.model) {
+            return Some(format!(
+                "spec.model '{}' is not a valid model name: use up to 128 letters, digits, '-', '_' and '.', not starting with '.'",
+                self.model.escape_debug()
+            ));
+        }
+        for (field, seconds) in self.durations() {
+            if seconds > MAX_SECONDS {
+                return Some(format!(
+                    "{field} is {seconds}: at most {MAX_SECONDS} (30 days)"
+                ));
+            }
+        }
         if self.blue.is_none() && self.green.is_none() {
             return Some(
                 "spec.blue and spec.green are both absent: give at least one colour a version"
@@ -447,6 +478,37 @@ impl ModelDeploymentSpec {
         None
     }
 
+    /// Every duration field with its value, for the bound check.
+    fn durations(&self) -> Vec<(String, u64)> {
+        let mut all = vec![
+            (
+                "spec.switchDelaySeconds".to_string(),
+                self.switch_delay_seconds,
+            ),
+            (
+                "spec.observationSeconds".to_string(),
+                self.observation_seconds,
+            ),
+            ("spec.teardownSeconds".to_string(), self.teardown_seconds),
+            (
+                "spec.readyTimeoutSeconds".to_string(),
+                self.ready_timeout_seconds,
+            ),
+        ];
+        if let Some(s) = self.strategy.shadow_seconds {
+            all.push(("spec.strategy.shadowSeconds".into(), s));
+        }
+        for (i, step) in self.strategy.steps.iter().enumerate() {
+            if let Some(s) = step.pause_seconds {
+                all.push((format!("spec.strategy.steps[{i}].pauseSeconds"), s));
+            }
+        }
+        if let Some(s) = self.rollback.check_interval_seconds {
+            all.push(("spec.rollback.checkIntervalSeconds".into(), s));
+        }
+        all
+    }
+
     /// The rollout settings the shared state machine runs with.
     pub fn settings(&self) -> RolloutSettings {
         let strategy = match self.strategy.kind {
@@ -458,13 +520,13 @@ impl ModelDeploymentSpec {
                     .iter()
                     .map(|s| CanaryStep {
                         percent: s.weight,
-                        pause_ms: s.pause_seconds.map(|p| p * 1000),
+                        pause_ms: s.pause_seconds.map(ms),
                         gates: s.gates,
                     })
                     .collect(),
             },
             StrategyKind::ShadowThenSwitch => Strategy::ShadowThenSwitch {
-                window_ms: self.strategy.shadow_seconds.unwrap_or(300) * 1000,
+                window_ms: ms(self.strategy.shadow_seconds.unwrap_or(300)),
                 percent: self.strategy.shadow_percent.unwrap_or(100.0),
             },
         };
@@ -473,9 +535,9 @@ impl ModelDeploymentSpec {
         RolloutSettings {
             strategy,
             auto_switch: self.auto_switch,
-            switch_delay_ms: self.switch_delay_seconds * 1000,
-            observe_ms: self.observation_seconds * 1000,
-            keep_warm_ms: self.teardown_seconds * 1000,
+            switch_delay_ms: ms(self.switch_delay_seconds),
+            observe_ms: ms(self.observation_seconds),
+            keep_warm_ms: ms(self.teardown_seconds),
             abort_removes_green: false,
             evidence: self
                 .validation
@@ -487,7 +549,7 @@ impl ModelDeploymentSpec {
                 max_error_rate: r.max_error_rate.unwrap_or(defaults.max_error_rate),
                 consecutive: r.consecutive.unwrap_or(defaults.consecutive),
                 min_requests: u64::from(r.probe_requests.unwrap_or(20)).min(defaults.min_requests),
-                check_interval_ms: r.check_interval_seconds.unwrap_or(10) * 1000,
+                check_interval_ms: ms(r.check_interval_seconds.unwrap_or(10)),
                 // The operator's checks send holdout probes to both colours at once: those
                 // are its pairs. Live requests reach the pods through their Services, not
                 // through teal, so there is no live share to pair and no failover.
@@ -527,6 +589,14 @@ fn check_gates(g: &GateConfig) -> Result<(), String> {
     share("agreement", g.agreement)?;
     share("maxErrorRate", g.max_error_rate)?;
     share("accuracyTolerance", g.accuracy_tolerance)?;
+    if let Some(sla) = g.latency_sla_ms
+        && !(sla > 0.0 && sla <= (MAX_SECONDS * 1000) as f64)
+    {
+        return Err(format!(
+            "latencySlaMs must be more than 0 and at most {} (30 days), not {sla}",
+            MAX_SECONDS * 1000
+        ));
+    }
     if g.max_drift.is_nan() || g.max_drift < 0.0 {
         return Err(format!("maxDrift must be at least 0, not {}", g.max_drift));
     }

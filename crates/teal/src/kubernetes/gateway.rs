@@ -7,6 +7,12 @@
 //! server uses: every replica flips when the status changes, and a kept-alive client's next
 //! request goes to the new colour. The request path never waits on the Kubernetes API: a
 //! change is applied between requests.
+//!
+//! Model names are namespace-qualified when the gateway follows every namespace: the
+//! resource `digits` in namespace `shop` serving `spec.model: digits` is the model
+//! `shop.digits` (a namespace name has no dot, so the name splits one way), and two namespaces
+//! can never claim one name. A gateway told one namespace (`--namespace`) routes plain names;
+//! within a namespace, the older of two resources naming one model keeps it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,6 +44,8 @@ pub struct Follower {
     published: HashMap<(String, String), String>,
     /// How long a new colour's pods get to answer ready before the slot is left empty.
     pub connect_wait: Duration,
+    /// Route each model as `namespace.model` (when following every namespace).
+    pub qualify: bool,
 }
 
 enum Change {
@@ -63,6 +71,7 @@ pub async fn follow(client: Client, namespace: Option<String>, routes: Arc<Route
     let mut changes = std::pin::pin!(futures::stream::select(resources, slices));
     let mut follower = Follower {
         connect_wait: Duration::from_secs(2),
+        qualify: namespace.is_none(),
         ..Follower::default()
     };
     // A colour whose pods did not answer ready in time is tried again on the next change,
@@ -156,6 +165,16 @@ impl Follower {
         urls
     }
 
+    /// The name the gateway routes a resource's model under: `namespace.model` when it
+    /// follows every namespace, else the model's own name.
+    pub fn routed_name(&self, namespace: &str, md: &ModelDeployment) -> String {
+        if self.qualify {
+            format!("{namespace}.{}", md.spec.model)
+        } else {
+            md.spec.model.clone()
+        }
+    }
+
     /// Publishes the routing of one resource's model, or stops routing it.
     async fn sync(&mut self, k: &(String, String), routes: &Routes) {
         let Some(md) = self.resources.get(k).cloned() else {
@@ -166,7 +185,7 @@ impl Follower {
             return;
         };
         let status = md.status.clone().unwrap_or_default();
-        let model = md.spec.model.clone();
+        let model = self.routed_name(&k.0, &md);
         if let Some(old) = self.published.get(k).filter(|old| **old != model).cloned() {
             // Renamed: the old name is no longer this resource's to route.
             routes.forget(&old);
@@ -184,9 +203,24 @@ impl Follower {
             .published
             .iter()
             .find(|(other, m)| **m == model && *other != k)
+            .map(|(other, _)| other.clone())
         {
-            tracing::warn!(model, resource = %k.1, published_by = %other.0 .1, "two resources name the same model; the first keeps it");
-            return;
+            // Only within one namespace (names are qualified across namespaces). The oldest
+            // resource keeps the name, in every replica alike, whichever it saw first.
+            let older = |key: &(String, String)| {
+                let created = self
+                    .resources
+                    .get(key)
+                    .and_then(|md| md.metadata.creation_timestamp.clone())
+                    .map(|t| t.0);
+                (created.is_none(), created, key.1.clone())
+            };
+            if older(&other) <= older(k) {
+                tracing::warn!(model, resource = %k.1, kept_by = %other.1, "two resources in one namespace name the same model; the older keeps it, this one is not routed");
+                return;
+            }
+            tracing::warn!(model, resource = %k.1, was = %other.1, "two resources in one namespace name the same model; the older takes it");
+            self.published.remove(&other);
         }
         let current = routes.load().models.get(&model).cloned();
         let mut slots: [Option<Arc<Slot>>; 2] = [None, None];
@@ -209,7 +243,10 @@ impl Follower {
                 .filter(|s| s.version == version && slot_urls(s) == urls);
             slots[color.index()] = match same {
                 Some(slot) => Some(slot.clone()),
-                None => self.connect(&model, color, &version, &urls).await,
+                None => {
+                    self.connect(&model, &md.spec.model, color, &version, &urls)
+                        .await
+                }
             };
         }
         let active: Color = route.active.into();
@@ -275,16 +312,19 @@ impl Follower {
         tracing::info!(model, active = %active, candidate_percent = route.candidate_percent, shadow_percent = route.shadow_percent, "route published from the cluster");
     }
 
+    /// A slot for `model` (as routed here) on pods that know it as `server_model`.
     async fn connect(
         &self,
         model: &str,
+        server_model: &str,
         color: Color,
         version: &str,
         urls: &[String],
     ) -> Option<Arc<Slot>> {
-        let remote: RemoteConfig = serde_json::from_value(json!({ "urls": urls }))
-            .map_err(|e| tracing::error!(error = %e, "building an upstream slot"))
-            .ok()?;
+        let remote: RemoteConfig =
+            serde_json::from_value(json!({ "urls": urls, "model": server_model }))
+                .map_err(|e| tracing::error!(error = %e, "building an upstream slot"))
+                .ok()?;
         match UpstreamModel::connect(model, urls, &remote, self.connect_wait).await {
             Ok(upstream) => {
                 let config = SlotConfig {

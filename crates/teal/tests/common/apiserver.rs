@@ -118,6 +118,29 @@ impl Api {
         seen
     }
 
+    /// The next write, which must be `method path`. Before it, the operator reads each
+    /// Deployment or Service it is about to write, to write only objects it made: those reads
+    /// are answered 404 (absent, so teal's to create), as an empty namespace would.
+    pub async fn expect_write(&mut self, method: &str, path: &str) -> Seen {
+        loop {
+            let seen = self.next().await;
+            if ownership_read(&seen) {
+                seen.fail(404, "NotFound", "not found");
+                continue;
+            }
+            assert_eq!(
+                (seen.method.as_str(), seen.path.as_str()),
+                (method, path),
+                "expected {method} {path}, the client sent {} {}?{} with {}",
+                seen.method,
+                seen.path,
+                seen.query,
+                seen.body
+            );
+            return seen;
+        }
+    }
+
     /// An event about the resource: checks its type and reason, and answers it.
     pub async fn expect_event(&mut self, kind: &str, reason: &str) -> Value {
         let seen = self
@@ -141,6 +164,19 @@ impl Api {
             );
         }
     }
+}
+
+/// A read of one Deployment or Service (not a list, not a watch): what the operator does
+/// before it writes one.
+pub fn ownership_read(seen: &Seen) -> bool {
+    let object = |collection: &str| {
+        seen.path
+            .split_once(collection)
+            .is_some_and(|(_, name)| !name.is_empty() && !name.contains('/'))
+    };
+    seen.method == "GET"
+        && !seen.query.contains("watch=true")
+        && (object("/deployments/") || object("/services/"))
 }
 
 pub const RESOURCE: &str = "/apis/teal.dev/v1alpha1/namespaces/default/modeldeployments/digits";

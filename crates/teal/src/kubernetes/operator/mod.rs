@@ -72,6 +72,10 @@ pub enum Error {
     Conflict(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// An object the resource names exists, and teal did not make it: nothing was written
+    /// to it, and the resource's status says so.
+    #[error("{0}")]
+    NotOurs(String),
 }
 
 /// How the operator reaches a Service's pods (in the cluster, by its DNS name); a parameter

@@ -2,9 +2,15 @@
 //! selector that gates, checks and gateways use), and in `service` mode the active and
 //! preview Services whose selectors are the switch. Their names, labels and selectors are
 //! decided here and nowhere else, so the gateway and the manifests agree with the operator.
+//!
+//! The operator writes only objects it made: before it applies or scales one, it reads it,
+//! and an object of that name that exists without this resource's owner reference or teal's
+//! labels for it is left alone ([`Error::NotOurs`]), so naming someone's Service as the
+//! `activeService` cannot redirect its traffic, nor can a resource take another's objects.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -86,6 +92,9 @@ pub fn deployment(md: &ModelDeployment, colour: Colour, replicas: i32) -> serde_
         match template["spec"]["containers"].as_array_mut() {
             Some(containers) if !containers.is_empty() => containers[0]["image"] = json!(image),
             _ => {
+                // The shortcut's container runs with least privilege; a template says
+                // otherwise when a model server needs more. `/tmp` is writable (an emptyDir),
+                // as model servers commonly need it.
                 template["spec"]["containers"] = json!([{
                     "name": "model-server",
                     "image": image,
@@ -93,8 +102,21 @@ pub fn deployment(md: &ModelDeployment, colour: Colour, replicas: i32) -> serde_
                     "readinessProbe": {
                         "httpGet": { "path": format!("/v2/models/{}/ready", md.spec.model), "port": md.spec.port },
                         "periodSeconds": 2
-                    }
-                }])
+                    },
+                    "securityContext": restricted_security_context(),
+                    "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+                }]);
+                let tmp = json!({ "name": "tmp", "emptyDir": {} });
+                match template["spec"]["volumes"].as_array_mut() {
+                    Some(volumes) => volumes.push(tmp),
+                    None => template["spec"]["volumes"] = json!([tmp]),
+                }
+                if template["spec"]["securityContext"].is_null() {
+                    template["spec"]["securityContext"] = json!({
+                        "runAsNonRoot": true,
+                        "seccompProfile": { "type": "RuntimeDefault" },
+                    });
+                }
             }
         }
     }
@@ -137,6 +159,58 @@ pub fn service(md: &ModelDeployment, name: &str, colour: Colour, role: &str) -> 
     })
 }
 
+/// The container securityContext of the `image` shortcut: what the Kubernetes "restricted"
+/// Pod Security Standard asks for. The image must run as a non-root user.
+pub fn restricted_security_context() -> serde_json::Value {
+    json!({
+        "runAsNonRoot": true,
+        "readOnlyRootFilesystem": true,
+        "allowPrivilegeEscalation": false,
+        "capabilities": { "drop": ["ALL"] },
+        "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
+/// Whether teal made the object `meta` for `md`: it carries an owner reference to the
+/// resource, or teal's labels naming it.
+fn made_for(md: &ModelDeployment, meta: &ObjectMeta) -> bool {
+    let owned = md.uid().is_some_and(|uid| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.kind == "ModelDeployment")
+    });
+    let labels = meta.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    let labelled = label("app.kubernetes.io/managed-by") == Some("teal")
+        && label("teal.dev/model-deployment") == Some(md.name_any().as_str());
+    owned || labelled
+}
+
+/// Refuses ([`Error::NotOurs`]) when an object `name` exists that teal did not make for `md`;
+/// an absent one is teal's to create. Reads only: nothing is written here.
+async fn check_ours<K>(api: &Api<K>, md: &ModelDeployment, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let Some(existing) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    if made_for(md, existing.meta()) {
+        return Ok(());
+    }
+    let kind = K::kind(&());
+    let how = if kind == "Service" {
+        "delete or rename it, or name another Service in spec.activeService or spec.previewService"
+    } else {
+        "delete or rename it, or rename this ModelDeployment (its Deployments are NAME-blue and NAME-green)"
+    };
+    Err(Error::NotOurs(format!(
+        "{kind} {}/{name} exists and teal did not make it for this ModelDeployment (no owner reference to it, no teal labels naming it): teal adopts only its own objects and writes nothing to it; {how}",
+        namespace(md)
+    )))
+}
+
 /// Applies one colour's Deployment (server-side apply, so applying it again is harmless).
 pub(super) async fn apply_deployment(
     md: &ModelDeployment,
@@ -146,6 +220,7 @@ pub(super) async fn apply_deployment(
 ) -> Result<(), Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace(md));
     let name = deployment_name(md, colour);
+    check_ours(&api, md, &name).await?;
     api.patch(
         &name,
         &PatchParams::apply(MANAGER).force(),
@@ -163,6 +238,7 @@ pub(super) async fn scale(
     replicas: i32,
 ) -> Result<(), Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace(md));
+    check_ours(&api, md, &deployment_name(md, colour)).await?;
     let patch = json!({ "spec": { "replicas": replicas } });
     match api
         .patch(
@@ -204,12 +280,19 @@ pub(super) async fn apply_services(
     {
         wanted.push(service(md, &colour_service(md, colour), colour, "colour"));
     }
-    for object in wanted {
-        let name = object["metadata"]["name"]
+    let name = |object: &serde_json::Value| {
+        object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
-            .to_string();
-        api.patch(&name, &params, &Patch::Apply(object)).await?;
+            .to_string()
+    };
+    // Every one is checked before any is written, so a refusal leaves them all as they were.
+    for object in &wanted {
+        check_ours(&api, md, &name(object)).await?;
+    }
+    for object in wanted {
+        api.patch(&name(&object), &params, &Patch::Apply(object))
+            .await?;
     }
     Ok(())
 }

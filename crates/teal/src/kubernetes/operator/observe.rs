@@ -46,7 +46,11 @@ pub(super) async fn observe(
             Readiness::Ready => Event::Ready,
             Readiness::Failed(reason) => Event::NotReady { reason },
             Readiness::Waiting(why) => {
-                let timeout = md.spec.ready_timeout_seconds as i64 * 1000;
+                let timeout = md
+                    .spec
+                    .ready_timeout_seconds
+                    .min(crate::kubernetes::crd::MAX_SECONDS) as i64
+                    * 1000;
                 if now - rollout.since_ms >= timeout {
                     Event::NotReady {
                         reason: format!(

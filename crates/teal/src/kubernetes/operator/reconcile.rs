@@ -85,13 +85,47 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
         .rollout
         .as_ref()
         .and_then(|v| serde_json::from_value(v.clone()).ok());
-    match rollout {
+    let reported = status.clone();
+    let outcome = match rollout {
         Some(rollout) if !rollout.phase.is_terminal() => drive(md, ctx, status, rollout).await,
         _ => match status.active_colour {
             None => first_deploy(md, ctx, status).await,
             Some(active) => idle(md, ctx, status, active).await,
         },
+    };
+    match outcome {
+        Err(Error::NotOurs(problem)) => not_ours(md, ctx, reported, &problem).await,
+        other => other,
     }
+}
+
+/// An object the resource names belongs to someone else: nothing was written to it. The
+/// status says which and what to do (once, with a Warning event), and the resource is looked
+/// at again in a minute, since the object going away is not a change the operator watches.
+/// The route is applied again on the next reconcile, so a switch that could not move an
+/// active Service is not forgotten.
+async fn not_ours(
+    md: &ModelDeployment,
+    ctx: &Context,
+    status: ModelDeploymentStatus,
+    problem: &str,
+) -> Result<Action, Error> {
+    ctx.remember(&uid(md), |m| m.resumed = false);
+    if status.message.as_deref() != Some(problem) {
+        let mut next = status;
+        next.message = Some(problem.to_string());
+        set_condition(
+            &mut next,
+            ctx,
+            "Progressing",
+            "False",
+            "ObjectNotOwned",
+            problem,
+        );
+        write_status(md, ctx, &next).await?;
+        publish(ctx, md, EventType::Warning, "ObjectNotOwned", problem).await;
+    }
+    Ok(Action::requeue(Duration::from_secs(60)))
 }
 
 /// A new resource: its first colour goes live as soon as it exists, with nothing to

@@ -36,7 +36,7 @@ impl Store {
                         l.message = e.to_string();
                     }
                     None => {
-                        tracing::error!(error = %e, "cannot write the state file; teal keeps serving, but what it cannot record is lost and rollouts cannot start");
+                        tracing::error!(error = %e, "cannot write the state file; teal keeps serving, but what it cannot record is lost, and rollouts and hand-made changes are refused");
                         *last = Some(WriteError {
                             message: e.to_string(),
                             since_ms: now,

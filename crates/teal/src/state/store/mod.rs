@@ -10,6 +10,7 @@
 //! Nothing on the request path waits on it: requests are logged through a bounded channel
 //! and written in batches by a background thread, which drops and counts when it falls behind.
 
+mod anchor;
 mod audit;
 mod captures;
 mod error;
@@ -25,17 +26,20 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, Transaction};
 
-pub use audit::{Event, NewEvent, Verification};
+pub use anchor::{KEY_FILE as AUDIT_KEY_FILE, key_path as audit_key_path};
+pub use audit::{AnchorCheck, Event, NewEvent, Verification};
 pub use error::StoreError;
 pub use feedback::{Feedback, FeedbackOutcome};
 pub use models::ModelState;
-pub use requests::{RequestLog, RequestRecord};
+pub use requests::{RequestLog, RequestRecord, Retention};
 pub use time::{format_time, now_ms, parse_time};
 
 /// The state file.
 pub struct Store {
     /// The one connection; reached only through [`Store::read`] and [`Store::write`].
     conn: Mutex<Connection>,
+    /// Signs the audit chain's head; kept in a file beside the state file, not in it.
+    anchor_key: anchor::AnchorKey,
     /// Why the last write failed, and since when; cleared by the first write that succeeds a
     /// minute after the last failure.
     write_error: Mutex<Option<failures::WriteError>>,
@@ -84,8 +88,11 @@ mod testing {
         }
     }
 
+    /// A state file in a folder of its own (its audit key lives beside it).
     pub fn temp_path() -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("teal-store-{}.db", fastrand::u64(..)))
+        let dir = std::env::temp_dir().join(format!("teal-store-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("teal.db")
     }
 
     pub fn temp_store() -> (Store, std::path::PathBuf) {

@@ -50,7 +50,7 @@ impl Store {
     ) -> Result<Event, StoreError> {
         self.write(|tx| {
             save_in(tx, state)?;
-            append_in(tx, event)
+            append_in(tx, &self.anchor_key, event)
         })
     }
 

@@ -83,6 +83,15 @@ const MIGRATIONS: &[&str] = &[
         correct INTEGER
     );
     CREATE INDEX feedback_model_version ON feedback (model, version, at_ms);",
+    "CREATE TABLE audit_anchor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        event_id INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        anchored_from INTEGER NOT NULL,
+        broken_at INTEGER,
+        broken TEXT
+    );",
 ];
 
 impl Store {
@@ -92,8 +101,9 @@ impl Store {
     }
 
     /// Opens the state file; with `max_bytes`, SQLite refuses to grow it past that size, and
-    /// teal treats it as a full disk.
+    /// teal treats it as a full disk. The audit key beside it is read, or made on first use.
     pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Store, StoreError> {
+        let anchor_key = super::anchor::AnchorKey::load_or_create(path)?;
         let conn = Connection::open(path)
             .map_err(|e| StoreError::new(format!("{}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -114,6 +124,7 @@ impl Store {
         }
         Ok(Store {
             conn: Mutex::new(conn),
+            anchor_key,
             write_error: Mutex::new(None),
             write_failures: Default::default(),
         })

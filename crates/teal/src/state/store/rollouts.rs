@@ -56,7 +56,7 @@ impl Store {
                 ],
             )?;
             for event in events {
-                append_in(tx, event)?;
+                append_in(tx, &self.anchor_key, event)?;
             }
             Ok(())
         })
