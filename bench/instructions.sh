@@ -9,6 +9,10 @@
 #
 #   bench/instructions.sh [SECONDS]     (default 6)
 #
+# TEAL names another teal binary to count (default: this tree's, built for release);
+# INSTRUCTIONS_KEEP=DIR keeps the measured part's callgrind files there, for
+# `callgrind_annotate --inclusive=yes DIR/teal.out.2`.
+#
 # Installs what it needs when missing: wrk, nginx, valgrind (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,11 +94,12 @@ count() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
   requests=$(sed 's/.*requests=\([0-9]*\).*/\1/' <<<"$line")
   total=$(sed -n 's/^summary: //p' "$work/$name.out.2")
+  [ -z "${INSTRUCTIONS_KEEP:-}" ] || { mkdir -p "$INSTRUCTIONS_KEEP"; cp "$work/$name.out.2" "$INSTRUCTIONS_KEEP/"; }
   echo "$name $requests $total"
 }
 nginx_line=$(count nginx "http://127.0.0.1:$proxy" "$NGINX" -c "$work/proxy.conf" -p "$work")
 teal_line=$(TEAL_THREADS=1 TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench \
-  count teal "http://127.0.0.1:$teal_port" target/release/teal serve --config "$work/teal.toml")
+  count teal "http://127.0.0.1:$teal_port" "${TEAL:-target/release/teal}" serve --config "$work/teal.toml")
 
 python3 - "$seconds" "$nginx_line" "$teal_line" <<'PY'
 import sys
