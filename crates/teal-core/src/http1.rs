@@ -100,9 +100,16 @@ pub enum Parsed {
 /// Parses the head at the start of `buf`. `no_body` is for an answer to `HEAD`, which has
 /// none whatever its headers say.
 pub fn parse_head(buf: &[u8], no_body: bool) -> Result<Parsed, FramingError> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
+    // Left uninitialised: httparse writes the lines it finds (64 empty headers written
+    // first showed in the proxy path's instruction count).
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
         // Refused whole as in pieces: how the bytes arrived must not decide.
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
             return Err(FramingError::HeadTooLarge);
