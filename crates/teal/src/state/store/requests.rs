@@ -309,12 +309,10 @@ mod tests {
         let batch: Vec<_> = (0..50).map(|i| record(i, now_ms())).collect();
         store.record_requests(&batch).unwrap();
         for i in 0..50 {
-            assert!(
-                store
-                    .record_feedback("m", &format!("r{i}"), "1")
-                    .unwrap()
-                    .is_some()
-            );
+            assert!(matches!(
+                store.record_feedback("m", &format!("r{i}"), "1").unwrap(),
+                super::super::FeedbackOutcome::Recorded(_)
+            ));
         }
         while store.prune_feedback(20, 0, 7).unwrap() > 0 {}
         assert_eq!(store.prune_feedback(20, now_ms() + 1, 100).unwrap(), 20);
