@@ -21,14 +21,14 @@
 # with 503, requests sent late or never, and the server's peak resident memory (VmHWM,
 # reset before each level where the kernel allows it).
 #
-#   bench/overload.sh [SECONDS]     (default 5 s per level and target; ROWS=128, CONNECTIONS=256)
+#   bench/overload.sh [SECONDS]     (default 5 s per level and target; ROWS=256, CONNECTIONS=256)
 #
 # Target: at 4x, admitted requests' p99 within 2x of the p99 at 1x; the rest shed with 503
 # and Retry-After; memory bounded. Installs what it needs when missing: nginx (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
-rows=${ROWS:-128}
+rows=${ROWS:-256}
 connections=${CONNECTIONS:-256}
 clients=32
 levels=(1 2 4)
