@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
 # Overload: teal serving digits v1 in-process with its default admission control
-# ([model.limits]: 32 requests running, 16 queued), offered 1x, 2x and 4x the load that
-# reaches its capacity; beside it, the reference: nginx (one worker) with limit_conn in front
-# of the same model server (teal serving the same model with admission off), its connection
-# limit set to the same 48 requests at once; and that model server alone, with nothing shed.
+# ([model.limits], as shipped), offered 1x, 2x and 4x its capacity; beside it, the reference:
+# nginx (one worker) with limit_conn in front of the same model server (teal serving the same
+# model with admission off), its connection limit set to teal's default running plus queued
+# requests; and that model server alone, with nothing shed.
 #
-# Load is closed-loop, like the other benchmarks: 1x is 32 clients each sending its next
-# request as soon as it has an answer, the harness's usual load, which keeps the server at
-# its capacity (its throughput there is printed first); 2x and 4x are 64 and 128 such
-# clients. The load generator (crates/teal/examples/loadgen.rs, one thread like wrk -t1)
-# times answers by status, so admitted requests (200) are measured apart from shed ones
-# (503). Reported per level: admitted requests/s, their p50 and p99, the share shed with
-# 503, and teal's peak resident memory (VmHWM) over the whole run.
+# The request is a batch: ROWS rows of the digits holdout (FP32 [ROWS, 64], the same body for
+# every target), so that decoding, running and encoding a request costs far more than reading
+# and refusing one: the model's work is the bottleneck, as where models are heavy.
 #
-#   bench/overload.sh [SECONDS]     (default 5 s per level and target)
+# Capacity is measured first, closed-loop: 32 clients against teal, each sending its next
+# request as soon as it has an answer. Then the load is open-loop: 1x, 2x and 4x that rate
+# are offered on a fixed schedule, whatever the answers (CONNECTIONS connections opened
+# beforehand; a request finding them all busy waits in the generator and counts as late, one
+# still waiting at the end as unsent). A 503 is not retried: an arrival is one request.
+# Latency is measured from the time a request was due, so waiting in the generator counts.
+# The load generator (crates/teal/examples/loadgen.rs) is one thread, like wrk -t1, and times
+# answers by status, so admitted requests (200) are measured apart from shed ones (503).
+# Reported per level: offered and admitted requests/s, admitted p50 and p99, the share shed
+# with 503, requests sent late or never, and the server's peak resident memory (VmHWM,
+# reset before each level where the kernel allows it).
+#
+#   bench/overload.sh [SECONDS]     (default 5 s per level and target; ROWS=256, CONNECTIONS=256)
 #
 # Target: at 4x, admitted requests' p99 within 2x of the p99 at 1x; the rest shed with 503
 # and Retry-After; memory bounded. Installs what it needs when missing: nginx (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
-levels=(32 64 128)
+rows=${ROWS:-256}
+connections=${CONNECTIONS:-256}
+clients=32
+levels=(1 2 4)
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -35,10 +46,21 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 scripts/setup
 cargo build --release --locked --quiet -p teal --bin teal --example loadgen
 . bench/common.sh
-digits_body "$work/body.json"
+python3 - "$work/body.json" "$rows" <<'PY'
+import json, sys
+out, rows = sys.argv[1], int(sys.argv[2])
+lines = open("models/digits/holdout.jsonl").read().splitlines()
+data = [x for i in range(rows) for x in json.loads(lines[i % len(lines)])["features"]]
+json.dump({"inputs": [{"name": "input", "shape": [rows, 64], "datatype": "FP32", "data": data}]}, open(out, "w"))
+PY
 wait_ready() { for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
 infer=/v2/models/digits/infer
-load() { target/release/examples/loadgen "127.0.0.1:$1" "$infer" "$work/body.json" "$2" "$seconds"; }
+# closed PORT: the closed-loop run; open PORT RATE: the open-loop run at RATE requests/s.
+closed() { target/release/examples/loadgen "127.0.0.1:$1" "$infer" "$work/body.json" "$clients" "$seconds"; }
+open_load() { target/release/examples/loadgen "127.0.0.1:$1" "$infer" "$work/body.json" "$connections" "$seconds" "$2"; }
+rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# Resets a process's peak resident memory to its current one (Linux 4.0 and later).
+reset_peak() { echo 5 > "/proc/$1/clear_refs" 2>/dev/null || true; }
 
 # teal_config NAME PORT ADMIN LIMITS: digits v1 in-process, request log on, as shipped.
 teal_config() {
@@ -61,11 +83,13 @@ teal_port=$(free_port); teal_admin=$(free_port); open_port=$(free_port); open_ad
 teal_config teal "$teal_port" "$teal_admin" ""
 # The model server behind nginx: the same teal with admission off (bounds it never reaches).
 teal_config open "$open_port" "$open_admin" $'[model.limits]\nmax_in_flight = 1000000\nmax_queued = 1000000\ntimeout_ms = 3600000'
-TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null & pids+=($!); teal_pid=$!
-TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/open.toml" >/dev/null & pids+=($!); open_pid=$!
+TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/teal.toml" >/dev/null 2>"$work/teal.log" & pids+=($!); teal_pid=$!
+TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/open.toml" >/dev/null 2>"$work/open.log" & pids+=($!); open_pid=$!
 
-# The reference: one nginx worker, upstream keep-alive, at most 48 requests at once (teal's
-# 32 running and 16 queued); past it 503 with Retry-After, as teal answers.
+# The reference: one nginx worker, upstream keep-alive, at most as many requests at once as
+# teal's defaults let run and wait (max_in_flight + max_queued); past it 503 with
+# Retry-After, as teal answers. Bodies and answers are kept in memory, not spooled to files.
+nginx_limit=48
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/nginx.pid;
@@ -77,12 +101,15 @@ http {
   limit_conn_zone \$server_name zone=model:1m;
   limit_conn_status 503;
   limit_conn_log_level info;
+  client_body_buffer_size 1m;
+  proxy_buffer_size 64k;
+  proxy_buffers 16 64k;
   upstream model { server 127.0.0.1:$open_port; keepalive 256; }
   server {
     listen 127.0.0.1:$nginx_port;
     server_name model;
     location / {
-      limit_conn model 48;
+      limit_conn model $nginx_limit;
       proxy_pass http://model;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -100,43 +127,51 @@ CONF
 wait_ready "http://127.0.0.1:$teal_port/v2/health/ready"; wait_ready "http://127.0.0.1:$open_port/v2/health/ready"
 wait_ready "http://127.0.0.1:$nginx_port/v2/health/ready"
 
-# Warm-up, then the levels; the targets take turns at each level.
-load "$teal_port" 32 >/dev/null; load "$nginx_port" 32 >/dev/null
-for c in "${levels[@]}"; do
-  echo "teal $c $(load "$teal_port" "$c")"
-  echo "nginx $c $(load "$nginx_port" "$c")"
-  echo "open $c $(load "$open_port" "$c")"
-done > "$work/results.txt"
-rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-echo "rss teal $(rss "$teal_pid") open $(rss "$open_pid")" >> "$work/results.txt"
+# Capacity: teal's closed-loop throughput at 32 clients (after a warm-up of each target).
+closed "$teal_port" >/dev/null; closed "$nginx_port" >/dev/null; closed "$open_port" >/dev/null
+measured=$(closed "$teal_port")
+capacity=$(sed -n 's/.* ok_rps=\([0-9.]*\).*/\1/p' <<<"$measured")
+echo "capacity $measured" > "$work/results.txt"
+# The levels; the targets take turns at each level.
+for k in "${levels[@]}"; do
+  rate=$(python3 -c "print(round($capacity * $k, 1))")
+  reset_peak "$teal_pid"; echo "teal $k $(open_load "$teal_port" "$rate") rss=$(rss "$teal_pid")"
+  reset_peak "$open_pid"; echo "nginx $k $(open_load "$nginx_port" "$rate") rss=$(rss "$open_pid")"
+  reset_peak "$open_pid"; echo "open $k $(open_load "$open_port" "$rate") rss=$(rss "$open_pid")"
+done >> "$work/results.txt"
 
-python3 - "$work/results.txt" "$(nproc)" "$seconds" <<'PY'
+python3 - "$work/results.txt" "$(nproc)" "$seconds" "$rows" "$connections" "$nginx_limit" <<'PY'
 import sys
-rows, rss = {}, {}
+rows, capacity = {}, None
 for line in open(sys.argv[1]):
     parts = line.split()
-    if parts[0] == "rss":
-        rss = {parts[1]: float(parts[2]), parts[3]: float(parts[4])}
+    fields = {k: float(v) for k, v in (p.split("=") for p in parts if "=" in p)}
+    if parts[0] == "capacity":
+        capacity = fields
         continue
-    fields = dict(p.split("=") for p in parts[3:])
-    rows[(parts[0], int(parts[1]))] = {k: float(v) for k, v in fields.items()}
-levels = sorted({c for _, c in rows})
-names = {"teal": "teal (admission on)", "nginx": "nginx limit_conn 48", "open": "teal, admission off"}
-print(f"machine: {sys.argv[2]} cores; closed-loop clients, one thread, {sys.argv[3]}s per level and target; digits v1 in-process; 1x = 32 clients")
-print(f"{'':26} {'load':>5} {'ok req/s':>9} {'ok p50 ms':>10} {'ok p99 ms':>10} {'shed 503':>9} {'other':>6} {'errors':>7}")
+    rows[(parts[0], int(parts[1]))] = fields
+levels = sorted({k for _, k in rows})
+limit = sys.argv[6]
+names = {"teal": "teal (admission on)", "nginx": f"nginx limit_conn {limit}", "open": "teal, admission off"}
+print(f"machine: {sys.argv[2]} cores; body: {sys.argv[4]} digits rows (FP32 [{sys.argv[4]}, 64]); "
+      f"open-loop, one thread, {sys.argv[5]} connections, {sys.argv[3]}s per level and target")
+print(f"capacity: teal closed-loop at 32 clients {capacity['ok_rps']:.0f} req/s "
+      f"(p50 {capacity['ok_p50_ms']:.2f} ms, p99 {capacity['ok_p99_ms']:.2f} ms, shed {capacity['shed'] / max(capacity['requests'], 1):.1%}); 1x offers that rate")
+print(f"{'':24} {'load':>5} {'offered/s':>9} {'ok req/s':>9} {'ok p50 ms':>10} {'ok p99 ms':>10} {'shed 503':>9} "
+      f"{'late':>6} {'unsent':>7} {'other':>6} {'errors':>6} {'peak RSS MB':>11}")
+shed = lambda r: r["shed"] / max(r["scheduled"], 1)
 for name in ("teal", "nginx", "open"):
-    for c in levels:
-        r = rows[(name, c)]
-        shed = r["shed"] / max(r["requests"], 1)
-        print(f"{names[name]:26} {c // levels[0]:>4}x {r['ok_rps']:>9.0f} {r['ok_p50_ms']:>10.3f} {r['ok_p99_ms']:>10.3f} {shed:>8.1%} {r['other']:>6.0f} {r['errors']:>7.0f}")
-print(f"peak resident memory: teal {rss['teal']:.1f} MB, teal with admission off {rss['open']:.1f} MB")
+    for k in levels:
+        r = rows[(name, k)]
+        print(f"{names[name]:24} {k:>4}x {r['offered_rps']:>9.0f} {r['ok_rps']:>9.0f} {r['ok_p50_ms']:>10.3f} {r['ok_p99_ms']:>10.3f} "
+              f"{shed(r):>8.1%} {r['late'] / max(r['scheduled'], 1):>6.1%} {r['unsent']:>7.0f} {r['other']:>6.0f} {r['errors']:>6.0f} {r['rss']:>11.1f}")
 def summary(name):
-    one, four = rows[(name, levels[0])], rows[(name, levels[-1])]
-    two = rows[(name, levels[1])]
-    shed = lambda r: r["shed"] / max(r["requests"], 1)
-    return (f"admitted p99 4x/1x {four['ok_p99_ms'] / one['ok_p99_ms']:.2f}x, "
-            f"shed at 2x {shed(two):.0%}, at 4x {shed(four):.0%}; throughput 4x/1x {four['ok_rps'] / one['ok_rps']:.2f}x")
-print(f"overload: teal capacity {rows[('teal', levels[0])]['ok_rps']:.0f} req/s; {summary('teal')}; peak RSS {rss['teal']:.1f} MB")
-print(f"overload: nginx limit_conn: {summary('nginx')}")
-print(f"overload: admission off: {summary('open')}; peak RSS {rss['open']:.1f} MB")
+    one, two, four = (rows[(name, k)] for k in levels)
+    return (f"admitted p99 4x/1x {four['ok_p99_ms'] / one['ok_p99_ms']:.2f}x "
+            f"({one['ok_p99_ms']:.1f} -> {four['ok_p99_ms']:.1f} ms), shed at 2x {shed(two):.0%}, at 4x {shed(four):.0%}, "
+            f"late or unsent at 4x {(four['late'] + four['unsent']) / max(four['scheduled'], 1):.0%}; "
+            f"throughput 4x/1x {four['ok_rps'] / one['ok_rps']:.2f}x; peak RSS at 4x {four['rss']:.1f} MB")
+print(f"overload: teal capacity {capacity['ok_rps']:.0f} req/s; {summary('teal')}")
+print(f"overload: nginx limit_conn {limit}: {summary('nginx')}")
+print(f"overload: admission off: {summary('open')}")
 PY
