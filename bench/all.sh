@@ -25,6 +25,7 @@ runs=(
   "bench/mirroring.sh $seconds 32"
   "bench/request_log.sh $seconds 32 3"
   "bench/rollback.sh"
+  "bench/overload.sh 5"
 )
 for run in "${runs[@]}"; do
   name=$(basename "${run%% *}" .sh)
@@ -44,7 +45,7 @@ done
   echo '```'
   for run in "${runs[@]}"; do
     name=$(basename "${run%% *}" .sh)
-    grep -hE "^(ratio|added|switching|10,000|fault appears|rollback decided|requests that failed)" "$out/$name.txt" | sed "s/^/$name: /"
+    grep -hE "^(ratio|added|switching|10,000|fault appears|rollback decided|requests v3 failed|overload:)" "$out/$name.txt" | sed "s/^/$name: /"
   done
   echo '```'
   for run in "${runs[@]}"; do
