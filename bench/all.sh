@@ -8,7 +8,7 @@
 #   rollback     time from a fault to traffic back on the old version
 # Memory is in the serving table (idle and loaded resident memory of each server).
 #
-#   bench/all.sh [SECONDS]     (default 10 s per load run, half that per gateway round; about 11 minutes in all)
+#   bench/all.sh [SECONDS]     (default 10 s per load run, half that per gateway round; about 16 minutes in all)
 #
 # Writes bench/results/latest.md: ratios first, then each benchmark's full table, with the
 # machine and the commands. Do not compile or run anything else meanwhile: the machine's
