@@ -399,7 +399,11 @@ async fn hand_over(
     let connection = http.serve_connection(TokioIo::new(io), plane);
     let mut connection = std::pin::pin!(connection);
     if !stopping {
+        // The connection first: a request whose head teal already holds is read and answered
+        // (503 while stopping) rather than dropped unanswered, when the stop came before
+        // hyper's first look at it.
         tokio::select! {
+            biased;
             ended = connection.as_mut() => {
                 if let Err(e) = ended {
                     tracing::trace!(error = %e, "connection ended with an error");
