@@ -65,7 +65,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/models/{model}/report", get(last_report))
         .route("/api/v1/validations/{id}", get(validation_status))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
-    Router::new()
+    let router = Router::new()
         .route("/", get(|| async { asset("index.html") }))
         .route("/dashboard", get(|| async { asset("index.html") }))
         .route("/dashboard/app.js", get(|| async { asset("app.js") }))
@@ -79,28 +79,14 @@ pub fn router(admin: Arc<Admin>) -> Router {
                 StatusCode::NOT_FOUND,
                 format!("no admin endpoint {}: see /api/v1/status", uri.path()),
             )
-        })
-        .method_not_allowed_fallback(
-            |method: axum::http::Method, uri: axum::http::Uri| async move {
-                error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{method} is not allowed on {}", uri.path()),
-                )
-            },
-        )
-        .layer(DefaultBodyLimit::max(ADMIN_MAX_BODY))
-        .layer(middleware::from_fn_with_state(
-            admin.clone(),
-            limit_concurrency,
-        ))
-        .layer(middleware::map_response(json_errors))
-        .with_state(admin)
+        });
+    guarded(router, admin)
 }
 
 /// The metrics listener's router (`server.metrics_listen`): `GET /metrics` and nothing else,
 /// without the token, so a scraper can reach it at an address the admin API is not on.
 pub fn metrics_router(admin: Arc<Admin>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/metrics", get(metrics::metrics))
         .fallback(|uri: axum::http::Uri| async move {
             error(
@@ -110,7 +96,14 @@ pub fn metrics_router(admin: Arc<Admin>) -> Router {
                     uri.path()
                 ),
             )
-        })
+        });
+    guarded(router, admin)
+}
+
+/// What both listeners' routers share: a JSON 405, the body limit, the bound on concurrent
+/// calls, and every error answered in JSON.
+fn guarded(router: Router<Arc<Admin>>, admin: Arc<Admin>) -> Router {
+    router
         .method_not_allowed_fallback(
             |method: axum::http::Method, uri: axum::http::Uri| async move {
                 error(
