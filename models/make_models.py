@@ -6,7 +6,8 @@ Each version directory gets `model.onnx` (exported with skl2onnx, ZipMap off) an
 teal checks every version against its reference before the version may take traffic,
 and the tests check teal's answers against the same file.
 
-Run from anywhere: python3 models/make_models.py
+Run from anywhere: python3 models/make_models.py [dataset ...]
+(no dataset builds them all; naming some rebuilds only those).
 Needs: scikit-learn, skl2onnx, onnxruntime, numpy (see requirements.txt and
 requirements-dev.txt), best in a virtual environment of its own, e.g.
   python3 -m venv .deps/models
@@ -27,14 +28,15 @@ os.environ["OPENBLAS_NUM_THREADS"] = "2"
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 import onnxruntime as ort
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
@@ -49,7 +51,7 @@ def export(model, n_features, directory, input_name="input"):
     onx = to_onnx(
         model,
         initial_types=[(input_name, FloatTensorType([None, n_features]))],
-        options={id(model): {"zipmap": False}},
+        options={id(model): {"zipmap": False}} if hasattr(model, "predict_proba") else None,
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     # Fixed producer metadata keeps regenerated files byte-stable across runs.
@@ -129,7 +131,35 @@ def mlp(seed):
     )
 
 
+def build_diabetes():
+    """A regressor, for the output watch on numbers: v1, and v2-offset, the same recipe
+    trained on targets a pipeline bug moved up by 60 (a sixth of their range), so it loads,
+    runs and answers every input 60 too high. No holdout: its labels are not classes."""
+    data = load_diabetes()
+    x = data.data.astype(np.float32)
+    x_train, x_hold, y_train, _ = train_test_split(x, data.target, test_size=0.25, random_state=SEED)
+    root = HERE / "diabetes"
+    for version, target, directory in [
+        ("v1", y_train, root / "v1"),
+        ("v2-offset", y_train + 60.0, root / "variants" / "v2-offset"),
+    ]:
+        model = LinearRegression().fit(x_train, target)
+        path = export(model, x.shape[1], directory)
+        write_reference(path, x_hold, directory)
+        print(f"diabetes {version}: mean answer {float(model.predict(x_hold).mean()):.1f}")
+
+
 def main():
+    wanted = set(sys.argv[1:])
+    unknown = wanted - {"digits", "cancer", "iris", "diabetes"}
+    if unknown:
+        sys.exit(f"unknown dataset {sorted(unknown)}: pick from digits, cancer, iris, diabetes")
+    if wanted == {"diabetes"}:
+        build_diabetes()
+        return
+    if wanted and wanted != {"digits", "cancer", "iris", "diabetes"}:
+        sys.exit("name diabetes alone, or nothing to build them all")
+    build_diabetes()
     digits = load_digits()
     build(
         "digits",

@@ -75,6 +75,54 @@ pub struct PredictionLabels {
     pub class: String,
 }
 
+/// Each version's histogram of answered values (a regressor's output, a classifier's top
+/// score), copied from the slots at each scrape: the slots count them on the request path in
+/// finer buckets than a scrape should carry, and this writes them one bucket per doubling.
+#[derive(Debug, Default)]
+pub struct ValueHistograms {
+    rows: std::sync::Mutex<Vec<ValueRow>>,
+}
+
+/// One version's value counts by bucket index, and their sum.
+#[derive(Debug)]
+pub struct ValueRow {
+    pub labels: VersionLabels,
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+impl ValueHistograms {
+    /// What the next scrape writes: the versions the slots hold now.
+    pub fn set(&self, rows: Vec<ValueRow>) {
+        *self.rows.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+    }
+}
+
+impl prometheus_client::collector::Collector for ValueHistograms {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut family = encoder.encode_descriptor(
+            "teal_prediction_value",
+            "Answers by their value (a regressor's output, a classifier's top score) and version, one bucket per doubling",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for row in rows.iter() {
+            let buckets = teal_core::stats::values::octaves(&row.counts);
+            let count = row.counts.iter().sum();
+            family
+                .encode_family(&row.labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    row.sum, count, &buckets, None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
 /// One slot's request series, resolved once, so that recording an answer builds no labels.
 pub struct SlotHandles {
     /// Requests by endpoint: infer, then predict.
@@ -104,6 +152,8 @@ pub struct Metrics {
     pub failovers: Family<VersionLabels, Counter>,
     /// Answers per predicted class, per version (refreshed from the slots at each scrape).
     pub predictions: Family<PredictionLabels, Counter>,
+    /// Answers per value bucket, per version (refreshed from the slots at each scrape).
+    pub values: std::sync::Arc<ValueHistograms>,
     pub shadow_dropped: Counter,
     pub request_log_dropped: Counter,
     pub capture_dropped: Counter,
@@ -135,6 +185,8 @@ impl Metrics {
         let rollbacks = Family::<ModelLabels, Counter>::default();
         let failovers = Family::<VersionLabels, Counter>::default();
         let predictions = Family::<PredictionLabels, Counter>::default();
+        let values = std::sync::Arc::new(ValueHistograms::default());
+        registry.register_collector(Box::new(values.clone()));
         registry.register(
             "teal_failover",
             "Requests the named version failed (a server error or a timeout) that the old version, still warm, answered instead",
@@ -246,6 +298,7 @@ impl Metrics {
             rollbacks,
             failovers,
             predictions,
+            values,
             shadow_dropped,
             request_log_dropped,
             capture_dropped,

@@ -47,13 +47,17 @@ const BUCKETS: usize = 64;
 /// Predicted classes counted per slot: labels `0..CLASSES`; others are not counted.
 pub const CLASSES: usize = 32;
 
-/// A slot's running counts: three relaxed atomic adds per request (four when the answer
-/// names a class).
+/// A slot's running counts: three relaxed atomic adds per request (one more when the answer
+/// names a class, one more when it gives a number).
 pub struct SlotStats {
     requests: AtomicU64,
     errors: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
     classes: [AtomicU64; CLASSES],
+    /// Answers per bucket of their value ([`teal_core::stats::values`]).
+    values: Box<[AtomicU64; teal_core::stats::values::BUCKETS]>,
+    /// The sum of those values, as `f64` bits, for the exported histogram's `_sum`.
+    value_sum: AtomicU64,
 }
 
 /// A copy of [`SlotStats`] at one moment; two of them give an interval.
@@ -63,6 +67,8 @@ pub struct StatsSnapshot {
     pub errors: u64,
     pub buckets: Vec<u64>,
     pub classes: Vec<u64>,
+    /// Answers per value bucket, by index (`values::BUCKETS` of them, or none when empty).
+    pub values: Vec<u64>,
 }
 
 impl SlotStats {
@@ -72,6 +78,27 @@ impl SlotStats {
             errors: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             classes: std::array::from_fn(|_| AtomicU64::new(0)),
+            values: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            value_sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// The sum of the values counted so far.
+    pub fn value_sum(&self) -> f64 {
+        f64::from_bits(self.value_sum.load(Ordering::Relaxed))
+    }
+
+    /// Counts one answer's value (a regressor's output, a classifier's top score).
+    pub fn observe_value(&self, value: f64) {
+        if let Some(i) = teal_core::stats::values::index(value) {
+            self.values[i].fetch_add(1, Ordering::Relaxed);
+            if value.is_finite() {
+                let _ = self
+                    .value_sum
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                        Some((f64::from_bits(bits) + value).to_bits())
+                    });
+            }
         }
     }
 
@@ -114,6 +141,11 @@ impl SlotStats {
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
+            values: self
+                .values
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 }
@@ -136,7 +168,23 @@ impl StatsSnapshot {
                 .enumerate()
                 .map(|(i, n)| n.saturating_sub(earlier.classes.get(i).copied().unwrap_or(0)))
                 .collect(),
+            values: self
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(earlier.values.get(i).copied().unwrap_or(0)))
+                .collect(),
         }
+    }
+
+    /// The answers' values as a sparse histogram: count per bucket key, hit keys only.
+    pub fn value_histogram(&self) -> teal_core::stats::values::Histogram {
+        self.values
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (teal_core::stats::values::key(i), *n))
+            .collect()
     }
 
     /// Requests whose latency was certainly over `limit_ms`: those in buckets whose lower
@@ -186,6 +234,7 @@ impl StatsSnapshot {
                 .filter(|(_, n)| **n > 0)
                 .map(|(i, n)| (i as i64, *n))
                 .collect(),
+            values: self.value_histogram(),
         }
     }
 }

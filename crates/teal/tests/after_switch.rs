@@ -56,6 +56,119 @@ async fn a_version_whose_predictions_moved_is_rolled_back_by_the_output_rule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regressor_whose_answers_moved_is_rolled_back_by_the_output_rule() {
+    // diabetes v2-offset is v1's recipe trained on targets moved up by 60: it loads, is
+    // ready, fast and never fails, and answers every input 60 too high. It names no class,
+    // so only the numbers it answers can tell.
+    let model = |version: &str, dir: &str| {
+        format!(
+            "version = \"{version}\"\nkind = \"onnx\"\npath = \"models/diabetes/{dir}/model.onnx\"\n"
+        )
+    };
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[[model]]\nname = \"diabetes\"\n[model.blue]\n{}",
+        model("v1", "v1")
+    );
+    let mut config = teal::core::config::Config::parse(&text).unwrap();
+    config.resolve_paths(&repo_root());
+    config.server.state_dir = temp_dir("state");
+    config.validate().unwrap();
+    let running = start(&config).await;
+    let (client, admin) = (data(&running), admin(&running));
+    let rows: Vec<Vec<f64>> =
+        serde_json::from_value(reference("diabetes", "v1")["inputs"]["input"].clone()).unwrap();
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|c| {
+            let (client, rows, stop_load) = (client.clone(), rows.clone(), stop_load.clone());
+            tokio::spawn(async move {
+                let (mut i, mut failed) = (c * 37, Vec::new());
+                while !stop_load.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let body = infer_body(std::slice::from_ref(&rows[i % rows.len()]));
+                    let answer = client
+                        .send(
+                            "POST",
+                            "/v2/models/diabetes/infer",
+                            &[],
+                            body.to_string().into(),
+                        )
+                        .await
+                        .unwrap();
+                    if answer.status != 200 {
+                        failed.push(answer.error_message());
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut settings = after_the_switch_only(60_000);
+    settings["evidence"] = serde_json::Value::Null;
+    let candidate = serde_json::json!({
+        "version": "v2-offset",
+        "kind": "onnx",
+        "path": repo_root().join("models/diabetes/variants/v2-offset/model.onnx"),
+    });
+    let started = admin
+        .post_json(
+            "/api/v1/models/diabetes/rollouts",
+            &serde_json::json!({ "candidate": candidate, "settings": settings }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.status, 202, "{}", started.error_message());
+    let mut last = serde_json::Value::Null;
+    let back = eventually(Duration::from_secs(60), async || {
+        last = admin
+            .get("/api/v1/models/diabetes/rollout")
+            .await
+            .unwrap()
+            .json();
+        last["phase_name"] == "rolled_back"
+    })
+    .await;
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for task in load {
+        failed.extend(task.await.unwrap());
+    }
+    assert!(back, "never rolled back: {last:#}");
+    assert!(failed.is_empty(), "{failed:?}");
+    let outcome = last["outcome"].as_str().unwrap();
+    assert!(
+        outcome.starts_with("outputs: the candidate answers higher in ")
+            || outcome.starts_with("outputs: answers over "),
+        "{last:#}"
+    );
+    println!("{outcome}");
+    // Both versions' answers are exported as histograms of their values.
+    let text = String::from_utf8_lossy(&admin.get("/metrics").await.unwrap().body).to_string();
+    for version in ["v1", "v2-offset"] {
+        let count = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "teal_prediction_value_count{{model=\"diabetes\",version=\"{version}\"}} "
+                ))
+            })
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(
+            count.is_some_and(|n| n > 0),
+            "no values of {version}:\n{text}"
+        );
+        let infinite = text.lines().any(|l| {
+            l.starts_with("teal_prediction_value_bucket{")
+                && l.contains("le=\"+Inf\"")
+                && l.contains(&format!("model=\"diabetes\",version=\"{version}\""))
+        });
+        assert!(infinite, "no +Inf bucket for {version}:\n{text}");
+    }
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_model_under_load_is_promoted_by_the_sequential_rules() {
     // v1 again, as a new version: every rule's evidence stays under its bound however often
     // it is read (every 200 ms over a 6 s bake, about 30 looks).

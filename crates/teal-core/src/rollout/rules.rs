@@ -54,6 +54,13 @@ pub struct RollbackRules {
     /// its share before the switch.
     #[serde(skip_serializing_if = "is_default_max_class_shift")]
     pub max_class_shift: f64,
+    /// The outputs rule for a model whose answers are numbers (a regressor): with pairs, the
+    /// share of them in which the candidate answers higher (or lower) than the old version
+    /// may exceed one half by at most this much; without pairs, the candidate's share of
+    /// answers in each fifth of the old version's answers before the switch may grow by at
+    /// most this much.
+    #[serde(skip_serializing_if = "is_default_max_value_shift")]
+    pub max_value_shift: f64,
 }
 
 // Rules added after state files were written are left out at their defaults, so an older
@@ -70,6 +77,9 @@ fn is_default_max_disagreement(v: &f64) -> bool {
 fn is_default_max_class_shift(v: &f64) -> bool {
     *v == RollbackRules::default().max_class_shift
 }
+fn is_default_max_value_shift(v: &f64) -> bool {
+    *v == RollbackRules::default().max_value_shift
+}
 
 impl Default for RollbackRules {
     fn default() -> Self {
@@ -85,6 +95,7 @@ impl Default for RollbackRules {
             baseline_share: 0.05,
             max_disagreement: 0.2,
             max_class_shift: 0.2,
+            max_value_shift: 0.2,
         }
     }
 }
@@ -107,6 +118,10 @@ pub struct Window {
     /// Answers per predicted class, where the answers name one.
     #[serde(default)]
     pub classes: BTreeMap<i64, u64>,
+    /// Answers per bucket of their value (a regressor's output, a classifier's top score),
+    /// on the buckets of [`crate::stats::values`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: crate::stats::values::Histogram,
 }
 
 /// One input sent to both versions at the same moment (the concurrent baseline).
@@ -122,6 +137,37 @@ pub struct Pair {
     pub new_ok: bool,
     /// Whether the two predictions differ, when both answered with one.
     pub differ: Option<bool>,
+    /// The old version's answer, when it is a number (a regressor's).
+    #[serde(default)]
+    pub old_value: Option<f64>,
+    /// The candidate's answer, when it is a number.
+    #[serde(default)]
+    pub new_value: Option<f64>,
+}
+
+impl Pair {
+    /// The pair of two answers to one input: their times, whether each answered, whether
+    /// their labels differ (classifiers), and their first values when neither names a label
+    /// (regressors; a classifier's scores are not compared, its labels are).
+    pub fn of(old: &crate::gates::Answer, new: &crate::gates::Answer) -> Pair {
+        let value = |a: &crate::gates::Answer| {
+            (a.ok && old.label.is_none() && new.label.is_none())
+                .then(|| a.scores.first().copied())
+                .flatten()
+        };
+        Pair {
+            old_ms: old.latency_ms,
+            new_ms: new.latency_ms,
+            old_ok: old.ok,
+            new_ok: new.ok,
+            differ: match (old.label, new.label) {
+                (Some(a), Some(b)) => Some(a != b),
+                _ => None,
+            },
+            old_value: value(old),
+            new_value: value(new),
+        }
+    }
 }
 
 /// What the driver measured since the last check; the rules judge only this, so the state
@@ -168,6 +214,18 @@ pub struct Tally {
     pub differ: u64,
     /// The candidate's answers per predicted class.
     pub classes: BTreeMap<i64, u64>,
+    /// The candidate's answers per value bucket.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: crate::stats::values::Histogram,
+    /// Pairs where both versions answered with a number.
+    #[serde(skip_serializing_if = "super::is_default")]
+    pub value_pairs: u64,
+    /// Of them, pairs where the candidate's number was higher.
+    #[serde(skip_serializing_if = "super::is_default")]
+    pub higher: u64,
+    /// Of them, pairs where the candidate's number was lower.
+    #[serde(skip_serializing_if = "super::is_default")]
+    pub lower: u64,
 }
 
 /// The old version's traffic before the switch (and beside the canary): what the rules
@@ -183,6 +241,9 @@ pub struct Baseline {
     pub errors: u64,
     /// The old version's answers per predicted class.
     pub classes: BTreeMap<i64, u64>,
+    /// The old version's answers per value bucket.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: crate::stats::values::Histogram,
 }
 
 /// Failing checks in a row, per rule, kept in the state so a restart does not forgive them.
@@ -314,6 +375,7 @@ impl Rollout {
         for (class, n) in &old.classes {
             *b.classes.entry(*class).or_default() += n;
         }
+        crate::stats::values::add(&mut b.values, &old.values);
     }
 
     /// The latency over which a candidate's request counts as slower when there are no
@@ -335,6 +397,7 @@ impl Rollout {
         for (class, n) in &check.new.classes {
             *t.classes.entry(*class).or_default() += n;
         }
+        crate::stats::values::add(&mut t.values, &check.new.values);
         for pair in &check.pairs {
             t.pairs += 1;
             if !pair.old_ok {
@@ -350,6 +413,11 @@ impl Rollout {
             if let Some(differ) = pair.differ {
                 t.compared += 1;
                 t.differ += u64::from(differ);
+            }
+            if let (Some(old), Some(new)) = (pair.old_value, pair.new_value) {
+                t.value_pairs += 1;
+                t.higher += u64::from(new > old);
+                t.lower += u64::from(new < old);
             }
         }
     }
@@ -551,7 +619,7 @@ impl Rollout {
         let before: u64 = self.baseline.classes.values().sum();
         let after: u64 = t.classes.values().sum();
         if t.compared == 0 && before == 0 && after == 0 {
-            return None;
+            return self.judge_values(out);
         }
         if before < r.min_requests || after < r.min_requests {
             return Some(out(
@@ -597,6 +665,113 @@ impl Rollout {
                 share_after * 100.0,
                 share_before * 100.0,
                 r.max_class_shift * 100.0,
+                evidence(log_e, part)
+            ),
+        ))
+    }
+
+    /// The outputs rule for a model whose answers are numbers, not classes: none when there
+    /// are no numbers either.
+    ///
+    /// With pairs it is a sign test, the stochastic-order test of the paired latencies
+    /// applied to the answers: a candidate that answers the same inputs higher than the old
+    /// version in more than half the pairs plus the limit (or lower, the other side, each at
+    /// half of alpha) has moved. A retrained regressor that differs everywhere but without a
+    /// direction passes. Without pairs, the old version's answers before the switch are cut
+    /// into fifths, and each fifth's share of the candidate's answers may grow by at most the
+    /// limit (one test per fifth, each at a fifth of alpha).
+    fn judge_values(
+        &self,
+        out: &impl Fn(Rule, RuleVerdict, String) -> (RuleVerdict, RuleOutcome),
+    ) -> Option<(RuleVerdict, RuleOutcome)> {
+        use crate::stats::sequential::{exceedance, threshold};
+        use crate::stats::values;
+        let r = &self.settings.rules;
+        let t = &self.tally;
+        let limit = (0.5 + r.max_value_shift).min(1.0);
+        if t.value_pairs >= r.min_requests {
+            let part = r.alpha / 2.0;
+            let up = exceedance(t.value_pairs, t.higher, limit);
+            let down = exceedance(t.value_pairs, t.lower, limit);
+            let log_e = up.max(down);
+            let verdict = if log_e >= threshold(part) {
+                RuleVerdict::Proven
+            } else {
+                RuleVerdict::Pass
+            };
+            return Some(out(
+                Rule::Outputs,
+                verdict,
+                format!(
+                    "the candidate answers higher in {} and lower in {} of {} pairs sent to both at once (either may be at most {:.0}%); {}",
+                    t.higher,
+                    t.lower,
+                    t.value_pairs,
+                    limit * 100.0,
+                    evidence(log_e, part)
+                ),
+            ));
+        }
+        let before: u64 = self.baseline.values.values().sum();
+        let after: u64 = t.values.values().sum();
+        if t.value_pairs == 0 && before == 0 && after == 0 {
+            return None;
+        }
+        if before < r.min_requests || after < r.min_requests {
+            return Some(out(
+                Rule::Outputs,
+                RuleVerdict::TooLittleData,
+                format!(
+                    "{} pairs with numbers and {after} answers since the switch against {before} before it, {} needed",
+                    t.value_pairs, r.min_requests
+                ),
+            ));
+        }
+        let ends = values::quantile_bins(&self.baseline.values, 5);
+        let old = values::binned(&self.baseline.values, &ends);
+        let new = values::binned(&t.values, &ends);
+        let part = r.alpha / ends.len() as f64;
+        let (bin, log_e) = old
+            .iter()
+            .zip(&new)
+            .map(|(o, n)| {
+                let share = *o as f64 / before as f64;
+                exceedance(after, *n, (share + r.max_value_shift).min(1.0))
+            })
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |best, (i, e)| {
+                if e > best.1 { (i, e) } else { best }
+            });
+        let range = |i: usize| {
+            let low = i.checked_sub(1).map_or("below".to_string(), |j| {
+                format!("{:.4}", values::upper(ends[j]))
+            });
+            let high = if ends[i] == i32::MAX {
+                "above".to_string()
+            } else {
+                format!("{:.4}", values::upper(ends[i]))
+            };
+            match (i, ends[i] == i32::MAX) {
+                (0, true) => "all values".to_string(),
+                (0, false) => format!("answers up to {high}"),
+                (_, true) => format!("answers over {low}"),
+                _ => format!("answers over {low} up to {high}"),
+            }
+        };
+        let verdict = if log_e >= threshold(part) {
+            RuleVerdict::Proven
+        } else {
+            RuleVerdict::Pass
+        };
+        Some(out(
+            Rule::Outputs,
+            verdict,
+            format!(
+                "{} are {:.1}% of {after} answers against {:.1}% of {before} before the switch (may grow by {:.1} points); {}",
+                range(bin),
+                new[bin] as f64 * 100.0 / after as f64,
+                old[bin] as f64 * 100.0 / before as f64,
+                r.max_value_shift * 100.0,
                 evidence(log_e, part)
             ),
         ))

@@ -154,6 +154,7 @@ impl RolloutSettings {
             ("rules.baseline_share", r.baseline_share),
             ("rules.max_disagreement", r.max_disagreement),
             ("rules.max_class_shift", r.max_class_shift),
+            ("rules.max_value_shift", r.max_value_shift),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return err(field, format!("must be between 0 and 1, not {value}"));

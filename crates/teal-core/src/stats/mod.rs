@@ -18,6 +18,7 @@
 
 pub mod paired;
 pub mod sequential;
+pub mod values;
 
 pub use paired::{
     BootstrapError, BootstrapOptions, CorrectnessTally, LOG_LOSS_EPSILON, McNemar, Paired,

@@ -49,6 +49,7 @@ pub(super) async fn metrics(
 /// The route gauges (weights, shadow share, readiness) are read from the snapshot when
 /// scraped, so the request path never updates them.
 pub fn render(metrics: &Metrics, routes: &RouteSnapshot) -> String {
+    let mut values: Vec<crate::metrics::ValueRow> = Vec::new();
     for model in routes.models.values() {
         let table = &model.table;
         let candidate_share =
@@ -95,7 +96,28 @@ pub fn render(metrics: &Metrics, routes: &RouteSnapshot) -> String {
             // The slot counts its predicted classes on the request path; the counters catch
             // up here. A slot loaded again starts from zero, and its counter waits until the
             // new slot's count passes it.
-            for (class, count) in slot.stats.snapshot().classes.iter().enumerate() {
+            let counts = slot.stats.snapshot();
+            // The slots count their answers' values; a version in both slots is one series.
+            if counts.values.iter().any(|n| *n > 0) {
+                let labels = crate::metrics::VersionLabels {
+                    model: model.name.clone(),
+                    version: slot.version.clone(),
+                };
+                match values.iter_mut().find(|row| row.labels == labels) {
+                    Some(row) => {
+                        for (into, n) in row.counts.iter_mut().zip(&counts.values) {
+                            *into += n;
+                        }
+                        row.sum += slot.stats.value_sum();
+                    }
+                    None => values.push(crate::metrics::ValueRow {
+                        labels,
+                        counts: counts.values.clone(),
+                        sum: slot.stats.value_sum(),
+                    }),
+                }
+            }
+            for (class, count) in counts.classes.iter().enumerate() {
                 if *count == 0 {
                     continue;
                 }
@@ -112,6 +134,7 @@ pub fn render(metrics: &Metrics, routes: &RouteSnapshot) -> String {
         }
         declare_model(metrics, &model.name);
     }
+    metrics.values.set(values);
     metrics.encode()
 }
 

@@ -720,22 +720,12 @@ const PAIRS_PER_CHECK: usize = 4096;
 
 /// A concurrent-baseline pair as the rules read it. The gateway sends each pair as (the
 /// active slot's answer, the other slot's): `old_is_live` says which of them is the old
-/// version. Regression outputs are not compared (a retrained regressor differs everywhere).
+/// version.
 fn pair(o: &teal_core::gates::Observation, old_is_live: bool) -> teal_core::rollout::Pair {
-    let (old, new) = if old_is_live {
-        (&o.live, &o.candidate)
+    if old_is_live {
+        teal_core::rollout::Pair::of(&o.live, &o.candidate)
     } else {
-        (&o.candidate, &o.live)
-    };
-    teal_core::rollout::Pair {
-        old_ms: old.latency_ms,
-        new_ms: new.latency_ms,
-        old_ok: old.ok,
-        new_ok: new.ok,
-        differ: match (old.label, new.label) {
-            (Some(a), Some(b)) => Some(a != b),
-            _ => None,
-        },
+        teal_core::rollout::Pair::of(&o.candidate, &o.live)
     }
 }
 

@@ -40,6 +40,9 @@ pub(crate) struct Answer {
     pub(super) close: bool,
     /// The label it predicts, for the request log (only while the log is on).
     pub(super) predicted: Option<Predicted>,
+    /// The number it answers (a regressor's output, a classifier's top score), for the
+    /// slot's value histogram (only while the log is on, as `predicted`).
+    pub(super) value: Option<f64>,
     /// The slot that failed this request before the old version answered it.
     pub(super) failed_over: Option<Arc<Slot>>,
     /// Seconds after which a refused request may be retried (`Retry-After`).
@@ -69,6 +72,7 @@ impl Answer {
             served: None,
             close: false,
             predicted: None,
+            value: None,
             failed_over: None,
             retry_after: None,
         }
@@ -175,6 +179,36 @@ pub(super) fn predicted(outputs: &[Tensor], prediction_output: Option<&str>) -> 
             serde_json::Value::Array(many.to_vec()).to_string(),
         )),
     }
+}
+
+/// The number an answer's first row gives, as the slot's value histogram counts it: with a
+/// label output (the named one, or the first integer output), the highest score of the first
+/// two-dimensional float output (the classifier's confidence); without one, the first value of
+/// the named output, or of the first float output (a regressor's answer).
+pub(super) fn predicted_value(outputs: &[Tensor], prediction_output: Option<&str>) -> Option<f64> {
+    let is_int = |t: &Tensor| {
+        matches!(
+            t.data,
+            protocol::TensorData::Int64(_) | protocol::TensorData::Int32(_)
+        )
+    };
+    let label = match prediction_output {
+        Some(name) => outputs.iter().find(|t| t.name == name && is_int(t)),
+        None => outputs.iter().find(|t| is_int(t)),
+    };
+    if label.is_some() {
+        let scores = outputs.iter().find(|t| !is_int(t) && t.shape.len() == 2)?;
+        let rows = scores.shape[0].max(1);
+        let width = scores.data.len() / rows;
+        return (0..width)
+            .filter_map(|i| scores.data.json_value(i).as_f64())
+            .reduce(f64::max);
+    }
+    prediction_output
+        .and_then(|name| outputs.iter().find(|t| t.name == name))
+        .or_else(|| outputs.iter().find(|t| !is_int(t)))
+        .filter(|t| !t.data.is_empty())
+        .and_then(|t| t.data.json_value(0).as_f64())
 }
 
 /// A JSON answer as a response, for the endpoints that only the router serves.

@@ -110,6 +110,9 @@ impl Gateway {
             if let Some(label) = answer.predicted.as_ref().and_then(|p| p.0.parse().ok()) {
                 served.stats.observe_class(label);
             }
+            if let Some(value) = answer.value {
+                served.stats.observe_value(value);
+            }
             let handles = served.metrics.get_or_init(|| {
                 self.metrics
                     .slot_handles(model, &served.version, &served.color.to_string())

@@ -15,7 +15,7 @@ use crate::backends::admission::{Place, Refused};
 use crate::log_throttle::Verdict;
 use crate::routing::{ModelRoutes, Slot};
 
-use super::answer::{Answer, Served, predicted};
+use super::answer::{Answer, Served, predicted, predicted_value};
 use super::body::{BodyDeadline, Payload, body_headers, read_body};
 use super::mirror::run_and_mirror;
 use super::pick::{find_model, pick};
@@ -251,19 +251,24 @@ async fn infer_on(
         };
         // Reading the answer costs a parse, so only models that name their prediction output
         // (and so can take feedback) pay it.
-        let label = match routes.prediction_output.as_deref() {
+        let (label, value) = match routes.prediction_output.as_deref() {
             Some(name) if gateway.request_log.is_some() && status.is_success() => {
-                protocol::decode_response(&answer.body, answer.json_len)
-                    .ok()
-                    .and_then(|outputs| predicted(&outputs, Some(name)))
+                match protocol::decode_response(&answer.body, answer.json_len) {
+                    Ok(outputs) => (
+                        predicted(&outputs, Some(name)),
+                        predicted_value(&outputs, Some(name)),
+                    ),
+                    Err(_) => (None, None),
+                }
             }
-            _ => None,
+            _ => (None, None),
         };
         let mut reply = Answer::new(status, content_type, answer.body).routed(slot, generation);
         reply.json_len = answer.json_len;
         if (200..300).contains(&answer.status) {
             gateway.capture(routes, body, json_len);
             reply.predicted = label;
+            reply.value = value;
         }
         return Ok(reply);
     }
@@ -282,6 +287,7 @@ async fn infer_on(
     reply.json_len = encoded.json_len;
     if gateway.request_log.is_some() {
         reply.predicted = predicted(&outputs, routes.prediction_output.as_deref());
+        reply.value = predicted_value(&outputs, routes.prediction_output.as_deref());
     }
     Ok(reply)
 }
@@ -373,6 +379,7 @@ async fn predict_on(
     .routed(slot, generation);
     if gateway.request_log.is_some() {
         answer.predicted = predicted(&outputs, wanted);
+        answer.value = predicted_value(&outputs, routes.prediction_output.as_deref());
     }
     Ok(answer)
 }

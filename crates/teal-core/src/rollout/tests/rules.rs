@@ -35,6 +35,7 @@ fn pairs(n: usize, mut times: impl FnMut() -> (f64, f64)) -> Vec<Pair> {
                 old_ok: true,
                 new_ok: true,
                 differ: Some(false),
+                ..Pair::default()
             }
         })
         .collect()
@@ -377,6 +378,135 @@ fn class_shares_that_grow_past_the_limit_roll_back_without_pairs() {
     );
 }
 
+/// A regressor's answers, as the driver reports them: `n` values drawn by `draw`, per bucket.
+fn values(n: usize, mut draw: impl FnMut() -> f64) -> BTreeMap<i32, u64> {
+    let mut h = BTreeMap::new();
+    for _ in 0..n {
+        let index = crate::stats::values::index(draw()).unwrap();
+        *h.entry(crate::stats::values::key(index)).or_default() += 1;
+    }
+    h
+}
+
+/// Pairs of a regressor's answers to the same inputs: the candidate's is the old one's moved
+/// by `shift` plus noise of `noise` either way.
+fn value_pairs(rng: &mut Rng, n: usize, shift: f64, noise: f64) -> Vec<Pair> {
+    (0..n)
+        .map(|_| {
+            let old = 100.0 + 50.0 * rng.next();
+            Pair {
+                old_ms: 5.0,
+                new_ms: 5.0,
+                old_ok: true,
+                new_ok: true,
+                differ: None,
+                old_value: Some(old),
+                new_value: Some(old + shift + noise * (2.0 * rng.next() - 1.0)),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_regressor_whose_answers_moved_up_is_rolled_back_on_pairs_and_noise_is_not() {
+    let r = observing(settings(Strategy::BlueGreen));
+    let mut rng = Rng(7);
+    // Every answer 10 higher, give or take 5: higher in every pair.
+    let (r, checks) = bake_with(r, 59, |_| Check {
+        pairs: value_pairs(&mut rng, 20, 10.0, 5.0),
+        ..live(400, 0)
+    });
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert!(checks <= 2, "{checks} checks");
+    let detail = proven(&r, Rule::Outputs);
+    assert!(
+        detail.starts_with(&format!(
+            "the candidate answers higher in {n} and lower in 0 of {n} pairs sent to both at once (either may be at most 70%)",
+            n = 20 * checks
+        )),
+        "{detail}"
+    );
+    // A retrain that answers every input differently, with no direction, passes; so does the
+    // same model (all ties).
+    for noise in [5.0, 0.0] {
+        let r = observing(settings(Strategy::BlueGreen));
+        let (r, _) = bake_with(r, 60, |_| Check {
+            pairs: value_pairs(&mut rng, 20, 0.0, noise),
+            ..live(400, 0)
+        });
+        assert_eq!(r.phase, Phase::Promoted, "noise {noise}: {:?}", r.outcome);
+        assert_eq!(
+            outcome(&r, Rule::Outputs).map(|o| o.verdict),
+            Some(Verdict::Pass)
+        );
+    }
+}
+
+#[test]
+fn a_regressor_whose_answers_moved_is_rolled_back_without_pairs() {
+    let mut rng = Rng(11);
+    let mut before = healthy(500);
+    before.old.values = values(500, || 100.0 + 50.0 * rng.next());
+    let r = observing_after(settings(Strategy::BlueGreen), before.clone());
+    // Most answers now above all of the old version's: the top fifth grows to about 70%.
+    let (r, checks) = bake_with(r, 59, |_| {
+        let mut c = live(100, 0);
+        c.new.values = values(100, || 140.0 + 50.0 * rng.next());
+        c
+    });
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert!(checks <= 3, "{checks} checks");
+    let detail = proven(&r, Rule::Outputs);
+    assert!(detail.starts_with("answers over "), "{detail}");
+    assert!(
+        detail.contains("before the switch (may grow by 20.0 points)"),
+        "{detail}"
+    );
+    // Answers from the same distribution pass.
+    let r = observing_after(settings(Strategy::BlueGreen), before);
+    let (r, _) = bake_with(r, 60, |_| {
+        let mut c = live(100, 0);
+        c.new.values = values(100, || 100.0 + 50.0 * rng.next());
+        c
+    });
+    assert_eq!(r.phase, Phase::Promoted, "{:?}", r.outcome);
+    assert_eq!(
+        outcome(&r, Rule::Outputs).map(|o| o.verdict),
+        Some(Verdict::Pass)
+    );
+}
+
+/// The value rules' false alarms on two identical regressors, over a long bake with a check
+/// a second: with pairs (the candidate's answer the old one's plus symmetric noise) and
+/// without (both drawn from the same distribution), seeded.
+#[test]
+fn identical_regressors_are_rolled_back_by_the_value_rule_less_often_than_alpha() {
+    let mut s = settings(Strategy::BlueGreen);
+    s.rules.alpha = 0.05;
+    let mut rolled_back = 0;
+    for seed in 0..100 {
+        let mut rng = Rng(5_000 + seed);
+        let mut before = healthy(300);
+        before.old.values = values(300, || (rng.next() * 4.0).exp());
+        let r = observing_after(s.clone(), before);
+        let paired = seed % 2 == 0;
+        let (r, _) = bake_with(r, 60, |_| {
+            let mut c = live(200, 0);
+            if paired {
+                c.pairs = value_pairs(&mut rng, 10, 0.0, 3.0);
+            } else {
+                c.new.values = values(200, || (rng.next() * 4.0).exp());
+            }
+            c
+        });
+        rolled_back += usize::from(r.phase == Phase::RolledBack);
+    }
+    assert!(
+        rolled_back as f64 / 100.0 <= s.rules.alpha,
+        "{rolled_back} of 100 identical regressors rolled back"
+    );
+}
+
 #[test]
 fn without_classes_or_pairs_the_outputs_rule_says_nothing() {
     let r = observing(settings(Strategy::BlueGreen));
@@ -407,6 +537,11 @@ fn settings_refuse_alphas_shares_and_extensions_out_of_range() {
             changed(|s| s.rules.max_disagreement = -1.0),
             "rules.max_disagreement",
             "not -1",
+        ),
+        (
+            changed(|s| s.rules.max_value_shift = 2.0),
+            "rules.max_value_shift",
+            "not 2",
         ),
         (
             changed(|s| s.max_extensions = 1_000),
@@ -460,6 +595,7 @@ fn simulate(
                     old_ok,
                     new_ok,
                     differ: (old_ok && new_ok).then(|| rng.chance(0.05)),
+                    ..Pair::default()
                 });
             }
             c

@@ -345,16 +345,7 @@ async fn check(md: &ModelDeployment, ctx: &Context, rollout: &Rollout) -> Result
     // Each probe went to both colours at once: the rules' concurrent baseline.
     check.pairs = observations
         .iter()
-        .map(|o| teal_core::rollout::Pair {
-            old_ms: o.live.latency_ms,
-            new_ms: o.candidate.latency_ms,
-            old_ok: o.live.ok,
-            new_ok: o.candidate.ok,
-            differ: match (o.live.label, o.candidate.label) {
-                (Some(a), Some(b)) => Some(a != b),
-                _ => None,
-            },
-        })
+        .map(|o| teal_core::rollout::Pair::of(&o.live, &o.candidate))
         .collect();
     Ok(check)
 }
