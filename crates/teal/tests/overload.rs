@@ -30,11 +30,19 @@ impl Teal {
 /// Starts `teal serve` on free ports with `server` added to its `[server]` table and one
 /// model, digits v1 in-process, with `model` added to its table (such as `[model.limits]`).
 fn serve(server: &str, model: &str) -> Teal {
+    let blue = format!(
+        "version = \"v1\"\nkind = \"onnx\"\npath = \"{}\"\nworkers = 1",
+        repo_root().join("models/digits/v1/model.onnx").display()
+    );
+    serve_blue(server, &blue, model)
+}
+
+/// [`serve`] with the blue slot's table given whole.
+fn serve_blue(server: &str, blue: &str, model: &str) -> Teal {
     let dir = temp_dir("overload");
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n{server}\n\n[[model]]\nname = \"digits\"\n[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"{path}\"\nworkers = 1\n{model}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n{server}\n\n[[model]]\nname = \"digits\"\n[model.blue]\n{blue}\n{model}\n",
         state = dir.join("state").display(),
-        path = repo_root().join("models/digits/v1/model.onnx").display(),
     );
     std::fs::write(dir.join("teal.toml"), config).unwrap();
     let mut command = std::process::Command::new(teal_bin());
@@ -336,6 +344,159 @@ async fn an_overloaded_model_sheds_with_503_and_retry_after_and_nothing_hangs() 
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.error_message());
+}
+
+/// A model server that answers every GET with 200 `{}` (health, readiness) and holds every
+/// POST for ever, counting them: the model's one place stays taken while it holds one.
+async fn holding_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = posts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let posts = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    if buf.starts_with(b"POST") {
+                        posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Held: read on until the peer goes, never answer.
+                        while let Ok(n) = stream.read(&mut chunk).await {
+                            if n == 0 {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    buf.drain(..end + 4);
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, posts)
+}
+
+/// Reads one HTTP/1.1 answer with a content length: its head, lower-cased, and its body.
+async fn read_answer(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before an answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = buf[end + 4..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed inside an answer");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_model_refuses_from_the_head_and_keeps_the_connection() {
+    let (upstream, posts) = holding_server().await;
+    let teal = serve_blue(
+        "",
+        &format!("version = \"v1\"\nkind = \"upstream\"\nurls = [\"http://{upstream}\"]"),
+        "[model.limits]\nmax_in_flight = 1\nmax_queued = 0\ntimeout_ms = 30000",
+    );
+    let client = teal.client();
+    let ready = eventually(Duration::from_secs(20), async || {
+        client
+            .get("/v2/models/digits/ready")
+            .await
+            .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+    assert!(ready, "the model never became ready");
+    // One request takes the model's only place and is held by its server.
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .send("POST", "/v2/models/digits/infer", &[], one_row())
+                .await
+        })
+    };
+    let taken = eventually(Duration::from_secs(10), async || {
+        posts.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(taken, "the first request never reached the model server");
+    // Two more on one kept-alive connection, each with a 256 kB body: each is refused with
+    // 503 and Retry-After from its head, before its body has arrived (the first sends half of
+    // it, then waits for the answer), its body read and dropped, and the connection kept for
+    // the next.
+    let rows: Vec<Vec<f64>> = holdout("digits")
+        .into_iter()
+        .map(|(features, _)| features)
+        .cycle()
+        .take(1000)
+        .collect();
+    let body = infer_body(&rows).to_string();
+    assert!(body.len() > 256 * 1024, "{}", body.len());
+    let mut stream = TcpStream::connect(teal.addr).await.unwrap();
+    for i in 0..2 {
+        let request = format!(
+            "POST /v2/models/digits/infer HTTP/1.1\r\nhost: teal\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        // The first request sends half its body and waits for the answer; the second all.
+        let sent = if i == 0 {
+            request.len() / 2
+        } else {
+            request.len()
+        };
+        let (now, later) = request.as_bytes().split_at(sent);
+        stream.write_all(now).await.unwrap();
+        let (head, answer) =
+            tokio::time::timeout(Duration::from_secs(10), read_answer(&mut stream))
+                .await
+                .expect("no answer within 10 s");
+        stream.write_all(later).await.unwrap();
+        assert!(head.starts_with("http/1.1 503"), "{head}");
+        assert!(head.contains("retry-after: 1"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("at its limit of 1 requests running"),
+            "{text}"
+        );
+    }
+    // Neither reached the model server.
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    held.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

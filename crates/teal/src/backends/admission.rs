@@ -8,19 +8,23 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::sync::Arc;
 use teal_core::config::LimitsConfig;
-use tokio::sync::{Semaphore, SemaphorePermit};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// One model's bounds, shared by every route snapshot of the model (a switch keeps them).
 pub struct Admission {
     limits: LimitsConfig,
-    running: Semaphore,
+    running: Arc<Semaphore>,
     queued: AtomicUsize,
 }
 
-/// A place among the requests running on a model, given back when dropped.
-pub type Place<'a> = SemaphorePermit<'a>;
+/// A place among the requests running on a model, given back when dropped. It is taken
+/// when the request's head has arrived, before its body is read, so a model that is full
+/// refuses a request for the price of reading its head.
+pub type Place = OwnedSemaphorePermit;
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +39,20 @@ impl Admission {
     pub fn new(limits: &LimitsConfig) -> Admission {
         Admission {
             limits: limits.clone(),
-            running: Semaphore::new(limits.max_in_flight),
+            running: Arc::new(Semaphore::new(limits.max_in_flight)),
             queued: AtomicUsize::new(0),
         }
     }
 
     pub fn limits(&self) -> &LimitsConfig {
         &self.limits
+    }
+
+    /// Whether a request arriving now would be refused: every place taken and the queue
+    /// full.
+    pub fn is_full(&self) -> bool {
+        self.running.available_permits() == 0
+            && self.queued.load(Ordering::Relaxed) >= self.limits.max_queued
     }
 
     /// Requests waiting for a place now.
@@ -53,8 +64,8 @@ impl Admission {
     /// queue (first come, first served) otherwise; refused when the queue is full or the wait
     /// reaches `deadline`. A waiting request whose future is dropped (its client went away)
     /// leaves the queue.
-    pub async fn enter(&self, deadline: Instant) -> Result<Place<'_>, Refused> {
-        if let Ok(place) = self.running.try_acquire() {
+    pub async fn enter(&self, deadline: Instant) -> Result<Place, Refused> {
+        if let Ok(place) = self.running.clone().try_acquire_owned() {
             return Ok(place);
         }
         let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
@@ -62,7 +73,7 @@ impl Admission {
         if ahead >= self.limits.max_queued {
             return Err(Refused::Full);
         }
-        match tokio::time::timeout_at(deadline, self.running.acquire()).await {
+        match tokio::time::timeout_at(deadline, self.running.clone().acquire_owned()).await {
             Ok(Ok(place)) => Ok(place),
             // The semaphore is never closed.
             Ok(Err(_)) => Err(Refused::Full),
@@ -100,10 +111,13 @@ mod tests {
     async fn requests_past_the_places_wait_and_past_the_queue_are_refused() {
         let model = admission(1, 1);
         let deadline = Instant::now() + Duration::from_secs(1);
+        assert!(!model.is_full());
         let first = model.enter(deadline).await.expect("a free place");
+        assert!(!model.is_full(), "the queue has room");
         let mut waiting = Box::pin(model.enter(deadline));
         assert!(waiting.as_mut().now_or_never().is_none());
         assert_eq!(model.queued(), 1);
+        assert!(model.is_full());
         assert_eq!(model.enter(deadline).await.unwrap_err(), Refused::Full);
         drop(first);
         assert!(waiting.await.is_ok(), "the waiting request gets the place");

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::answer::{Answer, write_answer};
+use super::request::Entry;
 use super::{DataPlane, GatewayError, RequestHeaders};
 
 /// Header lines a directly served request may have; one with more goes to hyper.
@@ -132,6 +133,49 @@ pub async fn serve_connection(
             head: &head,
             lines: &request.lines,
         };
+        let model = std::str::from_utf8(&head[request.model.clone()]).unwrap_or_default();
+        // A model that is full refuses a request from its head: the 503 is written at once,
+        // then the body is read and dropped, so the connection can carry the next request and
+        // shedding never costs decoding a body.
+        let entry = plane.check_head(model);
+        if matches!(entry, Entry::Refused(_)) {
+            let answer = plane.infer(model, &headers, Bytes::new(), entry).await;
+            drop(head);
+            let close = request.close || stopping;
+            let due = Instant::now() + timeouts.write;
+            let written = tokio::select! {
+                biased;
+                written = write_answer(&mut stream, &mut out, &answer, close) => written.is_ok(),
+                () = timer.until(due) => false,
+            };
+            if !written || close {
+                return;
+            }
+            let due = Instant::now() + timeouts.body;
+            let mut left = request.body_len;
+            loop {
+                let n = buf.len().min(left);
+                buf.advance(n);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+                if stopping {
+                    return;
+                }
+                buf.reserve(left.min(BODY_STEP));
+                tokio::select! {
+                    biased;
+                    read = stream.read_buf(&mut buf) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    },
+                    () = timer.until(due) => return,
+                    () = &mut stopped, if !stopping => stopping = true,
+                }
+            }
+            continue;
+        }
         if buf.len() < request.body_len {
             let due = Instant::now() + timeouts.body;
             let refused = loop {
@@ -171,10 +215,9 @@ pub async fn serve_connection(
             }
         }
         let body = buf.split_to(request.body_len).freeze();
-        let model = std::str::from_utf8(&head[request.model.clone()]).unwrap_or_default();
         let answer = tokio::select! {
             biased;
-            answer = plane.infer(model, &headers, body) => answer,
+            answer = plane.infer(model, &headers, body, entry) => answer,
             () = client_gone(&stream) => {
                 tracing::trace!("the client went away before its answer; dropping the request");
                 return;

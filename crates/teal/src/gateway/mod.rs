@@ -43,7 +43,7 @@ use metadata::{
     live, model_metadata, model_ready, ready, server_metadata, version_metadata, version_ready,
 };
 use record::Gauge;
-use request::{Endpoint, RequestIds, serve_request};
+use request::{Endpoint, Entry, RequestIds, serve_request};
 
 pub use connection::{Rewind, Timeouts, refuse_connection, serve_connection};
 pub use error::GatewayError;
@@ -191,16 +191,33 @@ impl DataPlane {
         self.gateway.max_body_bytes
     }
 
-    /// Answers a `/v2/models/{model}/infer` POST whose body the connection has read whole;
-    /// the answer is the one the router would give.
+    /// Whether the model of a `/v2/models/{model}/infer` POST whose head the connection has
+    /// read has room for it, before the body is read: a full model refuses it here.
+    fn check_head(&self, model: &str) -> Entry {
+        request::check_head(&self.gateway, model)
+    }
+
+    /// Answers a `/v2/models/{model}/infer` POST whose body the connection has read whole
+    /// (or, refused with its head, read and dropped); the answer is the one the router would
+    /// give.
     async fn infer(
         &self,
         model: &str,
         headers: &impl RequestHeaders,
         body: bytes::Bytes,
+        entry: Entry,
     ) -> Answer {
         let body = Payload::Whole(body);
-        serve_request(&self.gateway, model, None, Endpoint::Infer, headers, body).await
+        serve_request(
+            &self.gateway,
+            model,
+            None,
+            Endpoint::Infer,
+            headers,
+            body,
+            entry,
+        )
+        .await
     }
 }
 
@@ -225,7 +242,15 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Dat
             let body = Payload::Arriving(Body::new(body));
             return Box::pin(async move {
                 let headers = &parts.headers;
-                let answer = serve_request(&gateway, &model, None, Endpoint::Infer, headers, body);
+                let answer = serve_request(
+                    &gateway,
+                    &model,
+                    None,
+                    Endpoint::Infer,
+                    headers,
+                    body,
+                    Entry::Open,
+                );
                 Ok(answer.await.into_response())
             });
         }
@@ -292,9 +317,17 @@ async fn serve_routed(
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let body = Payload::Arriving(body);
-    serve_request(gateway, model, version, endpoint, &parts.headers, body)
-        .await
-        .into_response()
+    serve_request(
+        gateway,
+        model,
+        version,
+        endpoint,
+        &parts.headers,
+        body,
+        Entry::Open,
+    )
+    .await
+    .into_response()
 }
 
 /// `POST /v2/models/{model}/infer`, for requests the connection loop did not serve itself.

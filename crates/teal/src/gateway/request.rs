@@ -11,7 +11,7 @@ use teal_core::protocol::{
     self, Datatype, InferRequest, ProtocolError, Signature, Tensor, TensorSpec,
 };
 
-use crate::backends::admission::{Place, Refused};
+use crate::backends::admission::{Admission, Place, Refused};
 use crate::log_throttle::Verdict;
 use crate::routing::{ModelRoutes, Slot};
 
@@ -40,6 +40,59 @@ impl Endpoint {
     }
 }
 
+/// A request's admission as it stands when its head has arrived, before its body is read.
+pub(super) enum Entry {
+    /// The model had room (or is not served; its error comes once the body is read): the
+    /// request asks for its place once its body is read.
+    Open,
+    /// The model was full: every place taken and its queue full. The request is refused
+    /// without its body being decoded (the connection reads and drops it).
+    Refused(GatewayError),
+}
+
+/// Whether a model has room for a request whose head has arrived. A full model refuses it
+/// for the price of reading its head, not of decoding its body. No place is taken here: a
+/// client sending its body slowly holds no place of the model while it does.
+pub(super) fn check_head(gateway: &Gateway, model: &str) -> Entry {
+    let Ok(routes) = find_model(gateway, model) else {
+        return Entry::Open;
+    };
+    if !routes.admission.is_full() {
+        return Entry::Open;
+    }
+    let limits = routes.admission.limits();
+    Entry::Refused(GatewayError::Overloaded {
+        model: routes.name.clone(),
+        running: limits.max_in_flight,
+        queued: limits.max_queued,
+    })
+}
+
+/// A request's place and deadline, once its body is read; refused (503) when its head found
+/// the model full, when the queue is full now, or when it waited in the queue until its
+/// deadline.
+async fn enter(entry: Entry, routes: &ModelRoutes) -> Result<(Place, Deadline), Failure> {
+    if let Entry::Refused(error) = entry {
+        return Err(error.into());
+    }
+    let deadline = Deadline::starting_now(&routes.admission);
+    let place = admit(&routes.name, &routes.admission, deadline.at).await?;
+    Ok((place, deadline))
+}
+
+/// A request refused with its head is refused before anything more is read; on the router's
+/// path (whose body is still arriving) the head is checked here.
+fn refuse_early(gateway: &Gateway, model: &str, entry: Entry) -> Result<Entry, Failure> {
+    let entry = match entry {
+        Entry::Open => check_head(gateway, model),
+        refused => refused,
+    };
+    match entry {
+        Entry::Refused(error) => Err(error.into()),
+        open => Ok(open),
+    }
+}
+
 /// Runs one request on a model: counts it in flight, turns any error into its response in
 /// one place, and records which version answered.
 pub(super) async fn serve_request(
@@ -49,6 +102,7 @@ pub(super) async fn serve_request(
     endpoint: Endpoint,
     headers: &impl RequestHeaders,
     body: Payload,
+    entry: Entry,
 ) -> Answer {
     let request_id = gateway.request_id(headers);
     let started = Instant::now();
@@ -56,8 +110,8 @@ pub(super) async fn serve_request(
     let traceparent = crate::trace::parse(headers);
     let work = async {
         match endpoint {
-            Endpoint::Infer => run_infer(gateway, model, version, headers, body).await,
-            Endpoint::Predict => run_predict(gateway, model, headers, body).await,
+            Endpoint::Infer => run_infer(gateway, model, version, headers, body, entry).await,
+            Endpoint::Predict => run_predict(gateway, model, headers, body, entry).await,
         }
     };
     let outcome = crate::trace::scope(traceparent.clone(), work).await;
@@ -159,8 +213,10 @@ async fn run_infer(
     version: Option<&str>,
     headers: &impl RequestHeaders,
     body: Payload,
+    entry: Entry,
 ) -> Result<Answer, Failure> {
     let json_len = body_headers(headers, true)?;
+    let entry = refuse_early(gateway, model, entry)?;
     let body = read_body(
         body,
         headers,
@@ -169,14 +225,16 @@ async fn run_infer(
     )
     .await?;
     let routes = find_model(gateway, model)?;
+    let (_place, deadline) = enter(entry, &routes).await?;
     let slot = pick(&routes, version, headers)?;
     let routed = version.is_none() && headers.get(&names::SLOT).is_none();
     let started = Instant::now();
-    let first = infer_on(gateway, &routes, &slot, routed, &body, json_len).await;
+    let first = infer_on(gateway, &routes, &slot, routed, &body, json_len, deadline).await;
     match failover(&routes, &slot, routed, &first) {
         Some(old) => {
             gateway.failed_over(&routes.name, &slot, Endpoint::Infer, started);
-            let mut answer = infer_on(gateway, &routes, &old, false, &body, json_len).await;
+            let mut answer =
+                infer_on(gateway, &routes, &old, false, &body, json_len, deadline).await;
             if let Ok(answer) = &mut answer {
                 answer.failed_over = Some(slot.clone());
             }
@@ -223,12 +281,11 @@ async fn infer_on(
     routed: bool,
     body: &bytes::Bytes,
     json_len: Option<usize>,
+    deadline: Deadline,
 ) -> Result<Answer, Failure> {
     let model = routes.name.as_str();
     let _in_flight = slot.enter();
     let generation = routes.table.generation;
-    let deadline = Deadline::starting_now(routes);
-    let _place = admit(routes, deadline.at).await?;
     let mirror = gateway.mirror_target(routes, slot, routed);
     if slot.cache.is_none()
         && mirror.is_none()
@@ -311,8 +368,10 @@ async fn run_predict(
     model: &str,
     headers: &impl RequestHeaders,
     body: Payload,
+    entry: Entry,
 ) -> Result<Answer, Failure> {
     body_headers(headers, false)?;
+    let entry = refuse_early(gateway, model, entry)?;
     let body = read_body(
         body,
         headers,
@@ -321,14 +380,15 @@ async fn run_predict(
     )
     .await?;
     let routes = find_model(gateway, model)?;
+    let (_place, deadline) = enter(entry, &routes).await?;
     let slot = pick(&routes, None, headers)?;
     let routed = headers.get(&names::SLOT).is_none();
     let started = Instant::now();
-    let first = predict_on(gateway, &routes, &slot, routed, &body).await;
+    let first = predict_on(gateway, &routes, &slot, routed, &body, deadline).await;
     match failover(&routes, &slot, routed, &first) {
         Some(old) => {
             gateway.failed_over(&routes.name, &slot, Endpoint::Predict, started);
-            let mut answer = predict_on(gateway, &routes, &old, false, &body).await;
+            let mut answer = predict_on(gateway, &routes, &old, false, &body, deadline).await;
             if let Ok(answer) = &mut answer {
                 answer.failed_over = Some(slot.clone());
             }
@@ -345,10 +405,9 @@ async fn predict_on(
     slot: &Arc<Slot>,
     routed: bool,
     body: &bytes::Bytes,
+    deadline: Deadline,
 ) -> Result<Answer, Failure> {
     let _in_flight = slot.enter();
-    let deadline = Deadline::starting_now(routes);
-    let _place = admit(routes, deadline.at).await?;
     let assumed;
     let signature = match slot.backend.signature() {
         Some(signature) => signature,
@@ -393,8 +452,8 @@ pub(super) struct Deadline {
 }
 
 impl Deadline {
-    fn starting_now(routes: &ModelRoutes) -> Deadline {
-        let ms = routes.admission.limits().timeout_ms;
+    fn starting_now(admission: &Admission) -> Deadline {
+        let ms = admission.limits().timeout_ms;
         Deadline {
             at: tokio::time::Instant::now() + std::time::Duration::from_millis(ms),
             ms,
@@ -404,10 +463,14 @@ impl Deadline {
 
 /// A place among the model's running requests, or the 503 that sheds the request: the
 /// queue is full, or the request waited in it until its deadline.
-async fn admit(routes: &ModelRoutes, deadline: tokio::time::Instant) -> Result<Place<'_>, Failure> {
-    let limits = routes.admission.limits();
-    routes.admission.enter(deadline).await.map_err(|refused| {
-        let model = routes.name.clone();
+async fn admit(
+    model: &str,
+    admission: &Admission,
+    deadline: tokio::time::Instant,
+) -> Result<Place, Failure> {
+    let limits = admission.limits();
+    admission.enter(deadline).await.map_err(|refused| {
+        let model = model.to_string();
         let error = match refused {
             Refused::Full => GatewayError::Overloaded {
                 model,
