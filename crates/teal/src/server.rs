@@ -180,7 +180,7 @@ pub async fn load_models(
                 capture_limit: model.capture_limit,
                 sticky_header: model.sticky_header.clone(),
                 sticky_cookie: model.sticky_cookie.clone(),
-                admission: Arc::new(Admission::new(&model.limits)),
+                admission: Arc::new(Admission::new(&model.limits.for_model(model))),
             }),
         );
     }

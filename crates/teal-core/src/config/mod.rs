@@ -489,7 +489,27 @@ mod tests {
         let fine = model("max_in_flight = 4\nmax_queued = 0\ntimeout_ms = 250");
         let config = Config::parse(&fine).unwrap();
         config.validate().unwrap();
-        assert_eq!(config.models[0].limits.max_queued, 0);
+        assert_eq!(config.models[0].limits.max_queued, Some(0));
+    }
+
+    #[test]
+    fn unset_limits_follow_the_models_workers_and_set_ones_are_kept() {
+        let bounds = |text: &str| {
+            let config = Config::parse(text).unwrap();
+            let model = &config.models[0];
+            let limits = model.limits.for_model(model);
+            (limits.running(), limits.queued())
+        };
+        // The example's green slot runs 4 workers in process: 8 running, 8 queued.
+        assert_eq!(bounds(EXAMPLE), (8, 8));
+        let set = EXAMPLE.replace(
+            "[model.blue]",
+            "[model.limits]\nmax_in_flight = 3\n[model.blue]",
+        );
+        assert_eq!(bounds(&set), (3, 8));
+        // A model behind model servers only: 32 and 16.
+        let server = "[[model]]\nname = \"m\"\n[model.blue]\nversion = \"v1\"\nkind = \"upstream\"\nurls = [\"http://127.0.0.1:9\"]\n";
+        assert_eq!(bounds(server), (32, 16));
     }
 
     #[test]

@@ -113,14 +113,16 @@ fn default_cache_ttl_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Requests of this model running at once (both slots together). An in-process model
-    /// runs `workers` inferences at a time; a few more keep its workers busy while others
-    /// are decoded and encoded. Raise it for an upstream with many replicas.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
+    /// runs `workers` inferences at a time; as many more keep its workers busy while others
+    /// are decoded and encoded. Unset: twice the `workers` of the model's in-process slot
+    /// (the larger, with two), else 32 (a model server; raise it for one with many
+    /// replicas). See [`LimitsConfig::for_model`].
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
     /// Requests waiting for a place among those running; one more is answered 503 with
-    /// `Retry-After`. 0: no queue.
-    #[serde(default = "default_max_queued")]
-    pub max_queued: usize,
+    /// `Retry-After`. 0: no queue. Unset: as many as may run on an in-process model, else 16.
+    #[serde(default)]
+    pub max_queued: Option<usize>,
     /// How long a request may wait for a place and, on an in-process model, run: past it,
     /// a request still waiting gets 503 and one running gets 504.
     #[serde(default = "default_limit_timeout_ms")]
@@ -130,27 +132,67 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            max_in_flight: default_max_in_flight(),
-            max_queued: default_max_queued(),
+            max_in_flight: None,
+            max_queued: None,
             timeout_ms: default_limit_timeout_ms(),
         }
     }
 }
+
+/// The bounds of a model behind a model server when none are set.
+const SERVER_MAX_IN_FLIGHT: usize = 32;
+const SERVER_MAX_QUEUED: usize = 16;
 
 /// The largest bound accepted for requests running or queued: far past what one process
 /// serves, small enough that a typing mistake is caught.
 const MAX_BOUND: usize = 1_000_000;
 
 impl LimitsConfig {
+    /// Requests running at once: the bound set, else a model server's default.
+    pub fn running(&self) -> usize {
+        self.max_in_flight.unwrap_or(SERVER_MAX_IN_FLIGHT)
+    }
+
+    /// Requests waiting: the bound set, else a model server's default.
+    pub fn queued(&self) -> usize {
+        self.max_queued.unwrap_or(SERVER_MAX_QUEUED)
+    }
+
+    /// The bounds a model runs with: those set, and for those unset the defaults its slots
+    /// call for. An in-process model runs `workers` inferences at a time, and its requests
+    /// are decoded and encoded on the same two cores: more than twice that running only
+    /// waits in its job queue, where nothing refuses it and every answer gets later, so its
+    /// defaults are twice the workers running and as many queued. A model server's capacity
+    /// is unknown here: 32 and 16.
+    pub fn for_model(&self, model: &ModelConfig) -> LimitsConfig {
+        let workers = [&model.blue, &model.green]
+            .into_iter()
+            .flatten()
+            .filter_map(|slot| match slot.backend {
+                super::BackendConfig::Onnx { workers, .. } => Some(workers),
+                _ => None,
+            })
+            .max();
+        let (running, queued) = match workers {
+            Some(w) => (2 * w, 2 * w),
+            None => (SERVER_MAX_IN_FLIGHT, SERVER_MAX_QUEUED),
+        };
+        LimitsConfig {
+            max_in_flight: Some(self.max_in_flight.unwrap_or(running)),
+            max_queued: Some(self.max_queued.unwrap_or(queued)),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+
     /// Checks the bounds; the error names the field (relative to the table) and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.max_in_flight == 0 || self.max_in_flight > MAX_BOUND {
+        if self.max_in_flight.is_some_and(|n| n == 0 || n > MAX_BOUND) {
             return Err((
                 "max_in_flight".into(),
                 format!("must be between 1 and {MAX_BOUND}"),
             ));
         }
-        if self.max_queued > MAX_BOUND {
+        if self.max_queued.is_some_and(|n| n > MAX_BOUND) {
             return Err((
                 "max_queued".into(),
                 format!("must be between 0 and {MAX_BOUND}"),
@@ -166,12 +208,6 @@ impl LimitsConfig {
     }
 }
 
-fn default_max_in_flight() -> usize {
-    32
-}
-fn default_max_queued() -> usize {
-    16
-}
 fn default_limit_timeout_ms() -> u64 {
     10_000
 }

@@ -39,7 +39,7 @@ impl Admission {
     pub fn new(limits: &LimitsConfig) -> Admission {
         Admission {
             limits: limits.clone(),
-            running: Arc::new(Semaphore::new(limits.max_in_flight)),
+            running: Arc::new(Semaphore::new(limits.running())),
             queued: AtomicUsize::new(0),
         }
     }
@@ -52,7 +52,7 @@ impl Admission {
     /// full.
     pub fn is_full(&self) -> bool {
         self.running.available_permits() == 0
-            && self.queued.load(Ordering::Relaxed) >= self.limits.max_queued
+            && self.queued.load(Ordering::Relaxed) >= self.limits.queued()
     }
 
     /// Requests waiting for a place now.
@@ -70,7 +70,7 @@ impl Admission {
         }
         let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
         let _leave = Leave(&self.queued);
-        if ahead >= self.limits.max_queued {
+        if ahead >= self.limits.queued() {
             return Err(Refused::Full);
         }
         match tokio::time::timeout_at(deadline, self.running.clone().acquire_owned()).await {
@@ -101,8 +101,8 @@ mod tests {
 
     fn admission(max_in_flight: usize, max_queued: usize) -> Admission {
         Admission::new(&LimitsConfig {
-            max_in_flight,
-            max_queued,
+            max_in_flight: Some(max_in_flight),
+            max_queued: Some(max_queued),
             timeout_ms: 1_000,
         })
     }

@@ -54,7 +54,8 @@ pub(super) enum Entry {
 /// for the price of reading its head, not of decoding its body. No place is taken here: a
 /// client sending its body slowly holds no place of the model while it does.
 pub(super) fn check_head(gateway: &Gateway, model: &str) -> Entry {
-    let Ok(routes) = find_model(gateway, model) else {
+    let snapshot = gateway.routes.load();
+    let Some(routes) = snapshot.models.get(model) else {
         return Entry::Open;
     };
     if !routes.admission.is_full() {
@@ -63,8 +64,8 @@ pub(super) fn check_head(gateway: &Gateway, model: &str) -> Entry {
     let limits = routes.admission.limits();
     Entry::Refused(GatewayError::Overloaded {
         model: routes.name.clone(),
-        running: limits.max_in_flight,
-        queued: limits.max_queued,
+        running: limits.running(),
+        queued: limits.queued(),
     })
 }
 
@@ -474,12 +475,12 @@ async fn admit(
         let error = match refused {
             Refused::Full => GatewayError::Overloaded {
                 model,
-                running: limits.max_in_flight,
-                queued: limits.max_queued,
+                running: limits.running(),
+                queued: limits.queued(),
             },
             Refused::Waited => GatewayError::WaitedTooLong {
                 model,
-                running: limits.max_in_flight,
+                running: limits.running(),
                 ms: limits.timeout_ms,
             },
         };
