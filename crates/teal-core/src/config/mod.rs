@@ -500,14 +500,20 @@ mod tests {
             let limits = model.limits.for_model(model);
             (limits.running(), limits.queued())
         };
-        // The example's green slot runs 4 workers in process: 8 running, 8 queued.
-        assert_eq!(bounds(EXAMPLE), (8, 8));
+        // Both slots in process, the green with 4 workers: 8 running, 16 queued.
+        assert_eq!(bounds(EXAMPLE), (8, 16));
         let set = EXAMPLE.replace(
             "[model.blue]",
-            "[model.limits]\nmax_in_flight = 3\n[model.blue]",
+            "[model.limits]\nmax_in_flight = 3\nmax_queued = 0\n[model.blue]",
         );
-        assert_eq!(bounds(&set), (3, 8));
-        // A model behind model servers only: 32 and 16.
+        assert_eq!(bounds(&set), (3, 0));
+        // A model with a model server in either slot: 32 and 16.
+        let mixed = EXAMPLE.replace(
+            "kind = \"onnx\"\n        path = \"/models/v2.onnx\"\n        workers = 4",
+            "kind = \"upstream\"\n        urls = [\"http://127.0.0.1:9\"]",
+        );
+        assert_ne!(mixed, EXAMPLE);
+        assert_eq!(bounds(&mixed), (32, 16));
         let server = "[[model]]\nname = \"m\"\n[model.blue]\nversion = \"v1\"\nkind = \"upstream\"\nurls = [\"http://127.0.0.1:9\"]\n";
         assert_eq!(bounds(server), (32, 16));
     }

@@ -114,13 +114,14 @@ fn default_cache_ttl_ms() -> u64 {
 pub struct LimitsConfig {
     /// Requests of this model running at once (both slots together). An in-process model
     /// runs `workers` inferences at a time; as many more keep its workers busy while others
-    /// are decoded and encoded. Unset: twice the `workers` of the model's in-process slot
+    /// are decoded and encoded. Unset: twice the `workers` of the model's in-process slots
     /// (the larger, with two), else 32 (a model server; raise it for one with many
     /// replicas). See [`LimitsConfig::for_model`].
     #[serde(default)]
     pub max_in_flight: Option<usize>,
     /// Requests waiting for a place among those running; one more is answered 503 with
-    /// `Retry-After`. 0: no queue. Unset: as many as may run on an in-process model, else 16.
+    /// `Retry-After`. 0: no queue. Unset: 16, so that a few dozen clients each waiting for
+    /// its answer before sending the next are queued, not refused.
     #[serde(default)]
     pub max_queued: Option<usize>,
     /// How long a request may wait for a place and, on an in-process model, run: past it,
@@ -159,24 +160,24 @@ impl LimitsConfig {
     }
 
     /// The bounds a model runs with: those set, and for those unset the defaults its slots
-    /// call for. An in-process model runs `workers` inferences at a time, and its requests
-    /// are decoded and encoded on the same two cores: more than twice that running only
-    /// waits in its job queue, where nothing refuses it and every answer gets later, so its
-    /// defaults are twice the workers running and as many queued. A model server's capacity
-    /// is unknown here: 32 and 16.
+    /// call for. A model whose slots all run in process runs `workers` inferences at a time,
+    /// and its requests are decoded and encoded on the same cores: more than twice that
+    /// running only waits in its job queue, where nothing refuses it and every answer gets
+    /// later, so it runs at most twice its workers by default. A model server's capacity is
+    /// unknown here: 32 running. Either queues 16.
     pub fn for_model(&self, model: &ModelConfig) -> LimitsConfig {
-        let workers = [&model.blue, &model.green]
-            .into_iter()
-            .flatten()
-            .filter_map(|slot| match slot.backend {
+        let slots: Vec<&super::SlotConfig> =
+            [&model.blue, &model.green].into_iter().flatten().collect();
+        let workers = slots
+            .iter()
+            .map(|slot| match slot.backend {
                 super::BackendConfig::Onnx { workers, .. } => Some(workers),
                 _ => None,
             })
-            .max();
-        let (running, queued) = match workers {
-            Some(w) => (2 * w, 2 * w),
-            None => (SERVER_MAX_IN_FLIGHT, SERVER_MAX_QUEUED),
-        };
+            .collect::<Option<Vec<usize>>>()
+            .and_then(|w| w.into_iter().max());
+        let running = workers.map_or(SERVER_MAX_IN_FLIGHT, |w| 2 * w);
+        let queued = SERVER_MAX_QUEUED;
         LimitsConfig {
             max_in_flight: Some(self.max_in_flight.unwrap_or(running)),
             max_queued: Some(self.max_queued.unwrap_or(queued)),
