@@ -52,7 +52,7 @@ trap 'exit 143' TERM
 
 # server VERSION ARGS: the command line of a model server for digits v1 as VERSION.
 server() {
-  printf 'python3 tests/python/onnx_model_server.py --port {port} --model models/digits/v1/model.onnx --version %s %s' "$1" "$2"
+  printf '.venv/bin/python tests/python/onnx_model_server.py --port {port} --model models/digits/v1/model.onnx --version %s %s' "$1" "$2"
 }
 
 # rollout BIN CASE RUN ARGS RECORDS: one rollout of a candidate started with ARGS, on a teal

@@ -50,7 +50,7 @@ slot() {
   if [ "$kind" = onnx ]; then
     printf '[model.%s]\nversion = "%s"\nkind = "onnx"\npath = "%s"\n' "$color" "$version" "$arg"
   else
-    printf '[model.%s]\nversion = "%s"\nkind = "process"\nworkdir = "%s"\nready_timeout_ms = 60000\ncommand = "python3 tests/python/onnx_model_server.py --port {port} --model models/digits/v1/model.onnx --version %s --delay-ms %s"\n' \
+    printf '[model.%s]\nversion = "%s"\nkind = "process"\nworkdir = "%s"\nready_timeout_ms = 60000\ncommand = ".venv/bin/python tests/python/onnx_model_server.py --port {port} --model models/digits/v1/model.onnx --version %s --delay-ms %s"\n' \
       "$color" "$version" "$PWD" "$version" "$arg"
   fi
 }

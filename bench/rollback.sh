@@ -49,7 +49,7 @@ def call(url, data=None, method="GET"):
         return e.code, dict(e.headers), e.read()
 fault = os.path.join(work, "fault")
 candidate = {"version": "v3", "kind": "process", "workdir": os.getcwd(), "ready_timeout_ms": 60000,
-             "command": f"python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/v2/model.onnx --version v3 --fail-when {fault}"}
+             "command": f".venv/bin/python tests/python/onnx_model_server.py --port {{port}} --model models/digits/v2/model.onnx --version v3 --fail-when {fault}"}
 status, _, text = call(f"http://127.0.0.1:{admin}/api/v1/models/digits/rollouts",
                        json.dumps({"candidate": candidate, "settings": {"evidence": None}}).encode(), "POST")
 assert status == 202, text

@@ -500,7 +500,7 @@ async fn a_live_slot_process_killed_under_load_is_reported_and_rolled_back() {
     let candidate = serde_json::json!({
         "version": "v2",
         "kind": "process",
-        "command": "python3 tests/python/onnx_model_server.py --port {port} --model models/digits/v2/model.onnx --version v2",
+        "command": format!("{} tests/python/onnx_model_server.py --port {{port}} --model models/digits/v2/model.onnx --version v2", python_word()),
         "workdir": repo_root(),
         "ready_timeout_ms": 30000,
         "stop_grace_ms": 2000,

@@ -19,8 +19,9 @@ fn serving_script(version: &str, model_version: &str) -> std::path::PathBuf {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho started >> \"{dir}/started\"\nenv > \"{dir}/env\"\nexec python3 tests/python/onnx_model_server.py --port \"$TEAL_PORT\" --model models/digits/{model_version}/model.onnx --version {version}\n",
-            dir = dir.display()
+            "#!/bin/sh\necho started >> \"{dir}/started\"\nenv > \"{dir}/env\"\nexec {python} tests/python/onnx_model_server.py --port \"$TEAL_PORT\" --model models/digits/{model_version}/model.onnx --version {version}\n",
+            dir = dir.display(),
+            python = python_word()
         ),
     )
     .unwrap();

@@ -12,11 +12,11 @@ use teal::kubernetes::crd::{Colour, ModelDeployment};
 use teal::kubernetes::operator;
 
 fn validate(files: &[&Path]) -> (bool, String) {
-    let output = Command::new("python3")
+    let output = Command::new(common::python())
         .arg(common::repo_root().join("scripts/validate-manifests"))
         .args(files)
         .output()
-        .expect("python3 runs");
+        .expect("the checkout's Python runs");
     let text = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
@@ -24,14 +24,14 @@ fn validate(files: &[&Path]) -> (bool, String) {
 
 /// A YAML file as JSON (through PyYAML, which the validator uses too).
 fn yaml_as_json(path: &Path) -> serde_json::Value {
-    let output = Command::new("python3")
+    let output = Command::new(common::python())
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
         ])
         .arg(path)
         .output()
-        .expect("python3 runs");
+        .expect("the checkout's Python runs");
     assert!(
         output.status.success(),
         "{}",
@@ -59,14 +59,14 @@ fn the_committed_crd_is_what_the_types_generate() {
 
 /// Every document of a YAML file, as JSON.
 fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
-    let output = Command::new("python3")
+    let output = Command::new(common::python())
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
         ])
         .arg(path)
         .output()
-        .expect("python3 runs");
+        .expect("the checkout's Python runs");
     assert!(
         output.status.success(),
         "{}",

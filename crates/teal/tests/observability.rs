@@ -229,11 +229,12 @@ async fn json_logs_carry_request_and_trace_ids_and_the_traceparent_reaches_the_m
     let log_file = dir.join("teal.log");
     let root = repo_root();
     let config = format!(
-        "[server]\nstate_dir = \"{state}\"\n\n[[model]]\nname = \"digits\"\n[model.rollout]\nevidence = {{ holdout = \"{holdout}\" }}\nobserve_ms = \"1s\"\nkeep_warm_ms = \"0s\"\non_inconclusive = \"promote\"\nrules = {{ check_interval_ms = 200 }}\n[model.blue]\nversion = \"v1\"\nkind = \"process\"\nworkdir = \"{root}\"\ncommand = \"python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/v1/model.onnx --version v1 --trace-log {traces}\"\nready_timeout_ms = 30000\n",
+        "[server]\nstate_dir = \"{state}\"\n\n[[model]]\nname = \"digits\"\n[model.rollout]\nevidence = {{ holdout = \"{holdout}\" }}\nobserve_ms = \"1s\"\nkeep_warm_ms = \"0s\"\non_inconclusive = \"promote\"\nrules = {{ check_interval_ms = 200 }}\n[model.blue]\nversion = \"v1\"\nkind = \"process\"\nworkdir = \"{root}\"\ncommand = \"{python} tests/python/onnx_model_server.py --port {{port}} --model models/digits/v1/model.onnx --version v1 --trace-log {traces}\"\nready_timeout_ms = 30000\n",
         state = dir.join("state").display(),
         holdout = root.join("models/digits/holdout.jsonl").display(),
         root = root.display(),
         traces = trace_log.display(),
+        python = python_word(),
     );
     std::fs::write(dir.join("teal.toml"), config).unwrap();
     let (port, admin_port) = (free_port(), free_port());

@@ -56,7 +56,7 @@ async fn schemathesis_finds_nothing_wrong_with_the_admin_api() {
     let work = temp_dir("schemathesis");
     // deploy and rollouts start what a request names (a process, a connection to a URL):
     // random commands and hosts are not run here. The bad-input tests cover their errors.
-    let output = tokio::process::Command::new("schemathesis")
+    let output = tokio::process::Command::new(repo_root().join(".venv/bin/schemathesis"))
         .current_dir(&work)
         .args(["run", &format!("{url}/api/v1/openapi.json"), "--url", &url])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
@@ -75,7 +75,7 @@ async fn schemathesis_finds_nothing_wrong_with_the_admin_api() {
     let output = tokio::time::timeout(std::time::Duration::from_secs(300), output)
         .await
         .expect("schemathesis finishes within 5 minutes")
-        .expect("schemathesis runs (scripts/setup dev installs it from requirements-dev.txt)");
+        .expect("schemathesis runs (scripts/setup dev installs it into .venv from requirements-dev.txt)");
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

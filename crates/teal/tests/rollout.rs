@@ -122,8 +122,9 @@ async fn a_version_that_degrades_after_the_switch_is_rolled_back_by_the_rules() 
     // Old and new run on the same kind of model server, so the latency rule compares like
     // with like (a Python server is rightly slower than in-process ONNX).
     let blue = format!(
-        "version = \"v1\"\nkind = \"process\"\nworkdir = \"{}\"\ncommand = \"python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/v1/model.onnx --version v1\"\nready_timeout_ms = 30000\nstop_grace_ms = 2000\n",
-        repo_root().display()
+        "version = \"v1\"\nkind = \"process\"\nworkdir = \"{}\"\ncommand = \"{} tests/python/onnx_model_server.py --port {{port}} --model models/digits/v1/model.onnx --version v1\"\nready_timeout_ms = 30000\nstop_grace_ms = 2000\n",
+        repo_root().display(),
+        python_word()
     );
     let mut config = config_with(&blue, None);
     // The candidate is a process slot sent through the API: the operator allows that.
@@ -134,7 +135,7 @@ async fn a_version_that_degrades_after_the_switch_is_rolled_back_by_the_rules() 
     let load = Load::start(&client, 3);
     let candidate = serde_json::json!({
         "version": "v2-py", "kind": "process", "workdir": repo_root(),
-        "command": format!("python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/v2/model.onnx --version v2-py --fail-when {}", fault.display()),
+        "command": format!("{} tests/python/onnx_model_server.py --port {{port}} --model models/digits/v2/model.onnx --version v2-py --fail-when {}", python_word(), fault.display()),
         "ready_timeout_ms": 30000, "stop_grace_ms": 2000,
     });
     let mut settings = quick(serde_json::json!({ "kind": "blue_green" }));

@@ -8,7 +8,7 @@ use common::*;
 async fn tritonclient_gets_correct_metadata_readiness_and_predictions() {
     let running = start(&example_config()).await;
     let script = repo_root().join("tests/python/tritonclient_check.py");
-    let output = tokio::process::Command::new("python3")
+    let output = tokio::process::Command::new(python())
         .arg(&script)
         .arg(running.data_addr.to_string())
         .arg(repo_root())
@@ -16,7 +16,7 @@ async fn tritonclient_gets_correct_metadata_readiness_and_predictions() {
     let output = tokio::time::timeout(std::time::Duration::from_secs(120), output)
         .await
         .expect("the client finishes within 2 minutes")
-        .expect("python3 runs");
+        .expect("the checkout's Python runs");
     stop(running).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -407,7 +407,7 @@ async fn deploys_that_fail_leave_the_live_slot_serving_and_a_good_one_lands_in_s
         "kind": "process",
         "protocol": "json",
         "workdir": repo_root(),
-        "command": "python3 tests/python/onnx_model_server.py --port {port} --model models/digits/v2/model.onnx --protocol json",
+        "command": format!("{} tests/python/onnx_model_server.py --port {{port}} --model models/digits/v2/model.onnx --protocol json", python_word()),
     });
     let deployed = admin
         .post_json("/api/v1/models/digits/deploy", &slot)

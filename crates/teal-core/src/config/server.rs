@@ -100,7 +100,8 @@ pub struct ServerConfig {
     #[serde(default)]
     pub state_max_bytes: Option<u64>,
     /// Path of `libonnxruntime.so`; when unset teal looks at `ORT_DYLIB_PATH`, then at the
-    /// `onnxruntime` Python package.
+    /// `onnxruntime` Python package in the environment teal is installed in, the checkout's
+    /// `.venv`, and the environment of the `python3` on the PATH.
     #[serde(default)]
     pub onnxruntime: Option<PathBuf>,
 }

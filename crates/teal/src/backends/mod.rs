@@ -9,6 +9,7 @@ pub mod cache;
 pub mod http1;
 pub mod onnx;
 pub mod process;
+pub mod python_env;
 pub mod upstream;
 
 use teal_core::protocol::{InferRequest, Signature, Tensor};

@@ -15,7 +15,7 @@ use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 use teal_core::protocol::{Datatype, Signature, Tensor, TensorData, TensorSpec};
 use tokio::sync::oneshot;
 
-use super::{BackendError, LoadError};
+use super::{BackendError, LoadError, python_env};
 
 /// The ONNX Runtime release teal is built against.
 pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
@@ -31,13 +31,15 @@ static RUNTIME: OnceLock<Result<OnnxRuntime, String>> = OnceLock::new();
 
 fn install_hint() -> String {
     format!(
-        "install it with `python3 -m pip install onnxruntime=={ONNXRUNTIME_VERSION}` (teal finds it there), \
-         or set ORT_DYLIB_PATH to its libonnxruntime.so.{ONNXRUNTIME_VERSION}, or set server.onnxruntime in the config"
+        "in a checkout of teal run `scripts/setup`, which installs onnxruntime=={ONNXRUNTIME_VERSION} into its .venv; \
+         where teal was installed with pip, `pip install onnxruntime=={ONNXRUNTIME_VERSION}` into that same environment; \
+         or set ORT_DYLIB_PATH to a libonnxruntime.so.{ONNXRUNTIME_VERSION}, or server.onnxruntime in the config"
     )
 }
 
-/// Where the library is: the configured path, then `ORT_DYLIB_PATH`, then the
-/// `onnxruntime` Python package (found without importing it).
+/// Where the library is: the configured path, then `ORT_DYLIB_PATH`, then the `onnxruntime`
+/// package in teal's own Python environments ([`python_env::search_order`]), then in the
+/// environment of the `python3` first on the PATH (found without importing it).
 pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(path) = configured {
         return Ok(path.to_path_buf());
@@ -45,7 +47,21 @@ pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    let probe = std::process::Command::new("python3")
+    search(&python_env::search_order(), "python3")
+}
+
+/// The library in the environments at `prefixes`, then in the environment of `python`.
+fn search(prefixes: &[PathBuf], python: &str) -> Result<PathBuf, String> {
+    let mut looked = Vec::new();
+    for prefix in prefixes {
+        for packages in python_env::package_dirs(prefix) {
+            if let Some(library) = library_in_package(&packages.join("onnxruntime")) {
+                return Ok(library);
+            }
+        }
+        looked.push(prefix.display().to_string());
+    }
+    let probe = std::process::Command::new(python)
         .args([
             "-c",
             "import importlib.util as u; s = u.find_spec('onnxruntime'); print(s.submodule_search_locations[0] if s else '')",
@@ -54,33 +70,39 @@ pub fn locate_library(configured: Option<&Path>) -> Result<PathBuf, String> {
         .output();
     if let Ok(output) = probe {
         let package = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        if !package.is_empty() {
-            let capi = Path::new(&package).join("capi");
-            let exact = capi.join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"));
-            if exact.exists() {
-                return Ok(exact);
-            }
-            if let Ok(entries) = std::fs::read_dir(&capi) {
-                let mut found: Vec<PathBuf> = entries
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with("libonnxruntime.so."))
-                    })
-                    .collect();
-                found.sort();
-                if let Some(path) = found.pop() {
-                    return Ok(path);
-                }
-            }
+        if !package.is_empty()
+            && let Some(library) = library_in_package(Path::new(&package))
+        {
+            return Ok(library);
         }
     }
+    looked.push(format!("the environment of {python} on the PATH"));
     Err(format!(
-        "ONNX Runtime library not found: {}",
+        "ONNX Runtime library not found (looked in {}): {}",
+        looked.join(", "),
         install_hint()
     ))
+}
+
+/// The library in an `onnxruntime` package folder: this release's, else the newest there.
+fn library_in_package(package: &Path) -> Option<PathBuf> {
+    let capi = package.join("capi");
+    let exact = capi.join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"));
+    if exact.is_file() {
+        return Some(exact);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&capi)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+        })
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 impl OnnxRuntime {
@@ -105,6 +127,7 @@ impl OnnxRuntime {
                         install_hint()
                     )
                 })?;
+                tracing::info!(library = %library.display(), "ONNX Runtime loaded");
                 Ok(OnnxRuntime { environment, library })
             })
             .clone()
@@ -450,5 +473,54 @@ fn flatten(value: &serde_json::Value, out: &mut Vec<f64>) {
         serde_json::Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
         serde_json::Value::Bool(b) => out.push(f64::from(u8::from(*b))),
         other => out.push(other.as_f64().unwrap_or(f64::NAN)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "teal-onnx-{what}-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_library_is_taken_from_the_first_environment_that_has_it() {
+        let (empty, venv) = (temp("empty"), temp("venv"));
+        std::fs::create_dir_all(empty.join("lib/python3.11/site-packages")).unwrap();
+        let capi = venv.join("lib/python3.12/site-packages/onnxruntime/capi");
+        std::fs::create_dir_all(&capi).unwrap();
+        for name in [
+            "libonnxruntime.so.1.30.0".to_string(),
+            format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"),
+            "libonnxruntime_providers_shared.so".to_string(),
+        ] {
+            std::fs::write(capi.join(name), b"").unwrap();
+        }
+        let found = search(&[empty, venv], "/nonexistent/python3").unwrap();
+        assert_eq!(
+            found,
+            capi.join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"))
+        );
+    }
+
+    #[test]
+    fn without_the_library_anywhere_the_error_says_where_it_looked_and_what_to_install() {
+        let empty = temp("nothing");
+        let error = search(std::slice::from_ref(&empty), "/nonexistent/python3").unwrap_err();
+        assert!(error.contains(&empty.display().to_string()), "{error}");
+        assert!(error.contains("/nonexistent/python3"), "{error}");
+        assert!(error.contains("scripts/setup"), "{error}");
+        assert!(
+            error.contains(&format!("pip install onnxruntime=={ONNXRUNTIME_VERSION}")),
+            "{error}"
+        );
+        assert!(error.contains("ORT_DYLIB_PATH"), "{error}");
     }
 }

@@ -203,14 +203,24 @@ const STEPS: [&str; 7] = [
     "rolled back: v2 live",
 ];
 
-/// Whether `python3` with onnxruntime can run the demo's separate model server.
-fn python_ready() -> bool {
-    std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime, numpy"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// A Python with onnxruntime and numpy to run the demo's separate model server: the one in
+/// teal's own environment or checkout first, then `python3` from the PATH.
+fn python_for_model_server() -> Option<std::path::PathBuf> {
+    crate::backends::python_env::interpreters()
+        .into_iter()
+        .find(|python| {
+            std::process::Command::new(python)
+                .args(["-c", "import onnxruntime, numpy"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
+/// A path as one word for `sh -c`.
+fn shell_word(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
 /// Starts a rollout and follows it to its end (or to `until`), printing each phase.
@@ -418,7 +428,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut third = None;
     let mut rollback_after_fault_ms = None;
-    if python_ready() {
+    if let Some(python) = python_for_model_server() {
         step.store(4, Ordering::Relaxed);
         progress(
             args.json,
@@ -426,10 +436,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         let fault = dir.join("fault");
         let command = format!(
-            "python3 {} --port {{port}} --model {} --version v3 --fail-when {}",
-            dir.join("faulty_server.py").display(),
-            dir.join("digits/v2/model.onnx").display(),
-            fault.display()
+            "{} {} --port {{port}} --model {} --version v3 --fail-when {}",
+            shell_word(&python),
+            shell_word(&dir.join("faulty_server.py")),
+            shell_word(&dir.join("digits/v2/model.onnx")),
+            shell_word(&fault)
         );
         let body = serde_json::json!({
             "candidate": { "version": "v3", "kind": "process", "command": command, "ready_timeout_ms": 60000 },
@@ -499,7 +510,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         progress(
             args.json,
-            "rollout #3 skipped: it needs python3 with onnxruntime and numpy for its model server (scripts/setup installs them)",
+            "rollout #3 skipped: it needs a Python with onnxruntime and numpy for its model server (scripts/setup installs them in the checkout's .venv; a pip-installed teal has them in its own environment)",
         );
     }
     stop.store(true, Ordering::Relaxed);

@@ -92,6 +92,26 @@ pub fn infer_body(rows: &[Vec<f64>]) -> serde_json::Value {
 }
 
 /// The teal binary built for these tests.
+/// The Python of the checkout's own environment (`.venv`, which `scripts/setup dev` fills),
+/// for everything that needs a Python package: never whatever `python3` is first on the PATH.
+pub fn python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup dev",
+        python.display()
+    );
+    python
+}
+
+/// [`python`] as one word of a shell command (a process slot's command runs in `sh -c`).
+pub fn python_word() -> String {
+    format!(
+        "'{}'",
+        python().display().to_string().replace('\'', "'\\''")
+    )
+}
+
 pub fn teal_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_teal"))
 }
@@ -386,7 +406,8 @@ pub fn upstream(version: &str, urls: &[String], extra: &str) -> String {
 /// A process slot running `tests/python/onnx_model_server.py` on a digits model.
 pub fn python_server(version: &str, model_version: &str, args: &str) -> String {
     format!(
-        "version = \"{version}\"\nkind = \"process\"\ncommand = \"python3 tests/python/onnx_model_server.py --port {{port}} --model models/digits/{model_version}/model.onnx --version {version} {args}\"\nready_timeout_ms = 30000\nstop_grace_ms = 3000\n"
+        "version = \"{version}\"\nkind = \"process\"\ncommand = \"{python} tests/python/onnx_model_server.py --port {{port}} --model models/digits/{model_version}/model.onnx --version {version} {args}\"\nready_timeout_ms = 30000\nstop_grace_ms = 3000\n",
+        python = python_word()
     )
 }
 
