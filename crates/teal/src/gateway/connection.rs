@@ -136,8 +136,14 @@ pub async fn serve_connection(
         let model = std::str::from_utf8(&head[request.model.clone()]).unwrap_or_default();
         // A model that is full refuses a request from its head: the 503 is written at once,
         // then the body is read and dropped, so the connection can carry the next request and
-        // shedding never costs decoding a body.
-        let entry = plane.check_head(model);
+        // shedding never costs reading the body into memory or decoding it. A body that came
+        // whole with its head is refused after, before it is decoded, for the same price
+        // (and a request that is not refused pays no second lookup of its model).
+        let entry = if buf.len() < request.body_len {
+            plane.check_head(model)
+        } else {
+            Entry::Open
+        };
         if matches!(entry, Entry::Refused(_)) {
             let answer = plane.infer(model, &headers, Bytes::new(), entry).await;
             drop(head);

@@ -249,7 +249,7 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Dat
                     Endpoint::Infer,
                     headers,
                     body,
-                    Entry::Open,
+                    Entry::Unchecked,
                 );
                 Ok(answer.await.into_response())
             });
@@ -324,7 +324,7 @@ async fn serve_routed(
         endpoint,
         &parts.headers,
         body,
-        Entry::Open,
+        Entry::Unchecked,
     )
     .await
     .into_response()

@@ -42,8 +42,12 @@ impl Endpoint {
 
 /// A request's admission as it stands when its head has arrived, before its body is read.
 pub(super) enum Entry {
-    /// The model had room (or is not served; its error comes once the body is read): the
-    /// request asks for its place once its body is read.
+    /// Not checked yet: the router's path, whose body is still arriving, checks before
+    /// reading it.
+    Unchecked,
+    /// The model had room (or is not served; its error comes once the body is read), or the
+    /// body had arrived with the head, so refusing early would save nothing: the request
+    /// asks for its place once its body is read, before it is decoded.
     Open,
     /// The model was full: every place taken and its queue full. The request is refused
     /// without its body being decoded (the connection reads and drops it).
@@ -85,8 +89,8 @@ async fn enter(entry: Entry, routes: &ModelRoutes) -> Result<(Place, Deadline), 
 /// path (whose body is still arriving) the head is checked here.
 fn refuse_early(gateway: &Gateway, model: &str, entry: Entry) -> Result<Entry, Failure> {
     let entry = match entry {
-        Entry::Open => check_head(gateway, model),
-        refused => refused,
+        Entry::Unchecked => check_head(gateway, model),
+        checked => checked,
     };
     match entry {
         Entry::Refused(error) => Err(error.into()),
