@@ -544,11 +544,11 @@ async fn shutdown_is_not_held_up_by_a_body_still_arriving() {
     assert_eq!(ready.status, 200);
     let stopping = Instant::now();
     terminate(teal.proc.0.id());
-    for stream in &mut streams {
+    for (i, stream) in streams.iter_mut().enumerate() {
         let (got, closed) = read_until_closed(stream, Duration::from_secs(5)).await;
         let got = String::from_utf8_lossy(&got);
         assert!(closed, "the connection stayed open while teal stopped");
-        assert!(got.starts_with("HTTP/1.1 503"), "{got:?}");
+        assert!(got.starts_with("HTTP/1.1 503"), "{got:?} on stream {i}");
     }
     // Bounded polling: the body deadline is 30 s and the grace period 10 s.
     let exited = eventually(Duration::from_secs(5), async || teal.proc.has_exited()).await;

@@ -109,8 +109,15 @@ pub async fn serve_connection(
                         .await;
                 }
             }
+            // Stopping with no request begun: an idle connection is closed, but a request
+            // that already reached the socket is read and answered (503, shutting down)
+            // rather than dropped unanswered.
             if stopping && buf.is_empty() {
-                return;
+                buf.reserve(8 * 1024);
+                match stream.try_read_buf(&mut buf) {
+                    Ok(n) if n > 0 => continue,
+                    _ => return,
+                }
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(8 * 1024);
