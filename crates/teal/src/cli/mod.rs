@@ -191,6 +191,8 @@ pub enum Command {
     /// Run the Kubernetes operator: reconcile ModelDeployment resources (Deployments per
     /// colour, gates, switch, observation, rollback, teardown). Only the replica holding the
     /// leader Lease acts.
+    // A build without the `kubernetes` feature hides it, and says so if it is asked for.
+    #[command(hide = cfg!(not(feature = "kubernetes")))]
     Operator(OperatorArgs),
 }
 
