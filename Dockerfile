@@ -4,6 +4,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+# The commit `teal --version` names when the context has no .git: --build-arg TEAL_BUILD_COMMIT=...
+ARG TEAL_BUILD_COMMIT=
 RUN cargo build --release --locked -p teal
 
 FROM python:3.11-slim-bookworm AS onnxruntime

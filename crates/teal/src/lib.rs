@@ -15,8 +15,9 @@
 //! 6. [`control`]: the control loop: loading and tearing down slots, gathering evidence and
 //!    running the gates, and the rollout driver.
 //! 7. [`gateway`] (the data plane), [`admin`] (the admin API, `/metrics` and the dashboard)
-//!    and [`kubernetes`] (the resource, its operator, and the gateway's cluster mode): three
-//!    front doors side by side, none using another.
+//!    and `kubernetes` (the resource, its operator, and the gateway's cluster mode; built
+//!    with the `kubernetes` feature, on by default): three front doors side by side, none
+//!    using another.
 //! 8. [`server`]: loading slots, binding listeners, graceful shutdown.
 //! 9. [`cli`]: the command line, the demo, and the small HTTP client they share.
 //!
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod control;
 pub mod gateway;
 pub mod headers;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod log_throttle;
 pub mod metrics;

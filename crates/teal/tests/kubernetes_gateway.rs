@@ -2,6 +2,8 @@
 //! colours' EndpointSlices from a mocked API server (tower-test), and route per request.
 //! The pods behind the EndpointSlices are real model servers (in-process teal serving the
 //! bundled digits versions); no cluster is involved.
+// Built only with the `kubernetes` feature (on by default).
+#![cfg(feature = "kubernetes")]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! every manifest, the example resource and the objects the operator writes for it validate
 //! offline and strictly against the Kubernetes schemas (PyPI `kubernetes-validate`) and the
 //! generated CRD's schema (`scripts/validate-manifests`).
+// Built only with the `kubernetes` feature (on by default).
+#![cfg(feature = "kubernetes")]
 
 mod common;
 

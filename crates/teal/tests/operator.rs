@@ -2,6 +2,8 @@
 //! path, with the exact requests it makes (method, path, query, body). The model pods behind
 //! the colour Services are real: in-process teal servers serving the bundled digits versions,
 //! so the gates and checks run for real. No cluster is involved; nothing here needs one.
+// Built only with the `kubernetes` feature (on by default).
+#![cfg(feature = "kubernetes")]
 
 mod common;
 

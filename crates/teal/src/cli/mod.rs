@@ -2,6 +2,7 @@
 
 mod audit;
 pub mod client;
+mod completions;
 mod connect;
 pub mod demo;
 mod render;
@@ -11,6 +12,7 @@ mod status;
 mod validate;
 
 use audit::*;
+use completions::completions;
 pub use connect::AdminArgs;
 use connect::*;
 use render::*;
@@ -36,13 +38,22 @@ use crate::routing::{ModelStatus, SwitchOutcome};
 use crate::server;
 use crate::state::token;
 
+/// What `teal --version` prints: the release and the commit it was built from, or "unknown"
+/// when the sources came without their git history (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TEAL_BUILD_COMMIT"),
+    ")"
+);
+
 /// teal serves machine-learning models and replaces them safely.
 ///
 /// Each model has two slots, blue and green. One is live; the other holds the next (or the
 /// previous) version, loaded and warm. A switch moves every new request to the other slot in
 /// one atomic step, and a rollback moves it back just as fast.
 #[derive(Parser, Debug)]
-#[command(name = "teal", version)]
+#[command(name = "teal", version = VERSION)]
 #[command(
     after_help = "Start here:\n  teal demo                                  run teal on its bundled models and watch a switch\n  teal serve --config examples/teal.toml     serve the example models\n  teal status                                what is live, in another terminal"
 )]
@@ -191,7 +202,15 @@ pub enum Command {
     /// Run the Kubernetes operator: reconcile ModelDeployment resources (Deployments per
     /// colour, gates, switch, observation, rollback, teardown). Only the replica holding the
     /// leader Lease acts.
+    // A build without the `kubernetes` feature hides it, and says so if it is asked for.
+    #[command(hide = cfg!(not(feature = "kubernetes")))]
     Operator(OperatorArgs),
+    /// Print the completion script for SHELL (teal's verbs and flags) to standard output.
+    #[command(after_help = completions::INSTALL)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs the parsed command line.
@@ -376,6 +395,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate(args) => validate(args).await,
         Command::Demo(args) => crate::cli::demo::run(args).await,
         Command::Operator(args) => operator(args).await,
+        Command::Completions { shell } => completions(shell),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `teal serve` and `teal operator`: the long-running verbs, the runtime's thread count,
-//! and waiting for the signal that stops them.
+//! and waiting for the signal that stops them. Without the `kubernetes` feature, the
+//! cluster mode of `teal serve` and the operator refuse to start and say why.
 
 use super::*;
 
@@ -15,11 +16,16 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
     /// Also serve the ModelDeployment resources in `gateway` switch mode: follow their
     /// status and their colours' endpoints, and route per request (in a cluster).
-    #[arg(long)]
+    #[arg(long, hide = cfg!(not(feature = "kubernetes")))]
     pub kubernetes: bool,
     /// With --kubernetes: only this namespace's resources, by their plain model names
     /// (default: all the gateway may read, each model named NAMESPACE.MODEL).
-    #[arg(long, value_name = "NAMESPACE", requires = "kubernetes")]
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        requires = "kubernetes",
+        hide = cfg!(not(feature = "kubernetes"))
+    )]
     pub namespace: Option<String>,
     /// Data-plane address, overriding server.listen (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
@@ -105,19 +111,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let token = std::env::var("TEAL_ADMIN_TOKEN").ok();
     // The cluster first: a gateway that cannot reach it should not start serving nothing.
     let cluster = match args.kubernetes {
-        true => Some(kube::Client::try_default().await.context(
-            "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
-        )?),
+        true => Some(cluster_client("teal serve --kubernetes").await?),
         false => None,
     };
     let running = server::start(&config, token).await?;
-    let follower = cluster.map(|client| {
-        tokio::spawn(crate::kubernetes::gateway::follow(
-            client,
-            args.namespace.clone(),
-            running.routes.clone(),
-        ))
-    });
+    let follower = cluster.map(|client| follow_cluster(client, args.namespace, &running));
     // One plain line on stdout for people and scripts; logs go to stderr.
     let metrics = running
         .metrics_url()
@@ -138,15 +136,64 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Kubernetes API client, from the pod's service account or KUBECONFIG.
+#[cfg(feature = "kubernetes")]
+async fn cluster_client(_verb: &str) -> anyhow::Result<kube::Client> {
+    kube::Client::try_default().await.context(
+        "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
+    )
+}
+
+/// A build without the `kubernetes` feature has no client to make: the cluster verbs stop
+/// here, before anything starts, and say how to get a build that has them.
+#[cfg(not(feature = "kubernetes"))]
+async fn cluster_client(verb: &str) -> anyhow::Result<std::convert::Infallible> {
+    Err(without_kubernetes(verb))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn without_kubernetes(verb: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`{verb}` needs Kubernetes support, and this teal was built without it: build teal with its default features (`cargo build --release`), which include the `kubernetes` feature"
+    )
+}
+
+/// Follows the ModelDeployment resources into the route table, until aborted.
+#[cfg(feature = "kubernetes")]
+fn follow_cluster(
+    client: kube::Client,
+    namespace: Option<String>,
+    running: &server::Running,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(crate::kubernetes::gateway::follow(
+        client,
+        namespace,
+        running.routes.clone(),
+    ))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn follow_cluster(
+    client: std::convert::Infallible,
+    _namespace: Option<String>,
+    _running: &server::Running,
+) -> tokio::task::JoinHandle<()> {
+    match client {}
+}
+
+#[cfg(not(feature = "kubernetes"))]
+pub(crate) async fn operator(_args: OperatorArgs) -> anyhow::Result<()> {
+    Err(without_kubernetes("teal operator"))
+}
+
+#[cfg(feature = "kubernetes")]
 pub(crate) async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     use crate::kubernetes::{leader, operator};
     if args.print_crd {
         print!("{}", crate::kubernetes::crd_yaml());
         return Ok(());
     }
-    let client = kube::Client::try_default().await.context(
-        "cannot reach the Kubernetes API: run in a pod with a service account, or set KUBECONFIG",
-    )?;
+    let client = cluster_client("teal operator").await?;
     let identity = args
         .identity
         .unwrap_or_else(|| format!("teal-operator-{}", std::process::id()));

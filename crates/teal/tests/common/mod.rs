@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a real teal on 127.0.0.1:0 with the bundled models.
 #![allow(dead_code)]
 
+#[cfg(feature = "kubernetes")]
 pub mod apiserver;
 pub mod rollouts;
 
