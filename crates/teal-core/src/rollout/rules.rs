@@ -728,6 +728,16 @@ impl Rollout {
             ));
         }
         let ends = values::quantile_bins(&self.baseline.values, 5);
+        if ends.len() < 2 {
+            // One bin holds everything: its share cannot grow, so the test could never fail.
+            return Some(out(
+                Rule::Outputs,
+                RuleVerdict::TooLittleData,
+                format!(
+                    "the old version's {before} answers before the switch fall in one bucket (within 9% of each other), so shares cannot be compared; pairs sent to both at once can"
+                ),
+            ));
+        }
         let old = values::binned(&self.baseline.values, &ends);
         let new = values::binned(&t.values, &ends);
         let part = r.alpha / ends.len() as f64;

@@ -21,9 +21,10 @@ pub struct Admission {
     queued: AtomicUsize,
 }
 
-/// A place among the requests running on a model, given back when dropped. It is taken
-/// when the request's head has arrived, before its body is read, so a model that is full
-/// refuses a request for the price of reading its head.
+/// A place among the requests running on a model, given back when dropped. It is taken once
+/// the request's body is read, before it is decoded, and held across a failover; a model
+/// that is full is told apart from the head already ([`Admission::is_full`]), so refusing a
+/// request costs reading its head.
 pub type Place = OwnedSemaphorePermit;
 
 /// Why a request was not admitted.

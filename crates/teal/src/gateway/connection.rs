@@ -110,8 +110,8 @@ pub async fn serve_connection(
                 }
             }
             // Stopping with no request begun: an idle connection is closed, but a request
-            // that already reached the socket is read and answered (503, shutting down)
-            // rather than dropped unanswered.
+            // that already reached the socket is read and answered (503 when its body is
+            // still arriving, served and closed when it came whole) rather than dropped.
             if stopping && buf.is_empty() {
                 buf.reserve(8 * 1024);
                 match stream.try_read_buf(&mut buf) {
@@ -144,8 +144,8 @@ pub async fn serve_connection(
         // A model that is full refuses a request from its head: the 503 is written at once,
         // then the body is read and dropped, so the connection can carry the next request and
         // shedding never costs reading the body into memory or decoding it. A body that came
-        // whole with its head is refused after, before it is decoded, for the same price
-        // (and a request that is not refused pays no second lookup of its model).
+        // whole with its head is refused after, before it is decoded, for the same price,
+        // and pays no lookup of its model here.
         let entry = if buf.len() < request.body_len {
             plane.check_head(model)
         } else {
@@ -161,9 +161,12 @@ pub async fn serve_connection(
                 written = write_answer(&mut stream, &mut out, &answer, close) => written.is_ok(),
                 () = timer.until(due) => false,
             };
-            if !written || close {
+            if !written {
                 return;
             }
+            // The body is read and dropped even when the connection closes after it: closing
+            // with its bytes unread would reset the connection, and the client, still
+            // sending, could lose the 503.
             let due = Instant::now() + timeouts.body;
             let mut left = request.body_len;
             loop {
@@ -186,6 +189,14 @@ pub async fn serve_connection(
                     () = timer.until(due) => return,
                     () = &mut stopped, if !stopping => stopping = true,
                 }
+            }
+            if close {
+                tokio::select! {
+                    biased;
+                    _ = stream.shutdown() => {}
+                    () = timer.until(due) => {}
+                }
+                return;
             }
             continue;
         }

@@ -238,8 +238,10 @@ async fn run_infer(
     match failover(&routes, &slot, routed, &first) {
         Some(old) => {
             gateway.failed_over(&routes.name, &slot, Endpoint::Infer, started);
-            let mut answer =
-                infer_on(gateway, &routes, &old, false, &body, json_len, deadline).await;
+            // The old version gets a deadline of its own: the candidate may have used all
+            // of the first (an in-process model that timed out).
+            let again = Deadline::starting_now(&routes.admission);
+            let mut answer = infer_on(gateway, &routes, &old, false, &body, json_len, again).await;
             if let Ok(answer) = &mut answer {
                 answer.failed_over = Some(slot.clone());
             }
@@ -393,7 +395,8 @@ async fn run_predict(
     match failover(&routes, &slot, routed, &first) {
         Some(old) => {
             gateway.failed_over(&routes.name, &slot, Endpoint::Predict, started);
-            let mut answer = predict_on(gateway, &routes, &old, false, &body, deadline).await;
+            let again = Deadline::starting_now(&routes.admission);
+            let mut answer = predict_on(gateway, &routes, &old, false, &body, again).await;
             if let Ok(answer) = &mut answer {
                 answer.failed_over = Some(slot.clone());
             }

@@ -476,6 +476,31 @@ fn a_regressor_whose_answers_moved_is_rolled_back_without_pairs() {
     );
 }
 
+#[test]
+fn a_regressor_that_always_answered_the_same_is_not_judged_by_shares() {
+    // One bucket holds every answer before the switch: no share could grow past it, so the
+    // rule says so rather than passing.
+    let mut before = healthy(500);
+    before.old.values = values(500, || 3.0);
+    let r = observing_after(settings(Strategy::BlueGreen), before);
+    let (r, _) = step(
+        r,
+        tick(Some({
+            let mut c = live(100, 0);
+            c.new.values = values(100, || 7.0);
+            c
+        })),
+        T0 + 1_031,
+    );
+    let outputs = outcome(&r, Rule::Outputs).expect("an outputs verdict");
+    assert_eq!(outputs.verdict, Verdict::Inconclusive, "{}", outputs.detail);
+    assert!(
+        outputs.detail.contains("fall in one bucket"),
+        "{}",
+        outputs.detail
+    );
+}
+
 /// The value rules' false alarms on two identical regressors, over a long bake with a check
 /// a second: with pairs (the candidate's answer the old one's plus symmetric noise) and
 /// without (both drawn from the same distribution), seeded.
