@@ -120,8 +120,9 @@ pub struct LimitsConfig {
     #[serde(default)]
     pub max_in_flight: Option<usize>,
     /// Requests waiting for a place among those running; one more is answered 503 with
-    /// `Retry-After`. 0: no queue. Unset: 16, so that a few dozen clients each waiting for
-    /// its answer before sending the next are queued, not refused.
+    /// `Retry-After`. 0: no queue. Unset: 16, and in process as many more as the model runs
+    /// fewer than 32, so that either takes 48 requests at once: a few dozen clients each
+    /// waiting for its answer before sending the next are queued, not refused.
     #[serde(default)]
     pub max_queued: Option<usize>,
     /// How long a request may wait for a place and, on an in-process model, run: past it,
@@ -163,8 +164,9 @@ impl LimitsConfig {
     /// call for. A model whose slots all run in process runs `workers` inferences at a time,
     /// and its requests are decoded and encoded on the same cores: more than twice that
     /// running only waits in its job queue, where nothing refuses it and every answer gets
-    /// later, so it runs at most twice its workers by default. A model server's capacity is
-    /// unknown here: 32 running. Either queues 16.
+    /// later, so it runs at most twice its workers by default, and the rest of the 48 it takes
+    /// wait in its queue, not decoded. A model server's capacity is unknown here: 32 running
+    /// and 16 queued.
     pub fn for_model(&self, model: &ModelConfig) -> LimitsConfig {
         let slots: Vec<&super::SlotConfig> =
             [&model.blue, &model.green].into_iter().flatten().collect();
@@ -177,7 +179,9 @@ impl LimitsConfig {
             .collect::<Option<Vec<usize>>>()
             .and_then(|w| w.into_iter().max());
         let running = workers.map_or(SERVER_MAX_IN_FLIGHT, |w| 2 * w);
-        let queued = SERVER_MAX_QUEUED;
+        let queued = (SERVER_MAX_IN_FLIGHT + SERVER_MAX_QUEUED)
+            .saturating_sub(running)
+            .max(SERVER_MAX_QUEUED);
         LimitsConfig {
             max_in_flight: Some(self.max_in_flight.unwrap_or(running)),
             max_queued: Some(self.max_queued.unwrap_or(queued)),

@@ -2,10 +2,11 @@
 //! on fixed, log-spaced buckets, so that any scale is counted with the same few hundred
 //! counters and two histograms taken at different times can be compared bucket by bucket.
 //!
-//! A bucket is named by a signed key, ordered as the values are: key 0 holds the values
-//! within `2^MIN_EXP` of zero; key `k > 0` holds values in
-//! `(2^(MIN_EXP + (k-1)/STEPS), 2^(MIN_EXP + k/STEPS)]`, and key `-k` its mirror image
-//! below zero. Magnitudes over `2^MAX_EXP` fall in the outermost bucket of their side.
+//! A bucket is named by a signed key, ordered as the values are, and holds its upper bound:
+//! key 0 holds the values in `(-2^MIN_EXP, 2^MIN_EXP]`; key `k > 0` holds values in
+//! `(2^(MIN_EXP + (k-1)/STEPS), 2^(MIN_EXP + k/STEPS)]`, and key `-k` those in
+//! `(-2^(MIN_EXP + k/STEPS), -2^(MIN_EXP + (k-1)/STEPS)]`. Magnitudes past the outermost
+//! bucket's bound fall in it.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,8 @@ use std::collections::BTreeMap;
 pub const STEPS: i32 = 8;
 /// The smallest magnitude told apart from zero is `2^MIN_EXP` (about 0.00024).
 pub const MIN_EXP: i32 = -12;
-/// The largest magnitude told apart from the ones above it is `2^MAX_EXP` (about 16.8 million).
+/// Magnitudes are told apart up to `2^(MAX_EXP - 1/STEPS)` (about 15 million); the outermost
+/// bucket of each side holds every larger one.
 pub const MAX_EXP: i32 = 24;
 /// Buckets on each side of zero.
 pub const HALF: usize = ((MAX_EXP - MIN_EXP) * STEPS) as usize;
@@ -27,12 +29,19 @@ pub fn index(value: f64) -> Option<usize> {
     }
     let magnitude = value.abs();
     let floor = 2f64.powi(MIN_EXP);
-    if magnitude <= floor {
-        return Some(HALF);
+    let steps = (magnitude / floor).log2() * f64::from(STEPS);
+    if value > 0.0 {
+        if magnitude <= floor {
+            return Some(HALF);
+        }
+        Some(HALF + (steps.ceil() as usize).clamp(1, HALF))
+    } else {
+        // Below zero a bucket holds its upper bound, the end nearer zero.
+        if magnitude < floor {
+            return Some(HALF);
+        }
+        Some(HALF - (steps.floor() as usize).saturating_add(1).clamp(1, HALF))
     }
-    let steps = ((magnitude / floor).log2() * f64::from(STEPS)).ceil();
-    let k = (steps as usize).clamp(1, HALF);
-    Some(if value > 0.0 { HALF + k } else { HALF - k })
 }
 
 /// The signed key of a bucket index.
@@ -40,8 +49,8 @@ pub fn key(index: usize) -> i32 {
     index as i32 - HALF as i32
 }
 
-/// The largest value a bucket holds (its upper bound; the outermost positive bucket also
-/// holds everything above it).
+/// The largest value a bucket holds (its upper bound, which it holds; the outermost positive
+/// bucket also holds everything above it).
 pub fn upper(key: i32) -> f64 {
     let edge = |steps: i32| 2f64.powf(f64::from(MIN_EXP) + f64::from(steps) / f64::from(STEPS));
     match key {
@@ -145,10 +154,9 @@ mod tests {
         for v in values {
             let k = key(index(v).unwrap());
             if v.abs() < 2f64.powi(MAX_EXP) {
-                assert!(v <= upper(k) * (1.0 + 1e-12), "{v} over {}", upper(k));
-                // Mirrored below zero: a bucket there holds its lower bound, not its upper.
+                assert!(v <= upper(k) + 1e-12 * upper(k).abs(), "{v} over {}", upper(k));
                 let below = upper(k - 1);
-                assert!(v > below || (v < 0.0 && v == below), "{v} not over {below}");
+                assert!(v > below, "{v} not over {below}");
             }
         }
         assert_eq!(key(index(0.0).unwrap()), 0);
@@ -164,7 +172,23 @@ mod tests {
 
     #[test]
     fn octaves_give_each_value_to_the_first_bound_at_or_above_it() {
-        let values = [-3.0, -1.5, 0.0, 0.3, 0.75, 1.0, 1.0, 5.0, 1e12];
+        // Values on the bounds as well as between them, on both sides of zero.
+        let values = [
+            -3.0,
+            -2.0,
+            -1.5,
+            -1.0,
+            -0.5,
+            -1.0 / 4096.0,
+            0.0,
+            0.3,
+            0.5,
+            0.75,
+            1.0,
+            1.0,
+            5.0,
+            1e12,
+        ];
         let mut counts = vec![0u64; BUCKETS];
         for v in values {
             counts[index(v).unwrap()] += 1;
