@@ -14,8 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own progress; its server's logs would only crowd it.
-    let default_level = if matches!(cli.command, Command::Demo(_)) {
+    // The demo and init print their own progress; the server's logs would only crowd it.
+    let default_level = if matches!(cli.command, Command::Demo(_) | Command::Init(_)) {
         "warn"
     } else {
         "info"

@@ -27,6 +27,8 @@ mod strategy;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::routing::Color;
@@ -47,6 +49,68 @@ pub use strategy::{CanaryStep, Strategy};
 /// left out while they hold it, so an older rollout writes back as it was read.
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
+}
+
+/// Reads a map keyed by integers (answers per class, per value bucket) whether its keys come
+/// as strings, as JSON writes them, or as numbers. serde turns string keys back into integers
+/// only when it reads the map directly: inside a `#[serde(flatten)]` struct (the admin API's
+/// rollout view) it refuses them, so the CLI could not read a rollout that had answers.
+pub(crate) fn int_keys<'de, D, K, V>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: Ord + std::str::FromStr + TryFrom<i64> + TryFrom<u64>,
+    V: Deserialize<'de>,
+{
+    struct Key<K>(K);
+    impl<'de, K: std::str::FromStr + TryFrom<i64> + TryFrom<u64>> Deserialize<'de> for Key<K> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit<K>(std::marker::PhantomData<K>);
+            impl<K: std::str::FromStr + TryFrom<i64> + TryFrom<u64>> serde::de::Visitor<'_> for Visit<K> {
+                type Value = Key<K>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an integer, or a string holding one")
+                }
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Key<K>, E> {
+                    K::try_from(v)
+                        .map(Key)
+                        .map_err(|_| E::custom(format!("{v} is out of range")))
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Key<K>, E> {
+                    K::try_from(v)
+                        .map(Key)
+                        .map_err(|_| E::custom(format!("{v} is out of range")))
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<K>, E> {
+                    v.parse()
+                        .map(Key)
+                        .map_err(|_| E::custom(format!("'{v}' is not an integer")))
+                }
+            }
+            d.deserialize_any(Visit(std::marker::PhantomData))
+        }
+    }
+    struct Entries<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K, V> serde::de::Visitor<'de> for Entries<K, V>
+    where
+        K: Ord + std::str::FromStr + TryFrom<i64> + TryFrom<u64>,
+        V: Deserialize<'de>,
+    {
+        type Value = BTreeMap<K, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map keyed by integers")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((Key(k), v)) = map.next_entry::<Key<K>, V>()? {
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Entries(std::marker::PhantomData))
 }
 
 /// One rollout of one model: everything the state machine needs to take its next step, kept

@@ -116,11 +116,15 @@ pub struct Window {
     #[serde(default)]
     pub over_limit: u64,
     /// Answers per predicted class, where the answers name one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::int_keys")]
     pub classes: BTreeMap<i64, u64>,
     /// Answers per bucket of their value (a regressor's output, a classifier's top score),
     /// on the buckets of [`crate::stats::values`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::int_keys"
+    )]
     pub values: crate::stats::values::Histogram,
 }
 
@@ -213,9 +217,13 @@ pub struct Tally {
     /// Of them, pairs whose predictions differ.
     pub differ: u64,
     /// The candidate's answers per predicted class.
+    #[serde(deserialize_with = "super::int_keys")]
     pub classes: BTreeMap<i64, u64>,
     /// The candidate's answers per value bucket.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::int_keys"
+    )]
     pub values: crate::stats::values::Histogram,
     /// Pairs where both versions answered with a number.
     #[serde(skip_serializing_if = "super::is_default")]
@@ -240,9 +248,13 @@ pub struct Baseline {
     /// Of them, failed.
     pub errors: u64,
     /// The old version's answers per predicted class.
+    #[serde(deserialize_with = "super::int_keys")]
     pub classes: BTreeMap<i64, u64>,
     /// The old version's answers per value bucket.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::int_keys"
+    )]
     pub values: crate::stats::values::Histogram,
 }
 

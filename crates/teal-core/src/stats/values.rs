@@ -154,7 +154,11 @@ mod tests {
         for v in values {
             let k = key(index(v).unwrap());
             if v.abs() < 2f64.powi(MAX_EXP) {
-                assert!(v <= upper(k) + 1e-12 * upper(k).abs(), "{v} over {}", upper(k));
+                assert!(
+                    v <= upper(k) + 1e-12 * upper(k).abs(),
+                    "{v} over {}",
+                    upper(k)
+                );
                 let below = upper(k - 1);
                 assert!(v > below, "{v} not over {below}");
             }

@@ -163,25 +163,76 @@ fn datatype_of(ty: TensorElementType) -> Option<Datatype> {
     })
 }
 
-fn spec_of(name: &str, dtype: &ValueType, path: &Path) -> Result<TensorSpec, LoadError> {
-    let unsupported = |what: String| LoadError::Model {
-        path: path.display().to_string(),
-        reason: format!(
-            "'{name}' is {what}, which teal does not serve yet (tensors of FP32, FP64, INT32, INT64 or BOOL; export classifiers with ZipMap off)"
-        ),
-    };
+/// Why teal cannot serve a tensor of this type, and how to export it so that it can.
+fn unsupported_advice(dtype: &ValueType) -> String {
     match dtype {
-        ValueType::Tensor { ty, shape, .. } => {
-            let datatype =
-                datatype_of(*ty).ok_or_else(|| unsupported(format!("a tensor of {ty:?}")))?;
-            Ok(TensorSpec {
-                name: name.to_string(),
-                datatype,
-                shape: shape.iter().map(|d| if *d < 0 { -1 } else { *d }).collect(),
-            })
+        ValueType::Sequence(inner) if matches!(**inner, ValueType::Map { .. }) => {
+            "a sequence of maps, which is scikit-learn's ZipMap: export the classifier with ZipMap off \
+             (skl2onnx: `to_onnx(model, X, options={'zipmap': False})`), so its probabilities are one \
+             FP32 [rows, classes] tensor"
+                .to_string()
         }
-        other => Err(unsupported(format!("{other:?}"))),
+        ValueType::Tensor {
+            ty: TensorElementType::String,
+            ..
+        } => "a tensor of strings, which teal does not serve yet: train on integer class labels \
+              (for example with scikit-learn's LabelEncoder) so the label output is INT64, and give \
+              text models numeric inputs"
+            .to_string(),
+        ValueType::Tensor { ty, .. } => format!(
+            "a tensor of {ty:?}, which teal does not serve yet (FP32, FP64, INT32, INT64 or BOOL): \
+             cast it in the export"
+        ),
+        other => format!(
+            "{other:?}, which teal does not serve (tensors of FP32, FP64, INT32, INT64 or BOOL)"
+        ),
     }
+}
+
+/// The tensor spec of an input or output, or why teal cannot serve it.
+fn port_spec(name: &str, dtype: &ValueType) -> Result<TensorSpec, String> {
+    match dtype {
+        ValueType::Tensor { ty, shape, .. } if datatype_of(*ty).is_some() => Ok(TensorSpec {
+            name: name.to_string(),
+            datatype: datatype_of(*ty).unwrap_or(Datatype::Fp32),
+            shape: shape.iter().map(|d| if *d < 0 { -1 } else { *d }).collect(),
+        }),
+        other => Err(unsupported_advice(other)),
+    }
+}
+
+fn spec_of(name: &str, dtype: &ValueType, path: &Path) -> Result<TensorSpec, LoadError> {
+    port_spec(name, dtype).map_err(|advice| LoadError::Model {
+        path: path.display().to_string(),
+        reason: format!("'{name}' is {advice}"),
+    })
+}
+
+/// An input or output of a model file as `teal init` reports it: its spec, or why teal
+/// cannot serve it and how to export it so that it can.
+pub struct Port {
+    pub name: String,
+    pub spec: Result<TensorSpec, String>,
+}
+
+/// Opens `path` in one session and lists its inputs and outputs without refusing any, so
+/// that every problem of an export can be reported at once.
+pub fn inspect(runtime: &OnnxRuntime, path: &Path) -> Result<(Vec<Port>, Vec<Port>), LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| LoadError::Model {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let session = session(runtime, &bytes, path)?;
+    let ports = |outlets: &[ort::value::Outlet]| {
+        outlets
+            .iter()
+            .map(|o| Port {
+                name: o.name().to_string(),
+                spec: port_spec(o.name(), o.dtype()),
+            })
+            .collect::<Vec<_>>()
+    };
+    Ok((ports(session.inputs()), ports(session.outputs())))
 }
 
 fn session(runtime: &OnnxRuntime, bytes: &[u8], path: &Path) -> Result<Session, LoadError> {

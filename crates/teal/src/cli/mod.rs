@@ -5,6 +5,7 @@ pub mod client;
 mod completions;
 mod connect;
 pub mod demo;
+mod init;
 mod render;
 mod rollout;
 mod serve;
@@ -15,6 +16,7 @@ use audit::*;
 use completions::completions;
 pub use connect::AdminArgs;
 use connect::*;
+pub use init::InitArgs;
 use render::*;
 pub use render::{render_report, render_rollout};
 pub use rollout::DeployArgs;
@@ -25,6 +27,7 @@ use status::*;
 use validate::*;
 pub use validate::{EXIT_FAIL, EXIT_INCONCLUSIVE, ValidateArgs, ValidationVerdict};
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -196,6 +199,9 @@ pub enum Command {
     ///
     /// Exit status: 0 pass, 3 fail, 4 inconclusive (too little evidence), 1 could not run.
     Validate(ValidateArgs),
+    /// Make a model of yours ready to serve: inspect an ONNX file, check its export, write
+    /// the reference outputs each version must reproduce, and a commented config.
+    Init(InitArgs),
     /// Start teal on the bundled example models, send traffic, switch to green and back,
     /// and print what happened.
     Demo(crate::cli::demo::DemoArgs),
@@ -394,6 +400,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Validate(args) => validate(args).await,
         Command::Demo(args) => crate::cli::demo::run(args).await,
+        Command::Init(args) => init::init(args).await,
         Command::Operator(args) => operator(args).await,
         Command::Completions { shell } => completions(shell),
     }

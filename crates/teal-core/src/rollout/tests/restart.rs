@@ -81,3 +81,32 @@ fn a_rollout_saved_before_the_sequential_rules_still_reads_and_runs() {
         })
     ));
 }
+
+#[test]
+fn answers_per_class_are_read_back_inside_a_flattened_view() {
+    // The admin API sends a rollout flattened into a view with fields of its own; JSON's
+    // string keys must still read back as classes and value buckets.
+    #[derive(Serialize, Deserialize)]
+    struct View {
+        #[serde(flatten)]
+        tally: Tally,
+        phase_name: String,
+    }
+    let tally = Tally {
+        requests: 5,
+        classes: BTreeMap::from([(0, 3), (7, 2)]),
+        values: BTreeMap::from([(-3, 1), (12, 4)]),
+        ..Tally::default()
+    };
+    let text = serde_json::to_string(&View {
+        tally: tally.clone(),
+        phase_name: "observing".into(),
+    })
+    .unwrap();
+    assert!(text.contains(r#""classes":{"0":3,"7":2}"#), "{text}");
+    let back: View = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.tally, tally);
+    let from_value: View = serde_json::from_value(serde_json::from_str(&text).unwrap()).unwrap();
+    assert_eq!(from_value.tally, tally);
+    assert!(serde_json::from_str::<Tally>(r#"{"classes":{"x":1}}"#).is_err());
+}

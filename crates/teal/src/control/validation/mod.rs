@@ -567,6 +567,19 @@ enum RowRequest {
 }
 
 impl Row {
+    /// The row's features, when it came from a holdout file.
+    pub fn sample_features(&self) -> Option<&[serde_json::Value]> {
+        match &self.request {
+            RowRequest::Features(features) => Some(features),
+            RowRequest::Captured(_) => None,
+        }
+    }
+
+    /// The row's label, when it has one.
+    pub fn label(&self) -> Option<i64> {
+        self.truth
+    }
+
     fn features(features: Vec<serde_json::Value>, truth: Option<i64>) -> Row {
         let input = taps::input_text(&serde_json::Value::Array(features.clone()).to_string());
         Row {
