@@ -125,8 +125,8 @@ impl prometheus_client::collector::Collector for ValueHistograms {
 
 /// One slot's request series, resolved once, so that recording an answer builds no labels.
 pub struct SlotHandles {
-    /// Requests by endpoint: infer, then predict.
-    pub requests: [Counter; 2],
+    /// Requests by endpoint: infer, predict, then KServe V1's predict.
+    pub requests: [Counter; 3],
     pub latency: Histogram,
     pub client_errors: Counter,
     pub backend_errors: Counter,
@@ -341,7 +341,7 @@ impl Metrics {
                 .clone()
         };
         SlotHandles {
-            requests: [request("infer"), request("predict")],
+            requests: [request("infer"), request("predict"), request("kserve_v1")],
             latency: self
                 .latency
                 .get_or_create(&SlotLabels {

@@ -305,19 +305,33 @@ fn serve_data_plane(
         // Every connection holds a sender; when the last is gone, every connection ended.
         let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
         let places = Arc::new(tokio::sync::Semaphore::new(max_connections));
-        while let Some(stream) = accept(&listener, &mut stop).await {
+        let stopping = stop.clone();
+        let serve = |stream: tokio::net::TcpStream| {
             let Ok(place) = places.clone().try_acquire_owned() else {
                 tracing::debug!(max_connections, "at the connection limit; refusing one");
                 gateway::refuse_connection(stream);
-                continue;
+                return;
             };
-            let (plane, mut stop, open) = (plane.clone(), stop.clone(), open.clone());
+            let (plane, mut stop, open) = (plane.clone(), stopping.clone(), open.clone());
             tokio::spawn(async move {
                 let stopped = stop_requested(&mut stop);
                 gateway::serve_connection(stream, plane, timeouts, stopped).await;
                 drop(place);
                 drop(open);
             });
+        };
+        while let Some(stream) = accept(&listener, &mut stop).await {
+            serve(stream);
+        }
+        // Connections the kernel had already taken when the stop came are accepted and told
+        // that teal is stopping (their request gets 503), rather than reset with the listener.
+        use futures::FutureExt;
+        for _ in 0..max_connections {
+            match listener.accept().now_or_never() {
+                Some(Ok((stream, _))) => serve(stream),
+                Some(Err(e)) if is_per_connection(&e) => {}
+                _ => break,
+            }
         }
         drop(listener);
         drop(open);

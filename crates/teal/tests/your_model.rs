@@ -294,3 +294,91 @@ fn an_export_with_zipmap_is_refused_with_the_option_that_fixes_it() {
     let config = std::fs::read_to_string(dir.join("teal.toml")).unwrap();
     assert!(config.contains("evidence = { replay = 1000 }"), "{config}");
 }
+
+/// `teal init` on each bundled model, copied into a folder of its own (with its holdout where
+/// it has one) writes a config that `teal serve` runs as it is, and the model answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_on_each_bundled_model_writes_a_config_that_serves() {
+    for (model, kind) in [
+        ("digits", "classifier"),
+        ("iris", "classifier"),
+        ("cancer", "classifier"),
+        ("diabetes", "regressor"),
+    ] {
+        let dir = temp_dir(&format!("init-{model}"));
+        let source = repo_root().join("models").join(model);
+        std::fs::create_dir_all(dir.join("v1")).unwrap();
+        std::fs::copy(source.join("v1/model.onnx"), dir.join("v1/model.onnx")).unwrap();
+        let holdout = source.join("holdout.jsonl");
+        let mut args = vec!["init", "v1/model.onnx", "--json"];
+        if holdout.exists() {
+            std::fs::copy(&holdout, dir.join("holdout.jsonl")).unwrap();
+            args.extend(["--sample", "holdout.jsonl"]);
+        }
+        let init = json_of(&teal(&dir, &args));
+        // The name comes from the folder above the version's.
+        assert!(
+            init["model"]
+                .as_str()
+                .unwrap()
+                .starts_with("teal-test-init-"),
+            "{init:#}"
+        );
+        assert_eq!(init["kind"], kind, "{model}: {init:#}");
+        if holdout.exists() {
+            assert!(
+                init["sample"]["accuracy"].as_f64().unwrap() > 0.8,
+                "{model}: {init:#}"
+            );
+        }
+        let name = init["model"].as_str().unwrap().to_string();
+        let server = serve_binary(&dir.join("teal.toml"), None);
+        let width = init["inputs"][0]["shape"][1].as_i64().unwrap() as usize;
+        let answer = server
+            .data
+            .post_json(
+                &format!("/v1/models/{name}/predict"),
+                &serde_json::json!({ "features": vec![0.5; width] }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200, "{model}: {}", text(&answer));
+        assert_eq!(answer.json()["model_version"], "v1", "{model}");
+        drop(server);
+    }
+}
+
+/// A model whose input is a type teal does not serve (FP16, made with the `onnx` helper API)
+/// is refused with what to change, before anything is written.
+#[test]
+fn an_unsupported_input_type_is_refused_with_what_to_change() {
+    let dir = temp_dir("init-fp16");
+    let script = r#"
+import sys
+from onnx import TensorProto, helper, save
+node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)
+graph = helper.make_graph(
+    [node], "half",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [None, 4])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+)
+save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), sys.argv[1])
+"#;
+    let made = Command::new(python())
+        .args(["-c", script])
+        .arg(dir.join("half.onnx"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let output = teal(&dir, &["init", "half.onnx"]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("input 'x' is a tensor of Float16"), "{said}");
+    assert!(said.contains("cast it in the export"), "{said}");
+    assert!(!dir.join("teal.toml").exists());
+    assert!(!dir.join("half.reference.json").exists());
+}

@@ -125,6 +125,13 @@ pub struct LimitsConfig {
     /// waiting for its answer before sending the next are queued, not refused.
     #[serde(default)]
     pub max_queued: Option<usize>,
+    /// How long requests may wait for a place before the queue counts as standing, in
+    /// milliseconds: when every request that waits waits longer than this for 100 ms, the
+    /// model is past what it serves, and its queue is cut to one round of `max_in_flight`
+    /// until it empties, so the answers it admits stay fast. 0: only `max_queued` bounds the
+    /// queue. Unset: 10.
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
     /// How long a request may wait for a place and, on an in-process model, run: past it,
     /// a request still waiting gets 503 and one running gets 504.
     #[serde(default = "default_limit_timeout_ms")]
@@ -136,6 +143,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_in_flight: None,
             max_queued: None,
+            max_wait_ms: None,
             timeout_ms: default_limit_timeout_ms(),
         }
     }
@@ -144,6 +152,9 @@ impl Default for LimitsConfig {
 /// The bounds of a model behind a model server when none are set.
 const SERVER_MAX_IN_FLIGHT: usize = 32;
 const SERVER_MAX_QUEUED: usize = 16;
+
+/// The wait past which a model's queue counts as standing when `max_wait_ms` is unset.
+const DEFAULT_MAX_WAIT_MS: u64 = 10;
 
 /// The largest bound accepted for requests running or queued: far past what one process
 /// serves, small enough that a typing mistake is caught.
@@ -158,6 +169,11 @@ impl LimitsConfig {
     /// Requests waiting: the bound set, else a model server's default.
     pub fn queued(&self) -> usize {
         self.max_queued.unwrap_or(SERVER_MAX_QUEUED)
+    }
+
+    /// The wait past which the queue counts as standing, in milliseconds (0: never).
+    pub fn max_wait_ms(&self) -> u64 {
+        self.max_wait_ms.unwrap_or(DEFAULT_MAX_WAIT_MS)
     }
 
     /// The bounds a model runs with: those set, and for those unset the defaults its slots
@@ -185,6 +201,7 @@ impl LimitsConfig {
         LimitsConfig {
             max_in_flight: Some(self.max_in_flight.unwrap_or(running)),
             max_queued: Some(self.max_queued.unwrap_or(queued)),
+            max_wait_ms: self.max_wait_ms,
             timeout_ms: self.timeout_ms,
         }
     }
@@ -201,6 +218,12 @@ impl LimitsConfig {
             return Err((
                 "max_queued".into(),
                 format!("must be between 0 and {MAX_BOUND}"),
+            ));
+        }
+        if self.max_wait_ms.is_some_and(|ms| ms > 3_600_000) {
+            return Err((
+                "max_wait_ms".into(),
+                "must be between 0 and 3600000 (an hour)".into(),
             ));
         }
         if self.timeout_ms == 0 || self.timeout_ms > 3_600_000 {

@@ -38,22 +38,56 @@ impl InferRequest {
         struct Predict {
             features: Features,
         }
+        InferRequest::from_rows(signature, "simple predict endpoint", || {
+            let predict: Predict = serde_json::from_slice(body)
+                .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            Ok(predict.features)
+        })
+    }
+
+    /// Builds a request from KServe's V1 protocol, `{"instances": [[...], ...]}`: one
+    /// instance a row, for a model with one two-dimensional input.
+    pub fn from_instances(
+        body: &[u8],
+        signature: &Signature,
+    ) -> Result<InferRequest, ProtocolError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Predict {
+            instances: Features,
+        }
+        InferRequest::from_rows(signature, "V1 predict endpoint", || {
+            let predict: Predict = serde_json::from_slice(body).map_err(|e| {
+                ProtocolError::Malformed(e.to_string().replace("`features`", "`instances`"))
+            })?;
+            Ok(match predict.instances {
+                Features::Refused(why) => {
+                    Features::Refused(why.replace("\"features\"", "\"instances\""))
+                }
+                rows => rows,
+            })
+        })
+    }
+
+    fn from_rows(
+        signature: &Signature,
+        endpoint: &str,
+        read: impl FnOnce() -> Result<Features, ProtocolError>,
+    ) -> Result<InferRequest, ProtocolError> {
         let [spec] = signature.inputs.as_slice() else {
             return Err(ProtocolError::Unsupported(format!(
-                "this model takes {} inputs ({}); the simple predict endpoint serves one-input models: use the V2 infer endpoint",
+                "this model takes {} inputs ({}); the {endpoint} serves one-input models: use the V2 infer endpoint",
                 signature.inputs.len(),
                 signature.describe_inputs()
             )));
         };
         if spec.shape.len() != 2 {
             return Err(ProtocolError::Unsupported(format!(
-                "this model's input is {}; the simple predict endpoint serves models with a [rows, features] input: use the V2 infer endpoint",
+                "this model's input is {}; the {endpoint} serves models with a [rows, features] input: use the V2 infer endpoint",
                 spec.describe()
             )));
         }
-        let predict: Predict =
-            serde_json::from_slice(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        let (values, rows, width) = match predict.features {
+        let (values, rows, width) = match read()? {
             Features::Rows {
                 values,
                 rows,

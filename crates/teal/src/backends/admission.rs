@@ -3,10 +3,20 @@
 //! at once, so load beyond what the model can serve is shed (503 with `Retry-After`) instead
 //! of making every answer late and holding memory for every waiting body.
 //!
+//! The queue absorbs bursts, not standing load. As CoDel tells a good queue from a bad one
+//! in a router: when every request that waited has waited longer than `max_wait_ms` for a
+//! whole interval ([`STANDING`]), the queue is standing, the model is past what it serves,
+//! and the queue is cut to one round of the requests running until an interval passes
+//! without a request refused. The model keeps its workers busy, and the answers it admits
+//! stay about as fast as below saturation, instead of each waiting behind a full queue. The
+//! wait measured is the real one, so closed-loop clients that keep a long queue of quick
+//! requests are never refused for it.
+//!
 //! A request that finds a place free takes it with one atomic operation and no timer; only
-//! a request that must wait arms its deadline.
+//! a request that must wait arms its deadline and reads the clock.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use std::sync::Arc;
 use teal_core::config::LimitsConfig;
@@ -19,7 +29,21 @@ pub struct Admission {
     limits: LimitsConfig,
     running: Arc<Semaphore>,
     queued: AtomicUsize,
+    /// When the requests that waited began to wait longer than `max_wait_ms`, in
+    /// nanoseconds after `epoch` (0: the last one did not).
+    waits_long_since: AtomicU64,
+    /// The queue is standing: cut to one round of the requests running until an interval
+    /// passes without a refusal.
+    standing: AtomicBool,
+    /// When a request was last refused for a full queue (or the queue began to stand), in
+    /// nanoseconds after `epoch`.
+    last_refused: AtomicU64,
+    epoch: std::time::Instant,
 }
+
+/// How long every request that waits must wait past `max_wait_ms` before the queue is taken
+/// as standing (CoDel's interval).
+pub const STANDING: Duration = Duration::from_millis(100);
 
 /// A place among the requests running on a model, given back when dropped. It is taken once
 /// the request's body is read, before it is decoded, and held across a failover; a model
@@ -42,7 +66,79 @@ impl Admission {
             limits: limits.clone(),
             running: Arc::new(Semaphore::new(limits.running())),
             queued: AtomicUsize::new(0),
+            waits_long_since: AtomicU64::new(0),
+            standing: AtomicBool::new(false),
+            last_refused: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         }
+    }
+
+    /// How many requests may wait now: `max_queued`, or while the queue is standing one
+    /// round of those running (at most `max_queued`).
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit_at(std::time::Instant::now())
+    }
+
+    fn queue_limit_at(&self, now: std::time::Instant) -> usize {
+        let most = self.limits.queued();
+        if !self.standing.load(Ordering::Relaxed) {
+            return most;
+        }
+        let quiet = self
+            .nanos(now)
+            .saturating_sub(self.last_refused.load(Ordering::Relaxed));
+        if quiet >= STANDING.as_nanos() as u64 {
+            // An interval without a refusal: the load is back within what the model serves.
+            self.standing.store(false, Ordering::Relaxed);
+            self.waits_long_since.store(0, Ordering::Relaxed);
+            return most;
+        }
+        most.min(self.limits.running())
+    }
+
+    /// `at` in nanoseconds after the epoch, at least 1 (0 means never).
+    fn nanos(&self, at: std::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn refused(&self, now: std::time::Instant) {
+        self.last_refused.store(self.nanos(now), Ordering::Relaxed);
+    }
+
+    /// Notes how long a request waited for its place: a queue whose requests all wait past
+    /// `max_wait_ms` for [`STANDING`] is standing.
+    fn waited(&self, wait: Duration, now: std::time::Instant) {
+        let target = self.limits.max_wait_ms();
+        if target == 0 {
+            return;
+        }
+        if wait <= Duration::from_millis(target) {
+            self.waits_long_since.store(0, Ordering::Relaxed);
+            return;
+        }
+        let at = self.nanos(now);
+        match self
+            .waits_long_since
+            .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => {}
+            Err(since) => {
+                if at.saturating_sub(since) >= STANDING.as_nanos() as u64
+                    && !self.standing.load(Ordering::Relaxed)
+                {
+                    // Its interval without refusals starts now.
+                    self.refused(now);
+                    self.standing.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Whether the queue is standing now (for the tests and `teal status`).
+    pub fn is_standing(&self) -> bool {
+        self.standing.load(Ordering::Relaxed)
     }
 
     pub fn limits(&self) -> &LimitsConfig {
@@ -50,10 +146,17 @@ impl Admission {
     }
 
     /// Whether a request arriving now would be refused: every place taken and the queue
-    /// full.
+    /// full ([`Admission::queue_limit`]).
     pub fn is_full(&self) -> bool {
-        self.running.available_permits() == 0
-            && self.queued.load(Ordering::Relaxed) >= self.limits.queued()
+        if self.running.available_permits() > 0 {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let full = self.queued.load(Ordering::Relaxed) >= self.queue_limit_at(now);
+        if full {
+            self.refused(now);
+        }
+        full
     }
 
     /// Requests waiting for a place now.
@@ -62,20 +165,26 @@ impl Admission {
     }
 
     /// A place among the running requests: at once when one is free, after waiting in the
-    /// queue (first come, first served) otherwise; refused when the queue is full or the wait
-    /// reaches `deadline`. A waiting request whose future is dropped (its client went away)
-    /// leaves the queue.
+    /// queue (first come, first served) otherwise; refused when the queue is full
+    /// ([`Admission::queue_limit`]) or the wait reaches `deadline`. A waiting request whose
+    /// future is dropped (its client went away) leaves the queue.
     pub async fn enter(&self, deadline: Instant) -> Result<Place, Refused> {
         if let Ok(place) = self.running.clone().try_acquire_owned() {
             return Ok(place);
         }
         let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
         let _leave = Leave(&self.queued);
-        if ahead >= self.limits.queued() {
+        let queued_at = std::time::Instant::now();
+        if ahead >= self.queue_limit_at(queued_at) {
+            self.refused(queued_at);
             return Err(Refused::Full);
         }
         match tokio::time::timeout_at(deadline, self.running.clone().acquire_owned()).await {
-            Ok(Ok(place)) => Ok(place),
+            Ok(Ok(place)) => {
+                let now = std::time::Instant::now();
+                self.waited(now.duration_since(queued_at), now);
+                Ok(place)
+            }
             // The semaphore is never closed.
             Ok(Err(_)) => Err(Refused::Full),
             Err(_) => Err(Refused::Waited),
@@ -104,6 +213,7 @@ mod tests {
         Admission::new(&LimitsConfig {
             max_in_flight: Some(max_in_flight),
             max_queued: Some(max_queued),
+            max_wait_ms: Some(0),
             timeout_ms: 1_000,
         })
     }
@@ -138,5 +248,36 @@ mod tests {
         assert_eq!(model.queued(), 1);
         drop(gone);
         assert_eq!(model.queued(), 0);
+    }
+
+    #[test]
+    fn a_queue_that_waits_long_for_an_interval_is_cut_to_a_round_while_it_refuses() {
+        let model = Admission::new(&LimitsConfig {
+            max_in_flight: Some(4),
+            max_queued: Some(44),
+            max_wait_ms: Some(10),
+            timeout_ms: 1_000,
+        });
+        let t0 = model.epoch + Duration::from_secs(1);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let long = Duration::from_millis(11);
+        // Bursts: long waits that do not last an interval, or broken by a short one.
+        model.waited(long, t0);
+        model.waited(long, at(60));
+        model.waited(Duration::from_millis(2), at(80));
+        model.waited(long, at(120));
+        model.waited(long, at(200));
+        assert_eq!(model.queue_limit_at(at(200)), 44);
+        // Every wait long for a whole interval: standing, one round of the four running.
+        model.waited(long, at(220));
+        assert!(model.is_standing());
+        assert_eq!(model.queue_limit_at(at(230)), 4);
+        // Short waits do not end it while requests are refused...
+        model.waited(Duration::from_millis(1), at(300));
+        model.refused(at(300));
+        assert_eq!(model.queue_limit_at(at(390)), 4);
+        // ... an interval without a refusal does.
+        assert_eq!(model.queue_limit_at(at(400)), 44);
+        assert!(!model.is_standing());
     }
 }

@@ -117,6 +117,7 @@ fn default_name(path: &Path) -> String {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let mut name = stem.to_string();
     if stem == "model" {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let folders: Vec<&str> = path
             .parent()
             .into_iter()
@@ -328,8 +329,18 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
 
     let runtime =
         OnnxRuntime::load(args.onnxruntime.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (inputs, outputs) =
-        onnx::inspect(&runtime, model_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (inputs, outputs) = onnx::inspect(&runtime, model_file).map_err(|e| {
+        let said = e.to_string();
+        let hint = if said.contains("Unsupported model IR version") {
+            format!(
+                "; the file was written by a newer onnx than ONNX Runtime {} reads: export it with an older IR version (onnx: `model.ir_version = 9` before saving) or opset",
+                onnx::ONNXRUNTIME_VERSION
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("{said}{hint}")
+    })?;
     let problems: Vec<String> = inputs
         .iter()
         .map(|p| ("input", p))
@@ -746,7 +757,8 @@ mod tests {
             default_name(Path::new("models/fraud/v1/model.onnx")),
             "fraud"
         );
-        assert_eq!(default_name(Path::new("model.onnx")), "model");
+        assert_eq!(default_name(Path::new("/model.onnx")), "model");
+        assert_eq!(default_name(Path::new("/srv/2/model.onnx")), "srv");
         assert_eq!(
             default_name(Path::new("my model (final).onnx")),
             "my-model--final"

@@ -292,6 +292,8 @@ fn router(gateway: Arc<Gateway>) -> Router {
             post(version_infer),
         )
         .route("/v1/models/{model}/predict", post(predict))
+        // KServe V1: readiness, and `{model}:predict` (a name and a verb in one segment).
+        .route("/v1/models/{model}", get(model_ready).post(kserve_v1))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
@@ -364,6 +366,27 @@ async fn predict(
 ) -> Response<Body> {
     match path {
         Ok(Path(model)) => serve_routed(&gateway, &model, None, Endpoint::Predict, request).await,
+        Err(e) => path_error(e),
+    }
+}
+
+/// `POST /v1/models/{model}:predict`: KServe's V1 protocol, `{"instances": [...]}` in and
+/// `{"predictions": [...]}` out. Its other verbs (`:explain`) are not served.
+async fn kserve_v1(
+    State(gateway): State<Arc<Gateway>>,
+    path: ModelPath,
+    request: axum::extract::Request,
+) -> Response<Body> {
+    match path {
+        Ok(Path(target)) => match target.strip_suffix(":predict") {
+            Some(model) if !model.is_empty() => {
+                serve_routed(&gateway, model, None, Endpoint::KServeV1, request).await
+            }
+            _ => error_response(&GatewayError::NoRoute {
+                method: "POST".into(),
+                path: format!("/v1/models/{target}"),
+            }),
+        },
         Err(e) => path_error(e),
     }
 }

@@ -27,7 +27,10 @@ use super::{Gateway, GatewayError, RequestHeaders, header_text, names};
 #[derive(Clone, Copy)]
 pub(super) enum Endpoint {
     Infer = 0,
+    /// teal's simple format, `/v1/models/{m}/predict` with `{"features": ...}`.
     Predict = 1,
+    /// KServe's V1 protocol, `/v1/models/{m}:predict` with `{"instances": ...}`.
+    KServeV1 = 2,
 }
 
 impl Endpoint {
@@ -36,6 +39,7 @@ impl Endpoint {
         match self {
             Endpoint::Infer => "infer",
             Endpoint::Predict => "predict",
+            Endpoint::KServeV1 => "kserve_v1",
         }
     }
 }
@@ -69,7 +73,7 @@ pub(super) fn check_head(gateway: &Gateway, model: &str) -> Entry {
     Entry::Refused(GatewayError::Overloaded {
         model: routes.name.clone(),
         running: limits.running(),
-        queued: limits.queued(),
+        queued: routes.admission.queue_limit(),
     })
 }
 
@@ -116,7 +120,9 @@ pub(super) async fn serve_request(
     let work = async {
         match endpoint {
             Endpoint::Infer => run_infer(gateway, model, version, headers, body, entry).await,
-            Endpoint::Predict => run_predict(gateway, model, headers, body, entry).await,
+            Endpoint::Predict | Endpoint::KServeV1 => {
+                run_predict(gateway, model, endpoint, headers, body, entry).await
+            }
         }
     };
     let outcome = crate::trace::scope(traceparent.clone(), work).await;
@@ -368,11 +374,12 @@ fn assumed_signature() -> Signature {
     }
 }
 
-/// Runs a simple predict request (`/v1/models/{model}/predict`): rows of features in, the
-/// predictions of one output back.
+/// Runs a simple predict request (`/v1/models/{model}/predict`), or KServe V1's
+/// (`/v1/models/{model}:predict`): rows in, the predictions of one output back.
 async fn run_predict(
     gateway: &Gateway,
     model: &str,
+    endpoint: Endpoint,
     headers: &impl RequestHeaders,
     body: Payload,
     entry: Entry,
@@ -391,12 +398,13 @@ async fn run_predict(
     let slot = pick(&routes, None, headers)?;
     let routed = headers.get(&names::SLOT).is_none();
     let started = Instant::now();
-    let first = predict_on(gateway, &routes, &slot, routed, &body, deadline).await;
+    let first = predict_on(gateway, &routes, &slot, routed, endpoint, &body, deadline).await;
     match failover(&routes, &slot, routed, &first) {
         Some(old) => {
-            gateway.failed_over(&routes.name, &slot, Endpoint::Predict, started);
+            gateway.failed_over(&routes.name, &slot, endpoint, started);
             let again = Deadline::starting_now(&routes.admission);
-            let mut answer = predict_on(gateway, &routes, &old, false, &body, again).await;
+            let mut answer =
+                predict_on(gateway, &routes, &old, false, endpoint, &body, again).await;
             if let Ok(answer) = &mut answer {
                 answer.failed_over = Some(slot.clone());
             }
@@ -412,6 +420,7 @@ async fn predict_on(
     routes: &ModelRoutes,
     slot: &Arc<Slot>,
     routed: bool,
+    endpoint: Endpoint,
     body: &bytes::Bytes,
     deadline: Deadline,
 ) -> Result<Answer, Failure> {
@@ -424,7 +433,10 @@ async fn predict_on(
             &assumed
         }
     };
-    let mut request = InferRequest::from_features(body, signature)?;
+    let mut request = match endpoint {
+        Endpoint::KServeV1 => InferRequest::from_instances(body, signature)?,
+        _ => InferRequest::from_features(body, signature)?,
+    };
     let wanted = routes
         .prediction_output
         .as_deref()
@@ -439,11 +451,14 @@ async fn predict_on(
         None => outputs.first(),
     };
     let predictions = chosen.map(protocol::predictions).unwrap_or_default();
-    let mut answer = Answer::json(
-        StatusCode::OK,
-        &serde_json::json!({ "predictions": predictions, "model_version": slot.version, "slot": slot.color }),
-    )
-    .routed(slot, generation);
+    // KServe's V1 answer is the predictions alone; the version and slot are in the headers.
+    let body = match endpoint {
+        Endpoint::KServeV1 => serde_json::json!({ "predictions": predictions }),
+        _ => {
+            serde_json::json!({ "predictions": predictions, "model_version": slot.version, "slot": slot.color })
+        }
+    };
+    let mut answer = Answer::json(StatusCode::OK, &body).routed(slot, generation);
     if gateway.request_log.is_some() {
         answer.predicted = predicted(&outputs, wanted);
         answer.value = predicted_value(&outputs, routes.prediction_output.as_deref());
@@ -483,7 +498,7 @@ async fn admit(
             Refused::Full => GatewayError::Overloaded {
                 model,
                 running: limits.running(),
-                queued: limits.queued(),
+                queued: admission.queue_limit(),
             },
             Refused::Waited => GatewayError::WaitedTooLong {
                 model,
