@@ -500,15 +500,15 @@ mod tests {
             let limits = model.limits.for_model(model);
             (limits.running(), limits.queued())
         };
-        // Both slots in process, the green with 4 workers: 8 running, 40 queued (48 in all,
-        // as behind a model server).
-        assert_eq!(bounds(EXAMPLE), (8, 40));
+        // Both slots in process, the green with 4 workers: 32 places, 16 queued, as behind a
+        // model server.
+        assert_eq!(bounds(EXAMPLE), (32, 16));
         let set = EXAMPLE.replace(
             "[model.blue]",
             "[model.limits]\nmax_in_flight = 3\nmax_queued = 0\n[model.blue]",
         );
         assert_eq!(bounds(&set), (3, 0));
-        // Many workers: the queue keeps at least 16.
+        // Many workers: two places each.
         let many = EXAMPLE.replace("workers = 4", "workers = 64");
         assert_eq!(bounds(&many), (128, 16));
         // A model with a model server in either slot: 32 and 16.

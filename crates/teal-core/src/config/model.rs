@@ -112,23 +112,22 @@ fn default_cache_ttl_ms() -> u64 {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Requests of this model running at once (both slots together). An in-process model
-    /// runs `workers` inferences at a time; as many more keep its workers busy while others
-    /// are decoded and encoded. Unset: twice the `workers` of the model's in-process slots
-    /// (the larger, with two), else 32 (a model server; raise it for one with many
-    /// replicas). See [`LimitsConfig::for_model`].
+    /// Places for the requests of this model running at once (both slots together): a
+    /// request takes one, and one more for every 12 KiB of its body, so dozens of small
+    /// requests run at once and only a few large ones, whose decoding would otherwise hold up
+    /// every connection's reads. Unset: 32, or twice the `workers` of the model's in-process
+    /// slots where that is more (raise it for a model server with many replicas). See
+    /// [`LimitsConfig::for_model`].
     #[serde(default)]
     pub max_in_flight: Option<usize>,
-    /// Requests waiting for a place among those running; one more is answered 503 with
-    /// `Retry-After`. 0: no queue. Unset: 16, and in process as many more as the model runs
-    /// fewer than 32, so that either takes 48 requests at once: a few dozen clients each
-    /// waiting for its answer before sending the next are queued, not refused.
+    /// Requests waiting for places among those running; one more is answered 503 with
+    /// `Retry-After`. 0: no queue. Unset: 16.
     #[serde(default)]
     pub max_queued: Option<usize>,
     /// How long requests may wait for a place before the queue counts as standing, in
     /// milliseconds: when every request that waits waits longer than this for 100 ms, the
-    /// model is past what it serves, and its queue is cut to one round of `max_in_flight`
-    /// until it empties, so the answers it admits stay fast. 0: only `max_queued` bounds the
+    /// model is past what it serves, and its queue is cut to a quarter of `max_queued`
+    /// until 100 ms pass without a refusal, so the answers it admits stay fast. 0: only `max_queued` bounds the
     /// queue. Unset: 10.
     #[serde(default)]
     pub max_wait_ms: Option<u64>,
@@ -177,12 +176,8 @@ impl LimitsConfig {
     }
 
     /// The bounds a model runs with: those set, and for those unset the defaults its slots
-    /// call for. A model whose slots all run in process runs `workers` inferences at a time,
-    /// and its requests are decoded and encoded on the same cores: more than twice that
-    /// running only waits in its job queue, where nothing refuses it and every answer gets
-    /// later, so it runs at most twice its workers by default, and the rest of the 48 it takes
-    /// wait in its queue, not decoded. A model server's capacity is unknown here: 32 running
-    /// and 16 queued.
+    /// call for: 32 places (twice the workers of its in-process slots where that is more, so
+    /// every worker has a request decoded and waiting) and 16 queued.
     pub fn for_model(&self, model: &ModelConfig) -> LimitsConfig {
         let slots: Vec<&super::SlotConfig> =
             [&model.blue, &model.green].into_iter().flatten().collect();
@@ -194,10 +189,8 @@ impl LimitsConfig {
             })
             .collect::<Option<Vec<usize>>>()
             .and_then(|w| w.into_iter().max());
-        let running = workers.map_or(SERVER_MAX_IN_FLIGHT, |w| 2 * w);
-        let queued = (SERVER_MAX_IN_FLIGHT + SERVER_MAX_QUEUED)
-            .saturating_sub(running)
-            .max(SERVER_MAX_QUEUED);
+        let running = workers.map_or(SERVER_MAX_IN_FLIGHT, |w| (2 * w).max(SERVER_MAX_IN_FLIGHT));
+        let queued = SERVER_MAX_QUEUED;
         LimitsConfig {
             max_in_flight: Some(self.max_in_flight.unwrap_or(running)),
             max_queued: Some(self.max_queued.unwrap_or(queued)),

@@ -3,11 +3,16 @@
 //! at once, so load beyond what the model can serve is shed (503 with `Retry-After`) instead
 //! of making every answer late and holding memory for every waiting body.
 //!
+//! A request takes one place, and one more for every [`PLACE_BYTES`] of its body: decoding,
+//! running and encoding a request grow with its body, and a large one run beside many others
+//! makes every connection's reads wait behind their decoding. So a model runs dozens of small
+//! requests at once (a deep pipeline, for throughput) and only a few large ones.
+//!
 //! The queue absorbs bursts, not standing load. As CoDel tells a good queue from a bad one
 //! in a router: when every request that waited has waited longer than `max_wait_ms` for a
 //! whole interval ([`STANDING`]), the queue is standing, the model is past what it serves,
-//! and the queue is cut to one round of the requests running until an interval passes
-//! without a request refused. The model keeps its workers busy, and the answers it admits
+//! and the queue is cut to a quarter of `max_queued` until an interval passes without a
+//! request refused. The model keeps its workers busy, and the answers it admits
 //! stay about as fast as below saturation, instead of each waiting behind a full queue. The
 //! wait measured is the real one, so closed-loop clients that keep a long queue of quick
 //! requests are never refused for it.
@@ -32,14 +37,17 @@ pub struct Admission {
     /// When the requests that waited began to wait longer than `max_wait_ms`, in
     /// nanoseconds after `epoch` (0: the last one did not).
     waits_long_since: AtomicU64,
-    /// The queue is standing: cut to one round of the requests running until an interval
-    /// passes without a refusal.
+    /// The queue is standing: cut to a quarter until an interval passes without a refusal.
     standing: AtomicBool,
     /// When a request was last refused for a full queue (or the queue began to stand), in
     /// nanoseconds after `epoch`.
     last_refused: AtomicU64,
     epoch: std::time::Instant,
 }
+
+/// The body bytes a place stands for: a request takes one place, and one more for each
+/// of these in its body (at most all of them).
+pub const PLACE_BYTES: usize = 12 * 1024;
 
 /// How long every request that waits must wait past `max_wait_ms` before the queue is taken
 /// as standing (CoDel's interval).
@@ -73,8 +81,14 @@ impl Admission {
         }
     }
 
-    /// How many requests may wait now: `max_queued`, or while the queue is standing one
-    /// round of those running (at most `max_queued`).
+    /// The places a request with a body of `body_len` bytes takes.
+    fn places_for(&self, body_len: usize) -> u32 {
+        let places = (1 + body_len / PLACE_BYTES).min(self.limits.running());
+        u32::try_from(places).unwrap_or(u32::MAX)
+    }
+
+    /// How many requests may wait now: `max_queued`, or while the queue is standing a
+    /// quarter of it (at least one).
     pub fn queue_limit(&self) -> usize {
         self.queue_limit_at(std::time::Instant::now())
     }
@@ -93,7 +107,7 @@ impl Admission {
             self.waits_long_since.store(0, Ordering::Relaxed);
             return most;
         }
-        most.min(self.limits.running())
+        most.min((most / 4).max(1))
     }
 
     /// `at` in nanoseconds after the epoch, at least 1 (0 means never).
@@ -168,8 +182,9 @@ impl Admission {
     /// queue (first come, first served) otherwise; refused when the queue is full
     /// ([`Admission::queue_limit`]) or the wait reaches `deadline`. A waiting request whose
     /// future is dropped (its client went away) leaves the queue.
-    pub async fn enter(&self, deadline: Instant) -> Result<Place, Refused> {
-        if let Ok(place) = self.running.clone().try_acquire_owned() {
+    pub async fn enter(&self, deadline: Instant, body_len: usize) -> Result<Place, Refused> {
+        let places = self.places_for(body_len);
+        if let Ok(place) = self.running.clone().try_acquire_many_owned(places) {
             return Ok(place);
         }
         let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
@@ -179,7 +194,9 @@ impl Admission {
             self.refused(queued_at);
             return Err(Refused::Full);
         }
-        match tokio::time::timeout_at(deadline, self.running.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(deadline, self.running.clone().acquire_many_owned(places))
+            .await
+        {
             Ok(Ok(place)) => {
                 let now = std::time::Instant::now();
                 self.waited(now.duration_since(queued_at), now);
@@ -223,13 +240,13 @@ mod tests {
         let model = admission(1, 1);
         let deadline = Instant::now() + Duration::from_secs(1);
         assert!(!model.is_full());
-        let first = model.enter(deadline).await.expect("a free place");
+        let first = model.enter(deadline, 0).await.expect("a free place");
         assert!(!model.is_full(), "the queue has room");
-        let mut waiting = Box::pin(model.enter(deadline));
+        let mut waiting = Box::pin(model.enter(deadline, 0));
         assert!(waiting.as_mut().now_or_never().is_none());
         assert_eq!(model.queued(), 1);
         assert!(model.is_full());
-        assert_eq!(model.enter(deadline).await.unwrap_err(), Refused::Full);
+        assert_eq!(model.enter(deadline, 0).await.unwrap_err(), Refused::Full);
         drop(first);
         assert!(waiting.await.is_ok(), "the waiting request gets the place");
         assert_eq!(model.queued(), 0);
@@ -238,12 +255,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wait_ends_at_the_deadline_and_a_dropped_wait_leaves_the_queue() {
         let model = admission(1, 4);
-        let _running = model.enter(Instant::now()).await.unwrap();
+        let _running = model.enter(Instant::now(), 0).await.unwrap();
         let deadline = Instant::now() + Duration::from_millis(250);
         let started = Instant::now();
-        assert_eq!(model.enter(deadline).await.unwrap_err(), Refused::Waited);
+        assert_eq!(model.enter(deadline, 0).await.unwrap_err(), Refused::Waited);
         assert_eq!(started.elapsed(), Duration::from_millis(250));
-        let mut gone = Box::pin(model.enter(deadline + Duration::from_secs(1)));
+        let mut gone = Box::pin(model.enter(deadline + Duration::from_secs(1), 0));
         assert!(gone.as_mut().now_or_never().is_none());
         assert_eq!(model.queued(), 1);
         drop(gone);
@@ -268,16 +285,38 @@ mod tests {
         model.waited(long, at(120));
         model.waited(long, at(200));
         assert_eq!(model.queue_limit_at(at(200)), 44);
-        // Every wait long for a whole interval: standing, one round of the four running.
+        // Every wait long for a whole interval: standing, a quarter of the queue.
         model.waited(long, at(220));
         assert!(model.is_standing());
-        assert_eq!(model.queue_limit_at(at(230)), 4);
+        assert_eq!(model.queue_limit_at(at(230)), 11);
         // Short waits do not end it while requests are refused...
         model.waited(Duration::from_millis(1), at(300));
         model.refused(at(300));
-        assert_eq!(model.queue_limit_at(at(390)), 4);
+        assert_eq!(model.queue_limit_at(at(390)), 11);
         // ... an interval without a refusal does.
         assert_eq!(model.queue_limit_at(at(400)), 44);
         assert!(!model.is_standing());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_body_takes_a_place_for_each_share_of_it() {
+        let model = admission(32, 0);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        // 86 kB: one place and six for its bytes.
+        let large = model.enter(deadline, 86_000).await.unwrap();
+        assert_eq!(model.running.available_permits(), 25);
+        let small: Vec<_> = futures::future::join_all((0..25).map(|_| model.enter(deadline, 300)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(model.enter(deadline, 300).await.unwrap_err(), Refused::Full);
+        drop(large);
+        assert_eq!(model.running.available_permits(), 7);
+        // A body larger than all the places takes them all, and no more.
+        drop(small);
+        let huge = model.enter(deadline, 100_000_000).await.unwrap();
+        assert_eq!(model.running.available_permits(), 0);
+        drop(huge);
     }
 }

@@ -80,12 +80,16 @@ pub(super) fn check_head(gateway: &Gateway, model: &str) -> Entry {
 /// A request's place and deadline, once its body is read; refused (503) when its head found
 /// the model full, when the queue is full now, or when it waited in the queue until its
 /// deadline.
-async fn enter(entry: Entry, routes: &ModelRoutes) -> Result<(Place, Deadline), Failure> {
+async fn enter(
+    entry: Entry,
+    routes: &ModelRoutes,
+    body_len: usize,
+) -> Result<(Place, Deadline), Failure> {
     if let Entry::Refused(error) = entry {
         return Err(error.into());
     }
     let deadline = Deadline::starting_now(&routes.admission);
-    let place = admit(&routes.name, &routes.admission, deadline.at).await?;
+    let place = admit(&routes.name, &routes.admission, deadline.at, body_len).await?;
     Ok((place, deadline))
 }
 
@@ -236,7 +240,7 @@ async fn run_infer(
     )
     .await?;
     let routes = find_model(gateway, model)?;
-    let (_place, deadline) = enter(entry, &routes).await?;
+    let (_place, deadline) = enter(entry, &routes, body.len()).await?;
     let slot = pick(&routes, version, headers)?;
     let routed = version.is_none() && headers.get(&names::SLOT).is_none();
     let started = Instant::now();
@@ -394,7 +398,7 @@ async fn run_predict(
     )
     .await?;
     let routes = find_model(gateway, model)?;
-    let (_place, deadline) = enter(entry, &routes).await?;
+    let (_place, deadline) = enter(entry, &routes, body.len()).await?;
     let slot = pick(&routes, None, headers)?;
     let routed = headers.get(&names::SLOT).is_none();
     let started = Instant::now();
@@ -490,24 +494,28 @@ async fn admit(
     model: &str,
     admission: &Admission,
     deadline: tokio::time::Instant,
+    body_len: usize,
 ) -> Result<Place, Failure> {
     let limits = admission.limits();
-    admission.enter(deadline).await.map_err(|refused| {
-        let model = model.to_string();
-        let error = match refused {
-            Refused::Full => GatewayError::Overloaded {
-                model,
-                running: limits.running(),
-                queued: admission.queue_limit(),
-            },
-            Refused::Waited => GatewayError::WaitedTooLong {
-                model,
-                running: limits.running(),
-                ms: limits.timeout_ms,
-            },
-        };
-        Failure::from(error)
-    })
+    admission
+        .enter(deadline, body_len)
+        .await
+        .map_err(|refused| {
+            let model = model.to_string();
+            let error = match refused {
+                Refused::Full => GatewayError::Overloaded {
+                    model,
+                    running: limits.running(),
+                    queued: admission.queue_limit(),
+                },
+                Refused::Waited => GatewayError::WaitedTooLong {
+                    model,
+                    running: limits.running(),
+                    ms: limits.timeout_ms,
+                },
+            };
+            Failure::from(error)
+        })
 }
 
 /// Runs a decoded request on a slot, through the slot's cache when it has one; an
