@@ -91,7 +91,7 @@ TEAL_LOG=warn TEAL_ADMIN_TOKEN=bench target/release/teal serve --config "$work/o
 # The reference: one nginx worker, upstream keep-alive, at most as many requests at once as
 # teal's defaults let run and wait (max_in_flight + max_queued); past it 503 with
 # Retry-After, as teal answers. Bodies and answers are kept in memory, not spooled to files.
-# teal's defaults for digits v1 in process with its 2 workers: 4 running and 44 queued.
+# teal's defaults: 32 places and 16 queued (a 256-row request takes 8 places).
 nginx_limit=${NGINX_LIMIT:-48}
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
