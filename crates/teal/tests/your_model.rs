@@ -279,6 +279,20 @@ fn an_export_with_zipmap_is_refused_with_the_option_that_fixes_it() {
     );
     assert!(!dir.join("teal.toml").exists());
 
+    // A retrain's reference needs the new version's name; a name must be one teal serves.
+    let output = teal(&dir, &["init", "wine-v2.onnx", "--reference-only"]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("--version"),
+        "{said}"
+    );
+    let output = teal(&dir, &["init", "wine-v1.onnx", "--name", "my wine"]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("not a valid model name"),
+        "{said}"
+    );
+
     // Without a sample, made-up rows make the reference, and init says so.
     let init = json_of(&teal(&dir, &["init", "wine-v1.onnx", "--json"]));
     assert_eq!(init["reference_rows"], 32, "{init:#}");

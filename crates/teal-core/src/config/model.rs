@@ -113,8 +113,8 @@ fn default_cache_ttl_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Places for the requests of this model running at once (both slots together): a
-    /// request takes one, and one more for every 12 KiB of its body, so dozens of small
-    /// requests run at once and only a few large ones, whose decoding would otherwise hold up
+    /// request takes one, and one more for every 12 KiB of its body (at most a quarter of
+    /// them), so dozens of small requests run at once and only a few large ones, whose decoding would otherwise hold up
     /// every connection's reads. Unset: 32, or twice the `workers` of the model's in-process
     /// slots where that is more (raise it for a model server with many replicas). See
     /// [`LimitsConfig::for_model`].

@@ -81,9 +81,11 @@ impl Admission {
         }
     }
 
-    /// The places a request with a body of `body_len` bytes takes.
+    /// The places a request with a body of `body_len` bytes takes: at most a quarter of
+    /// them (at least one), so that four requests run at once however large they are.
     fn places_for(&self, body_len: usize) -> u32 {
-        let places = (1 + body_len / PLACE_BYTES).min(self.limits.running());
+        let most = (self.limits.running() / 4).max(1);
+        let places = (1 + body_len / PLACE_BYTES).min(most);
         u32::try_from(places).unwrap_or(u32::MAX)
     }
 
@@ -118,7 +120,9 @@ impl Admission {
     }
 
     fn refused(&self, now: std::time::Instant) {
-        self.last_refused.store(self.nanos(now), Ordering::Relaxed);
+        // The latest wins, whichever thread writes last.
+        self.last_refused
+            .fetch_max(self.nanos(now), Ordering::Relaxed);
     }
 
     /// Notes how long a request waited for its place: a queue whose requests all wait past
@@ -185,7 +189,24 @@ impl Admission {
     pub async fn enter(&self, deadline: Instant, body_len: usize) -> Result<Place, Refused> {
         let places = self.places_for(body_len);
         if let Ok(place) = self.running.clone().try_acquire_many_owned(places) {
+            // Admitted without waiting: a run of long waits, if one had begun, is broken.
+            if self.waits_long_since.load(Ordering::Relaxed) != 0 {
+                self.waits_long_since.store(0, Ordering::Relaxed);
+            }
             return Ok(place);
+        }
+        // Without a queue, a large request takes what places are free rather than being
+        // refused behind small ones that keep a few of them taken.
+        if self.limits.queued() == 0 {
+            let free = u32::try_from(self.running.available_permits()).unwrap_or(u32::MAX);
+            if free > 0
+                && let Ok(place) = self
+                    .running
+                    .clone()
+                    .try_acquire_many_owned(free.min(places))
+            {
+                return Ok(place);
+            }
         }
         let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
         let _leave = Leave(&self.queued);
@@ -204,7 +225,12 @@ impl Admission {
             }
             // The semaphore is never closed.
             Ok(Err(_)) => Err(Refused::Full),
-            Err(_) => Err(Refused::Waited),
+            Err(_) => {
+                // A wait that ran to its deadline was a long one too.
+                let now = std::time::Instant::now();
+                self.waited(now.duration_since(queued_at), now);
+                Err(Refused::Waited)
+            }
         }
     }
 }
@@ -313,10 +339,10 @@ mod tests {
         assert_eq!(model.enter(deadline, 300).await.unwrap_err(), Refused::Full);
         drop(large);
         assert_eq!(model.running.available_permits(), 7);
-        // A body larger than all the places takes them all, and no more.
+        // However large, a body takes at most a quarter of the places.
         drop(small);
         let huge = model.enter(deadline, 100_000_000).await.unwrap();
-        assert_eq!(model.running.available_permits(), 0);
+        assert_eq!(model.running.available_permits(), 24);
         drop(huge);
     }
 }

@@ -32,9 +32,9 @@ pub struct InitArgs {
     /// folder's when the file is called model.onnx.
     #[arg(long)]
     pub name: Option<String>,
-    /// The version's name.
-    #[arg(long, default_value = "v1")]
-    pub version: String,
+    /// The version's name (default v1; with --reference-only, give the new version's).
+    #[arg(long)]
+    pub version: Option<String>,
     /// Rows of real inputs (see below): the reference is made from them, and with labels they
     /// are the rollout's evidence. Without it the reference uses made-up rows.
     #[arg(long, value_name = "FILE")]
@@ -310,6 +310,20 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| default_name(model_file));
+    let version = match (&args.version, args.reference_only) {
+        (Some(version), _) => version.clone(),
+        (None, false) => "v1".to_string(),
+        (None, true) => bail!(
+            "--reference-only is for a new version of a model already served: give its name with --version (like --version v2)"
+        ),
+    };
+    for (what, value) in [("model name", &name), ("version", &version)] {
+        if !teal_core::config::valid_name(value) {
+            bail!(
+                "'{value}' is not a valid {what}: use letters, digits, '-', '_' and '.' (not first), at most 128"
+            );
+        }
+    }
     let reference_path = args
         .reference
         .clone()
@@ -398,6 +412,13 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
                         .join(", ")
                 );
             };
+            if input.shape.first().is_some_and(|d| *d >= 0) {
+                bail!(
+                    "the model's input is {}: it takes exactly {} row(s) per request, so a sample of rows cannot be run through it; export it with a dynamic first dimension, or leave --sample out",
+                    describe(input),
+                    input.shape[0]
+                );
+            }
             if input.shape.len() != 2 {
                 bail!(
                     "the model's input is {}; a sample holds one list of features per row, for a [rows, features] input: leave --sample out to make the reference from made-up rows",
@@ -506,7 +527,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
             let Some(predicted) = answers.iter().find(|t| &t.name == label) else {
                 break;
             };
-            for (i, row) in chunk.iter().enumerate() {
+            for (i, row) in chunk.iter().enumerate().take(predicted.data.len()) {
                 counted += 1;
                 if predicted.data.json_value(i).as_i64() == row.label() {
                     right += 1;
@@ -554,7 +575,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     if args.reference_only {
         next.push(format!(
             "teal deploy {name} --version {} --onnx {} --reference {} --watch",
-            args.version,
+            version,
             model_file.display(),
             reference_path.display()
         ));
@@ -563,12 +584,17 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot make the folder {}", config_dir.display()))?;
         let text = config_text(&ConfigParts {
             name: &name,
-            version: &args.version,
+            version: &version,
             model: relative_to(model_file, &config_dir),
             reference: relative_to(&reference_path, &config_dir),
             holdout: sample.as_ref().map(|s| relative_to(&s.path, &config_dir)),
             prediction_output: prediction_output.as_deref(),
-            source: model_file.display().to_string(),
+            source: model_file
+                .display()
+                .to_string()
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect(),
         });
         teal_core::config::Config::parse(&text).map_err(|e| {
             anyhow::anyhow!("the config teal init made does not parse ({e}); this is a bug in teal")
@@ -585,7 +611,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     if args.json {
         let report = serde_json::json!({
             "model": name,
-            "version": args.version,
+            "version": version,
             "file": model_file,
             "inputs": signature.inputs.iter().map(|s| serde_json::json!({"name": s.name, "datatype": s.datatype, "shape": s.shape})).collect::<Vec<_>>(),
             "outputs": signature.outputs.iter().map(|s| serde_json::json!({"name": s.name, "datatype": s.datatype, "shape": s.shape})).collect::<Vec<_>>(),
@@ -605,7 +631,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{name} {}: {}", args.version, model_file.display());
+    println!("{name} {version}: {}", model_file.display());
     for spec in &signature.inputs {
         println!("  input   {}", describe(spec));
     }
