@@ -61,6 +61,15 @@ impl InferRequest {
                 ProtocolError::Malformed(e.to_string().replace("`features`", "`instances`"))
             })?;
             Ok(match predict.instances {
+                // KServe V1: a list of numbers is that many instances of one value each.
+                Features::Rows {
+                    values, flat: true, ..
+                } => Features::Rows {
+                    rows: values.len(),
+                    width: 1,
+                    values,
+                    flat: true,
+                },
                 Features::Refused(why) => {
                     Features::Refused(why.replace("\"features\"", "\"instances\""))
                 }
@@ -92,6 +101,7 @@ impl InferRequest {
                 values,
                 rows,
                 width,
+                ..
             } => (values, rows, width),
             Features::Refused(why) => return Err(ProtocolError::Malformed(why)),
         };
@@ -130,6 +140,8 @@ enum Features {
         values: Vec<Scalar>,
         rows: usize,
         width: usize,
+        /// Given as one list of numbers, not a list of rows.
+        flat: bool,
     },
     Refused(String),
 }
@@ -230,12 +242,14 @@ impl<'de> Visitor<'de> for FeaturesVisitor {
                 values,
                 rows,
                 width,
+                flat: false,
             },
             // One row (perhaps empty).
             None => Features::Rows {
                 width: values.len(),
                 values,
                 rows: 1,
+                flat: true,
             },
         })
     }
@@ -425,6 +439,27 @@ mod tests {
     use crate::protocol::fixtures::digits;
 
     use super::*;
+
+    #[test]
+    fn kserve_v1_instances_are_rows_and_a_list_of_numbers_is_that_many_instances() {
+        let rows =
+            InferRequest::from_instances(br#"{"instances":[[1,2,3,4],[5,6,7,8]]}"#, &digits())
+                .unwrap();
+        assert_eq!(rows.inputs[0].shape, vec![2, 4]);
+        let mut one_wide = digits();
+        one_wide.inputs[0].shape = vec![-1, 1];
+        let three = InferRequest::from_instances(br#"{"instances":[1,2,3]}"#, &one_wide).unwrap();
+        assert_eq!(three.inputs[0].shape, vec![3, 1]);
+        // Four numbers are four instances of one value, not one row of four.
+        let error = InferRequest::from_instances(br#"{"instances":[1,2,3,4]}"#, &digits())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("[4, 1]"), "{error}");
+        let error = InferRequest::from_instances(br#"{"instances":"abc"}"#, &digits())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"instances\" must be"), "{error}");
+    }
 
     #[test]
     fn simple_features_accept_one_row_or_many() {
