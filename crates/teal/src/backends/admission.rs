@@ -154,8 +154,9 @@ impl Admission {
         }
     }
 
-    /// Whether the queue is standing now (for the tests and `teal status`).
-    pub fn is_standing(&self) -> bool {
+    /// Whether the queue is standing now.
+    #[cfg(test)]
+    fn is_standing(&self) -> bool {
         self.standing.load(Ordering::Relaxed)
     }
 

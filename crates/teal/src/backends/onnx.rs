@@ -445,19 +445,10 @@ impl OnnxModel {
                 .inputs
                 .get(&spec.name)
                 .ok_or_else(|| failed(format!("has no input '{}'", spec.name)))?;
-            let body = serde_json::json!({"inputs": [{"name": spec.name, "shape": shape_of(value), "datatype": spec.datatype, "data": value}]});
-            let single = Signature {
-                inputs: vec![spec.clone()],
-                outputs: vec![],
-            };
-            let request = teal_core::protocol::InferRequest::decode(
-                body.to_string().as_bytes(),
-                None,
-                Some(&single),
-            )
-            .map_err(|e| failed(format!("input '{}': {e}", spec.name)))?;
-            rows = request.inputs[0].shape.first().copied().unwrap_or(0);
-            inputs.extend(request.inputs);
+            let input = decode_nested(spec, value)
+                .map_err(|e| failed(format!("input '{}': {e}", spec.name)))?;
+            rows = input.shape.first().copied().unwrap_or(0);
+            inputs.push(input);
         }
         let outputs = self
             .infer(inputs)
@@ -504,6 +495,25 @@ impl OnnxModel {
 struct ReferenceFile {
     inputs: BTreeMap<String, serde_json::Value>,
     outputs: BTreeMap<String, serde_json::Value>,
+}
+
+/// One input given as nested lists (as a reference file holds it), decoded and checked
+/// against its spec as the same tensor in a V2 request would be.
+pub fn decode_nested(
+    spec: &TensorSpec,
+    value: &serde_json::Value,
+) -> Result<Tensor, teal_core::protocol::ProtocolError> {
+    let body = serde_json::json!({"inputs": [{"name": spec.name, "shape": shape_of(value), "datatype": spec.datatype, "data": value}]});
+    let single = Signature {
+        inputs: vec![spec.clone()],
+        outputs: vec![],
+    };
+    let mut request = teal_core::protocol::InferRequest::decode(
+        body.to_string().as_bytes(),
+        None,
+        Some(&single),
+    )?;
+    Ok(request.inputs.remove(0))
 }
 
 fn shape_of(value: &serde_json::Value) -> Vec<usize> {

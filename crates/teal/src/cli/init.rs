@@ -4,7 +4,7 @@
 use super::*;
 use crate::backends::onnx::{self, OnnxModel, OnnxRuntime, Port};
 use crate::control::validation::{Row, read_holdout};
-use teal_core::protocol::{Datatype, InferRequest, Signature, Tensor};
+use teal_core::protocol::{Datatype, Signature, Tensor};
 
 const EXAMPLES: &str = "Examples:
   teal init model.onnx --name fraud --sample holdout.csv
@@ -180,21 +180,31 @@ fn relative_to(path: &Path, config_dir: &Path) -> String {
     relative.display().to_string()
 }
 
-/// Nests `tensor`'s elements by its shape, as the reference file holds them.
-fn nested(tensor: &Tensor) -> serde_json::Value {
-    fn level(tensor: &Tensor, depth: usize, start: usize, stride: usize) -> serde_json::Value {
-        if depth == tensor.shape.len() {
-            return tensor.data.json_value(start);
-        }
-        let count = tensor.shape[depth];
+/// `count` values (the product of `shape`) nested by `shape`, as a reference file holds them;
+/// `item(i)` gives the i-th in row-major order.
+fn nest(shape: &[usize], item: &mut impl FnMut(usize) -> serde_json::Value) -> serde_json::Value {
+    fn level(
+        shape: &[usize],
+        start: usize,
+        stride: usize,
+        item: &mut impl FnMut(usize) -> serde_json::Value,
+    ) -> serde_json::Value {
+        let Some((&count, inner_shape)) = shape.split_first() else {
+            return item(start);
+        };
         let inner = stride / count.max(1);
         serde_json::Value::Array(
             (0..count)
-                .map(|i| level(tensor, depth + 1, start + i * inner, inner))
+                .map(|i| level(inner_shape, start + i * inner, inner, item))
                 .collect(),
         )
     }
-    level(tensor, 0, 0, tensor.data.len())
+    level(shape, 0, shape.iter().product(), item)
+}
+
+/// A tensor's elements nested by its shape.
+fn nested(tensor: &Tensor) -> serde_json::Value {
+    nest(&tensor.shape, &mut |i| tensor.data.json_value(i))
 }
 
 /// Made-up rows for an input whose dimensions are known but the first: values of the
@@ -216,34 +226,12 @@ fn made_up(
             ),
         }
     }
-    let count: usize = shape.iter().product();
     let mut random = fastrand::Rng::with_seed(seed);
-    let data: Vec<serde_json::Value> = (0..count)
-        .map(|_| match spec.datatype {
-            Datatype::Fp32 | Datatype::Fp64 => serde_json::json!(random.f32()),
-            Datatype::Int32 | Datatype::Int64 => serde_json::json!(random.i64(0..10)),
-            _ => serde_json::json!(random.bool()),
-        })
-        .collect();
-    let tensor_like = Tensor {
-        name: spec.name.clone(),
-        shape: shape.clone(),
-        data: teal_core::protocol::TensorData::Fp64(vec![0.0; count]),
-    };
-    // Nest the values with the same walk as the outputs.
-    let positions = nested(&tensor_like);
-    fn fill(
-        value: &serde_json::Value,
-        data: &mut std::vec::IntoIter<serde_json::Value>,
-    ) -> serde_json::Value {
-        match value {
-            serde_json::Value::Array(items) => {
-                serde_json::Value::Array(items.iter().map(|v| fill(v, data)).collect())
-            }
-            _ => data.next().unwrap_or(serde_json::Value::Null),
-        }
-    }
-    Ok(fill(&positions, &mut data.into_iter()))
+    Ok(nest(&shape, &mut |_| match spec.datatype {
+        Datatype::Fp32 | Datatype::Fp64 => serde_json::json!(random.f32()),
+        Datatype::Int32 | Datatype::Int64 => serde_json::json!(random.i64(0..10)),
+        _ => serde_json::json!(random.bool()),
+    }))
 }
 
 /// Decodes one input's nested rows as a V2 request would be, with the same checks.
@@ -251,23 +239,7 @@ fn decode_input(
     spec: &teal_core::protocol::TensorSpec,
     value: &serde_json::Value,
 ) -> anyhow::Result<Tensor> {
-    let mut shape = Vec::new();
-    let mut current = value;
-    while let serde_json::Value::Array(items) = current {
-        shape.push(items.len());
-        match items.first() {
-            Some(first) => current = first,
-            None => break,
-        }
-    }
-    let body = serde_json::json!({"inputs": [{"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": value}]});
-    let single = Signature {
-        inputs: vec![spec.clone()],
-        outputs: vec![],
-    };
-    let mut request = InferRequest::decode(body.to_string().as_bytes(), None, Some(&single))
-        .map_err(|e| anyhow::anyhow!("input '{}': {e}", spec.name))?;
-    Ok(request.inputs.remove(0))
+    onnx::decode_nested(spec, value).map_err(|e| anyhow::anyhow!("input '{}': {e}", spec.name))
 }
 
 fn describe(spec: &teal_core::protocol::TensorSpec) -> String {
