@@ -1,12 +1,22 @@
 //! Names the commit teal is built from, for `teal --version`: `TEAL_BUILD_COMMIT` if it is
 //! set (for a build whose sources came without their history), else the short hash git
 //! gives, else "unknown". Building never fails for want of git or of a repository.
+//!
+//! It also generates the gRPC inference service's messages and server from
+//! `proto/inference.proto` with protox, a protobuf compiler in Rust, so a build needs no
+//! `protoc` on the machine.
 
 use std::path::Path;
 use std::process::Command;
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=proto/inference.proto");
+    let descriptors = protox::compile(["inference.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .compile_fds(descriptors)?;
     println!("cargo:rerun-if-env-changed=TEAL_BUILD_COMMIT");
     let commit = std::env::var("TEAL_BUILD_COMMIT")
         .ok()
@@ -14,6 +24,7 @@ fn main() {
         .or_else(git_commit)
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=TEAL_BUILD_COMMIT={}", commit.trim());
+    Ok(())
 }
 
 /// The short hash of HEAD, when this crate's sources are tracked in the repository git finds

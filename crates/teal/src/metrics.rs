@@ -125,8 +125,8 @@ impl prometheus_client::collector::Collector for ValueHistograms {
 
 /// One slot's request series, resolved once, so that recording an answer builds no labels.
 pub struct SlotHandles {
-    /// Requests by endpoint: infer, predict, then KServe V1's predict.
-    pub requests: [Counter; 3],
+    /// Requests by endpoint: infer, predict, KServe V1's predict, then gRPC's ModelInfer.
+    pub requests: [Counter; 4],
     pub latency: Histogram,
     pub client_errors: Counter,
     pub backend_errors: Counter,
@@ -341,7 +341,12 @@ impl Metrics {
                 .clone()
         };
         SlotHandles {
-            requests: [request("infer"), request("predict"), request("kserve_v1")],
+            requests: [
+                request("infer"),
+                request("predict"),
+                request("kserve_v1"),
+                request("grpc_infer"),
+            ],
             latency: self
                 .latency
                 .get_or_create(&SlotLabels {

@@ -193,6 +193,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The metrics listener's address, when `server.metrics_listen` asks for one.
     pub metrics_addr: Option<SocketAddr>,
+    /// The gRPC listener's address, when `server.grpc_listen` asks for one.
+    pub grpc_addr: Option<SocketAddr>,
     pub routes: Arc<Routes>,
     pub slots: Arc<SlotManager>,
     pub token: String,
@@ -424,11 +426,19 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         Some(addr) => Some(bind(addr, "metrics", "metrics-listen").await?),
         None => None,
     };
+    let grpc_listener = match &config.server.grpc_listen {
+        Some(addr) => Some(bind(addr, "gRPC inference service", "grpc-listen").await?),
+        None => None,
+    };
     let (token, hint) = token::load_or_create_token(&state_dir, token).map_err(state_error)?;
 
     let data_addr = data.local_addr().map_err(state_error)?;
     let admin_addr = admin_listener.local_addr().map_err(state_error)?;
     let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr().map_err(state_error)?),
+        None => None,
+    };
+    let grpc_addr = match &grpc_listener {
         Some(listener) => Some(listener.local_addr().map_err(state_error)?),
         None => None,
     };
@@ -571,6 +581,13 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
             stopped.clone(),
         ));
     }
+    if let Some(listener) = grpc_listener {
+        tasks.push(gateway::grpc::serve(
+            listener,
+            gateway.clone(),
+            stopped.clone(),
+        ));
+    }
     tasks.extend([
         serve_data_plane(
             data,
@@ -590,6 +607,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         data_addr,
         admin_addr,
         metrics_addr,
+        grpc_addr,
         routes,
         slots,
         token,

@@ -36,6 +36,9 @@ impl Config {
         if let Some(metrics) = env.get("TEAL_METRICS_LISTEN") {
             self.server.metrics_listen = Some(metrics).filter(|m| !m.trim().is_empty());
         }
+        if let Some(grpc) = env.get("TEAL_GRPC_LISTEN") {
+            self.server.grpc_listen = Some(grpc).filter(|g| !g.trim().is_empty());
+        }
         if let Some(token) = env.get("TEAL_FEEDBACK_TOKEN") {
             self.server.feedback_token = Some(token.trim().to_string()).filter(|t| !t.is_empty());
         }

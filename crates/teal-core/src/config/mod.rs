@@ -178,6 +178,25 @@ impl Config {
                 ));
             }
         }
+        if let Some(grpc) = &self.server.grpc_listen {
+            grpc.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "server.grpc_listen",
+                    format!("'{grpc}' is not an address: write it as IP:PORT, like 0.0.0.0:8081"),
+                )
+            })?;
+            let taken = [
+                Some(&self.server.listen),
+                Some(&self.server.admin),
+                self.server.metrics_listen.as_ref(),
+            ];
+            if !grpc.ends_with(":0") && taken.contains(&Some(grpc)) {
+                return Err(ConfigError::new(
+                    "server.grpc_listen",
+                    "the gRPC listener needs its own address: it must not share the data plane's, the admin API's or the metrics listener's",
+                ));
+            }
+        }
         if let Some(token) = &self.server.feedback_token
             && (token.trim().is_empty() || token.trim() != token || token.len() > 512)
         {

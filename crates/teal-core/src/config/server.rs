@@ -34,6 +34,11 @@ pub struct ServerConfig {
     /// metrics are on the admin listener only.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// An address for the Open Inference Protocol over gRPC (`inference.GRPCInferenceService`,
+    /// as `tritonclient.grpc` and KServe's gRPC clients call it), routed like the REST
+    /// endpoints. Unset: no gRPC listener.
+    #[serde(default)]
+    pub grpc_listen: Option<String>,
     /// Whether slots that run a command (`kind = "process"`) may come from the admin API, and
     /// from the state file at start-up. Off: only the config file's process slots run; a
     /// deploy or rollout of one through the API is refused (403), and one remembered in the
@@ -112,6 +117,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             admin: default_admin(),
             metrics_listen: None,
+            grpc_listen: None,
             allow_commands: false,
             feedback_token: None,
             max_body_bytes: default_max_body(),

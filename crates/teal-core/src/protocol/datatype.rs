@@ -30,6 +30,8 @@ pub enum Datatype {
     Int64,
     /// `FP16`: half precision, two bytes.
     Fp16,
+    /// `BF16`: bfloat16, two bytes, the upper half of an `FP32`.
+    Bf16,
     /// `FP32`: single precision, the type most models take and give.
     Fp32,
     /// `FP64`: double precision, for models exported without casting to `FP32`.
@@ -62,6 +64,7 @@ impl Datatype {
             Datatype::Int32 => "INT32",
             Datatype::Int64 => "INT64",
             Datatype::Fp16 => "FP16",
+            Datatype::Bf16 => "BF16",
             Datatype::Fp32 => "FP32",
             Datatype::Fp64 => "FP64",
             Datatype::Bytes => "BYTES",
@@ -82,6 +85,7 @@ impl Datatype {
             "INT32" => Datatype::Int32,
             "INT64" => Datatype::Int64,
             "FP16" => Datatype::Fp16,
+            "BF16" => Datatype::Bf16,
             "FP32" => Datatype::Fp32,
             "FP64" => Datatype::Fp64,
             "BYTES" => Datatype::Bytes,
@@ -93,7 +97,7 @@ impl Datatype {
     pub fn element_size(self) -> Option<usize> {
         Some(match self {
             Datatype::Bool | Datatype::Uint8 | Datatype::Int8 => 1,
-            Datatype::Uint16 | Datatype::Int16 | Datatype::Fp16 => 2,
+            Datatype::Uint16 | Datatype::Int16 | Datatype::Fp16 | Datatype::Bf16 => 2,
             Datatype::Uint32 | Datatype::Int32 | Datatype::Fp32 => 4,
             Datatype::Uint64 | Datatype::Int64 | Datatype::Fp64 => 8,
             Datatype::Bytes => return None,

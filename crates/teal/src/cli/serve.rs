@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// for a scraper outside the host or pod while the admin API stays on loopback.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// An address for the Open Inference Protocol over gRPC (as tritonclient.grpc calls it),
+    /// overriding server.grpc_listen; off unless one of them is set.
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<String>,
     /// Threads serving requests (default: one per core). 1 runs one event loop on one thread,
     /// as one nginx worker does: the shortest tail when teal shares a small machine with its
     /// model servers.
@@ -102,6 +106,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(metrics) = args.metrics_listen {
         config.server.metrics_listen = Some(metrics);
+    }
+    if let Some(grpc) = args.grpc_listen {
+        config.server.grpc_listen = Some(grpc);
     }
     let checked = match args.kubernetes {
         true => config.validate_allowing_no_models(),

@@ -14,13 +14,16 @@ use super::answer::{error_response, json_response};
 use super::pick::{find_model, find_version, pick};
 use super::{Gateway, ModelPath, VersionPath, path_error};
 
+/// The protocol extensions the server metadata lists, on REST and gRPC alike.
+pub(super) const EXTENSIONS: [&str; 1] = ["binary_tensor_data"];
+
 pub(super) async fn server_metadata() -> Response<Body> {
     json_response(
         StatusCode::OK,
         &serde_json::json!({
             "name": "teal",
             "version": env!("CARGO_PKG_VERSION"),
-            "extensions": ["binary_tensor_data"],
+            "extensions": EXTENSIONS,
         }),
     )
 }

@@ -31,6 +31,8 @@ pub(super) enum Endpoint {
     Predict = 1,
     /// KServe's V1 protocol, `/v1/models/{m}:predict` with `{"instances": ...}`.
     KServeV1 = 2,
+    /// The Open Inference Protocol over gRPC, `ModelInfer` (`grpc.rs`).
+    GrpcInfer = 3,
 }
 
 impl Endpoint {
@@ -40,6 +42,7 @@ impl Endpoint {
             Endpoint::Infer => "infer",
             Endpoint::Predict => "predict",
             Endpoint::KServeV1 => "kserve_v1",
+            Endpoint::GrpcInfer => "grpc_infer",
         }
     }
 }
@@ -123,7 +126,7 @@ pub(super) async fn serve_request(
     let traceparent = crate::trace::parse(headers);
     let work = async {
         match endpoint {
-            Endpoint::Infer => run_infer(gateway, model, version, headers, body, entry).await,
+            Endpoint::Infer | Endpoint::GrpcInfer => run_infer(gateway, model, version, headers, body, entry).await,
             Endpoint::Predict | Endpoint::KServeV1 => {
                 run_predict(gateway, model, endpoint, headers, body, entry).await
             }
