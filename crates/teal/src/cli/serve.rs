@@ -128,8 +128,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .metrics_url()
         .map(|url| format!(" metrics {url}"))
         .unwrap_or_default();
+    let grpc = running
+        .grpc_addr
+        .map(|addr| format!(" grpc {addr}"))
+        .unwrap_or_default();
     println!(
-        "teal ready: data plane {} admin {} (token in {}){metrics}",
+        "teal ready: data plane {} admin {} (token in {}){metrics}{grpc}",
         running.data_url(),
         running.admin_url(),
         token::token_path(&running.state_dir).display()

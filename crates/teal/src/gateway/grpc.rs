@@ -365,27 +365,32 @@ fn typed_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), Str
         Datatype::Int16 => narrow(name, datatype, &contents.int_contents, |x: i16| {
             out.extend_from_slice(&x.to_le_bytes())
         })?,
-        Datatype::Int32 => (contents.int_contents.iter())
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Datatype::Int64 => (contents.int64_contents.iter())
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Datatype::Int32 => {
+            (contents.int_contents.iter()).for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        }
+        Datatype::Int64 => {
+            (contents.int64_contents.iter()).for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        }
         Datatype::Uint8 => narrow(name, datatype, &contents.uint_contents, |x: u8| out.push(x))?,
         Datatype::Uint16 => narrow(name, datatype, &contents.uint_contents, |x: u16| {
             out.extend_from_slice(&x.to_le_bytes())
         })?,
-        Datatype::Uint32 => (contents.uint_contents.iter())
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Datatype::Uint64 => (contents.uint64_contents.iter())
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Datatype::Fp32 => (contents.fp32_contents.iter())
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Datatype::Fp64 => (contents.fp64_contents.iter())
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Datatype::Uint32 => {
+            (contents.uint_contents.iter()).for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        }
+        Datatype::Uint64 => {
+            (contents.uint64_contents.iter()).for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        }
+        Datatype::Fp32 => {
+            (contents.fp32_contents.iter()).for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        }
+        Datatype::Fp64 => {
+            (contents.fp64_contents.iter()).for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        }
         Datatype::Bytes => {
             for element in &contents.bytes_contents {
-                let len = u32::try_from(element.len()).map_err(|_| {
-                    format!("input '{name}' has an element of 4 GiB or more")
-                })?;
+                let len = u32::try_from(element.len())
+                    .map_err(|_| format!("input '{name}' has an element of 4 GiB or more"))?;
                 out.extend_from_slice(&len.to_le_bytes());
                 out.extend_from_slice(element);
             }
@@ -449,8 +454,14 @@ pub fn serve(
                 }
             }
         };
+        let limit = gateway.max_body_bytes;
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .layer(tower::util::MapResponseLayer::new(
+                move |response: axum::http::Response<tonic::body::Body>| {
+                    too_large_is_resource_exhausted(response, limit)
+                },
+            ))
             .add_service(Grpc::service(gateway))
             .serve_with_incoming_shutdown(incoming, stopped)
             .await;
@@ -458,6 +469,32 @@ pub fn serve(
             tracing::error!(error = %e, "the gRPC listener stopped");
         }
     })
+}
+
+/// A message over the size limit is refused by tonic, before it is decoded, as
+/// OUT_OF_RANGE; gRPC's own servers (and so Triton) answer RESOURCE_EXHAUSTED, which is what
+/// clients handle: the status is rewritten, with a message that names the setting.
+fn too_large_is_resource_exhausted(
+    mut response: axum::http::Response<tonic::body::Body>,
+    limit: usize,
+) -> axum::http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers.get("grpc-message").is_some_and(|m| {
+            // Percent-encoded, as gRPC sends messages.
+            let text = String::from_utf8_lossy(m.as_bytes()).replace("%20", " ");
+            text.contains("decoded message length too large")
+        });
+    if too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        let message = format!(
+            "the request message is larger than {limit} bytes, the largest teal accepts (server.max_body_bytes): send fewer rows per request"
+        );
+        if let Ok(value) = HeaderValue::try_from(message) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    response
 }
 
 #[cfg(test)]
@@ -553,7 +590,11 @@ mod tests {
             raw_input_contents: vec![vec![0; 4]],
             ..Default::default()
         };
-        assert!(rest_request(&request).unwrap_err().contains("1 entries for 2 inputs"));
+        assert!(
+            rest_request(&request)
+                .unwrap_err()
+                .contains("1 entries for 2 inputs")
+        );
     }
 
     #[test]
@@ -561,8 +602,14 @@ mod tests {
         assert_eq!(code_for(StatusCode::BAD_REQUEST), Code::InvalidArgument);
         assert_eq!(code_for(StatusCode::NOT_FOUND), Code::NotFound);
         assert_eq!(code_for(StatusCode::SERVICE_UNAVAILABLE), Code::Unavailable);
-        assert_eq!(code_for(StatusCode::GATEWAY_TIMEOUT), Code::DeadlineExceeded);
-        assert_eq!(code_for(StatusCode::PAYLOAD_TOO_LARGE), Code::ResourceExhausted);
+        assert_eq!(
+            code_for(StatusCode::GATEWAY_TIMEOUT),
+            Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code_for(StatusCode::PAYLOAD_TOO_LARGE),
+            Code::ResourceExhausted
+        );
         assert_eq!(code_for(StatusCode::INTERNAL_SERVER_ERROR), Code::Internal);
     }
 

@@ -126,7 +126,9 @@ pub(super) async fn serve_request(
     let traceparent = crate::trace::parse(headers);
     let work = async {
         match endpoint {
-            Endpoint::Infer | Endpoint::GrpcInfer => run_infer(gateway, model, version, headers, body, entry).await,
+            Endpoint::Infer | Endpoint::GrpcInfer => {
+                run_infer(gateway, model, version, headers, body, entry).await
+            }
             Endpoint::Predict | Endpoint::KServeV1 => {
                 run_predict(gateway, model, endpoint, headers, body, entry).await
             }
