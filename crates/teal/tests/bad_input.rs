@@ -114,7 +114,7 @@ async fn every_bad_request_gets_a_clear_4xx() {
                 serde_json::json!(vec!["a"; 64]),
             ),
             400,
-            "BYTES",
+            r#"element 0 is "a", which is not a valid FP32"#,
         ),
         (
             "POST",

@@ -6,28 +6,43 @@ use super::wire::Parameters;
 use super::{Datatype, ProtocolError, TensorData};
 
 impl TensorData {
-    /// Appends the elements as little-endian bytes, the binary tensor extension's layout:
-    /// clients that ask for binary outputs skip JSON's cost for large tensors.
+    /// Appends the elements as little-endian bytes, the binary tensor extension's layout
+    /// (and gRPC's raw contents'): clients that ask for binary outputs skip JSON's cost for
+    /// large tensors. A BYTES element is its length as 4 little-endian bytes, then its bytes.
     pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
+        macro_rules! le {
+            ($v:expr) => {
+                $v.iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+            };
+        }
         match self {
             TensorData::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),
-            TensorData::Int32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Int64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Fp32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Fp64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Uint8(v) => out.extend_from_slice(v),
+            TensorData::Uint16(v) | TensorData::Fp16(v) | TensorData::Bf16(v) => le!(v),
+            TensorData::Uint32(v) => le!(v),
+            TensorData::Uint64(v) => le!(v),
+            TensorData::Int8(v) => le!(v),
+            TensorData::Int16(v) => le!(v),
+            TensorData::Int32(v) => le!(v),
+            TensorData::Int64(v) => le!(v),
+            TensorData::Fp32(v) => le!(v),
+            TensorData::Fp64(v) => le!(v),
+            TensorData::Bytes(v) => {
+                for element in v {
+                    // An element is a part of a body or a model's answer: far below 4 GiB.
+                    out.extend_from_slice(&(element.len() as u32).to_le_bytes());
+                    out.extend_from_slice(element);
+                }
+            }
         }
     }
 
     pub(super) fn byte_len(&self) -> usize {
-        self.len() * self.datatype().element_size().unwrap_or(0)
+        match self {
+            TensorData::Bytes(v) => v.iter().map(|e| 4 + e.len()).sum(),
+            other => other.len() * other.datatype().element_size().unwrap_or(0),
+        }
     }
 }
 
@@ -58,39 +73,69 @@ pub(super) fn binary_size(parameters: &Parameters) -> Result<Option<usize>, Prot
     }
 }
 
-/// The elements of one tensor from its little-endian bytes.
+/// The elements of one tensor from its little-endian bytes, which must hold `count` of
+/// them exactly (for BYTES, `count` length-prefixed elements filling the bytes).
 pub(super) fn from_le_bytes(
-    name: &str,
     datatype: Datatype,
     bytes: &[u8],
-) -> Result<TensorData, ProtocolError> {
+    count: usize,
+) -> Result<TensorData, usize> {
+    macro_rules! le {
+        ($variant:ident, $t:ty) => {{
+            const SIZE: usize = std::mem::size_of::<$t>();
+            if bytes.len() % SIZE != 0 || bytes.len() / SIZE != count {
+                return Err(bytes.len() / SIZE);
+            }
+            TensorData::$variant(
+                bytes
+                    .chunks_exact(SIZE)
+                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect(),
+            )
+        }};
+    }
     Ok(match datatype {
-        Datatype::Bool => TensorData::Bool(bytes.iter().map(|b| *b != 0).collect()),
-        Datatype::Int32 => TensorData::Int32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect(),
-        ),
-        Datatype::Int64 => TensorData::Int64(
-            bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect(),
-        ),
-        Datatype::Fp32 => TensorData::Fp32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect(),
-        ),
-        Datatype::Fp64 => TensorData::Fp64(
-            bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect(),
-        ),
-        other => return Err(ProtocolError::unsupported_datatype(name, other)),
+        Datatype::Bool => {
+            if bytes.len() != count {
+                return Err(bytes.len());
+            }
+            TensorData::Bool(bytes.iter().map(|b| *b != 0).collect())
+        }
+        Datatype::Uint8 => {
+            if bytes.len() != count {
+                return Err(bytes.len());
+            }
+            TensorData::Uint8(bytes.to_vec())
+        }
+        Datatype::Uint16 => le!(Uint16, u16),
+        Datatype::Uint32 => le!(Uint32, u32),
+        Datatype::Uint64 => le!(Uint64, u64),
+        Datatype::Int8 => le!(Int8, i8),
+        Datatype::Int16 => le!(Int16, i16),
+        Datatype::Int32 => le!(Int32, i32),
+        Datatype::Int64 => le!(Int64, i64),
+        Datatype::Fp16 => le!(Fp16, u16),
+        Datatype::Bf16 => le!(Bf16, u16),
+        Datatype::Fp32 => le!(Fp32, f32),
+        Datatype::Fp64 => le!(Fp64, f64),
+        Datatype::Bytes => {
+            // Each element is checked against what is left before it is copied, so a
+            // declared length can never ask for more than the body holds.
+            let mut elements = Vec::with_capacity(count.min(bytes.len() / 4));
+            let mut rest = bytes;
+            while rest.len() >= 4 {
+                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                if len > rest.len() - 4 {
+                    return Err(elements.len() + 1);
+                }
+                elements.push(rest[4..4 + len].to_vec());
+                rest = &rest[4 + len..];
+            }
+            if !rest.is_empty() || elements.len() != count {
+                return Err(elements.len() + usize::from(!rest.is_empty()));
+            }
+            TensorData::Bytes(elements)
+        }
     })
 }
 

@@ -5,9 +5,8 @@ use std::fmt;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// The element type of a tensor, by its V2 name. The enum names every type the protocol
-/// has, not only those teal serves, so a request for another one is refused with a message
-/// that names it rather than as unreadable JSON.
+/// The element type of a tensor, by its V2 name: every type the protocol has (BF16 as
+/// Triton has it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Datatype {
     /// `BOOL`: one byte per element, zero for false.
@@ -39,16 +38,6 @@ pub enum Datatype {
     /// `BYTES`: strings of any length, which the binary extension prefixes with their length.
     Bytes,
 }
-
-/// Datatypes whose tensors teal can carry through its own backends: a refusal lists them so
-/// the caller knows what to send instead.
-pub const SERVED_DATATYPES: [Datatype; 5] = [
-    Datatype::Bool,
-    Datatype::Int32,
-    Datatype::Int64,
-    Datatype::Fp32,
-    Datatype::Fp64,
-];
 
 impl Datatype {
     /// The name the wire and the model metadata use, like `FP32`.

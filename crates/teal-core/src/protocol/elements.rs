@@ -8,12 +8,14 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use super::{Datatype, ProtocolError, TensorData};
 
 /// One JSON element before it is given its datatype.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) enum Scalar {
     Bool(bool),
     Int(i64),
     UInt(u64),
     Float(f64),
+    /// A string: a BYTES element.
+    Str(String),
 }
 
 impl fmt::Display for Scalar {
@@ -23,6 +25,12 @@ impl fmt::Display for Scalar {
             Scalar::Int(i) => write!(f, "{i}"),
             Scalar::UInt(u) => write!(f, "{u}"),
             Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Str(text) => {
+                // Long strings are cut in messages.
+                let cut: String = text.chars().take(40).collect();
+                let more = if cut.len() < text.len() { "..." } else { "" };
+                write!(f, "{:?}", format!("{cut}{more}"))
+            }
         }
     }
 }
@@ -47,7 +55,7 @@ impl<'de> Visitor<'de> for FlatVisitor<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of numbers or booleans (flat or nested)")
+        f.write_str("an array of numbers, booleans or strings (flat or nested)")
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
@@ -66,14 +74,13 @@ impl<'de> Visitor<'de> for FlatVisitor<'_> {
         self.out.push(Scalar::Float(v));
         Ok(())
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom(
-            "string elements belong to BYTES tensors, which teal does not serve: send numbers or booleans",
-        ))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.out.push(Scalar::Str(v.to_string()));
+        Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Err(E::custom(
-            "null is not a tensor element: send numbers or booleans",
+            "null is not a tensor element: send numbers, booleans or strings",
         ))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -98,110 +105,101 @@ impl<'de> de::DeserializeSeed<'de> for FlatSeed<'_> {
     }
 }
 
-/// Converts JSON elements to `datatype`, refusing values that do not fit it.
+/// Converts JSON elements to `datatype`, refusing values that do not fit it: integers out of
+/// the type's range, fractions for integer types, non-finite or out-of-range floats, strings
+/// for anything but BYTES, and anything but strings for BYTES.
 pub(super) fn typed(
     name: &str,
     datatype: Datatype,
     values: Vec<Scalar>,
 ) -> Result<TensorData, ProtocolError> {
-    let bad = |index: usize, value: Scalar| ProtocolError::Value {
-        name: name.to_string(),
-        index,
-        value: value.to_string(),
-        datatype,
-    };
-    fn as_int(v: Scalar) -> Option<i64> {
+    let mut first_bad: Option<(usize, Scalar)> = None;
+    fn as_int(v: &Scalar) -> Option<i128> {
         match v {
-            Scalar::Int(i) => Some(i),
-            Scalar::UInt(u) => i64::try_from(u).ok(),
+            Scalar::Int(i) => Some(i128::from(*i)),
+            Scalar::UInt(u) => Some(i128::from(*u)),
             // An integral float such as 3.0 is accepted; 3.5 is not.
             Scalar::Float(x)
                 if x.fract() == 0.0
-                    && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&x) =>
+                    && (-1.8446744073709552e19..1.8446744073709552e19).contains(x) =>
             {
-                Some(x as i64)
+                Some(*x as i128)
             }
             _ => None,
         }
     }
-    fn as_float(v: Scalar) -> Option<f64> {
+    fn as_float(v: &Scalar) -> Option<f64> {
         match v {
-            Scalar::Int(i) => Some(i as f64),
-            Scalar::UInt(u) => Some(u as f64),
-            Scalar::Float(x) => Some(x),
-            Scalar::Bool(_) => None,
+            Scalar::Int(i) => Some(*i as f64),
+            Scalar::UInt(u) => Some(*u as f64),
+            Scalar::Float(x) => Some(*x),
+            Scalar::Bool(_) | Scalar::Str(_) => None,
         }
     }
-    let mut convert_err = None;
+    // Each element converted, or the first that does not fit noted (and a placeholder kept,
+    // so the conversion stays one pass without a second allocation).
+    macro_rules! convert {
+        ($variant:ident, $default:expr, $f:expr) => {
+            TensorData::$variant(
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| match $f(&v) {
+                        Some(x) => x,
+                        None => {
+                            if first_bad.is_none() {
+                                first_bad = Some((i, v));
+                            }
+                            $default
+                        }
+                    })
+                    .collect(),
+            )
+        };
+    }
+    macro_rules! int {
+        ($variant:ident, $t:ty) => {
+            convert!($variant, 0, |v: &Scalar| as_int(v)
+                .and_then(|x| <$t>::try_from(x).ok()))
+        };
+    }
     let data = match datatype {
-        Datatype::Fp32 => TensorData::Fp32(
-            values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| match as_float(v).map(|x| x as f32) {
-                    Some(x) if x.is_finite() => x,
-                    _ => {
-                        convert_err.get_or_insert(bad(i, v));
-                        0.0
-                    }
-                })
-                .collect(),
-        ),
-        Datatype::Fp64 => TensorData::Fp64(
-            values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    as_float(v).unwrap_or_else(|| {
-                        convert_err.get_or_insert(bad(i, v));
-                        0.0
-                    })
-                })
-                .collect(),
-        ),
-        Datatype::Int64 => TensorData::Int64(
-            values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    as_int(v).unwrap_or_else(|| {
-                        convert_err.get_or_insert(bad(i, v));
-                        0
-                    })
-                })
-                .collect(),
-        ),
-        Datatype::Int32 => TensorData::Int32(
-            values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    as_int(v)
-                        .and_then(|x| i32::try_from(x).ok())
-                        .unwrap_or_else(|| {
-                            convert_err.get_or_insert(bad(i, v));
-                            0
-                        })
-                })
-                .collect(),
-        ),
-        Datatype::Bool => TensorData::Bool(
-            values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    Scalar::Bool(b) => b,
-                    other => {
-                        convert_err.get_or_insert(bad(i, other));
-                        false
-                    }
-                })
-                .collect(),
-        ),
-        other => return Err(ProtocolError::unsupported_datatype(name, other)),
+        Datatype::Fp32 => convert!(Fp32, 0.0, |v: &Scalar| as_float(v)
+            .map(|x| x as f32)
+            .filter(|x| x.is_finite())),
+        Datatype::Fp64 => convert!(Fp64, 0.0, as_float),
+        Datatype::Fp16 => convert!(Fp16, 0, |v: &Scalar| as_float(v)
+            .map(half::f16::from_f64)
+            .filter(|x| x.is_finite())
+            .map(half::f16::to_bits)),
+        Datatype::Bf16 => convert!(Bf16, 0, |v: &Scalar| as_float(v)
+            .map(half::bf16::from_f64)
+            .filter(|x| x.is_finite())
+            .map(half::bf16::to_bits)),
+        Datatype::Int8 => int!(Int8, i8),
+        Datatype::Int16 => int!(Int16, i16),
+        Datatype::Int32 => int!(Int32, i32),
+        Datatype::Int64 => int!(Int64, i64),
+        Datatype::Uint8 => int!(Uint8, u8),
+        Datatype::Uint16 => int!(Uint16, u16),
+        Datatype::Uint32 => int!(Uint32, u32),
+        Datatype::Uint64 => int!(Uint64, u64),
+        Datatype::Bool => convert!(Bool, false, |v: &Scalar| match v {
+            Scalar::Bool(b) => Some(*b),
+            _ => None,
+        }),
+        Datatype::Bytes => convert!(Bytes, Vec::new(), |v: &Scalar| match v {
+            Scalar::Str(text) => Some(text.clone().into_bytes()),
+            _ => None,
+        }),
     };
-    match convert_err {
-        Some(err) => Err(err),
+    match first_bad {
+        Some((index, value)) => Err(ProtocolError::Value {
+            name: name.to_string(),
+            index,
+            value: value.to_string(),
+            datatype,
+        }),
         None => Ok(data),
     }
 }

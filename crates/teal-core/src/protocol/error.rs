@@ -1,6 +1,6 @@
 //! Why a request was refused.
 
-use super::{Datatype, SERVED_DATATYPES};
+use super::Datatype;
 
 /// Why a request was refused. Always the caller's fault; always a 4xx. Each message names
 /// the tensor at fault and what the model expects, so the caller can fix the request without
@@ -95,15 +95,4 @@ pub enum ProtocolError {
     /// cannot carry); the message says what to use instead.
     #[error("{0}")]
     Unsupported(String),
-}
-
-impl ProtocolError {
-    /// A datatype the wire allows but teal's backends cannot carry.
-    pub(super) fn unsupported_datatype(name: &str, datatype: Datatype) -> ProtocolError {
-        let served: Vec<&str> = SERVED_DATATYPES.iter().map(|d| d.as_str()).collect();
-        ProtocolError::Unsupported(format!(
-            "input '{name}' has datatype {datatype}, which teal does not serve yet (served: {})",
-            served.join(", ")
-        ))
-    }
 }

@@ -19,7 +19,7 @@ mod simple;
 mod tensor;
 mod wire;
 
-pub use datatype::{Datatype, SERVED_DATATYPES};
+pub use datatype::Datatype;
 pub use error::ProtocolError;
 pub use request::{InferRequest, RequestedOutput};
 pub use response::{EncodedResponse, decode_response, encode_response};

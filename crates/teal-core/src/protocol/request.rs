@@ -186,16 +186,15 @@ impl InferRequest {
     /// one is refused rather than sent with `null` in its place.
     pub fn encode_json(&self) -> Result<Vec<u8>, ProtocolError> {
         for input in &self.inputs {
-            let non_finite = match &input.data {
-                TensorData::Fp32(v) => v
-                    .iter()
-                    .position(|x| !x.is_finite())
-                    .map(|i| (i, v[i].to_string())),
-                TensorData::Fp64(v) => v
-                    .iter()
-                    .position(|x| !x.is_finite())
-                    .map(|i| (i, v[i].to_string())),
-                _ => None,
+            let data = &input.data;
+            let floats = matches!(
+                data.datatype(),
+                Datatype::Fp16 | Datatype::Bf16 | Datatype::Fp32 | Datatype::Fp64
+            );
+            let non_finite = match floats {
+                true => (0..data.len())
+                    .find_map(|i| data.number(i).filter(|x| !x.is_finite()).map(|x| (i, x))),
+                false => None,
             };
             if let Some((i, value)) = non_finite {
                 return Err(ProtocolError::Unsupported(format!(
@@ -288,7 +287,7 @@ mod tests {
             ),
             (
                 r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,"a",4]}]}"#,
-                "BYTES tensors",
+                r#"element 2 is "a", which is not a valid FP32"#,
             ),
             (
                 r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,1e300,4]}]}"#,
@@ -385,7 +384,7 @@ mod tests {
             ),
             (
                 r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":[1]}]}"#,
-                "does not serve",
+                "element 0 is 1, which is not a valid BYTES",
             ),
             (
                 r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]},{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#,
@@ -438,5 +437,109 @@ mod tests {
         );
         let again = InferRequest::decode(&request.encode_json().unwrap(), None, None).unwrap();
         assert_eq!(again.inputs, request.inputs);
+    }
+
+    #[test]
+    fn every_datatype_decodes_from_json_and_binary_and_refuses_what_does_not_fit() {
+        let cases: [(&str, &str, TensorData); 13] = [
+            ("BOOL", "[true, false]", TensorData::Bool(vec![true, false])),
+            ("UINT8", "[0, 255]", TensorData::Uint8(vec![0, 255])),
+            ("UINT16", "[0, 65535]", TensorData::Uint16(vec![0, 65535])),
+            (
+                "UINT32",
+                "[0, 4294967295]",
+                TensorData::Uint32(vec![0, u32::MAX]),
+            ),
+            (
+                "UINT64",
+                "[0, 18446744073709551615]",
+                TensorData::Uint64(vec![0, u64::MAX]),
+            ),
+            ("INT8", "[-128, 127]", TensorData::Int8(vec![-128, 127])),
+            (
+                "INT16",
+                "[-32768, 32767]",
+                TensorData::Int16(vec![i16::MIN, i16::MAX]),
+            ),
+            ("INT32", "[-1, 2]", TensorData::Int32(vec![-1, 2])),
+            ("INT64", "[-1, 2]", TensorData::Int64(vec![-1, 2])),
+            (
+                "FP16",
+                "[1.5, -2.5]",
+                TensorData::Fp16(vec![0x3e00, 0xc100]),
+            ),
+            (
+                "BF16",
+                "[1.5, -2.5]",
+                TensorData::Bf16(vec![0x3fc0, 0xc020]),
+            ),
+            ("FP32", "[1.5, -2.5]", TensorData::Fp32(vec![1.5, -2.5])),
+            (
+                "BYTES",
+                r#"["héllo", ""]"#,
+                TensorData::Bytes(vec!["héllo".into(), vec![]]),
+            ),
+        ];
+        for (datatype, data, want) in cases {
+            let body = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"{datatype}","data":{data}}}]}}"#
+            );
+            let request = InferRequest::decode(body.as_bytes(), None, None).expect(&body);
+            assert_eq!(request.inputs[0].data, want, "{datatype} from JSON");
+            // The same elements in binary form decode to the same tensor.
+            let mut raw = Vec::new();
+            want.write_le_bytes(&mut raw);
+            let head = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"{datatype}","parameters":{{"binary_data_size":{}}}}}]}}"#,
+                raw.len()
+            );
+            let mut body = head.clone().into_bytes();
+            body.extend_from_slice(&raw);
+            let request = InferRequest::decode(&body, Some(head.len()), None).expect(&head);
+            assert_eq!(request.inputs[0].data, want, "{datatype} from binary");
+            // And back to JSON.
+            assert_eq!(
+                serde_json::to_value(&want).unwrap(),
+                serde_json::from_str::<serde_json::Value>(data).unwrap(),
+                "{datatype} to JSON"
+            );
+        }
+        for (datatype, data) in [
+            ("UINT8", "[256, 0]"),
+            ("UINT16", "[-1, 0]"),
+            ("INT8", "[128, 0]"),
+            ("INT16", "[1.5, 0]"),
+            ("FP16", "[70000, 0]"),
+            ("BYTES", r#"["a", 1]"#),
+            ("BOOL", "[1, 0]"),
+        ] {
+            let body = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"{datatype}","data":{data}}}]}}"#
+            );
+            let err = InferRequest::decode(body.as_bytes(), None, None)
+                .expect_err(&body)
+                .to_string();
+            assert!(
+                err.contains(&format!("not a valid {datatype}")),
+                "{body}: {err}"
+            );
+        }
+        // BYTES in binary form: a length that runs past the body, or one element short.
+        for raw in [
+            [&3u32.to_le_bytes()[..], b"ab"].concat(),
+            [&1u32.to_le_bytes()[..], b"a"].concat(),
+            [&1u32.to_le_bytes()[..], b"a", &[0, 0]].concat(),
+        ] {
+            let head = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}]}}"#,
+                raw.len()
+            );
+            let mut body = head.clone().into_bytes();
+            body.extend_from_slice(&raw);
+            let err = InferRequest::decode(&body, Some(head.len()), None)
+                .expect_err("a bad BYTES tail")
+                .to_string();
+            assert!(err.contains("holds 2 elements"), "{err}");
+        }
     }
 }

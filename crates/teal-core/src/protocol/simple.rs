@@ -16,11 +16,16 @@ impl TensorData {
     pub fn json_value(&self, index: usize) -> serde_json::Value {
         match self {
             TensorData::Bool(v) => v[index].into(),
-            TensorData::Int32(v) => v[index].into(),
+            TensorData::Uint64(v) => v[index].into(),
             TensorData::Int64(v) => v[index].into(),
-            TensorData::Fp32(v) => serde_json::Number::from_f64(f64::from(v[index]))
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            TensorData::Fp64(v) => serde_json::Number::from_f64(v[index])
+            TensorData::Bytes(v) => String::from_utf8_lossy(&v[index]).into_owned().into(),
+            other if other.is_integer() => {
+                // Every other integer type fits an i64.
+                (other.number(index).unwrap_or_default() as i64).into()
+            }
+            other => other
+                .number(index)
+                .and_then(serde_json::Number::from_f64)
                 .map_or(serde_json::Value::Null, serde_json::Value::Number),
         }
     }

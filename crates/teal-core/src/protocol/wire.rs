@@ -54,11 +54,10 @@ pub(super) fn tensor_data(
             }
             let (bytes, rest) = tail.bytes.split_at(size);
             tail.bytes = rest;
-            let element = datatype.element_size().unwrap_or(1);
-            if size % element != 0 || Some(size / element) != expected {
-                return Err(count_error(size / element));
-            }
-            from_le_bytes(name, datatype, bytes)?
+            let Some(count) = expected else {
+                return Err(count_error(0));
+            };
+            from_le_bytes(datatype, bytes, count).map_err(count_error)?
         }
         (None, Some(FlatData(values))) => {
             if Some(values.len()) != expected {

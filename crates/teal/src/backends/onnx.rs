@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
-use teal_core::protocol::{Datatype, Signature, Tensor, TensorData, TensorSpec};
+use teal_core::protocol::{Datatype, ProtocolError, Signature, Tensor, TensorData, TensorSpec};
 use tokio::sync::oneshot;
 
 use super::{BackendError, LoadError, python_env};
@@ -156,9 +156,18 @@ fn datatype_of(ty: TensorElementType) -> Option<Datatype> {
     Some(match ty {
         TensorElementType::Float32 => Datatype::Fp32,
         TensorElementType::Float64 => Datatype::Fp64,
+        TensorElementType::Float16 => Datatype::Fp16,
+        TensorElementType::Bfloat16 => Datatype::Bf16,
+        TensorElementType::Int8 => Datatype::Int8,
+        TensorElementType::Int16 => Datatype::Int16,
         TensorElementType::Int32 => Datatype::Int32,
         TensorElementType::Int64 => Datatype::Int64,
+        TensorElementType::Uint8 => Datatype::Uint8,
+        TensorElementType::Uint16 => Datatype::Uint16,
+        TensorElementType::Uint32 => Datatype::Uint32,
+        TensorElementType::Uint64 => Datatype::Uint64,
         TensorElementType::Bool => Datatype::Bool,
+        TensorElementType::String => Datatype::Bytes,
         _ => return None,
     })
 }
@@ -172,19 +181,11 @@ fn unsupported_advice(dtype: &ValueType) -> String {
              FP32 [rows, classes] tensor"
                 .to_string()
         }
-        ValueType::Tensor {
-            ty: TensorElementType::String,
-            ..
-        } => "a tensor of strings, which teal does not serve yet: train on integer class labels \
-              (for example with scikit-learn's LabelEncoder) so the label output is INT64, and give \
-              text models numeric inputs"
-            .to_string(),
         ValueType::Tensor { ty, .. } => format!(
-            "a tensor of {ty:?}, which teal does not serve yet (FP32, FP64, INT32, INT64 or BOOL): \
-             cast it in the export"
+            "a tensor of {ty:?}, which the V2 protocol has no datatype for: cast it in the export"
         ),
         other => format!(
-            "{other:?}, which teal does not serve (tensors of FP32, FP64, INT32, INT64 or BOOL)"
+            "{other:?}, which teal does not serve (tensors of the V2 datatypes: numbers, BOOL, strings)"
         ),
     }
 }
@@ -254,13 +255,57 @@ fn session(runtime: &OnnxRuntime, bytes: &[u8], path: &Path) -> Result<Session, 
 
 fn to_value(tensor: Tensor) -> ort::Result<DynValue> {
     let shape = tensor.shape;
+    let bits16 = |v: Vec<u16>| v.into_iter();
     Ok(match tensor.data {
         TensorData::Fp32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
         TensorData::Fp64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Fp16(v) => {
+            let v: Vec<half::f16> = bits16(v).map(half::f16::from_bits).collect();
+            OrtTensor::from_array((shape, v))?.into_dyn()
+        }
+        TensorData::Bf16(v) => {
+            let v: Vec<half::bf16> = bits16(v).map(half::bf16::from_bits).collect();
+            OrtTensor::from_array((shape, v))?.into_dyn()
+        }
+        TensorData::Int8(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Int16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
         TensorData::Int32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
         TensorData::Int64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Uint8(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Uint16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Uint32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Uint64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
         TensorData::Bool(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Bytes(v) => {
+            // ONNX strings are UTF-8; the caller's bytes were checked to be (`check_text`).
+            let v: Vec<String> = v
+                .into_iter()
+                .map(|b| {
+                    String::from_utf8(b)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+                })
+                .collect();
+            OrtTensor::from_string_array((shape, v.as_slice()))?.into_dyn()
+        }
     })
+}
+
+/// A BYTES input an ONNX model takes must be text: ONNX string tensors hold UTF-8. Called
+/// before the request is run, so the caller gets a 400 naming the element.
+pub fn check_text(inputs: &[Tensor]) -> Result<(), ProtocolError> {
+    for input in inputs {
+        if let TensorData::Bytes(elements) = &input.data
+            && let Some(index) = elements
+                .iter()
+                .position(|e| std::str::from_utf8(e).is_err())
+        {
+            return Err(ProtocolError::Unsupported(format!(
+                "input '{}': element {index} is not UTF-8 text, which the model's string input holds: send text",
+                input.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn from_value(spec: &TensorSpec, value: &DynValue) -> ort::Result<Tensor> {
@@ -276,9 +321,34 @@ fn from_value(spec: &TensorSpec, value: &DynValue) -> ort::Result<Tensor> {
     let (shape, data) = match spec.datatype {
         Datatype::Fp32 => parts::<f32>(value).map(|(s, d)| (s, TensorData::Fp32(d)))?,
         Datatype::Fp64 => parts::<f64>(value).map(|(s, d)| (s, TensorData::Fp64(d)))?,
+        Datatype::Fp16 => parts::<half::f16>(value).map(|(s, d)| {
+            (
+                s,
+                TensorData::Fp16(d.into_iter().map(half::f16::to_bits).collect()),
+            )
+        })?,
+        Datatype::Bf16 => parts::<half::bf16>(value).map(|(s, d)| {
+            (
+                s,
+                TensorData::Bf16(d.into_iter().map(half::bf16::to_bits).collect()),
+            )
+        })?,
+        Datatype::Int8 => parts::<i8>(value).map(|(s, d)| (s, TensorData::Int8(d)))?,
+        Datatype::Int16 => parts::<i16>(value).map(|(s, d)| (s, TensorData::Int16(d)))?,
         Datatype::Int32 => parts::<i32>(value).map(|(s, d)| (s, TensorData::Int32(d)))?,
         Datatype::Int64 => parts::<i64>(value).map(|(s, d)| (s, TensorData::Int64(d)))?,
-        _ => parts::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
+        Datatype::Uint8 => parts::<u8>(value).map(|(s, d)| (s, TensorData::Uint8(d)))?,
+        Datatype::Uint16 => parts::<u16>(value).map(|(s, d)| (s, TensorData::Uint16(d)))?,
+        Datatype::Uint32 => parts::<u32>(value).map(|(s, d)| (s, TensorData::Uint32(d)))?,
+        Datatype::Uint64 => parts::<u64>(value).map(|(s, d)| (s, TensorData::Uint64(d)))?,
+        Datatype::Bool => parts::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
+        Datatype::Bytes => {
+            let (shape, data) = value.try_extract_strings()?;
+            (
+                shape.iter().map(|d| (*d).max(0) as usize).collect(),
+                TensorData::Bytes(data.into_iter().map(String::into_bytes).collect()),
+            )
+        }
     };
     Ok(Tensor {
         name: spec.name.clone(),

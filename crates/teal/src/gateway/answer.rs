@@ -157,14 +157,12 @@ impl Answer {
 }
 
 /// The label a request's answer predicts: the named prediction output (or the first integer
-/// output), one value per row; one row gives the value itself, several give a JSON array.
+/// or string output), one value per row; one row gives the value itself, several give a JSON array.
 pub(super) fn predicted(outputs: &[Tensor], prediction_output: Option<&str>) -> Option<Predicted> {
     let is_label = |t: &&Tensor| match prediction_output {
         Some(name) => t.name == name,
-        None => matches!(
-            t.data,
-            protocol::TensorData::Int64(_) | protocol::TensorData::Int32(_)
-        ),
+        // A classifier's labels: integers, or strings (BYTES) for one trained on text labels.
+        None => t.data.is_integer() || matches!(t.data, protocol::TensorData::Bytes(_)),
     };
     let tensor = outputs.iter().find(is_label)?;
     let values = protocol::predictions(tensor);

@@ -531,6 +531,9 @@ pub(super) async fn run_on_slot(
     request: &mut InferRequest,
     deadline: Deadline,
 ) -> Result<Arc<Vec<Tensor>>, GatewayError> {
+    if let crate::backends::Backend::Onnx(_) = &slot.backend {
+        crate::backends::onnx::check_text(&request.inputs)?;
+    }
     let key = slot.cache.as_ref().and_then(|cache| cache.key(request));
     if let (Some(cache), Some(key)) = (&slot.cache, &key)
         && let Some(outputs) = cache.get(key)
