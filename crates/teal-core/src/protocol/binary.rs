@@ -110,7 +110,12 @@ pub(super) fn from_le_bytes(
         Datatype::Uint16 => le!(Uint16, u16),
         Datatype::Uint32 => le!(Uint32, u32),
         Datatype::Uint64 => le!(Uint64, u64),
-        Datatype::Int8 => le!(Int8, i8),
+        Datatype::Int8 => {
+            if bytes.len() != count {
+                return Err(bytes.len());
+            }
+            TensorData::Int8(bytes.iter().map(|b| *b as i8).collect())
+        }
         Datatype::Int16 => le!(Int16, i16),
         Datatype::Int32 => le!(Int32, i32),
         Datatype::Int64 => le!(Int64, i64),
