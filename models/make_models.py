@@ -149,17 +149,96 @@ def build_diabetes():
         print(f"diabetes {version}: mean answer {float(model.predict(x_hold).mean()):.1f}")
 
 
+REVIEW_WORDS = {
+    1: ["great", "excellent", "love", "perfect", "sturdy", "fast", "comfortable", "recommend",
+        "works", "happy", "quality", "bright", "quiet", "reliable", "gorgeous"],
+    0: ["broken", "terrible", "awful", "slow", "refund", "cheap", "flimsy", "returned",
+        "disappointed", "noisy", "leaks", "useless", "worst", "faulty", "dull"],
+}
+REVIEW_FILLER = ["the", "this", "it", "product", "arrived", "was", "is", "and", "very", "after",
+                 "a", "week", "box", "battery", "screen", "price", "for", "my", "kitchen", "kids",
+                 "really", "not", "so", "but", "with", "day", "use", "shipping", "color", "size"]
+
+
+def reviews(n, rng):
+    """Made-up product reviews (scikit-learn ships no text dataset offline): a few words of
+    the review's sentiment among filler, and one word of the other sentiment in a fifth of
+    them, so the classes overlap and versions can differ."""
+    texts, labels = [], []
+    for _ in range(n):
+        label = int(rng.randint(2))
+        words = list(rng.choice(REVIEW_FILLER, size=rng.randint(4, 10)))
+        words += list(rng.choice(REVIEW_WORDS[label], size=rng.randint(1, 3)))
+        if rng.rand() < 0.2:
+            words.append(rng.choice(REVIEW_WORDS[1 - label]))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return np.array(texts, dtype=object), np.array(labels)
+
+
+def build_reviews():
+    """A text classifier (TF-IDF and logistic regression) whose input is a string tensor
+    [rows, 1] (BYTES on the wire): v1 on words, v2 on words and word pairs, and the variant
+    v2-flipped, trained on flipped labels, which loads, runs and is wrong."""
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    x, y = reviews(1600, np.random.RandomState(SEED))
+    x_train, x_hold, y_train, y_hold = train_test_split(
+        x, y, test_size=0.25, random_state=SEED, stratify=y
+    )
+    root = HERE / "reviews"
+    root.mkdir(exist_ok=True)
+    with (root / "holdout.jsonl").open("w") as f:
+        for text, label in zip(x_hold, y_hold):
+            f.write(json.dumps({"features": [str(text)], "label": int(label)}) + "\n")
+
+    def recipe(ngrams, c):
+        return make_pipeline(
+            # lowercase off: the exported StringNormalizer would need the en_US.UTF-8 locale
+            # on every machine that serves it (the reviews are lowercase already).
+            TfidfVectorizer(ngram_range=ngrams, token_pattern=r"[a-z]+", lowercase=False),
+            LogisticRegression(C=c, max_iter=1000, random_state=SEED),
+        )
+
+    x_rows = x_hold.reshape(-1, 1)
+    for version, model, target, directory in [
+        ("v1", recipe((1, 1), 1.0), y_train, root / "v1"),
+        ("v2", recipe((1, 2), 4.0), y_train, root / "v2"),
+        ("v2-flipped", recipe((1, 2), 4.0), 1 - y_train, root / "variants" / "v2-flipped"),
+    ]:
+        model.fit(x_train, target)
+        directory.mkdir(parents=True, exist_ok=True)
+        onx = to_onnx(
+            model,
+            initial_types=[("input", StringTensorType([None, 1]))],
+            options={id(model.steps[-1][1]): {"zipmap": False}},
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+        onx.producer_version = "0"
+        path = directory / "model.onnx"
+        path.write_bytes(onx.SerializeToString())
+        write_reference(path, x_rows, directory)
+        accuracy = float((model.predict(x_hold) == y_hold).mean())
+        print(f"reviews {version}: TF-IDF {model.steps[0][1].ngram_range} + logistic regression, holdout accuracy {accuracy:.4f}")
+
+
 def main():
     wanted = set(sys.argv[1:])
-    unknown = wanted - {"digits", "cancer", "iris", "diabetes"}
+    unknown = wanted - {"digits", "cancer", "iris", "diabetes", "reviews"}
     if unknown:
-        sys.exit(f"unknown dataset {sorted(unknown)}: pick from digits, cancer, iris, diabetes")
+        sys.exit(f"unknown dataset {sorted(unknown)}: pick from digits, cancer, iris, diabetes, reviews")
     if wanted == {"diabetes"}:
         build_diabetes()
         return
-    if wanted and wanted != {"digits", "cancer", "iris", "diabetes"}:
-        sys.exit("name diabetes alone, or nothing to build them all")
+    if wanted == {"reviews"}:
+        build_reviews()
+        return
+    if wanted and wanted != {"digits", "cancer", "iris", "diabetes", "reviews"}:
+        sys.exit("name diabetes or reviews alone, or nothing to build them all")
     build_diabetes()
+    build_reviews()
     digits = load_digits()
     build(
         "digits",

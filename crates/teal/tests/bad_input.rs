@@ -258,9 +258,9 @@ async fn every_bad_request_gets_a_clear_4xx() {
             "POST",
             "/v1/models/digits/predict",
             json.to_vec(),
-            "{\"features\": [[\"x\"]]}".into(),
+            format!("{{\"features\": [[{}\"x\"]]}}", "0, ".repeat(63)).into(),
             400,
-            "not a number",
+            r#"element 63 is "x", which is not a valid FP32"#,
         ),
         (
             "POST",
