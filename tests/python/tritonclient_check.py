@@ -55,6 +55,29 @@ def main():
         result = client.infer("digits", [inp], model_version=version)
         assert np.array_equal(result.as_numpy("label"), want_labels)
 
+    # The statistics and model repository extensions, from teal's own counts.
+    assert {"statistics", "model_repository"} <= set(client.get_server_metadata()["extensions"])
+    stats = client.get_inference_statistics("digits")
+    by_version = {s["version"]: s for s in stats["model_stats"]}
+    assert set(by_version) == {"v1", "v2"}, stats
+    for version, entry in by_version.items():
+        success = entry["inference_stats"]["success"]
+        assert entry["name"] == "digits" and success["count"] >= 3 and success["ns"] > 0, entry
+        assert entry["inference_stats"]["fail"]["count"] == 0, entry
+        assert entry["last_inference"] > 1_700_000_000_000, entry  # milliseconds since 1970
+    one = client.get_inference_statistics("digits", "v2")
+    assert [s["version"] for s in one["model_stats"]] == ["v2"], one
+    every = client.get_inference_statistics()
+    assert {"digits", "cancer"} <= {s["name"] for s in every["model_stats"]}, every
+    index = client.get_model_repository_index()
+    assert {"name": "digits", "version": "v1", "state": "READY", "reason": ""} in index, index
+    assert {"name": "cancer", "version": "v1", "state": "READY", "reason": ""} in index, index
+    try:
+        client.get_inference_statistics("no-such-model")
+        raise AssertionError("statistics of an unknown model must be refused")
+    except InferenceServerException as e:
+        assert e.status() == "404", e.status()
+
     inp = http.InferInput("wrong_name", [1, 64], "FP32")
     inp.set_data_from_numpy(x[:1])
     try:

@@ -78,6 +78,20 @@ def main():
     assert response.model_version == "v2"
     assert got.get("x-request-id"), got
 
+    # The statistics and model repository extensions.
+    stats = client.get_inference_statistics("digits", as_json=True)
+    versions = {s["version"]: s for s in stats["model_stats"]}
+    assert set(versions) == {"v1", "v2"}, stats
+    assert int(versions["v1"]["inference_stats"]["success"]["count"]) >= 3, stats
+    assert int(versions["v1"]["last_inference"]) > 1_700_000_000_000, stats
+    one = client.get_inference_statistics("digits", "v2", as_json=True)
+    assert [s["version"] for s in one["model_stats"]] == ["v2"], one
+    index = client.get_model_repository_index(as_json=True)
+    assert {"name": "digits", "version": "v1", "state": "READY"} in [
+        {k: m[k] for k in ("name", "version", "state")} for m in index["models"]
+    ], index
+    expect_code(grpc.StatusCode.NOT_FOUND, lambda: client.get_inference_statistics("no-such-model"), "no-such-model")
+
     bad_input(client, stub, x)
     switches_under_load(url, admin, token, x)
     assert client.is_server_live() and client.is_model_ready("digits")

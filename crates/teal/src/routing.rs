@@ -58,6 +58,30 @@ pub struct SlotStats {
     values: Box<[AtomicU64; teal_core::stats::values::BUCKETS]>,
     /// The sum of those values, as `f64` bits, for the exported histogram's `_sum`.
     value_sum: AtomicU64,
+    /// The time answered and failed requests took, in nanoseconds (the statistics
+    /// extension's `success.ns` and `fail.ns`).
+    ok_ns: AtomicU64,
+    failed_ns: AtomicU64,
+    /// When the latest request finished, in nanoseconds after [`stats_epoch`].
+    last_ns: AtomicU64,
+}
+
+/// The moment the slots' `last_ns` count from, and the wall-clock time it was.
+fn stats_epoch() -> (std::time::Instant, std::time::SystemTime) {
+    static EPOCH: std::sync::OnceLock<(std::time::Instant, std::time::SystemTime)> =
+        std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| (std::time::Instant::now(), std::time::SystemTime::now()))
+}
+
+/// A slot's counts since it started, as the statistics extension reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SlotTotals {
+    pub ok: u64,
+    pub ok_ns: u64,
+    pub failed: u64,
+    pub failed_ns: u64,
+    /// Milliseconds since the Unix epoch; 0 when no request finished yet.
+    pub last_ms: u64,
 }
 
 /// A copy of [`SlotStats`] at one moment; two of them give an interval.
@@ -73,6 +97,8 @@ pub struct StatsSnapshot {
 
 impl SlotStats {
     fn new() -> SlotStats {
+        // The epoch is set before the slot's first request can start.
+        stats_epoch();
         SlotStats {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -80,6 +106,9 @@ impl SlotStats {
             classes: std::array::from_fn(|_| AtomicU64::new(0)),
             values: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             value_sum: AtomicU64::new(0f64.to_bits()),
+            ok_ns: AtomicU64::new(0),
+            failed_ns: AtomicU64::new(0),
+            last_ns: AtomicU64::new(0),
         }
     }
 
@@ -112,12 +141,20 @@ impl SlotStats {
         }
     }
 
-    /// Counts one answered request; `failed` is a failure on the slot's side (5xx).
-    pub fn observe(&self, latency: std::time::Duration, failed: bool) {
+    /// Counts one answered request, which started at `started` and took `latency`; `failed`
+    /// is a failure on the slot's side (5xx).
+    pub fn observe(&self, started: std::time::Instant, latency: std::time::Duration, failed: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let ns = latency.as_nanos().min(u128::from(u64::MAX)) as u64;
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
+            self.failed_ns.fetch_add(ns, Ordering::Relaxed);
+        } else {
+            self.ok_ns.fetch_add(ns, Ordering::Relaxed);
         }
+        let finished = started.saturating_duration_since(stats_epoch().0) + latency;
+        self.last_ns
+            .fetch_max(finished.as_nanos() as u64, Ordering::Relaxed);
         let us = latency.as_secs_f64() * 1e6;
         let index = if us <= FIRST_BUCKET_US {
             0
@@ -125,6 +162,28 @@ impl SlotStats {
             ((us / FIRST_BUCKET_US).ln() / BUCKET_GROWTH.ln()).ceil() as usize
         };
         self.buckets[index.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The statistics extension's counts: answered and failed requests with the time each
+    /// took in all, and when the latest finished (milliseconds since the Unix epoch; 0 for
+    /// none yet).
+    pub fn totals(&self) -> SlotTotals {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let failed = self.errors.load(Ordering::Relaxed);
+        let last = self.last_ns.load(Ordering::Relaxed);
+        let last_ms = match last {
+            0 => 0,
+            ns => (stats_epoch().1 + std::time::Duration::from_nanos(ns))
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        SlotTotals {
+            ok: requests.saturating_sub(failed),
+            ok_ns: self.ok_ns.load(Ordering::Relaxed),
+            failed,
+            failed_ns: self.failed_ns.load(Ordering::Relaxed),
+            last_ms,
+        }
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -328,6 +387,14 @@ impl ModelRoutes {
     /// The slot holding `version`, if one does.
     pub fn by_version(&self, version: &str) -> Option<&Arc<Slot>> {
         self.slots.iter().flatten().find(|s| s.version == version)
+    }
+
+    /// The loaded slots, live first.
+    pub fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        let live = self.table.active;
+        [live, live.other()]
+            .into_iter()
+            .filter_map(|c| self.slot(c))
     }
 
     /// Versions loaded, live first.

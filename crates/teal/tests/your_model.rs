@@ -362,21 +362,21 @@ async fn init_on_each_bundled_model_writes_a_config_that_serves() {
     }
 }
 
-/// A model whose input is a type teal does not serve (FP16, made with the `onnx` helper API)
-/// is refused with what to change, before anything is written.
+/// A model whose input is a type the V2 protocol has no datatype for (8-bit float, made with
+/// the `onnx` helper API) is refused with what to change, before anything is written.
 #[test]
 fn an_unsupported_input_type_is_refused_with_what_to_change() {
-    let dir = temp_dir("init-fp16");
+    let dir = temp_dir("init-float8");
     let script = r#"
 import sys
 from onnx import TensorProto, helper, save
 node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)
 graph = helper.make_graph(
     [node], "half",
-    [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [None, 4])],
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT8E4M3FN, [None, 4])],
     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
 )
-save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), sys.argv[1])
+save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), sys.argv[1])
 "#;
     let made = Command::new(python())
         .args(["-c", script])
@@ -391,7 +391,7 @@ save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_ve
     let output = teal(&dir, &["init", "half.onnx"]);
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{said}");
-    assert!(said.contains("input 'x' is a tensor of Float16"), "{said}");
+    assert!(said.contains("input 'x' is a tensor of Float8"), "{said}");
     assert!(said.contains("cast it in the export"), "{said}");
     assert!(!dir.join("teal.toml").exists());
     assert!(!dir.join("half.reference.json").exists());

@@ -125,6 +125,70 @@ impl GrpcInferenceService for Grpc {
         }))
     }
 
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let request = request.into_inner();
+        let snapshot = self.gateway.routes.load();
+        let models: Vec<_> = match request.name.as_str() {
+            "" => snapshot.models.values().cloned().collect(),
+            name => vec![find_model(&self.gateway, name).map_err(status)?],
+        };
+        let mut model_stats = Vec::new();
+        for routes in &models {
+            let slots: Vec<_> = match request.version.as_str() {
+                "" => routes.slots().cloned().collect(),
+                version => vec![find_version(routes, version).map_err(status)?],
+            };
+            model_stats.extend(slots.iter().map(|slot| {
+                let t = slot.stats.totals();
+                let duration = |count, ns| Some(pb::StatisticDuration { count, ns });
+                pb::ModelStatistics {
+                    name: routes.name.clone(),
+                    version: slot.version.clone(),
+                    last_inference: t.last_ms,
+                    inference_count: t.ok,
+                    execution_count: t.ok,
+                    inference_stats: Some(pb::InferStatistics {
+                        success: duration(t.ok, t.ok_ns),
+                        fail: duration(t.failed, t.failed_ns),
+                        ..Default::default()
+                    }),
+                }
+            }));
+        }
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        if !request.get_ref().repository_name.is_empty() {
+            return Err(Status::not_found(
+                "teal has one model repository, its own: leave repository_name empty",
+            ));
+        }
+        let snapshot = self.gateway.routes.load();
+        let models = snapshot
+            .models
+            .values()
+            .flat_map(|routes| {
+                routes
+                    .slots()
+                    .map(|slot| pb::repository_index_response::ModelIndex {
+                        name: routes.name.clone(),
+                        version: slot.version.clone(),
+                        state: "READY".into(),
+                        reason: String::new(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
     async fn model_infer(
         &self,
         request: Request<pb::ModelInferRequest>,

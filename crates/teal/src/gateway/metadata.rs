@@ -15,7 +15,7 @@ use super::pick::{find_model, find_version, pick};
 use super::{Gateway, ModelPath, VersionPath, path_error};
 
 /// The protocol extensions the server metadata lists, on REST and gRPC alike.
-pub(super) const EXTENSIONS: [&str; 1] = ["binary_tensor_data"];
+pub(super) const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "statistics", "model_repository"];
 
 pub(super) async fn server_metadata() -> Response<Body> {
     json_response(
@@ -125,4 +125,132 @@ pub(super) async fn version_ready(
         ),
         Err(e) => error_response(&e),
     }
+}
+
+/// One version's statistics in the statistics extension's form (Triton's `model_stats`
+/// entry): answered and failed requests with the time they took, from the slot's own
+/// counts since it was loaded. teal does not time the queue and the model apart from the
+/// whole request, so those durations are zero, and it does not batch.
+fn version_stats(model: &str, slot: &Slot) -> serde_json::Value {
+    let totals = slot.stats.totals();
+    let zero = serde_json::json!({ "count": 0, "ns": 0 });
+    serde_json::json!({
+        "name": model,
+        "version": slot.version,
+        "last_inference": totals.last_ms,
+        "inference_count": totals.ok,
+        "execution_count": totals.ok,
+        "inference_stats": {
+            "success": { "count": totals.ok, "ns": totals.ok_ns },
+            "fail": { "count": totals.failed, "ns": totals.failed_ns },
+            "queue": zero,
+            "compute_input": zero,
+            "compute_infer": zero,
+            "compute_output": zero,
+            "cache_hit": zero,
+            "cache_miss": zero,
+        },
+        "batch_stats": [],
+    })
+}
+
+fn stats_response(entries: Vec<serde_json::Value>) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "model_stats": entries }),
+    )
+}
+
+/// `GET /v2/models/stats`: every loaded version of every model.
+pub(super) async fn all_stats(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    let snapshot = gateway.routes.load();
+    let entries = snapshot
+        .models
+        .values()
+        .flat_map(|routes| {
+            routes
+                .slots()
+                .map(|slot| version_stats(&routes.name, slot))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    stats_response(entries)
+}
+
+/// `GET /v2/models/{model}/stats`: every loaded version of one model.
+pub(super) async fn model_stats(
+    State(gateway): State<Arc<Gateway>>,
+    path: ModelPath,
+) -> Response<Body> {
+    let Path(model) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match find_model(&gateway, &model) {
+        Ok(routes) => stats_response(
+            routes
+                .slots()
+                .map(|slot| version_stats(&routes.name, slot))
+                .collect(),
+        ),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `GET /v2/models/{model}/versions/{version}/stats`: one version.
+pub(super) async fn version_stats_endpoint(
+    State(gateway): State<Arc<Gateway>>,
+    path: VersionPath,
+) -> Response<Body> {
+    let Path((model, version)) = match path {
+        Ok(p) => p,
+        Err(e) => return path_error(e),
+    };
+    match find_model(&gateway, &model).and_then(|routes| find_version(&routes, &version)) {
+        Ok(slot) => stats_response(vec![version_stats(&model, &slot)]),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `POST /v2/repository/index`: every model and its loaded versions, `READY` (teal serves
+/// what it has loaded; a model whose versions could not load is not in the table). The body
+/// may be empty or `{"ready": true}` (only ready models, which here is all of them); an index
+/// of another repository than teal's own (`/v2/repository/{name}/index`) is not served.
+pub(super) async fn repository_index(
+    State(gateway): State<Arc<Gateway>>,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct IndexRequest {
+            #[serde(default)]
+            ready: bool,
+        }
+        if let Err(e) = serde_json::from_slice::<IndexRequest>(&body) {
+            return error_response(&super::GatewayError::Protocol(
+                teal_core::protocol::ProtocolError::Malformed(e.to_string()),
+            ));
+        }
+    }
+    let snapshot = gateway.routes.load();
+    let index: Vec<serde_json::Value> = snapshot
+        .models
+        .values()
+        .flat_map(|routes| {
+            routes
+                .slots()
+                .map(|slot| {
+                    serde_json::json!({
+                        "name": routes.name,
+                        "version": slot.version,
+                        "state": "READY",
+                        "reason": "",
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    json_response(StatusCode::OK, &serde_json::Value::Array(index))
 }

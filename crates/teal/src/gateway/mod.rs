@@ -43,7 +43,8 @@ use answer::{Answer, error_response};
 use body::Payload;
 use feedback::feedback;
 use metadata::{
-    live, model_metadata, model_ready, ready, server_metadata, version_metadata, version_ready,
+    all_stats, live, model_metadata, model_ready, model_stats, ready, repository_index,
+    server_metadata, version_metadata, version_ready, version_stats_endpoint,
 };
 use record::Gauge;
 use request::{Endpoint, Entry, RequestIds, serve_request};
@@ -277,7 +278,10 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/repository/index", post(repository_index))
         .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/stats", get(model_stats))
         .route("/v2/models/{model}/ready", get(model_ready))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/feedback", post(feedback))
@@ -289,6 +293,10 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .route(
             "/v2/models/{model}/versions/{version}/ready",
             get(version_ready),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(version_stats_endpoint),
         )
         .route(
             "/v2/models/{model}/versions/{version}/infer",

@@ -38,7 +38,7 @@ impl Gateway {
         started: Instant,
     ) {
         let elapsed = started.elapsed();
-        slot.stats.observe(elapsed, true);
+        slot.stats.observe(started, elapsed, true);
         let handles = slot.metrics.get_or_init(|| {
             self.metrics
                 .slot_handles(model, &slot.version, &slot.color.to_string())
@@ -106,7 +106,7 @@ impl Gateway {
         };
         if let Some(served) = served {
             // The common case: the slot's series, resolved on its first answer.
-            served.stats.observe(elapsed, status >= 500);
+            served.stats.observe(started, elapsed, status >= 500);
             if let Some(label) = answer.predicted.as_ref().and_then(|p| p.0.parse().ok()) {
                 served.stats.observe_class(label);
             }
