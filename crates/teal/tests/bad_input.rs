@@ -258,7 +258,7 @@ async fn every_bad_request_gets_a_clear_4xx() {
             "POST",
             "/v1/models/digits/predict",
             json.to_vec(),
-            format!("{{\"features\": [[{}\"x\"]]}}", "0, ".repeat(63)).into(),
+            format!("{{\"features\": [[{}\"x\"]]}}", "0, ".repeat(63)),
             400,
             r#"element 63 is "x", which is not a valid FP32"#,
         ),

@@ -502,6 +502,10 @@ fn grpc_response(body: &[u8], json_len: Option<usize>) -> Result<pb::ModelInferR
     Ok(response)
 }
 
+/// The most calls one HTTP/2 connection may have open at once (a client asking for more
+/// waits for a stream, as HTTP/2 says).
+const MAX_STREAMS: u32 = 256;
+
 /// Serves the gRPC service on `listener` until `stop` turns true, then lets calls in flight
 /// finish. HTTP/2 with one connection carrying many calls; TCP_NODELAY, as the data plane.
 pub fn serve(
@@ -521,6 +525,8 @@ pub fn serve(
         let limit = gateway.max_body_bytes;
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            // Calls at once on one connection; each model's admission bounds the work.
+            .max_concurrent_streams(Some(MAX_STREAMS))
             .layer(tower::util::MapResponseLayer::new(
                 move |response: axum::http::Response<tonic::body::Body>| {
                     too_large_is_resource_exhausted(response, limit)
