@@ -140,6 +140,10 @@ def bad_input(client, stub, x):
     expect_code(grpc.StatusCode.NOT_FOUND, lambda: client.infer("digits", [good], model_version="v9"), "v9")
     expect_code(grpc.StatusCode.NOT_FOUND, lambda: client.get_model_metadata("no-such-model"), "no-such-model")
     expect_code(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.ModelInfer(service_pb2.ModelInferRequest()), "model")
+    # The classification extension, which teal does not serve, is refused, not ignored.
+    expect_code(grpc.StatusCode.INVALID_ARGUMENT,
+                lambda: client.infer("digits", [good], outputs=[tc.InferRequestedOutput("probabilities", class_count=3)]),
+                "classification")
     # A message over the size limit (4 MiB by default).
     big = np.zeros((20000, 64), dtype=np.float32)
     large = tc.InferInput("input", list(big.shape), "FP32")

@@ -269,6 +269,12 @@ impl Config {
                     ),
                 ));
             }
+            if model.name == "stats" {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    "'stats' is a path of its own under /v2/models (the statistics extension's, as on Triton): give the model another name",
+                ));
+            }
             if !names.insert(model.name.as_str()) {
                 return Err(ConfigError::new(
                     format!("{at}.name"),

@@ -105,6 +105,22 @@ impl<'de> de::DeserializeSeed<'de> for FlatSeed<'_> {
     }
 }
 
+/// `x` as an `f32` rounded to odd: exact when it fits, else its neighbour toward zero with
+/// the last bit set. Rounding that again to FP16 or BF16 (to nearest, ties to even) gives
+/// what rounding `x` once would, as `f32` has more than two bits beyond either; rounding to
+/// nearest twice would not (a value just above a tie would first become the tie).
+fn to_f32_odd(x: f64) -> f32 {
+    let nearest = x as f32;
+    if !nearest.is_finite() || f64::from(nearest) == x {
+        return nearest;
+    }
+    let mut bits = nearest.to_bits();
+    if f64::from(nearest).abs() > x.abs() {
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
+}
+
 /// Converts JSON elements to `datatype`, refusing values that do not fit it: integers out of
 /// the type's range, fractions for integer types, non-finite or out-of-range floats, strings
 /// for anything but BYTES, and anything but strings for BYTES.
@@ -169,11 +185,11 @@ pub(super) fn typed(
             .filter(|x| x.is_finite())),
         Datatype::Fp64 => convert!(Fp64, 0.0, as_float),
         Datatype::Fp16 => convert!(Fp16, 0, |v: &Scalar| as_float(v)
-            .map(half::f16::from_f64)
+            .map(|x| half::f16::from_f32(to_f32_odd(x)))
             .filter(|x| x.is_finite())
             .map(half::f16::to_bits)),
         Datatype::Bf16 => convert!(Bf16, 0, |v: &Scalar| as_float(v)
-            .map(half::bf16::from_f64)
+            .map(|x| half::bf16::from_f32(to_f32_odd(x)))
             .filter(|x| x.is_finite())
             .map(half::bf16::to_bits)),
         Datatype::Int8 => int!(Int8, i8),
@@ -201,5 +217,26 @@ pub(super) fn typed(
             datatype,
         }),
         None => Ok(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_from_json_rounds_once() {
+        let one = |datatype, x: f64| match typed("x", datatype, vec![Scalar::Float(x)]) {
+            Ok(TensorData::Fp16(v) | TensorData::Bf16(v)) => v[0],
+            other => panic!("{other:?}"),
+        };
+        // Just above the tie between 1 and the next FP16 (1 + 2^-10): up, not to even.
+        assert_eq!(one(Datatype::Fp16, 1.000_488_281_250_01), 0x3c01);
+        assert_eq!(one(Datatype::Fp16, 1.000_488_281_25), 0x3c00); // the tie: to even
+        assert_eq!(one(Datatype::Bf16, 1.003_906_250_000_01), 0x3f81);
+        assert_eq!(one(Datatype::Bf16, 1.003_906_25), 0x3f80);
+        assert_eq!(one(Datatype::Fp16, -2.5), 0xc100);
+        assert_eq!(one(Datatype::Fp16, 65504.0), 0x7bff);
+        assert!(typed("x", Datatype::Fp16, vec![Scalar::Float(65520.0)]).is_err());
     }
 }

@@ -161,8 +161,13 @@ impl Answer {
 pub(super) fn predicted(outputs: &[Tensor], prediction_output: Option<&str>) -> Option<Predicted> {
     let is_label = |t: &&Tensor| match prediction_output {
         Some(name) => t.name == name,
-        // A classifier's labels: integers, or strings (BYTES) for one trained on text labels.
-        None => t.data.is_integer() || matches!(t.data, protocol::TensorData::Bytes(_)),
+        // A classifier's labels: INT64 or INT32, or one string (BYTES) per row for one
+        // trained on text labels; not any integer tensor (an image's UINT8 mask is no label).
+        None => match t.data {
+            protocol::TensorData::Int64(_) | protocol::TensorData::Int32(_) => true,
+            protocol::TensorData::Bytes(_) => t.shape.len() == 1,
+            _ => false,
+        },
     };
     let tensor = outputs.iter().find(is_label)?;
     let values = protocol::predictions(tensor);

@@ -139,6 +139,13 @@ impl GatewayError {
                 source: BackendError::Timeout { .. } | BackendError::Deadline { .. },
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
+            // The model server refused the caller's input: the caller's fault, as it said.
+            GatewayError::Backend {
+                source: BackendError::Refused { status, .. },
+                ..
+            } if (400..500).contains(status) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             GatewayError::Backend { .. } => StatusCode::BAD_GATEWAY,
         }
     }

@@ -71,12 +71,14 @@ impl GrpcInferenceService for Grpc {
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        // An unknown model or version is not ready (false, as Triton answers), not an error.
         let request = request.into_inner();
-        let routes = find_model(&self.gateway, model_name(&request.name)?).map_err(status)?;
-        let ready = match request.version.as_str() {
-            "" => routes.live().is_some(),
-            version => find_version(&routes, version).is_ok(),
-        };
+        let name = model_name(&request.name)?;
+        let ready =
+            find_model(&self.gateway, name).is_ok_and(|routes| match request.version.as_str() {
+                "" => routes.live().is_some(),
+                version => find_version(&routes, version).is_ok(),
+            });
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -271,7 +273,8 @@ fn code_for(status: StatusCode) -> Code {
         409 => Code::FailedPrecondition,
         413 | 429 => Code::ResourceExhausted,
         501 => Code::Unimplemented,
-        502 | 503 => Code::Unavailable,
+        // teal's 502 is a model that failed on this request: a retry would fail again.
+        503 => Code::Unavailable,
         _ => Code::Internal,
     }
 }
@@ -304,7 +307,19 @@ fn rest_request(request: &pb::ModelInferRequest) -> Result<(Vec<u8>, usize), Str
             request.inputs.len()
         ));
     }
-    let mut tail = Vec::with_capacity(raw.iter().map(Vec::len).sum());
+    if let Some(output) = request
+        .outputs
+        .iter()
+        .find(|o| o.parameters.contains_key("classification"))
+    {
+        return Err(format!(
+            "output '{}' asks for the classification extension, which teal does not serve: ask for the output itself and take its top classes",
+            output.name
+        ));
+    }
+    // First each input's size, so the head can be written before the elements and the
+    // body is made once, at its size.
+    let mut sizes = Vec::with_capacity(request.inputs.len());
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for (i, input) in request.inputs.iter().enumerate() {
         if let Some(dim) = input.shape.iter().find(|d| **d < 0) {
@@ -313,8 +328,7 @@ fn rest_request(request: &pb::ModelInferRequest) -> Result<(Vec<u8>, usize), Str
                 input.name
             ));
         }
-        let start = tail.len();
-        match raw.get(i) {
+        let size = match raw.get(i) {
             Some(bytes) => {
                 if input.contents.is_some() {
                     return Err(format!(
@@ -322,15 +336,16 @@ fn rest_request(request: &pb::ModelInferRequest) -> Result<(Vec<u8>, usize), Str
                         input.name
                     ));
                 }
-                tail.extend_from_slice(bytes);
+                bytes.len()
             }
-            None => typed_contents(input, &mut tail)?,
-        }
+            None => typed_size(input)?,
+        };
+        sizes.push(size);
         inputs.push(serde_json::json!({
             "name": input.name,
             "shape": input.shape,
             "datatype": input.datatype,
-            "parameters": { "binary_data_size": tail.len() - start },
+            "parameters": { "binary_data_size": size },
         }));
     }
     let mut head = serde_json::json!({
@@ -347,25 +362,75 @@ fn rest_request(request: &pb::ModelInferRequest) -> Result<(Vec<u8>, usize), Str
             .map(|o| serde_json::json!({ "name": o.name, "parameters": { "binary_data": true } }))
             .collect();
     }
-    let mut body = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
-    let json_len = body.len();
-    body.extend_from_slice(&tail);
+    let head = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
+    let json_len = head.len();
+    let mut body = Vec::with_capacity(json_len + sizes.iter().sum::<usize>());
+    body.extend_from_slice(&head);
+    for (i, input) in request.inputs.iter().enumerate() {
+        match raw.get(i) {
+            Some(bytes) => body.extend_from_slice(bytes),
+            None => typed_contents(input, &mut body)?,
+        }
+    }
     Ok((body, json_len))
 }
 
-/// Writes an input's typed contents as raw bytes, from the field its datatype uses; the
-/// count is checked against the shape, and narrow integers against their range.
-fn typed_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), String> {
+/// The size of an input's typed contents as raw bytes, after the checks
+/// [`typed_contents`] makes before it writes them.
+fn typed_size(input: &InferInputTensor) -> Result<usize, String> {
+    let (datatype, contents) = typed_parts(input)?;
+    Ok(match datatype.element_size() {
+        Some(size) => typed_count(datatype, contents) * size,
+        None => contents.bytes_contents.iter().map(|e| 4 + e.len()).sum(),
+    })
+}
+
+/// How many elements the field that `datatype` uses holds.
+fn typed_count(datatype: Datatype, contents: &pb::InferTensorContents) -> usize {
+    match datatype {
+        Datatype::Bool => contents.bool_contents.len(),
+        Datatype::Int8 | Datatype::Int16 | Datatype::Int32 => contents.int_contents.len(),
+        Datatype::Int64 => contents.int64_contents.len(),
+        Datatype::Uint8 | Datatype::Uint16 | Datatype::Uint32 => contents.uint_contents.len(),
+        Datatype::Uint64 => contents.uint64_contents.len(),
+        Datatype::Fp32 => contents.fp32_contents.len(),
+        Datatype::Fp64 => contents.fp64_contents.len(),
+        Datatype::Bytes => contents.bytes_contents.len(),
+        Datatype::Fp16 | Datatype::Bf16 => 0,
+    }
+}
+
+/// An input's datatype and typed contents, checked: a datatype the protocol has, elements in
+/// the field that datatype uses and no other, as many as its shape holds.
+fn typed_parts(input: &InferInputTensor) -> Result<(Datatype, &pb::InferTensorContents), String> {
+    static EMPTY: pb::InferTensorContents = pb::InferTensorContents {
+        bool_contents: Vec::new(),
+        int_contents: Vec::new(),
+        int64_contents: Vec::new(),
+        uint_contents: Vec::new(),
+        uint64_contents: Vec::new(),
+        fp32_contents: Vec::new(),
+        fp64_contents: Vec::new(),
+        bytes_contents: Vec::new(),
+    };
     let name = &input.name;
-    let empty = pb::InferTensorContents::default();
-    let contents = input.contents.as_ref().unwrap_or(&empty);
+    let contents = input.contents.as_ref().unwrap_or(&EMPTY);
     let Some(datatype) = Datatype::parse(&input.datatype) else {
         return Err(format!(
             "input '{name}' has the datatype '{}', which the protocol does not have",
             input.datatype
         ));
     };
-    let elements: u128 = input.shape.iter().map(|d| *d as u128).product();
+    let elements = input
+        .shape
+        .iter()
+        .try_fold(1u128, |n, d| n.checked_mul(*d as u128))
+        .ok_or_else(|| {
+            format!(
+                "input '{name}' has a shape of too many elements: {:?}",
+                input.shape
+            )
+        })?;
     let field = match datatype {
         Datatype::Bool => "bool_contents",
         Datatype::Int8 | Datatype::Int16 | Datatype::Int32 => "int_contents",
@@ -403,6 +468,14 @@ fn typed_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), Str
             input.shape
         ));
     }
+    Ok((datatype, contents))
+}
+
+/// Writes an input's typed contents as raw bytes, from the field its datatype uses, after
+/// [`typed_parts`]' checks; narrow integers are checked against their range.
+fn typed_contents(input: &InferInputTensor, out: &mut Vec<u8>) -> Result<(), String> {
+    let name = &input.name;
+    let (datatype, contents) = typed_parts(input)?;
     fn narrow<T: TryFrom<V>, V: Copy + std::fmt::Display>(
         name: &str,
         datatype: Datatype,
@@ -681,6 +754,7 @@ mod tests {
             Code::ResourceExhausted
         );
         assert_eq!(code_for(StatusCode::INTERNAL_SERVER_ERROR), Code::Internal);
+        assert_eq!(code_for(StatusCode::BAD_GATEWAY), Code::Internal);
     }
 
     #[test]

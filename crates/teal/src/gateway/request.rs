@@ -127,7 +127,7 @@ pub(super) async fn serve_request(
     let work = async {
         match endpoint {
             Endpoint::Infer | Endpoint::GrpcInfer => {
-                run_infer(gateway, model, version, headers, body, entry).await
+                run_infer(gateway, model, version, endpoint, headers, body, entry).await
             }
             Endpoint::Predict | Endpoint::KServeV1 => {
                 run_predict(gateway, model, endpoint, headers, body, entry).await
@@ -231,19 +231,20 @@ async fn run_infer(
     gateway: &Gateway,
     model: &str,
     version: Option<&str>,
+    endpoint: Endpoint,
     headers: &impl RequestHeaders,
     body: Payload,
     entry: Entry,
 ) -> Result<Answer, Failure> {
     let json_len = body_headers(headers, true)?;
     let entry = refuse_early(gateway, model, entry)?;
-    let body = read_body(
-        body,
-        headers,
-        gateway.max_body_bytes,
-        gateway.body_deadline(),
-    )
-    .await?;
+    // A gRPC call's message was held to the limit before it was decoded; the REST body it
+    // became may be larger (small integers take one byte in protobuf, four or eight here).
+    let limit = match endpoint {
+        Endpoint::GrpcInfer => usize::MAX,
+        _ => gateway.max_body_bytes,
+    };
+    let body = read_body(body, headers, limit, gateway.body_deadline()).await?;
     let routes = find_model(gateway, model)?;
     let (_place, deadline) = enter(entry, &routes, body.len()).await?;
     let slot = pick(&routes, version, headers)?;
@@ -252,7 +253,7 @@ async fn run_infer(
     let first = infer_on(gateway, &routes, &slot, routed, &body, json_len, deadline).await;
     match failover(&routes, &slot, routed, &first) {
         Some(old) => {
-            gateway.failed_over(&routes.name, &slot, Endpoint::Infer, started);
+            gateway.failed_over(&routes.name, &slot, endpoint, started);
             // The old version gets a deadline of its own: the candidate may have used all
             // of the first (an in-process model that timed out).
             let again = Deadline::starting_now(&routes.admission);
