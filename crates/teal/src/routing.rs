@@ -62,8 +62,10 @@ pub struct SlotStats {
     /// extension's `success.ns` and `fail.ns`).
     ok_ns: AtomicU64,
     failed_ns: AtomicU64,
-    /// When the latest request finished, in nanoseconds after [`stats_epoch`].
+    /// When the latest request finished, in nanoseconds after `epoch`.
     last_ns: AtomicU64,
+    /// [`stats_epoch`]'s instant, kept here so a request does not look it up.
+    epoch: std::time::Instant,
 }
 
 /// The moment the slots' `last_ns` count from, and the wall-clock time it was.
@@ -97,9 +99,9 @@ pub struct StatsSnapshot {
 
 impl SlotStats {
     fn new() -> SlotStats {
-        // The epoch is set before the slot's first request can start.
-        stats_epoch();
         SlotStats {
+            // Set before the slot's first request can start.
+            epoch: stats_epoch().0,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -152,9 +154,10 @@ impl SlotStats {
         } else {
             self.ok_ns.fetch_add(ns, Ordering::Relaxed);
         }
-        let finished = started.saturating_duration_since(stats_epoch().0) + latency;
+        // A plain store: of requests finishing together, any one's time will do.
+        let finished = started.saturating_duration_since(self.epoch) + latency;
         self.last_ns
-            .fetch_max(finished.as_nanos() as u64, Ordering::Relaxed);
+            .store(finished.as_nanos() as u64, Ordering::Relaxed);
         let us = latency.as_secs_f64() * 1e6;
         let index = if us <= FIRST_BUCKET_US {
             0
