@@ -8,44 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 
-/// Runs a validation through the admin API and waits (bounded) for its report.
-async fn validate(
-    admin: &teal::cli::client::HttpClient,
-    body: serde_json::Value,
-) -> serde_json::Value {
-    let started = admin
-        .post_json("/api/v1/models/digits/validate", &body)
-        .await
-        .unwrap();
-    assert_eq!(started.status, 202, "{}", started.error_message());
-    let id = started.json()["id"].as_u64().unwrap();
-    let mut report = serde_json::Value::Null;
-    let finished = eventually(Duration::from_secs(120), async || {
-        let status = admin
-            .get(&format!("/api/v1/validations/{id}"))
-            .await
-            .unwrap()
-            .json();
-        report = status["report"].clone();
-        status["state"] != "running"
-    })
-    .await;
-    assert!(finished, "the validation did not finish");
-    assert!(report.is_object(), "no report");
-    report
-}
-
-fn verdict_of<'a>(report: &'a serde_json::Value, gate: &str) -> &'a str {
-    report["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == gate)
-        .unwrap_or_else(|| panic!("no {gate} gate in {report}"))["verdict"]
-        .as_str()
-        .unwrap()
-}
-
 fn holdout_body() -> serde_json::Value {
     serde_json::json!({ "holdout": repo_root().join("models/digits/holdout.jsonl") })
 }

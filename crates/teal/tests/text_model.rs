@@ -135,74 +135,31 @@ async fn the_text_model_answers_its_reference_over_rest_and_grpc() {
     );
 
     // tritonclient over HTTP (binary and JSON) and gRPC, unchanged.
-    let script = repo_root().join("tests/python/text_model_check.py");
-    let output = tokio::process::Command::new(python())
-        .arg(&script)
-        .arg(running.data_addr.to_string())
-        .arg(running.grpc_addr.unwrap().to_string())
-        .arg(repo_root())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), output)
-        .await
-        .expect("the client finishes within 2 minutes")
-        .expect("the checkout's Python runs");
+    let args = [
+        running.data_addr.to_string(),
+        running.grpc_addr.unwrap().to_string(),
+        repo_root().display().to_string(),
+    ];
+    let checked = python_check("text_model_check.py", &args, Duration::from_secs(120)).await;
     stop(running).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "text model check failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+    eprintln!("{checked}");
 }
 
-/// Runs a validation through the admin API and waits (bounded) for its report.
-async fn validate(admin: &teal::cli::client::HttpClient) -> serde_json::Value {
-    let body = serde_json::json!({ "holdout": repo_root().join("models/reviews/holdout.jsonl") });
-    let started = admin
-        .post_json("/api/v1/models/digits/validate", &body)
-        .await
-        .unwrap();
-    assert_eq!(started.status, 202, "{}", started.error_message());
-    let id = started.json()["id"].as_u64().unwrap();
-    let mut report = serde_json::Value::Null;
-    let finished = eventually(Duration::from_secs(120), async || {
-        let status = admin
-            .get(&format!("/api/v1/validations/{id}"))
-            .await
-            .unwrap()
-            .json();
-        report = status["report"].clone();
-        status["state"] != "running"
-    })
-    .await;
-    assert!(finished, "the validation did not finish");
-    report
-}
-
-fn verdict_of<'a>(report: &'a serde_json::Value, gate: &str) -> &'a str {
-    report["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == gate)
-        .unwrap_or_else(|| panic!("no {gate} gate in {report}"))["verdict"]
-        .as_str()
-        .unwrap()
+fn reviews_holdout() -> serde_json::Value {
+    serde_json::json!({ "holdout": repo_root().join("models/reviews/holdout.jsonl") })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_candidates_go_through_the_gates_on_text_inputs() {
     // v2 (words and word pairs) is as good as v1: it passes every gate.
     let running = start(&config_with(&reviews("v1"), Some(&reviews("v2")))).await;
-    let report = validate(&admin(&running)).await;
+    let report = validate(&admin(&running), reviews_holdout()).await;
     stop(running).await;
     assert_eq!(report["samples"], 400, "{report:#}");
     assert_eq!(report["verdict"], "pass", "{report:#}");
     // Trained on flipped labels: it loads, runs and is wrong; agreement and accuracy stop it.
     let running = start(&config_with(&reviews("v1"), Some(&reviews("v2-flipped")))).await;
-    let report = validate(&admin(&running)).await;
+    let report = validate(&admin(&running), reviews_holdout()).await;
     stop(running).await;
     assert_eq!(report["verdict"], "fail", "{report:#}");
     for gate in ["agreement", "accuracy"] {

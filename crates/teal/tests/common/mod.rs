@@ -511,3 +511,63 @@ pub fn config_file(models: &str) -> std::path::PathBuf {
     .unwrap();
     path
 }
+
+/// Runs a check script of `tests/python/` with the checkout's Python and `args`, bounded by
+/// `limit`; fails the test with both outputs unless it exits 0 and says "all checks passed".
+/// Returns what it printed.
+pub async fn python_check(script: &str, args: &[String], limit: Duration) -> String {
+    let output = tokio::process::Command::new(python())
+        .arg(repo_root().join("tests/python").join(script))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(limit, output)
+        .await
+        .unwrap_or_else(|_| panic!("{script} finishes within {limit:?}"))
+        .expect("the checkout's Python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{script}: {stdout}");
+    stdout
+}
+
+/// Runs a validation of the test model through the admin API and waits (bounded) for its
+/// report.
+pub async fn validate(admin: &HttpClient, body: serde_json::Value) -> serde_json::Value {
+    let started = admin
+        .post_json("/api/v1/models/digits/validate", &body)
+        .await
+        .unwrap();
+    assert_eq!(started.status, 202, "{}", started.error_message());
+    let id = started.json()["id"].as_u64().unwrap();
+    let mut report = serde_json::Value::Null;
+    let finished = eventually(Duration::from_secs(120), async || {
+        let status = admin
+            .get(&format!("/api/v1/validations/{id}"))
+            .await
+            .unwrap()
+            .json();
+        report = status["report"].clone();
+        status["state"] != "running"
+    })
+    .await;
+    assert!(finished, "the validation did not finish");
+    assert!(report.is_object(), "no report");
+    report
+}
+
+/// The verdict of one gate in a validation report.
+pub fn verdict_of<'a>(report: &'a serde_json::Value, gate: &str) -> &'a str {
+    report["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == gate)
+        .unwrap_or_else(|| panic!("no {gate} gate in {report}"))["verdict"]
+        .as_str()
+        .unwrap()
+}
