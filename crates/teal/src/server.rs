@@ -585,6 +585,8 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         tasks.push(gateway::grpc::serve(
             listener,
             gateway.clone(),
+            timeouts,
+            max_connections,
             stopped.clone(),
         ));
     }

@@ -580,13 +580,31 @@ fn grpc_response(body: &[u8], json_len: Option<usize>) -> Result<pb::ModelInferR
 const MAX_STREAMS: u32 = 256;
 
 /// Serves the gRPC service on `listener` until `stop` turns true, then lets calls in flight
-/// finish. HTTP/2 with one connection carrying many calls; TCP_NODELAY, as the data plane.
+/// finish. HTTP/2, one connection carrying many calls; TCP_NODELAY, as the data plane.
+///
+/// Guarded as the REST listener is: at most `max_connections` open connections (one more is
+/// closed at once, and the rest are served); a connection that sends nothing within the
+/// header timeout is closed without taking a place in the server; a call ends after the
+/// header, body and write timeouts plus the longest model deadline, however slowly its
+/// message arrives.
 pub fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
+    timeouts: super::Timeouts,
+    max_connections: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let call_timeout = {
+        let snapshot = gateway.routes.load();
+        let longest = snapshot
+            .models
+            .values()
+            .map(|m| m.admission.limits().timeout_ms)
+            .max()
+            .unwrap_or(0);
+        timeouts.header + timeouts.body + timeouts.write + std::time::Duration::from_millis(longest)
+    };
+    let incoming = accept_within_limits(listener, timeouts.header, max_connections, stop.clone());
     tokio::spawn(async move {
         let stopped = async move {
             while !*stop.borrow_and_update() {
@@ -600,6 +618,7 @@ pub fn serve(
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             // Calls at once on one connection; each model's admission bounds the work.
             .max_concurrent_streams(Some(MAX_STREAMS))
+            .timeout(call_timeout)
             .layer(tower::util::MapResponseLayer::new(
                 move |response: axum::http::Response<tonic::body::Body>| {
                     too_large_is_resource_exhausted(response, limit)
@@ -612,6 +631,119 @@ pub fn serve(
             tracing::error!(error = %e, "the gRPC listener stopped");
         }
     })
+}
+
+/// The connections tonic serves: accepted while fewer than `max_connections` are open (one
+/// more is closed at once), and handed over only once they have sent something within
+/// `first_byte` (a connection that sends nothing is closed then, without holding up others).
+fn accept_within_limits(
+    listener: tokio::net::TcpListener,
+    first_byte: std::time::Duration,
+    max_connections: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> impl futures::Stream<Item = Result<Counted, std::io::Error>> {
+    let places = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let (ready, arrived) = tokio::sync::mpsc::channel::<Counted>(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.changed() => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: pause rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                tracing::debug!("gRPC connection refused: the connection limit is reached");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                // `peek` waits for a byte without taking it (`readable` may wake early).
+                let mut byte = [0u8; 1];
+                if let Ok(Ok(1..)) = tokio::time::timeout(first_byte, stream.peek(&mut byte)).await
+                {
+                    let _ = ready
+                        .send(Counted {
+                            stream,
+                            _place: place,
+                        })
+                        .await;
+                }
+            });
+        }
+    });
+    futures::stream::unfold(arrived, |mut arrived| async move {
+        let connection = arrived.recv().await?;
+        Some((Ok(connection), arrived))
+    })
+}
+
+/// A gRPC connection holding its place among the listener's open connections until it
+/// closes.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// A message over the size limit is refused by tonic, before it is decoded, as
