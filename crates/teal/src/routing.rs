@@ -868,9 +868,21 @@ pub struct SlotStatus {
     pub process: Option<ProcessStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
+    /// How an in-process slot runs: its sessions and ONNX Runtime's settings for each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<ExecutionStatus>,
     /// Counts since the slot started, for rates and percentiles over any interval.
     #[serde(default)]
     pub stats: SlotCounts,
+}
+
+/// An in-process slot's execution settings, as `teal status` shows them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExecutionStatus {
+    pub workers: usize,
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+    pub optimization: teal_core::config::Optimization,
 }
 
 /// A slot's counts as the admin API reports them: requests, failures (5xx), and latencies in
@@ -928,6 +940,21 @@ impl ModelStatus {
                 replicas: slot.backend.replicas(),
                 process: slot.backend.process(),
                 cache: slot.cache.as_ref().map(PredictionCache::stats),
+                execution: match &slot.config.backend {
+                    teal_core::config::BackendConfig::Onnx {
+                        workers,
+                        intra_op_threads,
+                        inter_op_threads,
+                        optimization,
+                        ..
+                    } => Some(ExecutionStatus {
+                        workers: *workers,
+                        intra_op_threads: *intra_op_threads,
+                        inter_op_threads: *inter_op_threads,
+                        optimization: *optimization,
+                    }),
+                    _ => None,
+                },
                 stats: {
                     let snapshot = slot.stats.snapshot();
                     SlotCounts {

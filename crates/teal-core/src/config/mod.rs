@@ -22,7 +22,7 @@ pub use environment::Environment;
 pub use model::{CacheConfig, LimitsConfig, ModelConfig};
 pub use remote::{Balance, RemoteConfig, WireProtocol};
 pub use server::{DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServerConfig};
-pub use slot::{BackendConfig, SlotConfig};
+pub use slot::{BackendConfig, Optimization, SlotConfig};
 
 /// The whole configuration: one value, parsed and checked before anything starts, so a
 /// mistake stops teal at start-up instead of surfacing mid-rollout.

@@ -46,6 +46,16 @@ impl SlotConfig {
             BackendConfig::Onnx { workers, .. } if *workers == 0 || *workers > 64 => {
                 err("workers", "must be between 1 and 64")
             }
+            BackendConfig::Onnx {
+                intra_op_threads, ..
+            } if *intra_op_threads == 0 || *intra_op_threads > 64 => {
+                err("intra_op_threads", "must be between 1 and 64")
+            }
+            BackendConfig::Onnx {
+                inter_op_threads, ..
+            } if *inter_op_threads == 0 || *inter_op_threads > 64 => {
+                err("inter_op_threads", "must be between 1 and 64")
+            }
             BackendConfig::Onnx { .. } => Ok(()),
             BackendConfig::Upstream(remote) => {
                 if remote.urls.is_empty() {
@@ -103,9 +113,22 @@ pub enum BackendConfig {
         /// version must reproduce them before it may take traffic.
         #[serde(default)]
         reference: Option<PathBuf>,
-        /// Inferences that may run at once; each has its own session and thread.
+        /// Inferences that may run at once; each has its own session and thread (Triton's
+        /// instances).
         #[serde(default = "default_workers")]
         workers: usize,
+        /// Threads one inference may use inside ONNX Runtime to split an operator's work
+        /// (intra-op). 1 (the default) suits small models and small machines, where the
+        /// workers already keep the cores busy; more helps a heavy model on a large machine.
+        #[serde(default = "one_thread")]
+        intra_op_threads: usize,
+        /// Threads that may run independent branches of the graph at once (inter-op).
+        #[serde(default = "one_thread")]
+        inter_op_threads: usize,
+        /// How far ONNX Runtime rewrites the graph before running it: "disable", "basic",
+        /// "extended" or "all" (the default).
+        #[serde(default)]
+        optimization: Optimization,
     },
     /// Replicas of a model server that already runs (MLServer, Triton, a Flask app, ...).
     Upstream(RemoteConfig),
@@ -115,4 +138,42 @@ pub enum BackendConfig {
 
 fn default_workers() -> usize {
     2
+}
+
+fn one_thread() -> usize {
+    1
+}
+
+/// ONNX Runtime's graph optimisation levels.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimization {
+    /// Run the graph as exported.
+    Disable,
+    /// Constant folding and redundant nodes removed.
+    Basic,
+    /// Also node fusions.
+    Extended,
+    /// Also layout changes: the fastest, and the level teal always used.
+    #[default]
+    All,
+}
+
+impl<'de> Deserialize<'de> for Optimization {
+    /// Read by hand so that a wrong level names the field: the slot's table is read through
+    /// its `kind` tag, which loses the field's name and line in serde's own message.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let level = String::deserialize(deserializer)?;
+        Ok(match level.as_str() {
+            "disable" => Optimization::Disable,
+            "basic" => Optimization::Basic,
+            "extended" => Optimization::Extended,
+            "all" => Optimization::All,
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "optimization = '{other}' is not a graph optimisation level: use disable, basic, extended or all"
+                )));
+            }
+        })
+    }
 }

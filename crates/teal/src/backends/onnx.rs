@@ -223,7 +223,7 @@ pub fn inspect(runtime: &OnnxRuntime, path: &Path) -> Result<(Vec<Port>, Vec<Por
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    let session = session(runtime, &bytes, path)?;
+    let session = session(runtime, &bytes, path, Execution::default())?;
     let ports = |outlets: &[ort::value::Outlet]| {
         outlets
             .iter()
@@ -236,18 +236,56 @@ pub fn inspect(runtime: &OnnxRuntime, path: &Path) -> Result<(Vec<Port>, Vec<Por
     Ok((ports(session.inputs()), ports(session.outputs())))
 }
 
-fn session(runtime: &OnnxRuntime, bytes: &[u8], path: &Path) -> Result<Session, LoadError> {
+/// How an in-process model runs: its sessions (workers) and each session's ONNX Runtime
+/// settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Execution {
+    pub workers: usize,
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+    pub optimization: teal_core::config::Optimization,
+}
+
+impl Default for Execution {
+    /// One session with one thread and every graph optimisation, as `teal init` checks a
+    /// model.
+    fn default() -> Execution {
+        Execution {
+            workers: 1,
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+            optimization: teal_core::config::Optimization::All,
+        }
+    }
+}
+
+fn session(
+    runtime: &OnnxRuntime,
+    bytes: &[u8],
+    path: &Path,
+    execution: Execution,
+) -> Result<Session, LoadError> {
+    use teal_core::config::Optimization;
     let failed = |e: ort::Error| LoadError::Model {
         path: path.display().to_string(),
         reason: e.to_string(),
     };
+    let level = match execution.optimization {
+        Optimization::Disable => GraphOptimizationLevel::Disable,
+        Optimization::Basic => GraphOptimizationLevel::Level1,
+        Optimization::Extended => GraphOptimizationLevel::Level2,
+        Optimization::All => GraphOptimizationLevel::Level3,
+    };
     Session::builder(&runtime.environment)
         .map_err(failed)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(level)
         .map_err(|e| failed(e.into()))?
-        .with_intra_threads(1)
+        .with_intra_threads(execution.intra_op_threads)
         .map_err(|e| failed(e.into()))?
-        .with_inter_threads(1)
+        .with_inter_threads(execution.inter_op_threads)
+        .map_err(|e| failed(e.into()))?
+        // Inter-op threads only run branches at once in parallel execution.
+        .with_parallel_execution(execution.inter_op_threads > 1)
         .map_err(|e| failed(e.into()))?
         .commit_from_memory(bytes)
         .map_err(failed)
@@ -384,17 +422,18 @@ fn run(
 }
 
 impl OnnxModel {
-    /// Loads `path` into `workers` sessions, each on its own thread.
+    /// Loads `path` into `execution.workers` sessions, each on its own thread.
     pub fn load(
         runtime: &OnnxRuntime,
         path: &Path,
-        workers: usize,
+        execution: Execution,
     ) -> Result<OnnxModel, LoadError> {
         let bytes = std::fs::read(path).map_err(|e| LoadError::Model {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let first = session(runtime, &bytes, path)?;
+        let workers = execution.workers;
+        let first = session(runtime, &bytes, path, execution)?;
         let signature = Signature {
             inputs: first
                 .inputs()
@@ -409,7 +448,7 @@ impl OnnxModel {
         };
         let mut sessions = vec![first];
         for _ in 1..workers.max(1) {
-            sessions.push(session(runtime, &bytes, path)?);
+            sessions.push(session(runtime, &bytes, path, execution)?);
         }
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
         let name = path

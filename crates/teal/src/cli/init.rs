@@ -461,7 +461,8 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         .map(|spec| decode_input(spec, &reference_inputs[&spec.name]))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let model = OnnxModel::load(&runtime, model_file, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let model = OnnxModel::load(&runtime, model_file, Default::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let results = model.infer(tensors).await.map_err(|e| {
         anyhow::anyhow!(
             "{} does not run on the reference rows: {e}",

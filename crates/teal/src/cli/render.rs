@@ -169,6 +169,20 @@ pub(crate) fn render_status(m: &ModelStatus) -> String {
                 inputs.join(", ")
             }
         ));
+        if let Some(e) = &s.execution {
+            let optimization = serde_json::to_value(e.optimization)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "         {} worker{}, {} intra-op and {} inter-op thread{} each, graph optimisation {optimization}\n",
+                e.workers,
+                if e.workers == 1 { "" } else { "s" },
+                e.intra_op_threads,
+                e.inter_op_threads,
+                if e.inter_op_threads == 1 { "" } else { "s" },
+            ));
+        }
         if let Some(p) = &s.process {
             let state = if p.running {
                 "running".to_string()

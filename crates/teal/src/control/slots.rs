@@ -29,12 +29,21 @@ pub async fn load(
             path,
             reference,
             workers,
+            intra_op_threads,
+            inter_op_threads,
+            optimization,
         } => {
             let library = onnxruntime.map(Path::to_path_buf);
-            let (path, workers) = (path.clone(), *workers);
+            let path = path.clone();
+            let execution = crate::backends::onnx::Execution {
+                workers: *workers,
+                intra_op_threads: *intra_op_threads,
+                inter_op_threads: *inter_op_threads,
+                optimization: *optimization,
+            };
             let onnx = tokio::task::spawn_blocking(move || {
                 let runtime = OnnxRuntime::load(library.as_deref())?;
-                OnnxModel::load(&runtime, &path, workers)
+                OnnxModel::load(&runtime, &path, execution)
             })
             .await
             .map_err(|e| LoadError::Runtime(format!("loading crashed: {e}")))??;
