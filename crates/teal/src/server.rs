@@ -327,15 +327,24 @@ fn serve_data_plane(
         }
         // Connections the kernel had already taken when the stop came are accepted and told
         // that teal is stopping (their request gets 503), rather than reset with the listener.
-        use futures::FutureExt;
-        for _ in 0..max_connections {
-            match listener.accept().now_or_never() {
-                Some(Ok((stream, _))) => serve(stream),
-                Some(Err(e)) if is_per_connection(&e) => {}
-                _ => break,
+        // The kernel's queue is asked directly: the runtime may not have seen them yet.
+        if let Ok(listener) = listener.into_std() {
+            let _ = listener.set_nonblocking(true);
+            for _ in 0..max_connections {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        // An accepted socket does not inherit the listener's non-blocking mode.
+                        let _ = stream.set_nonblocking(true);
+                        let _ = stream.set_nodelay(true);
+                        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                            serve(stream);
+                        }
+                    }
+                    Err(e) if is_per_connection(&e) => {}
+                    Err(_) => break,
+                }
             }
         }
-        drop(listener);
         drop(open);
         let _ = all_closed.recv().await;
     })

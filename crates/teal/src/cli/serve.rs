@@ -121,6 +121,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         true => Some(cluster_client("teal serve --kubernetes").await?),
         false => None,
     };
+    let mut signals = StopSignals::listen();
     let running = server::start(&config, token).await?;
     let follower = cluster.map(|client| follow_cluster(client, args.namespace, &running));
     // One plain line on stdout for people and scripts; logs go to stderr.
@@ -138,7 +139,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         running.admin_url(),
         token::token_path(&running.state_dir).display()
     );
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("stopping: finishing requests in flight");
     if let Some(follower) = follower {
         follower.abort();
@@ -233,21 +234,43 @@ pub(crate) async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     outcome
 }
 
-pub(crate) async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match terminate.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
+/// SIGTERM and SIGINT, listened for from the moment this is made: made before teal says it
+/// is ready, so a supervisor that stops it right after (systemd, Kubernetes) gets the
+/// graceful stop, not the default action that ends the process at once and resets every
+/// connection.
+pub(crate) struct StopSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    pub(crate) fn listen() -> StopSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        StopSignals {
+            terminate: signal(SignalKind::terminate()).ok(),
+            interrupt: signal(SignalKind::interrupt()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
+
+    /// Completes at the first SIGTERM or SIGINT since [`StopSignals::listen`].
+    pub(crate) async fn wait(&mut self) {
+        async fn one(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(self.terminate.as_mut()) => {}
+            _ = one(self.interrupt.as_mut()) => {}
+        }
+    }
+}
+
+pub(crate) async fn wait_for_signal() {
+    StopSignals::listen().wait().await
 }
 
 /// The process environment, for config overrides.

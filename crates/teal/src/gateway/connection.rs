@@ -113,9 +113,18 @@ pub async fn serve_connection(
             // that already reached the socket is read and answered (503 when its body is
             // still arriving, served and closed when it came whole) rather than dropped.
             if stopping && buf.is_empty() {
-                buf.reserve(8 * 1024);
-                match stream.try_read_buf(&mut buf) {
-                    Ok(n) if n > 0 => continue,
+                // The socket itself is asked: the runtime may not have noticed bytes that
+                // already arrived on a connection just accepted (a `try_read` would say
+                // there are none, and the request would be dropped unanswered).
+                let mut probe = [std::mem::MaybeUninit::<u8>::uninit()];
+                match socket2::SockRef::from(&stream).peek(&mut probe) {
+                    Ok(n) if n > 0 => {
+                        buf.reserve(8 * 1024);
+                        match stream.read_buf(&mut buf).await {
+                            Ok(n) if n > 0 => continue,
+                            _ => return,
+                        }
+                    }
                     _ => return,
                 }
             }
