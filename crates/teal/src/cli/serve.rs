@@ -205,6 +205,7 @@ pub(crate) async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         print!("{}", crate::kubernetes::crd_yaml());
         return Ok(());
     }
+    let mut signals = StopSignals::listen();
     let client = cluster_client("teal operator").await?;
     let identity = args
         .identity
@@ -218,7 +219,7 @@ pub(crate) async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     tracing::info!(identity = %identity, lease = %candidate.lease_name, "waiting to lead");
     tokio::select! {
         _ = candidate.acquire(&client) => {}
-        _ = wait_for_signal() => return Ok(()),
+        _ = signals.wait() => return Ok(()),
     }
     let ctx = std::sync::Arc::new(operator::Context::new(client.clone(), Some(identity)));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -227,7 +228,7 @@ pub(crate) async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     }));
     let outcome = tokio::select! {
         lost = candidate.keep(&client) => Err(anyhow::anyhow!("stopped leading: {lost}")),
-        _ = wait_for_signal() => Ok(()),
+        _ = signals.wait() => Ok(()),
     };
     let _ = stop.send(());
     let _ = controller.await;
@@ -267,10 +268,6 @@ impl StopSignals {
             _ = one(self.interrupt.as_mut()) => {}
         }
     }
-}
-
-pub(crate) async fn wait_for_signal() {
-    StopSignals::listen().wait().await
 }
 
 /// The process environment, for config overrides.
