@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::rollouts::*;
 use common::*;
 
 /// An in-process slot of a bundled reviews version (or a variant under `variants/`).
@@ -167,114 +166,56 @@ async fn text_candidates_go_through_the_gates_on_text_inputs() {
     }
 }
 
-/// Clients sending text requests (one holdout review each) until stopped; returns the
-/// answers and the failures.
-fn text_load(
-    client: &teal::cli::client::HttpClient,
-    clients: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<(u64, Vec<String>)>> {
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
-        holdout_texts()
-            .into_iter()
-            .map(|t| {
-                let body = serde_json::json!({"inputs": [{
-                    "name": "input", "shape": [1, 1], "datatype": "BYTES", "data": [t],
-                }]});
-                Bytes::from(body.to_string())
-            })
-            .collect(),
-    );
-    (0..clients)
-        .map(|c| {
-            let (client, stop, bodies) = (client.clone(), stop.clone(), bodies.clone());
-            tokio::spawn(async move {
-                let (mut ok, mut failures) = (0, Vec::new());
-                let mut i = c * 97;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let body = bodies[i % bodies.len()].clone();
-                    match client
-                        .send("POST", "/v2/models/digits/infer", &[], body)
-                        .await
-                    {
-                        Ok(a) if a.status == 200 => ok += 1,
-                        Ok(a) => failures.push(format!("{}: {}", a.status, a.error_message())),
-                        Err(e) => failures.push(e.to_string()),
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                (ok, failures)
-            })
-        })
-        .collect()
-}
-
+/// Rolls the test model from reviews v1 to `candidate` under text traffic (one holdout review
+/// per request) until the rollout reaches `phase`: its state, the version that answers then,
+/// the requests answered and the failures.
 async fn rollout_to(candidate: &str, phase: &str) -> (serde_json::Value, String, u64, Vec<String>) {
     let running = start(&config_with(&reviews("v1"), None)).await;
     let (client, admin) = (data(&running), admin(&running));
-    let stop_load = Arc::new(AtomicBool::new(false));
-    let load = text_load(&client, 3, stop_load.clone());
+    let bodies = holdout_texts()
+        .into_iter()
+        .map(|t| Bytes::from(text_body(&[t]).to_string()))
+        .collect();
+    let load = Load::with_bodies(&client, 3, bodies);
     let dir = if candidate.starts_with("v2-") {
         format!("variants/{candidate}")
     } else {
         candidate.to_string()
     };
-    let settings = serde_json::json!({
-        "strategy": { "kind": "blue_green" },
-        "evidence": { "holdout": repo_root().join("models/reviews/holdout.jsonl") },
-        "observe_ms": 1500,
-        "keep_warm_ms": 0,
-        "on_inconclusive": "promote",
-        "abort_removes_green": true,
-        "rules": { "check_interval_ms": 200 },
-    });
+    let mut settings = quick(serde_json::json!({ "kind": "blue_green" }));
+    settings["evidence"]["holdout"] = repo_root()
+        .join("models/reviews/holdout.jsonl")
+        .display()
+        .to_string()
+        .into();
+    settings["abort_removes_green"] = true.into();
     let candidate = serde_json::json!({
         "version": candidate,
         "kind": "onnx",
         "path": repo_root().join(format!("models/reviews/{dir}/model.onnx")),
     });
-    let answer = admin
-        .post_json(
-            "/api/v1/models/digits/rollouts",
-            &serde_json::json!({ "candidate": candidate, "settings": settings }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 202, "{}", answer.error_message());
-    let mut last = serde_json::Value::Null;
-    let reached = eventually(Duration::from_secs(60), async || {
-        last = admin
-            .get("/api/v1/models/digits/rollout")
-            .await
-            .unwrap()
-            .json();
-        last["phase_name"] == phase
-    })
-    .await;
-    assert!(reached, "the rollout never reached {phase}: {last:#}");
-    stop_load.store(true, Ordering::Relaxed);
-    let (mut ok, mut failures) = (0, Vec::new());
-    for task in load {
-        let (o, mut f) = task.await.unwrap();
-        ok += o;
-        failures.append(&mut f);
-    }
-    let probe = serde_json::json!({"inputs": [{
-        "name": "input", "shape": [1, 1], "datatype": "BYTES", "data": ["works great"],
-    }]});
+    start_rollout(&admin, candidate, settings).await;
+    let last = wait_phase(&admin, phase, Duration::from_secs(60)).await;
+    let (ok, _, failures) = load.finish().await;
     let live = client
         .send(
             "POST",
             "/v2/models/digits/infer",
             &[],
-            Bytes::from(probe.to_string()),
+            Bytes::from(text_body(&["works great".into()]).to_string()),
         )
         .await
         .unwrap();
     let version = live.header("x-teal-version").unwrap_or("").to_string();
     stop(running).await;
     (last, version, ok, failures)
+}
+
+/// A V2 request of `texts`, one per row.
+fn text_body(texts: &[String]) -> serde_json::Value {
+    serde_json::json!({"inputs": [{
+        "name": "input", "shape": [texts.len(), 1], "datatype": "BYTES", "data": texts,
+    }]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,14 +19,18 @@ pub struct Load {
 
 impl Load {
     pub fn start(client: &HttpClient, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
         // Varied rows, like real traffic: shadow gates compare score distributions.
-        let bodies: Arc<Vec<Bytes>> = Arc::new(
-            holdout("digits")
-                .iter()
-                .map(|(x, _)| Bytes::from(infer_body(std::slice::from_ref(x)).to_string()))
-                .collect(),
-        );
+        let bodies = holdout("digits")
+            .iter()
+            .map(|(x, _)| Bytes::from(infer_body(std::slice::from_ref(x)).to_string()))
+            .collect();
+        Load::with_bodies(client, clients, bodies)
+    }
+
+    /// Clients sending `bodies` in turn to the test model's infer endpoint until stopped.
+    pub fn with_bodies(client: &HttpClient, clients: usize, bodies: Vec<Bytes>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bodies = Arc::new(bodies);
         let tasks = (0..clients)
             .map(|c| {
                 let (client, stop, bodies) = (client.clone(), stop.clone(), bodies.clone());
