@@ -29,12 +29,12 @@ def main():
             out = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probabilities")]
             result = http.infer("digits", [inp], model_version=version, outputs=out)
             assert np.array_equal(result.as_numpy("label"), want_labels), (version, binary)
-            assert np.allclose(result.as_numpy("probabilities"), want_probs, atol=1e-5), (version, binary)
+            assert np.array_equal(result.as_numpy("probabilities"), want_probs), (version, binary)
         inp = grpcclient.InferInput("input", list(texts.shape), "BYTES")
         inp.set_data_from_numpy(texts)
         result = grpc.infer("digits", [inp], model_version=version)
         assert np.array_equal(result.as_numpy("label"), want_labels), version
-        assert np.allclose(result.as_numpy("probabilities"), want_probs, atol=1e-5), version
+        assert np.array_equal(result.as_numpy("probabilities"), want_probs), version
     metadata = grpc.get_model_metadata("digits", as_json=True)
     assert metadata["inputs"][0]["datatype"] == "BYTES", metadata
     print("all checks passed")

@@ -1,6 +1,8 @@
 //! Per-model execution settings of in-process models: sessions (workers), intra-op and
-//! inter-op threads and the graph optimisation level take effect, show in the status, and
-//! out-of-range values are refused with the field named.
+//! inter-op threads and the graph optimisation level. A model loads with them (ONNX Runtime
+//! gets them when each session is made; it does not report them back) and answers as its
+//! reference says, the status shows them, and out-of-range values are refused with the field
+//! named.
 
 mod common;
 
@@ -8,7 +10,7 @@ use bytes::Bytes;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn execution_settings_take_effect_and_show_in_the_status() {
+async fn a_model_loads_with_its_execution_settings_and_shows_them_in_the_status() {
     let slot = format!(
         "{}workers = 3\nintra_op_threads = 2\ninter_op_threads = 2\noptimization = \"basic\"\nreference = \"models/digits/v1/reference.json\"\n",
         onnx("v1")
