@@ -132,6 +132,16 @@ pub struct SlotHandles {
     pub backend_errors: Counter,
 }
 
+/// One in-process version's series of its calls to the model: how many rows each call ran
+/// (more than a request's with batching), how long requests waited for a worker, and how
+/// long the calls took.
+#[derive(Clone)]
+pub struct InferenceHandles {
+    pub batch_rows: Histogram,
+    pub queue: Histogram,
+    pub compute: Histogram,
+}
+
 /// Every metric teal exports.
 pub struct Metrics {
     registry: Registry,
@@ -154,6 +164,9 @@ pub struct Metrics {
     pub predictions: Family<PredictionLabels, Counter>,
     /// Answers per value bucket, per version (refreshed from the slots at each scrape).
     pub values: std::sync::Arc<ValueHistograms>,
+    pub batch_rows: Family<VersionLabels, Histogram>,
+    pub inference_queue: Family<VersionLabels, Histogram>,
+    pub inference_compute: Family<VersionLabels, Histogram>,
     pub shadow_dropped: Counter,
     pub request_log_dropped: Counter,
     pub capture_dropped: Counter,
@@ -218,6 +231,29 @@ impl Metrics {
             "teal_rollbacks",
             "Rollouts that ended with traffic back on the old version, by an operator or a rule",
             rollbacks.clone(),
+        );
+        // 1 to 4096 rows.
+        let batch_rows = Family::<VersionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 13))
+        });
+        // 10 us to about 5 s.
+        let seconds = || Histogram::new(exponential_buckets(0.00001, 2.0, 20));
+        let inference_queue = Family::<VersionLabels, Histogram>::new_with_constructor(seconds);
+        let inference_compute = Family::<VersionLabels, Histogram>::new_with_constructor(seconds);
+        registry.register(
+            "teal_batch_rows",
+            "Rows each call to an in-process model ran: a request's, or with batching those of every request in the batch",
+            batch_rows.clone(),
+        );
+        registry.register(
+            "teal_inference_queue_seconds",
+            "Time in-process requests waited for a worker (and for a batch to fill), per version",
+            inference_queue.clone(),
+        );
+        registry.register(
+            "teal_inference_compute_seconds",
+            "Time each call to an in-process model took on its worker, per version",
+            inference_compute.clone(),
         );
         let request_log_dropped = Counter::default();
         let capture_dropped = Counter::default();
@@ -299,6 +335,9 @@ impl Metrics {
             failovers,
             predictions,
             values,
+            batch_rows,
+            inference_queue,
+            inference_compute,
             shadow_dropped,
             request_log_dropped,
             capture_dropped,
@@ -357,6 +396,19 @@ impl Metrics {
                 .clone(),
             client_errors: error("client"),
             backend_errors: error("backend"),
+        }
+    }
+
+    /// The call series of one in-process version.
+    pub fn inference_handles(&self, model: &str, version: &str) -> InferenceHandles {
+        let labels = VersionLabels {
+            model: model.to_string(),
+            version: version.to_string(),
+        };
+        InferenceHandles {
+            batch_rows: self.batch_rows.get_or_create(&labels).clone(),
+            queue: self.inference_queue.get_or_create(&labels).clone(),
+            compute: self.inference_compute.get_or_create(&labels).clone(),
         }
     }
 

@@ -336,6 +336,21 @@ impl Slot {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
+
+    /// The slot's Prometheus series, resolved on first use (its first answer or scrape),
+    /// and with them an in-process model's call series, which its workers record into.
+    pub fn handles(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        model: &str,
+    ) -> &crate::metrics::SlotHandles {
+        self.metrics.get_or_init(|| {
+            if let Backend::Onnx(onnx) = &self.backend {
+                onnx.observe(|| metrics.inference_handles(model, &self.version));
+            }
+            metrics.slot_handles(model, &self.version, &self.color.to_string())
+        })
+    }
 }
 
 /// A request in flight on a slot; teardown waits for these to drop.
@@ -365,6 +380,8 @@ pub struct ModelRoutes {
     pub prediction_output: Option<String>,
     /// The model's cache settings, for slots deployed later.
     pub cache: teal_core::config::CacheConfig,
+    /// The model's batching, for in-process slots deployed later.
+    pub batching: Option<teal_core::config::BatchingConfig>,
     /// Gate thresholds for validating a candidate.
     pub gates: teal_core::gates::GateConfig,
     /// Share of live requests kept for replay, and how many are kept.
@@ -883,6 +900,12 @@ pub struct ExecutionStatus {
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
     pub optimization: teal_core::config::Optimization,
+    /// How requests are batched, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<teal_core::config::BatchingConfig>,
+    /// Why requests are not batched although the model asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching_off: Option<String>,
 }
 
 /// A slot's counts as the admin API reports them: requests, failures (5xx), and latencies in
@@ -947,12 +970,27 @@ impl ModelStatus {
                         inter_op_threads,
                         optimization,
                         ..
-                    } => Some(ExecutionStatus {
-                        workers: *workers,
-                        intra_op_threads: *intra_op_threads,
-                        inter_op_threads: *inter_op_threads,
-                        optimization: *optimization,
-                    }),
+                    } => {
+                        let batching = match &slot.backend {
+                            Backend::Onnx(onnx) => onnx.batching().clone(),
+                            _ => Ok(None),
+                        };
+                        Some(ExecutionStatus {
+                            workers: *workers,
+                            intra_op_threads: *intra_op_threads,
+                            inter_op_threads: *inter_op_threads,
+                            optimization: *optimization,
+                            batching: batching.as_ref().ok().and_then(|plan| {
+                                plan.as_ref().map(|plan| teal_core::config::BatchingConfig {
+                                    max_batch_size: plan.max_batch_size,
+                                    max_queue_delay_us: plan.max_queue_delay.as_micros() as u64,
+                                    preferred_batch_sizes: plan.preferred_batch_sizes.clone(),
+                                    exact: plan.exact,
+                                })
+                            }),
+                            batching_off: batching.err(),
+                        })
+                    }
                     _ => None,
                 },
                 stats: {

@@ -151,6 +151,7 @@ pub async fn load_models(
                     slot,
                     config.server.onnxruntime.as_deref(),
                     &model.cache,
+                    model.batching.as_ref(),
                 )
                 .await
                 .map_err(|source| StartError::Load {
@@ -175,6 +176,7 @@ pub async fn load_models(
                 previous: None,
                 prediction_output: model.prediction_output.clone(),
                 cache: model.cache.clone(),
+                batching: model.batching.clone(),
                 gates: model.gates.clone(),
                 capture_rate: model.capture_rate,
                 capture_limit: model.capture_limit,

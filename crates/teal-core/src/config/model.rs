@@ -45,6 +45,9 @@ pub struct ModelConfig {
     /// long a request may take; past them, 503 with `Retry-After` (or 504).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Dynamic batching of the model's in-process slots: off unless the table is there.
+    #[serde(default)]
+    pub batching: Option<BatchingConfig>,
     /// How new versions are rolled out: strategy, approval, bake, keep-warm window and
     /// the automatic rollback rules.
     #[serde(default)]
@@ -71,6 +74,69 @@ impl ModelConfig {
             Color::Blue => self.blue.as_ref(),
             Color::Green => self.green.as_ref(),
         }
+    }
+}
+
+/// Dynamic batching, as Triton's dynamic batcher does it: requests for the same slot that
+/// arrive while a worker is busy (or within `max_queue_delay_us` of the first) and whose
+/// inputs agree on every dimension but the first are run as one call, and each caller gets
+/// its own rows back. It applies to every in-process slot of the model, those deployed later
+/// included; a slot whose model has a fixed first dimension runs unbatched, as start-up says.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// The most rows one call holds. A request with more rows than this runs alone.
+    pub max_batch_size: usize,
+    /// How long the first request of a batch may wait for others to join it, in
+    /// microseconds, when the batch has not reached `max_batch_size` or a preferred size.
+    /// 0 (the default): no waiting; only requests already queued are batched.
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+    /// Batch sizes to stop at: a batch that reaches one of them with nothing more queued
+    /// runs at once instead of waiting out the delay.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Batch only a model that gives every row the same bits in a batch as alone, which
+    /// teal checks when it loads the model (some ONNX Runtime kernels compute one row by
+    /// another path than several). On (the default), turning batching on never changes an
+    /// answer; off, answers may differ in their last bits, as other servers' batchers allow.
+    #[serde(default = "yes")]
+    pub exact: bool,
+}
+
+/// The largest batch accepted: far past what helps on one machine, small enough that a typing
+/// mistake is caught.
+const MAX_BATCH_SIZE: usize = 4096;
+
+impl BatchingConfig {
+    /// Checks the ranges; the error names the field (relative to the table) and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.max_batch_size == 0 || self.max_batch_size > MAX_BATCH_SIZE {
+            return Err((
+                "max_batch_size".into(),
+                format!("must be between 1 and {MAX_BATCH_SIZE}"),
+            ));
+        }
+        if self.max_queue_delay_us > 1_000_000 {
+            return Err((
+                "max_queue_delay_us".into(),
+                "must be between 0 and 1000000 (a second)".into(),
+            ));
+        }
+        if let Some(size) = self
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&n| n == 0 || n > self.max_batch_size)
+        {
+            return Err((
+                "preferred_batch_sizes".into(),
+                format!(
+                    "{size} is not between 1 and max_batch_size ({})",
+                    self.max_batch_size
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -116,7 +182,8 @@ pub struct LimitsConfig {
     /// request takes one, and one more for every 12 KiB of its body (at most a quarter of
     /// them), so dozens of small requests run at once and only a few large ones, whose decoding would otherwise hold up
     /// every connection's reads. Unset: 32, or twice the `workers` of the model's in-process
-    /// slots where that is more (raise it for a model server with many replicas). See
+    /// slots where that is more, or with batching (workers + 1) x `max_batch_size` where that
+    /// is more (raise it for a model server with many replicas). See
     /// [`LimitsConfig::for_model`].
     #[serde(default)]
     pub max_in_flight: Option<usize>,
@@ -177,7 +244,8 @@ impl LimitsConfig {
 
     /// The bounds a model runs with: those set, and for those unset the defaults its slots
     /// call for: 32 places (twice the workers of its in-process slots where that is more, so
-    /// every worker has a request decoded and waiting) and 16 queued.
+    /// every worker has a request decoded and waiting; with batching, room for a full batch on
+    /// every worker and one gathering) and 16 queued.
     pub fn for_model(&self, model: &ModelConfig) -> LimitsConfig {
         let slots: Vec<&super::SlotConfig> =
             [&model.blue, &model.green].into_iter().flatten().collect();
@@ -189,7 +257,11 @@ impl LimitsConfig {
             })
             .collect::<Option<Vec<usize>>>()
             .and_then(|w| w.into_iter().max());
-        let running = workers.map_or(SERVER_MAX_IN_FLIGHT, |w| (2 * w).max(SERVER_MAX_IN_FLIGHT));
+        // With batching, every worker can run a full batch while the next one gathers.
+        let batch = model.batching.as_ref().map_or(1, |b| b.max_batch_size);
+        let running = workers.map_or(SERVER_MAX_IN_FLIGHT, |w| {
+            (2 * w).max((w + 1) * batch).max(SERVER_MAX_IN_FLIGHT)
+        });
         let queued = SERVER_MAX_QUEUED;
         LimitsConfig {
             max_in_flight: Some(self.max_in_flight.unwrap_or(running)),

@@ -111,6 +111,36 @@ impl TensorData {
         })
     }
 
+    /// Appends a copy of `other`'s elements after these, when both hold the same datatype;
+    /// false (and nothing appended) otherwise.
+    pub fn extend_from(&mut self, other: &TensorData) -> bool {
+        macro_rules! same {
+            ($($variant:ident),*) => {
+                match (self, other) {
+                    $((TensorData::$variant(into), TensorData::$variant(from)) => {
+                        into.extend_from_slice(from);
+                        true
+                    })*
+                    _ => false,
+                }
+            };
+        }
+        same!(Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Bf16, Fp32, Fp64, Bytes)
+    }
+
+    /// Splits the elements at `at`: these keep `[0, at)` and the rest are returned, of the
+    /// same datatype. Panics when `at` is past the end, as `Vec::split_off` does.
+    pub fn split_off(&mut self, at: usize) -> TensorData {
+        macro_rules! same {
+            ($($variant:ident),*) => {
+                match self {
+                    $(TensorData::$variant(v) => TensorData::$variant(v.split_off(at)),)*
+                }
+            };
+        }
+        same!(Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Bf16, Fp32, Fp64, Bytes)
+    }
+
     /// Whether the elements are integers (a classifier's labels are).
     pub fn is_integer(&self) -> bool {
         matches!(

@@ -90,9 +90,7 @@ pub fn render(metrics: &Metrics, routes: &RouteSnapshot) -> String {
                 .get_or_create(&labels)
                 .set(i64::from(slot.backend.ready()));
             // The slot's request, error and latency series, at 0 until it answers.
-            slot.metrics.get_or_init(|| {
-                metrics.slot_handles(&model.name, &slot.version, &slot.color.to_string())
-            });
+            slot.handles(metrics, &model.name);
             // The slot counts its predicted classes on the request path; the counters catch
             // up here. A slot loaded again starts from zero, and its counter waits until the
             // new slot's count passes it.

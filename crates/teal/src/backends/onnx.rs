@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ort::session::Session;
@@ -16,6 +16,7 @@ use teal_core::protocol::{Datatype, ProtocolError, Signature, Tensor, TensorData
 use tokio::sync::oneshot;
 
 use super::{BackendError, LoadError, python_env};
+use crate::metrics::InferenceHandles;
 
 /// The ONNX Runtime release teal is built against.
 pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
@@ -137,6 +138,11 @@ impl OnnxRuntime {
 
 struct Job {
     inputs: Vec<Tensor>,
+    /// The rows every input has (their common first dimension), when they agree and there
+    /// are some: what a batch counts.
+    rows: Option<usize>,
+    /// When the job was queued.
+    queued: Instant,
     /// When the caller stops waiting, and the model's deadline in milliseconds: a job still
     /// queued then is not run.
     deadline: Option<(Instant, u64)>,
@@ -150,6 +156,253 @@ pub struct OnnxModel {
     signature: Signature,
     /// Dropping the model closes the channel; each worker ends once its queue is answered.
     jobs: crossbeam_channel::Sender<Job>,
+    /// How the workers batch requests, or why they do not although asked to.
+    batching: Result<Option<Batching>, String>,
+    /// The version's call series, once the slot is placed (the workers record into them).
+    observer: Arc<OnceLock<InferenceHandles>>,
+}
+
+/// Dynamic batching as a model's workers apply it (`[model.batching]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batching {
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Batch only if rows get the same bits in a batch as alone (checked at load).
+    pub exact: bool,
+}
+
+impl Batching {
+    pub fn from_config(config: &teal_core::config::BatchingConfig) -> Batching {
+        Batching {
+            max_batch_size: config.max_batch_size,
+            max_queue_delay: Duration::from_micros(config.max_queue_delay_us),
+            preferred_batch_sizes: config.preferred_batch_sizes.clone(),
+            exact: config.exact,
+        }
+    }
+}
+
+/// Why requests to a model cannot be stacked into one call: an input or output whose first
+/// dimension is fixed (or that has none), so it is not the rows.
+fn unbatchable(signature: &Signature) -> Option<String> {
+    let fixed = signature
+        .inputs
+        .iter()
+        .map(|spec| ("input", spec))
+        .chain(signature.outputs.iter().map(|spec| ("output", spec)))
+        .find(|(_, spec)| spec.shape.first() != Some(&-1))?;
+    let (what, spec) = fixed;
+    Some(format!(
+        "its {what} '{}' has shape {:?}, whose first dimension is not dynamic, so it is not the rows of a batch; export the model with a dynamic first dimension to batch it",
+        spec.name, spec.shape
+    ))
+}
+
+/// Checks that running rows together gives each row the bits it gets alone: the rows of the
+/// version's reference inputs (at most 32), or without a reference 8 made-up rows (from a
+/// fixed seed), run alone and in batches of 2, 3 and 8 rows and of `max_batch_size`. Why
+/// not, when not. It is evidence on these rows, not a proof for every input.
+fn check_exact(
+    session: &mut Session,
+    signature: &Signature,
+    max_batch_size: usize,
+    reference: Option<&Path>,
+) -> Result<(), String> {
+    let failed = |e: BackendError| format!("running the check's rows failed ({e}), so it could not be checked");
+    let mut rows = reference.map(|path| reference_rows(signature, path)).unwrap_or_default();
+    rows.truncate(32);
+    if rows.is_empty() {
+        let mut rng = fastrand::Rng::with_seed(0x7ea1);
+        rows = (0..8)
+            .map(|_| signature.inputs.iter().map(|spec| made_up(spec, &mut rng)).collect())
+            .collect();
+    }
+    let alone: Vec<Vec<Tensor>> = rows
+        .iter()
+        .map(|row| run(session, &signature.outputs, row.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(failed)?;
+    let mut sizes = vec![2, 3, 8, max_batch_size];
+    sizes.retain(|&n| n >= 2 && n <= max_batch_size);
+    sizes.dedup();
+    // Every row in a batch of each size: consecutive rows, the last batch filled from the
+    // first rows.
+    let n = rows.len();
+    let batches: Vec<(usize, Vec<usize>)> = sizes
+        .into_iter()
+        .flat_map(|size| {
+            (0..n.div_ceil(size))
+                .map(move |b| (size, (0..size).map(|k| (b * size + k) % n).collect()))
+        })
+        .collect();
+    for (size, members) in batches {
+        let stacked = stack(members.iter().map(|&i| rows[i].as_slice()), size);
+        let outputs = run(session, &signature.outputs, stacked).map_err(failed)?;
+        for (o, output) in outputs.iter().enumerate() {
+            for (k, &i) in members.iter().enumerate() {
+                let want = &alone[i][o];
+                let per_row = want.data.len();
+                let mut got = output.data.clone();
+                let mut row = got.split_off((k * per_row).min(got.len()));
+                if row.len() < per_row {
+                    return Err(format!(
+                        "its output '{}' does not have a row per input row",
+                        output.name
+                    ));
+                }
+                row.split_off(per_row);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                row.write_le_bytes(&mut a);
+                want.data.write_le_bytes(&mut b);
+                if a != b {
+                    return Err(format!(
+                        "its output '{}' for a row differs in a batch of {size} rows from the same row run alone (ONNX Runtime computes one row by another path), so batching would change answers; set exact = false in [model.batching] to batch anyway, accepting answers that differ in their last bits",
+                        output.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rows of a reference file's inputs, each as a one-row request; none when the file
+/// cannot be read (loading it as the reference reports why).
+fn reference_rows(signature: &Signature, path: &Path) -> Vec<Vec<Tensor>> {
+    let Some(reference) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<ReferenceFile>(&text).ok())
+    else {
+        return Vec::new();
+    };
+    let mut inputs = Vec::new();
+    for spec in &signature.inputs {
+        match reference
+            .inputs
+            .get(&spec.name)
+            .and_then(|value| decode_nested(spec, value).ok())
+        {
+            Some(input) => inputs.push(input),
+            None => return Vec::new(),
+        }
+    }
+    let Some(n) = rows_of(&inputs) else {
+        return Vec::new();
+    };
+    let mut rows: Vec<Vec<Tensor>> = vec![Vec::new(); n];
+    for mut input in inputs {
+        let per_row = input.data.len() / n;
+        for (i, row) in rows.iter_mut().enumerate().rev() {
+            let mut shape = input.shape.clone();
+            shape[0] = 1;
+            row.push(Tensor {
+                name: input.name.clone(),
+                shape,
+                data: input.data.split_off(i * per_row),
+            });
+        }
+    }
+    rows
+}
+
+/// One made-up row of an input: its dimensions past the first as the model gives them (1
+/// where dynamic), with small values of its datatype.
+fn made_up(spec: &TensorSpec, rng: &mut fastrand::Rng) -> Tensor {
+    let mut shape: Vec<usize> = spec
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or(1).max(1))
+        .collect();
+    if shape.is_empty() {
+        shape.push(1);
+    }
+    shape[0] = 1;
+    let n: usize = shape.iter().product();
+    let data = match spec.datatype {
+        Datatype::Bool => TensorData::Bool((0..n).map(|_| rng.bool()).collect()),
+        Datatype::Uint8 => TensorData::Uint8((0..n).map(|_| rng.u8(0..8)).collect()),
+        Datatype::Uint16 => TensorData::Uint16((0..n).map(|_| rng.u16(0..8)).collect()),
+        Datatype::Uint32 => TensorData::Uint32((0..n).map(|_| rng.u32(0..8)).collect()),
+        Datatype::Uint64 => TensorData::Uint64((0..n).map(|_| rng.u64(0..8)).collect()),
+        Datatype::Int8 => TensorData::Int8((0..n).map(|_| rng.i8(0..8)).collect()),
+        Datatype::Int16 => TensorData::Int16((0..n).map(|_| rng.i16(0..8)).collect()),
+        Datatype::Int32 => TensorData::Int32((0..n).map(|_| rng.i32(0..8)).collect()),
+        Datatype::Int64 => TensorData::Int64((0..n).map(|_| rng.i64(0..8)).collect()),
+        Datatype::Fp16 => TensorData::Fp16(
+            (0..n)
+                .map(|_| half::f16::from_f32(rng.f32() * 2.0 - 1.0).to_bits())
+                .collect(),
+        ),
+        Datatype::Bf16 => TensorData::Bf16(
+            (0..n)
+                .map(|_| half::bf16::from_f32(rng.f32() * 2.0 - 1.0).to_bits())
+                .collect(),
+        ),
+        Datatype::Fp32 => TensorData::Fp32((0..n).map(|_| rng.f32() * 2.0 - 1.0).collect()),
+        Datatype::Fp64 => TensorData::Fp64((0..n).map(|_| rng.f64() * 2.0 - 1.0).collect()),
+        Datatype::Bytes => TensorData::Bytes(
+            (0..n)
+                .map(|_| {
+                    (0..rng.usize(1..6))
+                        .map(|_| ["good", "bad", "price", "very", "not"][rng.usize(0..5)])
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .into_bytes()
+                })
+                .collect(),
+        ),
+    };
+    Tensor {
+        name: spec.name.clone(),
+        shape,
+        data,
+    }
+}
+
+/// Requests' inputs stacked along the first dimension into one call's, `rows` in all; the
+/// requests agree on everything else ([`fits`]).
+fn stack<'a>(mut requests: impl Iterator<Item = &'a [Tensor]>, rows: usize) -> Vec<Tensor> {
+    let Some(first) = requests.next() else {
+        return Vec::new();
+    };
+    let mut stacked: Vec<Tensor> = first
+        .iter()
+        .map(|input| {
+            let mut shape = input.shape.clone();
+            shape[0] = rows;
+            Tensor {
+                name: input.name.clone(),
+                shape,
+                data: input.data.clone(),
+            }
+        })
+        .collect();
+    for request in requests {
+        for (into, input) in stacked.iter_mut().zip(request) {
+            into.data.extend_from(&input.data);
+        }
+    }
+    stacked
+}
+
+/// Whether `job` can join a batch that began with `first`: the same inputs, of the same
+/// datatypes, agreeing on every dimension but the first.
+fn fits(first: &Job, job: &Job) -> bool {
+    first.inputs.len() == job.inputs.len()
+        && first.inputs.iter().zip(&job.inputs).all(|(a, b)| {
+            a.name == b.name
+                && a.data.datatype() == b.data.datatype()
+                && a.shape.len() == b.shape.len()
+                && a.shape[1..] == b.shape[1..]
+        })
+}
+
+/// The rows of a request: the first dimension its inputs share, if they share one and it is
+/// not 0.
+fn rows_of(inputs: &[Tensor]) -> Option<usize> {
+    let rows = *inputs.first()?.shape.first()?;
+    (rows > 0 && inputs.iter().all(|t| t.shape.first() == Some(&rows))).then_some(rows)
 }
 
 fn datatype_of(ty: TensorElementType) -> Option<Datatype> {
@@ -421,12 +674,187 @@ fn run(
         .collect()
 }
 
+/// One session on its own thread, taking jobs off the model's queue.
+struct Worker {
+    session: Session,
+    outputs: Vec<TensorSpec>,
+    jobs: crossbeam_channel::Receiver<Job>,
+    batching: Option<Batching>,
+    observer: Arc<OnceLock<InferenceHandles>>,
+}
+
+impl Worker {
+    /// Serves jobs until the model is dropped and its queue is answered. With batching, a
+    /// job that cannot join the batch being gathered starts the next one.
+    fn serve(mut self) {
+        let mut next: Option<Job> = None;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None => match self.jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let Some(job) = self.wanted(job) else {
+                continue;
+            };
+            let batchable = match (&self.batching, job.rows) {
+                (Some(plan), Some(rows)) => rows < plan.max_batch_size,
+                _ => false,
+            };
+            if batchable {
+                let (batch, left) = self.gather(job);
+                next = left;
+                self.run_batch(batch);
+            } else {
+                self.run_one(job);
+            }
+        }
+    }
+
+    /// The job, if its caller still waits for it: work nobody waits for any more (the client
+    /// went away, or its deadline passed while the job was queued) is not run.
+    fn wanted(&self, job: Job) -> Option<Job> {
+        if job.reply.is_closed() {
+            return None;
+        }
+        if let Some((deadline, ms)) = job.deadline
+            && Instant::now() >= deadline
+        {
+            let late = Err(BackendError::Deadline { ms });
+            let _ = job.reply.send((late, Duration::ZERO));
+            return None;
+        }
+        Some(job)
+    }
+
+    /// A batch that begins with `first`: the jobs queued behind it that fit, in order, until
+    /// it holds `max_batch_size` rows, or reaches a preferred size with nothing more queued,
+    /// or the first job has waited `max_queue_delay`. The job that ended it by not fitting is
+    /// returned too, to begin the next.
+    fn gather(&self, first: Job) -> (Vec<Job>, Option<Job>) {
+        use crossbeam_channel::TryRecvError;
+        let Some(plan) = &self.batching else {
+            return (vec![first], None);
+        };
+        let mut rows = first.rows.unwrap_or(0);
+        let until = first.queued + plan.max_queue_delay;
+        let mut batch = vec![first];
+        while rows < plan.max_batch_size {
+            let job = match self.jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    if plan.preferred_batch_sizes.contains(&rows) {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    match self.jobs.recv_timeout(until - now) {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+            };
+            let Some(job) = self.wanted(job) else {
+                continue;
+            };
+            match job.rows {
+                Some(more) if rows + more <= plan.max_batch_size && fits(&batch[0], &job) => {
+                    rows += more;
+                    batch.push(job);
+                }
+                _ => return (batch, Some(job)),
+            }
+        }
+        (batch, None)
+    }
+
+    fn run_one(&mut self, job: Job) {
+        let started = Instant::now();
+        let result = run(&mut self.session, &self.outputs, job.inputs);
+        let took = started.elapsed();
+        self.record(job.rows.unwrap_or(0), &[started.saturating_duration_since(job.queued)], took);
+        // The caller may have gone away (client disconnected); that is fine.
+        let _ = job.reply.send((result, took));
+    }
+
+    /// Runs the jobs as one call on their inputs stacked along the first dimension, and
+    /// gives each caller its own rows of every output. Should the call fail, or an output
+    /// not have a row per input row, each job is run on its own, so that one request's
+    /// failure is its alone.
+    fn run_batch(&mut self, mut batch: Vec<Job>) {
+        if batch.len() == 1 {
+            return self.run_one(batch.remove(0));
+        }
+        let rows: Vec<usize> = batch.iter().map(|job| job.rows.unwrap_or(0)).collect();
+        let total: usize = rows.iter().sum();
+        let stacked = stack(batch.iter().map(|job| job.inputs.as_slice()), total);
+        let started = Instant::now();
+        let result = run(&mut self.session, &self.outputs, stacked);
+        let took = started.elapsed();
+        let outputs = match result {
+            Ok(outputs) if outputs.iter().all(|o| o.shape.first() == Some(&total)) => outputs,
+            _ => {
+                for job in batch {
+                    self.run_one(job);
+                }
+                return;
+            }
+        };
+        let waited: Vec<Duration> = batch.iter().map(|job| started.saturating_duration_since(job.queued)).collect();
+        self.record(total, &waited, took);
+        // Every output is cut into each job's rows, from the last job's back to the first's.
+        let mut parts: Vec<Vec<Tensor>> = (0..batch.len())
+            .map(|_| Vec::with_capacity(outputs.len()))
+            .collect();
+        for mut output in outputs {
+            let per_row = output.data.len() / total;
+            let mut end = total;
+            for (k, &n) in rows.iter().enumerate().rev() {
+                end -= n;
+                let mut shape = output.shape.clone();
+                shape[0] = n;
+                parts[k].push(Tensor {
+                    name: output.name.clone(),
+                    shape,
+                    data: output.data.split_off(end * per_row),
+                });
+            }
+        }
+        for ((job, part), n) in batch.into_iter().zip(parts).zip(rows) {
+            // The service time a job is charged: its rows' share of the call.
+            let share = took.mul_f64(n as f64 / total as f64);
+            let _ = job.reply.send((Ok(part), share));
+        }
+    }
+
+    fn record(&self, rows: usize, waited: &[Duration], took: Duration) {
+        if let Some(handles) = self.observer.get() {
+            handles.batch_rows.observe(rows as f64);
+            for wait in waited {
+                handles.queue.observe(wait.as_secs_f64());
+            }
+            handles.compute.observe(took.as_secs_f64());
+        }
+    }
+}
+
 impl OnnxModel {
-    /// Loads `path` into `execution.workers` sessions, each on its own thread.
+    /// Loads `path` into `execution.workers` sessions, each on its own thread. With
+    /// `batching`, requests that arrive together are run as one call, unless the model's
+    /// first dimensions are fixed or (with `exact`) a batch changes a row's answer, checked
+    /// on the rows of `reference` (then it runs unbatched and says why, in the log and in
+    /// [`OnnxModel::batching`]).
     pub fn load(
         runtime: &OnnxRuntime,
         path: &Path,
         execution: Execution,
+        batching: Option<Batching>,
+        reference: Option<&Path>,
     ) -> Result<OnnxModel, LoadError> {
         let bytes = std::fs::read(path).map_err(|e| LoadError::Model {
             path: path.display().to_string(),
@@ -450,37 +878,46 @@ impl OnnxModel {
         for _ in 1..workers.max(1) {
             sessions.push(session(runtime, &bytes, path, execution)?);
         }
+        let batching = match batching {
+            None => Ok(None),
+            Some(plan) => {
+                let checked = match unbatchable(&signature) {
+                    Some(reason) => Err(reason),
+                    None if plan.exact => check_exact(
+                        &mut sessions[0],
+                        &signature,
+                        plan.max_batch_size,
+                        reference,
+                    ),
+                    None => Ok(()),
+                };
+                match checked {
+                    Ok(()) => Ok(Some(plan)),
+                    Err(reason) => {
+                        tracing::warn!(model = %path.display(), "batching is off for this model: {reason}");
+                        Err(reason)
+                    }
+                }
+            }
+        };
+        let observer = Arc::new(OnceLock::new());
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("model")
             .to_string();
-        for (i, mut session) in sessions.into_iter().enumerate() {
-            let receiver = receiver.clone();
-            let outputs = signature.outputs.clone();
+        for (i, session) in sessions.into_iter().enumerate() {
+            let worker = Worker {
+                session,
+                outputs: signature.outputs.clone(),
+                jobs: receiver.clone(),
+                batching: batching.clone().ok().flatten(),
+                observer: Arc::clone(&observer),
+            };
             std::thread::Builder::new()
                 .name(format!("onnx-{name}-{i}"))
-                .spawn(move || {
-                    for job in receiver {
-                        // Work nobody waits for any more (the client went away, or its
-                        // deadline passed while the job was queued) is not run.
-                        if job.reply.is_closed() {
-                            continue;
-                        }
-                        let started = Instant::now();
-                        if let Some((deadline, ms)) = job.deadline
-                            && started >= deadline
-                        {
-                            let late = Err(BackendError::Deadline { ms });
-                            let _ = job.reply.send((late, Duration::ZERO));
-                            continue;
-                        }
-                        let result = run(&mut session, &outputs, job.inputs);
-                        // The caller may have gone away (client disconnected); that is fine.
-                        let _ = job.reply.send((result, started.elapsed()));
-                    }
-                })
+                .spawn(move || worker.serve())
                 .map_err(|e| LoadError::Model {
                     path: path.display().to_string(),
                     reason: format!("cannot start a worker thread: {e}"),
@@ -489,7 +926,20 @@ impl OnnxModel {
         Ok(OnnxModel {
             signature,
             jobs: sender,
+            batching,
+            observer,
         })
+    }
+
+    /// How the model batches requests (`Ok(None)`: it was not asked to), or why it does not
+    /// although it was asked to.
+    pub fn batching(&self) -> &Result<Option<Batching>, String> {
+        &self.batching
+    }
+
+    /// Gives the workers the version's call series to record into; the first call wins.
+    pub fn observe(&self, handles: impl FnOnce() -> InferenceHandles) {
+        self.observer.get_or_init(handles);
     }
 
     pub fn signature(&self) -> &Signature {
@@ -522,7 +972,9 @@ impl OnnxModel {
         if self
             .jobs
             .send(Job {
+                rows: rows_of(&inputs),
                 inputs,
+                queued: Instant::now(),
                 deadline,
                 reply,
             })

@@ -461,7 +461,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         .map(|spec| decode_input(spec, &reference_inputs[&spec.name]))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let model = OnnxModel::load(&runtime, model_file, Default::default())
+    let model = OnnxModel::load(&runtime, model_file, Default::default(), None, None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let results = model.infer(tensors).await.map_err(|e| {
         anyhow::anyhow!(

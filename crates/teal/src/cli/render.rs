@@ -182,6 +182,27 @@ pub(crate) fn render_status(m: &ModelStatus) -> String {
                 e.inter_op_threads,
                 if e.inter_op_threads == 1 { "" } else { "s" },
             ));
+            if let Some(b) = &e.batching {
+                let preferred = if b.preferred_batch_sizes.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", preferred sizes {}",
+                        b.preferred_batch_sizes
+                            .iter()
+                            .map(usize::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                out.push_str(&format!(
+                    "         batching: up to {} rows a call, waiting up to {} us for a batch to fill{preferred}\n",
+                    b.max_batch_size, b.max_queue_delay_us
+                ));
+            }
+            if let Some(reason) = &e.batching_off {
+                out.push_str(&format!("         batching off: {reason}\n"));
+            }
         }
         if let Some(p) = &s.process {
             let state = if p.running {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use teal_core::config::{BackendConfig, CacheConfig, SlotConfig};
+use teal_core::config::{BackendConfig, BatchingConfig, CacheConfig, SlotConfig};
 use teal_core::routing::Color;
 
 use crate::backends::cache::PredictionCache;
@@ -23,6 +23,7 @@ pub async fn load(
     slot: &SlotConfig,
     onnxruntime: Option<&Path>,
     cache: &CacheConfig,
+    batching: Option<&BatchingConfig>,
 ) -> Result<Slot, LoadError> {
     let backend = match &slot.backend {
         BackendConfig::Onnx {
@@ -41,9 +42,11 @@ pub async fn load(
                 inter_op_threads: *inter_op_threads,
                 optimization: *optimization,
             };
+            let batching = batching.map(crate::backends::onnx::Batching::from_config);
+            let rows = reference.clone();
             let onnx = tokio::task::spawn_blocking(move || {
                 let runtime = OnnxRuntime::load(library.as_deref())?;
-                OnnxModel::load(&runtime, &path, execution)
+                OnnxModel::load(&runtime, &path, execution, batching, rows.as_deref())
             })
             .await
             .map_err(|e| LoadError::Runtime(format!("loading crashed: {e}")))??;
@@ -251,6 +254,7 @@ impl SlotManager {
             config,
             self.onnxruntime.as_deref(),
             &routes.cache,
+            routes.batching.as_ref(),
         )
         .await
         .map_err(|source| SlotError::Load {

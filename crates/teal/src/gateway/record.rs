@@ -39,10 +39,7 @@ impl Gateway {
     ) {
         let elapsed = started.elapsed();
         slot.stats.observe(started, elapsed, true);
-        let handles = slot.metrics.get_or_init(|| {
-            self.metrics
-                .slot_handles(model, &slot.version, &slot.color.to_string())
-        });
+        let handles = slot.handles(&self.metrics, model);
         handles.requests[endpoint as usize].inc();
         handles.latency.observe(elapsed.as_secs_f64());
         handles.backend_errors.inc();
@@ -113,10 +110,7 @@ impl Gateway {
             if let Some(value) = answer.value {
                 served.stats.observe_value(value);
             }
-            let handles = served.metrics.get_or_init(|| {
-                self.metrics
-                    .slot_handles(model, &served.version, &served.color.to_string())
-            });
+            let handles = served.handles(&self.metrics, model);
             handles.requests[endpoint as usize].inc();
             handles.latency.observe(elapsed.as_secs_f64());
             match status {

@@ -298,6 +298,7 @@ impl Follower {
             previous: previous.or(current.as_ref().and_then(|c| c.previous)),
             prediction_output: None,
             cache: CacheConfig::default(),
+            batching: None,
             gates: teal_core::gates::GateConfig::default(),
             capture_rate: 0.0,
             capture_limit: 0,
