@@ -19,4 +19,5 @@ pub mod http1;
 pub mod protocol;
 pub mod rollout;
 pub mod routing;
+pub mod source;
 pub mod stats;

@@ -36,6 +36,8 @@ pub struct Slot {
     pub stats: SlotStats,
     /// The slot's Prometheus series, resolved on its first answer.
     pub metrics: std::sync::OnceLock<crate::metrics::SlotHandles>,
+    /// Where its model file was fetched from, when it names a source.
+    pub provenance: Option<crate::backends::fetch::Provenance>,
     in_flight: AtomicUsize,
 }
 
@@ -323,6 +325,7 @@ impl Slot {
             config,
             stats: SlotStats::new(),
             metrics: std::sync::OnceLock::new(),
+            provenance: None,
             in_flight: AtomicUsize::new(0),
         }
     }
@@ -888,6 +891,9 @@ pub struct SlotStatus {
     /// How an in-process slot runs: its sessions and ONNX Runtime's settings for each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution: Option<ExecutionStatus>,
+    /// Where its model file was fetched from, when the slot names a source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::backends::fetch::Provenance>,
     /// Counts since the slot started, for rates and percentiles over any interval.
     #[serde(default)]
     pub stats: SlotCounts,
@@ -963,6 +969,7 @@ impl ModelStatus {
                 replicas: slot.backend.replicas(),
                 process: slot.backend.process(),
                 cache: slot.cache.as_ref().map(PredictionCache::stats),
+                provenance: slot.provenance.clone(),
                 execution: match &slot.config.backend {
                     teal_core::config::BackendConfig::Onnx {
                         workers,

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin};
 use crate::backends::LoadError;
 use crate::backends::admission::Admission;
+use crate::backends::fetch::Fetcher;
 use crate::control::rollout::Rollouts;
 use crate::control::slots::{self, NotStarted, SlotManager};
 use crate::control::validation::Validator;
@@ -89,6 +90,7 @@ pub fn load_config(path: &Path) -> Result<Config, StartError> {
 pub async fn load_models(
     config: &Config,
     remembered: &[ModelState],
+    fetcher: &Fetcher,
 ) -> Result<(RouteSnapshot, Vec<NotStarted>), StartError> {
     let mut models = BTreeMap::new();
     let mut held = Vec::new();
@@ -152,6 +154,7 @@ pub async fn load_models(
                     config.server.onnxruntime.as_deref(),
                     &model.cache,
                     model.batching.as_ref(),
+                    fetcher,
                 )
                 .await
                 .map_err(|source| StartError::Load {
@@ -430,7 +433,12 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
     let remembered = store
         .model_states()
         .map_err(|e| StartError::Store(e.to_string()))?;
-    let (snapshot, mut not_started) = load_models(config, &remembered).await?;
+    let fetcher = Arc::new(Fetcher::new(
+        &config.server.state_dir,
+        config.server.mlflow_uri.as_deref(),
+        config.server.max_download_bytes,
+    ));
+    let (snapshot, mut not_started) = load_models(config, &remembered, &fetcher).await?;
     let data = bind(&config.server.listen, "data plane", "listen").await?;
     let admin_listener = bind(&config.server.admin, "admin API", "admin").await?;
     let metrics_listener = match &config.server.metrics_listen {
@@ -537,6 +545,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         SlotManager::new(
             routes.clone(),
             config.server.onnxruntime.clone(),
+            fetcher.clone(),
             Duration::from_millis(config.server.drain_ms),
         )
         .allowing_commands(config.server.allow_commands),

@@ -147,7 +147,11 @@ async fn batched_answers_equal_unbatched_ones_bit_for_bit_on_every_bundled_model
     admin.get("/metrics").await.unwrap();
     let (mut batched_calls, mut batched_requests, mut batched_models) = (0.0, 0, 0);
     for (name, _, rows) in &models {
-        let metadata = data.get(&format!("/v2/models/{name}")).await.unwrap().json();
+        let metadata = data
+            .get(&format!("/v2/models/{name}"))
+            .await
+            .unwrap()
+            .json();
         let input = &metadata["inputs"][0];
         let bodies: Vec<Bytes> = chunks(rows)
             .into_iter()
@@ -161,7 +165,13 @@ async fn batched_answers_equal_unbatched_ones_bit_for_bit_on_every_bundled_model
             })
             .collect();
         let bodies = Arc::new(bodies);
-        let alone = send_all(&data, &format!("/v2/models/{name}/infer"), bodies.clone(), 4).await;
+        let alone = send_all(
+            &data,
+            &format!("/v2/models/{name}/infer"),
+            bodies.clone(),
+            4,
+        )
+        .await;
         let batched = send_all(
             &data,
             &format!("/v2/models/{name}-batched/infer"),
@@ -180,7 +190,8 @@ async fn batched_answers_equal_unbatched_ones_bit_for_bit_on_every_bundled_model
                 "{name} request {i}: batched answer differs"
             );
         }
-        let metrics = String::from_utf8_lossy(&admin.get("/metrics").await.unwrap().body).into_owned();
+        let metrics =
+            String::from_utf8_lossy(&admin.get("/metrics").await.unwrap().body).into_owned();
         let labels = format!("{{model=\"{name}-batched\",version=\"v1\"}}");
         let rows_run = metric_value(&metrics, &format!("teal_batch_rows_sum{labels}"));
         let calls = metric_value(&metrics, &format!("teal_batch_rows_count{labels}"));
@@ -198,17 +209,17 @@ async fn batched_answers_equal_unbatched_ones_bit_for_bit_on_every_bundled_model
             .unwrap()
             .json();
         let execution = &status["slots"][0]["execution"];
-        eprintln!("{name}: {} requests, {calls} calls; {execution}", bodies.len());
+        eprintln!(
+            "{name}: {} requests, {calls} calls; {execution}",
+            bodies.len()
+        );
         if execution["batching"]["max_batch_size"] == 16 {
             batched_requests += bodies.len();
             batched_calls += calls;
             batched_models += 1;
         } else {
             let reason = execution["batching_off"].as_str().unwrap_or_default();
-            assert!(
-                reason.contains("differs in a batch"),
-                "{name}: {execution}"
-            );
+            assert!(reason.contains("differs in a batch"), "{name}: {execution}");
             assert_eq!(calls, bodies.len() as f64, "{name}: one call per request");
         }
     }
@@ -345,13 +356,15 @@ async fn a_hundred_switches_with_batching_fail_nothing_and_each_answer_is_its_ve
         let labels = format!("{{model=\"digits\",version=\"{version}\"}}");
         let rows = metric_value(&metrics, &format!("teal_batch_rows_sum{labels}"));
         let calls = metric_value(&metrics, &format!("teal_batch_rows_count{labels}"));
-        assert!(calls > 0.0 && rows > calls, "{version}: {rows} rows in {calls} calls");
+        assert!(
+            calls > 0.0 && rows > calls,
+            "{version}: {rows} rows in {calls} calls"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batching_shows_in_the_status_and_a_fixed_first_dimension_turns_it_off_with_the_reason()
-{
+async fn batching_shows_in_the_status_and_a_fixed_first_dimension_turns_it_off_with_the_reason() {
     // A model whose input has a fixed first dimension, made with the onnx helper API.
     let dir = temp_dir("fixed");
     let file = dir.join("fixed.onnx");

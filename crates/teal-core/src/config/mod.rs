@@ -114,7 +114,9 @@ impl Config {
                     BackendConfig::Onnx {
                         path, reference, ..
                     } => {
-                        resolve(path);
+                        if !path.as_os_str().is_empty() {
+                            resolve(path);
+                        }
                         if let Some(r) = reference.as_mut() {
                             resolve(r);
                         }

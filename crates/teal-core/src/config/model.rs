@@ -88,7 +88,8 @@ pub struct BatchingConfig {
     /// The most rows one call holds. A request with more rows than this runs alone.
     pub max_batch_size: usize,
     /// How long the first request of a batch may wait for others to join it, in
-    /// microseconds, when the batch has not reached `max_batch_size` or a preferred size.
+    /// microseconds, when the batch has not reached `max_batch_size` or a preferred size
+    /// and other requests of the model are outstanding (a lone request never waits).
     /// 0 (the default): no waiting; only requests already queued are batched.
     #[serde(default)]
     pub max_queue_delay_us: u64,

@@ -109,6 +109,16 @@ pub struct ServerConfig {
     /// `.venv`, and the environment of the `python3` on the PATH.
     #[serde(default)]
     pub onnxruntime: Option<PathBuf>,
+    /// The MLflow tracking server that `models:/` sources name (unset: `MLFLOW_TRACKING_URI`).
+    #[serde(default)]
+    pub mlflow_uri: Option<String>,
+    /// The largest model file a source may download, in bytes.
+    #[serde(default = "default_max_download_bytes")]
+    pub max_download_bytes: u64,
+}
+
+fn default_max_download_bytes() -> u64 {
+    2 << 30
 }
 
 impl Default for ServerConfig {
@@ -133,6 +143,8 @@ impl Default for ServerConfig {
             request_log_max_rows: default_request_log_max_rows(),
             request_log_max_age_ms: default_request_log_max_age_ms(),
             onnxruntime: None,
+            mlflow_uri: None,
+            max_download_bytes: default_max_download_bytes(),
         }
     }
 }

@@ -56,7 +56,33 @@ impl SlotConfig {
             } if *inter_op_threads == 0 || *inter_op_threads > 64 => {
                 err("inter_op_threads", "must be between 1 and 64")
             }
-            BackendConfig::Onnx { .. } => Ok(()),
+            BackendConfig::Onnx {
+                path,
+                source,
+                sha256,
+                ..
+            } => {
+                match (path.as_os_str().is_empty(), source) {
+                    (true, None) => return err("path", "an onnx slot needs a path (or a source)"),
+                    (false, Some(_)) => {
+                        return err("source", "give either a path or a source, not both");
+                    }
+                    (_, Some(source)) => {
+                        crate::source::Source::parse(source)
+                            .map_err(|e| ("source".to_string(), e))?;
+                    }
+                    (false, None) => {}
+                }
+                if let Some(pin) = sha256 {
+                    if source.is_none() {
+                        return err("sha256", "pins the file of a source: set source too");
+                    }
+                    if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return err("sha256", "must be 64 hexadecimal digits");
+                    }
+                }
+                Ok(())
+            }
             BackendConfig::Upstream(remote) => {
                 if remote.urls.is_empty() {
                     return err(
@@ -107,8 +133,18 @@ impl SlotConfig {
 pub enum BackendConfig {
     /// In-process on ONNX Runtime.
     Onnx {
-        /// The `.onnx` file.
+        /// The `.onnx` file (or `source`).
+        #[serde(default)]
         path: PathBuf,
+        /// Where to fetch the `.onnx` file from instead of `path`: a version in an MLflow
+        /// model registry (`models:/NAME@ALIAS` or `models:/NAME/VERSION`, its ONNX flavour)
+        /// or a URL (`https://...`; `http://` too). Downloads are checked and kept by digest
+        /// in the state folder.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        /// The SHA-256 (hex) the file from `source` must have: anything else is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
         /// Reference outputs (`reference.json`, as `models/make_models.py` writes them): the
         /// version must reproduce them before it may take traffic.
         #[serde(default)]

@@ -125,7 +125,10 @@ impl TensorData {
                 }
             };
         }
-        same!(Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Bf16, Fp32, Fp64, Bytes)
+        same!(
+            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Bf16, Fp32, Fp64,
+            Bytes
+        )
     }
 
     /// Splits the elements at `at`: these keep `[0, at)` and the rest are returned, of the
@@ -138,7 +141,10 @@ impl TensorData {
                 }
             };
         }
-        same!(Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Bf16, Fp32, Fp64, Bytes)
+        same!(
+            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Bf16, Fp32, Fp64,
+            Bytes
+        )
     }
 
     /// Whether the elements are integers (a classifier's labels are).

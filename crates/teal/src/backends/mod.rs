@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod cache;
+pub mod fetch;
 pub mod http1;
 pub mod onnx;
 pub mod process;
@@ -94,6 +95,9 @@ pub enum LoadError {
     Model { path: String, reason: String },
     #[error("{path}: {reason}")]
     Reference { path: String, reason: String },
+    /// The model file could not be fetched from its source.
+    #[error("{0}")]
+    Source(String),
 }
 
 /// A running version of a model.

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -143,12 +144,31 @@ struct Job {
     rows: Option<usize>,
     /// When the job was queued.
     queued: Instant,
+    /// Counts the job among the model's outstanding ones until it is dropped.
+    _outstanding: Outstanding,
     /// When the caller stops waiting, and the model's deadline in milliseconds: a job still
     /// queued then is not run.
     deadline: Option<(Instant, u64)>,
     /// The outputs, and how long the session took to compute them (the service time, apart
     /// from the time the job waited in the queue).
     reply: oneshot::Sender<(Result<Vec<Tensor>, BackendError>, Duration)>,
+}
+
+/// One job of a model not answered yet (queued, gathered or running), counted until it is
+/// dropped.
+struct Outstanding(Arc<AtomicUsize>);
+
+impl Outstanding {
+    fn new(count: &Arc<AtomicUsize>) -> Outstanding {
+        count.fetch_add(1, Ordering::SeqCst);
+        Outstanding(Arc::clone(count))
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A model served in-process.
@@ -160,6 +180,8 @@ pub struct OnnxModel {
     batching: Result<Option<Batching>, String>,
     /// The version's call series, once the slot is placed (the workers record into them).
     observer: Arc<OnceLock<InferenceHandles>>,
+    /// Jobs not answered yet.
+    outstanding: Arc<AtomicUsize>,
 }
 
 /// Dynamic batching as a model's workers apply it (`[model.batching]`).
@@ -209,13 +231,23 @@ fn check_exact(
     max_batch_size: usize,
     reference: Option<&Path>,
 ) -> Result<(), String> {
-    let failed = |e: BackendError| format!("running the check's rows failed ({e}), so it could not be checked");
-    let mut rows = reference.map(|path| reference_rows(signature, path)).unwrap_or_default();
+    let failed = |e: BackendError| {
+        format!("running the check's rows failed ({e}), so it could not be checked")
+    };
+    let mut rows = reference
+        .map(|path| reference_rows(signature, path))
+        .unwrap_or_default();
     rows.truncate(32);
     if rows.is_empty() {
         let mut rng = fastrand::Rng::with_seed(0x7ea1);
         rows = (0..8)
-            .map(|_| signature.inputs.iter().map(|spec| made_up(spec, &mut rng)).collect())
+            .map(|_| {
+                signature
+                    .inputs
+                    .iter()
+                    .map(|spec| made_up(spec, &mut rng))
+                    .collect()
+            })
             .collect();
     }
     let alone: Vec<Vec<Tensor>> = rows
@@ -681,6 +713,8 @@ struct Worker {
     jobs: crossbeam_channel::Receiver<Job>,
     batching: Option<Batching>,
     observer: Arc<OnceLock<InferenceHandles>>,
+    /// The model's jobs not answered yet, this batch's included.
+    outstanding: Arc<AtomicUsize>,
 }
 
 impl Worker {
@@ -731,8 +765,10 @@ impl Worker {
 
     /// A batch that begins with `first`: the jobs queued behind it that fit, in order, until
     /// it holds `max_batch_size` rows, or reaches a preferred size with nothing more queued,
-    /// or the first job has waited `max_queue_delay`. The job that ended it by not fitting is
-    /// returned too, to begin the next.
+    /// or the first job has waited `max_queue_delay`. It does not wait when no other request
+    /// of the model is outstanding (queued, or running on another worker): then nothing
+    /// says another is coming, and a lone caller would only be made late. The job that ended
+    /// it by not fitting is returned too, to begin the next.
     fn gather(&self, first: Job) -> (Vec<Job>, Option<Job>) {
         use crossbeam_channel::TryRecvError;
         let Some(plan) = &self.batching else {
@@ -746,7 +782,9 @@ impl Worker {
                 Ok(job) => job,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
-                    if plan.preferred_batch_sizes.contains(&rows) {
+                    if plan.preferred_batch_sizes.contains(&rows)
+                        || self.outstanding.load(Ordering::SeqCst) <= batch.len()
+                    {
                         break;
                     }
                     let now = Instant::now();
@@ -777,7 +815,11 @@ impl Worker {
         let started = Instant::now();
         let result = run(&mut self.session, &self.outputs, job.inputs);
         let took = started.elapsed();
-        self.record(job.rows.unwrap_or(0), &[started.saturating_duration_since(job.queued)], took);
+        self.record(
+            job.rows.unwrap_or(0),
+            &[started.saturating_duration_since(job.queued)],
+            took,
+        );
         // The caller may have gone away (client disconnected); that is fine.
         let _ = job.reply.send((result, took));
     }
@@ -805,7 +847,10 @@ impl Worker {
                 return;
             }
         };
-        let waited: Vec<Duration> = batch.iter().map(|job| started.saturating_duration_since(job.queued)).collect();
+        let waited: Vec<Duration> = batch
+            .iter()
+            .map(|job| started.saturating_duration_since(job.queued))
+            .collect();
         self.record(total, &waited, took);
         // Every output is cut into each job's rows, from the last job's back to the first's.
         let mut parts: Vec<Vec<Tensor>> = (0..batch.len())
@@ -883,12 +928,9 @@ impl OnnxModel {
             Some(plan) => {
                 let checked = match unbatchable(&signature) {
                     Some(reason) => Err(reason),
-                    None if plan.exact => check_exact(
-                        &mut sessions[0],
-                        &signature,
-                        plan.max_batch_size,
-                        reference,
-                    ),
+                    None if plan.exact => {
+                        check_exact(&mut sessions[0], &signature, plan.max_batch_size, reference)
+                    }
                     None => Ok(()),
                 };
                 match checked {
@@ -901,6 +943,7 @@ impl OnnxModel {
             }
         };
         let observer = Arc::new(OnceLock::new());
+        let outstanding = Arc::new(AtomicUsize::new(0));
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
         let name = path
             .file_stem()
@@ -914,6 +957,7 @@ impl OnnxModel {
                 jobs: receiver.clone(),
                 batching: batching.clone().ok().flatten(),
                 observer: Arc::clone(&observer),
+                outstanding: Arc::clone(&outstanding),
             };
             std::thread::Builder::new()
                 .name(format!("onnx-{name}-{i}"))
@@ -928,6 +972,7 @@ impl OnnxModel {
             jobs: sender,
             batching,
             observer,
+            outstanding,
         })
     }
 
@@ -975,6 +1020,7 @@ impl OnnxModel {
                 rows: rows_of(&inputs),
                 inputs,
                 queued: Instant::now(),
+                _outstanding: Outstanding::new(&self.outstanding),
                 deadline,
                 reply,
             })

@@ -204,6 +204,22 @@ pub(crate) fn render_status(m: &ModelStatus) -> String {
                 out.push_str(&format!("         batching off: {reason}\n"));
             }
         }
+        if let Some(p) = &s.provenance {
+            let run = p
+                .run_id
+                .as_ref()
+                .map(|r| format!(", run {r}"))
+                .unwrap_or_default();
+            let resolved = if p.resolved == p.source {
+                String::new()
+            } else {
+                format!(" ({})", p.resolved)
+            };
+            out.push_str(&format!(
+                "         from {}{resolved}{run}, sha256 {}\n",
+                p.source, p.sha256
+            ));
+        }
         if let Some(p) = &s.process {
             let state = if p.running {
                 "running".to_string()

@@ -4,7 +4,7 @@
 use super::*;
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["onnx", "upstream", "command"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["onnx", "from", "upstream", "command"])))]
 pub struct DeployArgs {
     /// The model to deploy to.
     pub model: String,
@@ -14,8 +14,16 @@ pub struct DeployArgs {
     /// An ONNX file, served in-process.
     #[arg(long, value_name = "PATH")]
     pub onnx: Option<PathBuf>,
-    /// With --onnx: reference outputs the version must reproduce before it may serve.
-    #[arg(long, value_name = "PATH", requires = "onnx")]
+    /// An ONNX model fetched by teal, served in-process: a version in the MLflow registry
+    /// (models:/NAME@ALIAS or models:/NAME/VERSION, on server.mlflow_uri) or an https:// URL.
+    #[arg(long, value_name = "URI")]
+    pub from: Option<String>,
+    /// With --from: the SHA-256 (hex) the fetched file must have.
+    #[arg(long, value_name = "HEX", requires = "from")]
+    pub sha256: Option<String>,
+    /// With --onnx or --from: reference outputs the version must reproduce before it may
+    /// serve.
+    #[arg(long, value_name = "PATH")]
     pub reference: Option<PathBuf>,
     /// Base URLs of running model-server replicas (repeat or comma-separate).
     #[arg(long, value_name = "URL", num_args = 1.., value_delimiter = ',')]
@@ -102,9 +110,17 @@ impl DeployArgs {
         }
         let mut slot = serde_json::json!({ "version": self.version, "card": card });
         let ready_timeout_ms = self.ready_timeout * 1000;
-        if let Some(path) = &self.onnx {
+        if self.onnx.is_some() || self.from.is_some() {
             slot["kind"] = "onnx".into();
-            slot["path"] = absolute(path).display().to_string().into();
+            if let Some(path) = &self.onnx {
+                slot["path"] = absolute(path).display().to_string().into();
+            }
+            if let Some(source) = &self.from {
+                slot["source"] = source.clone().into();
+            }
+            if let Some(pin) = &self.sha256 {
+                slot["sha256"] = pin.clone().into();
+            }
             if let Some(reference) = &self.reference {
                 slot["reference"] = absolute(reference).display().to_string().into();
             }

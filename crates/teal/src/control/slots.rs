@@ -12,6 +12,7 @@ use teal_core::config::{BackendConfig, BatchingConfig, CacheConfig, SlotConfig};
 use teal_core::routing::Color;
 
 use crate::backends::cache::PredictionCache;
+use crate::backends::fetch::Fetcher;
 use crate::backends::{Backend, LoadError, OnnxModel, OnnxRuntime, ProcessModel, UpstreamModel};
 use crate::routing::{ChangeError, ModelRoutes, RouteError, Routes, Slot};
 use crate::state::store::StoreError;
@@ -24,10 +25,14 @@ pub async fn load(
     onnxruntime: Option<&Path>,
     cache: &CacheConfig,
     batching: Option<&BatchingConfig>,
+    fetcher: &Fetcher,
 ) -> Result<Slot, LoadError> {
+    let mut provenance = None;
     let backend = match &slot.backend {
         BackendConfig::Onnx {
             path,
+            source,
+            sha256,
             reference,
             workers,
             intra_op_threads,
@@ -35,7 +40,18 @@ pub async fn load(
             optimization,
         } => {
             let library = onnxruntime.map(Path::to_path_buf);
-            let path = path.clone();
+            let path = match source {
+                Some(source) => {
+                    let (file, fetched) = fetcher
+                        .fetch(source, sha256.as_deref())
+                        .await
+                        .map_err(LoadError::Source)?;
+                    tracing::info!(model, version = %slot.version, source, resolved = %fetched.resolved, sha256 = %fetched.sha256, "model file fetched");
+                    provenance = Some(fetched);
+                    file
+                }
+                None => path.clone(),
+            };
             let execution = crate::backends::onnx::Execution {
                 workers: *workers,
                 intra_op_threads: *intra_op_threads,
@@ -68,7 +84,9 @@ pub async fn load(
     let cache = cache
         .enabled
         .then(|| PredictionCache::new(&slot.version, cache));
-    Ok(Slot::new(color, slot.clone(), backend, cache))
+    let mut loaded = Slot::new(color, slot.clone(), backend, cache);
+    loaded.provenance = provenance;
+    Ok(loaded)
 }
 
 /// Why a slot that runs a command is refused, and how to allow it: one sentence, used by the
@@ -129,6 +147,9 @@ pub struct DeployOutcome {
     pub kind: String,
     pub replaced: Option<String>,
     pub load_ms: u64,
+    /// Where the model file came from, when the slot names a source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::backends::fetch::Provenance>,
 }
 
 /// What a teardown did.
@@ -148,6 +169,7 @@ pub struct TeardownOutcome {
 pub struct SlotManager {
     pub routes: Arc<Routes>,
     onnxruntime: Option<std::path::PathBuf>,
+    fetcher: Arc<Fetcher>,
     drain: Duration,
     busy: Mutex<HashSet<String>>,
     /// `server.allow_commands`: whether a deploy may start a slot that runs a command.
@@ -174,11 +196,13 @@ impl SlotManager {
     pub fn new(
         routes: Arc<Routes>,
         onnxruntime: Option<std::path::PathBuf>,
+        fetcher: Arc<Fetcher>,
         drain: Duration,
     ) -> SlotManager {
         SlotManager {
             routes,
             onnxruntime,
+            fetcher,
             drain,
             busy: Mutex::new(HashSet::new()),
             allow_commands: false,
@@ -255,6 +279,7 @@ impl SlotManager {
             self.onnxruntime.as_deref(),
             &routes.cache,
             routes.batching.as_ref(),
+            &self.fetcher,
         )
         .await
         .map_err(|source| SlotError::Load {
@@ -269,6 +294,7 @@ impl SlotManager {
             kind: slot.backend.kind().to_string(),
             replaced: None,
             load_ms: started.elapsed().as_millis() as u64,
+            provenance: slot.provenance.clone(),
         };
         let slot = Arc::new(slot);
         let replaced = match record {

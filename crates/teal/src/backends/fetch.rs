@@ -1,0 +1,512 @@
+//! Fetching a model file from its source: a version in an MLflow model registry (its ONNX
+//! flavour, through the tracking server's REST API and artifact proxy) or a URL. Each download
+//! is streamed to a temporary file, hashed as it arrives, checked against its size limit and
+//! its pin, and kept in the state folder under its digest; a failed attempt is retried with
+//! backoff. What was fetched is recorded as the version's provenance.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use teal_core::source::{RegistryRef, Source};
+use tokio::io::AsyncWriteExt;
+
+/// Where a version's file came from, as the status and the audit trail record it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Provenance {
+    /// The source as configured (`models:/fraud@champion`, a URL).
+    pub source: String,
+    /// What it resolved to: `models:/fraud/7` for a registry alias, else the source.
+    pub resolved: String,
+    /// The registry's version number, for a registry source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_version: Option<String>,
+    /// The MLflow run that logged the model, when the registry knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The file's SHA-256, hex.
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Fetches model files for the slots that name a source.
+pub struct Fetcher {
+    client: reqwest::Client,
+    /// `<state_dir>/artifacts`: files by digest.
+    cache: PathBuf,
+    mlflow: Option<String>,
+    max_bytes: u64,
+}
+
+/// Attempts at one download, and the wait before the first retry (doubled each time).
+const ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A version in the registry, as its REST API describes it.
+#[derive(Debug, Deserialize)]
+struct ModelVersion {
+    version: String,
+    #[serde(default)]
+    run_id: Option<String>,
+}
+
+impl Fetcher {
+    /// `mlflow` is the configured tracking server; unset, `MLFLOW_TRACKING_URI` is read.
+    pub fn new(state_dir: &Path, mlflow: Option<&str>, max_bytes: u64) -> Fetcher {
+        // reqwest is built without a crypto provider of its own: it uses rustls's process
+        // default, ring, which the Kubernetes client uses too. Installing it twice is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(30))
+            .user_agent(concat!("teal/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let mlflow = mlflow
+            .map(str::to_string)
+            .or_else(|| std::env::var("MLFLOW_TRACKING_URI").ok())
+            .filter(|uri| !uri.is_empty())
+            .map(|uri| uri.trim_end_matches('/').to_string());
+        Fetcher {
+            client,
+            cache: state_dir.join("artifacts"),
+            mlflow,
+            max_bytes,
+        }
+    }
+
+    /// Fetches `source` (checked against `pin` when given) into the cache and returns its
+    /// path and provenance. Nothing else changes when it fails.
+    pub async fn fetch(
+        &self,
+        source: &str,
+        pin: Option<&str>,
+    ) -> Result<(PathBuf, Provenance), String> {
+        let parsed = Source::parse(source)?;
+        let pin = pin.map(str::to_ascii_lowercase);
+        // What the source names now: a registry alias is read each time (it moves); a
+        // registry version and a pinned URL never change, so a file kept for them is used
+        // again without fetching.
+        let (resolved, version) = match &parsed {
+            Source::Url(_) => (source.to_string(), None),
+            Source::Registry { name, at } => {
+                let version = self.registry_version(name, at).await?;
+                (format!("models:/{name}/{}", version.version), Some(version))
+            }
+        };
+        let fixed = pin.is_some() || version.is_some();
+        let provenance = |sha256: String, bytes: u64| Provenance {
+            source: source.to_string(),
+            resolved: resolved.clone(),
+            registry_version: version.as_ref().map(|v| v.version.clone()),
+            run_id: version
+                .as_ref()
+                .and_then(|v| v.run_id.clone())
+                .filter(|r| !r.is_empty()),
+            sha256,
+            bytes,
+        };
+        if fixed
+            && let Some((kept, sha256, bytes)) = self.kept_for(&resolved).await
+            && pin.as_ref().is_none_or(|pin| *pin == sha256)
+        {
+            return Ok((kept, provenance(sha256, bytes)));
+        }
+        let url = match (&parsed, &version) {
+            (Source::Registry { name, .. }, Some(version)) => {
+                self.onnx_artifact(name, &version.version).await?
+            }
+            _ => source.to_string(),
+        };
+        let (path, sha256, bytes) = self.download(&url, source).await?;
+        if let Some(pin) = &pin
+            && *pin != sha256
+        {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(format!(
+                "{source}: the file's SHA-256 is {sha256}, not the pinned {pin}: refused"
+            ));
+        }
+        if fixed {
+            self.remember(&resolved, &sha256).await;
+        }
+        Ok((path, provenance(sha256, bytes)))
+    }
+
+    /// Where the note of which file a fixed source gave is kept.
+    fn note(&self, resolved: &str) -> PathBuf {
+        let digest = Sha256::digest(resolved.as_bytes());
+        let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        self.cache.join(format!("source-{name}"))
+    }
+
+    /// The file kept for a fixed source, its digest and size, if there is one.
+    async fn kept_for(&self, resolved: &str) -> Option<(PathBuf, String, u64)> {
+        let note = tokio::fs::read_to_string(self.note(resolved)).await.ok()?;
+        let (sha256, source) = note.split_once('\n')?;
+        if source.trim_end() != resolved {
+            return None;
+        }
+        let kept = self.kept(sha256);
+        let bytes = tokio::fs::metadata(&kept).await.ok()?.len();
+        Some((kept, sha256.to_string(), bytes))
+    }
+
+    async fn remember(&self, resolved: &str, sha256: &str) {
+        let note = self.note(resolved);
+        let partial = note.with_extension("partial");
+        let written = tokio::fs::write(&partial, format!("{sha256}\n{resolved}\n")).await;
+        if written.is_ok() {
+            let _ = tokio::fs::rename(&partial, &note).await;
+        }
+    }
+
+    /// The version a registry source names now (for an alias, the one it points at).
+    pub async fn resolve(&self, source: &str) -> Result<(String, Option<String>), String> {
+        match Source::parse(source)? {
+            Source::Registry { name, at } => {
+                let version = self.registry_version(&name, &at).await?;
+                Ok((version.version, version.run_id))
+            }
+            Source::Url(_) => Err(format!("{source} is not a registry version")),
+        }
+    }
+
+    fn kept(&self, sha256: &str) -> PathBuf {
+        self.cache.join(format!("sha256-{sha256}.onnx"))
+    }
+
+    fn tracking(&self) -> Result<&str, String> {
+        self.mlflow.as_deref().ok_or_else(|| {
+            "a models:/ source needs the MLflow tracking server: set server.mlflow_uri in the config or MLFLOW_TRACKING_URI".to_string()
+        })
+    }
+
+    /// A GET on the tracking server's REST API, its JSON answer, or the server's own error.
+    async fn api(&self, path: &str, query: &[(&str, &str)]) -> Result<serde_json::Value, String> {
+        let base = self.tracking()?;
+        let url = reqwest::Url::parse_with_params(&format!("{base}{path}"), query)
+            .map_err(|e| format!("the MLflow tracking URI {base} is not a URL: {e}"))?;
+        let answer = self.client.get(url).send().await.map_err(|e| {
+            format!(
+                "the MLflow tracking server at {base} cannot be reached: {}",
+                error_chain(&e)
+            )
+        })?;
+        let status = answer.status();
+        let body: serde_json::Value = answer
+            .bytes()
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let message = body["message"].as_str().unwrap_or("no message");
+            return Err(format!(
+                "the MLflow tracking server answered {status}: {message}"
+            ));
+        }
+        Ok(body)
+    }
+
+    async fn registry_version(&self, name: &str, at: &RegistryRef) -> Result<ModelVersion, String> {
+        let body = match at {
+            RegistryRef::Alias(alias) => {
+                self.api(
+                    "/api/2.0/mlflow/registered-models/alias",
+                    &[("name", name), ("alias", alias)],
+                )
+                .await
+            }
+            RegistryRef::Version(version) => {
+                self.api(
+                    "/api/2.0/mlflow/model-versions/get",
+                    &[("name", name), ("version", &version.to_string())],
+                )
+                .await
+            }
+        }
+        .map_err(|e| format!("models:/{name}{}: {e}", at_text(at)))?;
+        serde_json::from_value(body["model_version"].clone()).map_err(|_| {
+            format!(
+                "models:/{name}{}: the tracking server's answer has no model version",
+                at_text(at)
+            )
+        })
+    }
+
+    /// The URL of a registry version's ONNX file: its artifacts' location, then the ONNX
+    /// flavour's file named in its `MLmodel`.
+    async fn onnx_artifact(&self, name: &str, version: &str) -> Result<String, String> {
+        let what = format!("models:/{name}/{version}");
+        let body = self
+            .api(
+                "/api/2.0/mlflow/model-versions/get-download-uri",
+                &[("name", name), ("version", version)],
+            )
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        let location = body["artifact_uri"]
+            .as_str()
+            .ok_or_else(|| format!("{what}: the tracking server gave no artifact location"))?;
+        let base = self
+            .artifact_url(location)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let mlmodel = self
+            .client
+            .get(format!("{base}/MLmodel"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| {
+                format!(
+                    "{what}: its MLmodel file cannot be read: {}",
+                    error_chain(&e)
+                )
+            })?
+            .text()
+            .await
+            .map_err(|e| format!("{what}: its MLmodel file cannot be read: {e}"))?;
+        let file = onnx_flavour_file(&mlmodel).map_err(|e| format!("{what}: {e}"))?;
+        Ok(format!("{base}/{file}"))
+    }
+
+    /// Where the tracking server serves the files of an artifact location.
+    fn artifact_url(&self, location: &str) -> Result<String, String> {
+        let base = self.tracking()?;
+        if let Some(rest) = location.strip_prefix("mlflow-artifacts:") {
+            // `mlflow-artifacts:/path` or `mlflow-artifacts://host:port/path`: served by the
+            // tracking server's artifact proxy.
+            let path = match rest.strip_prefix("//") {
+                Some(authority_and_path) => authority_and_path
+                    .split_once('/')
+                    .map_or("", |(_, path)| path),
+                None => rest.trim_start_matches('/'),
+            };
+            return Ok(format!("{base}/api/2.0/mlflow-artifacts/artifacts/{path}"));
+        }
+        if location.starts_with("http://") || location.starts_with("https://") {
+            return Ok(location.trim_end_matches('/').to_string());
+        }
+        Err(format!(
+            "its artifacts are at {location}, which teal cannot read: start the tracking server with its artifact proxy (mlflow server --serve-artifacts, the default) so that they are served over HTTP"
+        ))
+    }
+
+    /// Downloads `url` into the cache, retrying a failed attempt with backoff; returns the
+    /// kept file, its SHA-256 and its size.
+    async fn download(&self, url: &str, source: &str) -> Result<(PathBuf, String, u64), String> {
+        tokio::fs::create_dir_all(&self.cache)
+            .await
+            .map_err(|e| format!("cannot make {}: {e}", self.cache.display()))?;
+        let mut wait = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.attempt(url, source).await {
+                Ok(done) => return Ok(done),
+                Err((error, retry)) if retry && attempt < ATTEMPTS => {
+                    tracing::warn!(source, attempt, error = %error, "download failed; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
+                }
+                Err((error, _)) => return Err(format!("{source}: {error}")),
+            }
+        }
+    }
+
+    /// One download; the error says whether another attempt could succeed.
+    async fn attempt(
+        &self,
+        url: &str,
+        source: &str,
+    ) -> Result<(PathBuf, String, u64), (String, bool)> {
+        let answer = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| (format!("cannot be fetched: {}", error_chain(&e)), true))?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err((
+                format!("the server answered {status} for the file"),
+                status.is_server_error() || status.as_u16() == 429,
+            ));
+        }
+        let total = answer.content_length();
+        if let Some(total) = total
+            && total > self.max_bytes
+        {
+            return Err((self.too_large(total), false));
+        }
+        let partial = self.cache.join(format!(
+            ".download-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let mut file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(|e| (format!("cannot write {}: {e}", partial.display()), false))?;
+        let outcome = async {
+            let mut hasher = Sha256::new();
+            let mut bytes = 0u64;
+            let mut body = answer.bytes_stream();
+            let mut reported = Instant::now();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk
+                    .map_err(|e| (format!("the download broke off: {}", error_chain(&e)), true))?;
+                bytes += chunk.len() as u64;
+                if bytes > self.max_bytes {
+                    return Err((self.too_large(bytes), false));
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| (format!("cannot write {}: {e}", partial.display()), false))?;
+                if reported.elapsed() >= Duration::from_secs(1) {
+                    reported = Instant::now();
+                    match total {
+                        Some(total) => tracing::info!(
+                            source,
+                            "downloading: {} of {} MB",
+                            bytes >> 20,
+                            total >> 20
+                        ),
+                        None => tracing::info!(source, "downloading: {} MB", bytes >> 20),
+                    }
+                }
+            }
+            file.sync_all()
+                .await
+                .map_err(|e| (format!("cannot write {}: {e}", partial.display()), false))?;
+            let sha256: String = hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Ok((sha256, bytes))
+        }
+        .await;
+        let (sha256, bytes) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(e);
+            }
+        };
+        let kept = self.kept(&sha256);
+        tokio::fs::rename(&partial, &kept)
+            .await
+            .map_err(|e| (format!("cannot keep {}: {e}", kept.display()), false))?;
+        tracing::info!(source, sha256 = %sha256, bytes, "downloaded");
+        Ok((kept, sha256, bytes))
+    }
+
+    fn too_large(&self, bytes: u64) -> String {
+        format!(
+            "the file is larger than server.max_download_bytes ({} bytes; it has at least {bytes}): refused",
+            self.max_bytes
+        )
+    }
+}
+
+fn at_text(at: &RegistryRef) -> String {
+    match at {
+        RegistryRef::Alias(alias) => format!("@{alias}"),
+        RegistryRef::Version(version) => format!("/{version}"),
+    }
+}
+
+/// An error with its causes, which reqwest keeps apart ("error sending request" alone says
+/// little).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// The ONNX flavour's file in an `MLmodel` file (YAML): the `data` key under `flavors:` ->
+/// `onnx:`. Read line by line: MLflow writes this file in one fixed block layout, and nothing
+/// else in it is needed.
+fn onnx_flavour_file(mlmodel: &str) -> Result<String, String> {
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut in_flavours = false;
+    // The depth of the flavours' names (the first line under `flavors:` sets it), and
+    // whether the lines below the current one belong to the ONNX flavour.
+    let mut flavour_depth = None;
+    let mut in_onnx = false;
+    let mut flavours = Vec::new();
+    for line in mlmodel.lines() {
+        let text = line.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let depth = indent(line);
+        if depth == 0 {
+            in_flavours = line.trim_end() == "flavors:";
+            continue;
+        }
+        if !in_flavours {
+            continue;
+        }
+        let flavour_depth = *flavour_depth.get_or_insert(depth);
+        if depth == flavour_depth {
+            let name = text.trim_end_matches(':').to_string();
+            in_onnx = name == "onnx";
+            flavours.push(name);
+        } else if in_onnx
+            && depth > flavour_depth
+            && let Some(value) = text.strip_prefix("data:")
+        {
+            let value = value.trim().trim_matches(['"', '\'']);
+            if value.is_empty() || value.contains("..") || value.starts_with('/') {
+                return Err(format!(
+                    "its ONNX flavour names the file '{value}', which teal will not fetch"
+                ));
+            }
+            return Ok(value.to_string());
+        }
+    }
+    if flavours.iter().any(|f| f == "onnx") {
+        return Err("its ONNX flavour names no data file".into());
+    }
+    Err(format!(
+        "it has no ONNX flavour (its flavours: {}): log it with mlflow.onnx.log_model, or serve it as an upstream",
+        if flavours.is_empty() {
+            "none".to_string()
+        } else {
+            flavours.join(", ")
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_onnx_flavours_file_is_read_from_mlmodel() {
+        let mlmodel = "artifact_path: model\nflavors:\n  onnx:\n    code: null\n    data: model.onnx\n    onnx_version: 1.17.0\n    providers:\n    - CPUExecutionProvider\n  python_function:\n    data: model.onnx\n    loader_module: mlflow.onnx\nmlflow_version: 2.20.0\nrun_id: abc\n";
+        assert_eq!(onnx_flavour_file(mlmodel).unwrap(), "model.onnx");
+        let sklearn = "flavors:\n  python_function:\n    env:\n      conda: conda.yaml\n    loader_module: mlflow.sklearn\n  sklearn:\n    pickled_model: model.pkl\nrun_id: abc\n";
+        let error = onnx_flavour_file(sklearn).unwrap_err();
+        assert!(
+            error.contains("no ONNX flavour (its flavours: python_function, sklearn)"),
+            "{error}"
+        );
+        let escape = "flavors:\n  onnx:\n    data: ../../etc/passwd\n";
+        assert!(
+            onnx_flavour_file(escape)
+                .unwrap_err()
+                .contains("will not fetch")
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! Model files from where teams keep them: versions in a real MLflow model registry (a
+//! tracking server started here, SQLite backend, its artifact proxy on a local folder) and
+//! files over HTTP with a SHA-256 pin. Each is fetched, checked, kept by digest, and its
+//! provenance shown; a bad source is refused with the reason while the live version serves.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+
+/// The Python of `.deps/mlflow`, with MLflow installed by `scripts/setup dev`.
+fn mlflow_python() -> PathBuf {
+    let python = repo_root().join(".deps/mlflow/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup dev, which installs MLflow there",
+        python.display()
+    );
+    python
+}
+
+/// An MLflow tracking server on a free port, stopped (with its workers) when dropped.
+struct Mlflow {
+    uri: String,
+    _server: Proc,
+}
+
+async fn start_mlflow(dir: &Path) -> Mlflow {
+    let port = free_port();
+    let server = spawn_group(
+        std::process::Command::new(repo_root().join(".deps/mlflow/bin/mlflow"))
+            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+            .arg("--artifacts-destination")
+            .arg(dir.join("artifacts"))
+            .args(["--workers", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("mlflow.log")).unwrap()),
+    );
+    let uri = format!("http://127.0.0.1:{port}");
+    let health = teal::cli::client::HttpClient::new(&uri);
+    let ready = eventually(
+        Duration::from_secs(120),
+        async || matches!(health.get("/health").await, Ok(a) if a.status == 200),
+    )
+    .await;
+    assert!(
+        ready,
+        "MLflow did not start: {}",
+        std::fs::read_to_string(dir.join("mlflow.log")).unwrap_or_default()
+    );
+    Mlflow {
+        uri,
+        _server: server,
+    }
+}
+
+/// Runs `tests/python/mlflow_registry.py` against the server; returns what it printed.
+fn registry(mlflow: &Mlflow, args: &[&str]) -> String {
+    let output = std::process::Command::new(mlflow_python())
+        .current_dir(repo_root())
+        .arg(repo_root().join("tests/python/mlflow_registry.py"))
+        .arg(&mlflow.uri)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "mlflow_registry.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // MLflow prints links to the run first; the script's answer is the last line.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn config(text: &str, mlflow: Option<&Mlflow>) -> teal::core::config::Config {
+    let server = match mlflow {
+        Some(m) => format!("mlflow_uri = \"{}\"\n", m.uri),
+        None => String::new(),
+    };
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{server}\n[[model]]\nname = \"digits\"\n{text}"
+    );
+    let mut config = teal::core::config::Config::parse(&text).unwrap();
+    config.resolve_paths(&repo_root());
+    config.server.state_dir = temp_dir("state");
+    config.validate().unwrap();
+    config
+}
+
+async fn deploy(
+    admin: &teal::cli::client::HttpClient,
+    slot: serde_json::Value,
+) -> teal::cli::client::Answer {
+    admin
+        .post_json("/api/v1/models/digits/deploy", &slot)
+        .await
+        .unwrap()
+}
+
+async fn first_label(running: &teal::server::Running, path: &str) -> i64 {
+    let row = holdout("digits")[0].0.clone();
+    let answer = data(running)
+        .send(
+            "POST",
+            path,
+            &[],
+            Bytes::from(infer_body(&[row]).to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    answer.json()["outputs"][0]["data"][0].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_versions_are_fetched_by_alias_and_number_with_their_provenance() {
+    let dir = temp_dir("mlflow");
+    let mlflow = start_mlflow(&dir).await;
+    assert_eq!(
+        registry(&mlflow, &["onnx", "digits", "models/digits/v1/model.onnx"]),
+        "1"
+    );
+    assert_eq!(
+        registry(&mlflow, &["onnx", "digits", "models/digits/v2/model.onnx"]),
+        "2"
+    );
+    assert_eq!(registry(&mlflow, &["sklearn", "iris-sklearn"]), "1");
+    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+
+    let running = start(&config(
+        "[model.blue]\nversion = \"champion\"\nkind = \"onnx\"\nsource = \"models:/digits@champion\"\nreference = \"models/digits/v1/reference.json\"\n",
+        Some(&mlflow),
+    ))
+    .await;
+    let admin = admin(&running);
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    let provenance = &status["slots"][0]["provenance"];
+    assert_eq!(
+        provenance["source"], "models:/digits@champion",
+        "{status:#}"
+    );
+    assert_eq!(provenance["resolved"], "models:/digits/1");
+    assert_eq!(provenance["registry_version"], "1");
+    assert_eq!(
+        provenance["run_id"].as_str().unwrap().len(),
+        32,
+        "{provenance}"
+    );
+    // The registry's file is the one logged, byte for byte.
+    assert_eq!(
+        provenance["sha256"],
+        sha256_of(&repo_root().join("models/digits/v1/model.onnx"))
+    );
+    assert_eq!(
+        first_label(&running, "/v2/models/digits/infer").await,
+        reference_labels("digits", "v1")[0]
+    );
+
+    // A version by number, deployed through the API: in the standby slot with its provenance,
+    // which the deploy's audit event records too.
+    let answer = deploy(
+        &admin,
+        serde_json::json!({"version": "r2", "kind": "onnx", "source": "models:/digits/2"}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    assert_eq!(
+        answer.json()["provenance"]["resolved"],
+        "models:/digits/2",
+        "{}",
+        answer.json()
+    );
+    assert_eq!(
+        first_label(&running, "/v2/models/digits/versions/r2/infer").await,
+        reference_labels("digits", "v2")[0]
+    );
+    let events = admin
+        .get("/api/v1/models/digits/audit")
+        .await
+        .unwrap()
+        .json();
+    assert!(
+        events.to_string().contains("models:/digits/2"),
+        "the deploy's audit event names the resolved version: {events}"
+    );
+
+    // Bad sources: refused with the reason, the live version untouched.
+    for (source, says) in [
+        ("models:/digits@nobody", "alias nobody not found"),
+        ("models:/nothing/1", "nothing"),
+        (
+            "models:/iris-sklearn/1",
+            "no ONNX flavour (its flavours: python_function, sklearn)",
+        ),
+    ] {
+        let answer = deploy(
+            &admin,
+            serde_json::json!({"version": "bad", "kind": "onnx", "source": source}),
+        )
+        .await;
+        assert_eq!(answer.status, 422, "{source}: {}", answer.error_message());
+        let message = answer.error_message();
+        assert!(message.contains(says), "{source}: {message}");
+    }
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    assert_eq!(status["live_version"], "champion", "{status:#}");
+    assert_eq!(
+        first_label(&running, "/v2/models/digits/infer").await,
+        reference_labels("digits", "v1")[0]
+    );
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_http_is_pinned_by_its_digest_and_kept_once() {
+    // A plain HTTP file server over the models folder.
+    let port = free_port();
+    let _files = spawn_group(
+        std::process::Command::new(python())
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(repo_root().join("models"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let probe = teal::cli::client::HttpClient::new(&base);
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            matches!(probe.get("/digits/v1/reference.json").await, Ok(a) if a.status == 200)
+        })
+        .await
+    );
+    let v1 = sha256_of(&repo_root().join("models/digits/v1/model.onnx"));
+    let v2 = sha256_of(&repo_root().join("models/digits/v2/model.onnx"));
+    let mut settings = config(
+        &format!(
+            "[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\nsource = \"{base}/digits/v1/model.onnx\"\nsha256 = \"{v1}\"\n"
+        ),
+        None,
+    );
+    settings.server.max_download_bytes = 1_000_000;
+    let state = settings.server.state_dir.clone();
+    let running = start(&settings).await;
+    let admin = admin(&running);
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    assert_eq!(status["slots"][0]["provenance"]["sha256"], v1, "{status:#}");
+    assert!(state.join(format!("artifacts/sha256-{v1}.onnx")).is_file());
+
+    // The wrong pin: refused, nothing kept under the wrong name, nothing changed.
+    let answer = deploy(
+        &admin,
+        serde_json::json!({"version": "v2", "kind": "onnx", "source": format!("{base}/digits/v2/model.onnx"), "sha256": v1}),
+    )
+    .await;
+    assert_eq!(answer.status, 422, "{}", answer.error_message());
+    assert!(
+        answer
+            .error_message()
+            .contains(&format!("SHA-256 is {v2}, not the pinned {v1}")),
+        "{}",
+        answer.error_message()
+    );
+    // A file the server does not have: its answer is the reason.
+    let answer = deploy(
+        &admin,
+        serde_json::json!({"version": "v9", "kind": "onnx", "source": format!("{base}/digits/v9/model.onnx")}),
+    )
+    .await;
+    assert!(
+        answer.error_message().contains("404"),
+        "{}",
+        answer.error_message()
+    );
+    // The right pin: deployed.
+    let answer = deploy(
+        &admin,
+        serde_json::json!({"version": "v2", "kind": "onnx", "source": format!("{base}/digits/v2/model.onnx"), "sha256": v2}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    let kept: Vec<_> = std::fs::read_dir(state.join("artifacts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("sha256-"))
+        .collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "only whole, checked files are kept: {kept:?}"
+    );
+    stop(running).await;
+
+    // Too large for the limit: refused before it is all read.
+    let mut small = config(
+        "[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"models/digits/v1/model.onnx\"\n",
+        None,
+    );
+    small.server.max_download_bytes = 1000;
+    let running = start(&small).await;
+    let answer = deploy(
+        &common::admin(&running),
+        serde_json::json!({"version": "v2", "kind": "onnx", "source": format!("{base}/digits/v2/model.onnx")}),
+    )
+    .await;
+    assert!(
+        answer
+            .error_message()
+            .contains("larger than server.max_download_bytes"),
+        "{}",
+        answer.error_message()
+    );
+    stop(running).await;
+}
+
+#[test]
+fn sources_that_cannot_work_are_refused_at_config_load_with_the_field_named() {
+    for (slot, field, says) in [
+        ("source = \"models:/fraud\"", "source", "models:/NAME@ALIAS"),
+        (
+            "source = \"s3://bucket/m.onnx\"",
+            "source",
+            "not supported as sources yet",
+        ),
+        (
+            "path = \"m.onnx\"\nsource = \"models:/fraud/1\"",
+            "source",
+            "not both",
+        ),
+        (
+            "source = \"https://h/m.onnx\"\nsha256 = \"abc\"",
+            "sha256",
+            "64 hexadecimal",
+        ),
+        (
+            "path = \"m.onnx\"\nsha256 = \"abc\"",
+            "sha256",
+            "set source too",
+        ),
+        ("workers = 1", "path", "needs a path"),
+    ] {
+        let text = format!(
+            "[[model]]\nname = \"m\"\n[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\n{slot}\n"
+        );
+        let error = match teal::core::config::Config::parse(&text) {
+            Err(e) => e.to_string(),
+            Ok(config) => config.validate().unwrap_err().to_string(),
+        };
+        assert!(
+            error.contains(field) && error.contains(says),
+            "{slot}: {error}"
+        );
+    }
+}
