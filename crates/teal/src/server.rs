@@ -571,6 +571,20 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
             .await
             .map_err(|e| StartError::Store(e.to_string()))?,
     );
+    let mut watchers = Vec::new();
+    for model in &config.models {
+        if let Some(source) = &model.source {
+            tracing::info!(model = %model.name, alias = %source.watch, every_ms = source.poll_ms, "following the registry alias");
+            watchers.push(crate::control::watch::spawn(
+                model.name.clone(),
+                source.clone(),
+                routes.clone(),
+                rollouts.clone(),
+                fetcher.clone(),
+                stopped.clone(),
+            ));
+        }
+    }
     let mut admin = Admin::new(
         slots.clone(),
         validator,
@@ -592,7 +606,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         .max_connections
         .unwrap_or_else(default_max_connections);
     tracing::debug!(max_connections, "data-plane connection limit");
-    let mut tasks = Vec::new();
+    let mut tasks = watchers;
     if let Some(listener) = metrics_listener {
         tasks.push(serve_on(
             listener,

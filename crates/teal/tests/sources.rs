@@ -374,3 +374,89 @@ fn sources_that_cannot_work_are_refused_at_config_load_with_the_field_named() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_alias_rolls_the_version_out_and_a_bad_one_is_stopped_by_the_gates() {
+    let dir = temp_dir("mlflow-watch");
+    let mlflow = start_mlflow(&dir).await;
+    for file in [
+        "models/digits/v1/model.onnx",
+        "models/digits/v2/model.onnx",
+        // Labels shifted by one: the gates fail it.
+        "models/digits/variants/v2-permuted/model.onnx",
+    ] {
+        registry(&mlflow, &["onnx", "digits", file]);
+    }
+    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    let running = start(&config(
+        "[model.source]\nwatch = \"models:/digits@champion\"\npoll_ms = 200\n\
+         [model.rollout]\nstrategy = { kind = \"blue_green\" }\nevidence = { holdout = \"models/digits/holdout.jsonl\" }\n\
+         observe_ms = 1500\nkeep_warm_ms = 0\non_inconclusive = \"promote\"\n\
+         [model.rollout.rules]\ncheck_interval_ms = 200\n\
+         [model.blue]\nversion = \"digits-1\"\nkind = \"onnx\"\nsource = \"models:/digits/1\"\n",
+        Some(&mlflow),
+    ))
+    .await;
+    let admin = admin(&running);
+    let live = async || {
+        admin.get("/api/v1/models/digits").await.unwrap().json()["live_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(live().await, "digits-1");
+
+    // The alias moves to version 2: teal rolls it out, and it serves.
+    let moved = std::time::Instant::now();
+    registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    assert!(
+        eventually(Duration::from_secs(120), async || live().await
+            == "digits-2")
+        .await,
+        "digits-2 never went live: {:#}",
+        admin
+            .get("/api/v1/models/digits/rollout")
+            .await
+            .unwrap()
+            .json()
+    );
+    eprintln!("alias moved -> digits-2 serving: {:?}", moved.elapsed());
+    assert_eq!(
+        first_label(&running, "/v2/models/digits/infer").await,
+        reference_labels("digits", "v2")[0]
+    );
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    let slot = status["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["version"] == "digits-2")
+        .unwrap();
+    assert_eq!(
+        slot["provenance"]["resolved"], "models:/digits/2",
+        "{status:#}"
+    );
+
+    // Then to version 3, a bad one: the gates stop it and version 2 keeps serving.
+    registry(&mlflow, &["alias", "digits", "champion", "3"]);
+    let failed = common::rollouts::wait_phase(&admin, "failed", Duration::from_secs(120)).await;
+    assert_eq!(failed["version"], "digits-3", "{failed:#}");
+    assert!(
+        failed["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("gates failed"),
+        "{failed:#}"
+    );
+    assert_eq!(live().await, "digits-2");
+    // The alias still names the failed version: it is not tried again.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rollout = admin
+        .get("/api/v1/models/digits/rollout")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(rollout["version"], "digits-3");
+    assert_eq!(rollout["phase_name"], "failed", "{rollout:#}");
+    stop(running).await;
+}

@@ -19,7 +19,7 @@ mod server;
 mod slot;
 
 pub use environment::Environment;
-pub use model::{BatchingConfig, CacheConfig, LimitsConfig, ModelConfig};
+pub use model::{BatchingConfig, CacheConfig, LimitsConfig, ModelConfig, WatchConfig};
 pub use remote::{Balance, RemoteConfig, WireProtocol};
 pub use server::{DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServerConfig};
 pub use slot::{BackendConfig, Optimization, SlotConfig};
@@ -314,6 +314,11 @@ impl Config {
                 .limits
                 .validate()
                 .map_err(|(f, reason)| ConfigError::new(format!("{at}.limits.{f}"), reason))?;
+            if let Some(source) = &model.source {
+                source
+                    .validate()
+                    .map_err(|(f, reason)| ConfigError::new(format!("{at}.source.{f}"), reason))?;
+            }
             if let Some(batching) = &model.batching {
                 batching.validate().map_err(|(f, reason)| {
                     ConfigError::new(format!("{at}.batching.{f}"), reason)

@@ -48,6 +48,9 @@ pub struct ModelConfig {
     /// Dynamic batching of the model's in-process slots: off unless the table is there.
     #[serde(default)]
     pub batching: Option<BatchingConfig>,
+    /// A registry alias teal follows: when it moves, the version it names is rolled out.
+    #[serde(default)]
+    pub source: Option<WatchConfig>,
     /// How new versions are rolled out: strategy, approval, bake, keep-warm window and
     /// the automatic rollback rules.
     #[serde(default)]
@@ -74,6 +77,55 @@ impl ModelConfig {
             Color::Blue => self.blue.as_ref(),
             Color::Green => self.green.as_ref(),
         }
+    }
+}
+
+/// A registry alias to follow (`[model.source]`): when `watch` points at another version
+/// than the live one, teal rolls that version out with the model's rollout settings (named
+/// `NAME-VERSION`, fetched as `models:/NAME/VERSION`, run as the live slot runs); when the
+/// alias moves back to the version being replaced during the rollout, the rollout is aborted
+/// (before the switch) or rolled back (after it). A version whose rollout failed is not tried
+/// again until the alias moves.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// The alias, as `models:/NAME@ALIAS`.
+    pub watch: String,
+    /// How often the registry is asked, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    10_000
+}
+
+impl WatchConfig {
+    /// Checks the alias and the interval; the error names the field and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        match crate::source::Source::parse(&self.watch) {
+            Ok(crate::source::Source::Registry {
+                at: crate::source::RegistryRef::Alias(_),
+                ..
+            }) => {}
+            Ok(_) => {
+                return Err((
+                    "watch".into(),
+                    format!(
+                        "'{}' is not an alias: watch follows models:/NAME@ALIAS",
+                        self.watch
+                    ),
+                ));
+            }
+            Err(reason) => return Err(("watch".into(), reason)),
+        }
+        if !(100..=86_400_000).contains(&self.poll_ms) {
+            return Err((
+                "poll_ms".into(),
+                "must be between 100 and 86400000 (a day)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

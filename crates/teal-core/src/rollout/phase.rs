@@ -106,7 +106,7 @@ impl Phase {
     }
 
     /// Whether the candidate has taken all traffic.
-    pub(super) fn after_switch(&self) -> bool {
+    pub fn after_switch(&self) -> bool {
         matches!(
             self,
             Phase::Switching

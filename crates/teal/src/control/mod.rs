@@ -5,3 +5,4 @@
 pub mod rollout;
 pub mod slots;
 pub mod validation;
+pub mod watch;
