@@ -26,6 +26,7 @@ runs=(
   "bench/request_log.sh $seconds 32 3"
   "bench/rollback.sh"
   "bench/overload.sh 5"
+  "bench/batching.sh $seconds"
 )
 for run in "${runs[@]}"; do
   name=$(basename "${run%% *}" .sh)
