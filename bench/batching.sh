@@ -18,7 +18,7 @@
 # row, so a server's req/s is comparable with the ceiling's rows/s.
 #
 #   bench/batching.sh [SECONDS]          (default 10; about 100 s in all at 10)
-#   BATCH=64 DELAY_US=1000 bench/batching.sh 10
+#   BATCH=32 DELAY_US=1000 bench/batching.sh 10   (the defaults: 64 clients on 2 workers)
 #
 # DELAY_US = 0 leaves MLServer unbatched (its batching needs max_batch_time > 0).
 # Uses target/release/teal as it is (build it first: cargo build --release). Installs what it
@@ -28,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
-batch=${BATCH:-64}
+batch=${BATCH:-32}
 delay_us=${DELAY_US:-1000}
 cores=$(nproc)
 workers=$cores
