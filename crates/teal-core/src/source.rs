@@ -15,6 +15,14 @@ pub enum Source {
     },
     /// `https://...` or `http://...`: the file itself.
     Url(String),
+    /// `s3://BUCKET/KEY` on any S3-compatible store, with the usual `AWS_*` environment
+    /// variables (credentials, region, endpoint).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The object's key.
+        key: String,
+    },
 }
 
 /// A registered model's version, by alias or by number.
@@ -81,13 +89,28 @@ impl Source {
             }
             return Ok(Source::Url(text.to_string()));
         }
-        if text.starts_with("s3://") || text.starts_with("gs://") {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            return match rest.split_once('/') {
+                Some((bucket, key))
+                    if !bucket.is_empty()
+                        && !key.is_empty()
+                        && !text.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    Ok(Source::S3 {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                    })
+                }
+                _ => Err(format!("'{text}' names no object: write s3://BUCKET/KEY")),
+            };
+        }
+        if text.starts_with("gs://") {
             return Err(format!(
-                "'{text}': object stores are not supported as sources yet; give an https:// URL to the object (a presigned one works) or a models:/ registry version"
+                "'{text}': Google Cloud Storage is not a source yet; give an https:// URL to the object (a signed one works), an s3:// object or a models:/ registry version"
             ));
         }
         Err(format!(
-            "'{text}' is not a source teal knows: use models:/NAME@ALIAS, models:/NAME/VERSION or an https:// URL"
+            "'{text}' is not a source teal knows: use models:/NAME@ALIAS, models:/NAME/VERSION, s3://BUCKET/KEY or an https:// URL"
         ))
     }
 }
@@ -108,6 +131,7 @@ impl fmt::Display for Source {
                 at: RegistryRef::Version(version),
             } => write!(f, "models:/{name}/{version}"),
             Source::Url(url) => f.write_str(url),
+            Source::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
         }
     }
 }
@@ -123,6 +147,7 @@ mod tests {
             "models:/fraud/7",
             "https://models.example/fraud/v7/model.onnx",
             "http://127.0.0.1:9000/model.onnx",
+            "s3://models/fraud/v7/model.onnx",
         ] {
             assert_eq!(Source::parse(text).unwrap().to_string(), text);
         }
@@ -149,7 +174,9 @@ mod tests {
             ("models:/a/b@c d", "alias"),
             ("https://", "not a URL"),
             ("https://host/a b", "not a URL"),
-            ("s3://bucket/key", "not supported as sources yet"),
+            ("s3://bucket", "write s3://BUCKET/KEY"),
+            ("s3:///key", "write s3://BUCKET/KEY"),
+            ("gs://bucket/key", "not a source yet"),
             ("ftp://host/model.onnx", "not a source teal knows"),
         ] {
             let error = Source::parse(text).unwrap_err();

@@ -340,10 +340,11 @@ fn sources_that_cannot_work_are_refused_at_config_load_with_the_field_named() {
     for (slot, field, says) in [
         ("source = \"models:/fraud\"", "source", "models:/NAME@ALIAS"),
         (
-            "source = \"s3://bucket/m.onnx\"",
+            "source = \"gs://bucket/m.onnx\"",
             "source",
-            "not supported as sources yet",
+            "not a source yet",
         ),
+        ("source = \"s3://bucket\"", "source", "s3://BUCKET/KEY"),
         (
             "path = \"m.onnx\"\nsource = \"models:/fraud/1\"",
             "source",
@@ -459,4 +460,101 @@ async fn moving_the_alias_rolls_the_version_out_and_a_bad_one_is_stopped_by_the_
     assert_eq!(rollout["version"], "digits-3");
     assert_eq!(rollout["phase_name"], "failed", "{rollout:#}");
     stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_in_an_s3_compatible_store_is_fetched_with_the_usual_credentials() {
+    // moto's S3 server, in a process of its own on a free port.
+    let moto = repo_root().join(".deps/moto/bin");
+    assert!(
+        moto.join("moto_server").exists(),
+        "{} is missing: run scripts/setup dev, which installs moto there",
+        moto.display()
+    );
+    let port = free_port();
+    let _store = spawn_group(
+        std::process::Command::new(moto.join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let probe = teal::cli::client::HttpClient::new(&endpoint);
+    assert!(
+        eventually(Duration::from_secs(60), async || probe
+            .get("/")
+            .await
+            .is_ok())
+        .await,
+        "moto did not start"
+    );
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing-secret"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+    ];
+    // A bucket holding digits v1, put there with boto3 as a team's pipeline would.
+    let put = std::process::Command::new(moto.join("python"))
+        .args([
+            "-c",
+            "import sys, boto3\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1])\n\
+             s3.create_bucket(Bucket='models')\n\
+             s3.upload_file(sys.argv[2], 'models', 'digits/v1/model.onnx')\n",
+        ])
+        .arg(&endpoint)
+        .arg(repo_root().join("models/digits/v1/model.onnx"))
+        .envs(credentials)
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+
+    let config = config_file(&format!(
+        "[[model]]\nname = \"digits\"\n[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\nsource = \"s3://models/digits/v1/model.onnx\"\nreference = \"{}\"\n",
+        repo_root()
+            .join("models/digits/v1/reference.json")
+            .display()
+    ));
+    let log = config.parent().unwrap().join("stderr.log");
+    let teal = serve_binary_with_env(&config, Some(&log), &credentials);
+    let status = teal
+        .admin
+        .get("/api/v1/models/digits")
+        .await
+        .unwrap()
+        .json();
+    let provenance = &status["slots"][0]["provenance"];
+    assert_eq!(
+        provenance["source"], "s3://models/digits/v1/model.onnx",
+        "{status:#}"
+    );
+    assert_eq!(
+        provenance["sha256"],
+        sha256_of(&repo_root().join("models/digits/v1/model.onnx"))
+    );
+    // A key the bucket does not have: refused with the reason, v1 keeps serving.
+    let answer = teal
+        .admin
+        .post_json(
+            "/api/v1/models/digits/deploy",
+            &serde_json::json!({"version": "v2", "kind": "onnx", "source": "s3://models/digits/v2/model.onnx"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 422, "{}", answer.error_message());
+    assert!(
+        answer
+            .error_message()
+            .contains("s3://models/digits/v2/model.onnx does not exist"),
+        "{}",
+        answer.error_message()
+    );
+    // The secret is never written to the log.
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!logged.contains("testing-secret"), "{logged}");
 }

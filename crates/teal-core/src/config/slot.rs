@@ -138,8 +138,9 @@ pub enum BackendConfig {
         path: PathBuf,
         /// Where to fetch the `.onnx` file from instead of `path`: a version in an MLflow
         /// model registry (`models:/NAME@ALIAS` or `models:/NAME/VERSION`, its ONNX flavour)
-        /// or a URL (`https://...`; `http://` too). Downloads are checked and kept by digest
-        /// in the state folder.
+        /// an object in an S3-compatible store (`s3://BUCKET/KEY`, credentials from the usual
+        /// `AWS_*` variables) or a URL (`https://...`; `http://` too). Downloads are checked and
+        /// kept by digest in the state folder.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<String>,
         /// The SHA-256 (hex) the file from `source` must have: anything else is refused.

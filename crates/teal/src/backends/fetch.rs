@@ -44,6 +44,29 @@ pub struct Fetcher {
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
+/// Where bytes are: a URL, or an object in an S3-compatible store.
+#[derive(Clone, Debug)]
+enum Location {
+    Http(String),
+    S3 { bucket: String, key: String },
+}
+
+impl Location {
+    /// The file `name` in this folder.
+    fn join(&self, name: &str) -> Location {
+        match self {
+            Location::Http(url) => Location::Http(format!("{}/{name}", url.trim_end_matches('/'))),
+            Location::S3 { bucket, key } => Location::S3 {
+                bucket: bucket.clone(),
+                key: format!("{}/{name}", key.trim_end_matches('/')),
+            },
+        }
+    }
+}
+
+/// Bytes as a download delivers them.
+type Body = std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, String>> + Send>>;
+
 /// A version in the registry, as its REST API describes it.
 #[derive(Debug, Deserialize)]
 struct ModelVersion {
@@ -90,7 +113,7 @@ impl Fetcher {
         // registry version and a pinned URL never change, so a file kept for them is used
         // again without fetching.
         let (resolved, version) = match &parsed {
-            Source::Url(_) => (source.to_string(), None),
+            Source::Url(_) | Source::S3 { .. } => (source.to_string(), None),
             Source::Registry { name, at } => {
                 let version = self.registry_version(name, at).await?;
                 (format!("models:/{name}/{}", version.version), Some(version))
@@ -114,13 +137,17 @@ impl Fetcher {
         {
             return Ok((kept, provenance(sha256, bytes)));
         }
-        let url = match (&parsed, &version) {
+        let location = match (&parsed, &version) {
             (Source::Registry { name, .. }, Some(version)) => {
                 self.onnx_artifact(name, &version.version).await?
             }
-            _ => source.to_string(),
+            (Source::S3 { bucket, key }, _) => Location::S3 {
+                bucket: bucket.clone(),
+                key: key.clone(),
+            },
+            _ => Location::Http(source.to_string()),
         };
-        let (path, sha256, bytes) = self.download(&url, source).await?;
+        let (path, sha256, bytes) = self.download(&location, source).await?;
         if let Some(pin) = &pin
             && *pin != sha256
         {
@@ -170,7 +197,9 @@ impl Fetcher {
                 let version = self.registry_version(&name, &at).await?;
                 Ok((version.version, version.run_id))
             }
-            Source::Url(_) => Err(format!("{source} is not a registry version")),
+            Source::Url(_) | Source::S3 { .. } => {
+                Err(format!("{source} is not a registry version"))
+            }
         }
     }
 
@@ -239,7 +268,7 @@ impl Fetcher {
 
     /// The URL of a registry version's ONNX file: its artifacts' location, then the ONNX
     /// flavour's file named in its `MLmodel`.
-    async fn onnx_artifact(&self, name: &str, version: &str) -> Result<String, String> {
+    async fn onnx_artifact(&self, name: &str, version: &str) -> Result<Location, String> {
         let what = format!("models:/{name}/{version}");
         let body = self
             .api(
@@ -255,26 +284,16 @@ impl Fetcher {
             .artifact_url(location)
             .map_err(|e| format!("{what}: {e}"))?;
         let mlmodel = self
-            .client
-            .get(format!("{base}/MLmodel"))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| {
-                format!(
-                    "{what}: its MLmodel file cannot be read: {}",
-                    error_chain(&e)
-                )
-            })?
-            .text()
+            .read_text(&base.join("MLmodel"))
             .await
             .map_err(|e| format!("{what}: its MLmodel file cannot be read: {e}"))?;
         let file = onnx_flavour_file(&mlmodel).map_err(|e| format!("{what}: {e}"))?;
-        Ok(format!("{base}/{file}"))
+        Ok(base.join(&file))
     }
 
-    /// Where the tracking server serves the files of an artifact location.
-    fn artifact_url(&self, location: &str) -> Result<String, String> {
+    /// Where the files of an artifact location are: the tracking server's artifact proxy, a
+    /// URL, or an S3 store.
+    fn artifact_url(&self, location: &str) -> Result<Location, String> {
         let base = self.tracking()?;
         if let Some(rest) = location.strip_prefix("mlflow-artifacts:") {
             // `mlflow-artifacts:/path` or `mlflow-artifacts://host:port/path`: served by the
@@ -285,26 +304,40 @@ impl Fetcher {
                     .map_or("", |(_, path)| path),
                 None => rest.trim_start_matches('/'),
             };
-            return Ok(format!("{base}/api/2.0/mlflow-artifacts/artifacts/{path}"));
+            return Ok(Location::Http(format!(
+                "{base}/api/2.0/mlflow-artifacts/artifacts/{path}"
+            )));
         }
         if location.starts_with("http://") || location.starts_with("https://") {
-            return Ok(location.trim_end_matches('/').to_string());
+            return Ok(Location::Http(location.trim_end_matches('/').to_string()));
+        }
+        if let Some(rest) = location.strip_prefix("s3://")
+            && let Some((bucket, key)) = rest.split_once('/')
+        {
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                key: key.trim_end_matches('/').to_string(),
+            });
         }
         Err(format!(
-            "its artifacts are at {location}, which teal cannot read: start the tracking server with its artifact proxy (mlflow server --serve-artifacts, the default) so that they are served over HTTP"
+            "its artifacts are at {location}, which teal cannot read: start the tracking server with its artifact proxy (mlflow server --serve-artifacts, the default) so that they are served over HTTP, or keep them in an S3 store"
         ))
     }
 
     /// Downloads `url` into the cache, retrying a failed attempt with backoff; returns the
     /// kept file, its SHA-256 and its size.
-    async fn download(&self, url: &str, source: &str) -> Result<(PathBuf, String, u64), String> {
+    async fn download(
+        &self,
+        location: &Location,
+        source: &str,
+    ) -> Result<(PathBuf, String, u64), String> {
         tokio::fs::create_dir_all(&self.cache)
             .await
             .map_err(|e| format!("cannot make {}: {e}", self.cache.display()))?;
         let mut wait = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.attempt(url, source).await {
+            match self.attempt(location, source).await {
                 Ok(done) => return Ok(done),
                 Err((error, retry)) if retry && attempt < ATTEMPTS => {
                     tracing::warn!(source, attempt, error = %error, "download failed; retrying in {wait:?}");
@@ -320,23 +353,10 @@ impl Fetcher {
     /// One download; the error says whether another attempt could succeed.
     async fn attempt(
         &self,
-        url: &str,
+        location: &Location,
         source: &str,
     ) -> Result<(PathBuf, String, u64), (String, bool)> {
-        let answer = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| (format!("cannot be fetched: {}", error_chain(&e)), true))?;
-        let status = answer.status();
-        if !status.is_success() {
-            return Err((
-                format!("the server answered {status} for the file"),
-                status.is_server_error() || status.as_u16() == 429,
-            ));
-        }
-        let total = answer.content_length();
+        let (mut body, total) = self.open(location).await?;
         if let Some(total) = total
             && total > self.max_bytes
         {
@@ -353,11 +373,9 @@ impl Fetcher {
         let outcome = async {
             let mut hasher = Sha256::new();
             let mut bytes = 0u64;
-            let mut body = answer.bytes_stream();
             let mut reported = Instant::now();
             while let Some(chunk) = body.next().await {
-                let chunk = chunk
-                    .map_err(|e| (format!("the download broke off: {}", error_chain(&e)), true))?;
+                let chunk = chunk.map_err(|e| (format!("the download broke off: {e}"), true))?;
                 bytes += chunk.len() as u64;
                 if bytes > self.max_bytes {
                     return Err((self.too_large(bytes), false));
@@ -403,6 +421,73 @@ impl Fetcher {
             .map_err(|e| (format!("cannot keep {}: {e}", kept.display()), false))?;
         tracing::info!(source, sha256 = %sha256, bytes, "downloaded");
         Ok((kept, sha256, bytes))
+    }
+
+    /// The bytes at `location` as they arrive, and their size when it is told.
+    async fn open(&self, location: &Location) -> Result<(Body, Option<u64>), (String, bool)> {
+        match location {
+            Location::Http(url) => {
+                let answer = self
+                    .client
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|e| (format!("cannot be fetched: {}", error_chain(&e)), true))?;
+                let status = answer.status();
+                if !status.is_success() {
+                    return Err((
+                        format!("the server answered {status} for the file"),
+                        status.is_server_error() || status.as_u16() == 429,
+                    ));
+                }
+                let total = answer.content_length();
+                let body = answer
+                    .bytes_stream()
+                    .map(|chunk| chunk.map_err(|e| error_chain(&e)));
+                Ok((Box::pin(body), total))
+            }
+            Location::S3 { bucket, key } => {
+                use object_store::ObjectStoreExt;
+                // Credentials, region and endpoint from the usual AWS_* variables; a plain
+                // http:// endpoint (a store on the same network, a test's) is allowed as
+                // named.
+                let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                    .iter()
+                    .find_map(|name| std::env::var(name).ok());
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")))
+                    .build()
+                    .map_err(|e| (format!("the S3 store cannot be used: {e}"), false))?;
+                let got = store
+                    .get(&object_store::path::Path::from(key.as_str()))
+                    .await
+                    .map_err(|e| match e {
+                        object_store::Error::NotFound { .. } => {
+                            (format!("s3://{bucket}/{key} does not exist"), false)
+                        }
+                        other => (format!("s3://{bucket}/{key} cannot be read: {other}"), true),
+                    })?;
+                let total = got.meta.size;
+                let body = got
+                    .into_stream()
+                    .map(|chunk| chunk.map_err(|e| e.to_string()));
+                Ok((Box::pin(body), Some(total)))
+            }
+        }
+    }
+
+    /// A small text file (an `MLmodel`) at `location`, whole.
+    async fn read_text(&self, location: &Location) -> Result<String, String> {
+        let (mut body, _) = self.open(location).await.map_err(|(e, _)| e)?;
+        let mut text = Vec::new();
+        while let Some(chunk) = body.next().await {
+            text.extend_from_slice(&chunk?);
+            if text.len() > 1 << 20 {
+                return Err("it is larger than 1 MiB".into());
+            }
+        }
+        String::from_utf8(text).map_err(|_| "it is not text".to_string())
     }
 
     fn too_large(&self, bytes: u64) -> String {

@@ -454,7 +454,17 @@ impl Binary {
 /// Starts `teal serve --config FILE` on ports of its choosing, its logs (stderr) written to
 /// `log` when given, and reads where it listens from its "teal ready" line.
 pub fn serve_binary(config: &std::path::Path, log: Option<&std::path::Path>) -> Binary {
+    serve_binary_with_env(config, log, &[])
+}
+
+/// As [`serve_binary`], with more environment variables.
+pub fn serve_binary_with_env(
+    config: &std::path::Path,
+    log: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> Binary {
     let mut command = std::process::Command::new(teal_bin());
+    command.envs(env.iter().copied());
     command
         .args(["serve", "--config"])
         .arg(config)
