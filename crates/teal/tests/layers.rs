@@ -30,6 +30,7 @@ const CORE: &[(&str, u32)] = &[
     ("protocol", 1),
     ("envelope", 1),
     ("http1", 1),
+    ("source", 1),
     ("gates", 2),
     ("rollout", 3),
     ("config", 4),

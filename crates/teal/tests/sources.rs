@@ -409,6 +409,7 @@ async fn moving_the_alias_rolls_the_version_out_and_a_bad_one_is_stopped_by_the_
 
     // The alias moves to version 2: teal rolls it out, and it serves.
     let moved = std::time::Instant::now();
+    let moved_ms = now_ms();
     registry(&mlflow, &["alias", "digits", "champion", "2"]);
     assert!(
         eventually(Duration::from_secs(120), async || live().await
@@ -422,6 +423,11 @@ async fn moving_the_alias_rolls_the_version_out_and_a_bad_one_is_stopped_by_the_
             .json()
     );
     eprintln!("alias moved -> digits-2 serving: {:?}", moved.elapsed());
+    // Where that time went (the rollout's phases, from its audit events): deploying is the
+    // fetch and load, validating the gates.
+    for (phase, at) in phase_times(&admin, "digits-2", moved_ms).await {
+        eprintln!("  {phase} from +{at} ms");
+    }
     assert_eq!(
         first_label(&running, "/v2/models/digits/infer").await,
         reference_labels("digits", "v2")[0]
@@ -436,6 +442,45 @@ async fn moving_the_alias_rolls_the_version_out_and_a_bad_one_is_stopped_by_the_
     assert_eq!(
         slot["provenance"]["resolved"], "models:/digits/2",
         "{status:#}"
+    );
+    // Which file answered a request (`teal audit digits --request ID`).
+    let row = holdout("digits")[0].0.clone();
+    let answer = data(&running)
+        .send(
+            "POST",
+            "/v2/models/digits/infer",
+            &[],
+            Bytes::from(infer_body(&[row]).to_string()),
+        )
+        .await
+        .unwrap();
+    let id = answer.header("x-request-id").unwrap().to_string();
+    let mut audit = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            audit = admin
+                .get(&format!("/api/v1/models/digits/audit?request={id}"))
+                .await
+                .unwrap()
+                .json();
+            audit["requests"][0]["provenance"]["resolved"] == "models:/digits/2"
+        })
+        .await,
+        "{audit:#}"
+    );
+    let history = admin
+        .get("/api/v1/models/digits/history?limit=1000")
+        .await
+        .unwrap()
+        .json();
+    assert!(
+        history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "fetched"
+                && e["detail"]["provenance"]["resolved"] == "models:/digits/2"),
+        "the rollout recorded where the file came from: {history:#}"
     );
 
     // Then to version 3, a bad one: the gates stop it and version 2 keeps serving.
@@ -557,4 +602,81 @@ async fn an_object_in_an_s3_compatible_store_is_fetched_with_the_usual_credentia
     // The secret is never written to the log.
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!logged.contains("testing-secret"), "{logged}");
+}
+
+/// The phases of the model's rollout of `version`, each with the time it was entered, in
+/// milliseconds after `since_ms` (wall clock), from the audit trail.
+async fn phase_times(
+    admin: &teal::cli::client::HttpClient,
+    version: &str,
+    since_ms: i64,
+) -> Vec<(String, i64)> {
+    let history = admin
+        .get("/api/v1/models/digits/history?limit=1000")
+        .await
+        .unwrap()
+        .json();
+    let mut phases: Vec<(String, i64)> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "rollout" && e["detail"]["version"] == version)
+        .filter_map(|e| {
+            Some((
+                e["detail"]["to"].as_str()?.to_string(),
+                e["at_ms"].as_i64()? - since_ms,
+            ))
+        })
+        .collect();
+    phases.sort_by_key(|(_, at)| *at);
+    phases
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_alias_back_during_a_rollout_aborts_it() {
+    let dir = temp_dir("mlflow-back");
+    let mlflow = start_mlflow(&dir).await;
+    for file in ["models/digits/v1/model.onnx", "models/digits/v2/model.onnx"] {
+        registry(&mlflow, &["onnx", "digits", file]);
+    }
+    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    // The switch waits for an operator's approval, so the rollout is still before it when
+    // the alias moves back.
+    let running = start(&config(
+        "[model.source]\nwatch = \"models:/digits@champion\"\npoll_ms = 200\n\
+         [model.rollout]\nstrategy = { kind = \"blue_green\" }\nauto_switch = false\n\
+         evidence = { holdout = \"models/digits/holdout.jsonl\" }\nkeep_warm_ms = 0\n\
+         [model.blue]\nversion = \"digits-1\"\nkind = \"onnx\"\nsource = \"models:/digits/1\"\n",
+        Some(&mlflow),
+    ))
+    .await;
+    let admin = admin(&running);
+    registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    let waiting =
+        common::rollouts::wait_phase(&admin, "awaiting_approval", Duration::from_secs(120)).await;
+    assert_eq!(waiting["version"], "digits-2", "{waiting:#}");
+    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    let aborted = common::rollouts::wait_phase(&admin, "aborted", Duration::from_secs(60)).await;
+    assert_eq!(aborted["version"], "digits-2", "{aborted:#}");
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    assert_eq!(status["live_version"], "digits-1", "{status:#}");
+    let history = admin
+        .get("/api/v1/models/digits/history?limit=1000")
+        .await
+        .unwrap()
+        .json();
+    assert!(
+        history
+            .to_string()
+            .contains("watch models:/digits@champion"),
+        "the abort's actor is the watch: {history}"
+    );
+    stop(running).await;
 }

@@ -87,7 +87,48 @@ pub(super) async fn audit_model(
                 format!("no request with that id for model '{model}' in the request log"),
             );
         }
-        return json(StatusCode::OK, &serde_json::json!({ "requests": records }));
+        // Where the serving version's model file came from: the slot's, while it is loaded,
+        // else the newest audit event that recorded it (a deploy or a rollout's fetch).
+        let snapshot = admin.slots.routes.load();
+        let loaded = |version: &str| {
+            snapshot
+                .models
+                .get(&model)
+                .and_then(|m| {
+                    m.slots
+                        .iter()
+                        .flatten()
+                        .find(|s| s.version == version)
+                        .cloned()
+                })
+                .and_then(|s| s.provenance.clone())
+                .and_then(|p| serde_json::to_value(p).ok())
+        };
+        let name = model.clone();
+        let events = with_store(&admin, move |store| store.events(&name, 10_000))
+            .await
+            .unwrap_or_default();
+        let recorded = |version: &str| {
+            events
+                .iter()
+                .find(|e| e.detail["version"] == version && e.detail["provenance"].is_object())
+                .map(|e| e.detail["provenance"].clone())
+        };
+        let requests: Vec<serde_json::Value> = records
+            .into_iter()
+            .map(|record| {
+                let provenance = record
+                    .version
+                    .as_deref()
+                    .and_then(|v| loaded(v).or_else(|| recorded(v)));
+                let mut value = serde_json::to_value(&record).unwrap_or_default();
+                if let Some(provenance) = provenance {
+                    value["provenance"] = provenance;
+                }
+                value
+            })
+            .collect();
+        return json(StatusCode::OK, &serde_json::json!({ "requests": requests }));
     }
     // Without a time: the version live now.
     let at = query

@@ -46,6 +46,18 @@ pub(crate) async fn audit(
                 r["status"],
                 r["latency_us"]
             );
+            if let Some(p) = r["provenance"].as_object() {
+                println!(
+                    "  its model file: {} ({}), sha256 {}{}",
+                    p["source"].as_str().unwrap_or("?"),
+                    p["resolved"].as_str().unwrap_or("?"),
+                    p["sha256"].as_str().unwrap_or("?"),
+                    p.get("run_id")
+                        .and_then(|r| r.as_str())
+                        .map(|r| format!(", MLflow run {r}"))
+                        .unwrap_or_default()
+                );
+            }
         }
     } else {
         println!(

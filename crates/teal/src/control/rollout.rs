@@ -276,6 +276,33 @@ impl Rollouts {
         tokio::spawn(async move { this.drive(rollout, candidate, effects, inbox, state).await });
     }
 
+    /// Records where a candidate's model file came from, as an audit event of its own
+    /// (`fetched`): the rollout's phase events say what happened, this says what was run.
+    async fn record_fetched(
+        &self,
+        model: &str,
+        version: &str,
+        provenance: crate::backends::fetch::Provenance,
+    ) {
+        let live = self
+            .routes
+            .load()
+            .models
+            .get(model)
+            .and_then(|m| m.live().map(|s| (s.color.to_string(), s.version.clone())));
+        let event = crate::state::store::NewEvent {
+            model: model.to_string(),
+            kind: "fetched".into(),
+            actor: "rollout".into(),
+            live_slot: live.as_ref().map(|l| l.0.clone()),
+            live_version: live.map(|l| l.1),
+            detail: serde_json::json!({ "version": version, "provenance": provenance }),
+        };
+        if let Err(e) = self.blocking(move |store| store.append(event)).await {
+            tracing::warn!(model, version, error = %e, "could not record where the candidate's file came from");
+        }
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(&Store) -> Result<T, crate::state::store::StoreError> + Send + 'static,
@@ -535,8 +562,11 @@ impl Rollouts {
                             Event::Deployed
                         } else {
                             match this.slots.deploy(&model, &candidate, None).await {
-                                Ok(_) => {
+                                Ok(outcome) => {
                                     remember(&this.routes, &this.store, &model).await;
+                                    if let Some(provenance) = outcome.provenance {
+                                        this.record_fetched(&model, &version, provenance).await;
+                                    }
                                     Event::Deployed
                                 }
                                 Err(e) => Event::DeployFailed {
