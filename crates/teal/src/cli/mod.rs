@@ -448,4 +448,41 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["teal", "validate", "digits"]).is_err());
     }
+
+    #[test]
+    fn deploy_from_a_source_sends_it_and_its_pin() {
+        let parsed = Cli::try_parse_from([
+            "teal",
+            "deploy",
+            "fraud",
+            "--version",
+            "fraud-7",
+            "--from",
+            "models:/fraud/7",
+            "--sha256",
+            "ab",
+        ])
+        .unwrap();
+        let Command::Deploy(args) = parsed.command else {
+            panic!("a deploy");
+        };
+        let slot = args.slot_config().unwrap();
+        assert_eq!(slot["kind"], "onnx");
+        assert_eq!(slot["source"], "models:/fraud/7");
+        assert_eq!(slot["sha256"], "ab");
+        assert!(slot.get("path").is_none(), "{slot}");
+        // --sha256 pins a source, and --reference goes with a model teal runs: each is
+        // refused without one.
+        for extra in [
+            ["--onnx", "m.onnx", "--sha256", "ab"],
+            ["--upstream", "http://127.0.0.1:9", "--reference", "r.json"],
+        ] {
+            let mut argv = vec!["teal", "deploy", "fraud", "--version", "v"];
+            argv.extend(extra);
+            let Command::Deploy(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("a deploy");
+            };
+            assert!(args.slot_config().is_err(), "{extra:?}");
+        }
+    }
 }

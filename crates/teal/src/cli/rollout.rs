@@ -19,7 +19,7 @@ pub struct DeployArgs {
     #[arg(long, value_name = "URI")]
     pub from: Option<String>,
     /// With --from: the SHA-256 (hex) the fetched file must have.
-    #[arg(long, value_name = "HEX", requires = "from")]
+    #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
     /// With --onnx or --from: reference outputs the version must reproduce before it may
     /// serve.
@@ -107,6 +107,14 @@ impl DeployArgs {
                 .split_once('=')
                 .with_context(|| format!("--card {pair}: write it as KEY=VALUE"))?;
             card.insert(k.to_string(), v.into());
+        }
+        if self.reference.is_some() && self.onnx.is_none() && self.from.is_none() {
+            anyhow::bail!(
+                "--reference goes with --onnx or --from: a model server checks its own answers"
+            );
+        }
+        if self.sha256.is_some() && self.from.is_none() {
+            anyhow::bail!("--sha256 pins the file of --from: give --from too");
         }
         let mut slot = serde_json::json!({ "version": self.version, "card": card });
         let ready_timeout_ms = self.ready_timeout * 1000;
