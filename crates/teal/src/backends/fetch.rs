@@ -85,6 +85,18 @@ impl Fetcher {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(30))
             .user_agent(concat!("teal/", env!("CARGO_PKG_VERSION")))
+            // A redirect may not take an https download to plain http, and at most 5 hops.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let downgrade = attempt.url().scheme() == "http"
+                    && attempt.previous().iter().any(|u| u.scheme() == "https");
+                if downgrade {
+                    attempt.error("a redirect from https to plain http")
+                } else if attempt.previous().len() > 5 {
+                    attempt.error("more than 5 redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .unwrap_or_default();
         let mlflow = mlflow
@@ -104,11 +116,39 @@ impl Fetcher {
     /// path and provenance. Nothing else changes when it fails.
     pub async fn fetch(
         &self,
-        source: &str,
+        uri: &str,
         pin: Option<&str>,
     ) -> Result<(PathBuf, Provenance), String> {
-        let parsed = Source::parse(source)?;
+        let parsed = Source::parse(uri)?;
+        // What is logged, answered and recorded: the source without a password or a query
+        // (a signed URL's signature is a credential).
+        let shown = redacted(uri);
+        let source = shown.as_str();
         let pin = pin.map(str::to_ascii_lowercase);
+        // A registry version by number never changes: a file kept for it is used without
+        // asking the registry, so a restart does not need the registry to be up.
+        if let Source::Registry {
+            name,
+            at: RegistryRef::Version(number),
+        } = &parsed
+        {
+            let resolved = format!("models:/{name}/{number}");
+            if let Some((kept, sha256, bytes, run_id)) = self.kept_for(&resolved).await
+                && pin.as_ref().is_none_or(|pin| *pin == sha256)
+            {
+                return Ok((
+                    kept,
+                    Provenance {
+                        source: source.to_string(),
+                        resolved,
+                        registry_version: Some(number.to_string()),
+                        run_id,
+                        sha256,
+                        bytes,
+                    },
+                ));
+            }
+        }
         // What the source names now: a registry alias is read each time (it moves); a
         // registry version and a pinned URL never change, so a file kept for them is used
         // again without fetching.
@@ -132,7 +172,7 @@ impl Fetcher {
             bytes,
         };
         if fixed
-            && let Some((kept, sha256, bytes)) = self.kept_for(&resolved).await
+            && let Some((kept, sha256, bytes, _)) = self.kept_for(&resolved).await
             && pin.as_ref().is_none_or(|pin| *pin == sha256)
         {
             return Ok((kept, provenance(sha256, bytes)));
@@ -145,19 +185,12 @@ impl Fetcher {
                 bucket: bucket.clone(),
                 key: key.clone(),
             },
-            _ => Location::Http(source.to_string()),
+            _ => Location::Http(uri.to_string()),
         };
-        let (path, sha256, bytes) = self.download(&location, source).await?;
-        if let Some(pin) = &pin
-            && *pin != sha256
-        {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(format!(
-                "{source}: the file's SHA-256 is {sha256}, not the pinned {pin}: refused"
-            ));
-        }
+        let (path, sha256, bytes) = self.download(&location, source, pin.as_deref()).await?;
         if fixed {
-            self.remember(&resolved, &sha256).await;
+            let run_id = version.as_ref().and_then(|v| v.run_id.as_deref());
+            self.remember(&resolved, &sha256, run_id).await;
         }
         Ok((path, provenance(sha256, bytes)))
     }
@@ -169,22 +202,29 @@ impl Fetcher {
         self.cache.join(format!("source-{name}"))
     }
 
-    /// The file kept for a fixed source, its digest and size, if there is one.
-    async fn kept_for(&self, resolved: &str) -> Option<(PathBuf, String, u64)> {
+    /// The file kept for a fixed source: its path, digest, size and the registry's run id,
+    /// if there is one.
+    async fn kept_for(&self, resolved: &str) -> Option<(PathBuf, String, u64, Option<String>)> {
         let note = tokio::fs::read_to_string(self.note(resolved)).await.ok()?;
-        let (sha256, source) = note.split_once('\n')?;
-        if source.trim_end() != resolved {
+        let mut lines = note.lines();
+        let (sha256, source) = (lines.next()?, lines.next()?);
+        if source != resolved
+            || sha256.len() != 64
+            || !sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return None;
         }
+        let run_id = lines.next().filter(|r| !r.is_empty()).map(str::to_string);
         let kept = self.kept(sha256);
         let bytes = tokio::fs::metadata(&kept).await.ok()?.len();
-        Some((kept, sha256.to_string(), bytes))
+        Some((kept, sha256.to_string(), bytes, run_id))
     }
 
-    async fn remember(&self, resolved: &str, sha256: &str) {
+    async fn remember(&self, resolved: &str, sha256: &str, run_id: Option<&str>) {
         let note = self.note(resolved);
         let partial = note.with_extension("partial");
-        let written = tokio::fs::write(&partial, format!("{sha256}\n{resolved}\n")).await;
+        let run_id = run_id.unwrap_or_default();
+        let written = tokio::fs::write(&partial, format!("{sha256}\n{resolved}\n{run_id}\n")).await;
         if written.is_ok() {
             let _ = tokio::fs::rename(&partial, &note).await;
         }
@@ -220,8 +260,9 @@ impl Fetcher {
             .map_err(|e| format!("the MLflow tracking URI {base} is not a URL: {e}"))?;
         let answer = self.client.get(url).send().await.map_err(|e| {
             format!(
-                "the MLflow tracking server at {base} cannot be reached: {}",
-                error_chain(&e)
+                "the MLflow tracking server at {} cannot be reached: {}",
+                redacted(base),
+                error_chain(&e.without_url())
             )
         })?;
         let status = answer.status();
@@ -330,6 +371,7 @@ impl Fetcher {
         &self,
         location: &Location,
         source: &str,
+        pin: Option<&str>,
     ) -> Result<(PathBuf, String, u64), String> {
         tokio::fs::create_dir_all(&self.cache)
             .await
@@ -337,7 +379,7 @@ impl Fetcher {
         let mut wait = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.attempt(location, source).await {
+            match self.attempt(location, source, pin).await {
                 Ok(done) => return Ok(done),
                 Err((error, retry)) if retry && attempt < ATTEMPTS => {
                     tracing::warn!(source, attempt, error = %error, "download failed; retrying in {wait:?}");
@@ -355,6 +397,7 @@ impl Fetcher {
         &self,
         location: &Location,
         source: &str,
+        pin: Option<&str>,
     ) -> Result<(PathBuf, String, u64), (String, bool)> {
         let (mut body, total) = self.open(location).await?;
         if let Some(total) = total
@@ -409,6 +452,18 @@ impl Fetcher {
         }
         .await;
         let (sha256, bytes) = match outcome {
+            // A file that is not the pinned one is never kept: the name it would take may
+            // be another source's.
+            Ok((sha256, _)) if pin.is_some_and(|pin| pin != sha256) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err((
+                    format!(
+                        "the file's SHA-256 is {sha256}, not the pinned {}: refused",
+                        pin.unwrap_or_default()
+                    ),
+                    false,
+                ));
+            }
             Ok(done) => done,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&partial).await;
@@ -427,12 +482,12 @@ impl Fetcher {
     async fn open(&self, location: &Location) -> Result<(Body, Option<u64>), (String, bool)> {
         match location {
             Location::Http(url) => {
-                let answer = self
-                    .client
-                    .get(url)
-                    .send()
-                    .await
-                    .map_err(|e| (format!("cannot be fetched: {}", error_chain(&e)), true))?;
+                let answer = self.client.get(url).send().await.map_err(|e| {
+                    (
+                        format!("cannot be fetched: {}", error_chain(&e.without_url())),
+                        true,
+                    )
+                })?;
                 let status = answer.status();
                 if !status.is_success() {
                     return Err((
@@ -443,7 +498,7 @@ impl Fetcher {
                 let total = answer.content_length();
                 let body = answer
                     .bytes_stream()
-                    .map(|chunk| chunk.map_err(|e| error_chain(&e)));
+                    .map(|chunk| chunk.map_err(|e| error_chain(&e.without_url())));
                 Ok((Box::pin(body), total))
             }
             Location::S3 { bucket, key } => {
@@ -459,15 +514,18 @@ impl Fetcher {
                     .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")))
                     .build()
                     .map_err(|e| (format!("the S3 store cannot be used: {e}"), false))?;
-                let got = store
-                    .get(&object_store::path::Path::from(key.as_str()))
-                    .await
-                    .map_err(|e| match e {
-                        object_store::Error::NotFound { .. } => {
-                            (format!("s3://{bucket}/{key} does not exist"), false)
-                        }
-                        other => (format!("s3://{bucket}/{key} cannot be read: {other}"), true),
-                    })?;
+                let path = object_store::path::Path::parse(key).map_err(|e| {
+                    (
+                        format!("s3://{bucket}/{key} is not a key teal can ask for: {e}"),
+                        false,
+                    )
+                })?;
+                let got = store.get(&path).await.map_err(|e| match e {
+                    object_store::Error::NotFound { .. } => {
+                        (format!("s3://{bucket}/{key} does not exist"), false)
+                    }
+                    other => (format!("s3://{bucket}/{key} cannot be read: {other}"), true),
+                })?;
                 let total = got.meta.size;
                 let body = got
                     .into_stream()
@@ -502,6 +560,22 @@ fn at_text(at: &RegistryRef) -> String {
     match at {
         RegistryRef::Alias(alias) => format!("@{alias}"),
         RegistryRef::Version(version) => format!("/{version}"),
+    }
+}
+
+/// A URL as teal shows it: without a user name, a password or a query (which may carry a
+/// signature); anything else unchanged.
+pub fn redacted(text: &str) -> String {
+    match reqwest::Url::parse(text) {
+        Ok(mut url) if matches!(url.scheme(), "http" | "https") => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            if url.query().is_some() {
+                url.set_query(Some("..."));
+            }
+            url.to_string()
+        }
+        _ => text.to_string(),
     }
 }
 
@@ -552,7 +626,12 @@ fn onnx_flavour_file(mlmodel: &str) -> Result<String, String> {
             && let Some(value) = text.strip_prefix("data:")
         {
             let value = value.trim().trim_matches(['"', '\'']);
-            if value.is_empty() || value.contains("..") || value.starts_with('/') {
+            if value.is_empty()
+                || value.contains("..")
+                || value.contains('%')
+                || value.contains('\\')
+                || value.starts_with('/')
+            {
                 return Err(format!(
                     "its ONNX flavour names the file '{value}', which teal will not fetch"
                 ));
@@ -576,6 +655,16 @@ fn onnx_flavour_file(mlmodel: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_queries() {
+        assert_eq!(
+            redacted("https://user:secret@models.example/m.onnx?X-Amz-Signature=abc"),
+            "https://models.example/m.onnx?..."
+        );
+        assert_eq!(redacted("models:/fraud@champion"), "models:/fraud@champion");
+        assert_eq!(redacted("s3://b/k"), "s3://b/k");
+    }
 
     #[test]
     fn the_onnx_flavours_file_is_read_from_mlmodel() {

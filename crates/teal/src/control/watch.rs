@@ -108,8 +108,15 @@ impl Follower {
             // The alias moved back to the version the rollout replaces: the rollout is
             // stopped. (Moved on to yet another version, the rollout ends first, and that
             // version is rolled out after it.)
+            // Only a rollout the alias asked for (this watch started it, or, after a restart,
+            // it carries the name the watch gives): an operator's own rollout of the model
+            // is theirs.
             let back = running.old_version.as_ref() == Some(&wanted);
-            if running.version != wanted && back {
+            let ours = self.attempted.as_ref() == Some(&running.version)
+                || running
+                    .version
+                    .starts_with(&version_name(&self.registered, ""));
+            if running.version != wanted && back && ours {
                 // The alias moved away from the version being rolled out.
                 let event = if running.phase.after_switch() {
                     Event::Rollback {
@@ -167,18 +174,22 @@ impl Follower {
                 return;
             }
         };
-        self.attempted = Some(wanted.clone());
         tracing::info!(model = %self.model, alias, version = %wanted, "the alias moved; rolling the version out");
-        if let Err(e) = rollouts
+        let started = rollouts
             .start(
                 &self.model,
                 candidate,
                 rollouts.settings(&self.model),
                 &self.actor,
             )
-            .await
-        {
-            tracing::warn!(model = %self.model, version = %wanted, error = %e, "the rollout the alias asked for did not start");
+            .await;
+        match started {
+            // Started: not started again while the alias stays (a failed rollout is not
+            // retried until the alias moves). Not started: tried again at the next poll.
+            Ok(_) => self.attempted = Some(wanted),
+            Err(e) => {
+                tracing::warn!(model = %self.model, version = %wanted, error = %e, "the rollout the alias asked for did not start; trying again at the next poll");
+            }
         }
     }
 }
