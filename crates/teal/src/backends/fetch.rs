@@ -231,12 +231,9 @@ impl Fetcher {
     }
 
     /// The version a registry source names now (for an alias, the one it points at).
-    pub async fn resolve(&self, source: &str) -> Result<(String, Option<String>), String> {
+    pub async fn resolve(&self, source: &str) -> Result<String, String> {
         match Source::parse(source)? {
-            Source::Registry { name, at } => {
-                let version = self.registry_version(&name, &at).await?;
-                Ok((version.version, version.run_id))
-            }
+            Source::Registry { name, at } => Ok(self.registry_version(&name, &at).await?.version),
             Source::Url(_) | Source::S3 { .. } => {
                 Err(format!("{source} is not a registry version"))
             }

@@ -144,8 +144,9 @@ struct Job {
     rows: Option<usize>,
     /// When the job was queued.
     queued: Instant,
-    /// Counts the job among the model's outstanding ones until it is dropped.
-    _outstanding: Outstanding,
+    /// Counts the job among the model's outstanding ones until it is dropped (only when the
+    /// model batches: the count is what tells a lone request from one others will join).
+    _outstanding: Option<Outstanding>,
     /// When the caller stops waiting, and the model's deadline in milliseconds: a job still
     /// queued then is not run.
     deadline: Option<(Instant, u64)>,
@@ -1035,7 +1036,8 @@ impl OnnxModel {
                 rows: rows_of(&inputs),
                 inputs,
                 queued: Instant::now(),
-                _outstanding: Outstanding::new(&self.outstanding),
+                _outstanding: matches!(self.batching, Ok(Some(_)))
+                    .then(|| Outstanding::new(&self.outstanding)),
                 deadline,
                 reply,
             })

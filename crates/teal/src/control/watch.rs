@@ -89,7 +89,7 @@ impl Follower {
         fetcher: &Fetcher,
     ) {
         let number = match fetcher.resolve(alias).await {
-            Ok((number, _)) => {
+            Ok(number) => {
                 if self.failing.take().is_some() {
                     tracing::info!(model = %self.model, alias, "the registry answers again");
                 }
