@@ -72,9 +72,30 @@ pub fn load_config(path: &Path) -> Result<Config, StartError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     config.resolve_paths(base);
-    config
-        .validate()
-        .map_err(|source| StartError::Config { file, source })?;
+    config.validate().map_err(|source| StartError::Config {
+        file: file.clone(),
+        source,
+    })?;
+    // A webhook's key is named by the config and held by the environment: one that is not
+    // there would only show at the first call, mid-rollout.
+    for (i, model) in config.models.iter().enumerate() {
+        for (j, hook) in model.rollout.webhook.iter().enumerate() {
+            if let Some(var) = &hook.secret_env
+                && std::env::var_os(var).is_none_or(|v| v.is_empty())
+            {
+                return Err(StartError::Config {
+                    file,
+                    source: ConfigError::new(
+                        format!("model[{i}].rollout.webhook[{j}].secret_env"),
+                        format!(
+                            "webhook '{}' signs with the key in {var}, which is not set: export it before teal starts",
+                            hook.name
+                        ),
+                    ),
+                });
+            }
+        }
+    }
     Ok(config)
 }
 
@@ -562,6 +583,12 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
             .map(|m| (m.name.clone(), m.rollout.clone()))
             .collect(),
     ));
+    rollouts.equip(
+        crate::control::checks::Checks::new(config.server.prometheus_url.as_deref()),
+        Arc::new(crate::gateway::door::CandidateDoors {
+            gateway: gateway.clone(),
+        }),
+    );
     for model in routes.load().models.keys() {
         crate::control::rollout::remember(&routes, &store, model).await;
     }

@@ -55,7 +55,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A mistake in `field`, with what is wrong.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
             field: field.into(),
             reason: reason.into(),
@@ -179,6 +180,16 @@ impl Config {
                     "the metrics listener needs its own address: it must not share the data plane's or the admin API's",
                 ));
             }
+        }
+        if let Some(url) = &self.server.prometheus_url
+            && !crate::rollout::http_url(url)
+        {
+            return Err(ConfigError::new(
+                "server.prometheus_url",
+                format!(
+                    "'{url}' is not an http:// or https:// URL, like \"http://127.0.0.1:9090\""
+                ),
+            ));
         }
         if let Some(grpc) = &self.server.grpc_listen {
             grpc.parse::<SocketAddr>().map_err(|_| {
@@ -328,6 +339,12 @@ impl Config {
                 .rollout
                 .validate()
                 .map_err(|(f, reason)| ConfigError::new(format!("{at}.rollout.{f}"), reason))?;
+            if !model.rollout.analysis.is_empty() && self.server.prometheus_url.is_none() {
+                return Err(ConfigError::new(
+                    format!("{at}.rollout.analysis"),
+                    "analyses query Prometheus: set server.prometheus_url, like \"http://127.0.0.1:9090\"",
+                ));
+            }
             if model.cache.enabled && model.cache.max_entries == 0 {
                 return Err(ConfigError::new(
                     format!("{at}.cache.max_entries"),

@@ -115,6 +115,10 @@ pub struct ServerConfig {
     /// The largest model file a source may download, in bytes.
     #[serde(default = "default_max_download_bytes")]
     pub max_download_bytes: u64,
+    /// The Prometheus server `[[model.rollout.analysis]]` queries are sent to, like
+    /// `http://127.0.0.1:9090` (its HTTP API, `/api/v1/query`).
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
 }
 
 fn default_max_download_bytes() -> u64 {
@@ -145,6 +149,7 @@ impl Default for ServerConfig {
             onnxruntime: None,
             mlflow_uri: None,
             max_download_bytes: default_max_download_bytes(),
+            prometheus_url: None,
         }
     }
 }

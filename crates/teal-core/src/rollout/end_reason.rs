@@ -16,6 +16,13 @@ pub enum EndReason {
         /// What the deploy reported.
         reason: String,
     },
+    /// A `pre_rollout` webhook did not answer 2xx, so nothing was deployed.
+    HookRefused {
+        /// The webhook's name.
+        hook: String,
+        /// What it answered, or why it could not be reached.
+        reason: String,
+    },
     /// The candidate was loaded but never reported ready.
     NeverReady {
         /// What the readiness wait reported.
@@ -73,6 +80,9 @@ impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EndReason::DeployFailed { reason } => write!(f, "deploy failed: {reason}"),
+            EndReason::HookRefused { hook, reason } => {
+                write!(f, "pre_rollout webhook '{hook}' stopped it: {reason}")
+            }
             EndReason::NeverReady { reason } => {
                 write!(f, "candidate never became ready: {reason}")
             }
@@ -122,6 +132,13 @@ fn parse(text: &str) -> Option<EndReason> {
     let owned = |s: &str| s.to_string();
     if let Some(reason) = text.strip_prefix("deploy failed: ") {
         return Some(EndReason::DeployFailed {
+            reason: owned(reason),
+        });
+    }
+    if let Some(rest) = text.strip_prefix("pre_rollout webhook '") {
+        let (hook, reason) = rest.split_once("' stopped it: ")?;
+        return Some(EndReason::HookRefused {
+            hook: owned(hook),
             reason: owned(reason),
         });
     }
@@ -204,6 +221,15 @@ mod tests {
             EndReason::NeverReady {
                 reason: "not ready within 30 s: connection refused".into(),
             },
+            EndReason::HookRefused {
+                hook: "change-ticket".into(),
+                reason: "answered 403 Forbidden: no open change ticket".into(),
+            },
+            EndReason::RuleFailed {
+                rule: Rule::Analysis,
+                detail: "error-rate: value 0.2, needs < 0.01".into(),
+                checks: 2,
+            },
             EndReason::GatesFailed {
                 summary: "450 samples from holdout h.jsonl: agreement fail; agreement: the slots agreed on 2 of 450 requests (0.4%)".into(),
             },
@@ -251,17 +277,25 @@ mod tests {
     fn the_sentences_are_the_ones_the_state_file_holds() {
         let written: Vec<String> = every_reason().iter().map(|r| r.to_string()).collect();
         assert_eq!(written[0], "deploy failed: no such file: model.onnx");
-        assert!(written[3].starts_with("gates failed at canary step 3: "));
+        assert!(written[5].starts_with("gates failed at canary step 3: "));
         assert_eq!(
-            written[4],
+            written[2],
+            "pre_rollout webhook 'change-ticket' stopped it: answered 403 Forbidden: no open change ticket"
+        );
+        assert_eq!(
+            written[3],
+            "analysis: error-rate: value 0.2, needs < 0.01 (failed 2 checks in a row)"
+        );
+        assert_eq!(
+            written[6],
             "errors: error rate 50.00% (limit 1.00%) over 100 requests (failed 3 checks in a row)"
         );
         assert_eq!(
-            written[5],
+            written[7],
             "latency: slower in 40 of 41 pairs; evidence 2.1e3 (bound 100) (proven at a false-alarm bound of 0.01)"
         );
-        assert_eq!(written[7], "rolled back by ana@ops: night shift");
-        assert_eq!(written[9], "v4 is live; the old version is stopped");
+        assert_eq!(written[9], "rolled back by ana@ops: night shift");
+        assert_eq!(written[11], "v4 is live; the old version is stopped");
     }
 
     #[test]

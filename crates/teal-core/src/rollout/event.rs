@@ -12,6 +12,14 @@ use crate::gates::Verdict;
 pub enum Event {
     /// The candidate is loaded in its slot.
     Deployed,
+    /// A `pre_rollout` webhook did not answer 2xx: the rollout fails before anything is
+    /// deployed.
+    HookRefused {
+        /// The webhook's name.
+        hook: String,
+        /// What it answered, or why it could not be reached.
+        reason: String,
+    },
     /// The candidate could not be loaded: the rollout fails.
     DeployFailed {
         /// What the deploy reported.

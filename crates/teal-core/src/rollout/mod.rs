@@ -13,6 +13,7 @@
 //! phases in `phase.rs`, the strategies in `strategy.rs`, the rollback rules in `rules.rs`,
 //! operators' commands in `command.rs` and what a restart re-issues in `resume.rs`.
 
+mod checks;
 mod command;
 mod duration;
 mod effect;
@@ -33,6 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::routing::Color;
 
+pub use checks::{
+    Analysis, Condition, HookEvent, HookFormat, Measurement, Op, Placeholders, QUERY_PLACEHOLDERS,
+    SMOKE_PLACEHOLDERS, SmokeTest, Stage, Webhook, http_url, promql_string, unknown_placeholder,
+};
 pub use command::Refused;
 pub use duration::parse_duration;
 pub use effect::{Effect, Route, Transition};

@@ -193,6 +193,9 @@ pub struct Check {
     /// The concurrent baseline's pairs since the last check.
     #[serde(default)]
     pub pairs: Vec<Pair>,
+    /// The operator's analyses measured since the last check (each at its own interval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<super::Measurement>,
 }
 
 /// The evidence since the watched phase began (the switch, or the canary step), which the
@@ -272,6 +275,9 @@ pub struct Strikes {
     /// Set when the outputs rule's evidence reached its bound.
     #[serde(default, skip_serializing_if = "super::is_default")]
     pub outputs: u32,
+    /// Failing measurements in a row, per analysis.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub analysis: BTreeMap<String, u32>,
 }
 
 impl Strikes {
@@ -283,6 +289,9 @@ impl Strikes {
             Rule::Latency => &mut self.latency,
             Rule::Accuracy => &mut self.accuracy,
             Rule::Outputs => &mut self.outputs,
+            // No built-in judgement names it: each analysis counts apart, by name, in
+            // `Rollout::judge_analyses`.
+            Rule::Analysis => self.analysis.entry(String::new()).or_default(),
         }
     }
 }
@@ -301,6 +310,8 @@ pub enum Rule {
     Accuracy,
     /// The candidate's predictions against the old version's.
     Outputs,
+    /// One of the operator's Prometheus analyses.
+    Analysis,
 }
 
 wire_names!("rule", Rule {
@@ -309,6 +320,7 @@ wire_names!("rule", Rule {
     Latency => "latency",
     Accuracy => "accuracy",
     Outputs => "outputs",
+    Analysis => "analysis",
 });
 
 /// A rule's verdict with the reason the strikes act on. The state keeps only the
@@ -350,6 +362,9 @@ pub struct RuleOutcome {
     pub verdict: Verdict,
     /// The numbers behind the verdict, in a sentence.
     pub detail: String,
+    /// The analysis's name, for [`Rule::Analysis`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The detail of a sequential rule: the evidence against the candidate and its bound.
@@ -455,6 +470,7 @@ impl Rollout {
                     rule,
                     verdict: why.verdict(),
                     detail,
+                    name: None,
                 },
             )
         };
@@ -805,14 +821,91 @@ impl Rollout {
         if self.last_check.is_empty() {
             return Some("no check has run".into());
         }
-        let thin: Vec<String> = self
+        let mut thin: Vec<String> = self
             .last_check
             .iter()
             .filter(|o| matches!(o.rule, Rule::Errors | Rule::Latency))
             .filter(|o| o.verdict == Verdict::Inconclusive)
             .map(|o| format!("{}: {}", o.rule, o.detail))
             .collect();
+        // An analysis of this phase must have passed at its latest measurement: no data, a
+        // NaN or an error is never taken for a pass.
+        if let Some(stage) = self.watched_stage() {
+            for a in self.settings.analyses_at(stage) {
+                let latest = self
+                    .last_check
+                    .iter()
+                    .find(|o| o.rule == Rule::Analysis && o.name.as_deref() == Some(&a.name));
+                match latest {
+                    Some(o) if o.verdict == Verdict::Pass => {}
+                    Some(o) => thin.push(format!("analysis {}: {}", a.name, o.detail)),
+                    None => thin.push(format!("analysis {}: not measured yet", a.name)),
+                }
+            }
+        }
         (!thin.is_empty()).then(|| thin.join("; "))
+    }
+
+    /// Where the current phase's analyses come from: a canary step's, or the bake's.
+    pub fn watched_stage(&self) -> Option<super::Stage> {
+        match self.phase {
+            super::Phase::Canary { .. } | super::Phase::CanaryGates { .. } => {
+                Some(super::Stage::Canary)
+            }
+            super::Phase::Observing => Some(super::Stage::Bake),
+            _ => None,
+        }
+    }
+
+    /// Judges the check's analysis measurements of this phase: a failure is a strike, a pass
+    /// clears them, an inconclusive one (no data, NaN, an error) neither counts nor clears.
+    /// Returns the outcomes to show (the latest of every analysis of the phase, measured now
+    /// or before) and the end reason of the first that failed its `consecutive` in a row.
+    pub(super) fn judge_analyses(
+        &mut self,
+        check: &Check,
+        previous: &[RuleOutcome],
+    ) -> (Vec<RuleOutcome>, Option<super::EndReason>) {
+        let Some(stage) = self.watched_stage() else {
+            return (Vec::new(), None);
+        };
+        let analyses: Vec<super::Analysis> = self.settings.analyses_at(stage).cloned().collect();
+        let mut outcomes = Vec::new();
+        let mut failed = None;
+        for a in analyses {
+            let measured = check.analyses.iter().rev().find(|m| m.name == a.name);
+            let Some(m) = measured else {
+                if let Some(o) = previous
+                    .iter()
+                    .find(|o| o.rule == Rule::Analysis && o.name.as_deref() == Some(&a.name))
+                {
+                    outcomes.push(o.clone());
+                }
+                continue;
+            };
+            let strikes = self.strikes.analysis.entry(a.name.clone()).or_default();
+            match m.verdict {
+                Verdict::Pass => *strikes = 0,
+                Verdict::Fail => *strikes += 1,
+                Verdict::Inconclusive => {}
+            }
+            let detail = format!("{}: {}", a.name, m.detail);
+            if *strikes >= a.consecutive && failed.is_none() {
+                failed = Some(super::EndReason::RuleFailed {
+                    rule: Rule::Analysis,
+                    detail: detail.clone(),
+                    checks: a.consecutive,
+                });
+            }
+            outcomes.push(RuleOutcome {
+                rule: Rule::Analysis,
+                verdict: m.verdict,
+                detail,
+                name: Some(a.name.clone()),
+            });
+        }
+        self.strikes.analysis.retain(|_, n| *n > 0);
+        (outcomes, failed)
     }
 
     /// Counts failing checks in a row (an exited server, or a sequential rule's evidence,

@@ -67,6 +67,18 @@ pub struct RolloutSettings {
     /// How many times `on_inconclusive = "extend"` lengthens a window before it waits.
     #[serde(skip_serializing_if = "is_two")]
     pub max_extensions: u32,
+    /// PromQL queries judged at the gates, through canary steps and through the bake
+    /// (`[[model.rollout.analysis]]`); the config file's only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<super::Analysis>,
+    /// Endpoints called at the rollout's points (`[[model.rollout.webhook]]`); the config
+    /// file's only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhook: Vec<super::Webhook>,
+    /// Commands run against the candidate before the switch (`[[model.rollout.smoke_test]]`);
+    /// the config file's only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub smoke_test: Vec<super::SmokeTest>,
 }
 
 // Settings added after state files were written are left out at their defaults, so an older
@@ -92,11 +104,37 @@ impl Default for RolloutSettings {
             failover: true,
             on_inconclusive: OnInconclusive::Extend,
             max_extensions: 2,
+            analysis: Vec::new(),
+            webhook: Vec::new(),
+            smoke_test: Vec::new(),
         }
     }
 }
 
 impl RolloutSettings {
+    /// The keys only the config file may set: they reach network addresses and run
+    /// commands.
+    pub const OPERATOR_ONLY: [&'static str; 3] = ["analysis", "webhook", "smoke_test"];
+
+    /// These settings with the operator's own checks taken from `config` (the config file's
+    /// settings for the same model), whatever these held.
+    pub fn with_checks_of(mut self, config: &RolloutSettings) -> RolloutSettings {
+        self.analysis = config.analysis.clone();
+        self.webhook = config.webhook.clone();
+        self.smoke_test = config.smoke_test.clone();
+        self
+    }
+
+    /// The analyses evaluated at `stage`.
+    pub fn analyses_at(&self, stage: super::Stage) -> impl Iterator<Item = &super::Analysis> {
+        self.analysis.iter().filter(move |a| a.at.contains(&stage))
+    }
+
+    /// The webhooks called at `event`.
+    pub fn hooks_on(&self, event: super::HookEvent) -> impl Iterator<Item = &super::Webhook> {
+        self.webhook.iter().filter(move |w| w.on.contains(&event))
+    }
+
     /// Checks the settings; the error names the field and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |f: &str, r: String| Err((f.to_string(), r));
@@ -166,6 +204,7 @@ impl RolloutSettings {
                 format!("must be 0 or more, not {}", r.latency_slack_ms),
             );
         }
+        super::checks::validate(&self.analysis, &self.webhook, &self.smoke_test)?;
         if self.max_extensions > 100 {
             return err(
                 "max_extensions",

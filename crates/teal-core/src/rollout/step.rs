@@ -27,6 +27,9 @@ impl Rollout {
                 );
                 fx.push(Effect::WarmUp);
             }
+            (Phase::Deploying, Event::HookRefused { hook, reason }) => {
+                self.fail(EndReason::HookRefused { hook, reason }, now_ms, &mut fx);
+            }
             (Phase::Deploying, Event::DeployFailed { reason }) => {
                 self.fail(EndReason::DeployFailed { reason }, now_ms, &mut fx);
             }
@@ -350,8 +353,11 @@ impl Rollout {
                 self.add_evidence(check);
                 let judgements = self.judgements(check);
                 let failed = self.strike(&judgements);
+                let previous = std::mem::take(&mut self.last_check);
+                let (analyses, analysis_failed) = self.judge_analyses(check, &previous);
                 self.last_check = judgements.into_iter().map(|(_, o)| o).collect();
-                if let Some(reason) = failed {
+                self.last_check.extend(analyses);
+                if let Some(reason) = failed.or(analysis_failed) {
                     return self.roll_back(reason, "teal", now_ms, fx);
                 }
             }

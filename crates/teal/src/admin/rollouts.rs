@@ -43,6 +43,19 @@ pub(super) async fn start_rollout(
         return response;
     }
     let mut settings = admin.rollouts.settings(&model);
+    if let Some(key) = request
+        .settings
+        .iter()
+        .flat_map(|o| o.keys())
+        .find(|k| teal_core::rollout::RolloutSettings::OPERATOR_ONLY.contains(&k.as_str()))
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "settings.{key}: analyses, webhooks and smoke tests reach addresses and run commands, so they come only from the config file ([[model.rollout.{key}]]); the rollout uses the config file's"
+            ),
+        );
+    }
     if let Some(overrides) = request.settings {
         let mut merged = match serde_json::to_value(&settings) {
             Ok(serde_json::Value::Object(map)) => map,

@@ -15,12 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use teal_core::config::SlotConfig;
+use teal_core::gates::Verdict;
 use teal_core::rollout::{
-    Check, Effect, Event, Phase, Refused, Rollout, RolloutSettings, Strategy,
+    Check, Effect, Event, HookEvent, Measurement, Phase, Placeholders, Refused, Rollout,
+    RolloutSettings, Stage, Strategy,
 };
 use teal_core::routing::Color;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::control::checks::{CandidateDoor, Checks, run_smoke};
 use crate::control::slots::{NotStarted, SlotError, SlotManager};
 use crate::control::validation::{Source, Validator};
 use crate::metrics::{Metrics, ModelLabels};
@@ -98,6 +101,10 @@ pub struct Rollouts {
     /// Fault injection for the crash tests: phases after whose persisting teal kills itself
     /// (SIGKILL) before acting, from `TEAL_FAULT_KILL_AFTER_PHASE` (comma-separated names).
     kill_after: Vec<String>,
+    /// Prometheus and webhooks, for the operator's own checks.
+    checks: std::sync::OnceLock<Arc<Checks>>,
+    /// Where a smoke test reaches the candidate alone.
+    door: std::sync::OnceLock<Arc<dyn CandidateDoor>>,
 }
 
 impl Rollouts {
@@ -121,7 +128,22 @@ impl Rollouts {
             kill_after: std::env::var("TEAL_FAULT_KILL_AFTER_PHASE")
                 .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
                 .unwrap_or_default(),
+            checks: std::sync::OnceLock::new(),
+            door: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the driver what the operator's checks need: the Prometheus and webhook client,
+    /// and the listener smoke tests reach the candidate on. Set once, at start-up.
+    pub fn equip(&self, checks: Checks, door: Arc<dyn CandidateDoor>) {
+        let _ = self.checks.set(Arc::new(checks));
+        let _ = self.door.set(door);
+    }
+
+    fn checks(&self) -> Arc<Checks> {
+        self.checks
+            .get_or_init(|| Arc::new(Checks::new(None)))
+            .clone()
     }
 
     /// A model's rollout settings from the config file.
@@ -155,6 +177,8 @@ impl Rollouts {
         self.slots
             .permits(&candidate)
             .map_err(|e| RolloutError::Forbidden(e.to_string()))?;
+        // Queries, webhooks and smoke tests are the config file's, whoever asks.
+        let settings = settings.with_checks_of(&self.settings(model));
         settings
             .validate()
             .map_err(|(f, reason)| RolloutError::Invalid(format!("{f}: {reason}")))?;
@@ -206,7 +230,13 @@ impl Rollouts {
     pub async fn resume_all(self: &Arc<Self>) -> Result<Vec<NotStarted>, RolloutError> {
         let unfinished = self.blocking(|store| store.unfinished_rollouts()).await?;
         let mut held = Vec::new();
-        for (rollout, candidate) in unfinished {
+        for (mut rollout, candidate) in unfinished {
+            // The operator's checks come from the config file as it is now, never from the
+            // state file.
+            rollout.settings = rollout
+                .settings
+                .clone()
+                .with_checks_of(&self.settings(&rollout.model));
             let Ok(candidate) = serde_json::from_value::<SlotConfig>(candidate) else {
                 tracing::error!(model = %rollout.model, id = rollout.id, "cannot read the candidate of an unfinished rollout; left as it is");
                 continue;
@@ -401,6 +431,7 @@ impl Rollouts {
                     }
                     continue;
                 }
+                self.notify(&next, &effects);
                 if next.phase != before.phase {
                     self.metrics.set_phase(&next.model, next.phase.name());
                     if next.phase == teal_core::rollout::Phase::RolledBack {
@@ -501,7 +532,351 @@ impl Rollouts {
             new_ready: new.as_ref().is_some_and(|s| s.backend.ready()),
             new_exited: new.and_then(|s| s.backend.process()).and_then(|p| p.exit),
             accuracy,
+            analyses: self.analyses(state, meter).await,
         }
+    }
+
+    /// Starts the measurements of this phase's analyses that are due, each in its own task
+    /// so a slow Prometheus never holds the driver, and returns those that finished since
+    /// the last check (in this phase) and records them in the audit trail.
+    async fn analyses(&self, state: &Rollout, meter: &mut Meter) -> Vec<Measurement> {
+        let mut finished = Vec::new();
+        while let Ok((since, m)) = meter.analysed.1.try_recv() {
+            meter.measuring.remove(&m.name);
+            if since == state.since_ms {
+                finished.push(m);
+            }
+        }
+        let Some(stage) = state.watched_stage() else {
+            return finished;
+        };
+        let now = tokio::time::Instant::now();
+        for analysis in state.settings.analyses_at(stage) {
+            let due = meter
+                .next_at
+                .get(&analysis.name)
+                .is_none_or(|at| *at <= now);
+            if !due || meter.measuring.contains(&analysis.name) {
+                continue;
+            }
+            meter.measuring.insert(analysis.name.clone());
+            meter.next_at.insert(
+                analysis.name.clone(),
+                now + Duration::from_millis(analysis.interval_ms),
+            );
+            let (checks, analysis, tx) =
+                (self.checks(), analysis.clone(), meter.analysed.0.clone());
+            let (vars, since) = (placeholders(state), state.since_ms);
+            let vars: Vec<(&'static str, String)> = vars.values;
+            tokio::spawn(async move {
+                let m = checks
+                    .measure(&analysis, &Placeholders { values: vars })
+                    .await;
+                let _ = tx.send((since, m)).await;
+            });
+        }
+        for m in &finished {
+            self.record_analysis(state, stage, m).await;
+        }
+        finished
+    }
+
+    /// An analysis's measurement as an audit event of its own (`analysis`).
+    async fn record_analysis(&self, state: &Rollout, stage: Stage, m: &Measurement) {
+        let query = state
+            .settings
+            .analysis
+            .iter()
+            .find(|a| a.name == m.name)
+            .map(|a| placeholders(state).render(&a.query, teal_core::rollout::promql_string));
+        let detail = serde_json::json!({
+            "rollout": state.id,
+            "version": state.version,
+            "stage": stage,
+            "analysis": m.name,
+            "query": query,
+            "verdict": m.verdict,
+            "values": m.values.iter().map(|v| if v.is_finite() { serde_json::json!(v) } else { serde_json::json!(v.to_string()) }).collect::<Vec<_>>(),
+            "detail": m.detail,
+        });
+        self.record(&state.model, "analysis", detail).await;
+    }
+
+    /// Appends an audit event of the rollout's own (`kind`), with the live slot as it is.
+    async fn record(&self, model: &str, kind: &str, detail: serde_json::Value) {
+        let live = self
+            .routes
+            .load()
+            .models
+            .get(model)
+            .and_then(|m| m.live().map(|s| (s.color.to_string(), s.version.clone())));
+        let event = NewEvent {
+            model: model.to_string(),
+            kind: kind.into(),
+            actor: "rollout".into(),
+            live_slot: live.as_ref().map(|l| l.0.clone()),
+            live_version: live.map(|l| l.1),
+            detail,
+        };
+        if let Err(e) = self.blocking(move |store| store.append(event)).await {
+            tracing::warn!(model, kind, error = %e, "could not record a rollout check in the audit trail");
+        }
+    }
+
+    /// Sends the notifications the transitions call for (canary steps, the release, a
+    /// rollback, an abort, a failure), each in its own task: a slow receiver never holds
+    /// the rollout.
+    fn notify(self: &Arc<Self>, state: &Rollout, effects: &[Effect]) {
+        for effect in effects {
+            let Effect::Record(t) = effect else { continue };
+            let Some(event) = HookEvent::of_phase(&t.to) else {
+                continue;
+            };
+            for hook in state.settings.hooks_on(event) {
+                let (this, hook) = (self.clone(), hook.clone());
+                let payload = payload(state, event, &t.cause);
+                let model = state.model.clone();
+                tokio::spawn(async move {
+                    let sent = this.checks().deliver(&hook, event, &payload).await;
+                    let failed = match &sent {
+                        Ok(status) if (200..300).contains(status) => None,
+                        Ok(status) => Some(format!("answered {status}")),
+                        Err(reason) => Some(reason.clone()),
+                    };
+                    if let Some(why) = &failed {
+                        tracing::warn!(model, hook = %hook.name, event = event.as_str(), reason = %why, "webhook notification not taken");
+                    }
+                    this.record(
+                        &model,
+                        "webhook",
+                        serde_json::json!({
+                            "rollout": payload["rollout"],
+                            "hook": hook.name,
+                            "event": event.as_str(),
+                            "delivered": failed.is_none(),
+                            "result": failed.unwrap_or_else(|| format!("answered {}", sent.unwrap_or_default())),
+                        }),
+                    )
+                    .await;
+                });
+            }
+        }
+    }
+
+    /// Calls the `pre_rollout` webhooks; the first that does not answer 2xx stops the
+    /// rollout before anything is deployed.
+    async fn pre_rollout(&self, state: &Rollout) -> Option<Event> {
+        for hook in state.settings.hooks_on(HookEvent::PreRollout) {
+            let payload = payload(state, HookEvent::PreRollout, "rollout starting");
+            let sent = self
+                .checks()
+                .deliver(hook, HookEvent::PreRollout, &payload)
+                .await;
+            let refused = match sent {
+                Ok(status) if (200..300).contains(&status) => None,
+                Ok(status) => Some(format!("answered {status}")),
+                Err(reason) => Some(reason),
+            };
+            self.record(
+                &state.model,
+                "webhook",
+                serde_json::json!({
+                    "rollout": state.id,
+                    "hook": hook.name,
+                    "event": "pre_rollout",
+                    "delivered": refused.is_none(),
+                    "result": refused.clone().unwrap_or_else(|| "answered 2xx".into()),
+                }),
+            )
+            .await;
+            if let Some(reason) = refused {
+                return Some(Event::HookRefused {
+                    hook: hook.name.clone(),
+                    reason,
+                });
+            }
+        }
+        None
+    }
+
+    /// The operator's checks at the gates, after teal's own passed (or were inconclusive):
+    /// the smoke tests and the confirm-promotion hooks before the first switch, and the
+    /// analyses with `at` "gates" wherever the gates run. Returns the combined verdict and
+    /// what each said, for the summary.
+    async fn own_checks(
+        self: &Arc<Self>,
+        state: &Rollout,
+        verdict: Verdict,
+    ) -> (Verdict, Vec<String>) {
+        let mut said = Said {
+            worst: verdict,
+            lines: Vec::new(),
+        };
+        let first = state.phase == Phase::Validating;
+        if first && !state.settings.smoke_test.is_empty() {
+            match self.smoke_tests(state).await {
+                Ok(results) => {
+                    for r in results {
+                        let v = if r.passed {
+                            Verdict::Pass
+                        } else {
+                            Verdict::Fail
+                        };
+                        let last = r
+                            .output
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("");
+                        said.add(
+                            v,
+                            format!(
+                                "smoke test {} {} ({}{})",
+                                r.name,
+                                v.as_str(),
+                                r.status,
+                                if last.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": {last}")
+                                }
+                            ),
+                        );
+                    }
+                }
+                Err(reason) => said.add(
+                    Verdict::Inconclusive,
+                    format!("smoke tests could not run: {reason}"),
+                ),
+            }
+        }
+        if said.worst == Verdict::Fail {
+            return (said.worst, said.lines);
+        }
+        let analyses: Vec<_> = state.settings.analyses_at(Stage::Gates).cloned().collect();
+        let vars = placeholders(state);
+        let runs = analyses.iter().map(|a| self.gate_analysis(state, a, &vars));
+        for m in futures::future::join_all(runs).await {
+            said.add(
+                m.verdict,
+                format!("analysis {} {} ({})", m.name, m.verdict.as_str(), m.detail),
+            );
+        }
+        // The switch is confirmed last, and only for a candidate that passed everything.
+        if first && said.worst == Verdict::Pass {
+            for hook in state.settings.hooks_on(HookEvent::PreSwitch) {
+                let payload = payload(state, HookEvent::PreSwitch, &said.lines.join("; "));
+                let (this, model, id) = (self.clone(), state.model.clone(), state.id);
+                let wanted = move || {
+                    this.active(&model)
+                        .is_some_and(|r| r.id == id && r.phase == Phase::Validating)
+                };
+                let answer = self.checks().confirm(hook, &payload, wanted).await;
+                self.record(
+                    &state.model,
+                    "webhook",
+                    serde_json::json!({
+                        "rollout": state.id,
+                        "hook": hook.name,
+                        "event": "pre_switch",
+                        "delivered": answer.is_ok(),
+                        "result": answer.clone().err().unwrap_or_else(|| "answered 200".into()),
+                    }),
+                )
+                .await;
+                match answer {
+                    Ok(()) => said.add(Verdict::Pass, format!("switch confirmed by {}", hook.name)),
+                    Err(reason) => {
+                        said.add(Verdict::Inconclusive,
+                            format!("confirm hook {} {reason}: teal promote switches without it, teal abort stops", hook.name)
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        (said.worst, said.lines)
+    }
+
+    /// An analysis at the gates: measured every `interval_ms` until it passes, or fails
+    /// `consecutive` times in a row, or has been measured `consecutive` times without
+    /// either (inconclusive).
+    async fn gate_analysis(
+        &self,
+        state: &Rollout,
+        analysis: &teal_core::rollout::Analysis,
+        vars: &Placeholders<'_>,
+    ) -> Measurement {
+        let mut fails = 0;
+        let mut last = analysis.unmeasured("not measured");
+        for attempt in 0..analysis.consecutive {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(analysis.interval_ms)).await;
+            }
+            last = self.checks().measure(analysis, vars).await;
+            self.record_analysis(state, Stage::Gates, &last).await;
+            match last.verdict {
+                Verdict::Pass => return last,
+                Verdict::Fail => fails += 1,
+                Verdict::Inconclusive => fails = 0,
+            }
+            if fails >= analysis.consecutive {
+                break;
+            }
+        }
+        if last.verdict == Verdict::Fail && fails < analysis.consecutive {
+            last.verdict = Verdict::Inconclusive;
+            last.detail = format!(
+                "{} (failed {fails} of {} in a row needed)",
+                last.detail, analysis.consecutive
+            );
+        } else if last.verdict == Verdict::Fail {
+            last.detail = format!("{} (failed {fails} in a row)", last.detail);
+        }
+        last
+    }
+
+    /// Runs the smoke tests, one after another, against a listener where the candidate alone
+    /// answers; each result is an audit event (`smoke_test`) with its output.
+    async fn smoke_tests(
+        &self,
+        state: &Rollout,
+    ) -> Result<Vec<crate::control::checks::SmokeOutcome>, String> {
+        let door = self
+            .door
+            .get()
+            .ok_or("this teal has no listener for the candidate")?;
+        let open = door.open(&state.model, state.new_slot()).await?;
+        let mut vars = placeholders(state);
+        vars.values.retain(|(k, _)| *k != "slot");
+        vars.values.push(("candidate_url", open.url.clone()));
+        let mut results = Vec::new();
+        for test in &state.settings.smoke_test {
+            tracing::info!(model = %state.model, version = %state.version, test = %test.name, "smoke test starting");
+            let r = run_smoke(test, &vars).await;
+            tracing::info!(model = %state.model, version = %state.version, test = %r.name, passed = r.passed, status = %r.status, ms = r.duration_ms, "smoke test ended");
+            self.record(
+                &state.model,
+                "smoke_test",
+                serde_json::json!({
+                    "rollout": state.id,
+                    "version": state.version,
+                    "test": r.name,
+                    "passed": r.passed,
+                    "status": r.status,
+                    "duration_ms": r.duration_ms,
+                    "output": r.output,
+                }),
+            )
+            .await;
+            let failed = !r.passed;
+            results.push(r);
+            if failed {
+                break;
+            }
+        }
+        drop(open);
+        Ok(results)
     }
 
     /// Performs effects in order; long ones run in the background and report back.
@@ -550,6 +925,7 @@ impl Rollouts {
                 Effect::Deploy => {
                     let (candidate, version, color) =
                         (candidate.clone(), state.version.clone(), state.new_slot());
+                    let state_now = state.clone();
                     tokio::spawn(async move {
                         let already = this
                             .routes
@@ -558,8 +934,14 @@ impl Rollouts {
                             .get(&model)
                             .and_then(|m| m.slot(color).map(|s| s.version == version))
                             .unwrap_or(false);
+                        let refused = match already {
+                            true => None,
+                            false => this.pre_rollout(&state_now).await,
+                        };
                         let event = if already {
                             Event::Deployed
+                        } else if let Some(refused) = refused {
+                            refused
                         } else {
                             match this.slots.deploy(&model, &candidate, None).await {
                                 Ok(outcome) => {
@@ -643,8 +1025,24 @@ impl Rollouts {
         }
     }
 
-    /// Validates the candidate with the rollout's evidence and reports the verdict.
+    /// Runs teal's gates, then the operator's own checks, and reports the combined verdict.
     async fn run_gates(self: &Arc<Self>, state: &Rollout) -> Event {
+        let Event::Gates { verdict, summary } = self.run_own_gates(state).await else {
+            unreachable!("run_own_gates answers with the gates' verdict")
+        };
+        if verdict == Verdict::Fail {
+            return Event::Gates { verdict, summary };
+        }
+        let (verdict, said) = self.own_checks(state, verdict).await;
+        let summary = match said.is_empty() {
+            true => summary,
+            false => format!("{summary}; {}", said.join("; ")),
+        };
+        Event::Gates { verdict, summary }
+    }
+
+    /// Validates the candidate with the rollout's evidence and reports the verdict.
+    async fn run_own_gates(self: &Arc<Self>, state: &Rollout) -> Event {
         let source = match (&state.settings.strategy, &state.settings.evidence) {
             (Strategy::ShadowThenSwitch { window_ms, .. }, _) => Source::Shadow {
                 samples: 100_000,
@@ -736,6 +1134,59 @@ fn warm_up_deadline(candidate: &SlotConfig) -> Duration {
     }
 }
 
+/// What the operator's checks said at the gates, and the worst verdict so far.
+struct Said {
+    worst: Verdict,
+    lines: Vec<String>,
+}
+
+impl Said {
+    fn add(&mut self, verdict: Verdict, line: String) {
+        self.worst = combine(self.worst, verdict);
+        self.lines.push(line);
+    }
+}
+
+/// The worse of two verdicts: a failure over anything, then inconclusive over a pass.
+fn combine(a: Verdict, b: Verdict) -> Verdict {
+    match (a, b) {
+        (Verdict::Fail, _) | (_, Verdict::Fail) => Verdict::Fail,
+        (Verdict::Inconclusive, _) | (_, Verdict::Inconclusive) => Verdict::Inconclusive,
+        _ => Verdict::Pass,
+    }
+}
+
+/// What a query's or a command's placeholders stand for in this rollout.
+fn placeholders(state: &Rollout) -> Placeholders<'static> {
+    Placeholders {
+        values: vec![
+            ("model", state.model.clone()),
+            ("version", state.version.clone()),
+            ("slot", state.new_slot().to_string()),
+            ("old_version", state.old_version.clone().unwrap_or_default()),
+        ],
+    }
+}
+
+/// A webhook's JSON body: the event, the rollout, and its report so far.
+fn payload(state: &Rollout, event: HookEvent, cause: &str) -> serde_json::Value {
+    serde_json::json!({
+        "event": event.as_str(),
+        "model": state.model,
+        "version": state.version,
+        "old_version": state.old_version,
+        "rollout": state.id,
+        "phase": state.phase.name(),
+        "cause": cause,
+        "outcome": state.outcome.as_ref().map(ToString::to_string),
+        "report": {
+            "checks": state.last_check,
+            "strategy": state.settings.strategy.name(),
+        },
+        "time": crate::state::store::format_time(crate::state::store::now_ms()),
+    })
+}
+
 /// The last snapshot of each slot's counts, to measure intervals.
 #[derive(Default)]
 struct Meter {
@@ -743,6 +1194,25 @@ struct Meter {
     new: Option<StatsSnapshot>,
     /// The concurrent baseline's pairs, while the candidate is watched.
     pairs: Option<mpsc::Receiver<teal_core::gates::Observation>>,
+    /// Analyses' measurements as they finish, with the start of the phase they were taken in.
+    analysed: Analysed,
+    /// Analyses being measured.
+    measuring: std::collections::HashSet<String>,
+    /// When each analysis is next due.
+    next_at: std::collections::HashMap<String, tokio::time::Instant>,
+}
+
+/// The channel measurements come back on.
+struct Analysed(
+    mpsc::Sender<(i64, Measurement)>,
+    mpsc::Receiver<(i64, Measurement)>,
+);
+
+impl Default for Analysed {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        Analysed(tx, rx)
+    }
 }
 
 /// Pairs kept between two checks; more are dropped (a check needs far fewer).

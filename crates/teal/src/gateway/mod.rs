@@ -16,12 +16,15 @@
 //! - `metadata.rs`: server, model and version metadata, liveness and readiness.
 //! - `feedback.rs`: delayed ground truth for requests teal answered.
 //! - `error.rs`: every data-plane error, and its status, in one place.
+//! - `door.rs`: a loopback listener where a rollout's candidate alone answers, for smoke
+//!   tests.
 //! - `grpc.rs`: the Open Inference Protocol over gRPC, on its own listener, each call
 //!   served as the REST request it stands for.
 
 mod answer;
 mod body;
 mod connection;
+pub mod door;
 mod error;
 mod feedback;
 pub mod grpc;

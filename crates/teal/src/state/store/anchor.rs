@@ -106,7 +106,7 @@ pub fn key_path(state_file: &Path) -> PathBuf {
 }
 
 /// HMAC-SHA256 (RFC 2104) over SHA-256, which the store already uses for the chain.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut block = [0u8; 64];
     if key.len() > block.len() {
         block[..32].copy_from_slice(&Sha256::digest(key));

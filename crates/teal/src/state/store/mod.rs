@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, Transaction};
 
-pub use anchor::{KEY_FILE as AUDIT_KEY_FILE, key_path as audit_key_path};
+pub use anchor::{KEY_FILE as AUDIT_KEY_FILE, hmac_sha256, key_path as audit_key_path};
 pub use audit::{AnchorCheck, Event, NewEvent, Verification};
 pub use error::StoreError;
 pub use feedback::{Feedback, FeedbackOutcome};
