@@ -188,19 +188,22 @@ impl Checks {
         wanted: impl Fn() -> bool,
     ) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_millis(hook.confirm_timeout_ms);
-        let mut last;
+        let mut last = None;
         loop {
             let asked = tokio::time::timeout_at(
                 deadline.into(),
                 self.deliver(hook, HookEvent::PreSwitch, payload),
             )
             .await;
-            last = match asked {
+            match asked {
                 Ok(Ok(200)) => return Ok(()),
-                Ok(Ok(status)) => format!("last answered {status}"),
-                Ok(Err(reason)) => reason,
-                Err(_) => "the last ask was still waiting".to_string(),
-            };
+                Ok(Ok(status)) => last = Some(format!("last answered {status}")),
+                Ok(Err(reason)) => last = Some(reason),
+                // An ask the deadline cut short says less than the one before it.
+                Err(_) => {
+                    last.get_or_insert_with(|| "no answer yet".to_string());
+                }
+            }
             let now = Instant::now();
             if now >= deadline || !wanted() {
                 break;
@@ -212,8 +215,9 @@ impl Checks {
             }
         }
         Err(format!(
-            "did not answer 200 within {} ({last})",
-            show_ms(hook.confirm_timeout_ms)
+            "did not answer 200 within {} ({})",
+            show_ms(hook.confirm_timeout_ms),
+            last.unwrap_or_default()
         ))
     }
 }

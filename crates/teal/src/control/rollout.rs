@@ -707,6 +707,7 @@ impl Rollouts {
         self: &Arc<Self>,
         state: &Rollout,
         verdict: Verdict,
+        gates: &str,
     ) -> (Verdict, Vec<String>) {
         let mut said = Said {
             worst: verdict,
@@ -765,7 +766,9 @@ impl Rollouts {
         // The switch is confirmed last, and only for a candidate that passed everything.
         if first && said.worst == Verdict::Pass {
             for hook in state.settings.hooks_on(HookEvent::PreSwitch) {
-                let payload = payload(state, HookEvent::PreSwitch, &said.lines.join("; "));
+                let mut report = vec![gates.to_string()];
+                report.extend(said.lines.iter().cloned());
+                let payload = payload(state, HookEvent::PreSwitch, &report.join("; "));
                 let (this, model, id) = (self.clone(), state.model.clone(), state.id);
                 let wanted = move || {
                     this.active(&model)
@@ -1033,7 +1036,7 @@ impl Rollouts {
         if verdict == Verdict::Fail {
             return Event::Gates { verdict, summary };
         }
-        let (verdict, said) = self.own_checks(state, verdict).await;
+        let (verdict, said) = self.own_checks(state, verdict, &summary).await;
         let summary = match said.is_empty() {
             true => summary,
             false => format!("{summary}; {}", said.join("; ")),
