@@ -838,7 +838,7 @@ impl Rollout {
                     .find(|o| o.rule == Rule::Analysis && o.name.as_deref() == Some(&a.name));
                 match latest {
                     Some(o) if o.verdict == Verdict::Pass => {}
-                    Some(o) => thin.push(format!("analysis {}: {}", a.name, o.detail)),
+                    Some(o) => thin.push(format!("analysis {}", o.detail)),
                     None => thin.push(format!("analysis {}: not measured yet", a.name)),
                 }
             }

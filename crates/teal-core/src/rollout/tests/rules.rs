@@ -699,3 +699,113 @@ fn a_phase_without_a_check_of_its_own_is_inconclusive() {
     assert_eq!(r.phase, Phase::Canary { step: 1 });
     assert_eq!(r.extended, 1);
 }
+
+/// Settings with one analysis, `business`, judged at `at`, acting after two failures.
+fn with_analysis(at: Vec<Stage>) -> RolloutSettings {
+    RolloutSettings {
+        analysis: vec![Analysis {
+            name: "business".into(),
+            query: "x".into(),
+            condition: "< 0.01".parse().unwrap(),
+            interval_ms: 1_000,
+            at,
+            consecutive: 2,
+        }],
+        ..settings(Strategy::BlueGreen)
+    }
+}
+
+/// A healthy check carrying one measurement of `business`, or none.
+fn measured(values: Option<Vec<f64>>) -> Check {
+    let mut c = live(100, 0);
+    if let Some(values) = values {
+        let a = with_analysis(vec![Stage::Bake]).analysis.remove(0);
+        c.analyses.push(a.judge(values));
+    }
+    c
+}
+
+#[test]
+fn an_analysis_rolls_back_after_its_failures_in_a_row_and_a_pass_or_no_data_never_does() {
+    let r = observing(with_analysis(vec![Stage::Bake]));
+    // fail, pass (clears), fail, no data (neither counts nor clears), no measurement at
+    // all (the last outcome stays), fail: the second failure in a row acts.
+    let seq = [
+        Some(vec![0.2]),
+        Some(vec![0.001]),
+        Some(vec![0.3]),
+        Some(vec![]),
+        None,
+        Some(vec![f64::NAN]),
+    ];
+    let mut r = r;
+    for (i, values) in seq.iter().enumerate() {
+        (r, _) = step(r, tick(Some(measured(values.clone()))), T0 + 100 + i as i64);
+        assert_eq!(r.phase, Phase::Observing, "after {values:?}");
+    }
+    let shown = r
+        .last_check
+        .iter()
+        .find(|o| o.rule == Rule::Analysis)
+        .unwrap();
+    assert_eq!(shown.name.as_deref(), Some("business"));
+    assert_eq!(shown.verdict, Verdict::Inconclusive);
+    assert_eq!(r.strikes.analysis.get("business"), Some(&1));
+    (r, _) = step(r, tick(Some(measured(Some(vec![0.05])))), T0 + 200);
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(
+        r.outcome.as_ref().unwrap().to_string(),
+        "analysis: business: value 0.05, needs < 0.01 (failed 2 checks in a row)"
+    );
+}
+
+#[test]
+fn a_bake_whose_analysis_never_passed_is_inconclusive_not_passed() {
+    let mut s = with_analysis(vec![Stage::Bake]);
+    s.on_inconclusive = OnInconclusive::Wait;
+    let r = observing(s);
+    let end = T0 + 31 + 60_000;
+    let (r, _) = step(r, tick(Some(measured(Some(vec![])))), end);
+    assert_eq!(r.phase, Phase::Observing);
+    let waiting = r.waiting.as_deref().unwrap_or("");
+    assert!(
+        waiting.contains("analysis business: the query returned no data"),
+        "{waiting}"
+    );
+    // A passing measurement lets the next bake end promote.
+    let mut s = with_analysis(vec![Stage::Bake]);
+    s.on_inconclusive = OnInconclusive::Wait;
+    let r = observing(s);
+    let (r, _) = step(r, tick(Some(measured(Some(vec![0.001])))), end);
+    assert_eq!(r.phase, Phase::Promoted);
+}
+
+#[test]
+fn an_analysis_judges_only_where_it_applies() {
+    // Gates only: a failing measurement in the bake is not its to judge.
+    let mut r = observing(with_analysis(vec![Stage::Gates]));
+    for i in 0..5 {
+        (r, _) = step(r, tick(Some(measured(Some(vec![0.9])))), T0 + 100 + i);
+    }
+    assert_eq!(r.phase, Phase::Observing);
+    assert!(r.last_check.iter().all(|o| o.rule != Rule::Analysis));
+}
+
+#[test]
+fn a_pre_rollout_hook_that_refuses_fails_the_rollout_before_anything_is_deployed() {
+    let r = start(settings(Strategy::BlueGreen));
+    let (r, fx) = step(
+        r,
+        Event::HookRefused {
+            hook: "ticket".into(),
+            reason: "answered 403".into(),
+        },
+        T0 + 5,
+    );
+    assert_eq!(r.phase, Phase::Failed);
+    assert_eq!(fx, vec![Effect::Route(Route::all_on(Color::Blue))]);
+    assert_eq!(
+        r.outcome.unwrap().to_string(),
+        "pre_rollout webhook 'ticket' stopped it: answered 403"
+    );
+}
