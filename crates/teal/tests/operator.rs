@@ -1349,3 +1349,134 @@ async fn out_of_range_durations_and_bad_model_names_are_refused_with_the_field_n
     h.api.expect_event("Warning", "InvalidSpec").await;
     finished(task).await;
 }
+
+/// The resource's analyses (a real Prometheus scraping a business-metrics exporter) and
+/// webhooks (a receiver of the test's): a `pre_rollout` hook is asked before the Deployment,
+/// a query over its threshold fails the gates, and the failure is notified.
+#[tokio::test]
+async fn a_resource_s_analysis_fails_its_gates_and_its_webhooks_are_called() {
+    let receiver = Arc::new(common::checks::Receiver::default());
+    let base = common::checks::serve_receiver(receiver.clone()).await;
+    receiver.business.lock().unwrap().insert("v2".into(), 0.5);
+    let dir = common::temp_dir("operator-analysis");
+    let port = common::free_port();
+    let _prometheus = common::checks::start_prometheus_on(
+        &dir,
+        port,
+        &[("business", base.trim_start_matches("http://"))],
+    )
+    .await;
+    let pods = pods("v1", "v2").await;
+    let mut spec = spec("service");
+    spec["prometheusUrl"] = json!(format!("http://127.0.0.1:{port}"));
+    spec["analysis"] = json!([{
+        "name": "business",
+        "query": "max(business_error_ratio{model=\"{model}\",version=\"{version}\"})",
+        "condition": "< 0.01",
+        "consecutive": 1,
+        "at": ["gates"],
+    }]);
+    spec["webhooks"] = json!([
+        { "name": "ticket", "url": format!("{base}/hook/ticket"), "on": ["pre_rollout"] },
+        { "name": "notify", "url": format!("{base}/hook/notify"), "on": ["failure"] },
+    ]);
+    let mut h = Harness::new(spec, Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    assert_eq!(receiver.calls_of("ticket").len(), 1, "asked once, before the Deployment");
+    let task = h.reconcile();
+    h.holdout().await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "failed", "{status}");
+    let line = status["lastGateReport"]["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "analysis business")
+        .cloned()
+        .unwrap_or_else(|| panic!("no analysis line: {status}"));
+    assert_eq!(line["verdict"], "fail");
+    assert_eq!(line["reason"], "value 0.5, needs < 0.01 (failed 1 in a row)");
+    h.service_apply("digits").await;
+    h.api.expect_event("Warning", "Failed").await;
+    finished(task).await;
+    let notified = common::eventually(Duration::from_secs(20), async || {
+        !receiver.calls_of("notify").is_empty()
+    })
+    .await;
+    assert!(notified, "no failure notification");
+    let (headers, body) = receiver.calls_of("notify").remove(0);
+    assert_eq!(headers["x-teal-event"], "failure");
+    assert_eq!(body["version"], "v2");
+    assert!(body["cause"].as_str().unwrap().contains("gates failed"), "{body}");
+}
+
+/// A `pre_switch` webhook holds the switch: the gates pass, nothing is written while it
+/// answers 409, and its 200 lets the switch through.
+#[tokio::test]
+async fn a_resource_s_confirm_hook_holds_the_switch_until_it_answers_200() {
+    let receiver = Arc::new(common::checks::Receiver::default());
+    let base = common::checks::serve_receiver(receiver.clone()).await;
+    receiver.answer("confirm", 409);
+    let pods = pods("v1", "v2").await;
+    let mut spec = spec("service");
+    spec["webhooks"] = json!([
+        { "name": "confirm", "url": format!("{base}/hook/confirm"), "on": ["pre_switch"], "retries": 0, "confirmIntervalSeconds": 5 },
+    ]);
+    let mut h = Harness::new(spec, Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    let task = h.reconcile();
+    h.holdout().await;
+    finished(task).await;
+    h.api.silent(Duration::from_millis(200)).await;
+    assert_eq!(receiver.calls_of("confirm").len(), 1);
+    // Not due again yet: not asked, nothing written.
+    h.advance(2);
+    finished(h.reconcile()).await;
+    h.api.silent(Duration::from_millis(200)).await;
+    assert_eq!(receiver.calls_of("confirm").len(), 1);
+    assert_eq!(h.phase(), "validating");
+    receiver.answer("confirm", 200);
+    h.advance(4);
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "switching", "{status}");
+    assert_eq!(status["lastGateReport"]["verdict"], "pass");
+    assert!(
+        status["lastTransition"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("switch confirmed by confirm"),
+        "{status}"
+    );
+    h.service_apply("digits").await;
+    h.api.expect_event("Normal", "Switching").await;
+    finished(task).await;
+    assert_eq!(receiver.calls_of("confirm").len(), 2);
+}
+
+#[test]
+fn a_resource_s_bad_analysis_or_webhook_is_reported_with_its_field() {
+    let problem = |extra: Value| {
+        let mut s = spec("service");
+        merge(&mut s, &extra);
+        serde_json::from_value::<teal::kubernetes::crd::ModelDeploymentSpec>(s)
+            .map(|spec| spec.problem().unwrap_or_default())
+            .unwrap_or_else(|e| e.to_string())
+    };
+    let analysis = |condition: &str| json!({"prometheusUrl": "http://prometheus:9090", "analysis": [{"name": "a", "query": "x", "condition": condition}]});
+    assert!(problem(analysis("< 0.1")).is_empty());
+    assert!(
+        problem(analysis("about 0.1")).starts_with("spec.analysis[0].condition: 'about 0.1' is not a condition"),
+        "{}",
+        problem(analysis("about 0.1"))
+    );
+    let mut no_url = analysis("< 0.1");
+    no_url["prometheusUrl"] = Value::Null;
+    assert!(problem(no_url).contains("set spec.prometheusUrl"));
+    let hook = json!({"webhooks": [{"name": "h", "url": "ftp://x/y", "on": ["rollback"]}]});
+    assert!(
+        problem(hook).starts_with("spec.webhooks[0].url: 'ftp://x/y' is not an http"),
+    );
+    let unknown = json!({"webhooks": [{"name": "h", "url": "http://x/", "on": ["later"]}]});
+    assert!(problem(unknown).contains("unknown variant `later`"));
+}

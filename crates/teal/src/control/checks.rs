@@ -10,8 +10,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use teal_core::gates::Verdict;
 use teal_core::rollout::{
-    Analysis, HookEvent, HookFormat, Measurement, Placeholders, SmokeTest, Webhook, promql_string,
+    Analysis, HookEvent, HookFormat, Measurement, Placeholders, Rollout, SmokeTest, Webhook,
+    promql_string,
 };
 use teal_core::routing::Color;
 use tokio::io::AsyncReadExt;
@@ -47,6 +49,7 @@ pub struct OpenDoor {
 }
 
 /// The HTTP client the checks share.
+#[derive(Clone)]
 pub struct Checks {
     client: reqwest::Client,
     prometheus: Option<String>,
@@ -64,6 +67,14 @@ impl Checks {
             .unwrap_or_default();
         Checks {
             client,
+            prometheus: prometheus.map(|u| u.trim_end_matches('/').to_string()),
+        }
+    }
+
+    /// The same client, querying `prometheus` (a resource's own `prometheusUrl`).
+    pub fn with_prometheus(&self, prometheus: Option<&str>) -> Checks {
+        Checks {
+            client: self.client.clone(),
             prometheus: prometheus.map(|u| u.trim_end_matches('/').to_string()),
         }
     }
@@ -104,6 +115,44 @@ impl Checks {
             Ok(values) => analysis.judge(values),
             Err(reason) => analysis.unmeasured(&reason),
         }
+    }
+
+    /// An analysis at the gates: measured every `interval_ms` until it passes, or fails
+    /// `consecutive` times in a row, or has been measured `consecutive` times without either
+    /// (inconclusive). Returns the verdict's measurement and every measurement taken.
+    pub async fn gate_analysis(
+        &self,
+        analysis: &Analysis,
+        vars: &Placeholders<'_>,
+    ) -> (Measurement, Vec<Measurement>) {
+        let mut fails = 0;
+        let mut all = Vec::new();
+        let mut last = analysis.unmeasured("not measured");
+        for attempt in 0..analysis.consecutive {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(analysis.interval_ms)).await;
+            }
+            last = self.measure(analysis, vars).await;
+            all.push(last.clone());
+            match last.verdict {
+                Verdict::Pass => return (last, all),
+                Verdict::Fail => fails += 1,
+                Verdict::Inconclusive => fails = 0,
+            }
+            if fails >= analysis.consecutive {
+                break;
+            }
+        }
+        if last.verdict == Verdict::Fail && fails < analysis.consecutive {
+            last.verdict = Verdict::Inconclusive;
+            last.detail = format!(
+                "{} (failed {fails} of {} in a row needed)",
+                last.detail, analysis.consecutive
+            );
+        } else if last.verdict == Verdict::Fail {
+            last.detail = format!("{} (failed {fails} in a row)", last.detail);
+        }
+        (last, all)
     }
 
     /// Sends `payload` to a webhook (as Slack's text when its format says so), signed when it
@@ -220,6 +269,59 @@ impl Checks {
             last.unwrap_or_default()
         ))
     }
+}
+
+/// What the operator's checks said at the gates, and the worst verdict so far.
+pub struct Said {
+    pub worst: Verdict,
+    pub lines: Vec<String>,
+}
+
+impl Said {
+    pub fn add(&mut self, verdict: Verdict, line: String) {
+        self.worst = combine(self.worst, verdict);
+        self.lines.push(line);
+    }
+}
+
+/// The worse of two verdicts: a failure over anything, then inconclusive over a pass.
+pub fn combine(a: Verdict, b: Verdict) -> Verdict {
+    match (a, b) {
+        (Verdict::Fail, _) | (_, Verdict::Fail) => Verdict::Fail,
+        (Verdict::Inconclusive, _) | (_, Verdict::Inconclusive) => Verdict::Inconclusive,
+        _ => Verdict::Pass,
+    }
+}
+
+/// What a query's or a command's placeholders stand for in this rollout.
+pub fn placeholders(state: &Rollout) -> Placeholders<'static> {
+    Placeholders {
+        values: vec![
+            ("model", state.model.clone()),
+            ("version", state.version.clone()),
+            ("slot", state.new_slot().to_string()),
+            ("old_version", state.old_version.clone().unwrap_or_default()),
+        ],
+    }
+}
+
+/// A webhook's JSON body: the event, the rollout, and its report so far.
+pub fn payload(state: &Rollout, event: HookEvent, cause: &str) -> serde_json::Value {
+    serde_json::json!({
+        "event": event.as_str(),
+        "model": state.model,
+        "version": state.version,
+        "old_version": state.old_version,
+        "rollout": state.id,
+        "phase": state.phase.name(),
+        "cause": cause,
+        "outcome": state.outcome.as_ref().map(ToString::to_string),
+        "report": {
+            "checks": state.last_check,
+            "strategy": state.settings.strategy.name(),
+        },
+        "time": crate::state::store::format_time(crate::state::store::now_ms()),
+    })
 }
 
 /// A smoke test's result.

@@ -23,7 +23,7 @@ use teal_core::rollout::{
 use teal_core::routing::Color;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::checks::{CandidateDoor, Checks, run_smoke};
+use crate::control::checks::{CandidateDoor, Checks, Said, payload, placeholders, run_smoke};
 use crate::control::slots::{NotStarted, SlotError, SlotManager};
 use crate::control::validation::{Source, Validator};
 use crate::metrics::{Metrics, ModelLabels};
@@ -801,40 +801,16 @@ impl Rollouts {
         (said.worst, said.lines)
     }
 
-    /// An analysis at the gates: measured every `interval_ms` until it passes, or fails
-    /// `consecutive` times in a row, or has been measured `consecutive` times without
-    /// either (inconclusive).
+    /// An analysis at the gates (`Checks::gate_analysis`), each measurement recorded.
     async fn gate_analysis(
         &self,
         state: &Rollout,
         analysis: &teal_core::rollout::Analysis,
         vars: &Placeholders<'_>,
     ) -> Measurement {
-        let mut fails = 0;
-        let mut last = analysis.unmeasured("not measured");
-        for attempt in 0..analysis.consecutive {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(analysis.interval_ms)).await;
-            }
-            last = self.checks().measure(analysis, vars).await;
-            self.record_analysis(state, Stage::Gates, &last).await;
-            match last.verdict {
-                Verdict::Pass => return last,
-                Verdict::Fail => fails += 1,
-                Verdict::Inconclusive => fails = 0,
-            }
-            if fails >= analysis.consecutive {
-                break;
-            }
-        }
-        if last.verdict == Verdict::Fail && fails < analysis.consecutive {
-            last.verdict = Verdict::Inconclusive;
-            last.detail = format!(
-                "{} (failed {fails} of {} in a row needed)",
-                last.detail, analysis.consecutive
-            );
-        } else if last.verdict == Verdict::Fail {
-            last.detail = format!("{} (failed {fails} in a row)", last.detail);
+        let (last, all) = self.checks().gate_analysis(analysis, vars).await;
+        for m in &all {
+            self.record_analysis(state, Stage::Gates, m).await;
         }
         last
     }
@@ -1135,59 +1111,6 @@ fn warm_up_deadline(candidate: &SlotConfig) -> Duration {
         }
         teal_core::config::BackendConfig::Onnx { .. } => Duration::from_secs(30),
     }
-}
-
-/// What the operator's checks said at the gates, and the worst verdict so far.
-struct Said {
-    worst: Verdict,
-    lines: Vec<String>,
-}
-
-impl Said {
-    fn add(&mut self, verdict: Verdict, line: String) {
-        self.worst = combine(self.worst, verdict);
-        self.lines.push(line);
-    }
-}
-
-/// The worse of two verdicts: a failure over anything, then inconclusive over a pass.
-fn combine(a: Verdict, b: Verdict) -> Verdict {
-    match (a, b) {
-        (Verdict::Fail, _) | (_, Verdict::Fail) => Verdict::Fail,
-        (Verdict::Inconclusive, _) | (_, Verdict::Inconclusive) => Verdict::Inconclusive,
-        _ => Verdict::Pass,
-    }
-}
-
-/// What a query's or a command's placeholders stand for in this rollout.
-fn placeholders(state: &Rollout) -> Placeholders<'static> {
-    Placeholders {
-        values: vec![
-            ("model", state.model.clone()),
-            ("version", state.version.clone()),
-            ("slot", state.new_slot().to_string()),
-            ("old_version", state.old_version.clone().unwrap_or_default()),
-        ],
-    }
-}
-
-/// A webhook's JSON body: the event, the rollout, and its report so far.
-fn payload(state: &Rollout, event: HookEvent, cause: &str) -> serde_json::Value {
-    serde_json::json!({
-        "event": event.as_str(),
-        "model": state.model,
-        "version": state.version,
-        "old_version": state.old_version,
-        "rollout": state.id,
-        "phase": state.phase.name(),
-        "cause": cause,
-        "outcome": state.outcome.as_ref().map(ToString::to_string),
-        "report": {
-            "checks": state.last_check,
-            "strategy": state.settings.strategy.name(),
-        },
-        "time": crate::state::store::format_time(crate::state::store::now_ms()),
-    })
 }
 
 /// The last snapshot of each slot's counts, to measure intervals.

@@ -14,7 +14,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use teal_core::gates::GateConfig;
-use teal_core::rollout::{CanaryStep, Evidence, RollbackRules, RolloutSettings, Strategy};
+use teal_core::rollout::{CanaryStep, Evidence, RollbackRules, RolloutSettings, Stage, Strategy};
 use teal_core::routing::Color;
 
 /// A model served by two colours of pods, and how a new version replaces the live one.
@@ -111,6 +111,169 @@ pub struct ModelDeploymentSpec {
     pub validation: ValidationSpec,
     #[serde(default)]
     pub rollback: RollbackSpec,
+    /// The Prometheus server the analyses query (its HTTP API), like
+    /// `http://prometheus.monitoring:9090`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
+    /// PromQL queries judged at the gates, through canary steps and through the bake.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<AnalysisSpec>,
+    /// Endpoints called at the rollout's points.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+/// A PromQL instant query and the condition every series of its result must meet
+/// (`[[model.rollout.analysis]]` in a config file). `{model}`, `{version}`, `{slot}` and
+/// `{old_version}` are the candidate's. No data, a NaN or an error is inconclusive.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisSpec {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// An operator and a number: `< 0.01`, `>= 0.95`.
+    pub condition: String,
+    /// Seconds between measurements (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86_400))]
+    pub interval_seconds: Option<u64>,
+    /// Where it is judged (default all three).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<AnalysisStage>,
+    /// Failing measurements in a row before it fails (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub consecutive: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalysisStage {
+    Gates,
+    Canary,
+    Bake,
+}
+
+/// A POST at the rollout's points (`[[model.rollout.webhook]]` in a config file).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookSpec {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// `http://` or `https://`.
+    pub url: String,
+    /// `pre_rollout` (a non-2xx stops the rollout), `pre_switch` (the switch waits for a
+    /// 200), and the notifications `canary_step`, `post_rollout`, `rollback`, `abort`,
+    /// `failure`.
+    pub on: Vec<HookPoint>,
+    /// Seconds one call may take (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: Option<u64>,
+    /// Calls after the first when one fails (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10))]
+    pub retries: Option<u32>,
+    /// An environment variable of the operator's pod (from a Secret) holding the HMAC-SHA256
+    /// key the body is signed with (`x-teal-signature-256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// `json` (default) or `slack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<HookBody>,
+    /// `pre_switch`: seconds to wait for a 200 before waiting for approval (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2_592_000))]
+    pub confirm_timeout_seconds: Option<u64>,
+    /// `pre_switch`: seconds between asks (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3_600))]
+    pub confirm_interval_seconds: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HookPoint {
+    PreRollout,
+    PreSwitch,
+    CanaryStep,
+    PostRollout,
+    Rollback,
+    Abort,
+    Failure,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HookBody {
+    Json,
+    Slack,
+}
+
+impl AnalysisSpec {
+    /// The analysis the state machine judges (a condition that does not parse is reported
+    /// by `problem` before this is used).
+    fn analysis(&self) -> teal_core::rollout::Analysis {
+        teal_core::rollout::Analysis {
+            name: self.name.clone(),
+            query: self.query.clone(),
+            condition: self
+                .condition
+                .parse()
+                .unwrap_or(teal_core::rollout::Condition {
+                    op: teal_core::rollout::Op::Lt,
+                    value: f64::NEG_INFINITY,
+                }),
+            interval_ms: ms(self.interval_seconds.unwrap_or(30)),
+            at: match self.at.is_empty() {
+                true => vec![Stage::Gates, Stage::Canary, Stage::Bake],
+                false => self
+                    .at
+                    .iter()
+                    .map(|a| match a {
+                        AnalysisStage::Gates => Stage::Gates,
+                        AnalysisStage::Canary => Stage::Canary,
+                        AnalysisStage::Bake => Stage::Bake,
+                    })
+                    .collect(),
+            },
+            consecutive: self.consecutive.unwrap_or(3),
+        }
+    }
+}
+
+impl WebhookSpec {
+    fn webhook(&self) -> teal_core::rollout::Webhook {
+        use teal_core::rollout::HookEvent as E;
+        teal_core::rollout::Webhook {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            on: self
+                .on
+                .iter()
+                .map(|p| match p {
+                    HookPoint::PreRollout => E::PreRollout,
+                    HookPoint::PreSwitch => E::PreSwitch,
+                    HookPoint::CanaryStep => E::CanaryStep,
+                    HookPoint::PostRollout => E::PostRollout,
+                    HookPoint::Rollback => E::Rollback,
+                    HookPoint::Abort => E::Abort,
+                    HookPoint::Failure => E::Failure,
+                })
+                .collect(),
+            timeout_ms: ms(self.timeout_seconds.unwrap_or(10)),
+            retries: self.retries.unwrap_or(3),
+            secret_env: self.secret_env.clone(),
+            format: match self.format {
+                Some(HookBody::Slack) => teal_core::rollout::HookFormat::Slack,
+                _ => teal_core::rollout::HookFormat::Json,
+            },
+            confirm_timeout_ms: ms(self.confirm_timeout_seconds.unwrap_or(3_600)),
+            confirm_interval_ms: ms(self.confirm_interval_seconds.unwrap_or(5)),
+        }
+    }
 }
 
 /// One colour: a version and how its pods differ from the shared template.
@@ -469,7 +632,28 @@ impl ModelDeploymentSpec {
         if self.strategy.kind == StrategyKind::Canary && self.strategy.steps.is_empty() {
             return Some("strategy.steps is empty: a canary needs at least one step, like {weight: 10, pauseSeconds: 60}".into());
         }
+        for (i, a) in self.analysis.iter().enumerate() {
+            if let Err(reason) = a.condition.parse::<teal_core::rollout::Condition>() {
+                return Some(format!("spec.analysis[{i}].condition: {reason}"));
+            }
+        }
+        if !self.analysis.is_empty() && self.prometheus_url.is_none() {
+            return Some("spec.analysis: analyses query Prometheus: set spec.prometheusUrl, like http://prometheus.monitoring:9090".into());
+        }
+        if let Some(url) = &self.prometheus_url
+            && !teal_core::rollout::http_url(url)
+        {
+            return Some(format!(
+                "spec.prometheusUrl: '{url}' is not an http:// or https:// URL"
+            ));
+        }
         if let Err((field, reason)) = self.settings().validate() {
+            // The checks' fields by their names in the resource.
+            let field = match field.strip_prefix("webhook[") {
+                Some(rest) => format!("spec.webhooks[{rest}"),
+                None if field.starts_with("analysis[") => format!("spec.{field}"),
+                None => field,
+            };
             return Some(format!("{field}: {reason}"));
         }
         if let Err(reason) = check_gates(&self.gates()) {
@@ -557,6 +741,10 @@ impl ModelDeploymentSpec {
                 ..defaults
             },
             failover: false,
+            analysis: self.analysis.iter().map(AnalysisSpec::analysis).collect(),
+            webhook: self.webhooks.iter().map(WebhookSpec::webhook).collect(),
+            // No commands from a resource: a smoke test is a config file's only.
+            smoke_test: Vec::new(),
             ..RolloutSettings::default()
         }
     }

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "kubernetes")]
 pub mod apiserver;
+pub mod checks;
 pub mod rollouts;
 
 use std::path::PathBuf;

@@ -97,6 +97,8 @@ pub struct Context {
     pub clock: Clock,
     /// How long gates and checks wait for a Service's pods to answer ready.
     pub connect_wait: Duration,
+    /// Prometheus and webhooks, for the resources' analyses and webhooks.
+    pub checks: Arc<crate::control::checks::Checks>,
     /// Per resource (by uid): whether this process already re-applied its route, and when
     /// the last rollback check ran.
     memory: Mutex<HashMap<String, Memory>>,
@@ -112,6 +114,12 @@ struct Memory {
     /// When the last rollback check ran, so checks keep their interval however often
     /// watch events start a reconcile.
     last_check_ms: i64,
+    /// The rollout (id and version) whose `pre_rollout` webhooks answered 2xx.
+    pre_rollout_done: Option<(i64, String)>,
+    /// When each analysis of the watched phase is next due.
+    analysis_next_ms: HashMap<String, i64>,
+    /// Gates passed, waiting for the `pre_switch` webhooks' 200.
+    confirm: Option<observe::Confirm>,
 }
 
 impl Context {
@@ -130,6 +138,7 @@ impl Context {
             }),
             clock: Arc::new(now_ms),
             connect_wait: Duration::from_secs(10),
+            checks: Arc::new(crate::control::checks::Checks::new(None)),
             memory: Mutex::new(HashMap::new()),
         }
     }

@@ -12,11 +12,12 @@ use kube::api::Api;
 use serde_json::json;
 use teal_core::config::{BackendConfig, RemoteConfig, SlotConfig};
 use teal_core::gates::{self, Verdict};
-use teal_core::rollout::{Check, Event, Phase, Rollout, Window};
+use teal_core::rollout::{Check, Event, HookEvent, Phase, Rollout, Stage, Window};
 
 use super::objects::{apply_deployment, colour_service, deployment_name, namespace, scale, uid};
 use super::{Context, Error};
 use crate::backends::{Backend, UpstreamModel};
+use crate::control::checks::{payload, placeholders, show_ms};
 use crate::control::validation::{self, Row};
 use crate::kubernetes::crd::{Colour, GateLine, GateReportSummary, ModelDeployment};
 use crate::routing::Slot;
@@ -32,15 +33,18 @@ pub(super) async fn observe(
 ) -> Result<Option<Event>, Error> {
     let candidate: Colour = rollout.new_slot().into();
     let event = match &rollout.phase {
-        Phase::Deploying => match apply_deployment(md, ctx, candidate, md.spec.replicas).await {
-            Ok(()) => Event::Deployed,
-            // The API refused the object itself (an invalid template): no retry helps.
-            Err(Error::Api(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
-                Event::DeployFailed {
-                    reason: format!("the Deployment was refused: {}", e.message),
+        Phase::Deploying => match pre_rollout(md, ctx, rollout).await {
+            Some(refused) => refused,
+            None => match apply_deployment(md, ctx, candidate, md.spec.replicas).await {
+                Ok(()) => Event::Deployed,
+                // The API refused the object itself (an invalid template): no retry helps.
+                Err(Error::Api(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
+                    Event::DeployFailed {
+                        reason: format!("the Deployment was refused: {}", e.message),
+                    }
                 }
-            }
-            Err(e) => return Err(e),
+                Err(e) => return Err(e),
+            },
         },
         Phase::WarmingUp => match readiness(md, ctx, candidate).await? {
             Readiness::Ready => Event::Ready,
@@ -73,7 +77,34 @@ pub(super) async fn observe(
                 // Gateways mirror live traffic to the candidate for the window first.
                 return Ok(None);
             }
-            let summary = run_gates(md, ctx, rollout).await?;
+            if let Some(held) = confirm_step(md, ctx, rollout, now, report).await {
+                return Ok(held);
+            }
+            let mut summary = run_gates(md, ctx, rollout).await?;
+            if summary.verdict != Verdict::Fail.as_str() {
+                gate_analyses(md, ctx, rollout, &mut summary).await;
+            }
+            let confirming = rollout
+                .settings
+                .hooks_on(HookEvent::PreSwitch)
+                .next()
+                .is_some();
+            if rollout.phase == Phase::Validating
+                && confirming
+                && summary.verdict == Verdict::Pass.as_str()
+            {
+                // The switch waits for the confirm hooks: asked now, then every reconcile
+                // their interval allows, until a 200 or their timeout.
+                let held = Confirm {
+                    rollout: (rollout.id, rollout.version.clone(), rollout.since_ms),
+                    sentence: gate_sentence(&summary),
+                    report: summary,
+                    started_ms: now,
+                    next_ask_ms: now,
+                };
+                ctx.remember(&uid(md), |m| m.confirm = Some(held));
+                return Ok(confirm_step(md, ctx, rollout, now, report).await.flatten());
+            }
             let event = Event::Gates {
                 verdict: summary.verdict.parse().unwrap_or(Verdict::Inconclusive),
                 summary: gate_sentence(&summary),
@@ -112,6 +143,173 @@ pub(super) async fn observe(
         _ => return Ok(None),
     };
     Ok(Some(event))
+}
+
+/// Gates that passed, held until the `pre_switch` webhooks answer 200.
+#[derive(Clone)]
+pub(super) struct Confirm {
+    /// The rollout's id, version, and when its validating phase began.
+    rollout: (i64, String, i64),
+    report: GateReportSummary,
+    sentence: String,
+    started_ms: i64,
+    next_ask_ms: i64,
+}
+
+/// Asks the `pre_switch` webhooks of a rollout whose gates passed, when an ask is due:
+/// `None` when no switch is held for this rollout (run the gates), `Some(None)` while it
+/// waits, and `Some(Some(event))` once every hook answered 200 (a pass) or one's confirm
+/// timeout ran out (inconclusive: the rollout then waits for approval).
+async fn confirm_step(
+    md: &ModelDeployment,
+    ctx: &Context,
+    rollout: &Rollout,
+    now: i64,
+    report: &mut Option<GateReportSummary>,
+) -> Option<Option<Event>> {
+    let id = uid(md);
+    let key = (rollout.id, rollout.version.clone(), rollout.since_ms);
+    let held = ctx.memory(&id).confirm.filter(|c| c.rollout == key)?;
+    if now < held.next_ask_ms {
+        return Some(None);
+    }
+    let body = payload(rollout, HookEvent::PreSwitch, &held.sentence);
+    let mut confirmed = Vec::new();
+    for hook in rollout.settings.hooks_on(HookEvent::PreSwitch) {
+        let last = match ctx.checks.deliver(hook, HookEvent::PreSwitch, &body).await {
+            Ok(200) => {
+                confirmed.push(hook.name.clone());
+                continue;
+            }
+            Ok(status) => format!("last answered {status}"),
+            Err(reason) => reason,
+        };
+        if now - held.started_ms >= hook.confirm_timeout_ms as i64 {
+            ctx.remember(&id, |m| m.confirm = None);
+            *report = Some(held.report.clone());
+            return Some(Some(Event::Gates {
+                verdict: Verdict::Inconclusive,
+                summary: format!(
+                    "{}; confirm hook {} did not answer 200 within {} ({last}): approve with teal.dev/promote={}, or roll back",
+                    held.sentence,
+                    hook.name,
+                    show_ms(hook.confirm_timeout_ms),
+                    rollout.version
+                ),
+            }));
+        }
+        let next = now + hook.confirm_interval_ms as i64;
+        ctx.remember(&id, |m| {
+            if let Some(c) = &mut m.confirm {
+                c.next_ask_ms = next;
+            }
+        });
+        return Some(None);
+    }
+    ctx.remember(&id, |m| m.confirm = None);
+    *report = Some(held.report.clone());
+    Some(Some(Event::Gates {
+        verdict: Verdict::Pass,
+        summary: format!(
+            "{}; switch confirmed by {}",
+            held.sentence,
+            confirmed.join(", ")
+        ),
+    }))
+}
+
+/// Calls the `pre_rollout` webhooks once per rollout; the first that does not answer 2xx
+/// stops it before anything is deployed.
+async fn pre_rollout(md: &ModelDeployment, ctx: &Context, rollout: &Rollout) -> Option<Event> {
+    let id = uid(md);
+    let key = (rollout.id, rollout.version.clone());
+    if ctx.memory(&id).pre_rollout_done.as_ref() == Some(&key) {
+        return None;
+    }
+    let body = payload(rollout, HookEvent::PreRollout, "rollout starting");
+    for hook in rollout.settings.hooks_on(HookEvent::PreRollout) {
+        let refused = match ctx.checks.deliver(hook, HookEvent::PreRollout, &body).await {
+            Ok(status) if (200..300).contains(&status) => continue,
+            Ok(status) => format!("answered {status}"),
+            Err(reason) => reason,
+        };
+        return Some(Event::HookRefused {
+            hook: hook.name.clone(),
+            reason: refused,
+        });
+    }
+    ctx.remember(&id, |m| m.pre_rollout_done = Some(key));
+    None
+}
+
+/// The analyses of the gates, each measured until it passes or fails its `consecutive` in a
+/// row, as lines of the gate report, which then takes the worst verdict.
+async fn gate_analyses(
+    md: &ModelDeployment,
+    ctx: &Context,
+    rollout: &Rollout,
+    summary: &mut GateReportSummary,
+) {
+    let checks = ctx
+        .checks
+        .with_prometheus(md.spec.prometheus_url.as_deref());
+    let vars = placeholders(rollout);
+    let runs = rollout
+        .settings
+        .analyses_at(Stage::Gates)
+        .map(|a| checks.gate_analysis(a, &vars));
+    for (m, _) in futures::future::join_all(runs).await {
+        summary.gates.push(GateLine {
+            gate: format!("analysis {}", m.name),
+            verdict: m.verdict.as_str().into(),
+            reason: m.detail,
+        });
+    }
+    summary.verdict = Verdict::combine(
+        summary
+            .gates
+            .iter()
+            .map(|g| g.verdict.parse().unwrap_or(Verdict::Inconclusive)),
+    )
+    .as_str()
+    .into();
+}
+
+/// The analyses of the watched phase that are due, measured now.
+async fn watched_analyses(
+    md: &ModelDeployment,
+    ctx: &Context,
+    rollout: &Rollout,
+) -> Vec<teal_core::rollout::Measurement> {
+    let Some(stage) = rollout.watched_stage() else {
+        return Vec::new();
+    };
+    let id = uid(md);
+    let now = (ctx.clock)();
+    let checks = ctx
+        .checks
+        .with_prometheus(md.spec.prometheus_url.as_deref());
+    let vars = placeholders(rollout);
+    let mut measured = Vec::new();
+    for analysis in rollout.settings.analyses_at(stage) {
+        let key = format!("{}@{}", analysis.name, rollout.since_ms);
+        if ctx
+            .memory(&id)
+            .analysis_next_ms
+            .get(&key)
+            .is_some_and(|at| now < *at)
+        {
+            continue;
+        }
+        ctx.remember(&id, |m| {
+            m.analysis_next_ms
+                .retain(|k, _| k.ends_with(&format!("@{}", rollout.since_ms)));
+            m.analysis_next_ms
+                .insert(key, now + analysis.interval_ms as i64);
+        });
+        measured.push(checks.measure(analysis, &vars).await);
+    }
+    measured
 }
 
 /// Where a colour's Deployment stands.
@@ -304,6 +502,7 @@ async fn check(md: &ModelDeployment, ctx: &Context, rollout: &Rollout) -> Result
     let mut check = Check {
         new_ready,
         new_exited: exited,
+        analyses: watched_analyses(md, ctx, rollout).await,
         ..Check::default()
     };
     let probes = md.spec.rollback.probe_requests.unwrap_or(20) as usize;

@@ -307,6 +307,30 @@ fn poll_interval(rollout: &Rollout, now: i64) -> Duration {
     }
 }
 
+/// Sends the notifications a transition calls for, each in its own task: a slow receiver
+/// never holds a reconcile.
+fn notify(ctx: &Context, rollout: &Rollout, t: &teal_core::rollout::Transition) {
+    let Some(event) = teal_core::rollout::HookEvent::of_phase(&t.to) else {
+        return;
+    };
+    for hook in rollout.settings.hooks_on(event) {
+        let (checks, hook) = (ctx.checks.clone(), hook.clone());
+        let body = crate::control::checks::payload(rollout, event, &t.cause);
+        let model = rollout.model.clone();
+        tokio::spawn(async move {
+            match checks.deliver(&hook, event, &body).await {
+                Ok(status) if (200..300).contains(&status) => {}
+                Ok(status) => {
+                    tracing::warn!(model, hook = %hook.name, event = event.as_str(), status, "webhook notification not taken")
+                }
+                Err(reason) => {
+                    tracing::warn!(model, hook = %hook.name, event = event.as_str(), %reason, "webhook notification not delivered")
+                }
+            }
+        });
+    }
+}
+
 /// Performs a step's effects, after its state is written.
 async fn perform(
     md: &ModelDeployment,
@@ -317,7 +341,10 @@ async fn perform(
 ) -> Result<(), Error> {
     for effect in effects {
         match effect {
-            Effect::Record(t) => record(ctx, md, t).await,
+            Effect::Record(t) => {
+                record(ctx, md, t).await;
+                notify(ctx, rollout, t);
+            }
             Effect::Route(route) => {
                 if md.spec.switch_mode == SwitchMode::Service {
                     let candidate =
