@@ -65,6 +65,14 @@ def main():
         assert entry["name"] == "digits" and success["count"] >= 3 and success["ns"] > 0, entry
         assert entry["inference_stats"]["fail"]["count"] == 0, entry
         assert entry["last_inference"] > 1_700_000_000_000, entry  # milliseconds since 1970
+        # An in-process version also reports its calls: queue and call time per request,
+        # rows as inferences, calls as executions, and the calls by the rows they held.
+        timed = entry["inference_stats"]
+        assert timed["queue"]["count"] >= 1 and timed["compute_infer"]["ns"] > 0, entry
+        assert timed["queue"]["count"] == timed["compute_infer"]["count"], entry
+        calls = sum(b["compute_infer"]["count"] for b in entry["batch_stats"])
+        rows = sum(b["batch_size"] * b["compute_infer"]["count"] for b in entry["batch_stats"])
+        assert calls == entry["execution_count"] and rows == entry["inference_count"], entry
     one = client.get_inference_statistics("digits", "v2")
     assert [s["version"] for s in one["model_stats"]] == ["v2"], one
     every = client.get_inference_statistics()

@@ -84,6 +84,15 @@ def main():
     assert set(versions) == {"v1", "v2"}, stats
     assert int(versions["v1"]["inference_stats"]["success"]["count"]) >= 3, stats
     assert int(versions["v1"]["last_inference"]) > 1_700_000_000_000, stats
+    # In-process versions also report their calls: queue and call time per request, rows as
+    # inferences, calls as executions, and the calls by the rows they held.
+    for entry in versions.values():
+        timed = entry["inference_stats"]
+        assert int(timed["queue"]["count"]) >= 1 and int(timed["compute_infer"]["ns"]) > 0, entry
+        assert int(timed["queue"]["count"]) == int(timed["compute_infer"]["count"]), entry
+        calls = sum(int(b["compute_infer"]["count"]) for b in entry["batch_stats"])
+        rows = sum(int(b["batch_size"]) * int(b["compute_infer"]["count"]) for b in entry["batch_stats"])
+        assert calls == int(entry["execution_count"]) and rows == int(entry["inference_count"]), entry
     one = client.get_inference_statistics("digits", "v2", as_json=True)
     assert [s["version"] for s in one["model_stats"]] == ["v2"], one
     index = client.get_model_repository_index(as_json=True)

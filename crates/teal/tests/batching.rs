@@ -200,6 +200,39 @@ async fn batched_answers_equal_unbatched_ones_bit_for_bit_on_every_bundled_model
             rows.len() as f64,
             "{name}: every row ran exactly once"
         );
+        // The statistics extension counts the same calls: rows as inferences, calls as
+        // executions, each request's queue and call time, and the calls by their rows.
+        let stats = data
+            .get(&format!("/v2/models/{name}-batched/versions/v1/stats"))
+            .await
+            .unwrap()
+            .json();
+        let entry = &stats["model_stats"][0];
+        assert_eq!(entry["inference_count"], rows.len(), "{name}: {entry}");
+        assert_eq!(
+            entry["execution_count"].as_f64(),
+            Some(calls),
+            "{name}: {entry}"
+        );
+        let timed = &entry["inference_stats"];
+        assert_eq!(timed["queue"]["count"], bodies.len(), "{name}: {entry}");
+        assert_eq!(
+            timed["compute_infer"]["count"],
+            bodies.len(),
+            "{name}: {entry}"
+        );
+        assert!(
+            timed["compute_infer"]["ns"].as_u64() > Some(0),
+            "{name}: {entry}"
+        );
+        let by_rows = entry["batch_stats"].as_array().unwrap();
+        let rows_in_calls: u64 = by_rows
+            .iter()
+            .map(|b| {
+                b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap()
+            })
+            .sum();
+        assert_eq!(rows_in_calls, rows.len() as u64, "{name}: {entry}");
         // Batching is on unless the model computes a row differently in a batch than alone
         // (ONNX Runtime's linear models take another path for one row), which teal found when
         // it loaded the model and says.

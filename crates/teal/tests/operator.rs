@@ -1382,7 +1382,11 @@ async fn a_resource_s_analysis_fails_its_gates_and_its_webhooks_are_called() {
     ]);
     let mut h = Harness::new(spec, Some(stable()), Some(&pods));
     to_validating(&mut h).await;
-    assert_eq!(receiver.calls_of("ticket").len(), 1, "asked once, before the Deployment");
+    assert_eq!(
+        receiver.calls_of("ticket").len(),
+        1,
+        "asked once, before the Deployment"
+    );
     let task = h.reconcile();
     h.holdout().await;
     let status = h.status_write().await;
@@ -1395,7 +1399,10 @@ async fn a_resource_s_analysis_fails_its_gates_and_its_webhooks_are_called() {
         .cloned()
         .unwrap_or_else(|| panic!("no analysis line: {status}"));
     assert_eq!(line["verdict"], "fail");
-    assert_eq!(line["reason"], "value 0.5, needs < 0.01 (failed 1 in a row)");
+    assert_eq!(
+        line["reason"],
+        "value 0.5, needs < 0.01 (failed 1 in a row)"
+    );
     h.service_apply("digits").await;
     h.api.expect_event("Warning", "Failed").await;
     finished(task).await;
@@ -1407,7 +1414,10 @@ async fn a_resource_s_analysis_fails_its_gates_and_its_webhooks_are_called() {
     let (headers, body) = receiver.calls_of("notify").remove(0);
     assert_eq!(headers["x-teal-event"], "failure");
     assert_eq!(body["version"], "v2");
-    assert!(body["cause"].as_str().unwrap().contains("gates failed"), "{body}");
+    assert!(
+        body["cause"].as_str().unwrap().contains("gates failed"),
+        "{body}"
+    );
 }
 
 /// A `pre_switch` webhook holds the switch: the gates pass, nothing is written while it
@@ -1466,7 +1476,8 @@ fn a_resource_s_bad_analysis_or_webhook_is_reported_with_its_field() {
     let analysis = |condition: &str| json!({"prometheusUrl": "http://prometheus:9090", "analysis": [{"name": "a", "query": "x", "condition": condition}]});
     assert!(problem(analysis("< 0.1")).is_empty());
     assert!(
-        problem(analysis("about 0.1")).starts_with("spec.analysis[0].condition: 'about 0.1' is not a condition"),
+        problem(analysis("about 0.1"))
+            .starts_with("spec.analysis[0].condition: 'about 0.1' is not a condition"),
         "{}",
         problem(analysis("about 0.1"))
     );
@@ -1474,9 +1485,7 @@ fn a_resource_s_bad_analysis_or_webhook_is_reported_with_its_field() {
     no_url["prometheusUrl"] = Value::Null;
     assert!(problem(no_url).contains("set spec.prometheusUrl"));
     let hook = json!({"webhooks": [{"name": "h", "url": "ftp://x/y", "on": ["rollback"]}]});
-    assert!(
-        problem(hook).starts_with("spec.webhooks[0].url: 'ftp://x/y' is not an http"),
-    );
+    assert!(problem(hook).starts_with("spec.webhooks[0].url: 'ftp://x/y' is not an http"),);
     let unknown = json!({"webhooks": [{"name": "h", "url": "http://x/", "on": ["later"]}]});
     assert!(problem(unknown).contains("unknown variant `later`"));
 }

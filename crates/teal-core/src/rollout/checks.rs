@@ -117,9 +117,7 @@ pub fn unknown_placeholder<'t>(text: &'t str, known: &[&str]) -> Option<&'t str>
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            return None;
-        };
+        let close = after.find('}')?;
         let name = &after[..close];
         if is_placeholder_name(name) && !known.contains(&name) {
             return Some(name);

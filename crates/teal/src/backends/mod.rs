@@ -159,6 +159,15 @@ impl Backend {
         }
     }
 
+    /// An in-process version's calls since it was loaded (queue and call times, rows per
+    /// call); a model server keeps its own.
+    pub fn calls(&self) -> Option<onnx::CallTotals> {
+        match self {
+            Backend::Onnx(model) => Some(model.calls()),
+            _ => None,
+        }
+    }
+
     pub fn process(&self) -> Option<ProcessStatus> {
         match self {
             Backend::Process(model) => Some(model.status()),

@@ -172,6 +172,73 @@ impl Drop for Outstanding {
     }
 }
 
+/// A version's calls since it was loaded, as the statistics extension reports them: each
+/// request's time in the queue and the time of the call it ran in, and the calls by the rows
+/// they held.
+#[derive(Default)]
+pub struct CallStats {
+    requests: std::sync::atomic::AtomicU64,
+    queue_ns: std::sync::atomic::AtomicU64,
+    compute_ns: std::sync::atomic::AtomicU64,
+    calls: std::sync::atomic::AtomicU64,
+    rows: std::sync::atomic::AtomicU64,
+    /// Rows per call: (calls, their time in ns).
+    by_rows: std::sync::Mutex<std::collections::BTreeMap<usize, (u64, u64)>>,
+}
+
+/// [`CallStats`] read at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallTotals {
+    /// Requests run (alone or in a batch).
+    pub requests: u64,
+    /// Their time between being queued and their call starting.
+    pub queue_ns: u64,
+    /// The time of the calls they ran in, each request charged its call's whole time.
+    pub compute_ns: u64,
+    /// Calls of the model.
+    pub calls: u64,
+    /// Rows those calls held.
+    pub rows: u64,
+    /// Rows per call: how many calls held that many, and their time.
+    pub by_rows: Vec<(usize, u64, u64)>,
+}
+
+impl CallStats {
+    fn add(&self, rows: usize, waited: &[Duration], took: Duration) {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let n = waited.len() as u64;
+        self.requests.fetch_add(n, Ordering::Relaxed);
+        self.queue_ns
+            .fetch_add(waited.iter().map(|w| ns(*w)).sum(), Ordering::Relaxed);
+        self.compute_ns
+            .fetch_add(ns(took).saturating_mul(n), Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        let mut by_rows = self.by_rows.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = by_rows.entry(rows).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.saturating_add(ns(took));
+    }
+
+    /// The counts now.
+    pub fn totals(&self) -> CallTotals {
+        CallTotals {
+            requests: self.requests.load(Ordering::Relaxed),
+            queue_ns: self.queue_ns.load(Ordering::Relaxed),
+            compute_ns: self.compute_ns.load(Ordering::Relaxed),
+            calls: self.calls.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
+            by_rows: self
+                .by_rows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(rows, (calls, ns))| (*rows, *calls, *ns))
+                .collect(),
+        }
+    }
+}
+
 /// A model served in-process.
 pub struct OnnxModel {
     signature: Signature,
@@ -183,6 +250,8 @@ pub struct OnnxModel {
     observer: Arc<OnceLock<InferenceHandles>>,
     /// Jobs not answered yet.
     outstanding: Arc<AtomicUsize>,
+    /// The calls since the version was loaded.
+    calls: Arc<CallStats>,
 }
 
 /// Dynamic batching as a model's workers apply it (`[model.batching]`).
@@ -725,6 +794,7 @@ struct Worker {
     observer: Arc<OnceLock<InferenceHandles>>,
     /// The model's jobs not answered yet, this batch's included.
     outstanding: Arc<AtomicUsize>,
+    calls: Arc<CallStats>,
 }
 
 impl Worker {
@@ -893,8 +963,10 @@ impl Worker {
         }
     }
 
+    /// Counts a call once the version serves (the checks at load are not its traffic).
     fn record(&self, rows: usize, waited: &[Duration], took: Duration) {
         if let Some(handles) = self.observer.get() {
+            self.calls.add(rows, waited, took);
             handles.batch_rows.observe(rows as f64);
             for wait in waited {
                 handles.queue.observe(wait.as_secs_f64());
@@ -960,6 +1032,7 @@ impl OnnxModel {
         };
         let observer = Arc::new(OnceLock::new());
         let outstanding = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(CallStats::default());
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
         let name = path
             .file_stem()
@@ -974,6 +1047,7 @@ impl OnnxModel {
                 batching: batching.clone().ok().flatten(),
                 observer: Arc::clone(&observer),
                 outstanding: Arc::clone(&outstanding),
+                calls: Arc::clone(&calls),
             };
             std::thread::Builder::new()
                 .name(format!("onnx-{name}-{i}"))
@@ -989,7 +1063,13 @@ impl OnnxModel {
             batching,
             observer,
             outstanding,
+            calls,
         })
+    }
+
+    /// The version's calls since it was loaded.
+    pub fn calls(&self) -> CallTotals {
+        self.calls.totals()
     }
 
     /// How the model batches requests (`Ok(None)`: it was not asked to), or why it does not

@@ -58,6 +58,8 @@ pub struct Checks {
 impl Checks {
     /// Checks that query `prometheus` (the config's `server.prometheus_url`), when set.
     pub fn new(prometheus: Option<&str>) -> Checks {
+        // reqwest is built without a default TLS provider: ring, as the fetcher installs it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("teal/", env!("CARGO_PKG_VERSION")))
@@ -555,9 +557,9 @@ fn short(text: &str) -> String {
 
 /// A duration as settings write it: `500 ms`, `30 s`, `5 min`.
 pub fn show_ms(ms: u64) -> String {
-    if ms % 60_000 == 0 && ms >= 60_000 {
+    if ms.is_multiple_of(60_000) && ms >= 60_000 {
         format!("{} min", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{} s", ms / 1_000)
     } else {
         format!("{ms} ms")

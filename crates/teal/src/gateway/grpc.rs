@@ -144,19 +144,39 @@ impl GrpcInferenceService for Grpc {
                 version => vec![find_version(routes, version).map_err(status)?],
             };
             model_stats.extend(slots.iter().map(|slot| {
+                // As the REST extension answers (`metadata::version_stats`).
                 let t = slot.stats.totals();
                 let duration = |count, ns| Some(pb::StatisticDuration { count, ns });
+                let calls = slot.backend.calls();
+                let (inferences, executions) =
+                    calls.as_ref().map_or((t.ok, t.ok), |c| (c.rows, c.calls));
                 pb::ModelStatistics {
                     name: routes.name.clone(),
                     version: slot.version.clone(),
                     last_inference: t.last_ms,
-                    inference_count: t.ok,
-                    execution_count: t.ok,
+                    inference_count: inferences,
+                    execution_count: executions,
                     inference_stats: Some(pb::InferStatistics {
                         success: duration(t.ok, t.ok_ns),
                         fail: duration(t.failed, t.failed_ns),
+                        queue: calls
+                            .as_ref()
+                            .and_then(|c| duration(c.requests, c.queue_ns)),
+                        compute_infer: calls
+                            .as_ref()
+                            .and_then(|c| duration(c.requests, c.compute_ns)),
                         ..Default::default()
                     }),
+                    batch_stats: calls
+                        .iter()
+                        .flat_map(|c| &c.by_rows)
+                        .map(|(rows, n, ns)| pb::InferBatchStatistics {
+                            batch_size: *rows as u64,
+                            compute_input: duration(*n, 0),
+                            compute_infer: duration(*n, *ns),
+                            compute_output: duration(*n, 0),
+                        })
+                        .collect(),
                 }
             }));
         }

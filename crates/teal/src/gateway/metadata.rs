@@ -128,29 +128,56 @@ pub(super) async fn version_ready(
 }
 
 /// One version's statistics in the statistics extension's form (Triton's `model_stats`
-/// entry): answered and failed requests with the time they took, from the slot's own
-/// counts since it was loaded. teal does not time the queue and the model apart from the
-/// whole request, so those durations are zero, and it does not batch.
+/// entry): answered and failed requests with the time they took, from the slot's own counts
+/// since it was loaded; for an in-process version also the time requests waited for a
+/// worker (`queue`), the time of the calls they ran in (`compute_infer`; a batched request is
+/// charged its batch's whole call, as Triton does), the calls (`execution_count`), the rows
+/// they held (`inference_count`) and the calls by the rows they held (`batch_stats`). teal
+/// does not time input and output conversion apart from the call, so those are zero. A model
+/// server's queue and compute times are its own to report.
 fn version_stats(model: &str, slot: &Slot) -> serde_json::Value {
     let totals = slot.stats.totals();
     let zero = serde_json::json!({ "count": 0, "ns": 0 });
+    let timed = |count: u64, ns: u64| serde_json::json!({ "count": count, "ns": ns });
+    let calls = slot.backend.calls();
+    let (inferences, executions, queue, compute) = match &calls {
+        Some(c) => (
+            c.rows,
+            c.calls,
+            timed(c.requests, c.queue_ns),
+            timed(c.requests, c.compute_ns),
+        ),
+        None => (totals.ok, totals.ok, zero.clone(), zero.clone()),
+    };
+    let batch_stats: Vec<serde_json::Value> = calls
+        .iter()
+        .flat_map(|c| &c.by_rows)
+        .map(|(rows, n, ns)| {
+            serde_json::json!({
+                "batch_size": rows,
+                "compute_input": timed(*n, 0),
+                "compute_infer": timed(*n, *ns),
+                "compute_output": timed(*n, 0),
+            })
+        })
+        .collect();
     serde_json::json!({
         "name": model,
         "version": slot.version,
         "last_inference": totals.last_ms,
-        "inference_count": totals.ok,
-        "execution_count": totals.ok,
+        "inference_count": inferences,
+        "execution_count": executions,
         "inference_stats": {
             "success": { "count": totals.ok, "ns": totals.ok_ns },
             "fail": { "count": totals.failed, "ns": totals.failed_ns },
-            "queue": zero,
+            "queue": queue,
             "compute_input": zero,
-            "compute_infer": zero,
+            "compute_infer": compute,
             "compute_output": zero,
             "cache_hit": zero,
             "cache_miss": zero,
         },
-        "batch_stats": [],
+        "batch_stats": batch_stats,
     })
 }
 

@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use super::*;
 
+/// One webhook call: the hook's name, its headers and its body.
+pub type Call = (String, BTreeMap<String, String>, Vec<u8>);
+
 /// A webhook receiver and a business-metrics exporter, in one HTTP server of the test's.
 #[derive(Default)]
 pub struct Receiver {
     /// Every webhook call: the hook's name, its headers and its body.
-    pub calls: Mutex<Vec<(String, BTreeMap<String, String>, Vec<u8>)>>,
+    pub calls: Mutex<Vec<Call>>,
     /// The status each hook answers (200 when unset); 0 never answers.
     pub answers: Mutex<BTreeMap<String, u16>>,
     /// `business_error_ratio` per version, as the exporter shows it.
@@ -172,4 +175,3 @@ pub async fn start_prometheus_on(dir: &Path, port: u16, targets: &[(&str, &str)]
         _server: server,
     }
 }
-
