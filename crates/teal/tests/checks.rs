@@ -503,7 +503,7 @@ confirm_interval_ms = 200
         ),
         "{waiting}"
     );
-    assert!(receiver.calls_of("confirm").len() >= 2);
+    assert!(!receiver.calls_of("confirm").is_empty());
     assert_eq!(live_version(&data(&running)).await, "v1");
     stop(running).await;
 }

@@ -143,11 +143,11 @@ async fn registry_versions_are_fetched_by_alias_and_number_with_their_provenance
     assert_eq!(registry(&mlflow, &["sklearn", "iris-sklearn"]), "1");
     registry(&mlflow, &["alias", "digits", "champion", "1"]);
 
-    let running = start(&config(
+    let configured = config(
         "[model.blue]\nversion = \"champion\"\nkind = \"onnx\"\nsource = \"models:/digits@champion\"\nreference = \"models/digits/v1/reference.json\"\n",
         Some(&mlflow),
-    ))
-    .await;
+    );
+    let running = start(&configured).await;
     let admin = admin(&running);
     let status = admin.get("/api/v1/models/digits").await.unwrap().json();
     let provenance = &status["slots"][0]["provenance"];
@@ -225,6 +225,37 @@ async fn registry_versions_are_fetched_by_alias_and_number_with_their_provenance
         reference_labels("digits", "v1")[0]
     );
     stop(running).await;
+
+    // The alias moves while teal is down: the restart loads the version the slot was
+    // serving (remembered by number and digest), not the alias's new one, which only a
+    // rollout may bring.
+    registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    let running = start(&configured).await;
+    let status = admin_of(&running)
+        .get("/api/v1/models/digits")
+        .await
+        .unwrap()
+        .json();
+    let live = status["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["version"] == "champion")
+        .unwrap();
+    assert_eq!(
+        live["provenance"]["resolved"], "models:/digits/1",
+        "{status:#}"
+    );
+    assert_eq!(status["live_version"], "champion");
+    assert_eq!(
+        first_label(&running, "/v2/models/digits/infer").await,
+        reference_labels("digits", "v1")[0]
+    );
+    stop(running).await;
+}
+
+fn admin_of(running: &teal::server::Running) -> teal::cli::client::HttpClient {
+    admin(running)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

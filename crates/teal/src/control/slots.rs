@@ -84,7 +84,20 @@ pub async fn load(
     let cache = cache
         .enabled
         .then(|| PredictionCache::new(&slot.version, cache));
-    let mut loaded = Slot::new(color, slot.clone(), backend, cache);
+    // A registry alias is kept as the version it resolved to, with the file's digest: the
+    // state file then remembers `models:/NAME/7`, not `@champion`, so a restart loads the same
+    // file, and an alias that moved meanwhile reaches traffic only through a rollout (the
+    // watch's), never by a restart. A URL or an object is kept with its digest.
+    let mut kept = slot.clone();
+    if let (Some(fetched), BackendConfig::Onnx { source, sha256, .. }) =
+        (&provenance, &mut kept.backend)
+    {
+        if fetched.registry_version.is_some() {
+            *source = Some(fetched.resolved.clone());
+        }
+        *sha256 = Some(fetched.sha256.clone());
+    }
+    let mut loaded = Slot::new(color, kept, backend, cache);
     loaded.provenance = provenance;
     Ok(loaded)
 }
