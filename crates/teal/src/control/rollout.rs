@@ -550,6 +550,11 @@ impl Rollouts {
         let Some(stage) = state.watched_stage() else {
             return finished;
         };
+        // A new phase (a canary step, the bake) measures its analyses from its start.
+        if meter.phase_since != state.since_ms {
+            meter.phase_since = state.since_ms;
+            meter.next_at.clear();
+        }
         let now = tokio::time::Instant::now();
         for analysis in state.settings.analyses_at(stage) {
             let due = meter
@@ -1124,8 +1129,9 @@ struct Meter {
     analysed: Analysed,
     /// Analyses being measured.
     measuring: std::collections::HashSet<String>,
-    /// When each analysis is next due.
+    /// When each analysis is next due, in the phase that began at `phase_since`.
     next_at: std::collections::HashMap<String, tokio::time::Instant>,
+    phase_since: i64,
 }
 
 /// The channel measurements come back on.
