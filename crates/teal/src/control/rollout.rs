@@ -314,23 +314,8 @@ impl Rollouts {
         version: &str,
         provenance: crate::backends::fetch::Provenance,
     ) {
-        let live = self
-            .routes
-            .load()
-            .models
-            .get(model)
-            .and_then(|m| m.live().map(|s| (s.color.to_string(), s.version.clone())));
-        let event = crate::state::store::NewEvent {
-            model: model.to_string(),
-            kind: "fetched".into(),
-            actor: "rollout".into(),
-            live_slot: live.as_ref().map(|l| l.0.clone()),
-            live_version: live.map(|l| l.1),
-            detail: serde_json::json!({ "version": version, "provenance": provenance }),
-        };
-        if let Err(e) = self.blocking(move |store| store.append(event)).await {
-            tracing::warn!(model, version, error = %e, "could not record where the candidate's file came from");
-        }
+        let detail = serde_json::json!({ "version": version, "provenance": provenance });
+        self.record(model, "fetched", detail).await;
     }
 
     async fn blocking<T: Send + 'static>(
