@@ -711,3 +711,45 @@ async fn moving_the_alias_back_during_a_rollout_aborts_it() {
     );
     stop(running).await;
 }
+
+/// `teal demo --registry`, as a user runs it: an MLflow server of its own, the alias moved
+/// twice, the good version live by alias and the bad one stopped by the gates, no request
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_demo_rolls_out_by_alias_and_the_gates_stop_the_bad_version() {
+    mlflow_python();
+    let run = tokio::process::Command::new(teal_bin())
+        .args(["demo", "--registry", "--json", "--clients", "2"])
+        .current_dir(repo_root())
+        .env("TEAL_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(400), run)
+        .await
+        .expect("the demo ends within 400 s")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["registered"], serde_json::json!(["1", "2", "3"]));
+    assert_eq!(summary["live_at_the_end"], "digits-2", "{summary:#}");
+    assert_eq!(summary["bad"]["end"][0], "failed", "{summary:#}");
+    assert_eq!(summary["requests"]["failed"], 0, "{summary:#}");
+    assert!(
+        summary["answered_by"]["digits-2"].as_u64() > Some(0),
+        "{summary:#}"
+    );
+    assert!(summary["alias_to_serving_ms"].as_i64() > Some(0));
+    // The good version went through the gates and the switch, by the audit trail.
+    let phases: Vec<&str> = summary["good"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p[0].as_str())
+        .collect();
+    assert!(
+        phases.starts_with(&["deploying", "warming_up", "validating", "switching"]),
+        "{phases:?}"
+    );
+}

@@ -24,12 +24,12 @@ use crate::cli::client::HttpClient;
 use crate::gateway::{FAILOVER_HEADER, SLOT_HEADER, VERSION_HEADER};
 use crate::server;
 
-const DIGITS_V1: &[u8] = include_bytes!("../../../../models/digits/v1/model.onnx");
+pub(super) const DIGITS_V1: &[u8] = include_bytes!("../../../../models/digits/v1/model.onnx");
 const DIGITS_V1_REFERENCE: &[u8] = include_bytes!("../../../../models/digits/v1/reference.json");
-const DIGITS_V2: &[u8] = include_bytes!("../../../../models/digits/v2/model.onnx");
+pub(super) const DIGITS_V2: &[u8] = include_bytes!("../../../../models/digits/v2/model.onnx");
 const DIGITS_V2_REFERENCE: &[u8] = include_bytes!("../../../../models/digits/v2/reference.json");
-const DIGITS_HOLDOUT: &str = include_str!("../../../../models/digits/holdout.jsonl");
-const DIGITS_PERMUTED: &[u8] =
+pub(super) const DIGITS_HOLDOUT: &str = include_str!("../../../../models/digits/holdout.jsonl");
+pub(super) const DIGITS_PERMUTED: &[u8] =
     include_bytes!("../../../../models/digits/variants/v2-permuted/model.onnx");
 const FAULTY_SERVER: &str = include_str!("../../../../tests/python/onnx_model_server.py");
 
@@ -79,6 +79,11 @@ pub struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Let a model registry drive the rollouts instead: start an MLflow tracking server,
+    /// register digits v1, v2 and a bad v2 there, and move its @champion alias, which teal
+    /// follows (needs MLflow: scripts/setup dev installs it into .deps/mlflow).
+    #[arg(long)]
+    pub registry: bool,
 }
 
 struct Row {
@@ -187,7 +192,7 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-fn progress(json: bool, line: &str) {
+pub(super) fn progress(json: bool, line: &str) {
     if !json {
         eprintln!("  {line}");
     }
@@ -275,6 +280,9 @@ async fn follow(
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.registry {
+        return super::demo_registry::run(args).await;
+    }
     anyhow::ensure!(
         args.clients > 0 && args.requests > 0,
         "--clients and --requests must be at least 1"

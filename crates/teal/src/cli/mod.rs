@@ -5,6 +5,7 @@ pub mod client;
 mod completions;
 mod connect;
 pub mod demo;
+mod demo_registry;
 mod init;
 mod render;
 mod rollout;
