@@ -28,6 +28,15 @@ fn config(server: &str, rollout: &str) -> teal_core::config::Config {
     config
 }
 
+/// The `[[model]]` table of [`config`], for a config file `teal serve` reads.
+fn model_text(rollout: &str) -> String {
+    format!(
+        "[[model]]\nname = \"digits\"\n[model.blue]\n{}\n[model.rollout]\nevidence = {{ holdout = \"{}\" }}\nobserve_ms = 2500\nkeep_warm_ms = 0\non_inconclusive = \"promote\"\nrules = {{ check_interval_ms = 200 }}\n{rollout}\n",
+        onnx("v1"),
+        repo_root().join("models/digits/holdout.jsonl").display()
+    )
+}
+
 /// Starts a rollout of `version` with the configured settings.
 async fn roll_out(admin: &teal::cli::client::HttpClient, version: &str) -> i64 {
     let answer = admin
@@ -293,14 +302,11 @@ const SECRET: &str = "s3cret-for-hooks";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_gate_confirm_and_notify_with_a_valid_signature() {
-    // nextest runs each test in its own process: this variable is this test's alone.
-    unsafe { std::env::set_var(SECRET_VAR, SECRET) };
     let receiver = Arc::new(Receiver::default());
     let base = serve_receiver(receiver.clone()).await;
-    let running = start(&config(
-        "",
-        &format!(
-            r#"
+    // `teal serve` itself, with the key in its environment, as an operator runs it.
+    let file = config_file(&model_text(&format!(
+        r#"
 [[model.rollout.webhook]]
 name = "ticket"
 url = "{base}/hook/ticket"
@@ -332,10 +338,9 @@ on = ["post_rollout"]
 timeout_ms = 300
 retries = 1
 "#
-        ),
-    ))
-    .await;
-    let (admin, client) = (admin(&running), data(&running));
+    )));
+    let teal = serve_binary_with_env(&file, None, &[(SECRET_VAR, SECRET)]);
+    let (admin, client) = (teal.admin.clone(), teal.data.clone());
     receiver.answer("hang", 0);
 
     // A pre-rollout hook that refuses stops the rollout before anything is deployed.
@@ -469,7 +474,7 @@ retries = 1
         history.to_string().contains("switch confirmed by confirm"),
         "{history}"
     );
-    stop(running).await;
+    drop(teal);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
