@@ -1489,3 +1489,61 @@ fn a_resource_s_bad_analysis_or_webhook_is_reported_with_its_field() {
     let unknown = json!({"webhooks": [{"name": "h", "url": "http://x/", "on": ["later"]}]});
     assert!(problem(unknown).contains("unknown variant `later`"));
 }
+
+/// A resource's analysis of the bake: measured with each rollback check, two failures in a
+/// row roll the candidate back.
+#[tokio::test]
+async fn a_resource_s_bake_analysis_rolls_back_after_its_failures_in_a_row() {
+    let receiver = Arc::new(common::checks::Receiver::default());
+    let base = common::checks::serve_receiver(receiver.clone()).await;
+    receiver.business.lock().unwrap().insert("v2".into(), 0.5);
+    let dir = common::temp_dir("operator-bake");
+    let port = common::free_port();
+    let _prometheus = common::checks::start_prometheus_on(
+        &dir,
+        port,
+        &[("business", base.trim_start_matches("http://"))],
+    )
+    .await;
+    let pods = pods("v1", "v2").await;
+    let mut spec = spec("service");
+    spec["prometheusUrl"] = json!(format!("http://127.0.0.1:{port}"));
+    spec["analysis"] = json!([{
+        "name": "business",
+        "query": "max(business_error_ratio{version=\"{version}\"})",
+        "condition": "< 0.01",
+        "consecutive": 2,
+        "intervalSeconds": 5,
+        "at": ["bake"],
+    }]);
+    let mut h = Harness::new(spec, Some(stable()), Some(&pods));
+    to_validating(&mut h).await;
+    to_observing(&mut h, true).await;
+    let task = h.check_after(10).await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "observing", "{status}");
+    assert_eq!(
+        status["rollout"]["strikes"]["analysis"]["business"], 1,
+        "{status}"
+    );
+    let shown = status["rollout"]["last_check"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["rule"] == "analysis")
+        .cloned()
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(shown["detail"], "business: value 0.5, needs < 0.01");
+    finished(task).await;
+    h.api.silent(Duration::from_millis(100)).await;
+    let task = h.check_after(10).await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "rolled_back", "{status}");
+    assert_eq!(
+        status["rollout"]["outcome"],
+        "analysis: business: value 0.5, needs < 0.01 (failed 2 checks in a row)"
+    );
+    h.service_apply("digits").await;
+    h.api.expect_event("Warning", "RolledBack").await;
+    finished(task).await;
+}
