@@ -344,6 +344,41 @@ async fn a_file_over_http_is_pinned_by_its_digest_and_kept_once() {
     );
     stop(running).await;
 
+    // A cache of two files: deploying a third version into the standby slot deletes the
+    // file no loaded version uses (v2's, replaced) and keeps the live one's, however old,
+    // with the note that named the deleted one.
+    let reseed = sha256_of(&repo_root().join("models/digits/variants/v2-reseed/model.onnx"));
+    settings.server.artifact_cache_files = 2;
+    let running = start(&settings).await;
+    let admin = common::admin(&running);
+    let answer = deploy(
+        &admin,
+        serde_json::json!({"version": "v2-reseed", "kind": "onnx", "source": format!("{base}/digits/variants/v2-reseed/model.onnx"), "sha256": reseed}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    let mut kept: Vec<String> = std::fs::read_dir(state.join("artifacts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("sha256-"))
+        .collect();
+    kept.sort();
+    let mut want = vec![format!("sha256-{v1}.onnx"), format!("sha256-{reseed}.onnx")];
+    want.sort();
+    assert_eq!(kept, want);
+    let notes: Vec<String> = std::fs::read_dir(state.join("artifacts"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("source-"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    assert!(
+        notes.iter().all(|n| !n.starts_with(&v2)),
+        "the note of the deleted file went with it: {notes:?}"
+    );
+    stop(running).await;
+
     // Too large for the limit: refused before it is all read.
     let mut small = config(
         "[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"models/digits/v1/model.onnx\"\n",

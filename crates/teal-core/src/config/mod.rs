@@ -181,6 +181,12 @@ impl Config {
                 ));
             }
         }
+        if self.server.artifact_cache_files < 2 {
+            return Err(ConfigError::new(
+                "server.artifact_cache_files",
+                "must be at least 2: a live version's file and a candidate's",
+            ));
+        }
         if let Some(url) = &self.server.prometheus_url
             && !crate::rollout::http_url(url)
         {

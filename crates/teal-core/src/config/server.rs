@@ -115,10 +115,19 @@ pub struct ServerConfig {
     /// The largest model file a source may download, in bytes.
     #[serde(default = "default_max_download_bytes")]
     pub max_download_bytes: u64,
+    /// Model files kept in `state_dir/artifacts` from sources. Past it, the least recently
+    /// used files that no loaded version uses are deleted after each deploy (such a file is
+    /// fetched again if a version needs it later).
+    #[serde(default = "default_artifact_cache_files")]
+    pub artifact_cache_files: usize,
     /// The Prometheus server `[[model.rollout.analysis]]` queries are sent to, like
     /// `http://127.0.0.1:9090` (its HTTP API, `/api/v1/query`).
     #[serde(default)]
     pub prometheus_url: Option<String>,
+}
+
+fn default_artifact_cache_files() -> usize {
+    16
 }
 
 fn default_max_download_bytes() -> u64 {
@@ -149,6 +158,7 @@ impl Default for ServerConfig {
             onnxruntime: None,
             mlflow_uri: None,
             max_download_bytes: default_max_download_bytes(),
+            artifact_cache_files: default_artifact_cache_files(),
             prometheus_url: None,
         }
     }

@@ -38,6 +38,8 @@ pub struct Fetcher {
     cache: PathBuf,
     mlflow: Option<String>,
     max_bytes: u64,
+    /// Files kept in the cache (`server.artifact_cache_files`).
+    keep: usize,
 }
 
 /// Attempts at one download, and the wait before the first retry (doubled each time).
@@ -77,7 +79,7 @@ struct ModelVersion {
 
 impl Fetcher {
     /// `mlflow` is the configured tracking server; unset, `MLFLOW_TRACKING_URI` is read.
-    pub fn new(state_dir: &Path, mlflow: Option<&str>, max_bytes: u64) -> Fetcher {
+    pub fn new(state_dir: &Path, mlflow: Option<&str>, max_bytes: u64, keep: usize) -> Fetcher {
         // reqwest is built without a crypto provider of its own: it uses rustls's process
         // default, ring, which the Kubernetes client uses too. Installing it twice is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -106,6 +108,7 @@ impl Fetcher {
             .map(|uri| uri.trim_end_matches('/').to_string());
         Fetcher {
             client,
+            keep,
             cache: state_dir.join("artifacts"),
             mlflow,
             max_bytes,
@@ -217,7 +220,75 @@ impl Fetcher {
         let run_id = lines.next().filter(|r| !r.is_empty()).map(str::to_string);
         let kept = self.kept(sha256);
         let bytes = tokio::fs::metadata(&kept).await.ok()?.len();
+        // Used again: the newest for the cache's pruning.
+        if let Ok(file) = std::fs::File::open(&kept) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
         Some((kept, sha256.to_string(), bytes, run_id))
+    }
+
+    /// Deletes files, the least recently used first and none of `in_use` (the loaded
+    /// versions' digests), until at most `server.artifact_cache_files` are left, and the
+    /// notes that named them; returns how many files went.
+    pub async fn prune(&self, in_use: Vec<String>) -> usize {
+        let (cache, keep) = (self.cache.clone(), self.keep);
+        let removed = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&cache) else {
+                return 0;
+            };
+            let mut files: Vec<(std::time::SystemTime, String, PathBuf)> = entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let digest = name
+                        .strip_prefix("sha256-")?
+                        .strip_suffix(".onnx")?
+                        .to_string();
+                    let at = e.metadata().and_then(|m| m.modified()).ok()?;
+                    Some((at, digest, e.path()))
+                })
+                .collect();
+            // Oldest first, until no more than `keep` are left; a file in use stays.
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut left = files.len();
+            let mut removed = 0;
+            let mut gone = std::collections::HashSet::new();
+            for (_, digest, path) in files {
+                if left <= keep {
+                    break;
+                }
+                if !in_use.contains(&digest) && std::fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                    left -= 1;
+                    gone.insert(digest);
+                }
+            }
+            if !gone.is_empty()
+                && let Ok(entries) = std::fs::read_dir(&cache)
+            {
+                for e in entries.flatten() {
+                    let is_note = e.file_name().to_string_lossy().starts_with("source-");
+                    let names_gone = std::fs::read_to_string(e.path())
+                        .ok()
+                        .and_then(|t| t.lines().next().map(|d| gone.contains(d)))
+                        .unwrap_or(false);
+                    if is_note && names_gone {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                kept = self.keep,
+                "artifact cache: removed the least recently used model files no loaded version uses"
+            );
+        }
+        removed
     }
 
     async fn remember(&self, resolved: &str, sha256: &str, run_id: Option<&str>) {

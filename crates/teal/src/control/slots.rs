@@ -341,6 +341,20 @@ impl SlotManager {
         if let Some(old) = replaced {
             self.drain_and_stop(model, old).await;
         }
+        if outcome.provenance.is_some() {
+            let in_use = self
+                .routes
+                .load()
+                .models
+                .values()
+                .flat_map(|m| {
+                    m.slots()
+                        .filter_map(|s| s.provenance.as_ref().map(|p| p.sha256.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            self.fetcher.prune(in_use).await;
+        }
         tracing::info!(model, version = %config.version, slot = %color, "deployed");
         Ok(outcome)
     }
