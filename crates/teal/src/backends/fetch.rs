@@ -249,7 +249,7 @@ impl Fetcher {
                 })
                 .collect();
             // Oldest first, until no more than `keep` are left; a file in use stays.
-            files.sort_by(|a, b| a.0.cmp(&b.0));
+            files.sort_by_key(|f| f.0);
             let mut left = files.len();
             let mut removed = 0;
             let mut gone = std::collections::HashSet::new();
