@@ -1350,25 +1350,36 @@ async fn out_of_range_durations_and_bad_model_names_are_refused_with_the_field_n
     finished(task).await;
 }
 
+/// A webhook receiver that exports `business_error_ratio{version="v2"}` at `value`, and a
+/// real Prometheus scraping it.
+async fn business_metrics(
+    value: f64,
+) -> (
+    Arc<common::checks::Receiver>,
+    String,
+    common::checks::Prometheus,
+) {
+    let receiver = Arc::new(common::checks::Receiver::default());
+    let base = common::checks::serve_receiver(receiver.clone()).await;
+    receiver.business.lock().unwrap().insert("v2".into(), value);
+    let prometheus = common::checks::start_prometheus_on(
+        &common::temp_dir("operator-prometheus"),
+        common::free_port(),
+        &[("business", base.trim_start_matches("http://"))],
+    )
+    .await;
+    (receiver, base, prometheus)
+}
+
 /// The resource's analyses (a real Prometheus scraping a business-metrics exporter) and
 /// webhooks (a receiver of the test's): a `pre_rollout` hook is asked before the Deployment,
 /// a query over its threshold fails the gates, and the failure is notified.
 #[tokio::test]
 async fn a_resource_s_analysis_fails_its_gates_and_its_webhooks_are_called() {
-    let receiver = Arc::new(common::checks::Receiver::default());
-    let base = common::checks::serve_receiver(receiver.clone()).await;
-    receiver.business.lock().unwrap().insert("v2".into(), 0.5);
-    let dir = common::temp_dir("operator-analysis");
-    let port = common::free_port();
-    let _prometheus = common::checks::start_prometheus_on(
-        &dir,
-        port,
-        &[("business", base.trim_start_matches("http://"))],
-    )
-    .await;
+    let (receiver, base, prometheus) = business_metrics(0.5).await;
     let pods = pods("v1", "v2").await;
     let mut spec = spec("service");
-    spec["prometheusUrl"] = json!(format!("http://127.0.0.1:{port}"));
+    spec["prometheusUrl"] = json!(prometheus.url);
     spec["analysis"] = json!([{
         "name": "business",
         "query": "max(business_error_ratio{model=\"{model}\",version=\"{version}\"})",
@@ -1494,20 +1505,10 @@ fn a_resource_s_bad_analysis_or_webhook_is_reported_with_its_field() {
 /// row roll the candidate back.
 #[tokio::test]
 async fn a_resource_s_bake_analysis_rolls_back_after_its_failures_in_a_row() {
-    let receiver = Arc::new(common::checks::Receiver::default());
-    let base = common::checks::serve_receiver(receiver.clone()).await;
-    receiver.business.lock().unwrap().insert("v2".into(), 0.5);
-    let dir = common::temp_dir("operator-bake");
-    let port = common::free_port();
-    let _prometheus = common::checks::start_prometheus_on(
-        &dir,
-        port,
-        &[("business", base.trim_start_matches("http://"))],
-    )
-    .await;
+    let (_receiver, _, prometheus) = business_metrics(0.5).await;
     let pods = pods("v1", "v2").await;
     let mut spec = spec("service");
-    spec["prometheusUrl"] = json!(format!("http://127.0.0.1:{port}"));
+    spec["prometheusUrl"] = json!(prometheus.url);
     spec["analysis"] = json!([{
         "name": "business",
         "query": "max(business_error_ratio{version=\"{version}\"})",

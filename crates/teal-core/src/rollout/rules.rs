@@ -281,17 +281,16 @@ pub struct Strikes {
 }
 
 impl Strikes {
-    /// The counter of one rule.
-    fn of(&mut self, rule: Rule) -> &mut u32 {
+    /// The counter of one built-in rule; analyses count apart, by name
+    /// (`Rollout::judge_analyses`).
+    fn of(&mut self, rule: Rule) -> Option<&mut u32> {
         match rule {
-            Rule::Ready => &mut self.ready,
-            Rule::Errors => &mut self.errors,
-            Rule::Latency => &mut self.latency,
-            Rule::Accuracy => &mut self.accuracy,
-            Rule::Outputs => &mut self.outputs,
-            // No built-in judgement names it: each analysis counts apart, by name, in
-            // `Rollout::judge_analyses`.
-            Rule::Analysis => self.analysis.entry(String::new()).or_default(),
+            Rule::Ready => Some(&mut self.ready),
+            Rule::Errors => Some(&mut self.errors),
+            Rule::Latency => Some(&mut self.latency),
+            Rule::Accuracy => Some(&mut self.accuracy),
+            Rule::Outputs => Some(&mut self.outputs),
+            Rule::Analysis => None,
         }
     }
 }
@@ -918,7 +917,9 @@ impl Rollout {
         let alpha = self.settings.rules.alpha;
         let mut failed = None;
         for (why, o) in judgements {
-            let counter = self.strikes.of(o.rule);
+            let Some(counter) = self.strikes.of(o.rule) else {
+                continue;
+            };
             match why {
                 // A server that exited will not come back by waiting.
                 RuleVerdict::Exited => *counter = limit,

@@ -89,9 +89,16 @@ impl Checks {
             return analysis.unmeasured("server.prometheus_url is not set");
         };
         let query = vars.render(&analysis.query, promql_string);
-        let url = format!("{base}/api/v1/query?query={}", percent_encode(&query));
+        let Ok(url) =
+            reqwest::Url::parse_with_params(&format!("{base}/api/v1/query"), [("query", &query)])
+        else {
+            return analysis.unmeasured(&format!(
+                "server.prometheus_url {} is not a URL",
+                redacted(base)
+            ));
+        };
         let answer = tokio::time::timeout(QUERY_TIMEOUT, async {
-            let response = self.client.get(&url).send().await.map_err(|e| {
+            let response = self.client.get(url).send().await.map_err(|e| {
                 format!(
                     "Prometheus at {} did not answer: {}",
                     redacted(base),
@@ -159,7 +166,7 @@ impl Checks {
 
     /// Sends `payload` to a webhook (as Slack's text when its format says so), signed when it
     /// has a secret; retries with backoff while there is no answer, or a 5xx or 429. Returns
-    /// the last answer's status, or why there was none.
+    /// the status of a 2xx answer; anything else (another answer, or none) is the reason.
     pub async fn deliver(
         &self,
         hook: &Webhook,
@@ -213,8 +220,11 @@ impl Checks {
                     let status = response.status();
                     let text = read_capped(response).await.unwrap_or_default();
                     let retry = status.is_server_error() || status.as_u16() == 429;
-                    if !retry || attempt == hook.retries {
+                    if status.is_success() {
                         return Ok(status.as_u16());
+                    }
+                    if !retry || attempt == hook.retries {
+                        return Err(format!("answered {}", status.as_u16()));
                     }
                     last = format!(
                         "answered {status}: {}",
@@ -248,7 +258,7 @@ impl Checks {
             .await;
             match asked {
                 Ok(Ok(200)) => return Ok(()),
-                Ok(Ok(status)) => last = Some(format!("last answered {status}")),
+                Ok(Ok(status)) => last = Some(format!("answered {status}")),
                 Ok(Err(reason)) => last = Some(reason),
                 // An ask the deadline cut short says less than the one before it.
                 Err(_) => {
@@ -534,19 +544,6 @@ fn slack_text(event: HookEvent, payload: &serde_json::Value) -> String {
     )
 }
 
-/// Percent-encodes a query parameter's value (everything but RFC 3986's unreserved).
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn short(text: &str) -> String {
     let text = text.trim();
     match text.char_indices().nth(200) {
@@ -594,14 +591,6 @@ mod tests {
             values_of(502, b"<html>bad gateway</html>")
                 .unwrap_err()
                 .contains("502")
-        );
-    }
-
-    #[test]
-    fn a_query_is_encoded_whole() {
-        assert_eq!(
-            percent_encode("rate(x{a=\"b c\"}[1m]) > 0.5 & 1"),
-            "rate%28x%7Ba%3D%22b%20c%22%7D%5B1m%5D%29%20%3E%200.5%20%26%201"
         );
     }
 }

@@ -613,6 +613,26 @@ impl Rollouts {
         }
     }
 
+    /// A webhook's call as an audit event of its own (`webhook`): delivered (what it
+    /// answered) or not (why).
+    async fn record_hook(
+        &self,
+        model: &str,
+        rollout: i64,
+        hook: &str,
+        event: HookEvent,
+        result: &Result<String, String>,
+    ) {
+        let detail = serde_json::json!({
+            "rollout": rollout,
+            "hook": hook,
+            "event": event.as_str(),
+            "delivered": result.is_ok(),
+            "result": match result { Ok(r) | Err(r) => r },
+        });
+        self.record(model, "webhook", detail).await;
+    }
+
     /// Sends the notifications the transitions call for (canary steps, the release, a
     /// rollback, an abort, a failure), each in its own task: a slow receiver never holds
     /// the rollout.
@@ -625,29 +645,14 @@ impl Rollouts {
             for hook in state.settings.hooks_on(event) {
                 let (this, hook) = (self.clone(), hook.clone());
                 let payload = payload(state, event, &t.cause);
-                let model = state.model.clone();
+                let (model, id) = (state.model.clone(), state.id);
                 tokio::spawn(async move {
                     let sent = this.checks().deliver(&hook, event, &payload).await;
-                    let failed = match &sent {
-                        Ok(status) if (200..300).contains(status) => None,
-                        Ok(status) => Some(format!("answered {status}")),
-                        Err(reason) => Some(reason.clone()),
-                    };
-                    if let Some(why) = &failed {
+                    let sent = sent.map(|status| format!("answered {status}"));
+                    if let Err(why) = &sent {
                         tracing::warn!(model, hook = %hook.name, event = event.as_str(), reason = %why, "webhook notification not taken");
                     }
-                    this.record(
-                        &model,
-                        "webhook",
-                        serde_json::json!({
-                            "rollout": payload["rollout"],
-                            "hook": hook.name,
-                            "event": event.as_str(),
-                            "delivered": failed.is_none(),
-                            "result": failed.unwrap_or_else(|| format!("answered {}", sent.unwrap_or_default())),
-                        }),
-                    )
-                    .await;
+                    this.record_hook(&model, id, &hook.name, event, &sent).await;
                 });
             }
         }
@@ -656,30 +661,14 @@ impl Rollouts {
     /// Calls the `pre_rollout` webhooks; the first that does not answer 2xx stops the
     /// rollout before anything is deployed.
     async fn pre_rollout(&self, state: &Rollout) -> Option<Event> {
-        for hook in state.settings.hooks_on(HookEvent::PreRollout) {
-            let payload = payload(state, HookEvent::PreRollout, "rollout starting");
-            let sent = self
-                .checks()
-                .deliver(hook, HookEvent::PreRollout, &payload)
+        let event = HookEvent::PreRollout;
+        for hook in state.settings.hooks_on(event) {
+            let payload = payload(state, event, "rollout starting");
+            let sent = self.checks().deliver(hook, event, &payload).await;
+            let sent = sent.map(|status| format!("answered {status}"));
+            self.record_hook(&state.model, state.id, &hook.name, event, &sent)
                 .await;
-            let refused = match sent {
-                Ok(status) if (200..300).contains(&status) => None,
-                Ok(status) => Some(format!("answered {status}")),
-                Err(reason) => Some(reason),
-            };
-            self.record(
-                &state.model,
-                "webhook",
-                serde_json::json!({
-                    "rollout": state.id,
-                    "hook": hook.name,
-                    "event": "pre_rollout",
-                    "delivered": refused.is_none(),
-                    "result": refused.clone().unwrap_or_else(|| "answered 2xx".into()),
-                }),
-            )
-            .await;
-            if let Some(reason) = refused {
+            if let Err(reason) = sent {
                 return Some(Event::HookRefused {
                     hook: hook.name.clone(),
                     reason,
@@ -765,16 +754,13 @@ impl Rollouts {
                         .is_some_and(|r| r.id == id && r.phase == Phase::Validating)
                 };
                 let answer = self.checks().confirm(hook, &payload, wanted).await;
-                self.record(
+                let result = answer.clone().map(|()| "answered 200".to_string());
+                self.record_hook(
                     &state.model,
-                    "webhook",
-                    serde_json::json!({
-                        "rollout": state.id,
-                        "hook": hook.name,
-                        "event": "pre_switch",
-                        "delivered": answer.is_ok(),
-                        "result": answer.clone().err().unwrap_or_else(|| "answered 200".into()),
-                    }),
+                    state.id,
+                    &hook.name,
+                    HookEvent::PreSwitch,
+                    &result,
                 )
                 .await;
                 match answer {

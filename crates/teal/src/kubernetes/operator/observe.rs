@@ -181,7 +181,7 @@ async fn confirm_step(
                 confirmed.push(hook.name.clone());
                 continue;
             }
-            Ok(status) => format!("last answered {status}"),
+            Ok(status) => format!("answered {status}"),
             Err(reason) => reason,
         };
         if now - held.started_ms >= hook.confirm_timeout_ms as i64 {
@@ -228,15 +228,12 @@ async fn pre_rollout(md: &ModelDeployment, ctx: &Context, rollout: &Rollout) -> 
     }
     let body = payload(rollout, HookEvent::PreRollout, "rollout starting");
     for hook in rollout.settings.hooks_on(HookEvent::PreRollout) {
-        let refused = match ctx.checks.deliver(hook, HookEvent::PreRollout, &body).await {
-            Ok(status) if (200..300).contains(&status) => continue,
-            Ok(status) => format!("answered {status}"),
-            Err(reason) => reason,
-        };
-        return Some(Event::HookRefused {
-            hook: hook.name.clone(),
-            reason: refused,
-        });
+        if let Err(reason) = ctx.checks.deliver(hook, HookEvent::PreRollout, &body).await {
+            return Some(Event::HookRefused {
+                hook: hook.name.clone(),
+                reason,
+            });
+        }
     }
     ctx.remember(&id, |m| m.pre_rollout_done = Some(key));
     None

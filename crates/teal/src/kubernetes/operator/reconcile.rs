@@ -318,14 +318,8 @@ fn notify(ctx: &Context, rollout: &Rollout, t: &teal_core::rollout::Transition) 
         let body = crate::control::checks::payload(rollout, event, &t.cause);
         let model = rollout.model.clone();
         tokio::spawn(async move {
-            match checks.deliver(&hook, event, &body).await {
-                Ok(status) if (200..300).contains(&status) => {}
-                Ok(status) => {
-                    tracing::warn!(model, hook = %hook.name, event = event.as_str(), status, "webhook notification not taken")
-                }
-                Err(reason) => {
-                    tracing::warn!(model, hook = %hook.name, event = event.as_str(), %reason, "webhook notification not delivered")
-                }
+            if let Err(reason) = checks.deliver(&hook, event, &body).await {
+                tracing::warn!(model, hook = %hook.name, event = event.as_str(), %reason, "webhook notification not delivered");
             }
         });
     }
