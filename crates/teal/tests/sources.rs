@@ -33,6 +33,8 @@ async fn start_mlflow(dir: &Path) -> Mlflow {
     let server = spawn_group(
         std::process::Command::new(repo_root().join(".deps/mlflow/bin/mlflow"))
             .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
+            // No telemetry: tests reach only 127.0.0.1.
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
             .arg("--artifacts-destination")
@@ -63,6 +65,10 @@ async fn start_mlflow(dir: &Path) -> Mlflow {
 fn registry(mlflow: &Mlflow, args: &[&str]) -> String {
     let output = std::process::Command::new(mlflow_python())
         .current_dir(repo_root())
+        // No telemetry: tests reach only 127.0.0.1, and MLflow 3's telemetry thread sets and
+        // unsets a variable while the client's requests read the environment (a KeyError
+        // seen in this test).
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .arg(repo_root().join("tests/python/mlflow_registry.py"))
         .arg(&mlflow.uri)
         .args(args)
@@ -397,6 +403,99 @@ async fn a_file_over_http_is_pinned_by_its_digest_and_kept_once() {
             .contains("larger than server.max_download_bytes"),
         "{}",
         answer.error_message()
+    );
+    stop(running).await;
+}
+
+/// The requests a `tests/python/breaking_files.py` server logged for `path`.
+fn served(log: &Path, path: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["path"] == path)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_breaks_off_resumes_from_its_bytes_or_starts_again_when_the_file_changed()
+{
+    // A file server whose first download of each file breaks off halfway.
+    let dir = temp_dir("breaking-files");
+    let log = dir.join("requests.jsonl");
+    let port = free_port();
+    let _files = spawn_group(
+        std::process::Command::new(python())
+            .arg(repo_root().join("tests/python/breaking_files.py"))
+            .arg(port.to_string())
+            .arg(repo_root().join("models"))
+            .arg(&log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let probe = teal::cli::client::HttpClient::new(&base);
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            matches!(probe.get("/digits/v1/reference.json").await, Ok(a) if a.status == 200)
+        })
+        .await
+    );
+    let running = start(&config(
+        "[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"models/digits/v1/model.onnx\"\n",
+        None,
+    ))
+    .await;
+    let admin = admin(&running);
+
+    // The same file at the source: the second request asks for the rest, with the ETag of
+    // the first, and gets only the rest.
+    let file = repo_root().join("models/digits/v2/model.onnx");
+    let size = std::fs::metadata(&file).unwrap().len();
+    let v2 = sha256_of(&file);
+    let answer = deploy(
+        &admin,
+        serde_json::json!({"version": "v2", "kind": "onnx", "source": format!("{base}/digits/v2/model.onnx"), "sha256": v2}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    let requests = served(&log, "/digits/v2/model.onnx");
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    let half = size / 2;
+    assert_eq!(requests[0]["status"], 200);
+    assert_eq!(requests[0]["sent"], half);
+    assert_eq!(requests[1]["range"], format!("bytes={half}-"));
+    assert_eq!(requests[1]["if_range"], requests[0]["etag"], "{requests:#?}");
+    assert_eq!(requests[1]["status"], 206, "{requests:#?}");
+    assert_eq!(requests[1]["sent"], size - half);
+    let status = admin.get("/api/v1/models/digits").await.unwrap().json();
+    let standby = status["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|slot| slot["version"] == "v2")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(standby["provenance"]["sha256"], v2, "{status:#}");
+    assert_eq!(standby["provenance"]["bytes"], size, "{status:#}");
+
+    // The file changed between the two requests: the server sends it whole, and teal starts
+    // again rather than splice two files.
+    let file = repo_root().join("models/digits/variants/v2-reseed/model.onnx");
+    let reseed = sha256_of(&file);
+    let answer = deploy(
+        &admin,
+        serde_json::json!({"version": "v2-reseed", "kind": "onnx", "source": format!("{base}/changing/digits/variants/v2-reseed/model.onnx"), "sha256": reseed}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    let requests = served(&log, "/changing/digits/variants/v2-reseed/model.onnx");
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert!(requests[1]["range"].is_string(), "{requests:#?}");
+    assert_eq!(requests[1]["status"], 200, "{requests:#?}");
+    assert_eq!(
+        requests[1]["sent"],
+        std::fs::metadata(&file).unwrap().len()
     );
     stop(running).await;
 }

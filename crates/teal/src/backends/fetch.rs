@@ -69,6 +69,59 @@ impl Location {
 /// Bytes as a download delivers them.
 type Body = std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, String>> + Send>>;
 
+/// A source's answer to one attempt: the bytes from offset `from` of a file of `total`
+/// bytes (when told), and what names that file at the source for a later resume.
+struct Opened {
+    body: Body,
+    from: u64,
+    total: Option<u64>,
+    validator: Option<String>,
+}
+
+impl Opened {
+    /// No bytes, and nothing to resume from: the attempt fails and the next starts again.
+    fn nothing() -> Opened {
+        Opened {
+            body: Box::pin(futures::stream::once(async {
+                Err("the source could not send the rest of the same file".to_string())
+            })),
+            from: 0,
+            total: None,
+            validator: None,
+        }
+    }
+}
+
+/// A download under way: its temporary file, the bytes it holds and their running hash, and
+/// the validator (ETag or Last-Modified) of the file they came from.
+struct Partial {
+    path: PathBuf,
+    file: tokio::fs::File,
+    hasher: Sha256,
+    bytes: u64,
+    validator: Option<String>,
+}
+
+impl Partial {
+    /// Empties the download, to fetch the file from its start.
+    async fn restart(&mut self) -> Result<(), (String, bool)> {
+        use tokio::io::AsyncSeekExt;
+        let failed = |e: std::io::Error| (format!("cannot write {}: {e}", self.path.display()), false);
+        self.file.set_len(0).await.map_err(failed)?;
+        self.file.rewind().await.map_err(failed)?;
+        self.hasher = Sha256::new();
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// `bytes START-END/TOTAL` (or `/*`): the start, and the total when it is told.
+fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let start = range.split_once('-')?.0.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
+}
+
 /// A version in the registry, as its REST API describes it.
 #[derive(Debug, Deserialize)]
 struct ModelVersion {
@@ -434,7 +487,11 @@ impl Fetcher {
     }
 
     /// Downloads `url` into the cache, retrying a failed attempt with backoff; returns the
-    /// kept file, its SHA-256 and its size.
+    /// kept file, its SHA-256 and its size. A download that broke off resumes from the bytes
+    /// it has when the source can send the rest of the same file (an HTTP server that honours
+    /// `Range` with `If-Range` on its ETag or Last-Modified, an S3 store with `If-Match` on
+    /// its ETag); otherwise it starts again. An attempt that brought new bytes does not count
+    /// against the attempts: only attempts in a row that bring nothing do.
     async fn download(
         &self,
         location: &Location,
@@ -444,133 +501,254 @@ impl Fetcher {
         tokio::fs::create_dir_all(&self.cache)
             .await
             .map_err(|e| format!("cannot make {}: {e}", self.cache.display()))?;
+        let path = self.cache.join(format!(
+            ".download-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| format!("{source}: cannot write {}: {e}", path.display()))?;
+        let mut partial = Partial {
+            path,
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+            validator: None,
+        };
+        // Each of the two removes the temporary file when it fails.
+        self.download_into(&mut partial, location, source).await?;
+        self.keep_download(partial, source, pin).await
+    }
+
+    /// Brings the whole file into `partial`, attempt after attempt.
+    async fn download_into(
+        &self,
+        partial: &mut Partial,
+        location: &Location,
+        source: &str,
+    ) -> Result<(), String> {
         let mut wait = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.attempt(location, source, pin).await {
-                Ok(done) => return Ok(done),
-                Err((error, retry)) if retry && attempt < ATTEMPTS => {
-                    tracing::warn!(source, attempt, error = %error, "download failed; retrying in {wait:?}");
+            let before = partial.bytes;
+            match self.attempt(location, source, partial).await {
+                Ok(()) => return Ok(()),
+                Err((error, retry)) => {
+                    if partial.bytes > before {
+                        // Progress: the next try resumes, and the count starts again.
+                        attempt = 1;
+                        wait = FIRST_BACKOFF;
+                    }
+                    if !(retry && attempt < ATTEMPTS) {
+                        let _ = tokio::fs::remove_file(&partial.path).await;
+                        return Err(format!("{source}: {error}"));
+                    }
+                    let resume = match (&partial.validator, partial.bytes) {
+                        (Some(_), bytes) if bytes > 0 => {
+                            format!("resuming at {} of its bytes", partial.bytes)
+                        }
+                        _ => "starting again".to_string(),
+                    };
+                    tracing::warn!(source, attempt, error = %error, "download failed; {resume} in {wait:?}");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                     attempt += 1;
                 }
-                Err((error, _)) => return Err(format!("{source}: {error}")),
             }
         }
     }
 
-    /// One download; the error says whether another attempt could succeed.
+    /// Checks a whole download against its pin and keeps it under its digest.
+    async fn keep_download(
+        &self,
+        partial: Partial,
+        source: &str,
+        pin: Option<&str>,
+    ) -> Result<(PathBuf, String, u64), String> {
+        let Partial {
+            path,
+            file,
+            hasher,
+            bytes,
+            ..
+        } = partial;
+        let written = file.sync_all().await;
+        drop(file);
+        let discard = async |error: String| {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(format!("{source}: {error}"))
+        };
+        if let Err(e) = written {
+            return discard(format!("cannot write {}: {e}", path.display())).await;
+        }
+        let sha256: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // A file that is not the pinned one is never kept: the name it would take may be
+        // another source's.
+        if let Some(pin) = pin
+            && pin != sha256
+        {
+            return discard(format!(
+                "the file's SHA-256 is {sha256}, not the pinned {pin}: refused"
+            ))
+            .await;
+        }
+        let kept = self.kept(&sha256);
+        if let Err(e) = tokio::fs::rename(&path, &kept).await {
+            return discard(format!("cannot keep {}: {e}", kept.display())).await;
+        }
+        tracing::info!(source, sha256 = %sha256, bytes, "downloaded");
+        Ok((kept, sha256, bytes))
+    }
+
+    /// One attempt: the rest of the file after what `partial` holds, or the whole file again
+    /// when the source cannot send the rest of the same one. The error says whether another
+    /// attempt could succeed.
     async fn attempt(
         &self,
         location: &Location,
         source: &str,
-        pin: Option<&str>,
-    ) -> Result<(PathBuf, String, u64), (String, bool)> {
-        let (mut body, total) = self.open(location).await?;
+        partial: &mut Partial,
+    ) -> Result<(), (String, bool)> {
+        let resume = match &partial.validator {
+            Some(validator) if partial.bytes > 0 => Some((partial.bytes, validator.clone())),
+            _ => None,
+        };
+        let opened = self.open(location, resume).await?;
+        if opened.from == 0 && partial.bytes > 0 {
+            partial.restart().await?;
+        }
+        partial.validator = opened.validator;
+        let total = opened.total;
         if let Some(total) = total
             && total > self.max_bytes
         {
             return Err((self.too_large(total), false));
         }
-        let partial = self.cache.join(format!(
-            ".download-{}-{:x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        let mut file = tokio::fs::File::create(&partial)
-            .await
-            .map_err(|e| (format!("cannot write {}: {e}", partial.display()), false))?;
-        let outcome = async {
-            let mut hasher = Sha256::new();
-            let mut bytes = 0u64;
-            let mut reported = Instant::now();
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| (format!("the download broke off: {e}"), true))?;
-                bytes += chunk.len() as u64;
-                if bytes > self.max_bytes {
-                    return Err((self.too_large(bytes), false));
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| (format!("cannot write {}: {e}", partial.display()), false))?;
-                if reported.elapsed() >= Duration::from_secs(1) {
-                    reported = Instant::now();
-                    match total {
-                        Some(total) => tracing::info!(
-                            source,
-                            "downloading: {} of {} MB",
-                            bytes >> 20,
-                            total >> 20
-                        ),
-                        None => tracing::info!(source, "downloading: {} MB", bytes >> 20),
-                    }
-                }
+        let mut body = opened.body;
+        let mut reported = Instant::now();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| (format!("the download broke off: {e}"), true))?;
+            if partial.bytes + chunk.len() as u64 > self.max_bytes {
+                return Err((self.too_large(partial.bytes + chunk.len() as u64), false));
             }
-            file.sync_all()
-                .await
-                .map_err(|e| (format!("cannot write {}: {e}", partial.display()), false))?;
-            let sha256: String = hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            Ok((sha256, bytes))
-        }
-        .await;
-        let (sha256, bytes) = match outcome {
-            // A file that is not the pinned one is never kept: the name it would take may
-            // be another source's.
-            Ok((sha256, _)) if pin.is_some_and(|pin| pin != sha256) => {
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err((
-                    format!(
-                        "the file's SHA-256 is {sha256}, not the pinned {}: refused",
-                        pin.unwrap_or_default()
-                    ),
+            partial.file.write_all(&chunk).await.map_err(|e| {
+                (
+                    format!("cannot write {}: {e}", partial.path.display()),
                     false,
-                ));
+                )
+            })?;
+            partial.hasher.update(&chunk);
+            partial.bytes += chunk.len() as u64;
+            if reported.elapsed() >= Duration::from_secs(1) {
+                reported = Instant::now();
+                match total {
+                    Some(total) => tracing::info!(
+                        source,
+                        "downloading: {} of {} MB",
+                        partial.bytes >> 20,
+                        total >> 20
+                    ),
+                    None => tracing::info!(source, "downloading: {} MB", partial.bytes >> 20),
+                }
             }
-            Ok(done) => done,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err(e);
-            }
-        };
-        let kept = self.kept(&sha256);
-        tokio::fs::rename(&partial, &kept)
-            .await
-            .map_err(|e| (format!("cannot keep {}: {e}", kept.display()), false))?;
-        tracing::info!(source, sha256 = %sha256, bytes, "downloaded");
-        Ok((kept, sha256, bytes))
+        }
+        // A body that ends before the size it announced broke off, even when the connection
+        // closed cleanly.
+        if let Some(total) = total
+            && partial.bytes < total
+        {
+            return Err((
+                format!(
+                    "the download broke off after {} of {total} bytes",
+                    partial.bytes
+                ),
+                true,
+            ));
+        }
+        Ok(())
     }
 
-    /// The bytes at `location` as they arrive, and their size when it is told.
-    async fn open(&self, location: &Location) -> Result<(Body, Option<u64>), (String, bool)> {
+    /// The bytes at `location` as they arrive: all of them, or, with `resume` (an offset and
+    /// the validator of the file the earlier bytes came from), the rest of the same file when
+    /// the source can send it.
+    async fn open(
+        &self,
+        location: &Location,
+        resume: Option<(u64, String)>,
+    ) -> Result<Opened, (String, bool)> {
         match location {
             Location::Http(url) => {
-                let answer = self.client.get(url).send().await.map_err(|e| {
+                let mut request = self.client.get(url);
+                if let Some((from, validator)) = &resume {
+                    request = request
+                        .header(reqwest::header::RANGE, format!("bytes={from}-"))
+                        .header(reqwest::header::IF_RANGE, validator);
+                }
+                let answer = request.send().await.map_err(|e| {
                     (
                         format!("cannot be fetched: {}", error_chain(&e.without_url())),
                         true,
                     )
                 })?;
                 let status = answer.status();
+                // 416: the offset is past the file's end, so it is not the file the earlier
+                // bytes came from: the next attempt starts again.
+                if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && resume.is_some() {
+                    return Ok(Opened::nothing());
+                }
                 if !status.is_success() {
                     return Err((
                         format!("the server answered {status} for the file"),
                         status.is_server_error() || status.as_u16() == 429,
                     ));
                 }
-                let total = answer.content_length();
+                let header = |name: reqwest::header::HeaderName| {
+                    answer
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                // Only a strong ETag, or else a Last-Modified date, can name the file in an
+                // If-Range.
+                let validator = header(reqwest::header::ETAG)
+                    .filter(|tag| !tag.starts_with("W/"))
+                    .or_else(|| header(reqwest::header::LAST_MODIFIED));
+                let (from, total) = if status == reqwest::StatusCode::PARTIAL_CONTENT {
+                    let range = header(reqwest::header::CONTENT_RANGE).unwrap_or_default();
+                    match (resume.as_ref(), content_range(&range)) {
+                        (Some((wanted, _)), Some((start, total))) if start == *wanted => {
+                            (start, total)
+                        }
+                        _ => {
+                            return Err((
+                                format!(
+                                    "the server answered a part of the file that was not asked for (Content-Range: {range:?})"
+                                ),
+                                false,
+                            ));
+                        }
+                    }
+                } else {
+                    (0, answer.content_length())
+                };
                 let body = answer
                     .bytes_stream()
                     .map(|chunk| chunk.map_err(|e| error_chain(&e.without_url())));
-                Ok((Box::pin(body), total))
+                Ok(Opened {
+                    body: Box::pin(body),
+                    from,
+                    total,
+                    validator,
+                })
             }
             Location::S3 { bucket, key } => {
-                use object_store::ObjectStoreExt;
+                use object_store::{GetOptions, GetRange, ObjectStore};
                 // Credentials, region and endpoint from the usual AWS_* variables; a plain
                 // http:// endpoint (a store on the same network, a test's) is allowed as
                 // named.
@@ -588,24 +766,47 @@ impl Fetcher {
                         false,
                     )
                 })?;
-                let got = store.get(&path).await.map_err(|e| match e {
-                    object_store::Error::NotFound { .. } => {
-                        (format!("s3://{bucket}/{key} does not exist"), false)
+                let options = match &resume {
+                    Some((from, etag)) => GetOptions {
+                        range: Some(GetRange::Offset(*from)),
+                        if_match: Some(etag.clone()),
+                        ..GetOptions::default()
+                    },
+                    None => GetOptions::default(),
+                };
+                let got = match store.get_opts(&path, options).await {
+                    Ok(got) => got,
+                    // Another object under the key since the earlier bytes, or the offset
+                    // past its end: the next attempt starts again.
+                    Err(object_store::Error::Precondition { .. }) if resume.is_some() => {
+                        return Ok(Opened::nothing());
                     }
-                    other => (format!("s3://{bucket}/{key} cannot be read: {other}"), true),
-                })?;
+                    Err(object_store::Error::NotFound { .. }) => {
+                        return Err((format!("s3://{bucket}/{key} does not exist"), false));
+                    }
+                    Err(other) => {
+                        return Err((format!("s3://{bucket}/{key} cannot be read: {other}"), true));
+                    }
+                };
                 let total = got.meta.size;
+                let from = got.range.start;
+                let validator = got.meta.e_tag.clone();
                 let body = got
                     .into_stream()
                     .map(|chunk| chunk.map_err(|e| e.to_string()));
-                Ok((Box::pin(body), Some(total)))
+                Ok(Opened {
+                    body: Box::pin(body),
+                    from,
+                    total: Some(total),
+                    validator,
+                })
             }
         }
     }
 
     /// A small text file (an `MLmodel`) at `location`, whole.
     async fn read_text(&self, location: &Location) -> Result<String, String> {
-        let (mut body, _) = self.open(location).await.map_err(|(e, _)| e)?;
+        let mut body = self.open(location, None).await.map_err(|(e, _)| e)?.body;
         let mut text = Vec::new();
         while let Some(chunk) = body.next().await {
             text.extend_from_slice(&chunk?);

@@ -227,6 +227,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
         .arg("--artifacts-destination")
         .arg(dir.join("artifacts"))
+        // A throwaway server on loopback: it sends no usage data anywhere.
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .process_group(0)
