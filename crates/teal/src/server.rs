@@ -459,6 +459,7 @@ pub async fn start(config: &Config, token: Option<String>) -> Result<Running, St
         config.server.mlflow_uri.as_deref(),
         config.server.max_download_bytes,
         config.server.artifact_cache_files,
+        config.server.artifact_cache_bytes,
     ));
     let (snapshot, mut not_started) = load_models(config, &remembered, &fetcher).await?;
     let data = bind(&config.server.listen, "data plane", "listen").await?;

@@ -173,6 +173,76 @@ fn the_example_is_a_valid_resource_and_what_the_operator_writes_for_it_validates
 }
 
 #[test]
+fn a_colour_with_a_source_gets_its_file_from_an_init_container_and_still_validates() {
+    let example = yaml_as_json(&common::repo_root().join("deploy/kubernetes/examples/digits.yaml"));
+    let mut md: ModelDeployment =
+        serde_json::from_value(example).expect("the types read the example");
+    md.metadata.uid = Some("5e1f0c2a-0000-4000-8000-000000000004".into());
+    let pin = "ab".repeat(32);
+    md.spec.mlflow_uri = Some("http://mlflow.mlops:5000".into());
+    md.spec.source_secret = Some("model-store".into());
+    let blue = md.spec.blue.as_mut().unwrap();
+    blue.source = Some("models:/digits/3".into());
+    blue.sha256 = Some(pin.clone());
+    assert_eq!(md.spec.problem(), None);
+    let deployment = operator::deployment(&md, Colour::Blue, 2);
+    let pod = &deployment["spec"]["template"];
+    let init = &pod["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "teal-fetch");
+    assert_eq!(
+        init["args"],
+        serde_json::json!([
+            "fetch",
+            "models:/digits/3",
+            "--output",
+            "/mnt/models/model.onnx",
+            "--sha256",
+            pin
+        ])
+    );
+    assert_eq!(init["env"][0]["value"], "http://mlflow.mlops:5000");
+    assert_eq!(init["envFrom"][0]["secretRef"]["name"], "model-store");
+    assert_eq!(init["securityContext"]["readOnlyRootFilesystem"], true);
+    for container in pod["spec"]["containers"].as_array().unwrap() {
+        let mounts = container["volumeMounts"].as_array().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["mountPath"] == "/mnt/models" && m["readOnly"] == true),
+            "{container}"
+        );
+        assert!(
+            container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "TEAL_MODEL_FILE"),
+            "{container}"
+        );
+        assert!(
+            container.get("envFrom").is_none(),
+            "the Secret stays with the fetcher"
+        );
+    }
+    assert_eq!(
+        pod["metadata"]["annotations"]["teal.dev/source"],
+        "models:/digits/3"
+    );
+    // The Deployment is still one the API server takes, and the green colour, without a
+    // source, has no fetcher.
+    let dir = common::temp_dir("manifests");
+    let written = dir.join("sourced.yaml");
+    std::fs::write(&written, deployment.to_string()).unwrap();
+    let (ok, text) = validate(&[&written]);
+    assert!(ok, "{text}");
+    assert!(
+        operator::deployment(&md, Colour::Green, 2)["spec"]["template"]["spec"]
+            .get("initContainers")
+            .is_none()
+    );
+}
+
+#[test]
 fn a_typo_in_a_resource_or_its_pod_template_is_caught() {
     let example =
         std::fs::read_to_string(common::repo_root().join("deploy/kubernetes/examples/digits.yaml"))

@@ -1495,6 +1495,35 @@ fn a_resource_s_bad_analysis_or_webhook_is_reported_with_its_field() {
     let mut no_url = analysis("< 0.1");
     no_url["prometheusUrl"] = Value::Null;
     assert!(problem(no_url).contains("set spec.prometheusUrl"));
+    // A colour's source: a version by number, a store or a URL; never an alias.
+    let sourced = |source: &str, sha256: Option<&str>| {
+        let mut blue = json!({"version": "v1", "image": "x", "source": source});
+        if let Some(pin) = sha256 {
+            blue["sha256"] = json!(pin);
+        }
+        problem(json!({"blue": blue}))
+    };
+    assert!(sourced("models:/digits/3", None).is_empty());
+    assert!(sourced("s3://models/digits/model.onnx", Some(&"0".repeat(64))).is_empty());
+    assert!(
+        sourced("models:/digits@champion", None)
+            .starts_with("spec.blue.source: 'models:/digits@champion' names an alias"),
+        "{}",
+        sourced("models:/digits@champion", None)
+    );
+    assert!(sourced("gs://b/k", None).starts_with("spec.blue.source: "));
+    assert_eq!(
+        sourced("https://h/m.onnx", Some("abc")),
+        "spec.blue.sha256: must be 64 hexadecimal digits"
+    );
+    assert_eq!(
+        problem(json!({"blue": {"version": "v1", "image": "x", "sha256": "0".repeat(64)}})),
+        "spec.blue.sha256 pins a source's file: set spec.blue.source too"
+    );
+    assert!(
+        problem(json!({"mlflowUri": "mlflow:5000"}))
+            .starts_with("spec.mlflowUri: 'mlflow:5000' is not an http")
+    );
     let hook = json!({"webhooks": [{"name": "h", "url": "ftp://x/y", "on": ["rollback"]}]});
     assert!(problem(hook).starts_with("spec.webhooks[0].url: 'ftp://x/y' is not an http"),);
     let unknown = json!({"webhooks": [{"name": "h", "url": "http://x/", "on": ["later"]}]});

@@ -385,6 +385,40 @@ async fn a_file_over_http_is_pinned_by_its_digest_and_kept_once() {
     );
     stop(running).await;
 
+    // A cache bounded in bytes, room for two of these files and many more by count: v2,
+    // fetched again into the standby slot, pushes out v2-reseed's file, which it replaced.
+    let size = |digest: &str| {
+        std::fs::metadata(state.join(format!("artifacts/sha256-{digest}.onnx")))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    settings.server.artifact_cache_files = 16;
+    settings.server.artifact_cache_bytes = size(&v1)
+        + std::fs::metadata(repo_root().join("models/digits/v2/model.onnx"))
+            .unwrap()
+            .len();
+    let running = start(&settings).await;
+    let answer = deploy(
+        &common::admin(&running),
+        serde_json::json!({"version": "v2", "kind": "onnx", "source": format!("{base}/digits/v2/model.onnx"), "sha256": v2}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    let mut kept: Vec<String> = std::fs::read_dir(state.join("artifacts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("sha256-"))
+        .collect();
+    kept.sort();
+    let mut want = vec![format!("sha256-{v1}.onnx"), format!("sha256-{v2}.onnx")];
+    want.sort();
+    assert_eq!(
+        kept, want,
+        "the byte bound deleted v2-reseed's file ({reseed})"
+    );
+    stop(running).await;
+
     // Too large for the limit: refused before it is all read.
     let mut small = config(
         "[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"models/digits/v1/model.onnx\"\n",
@@ -418,8 +452,7 @@ fn served(log: &Path, path: &str) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_download_that_breaks_off_resumes_from_its_bytes_or_starts_again_when_the_file_changed()
-{
+async fn a_download_that_breaks_off_resumes_from_its_bytes_or_starts_again_when_the_file_changed() {
     // A file server whose first download of each file breaks off halfway.
     let dir = temp_dir("breaking-files");
     let log = dir.join("requests.jsonl");
@@ -465,7 +498,10 @@ async fn a_download_that_breaks_off_resumes_from_its_bytes_or_starts_again_when_
     assert_eq!(requests[0]["status"], 200);
     assert_eq!(requests[0]["sent"], half);
     assert_eq!(requests[1]["range"], format!("bytes={half}-"));
-    assert_eq!(requests[1]["if_range"], requests[0]["etag"], "{requests:#?}");
+    assert_eq!(
+        requests[1]["if_range"], requests[0]["etag"],
+        "{requests:#?}"
+    );
     assert_eq!(requests[1]["status"], 206, "{requests:#?}");
     assert_eq!(requests[1]["sent"], size - half);
     let status = admin.get("/api/v1/models/digits").await.unwrap().json();
@@ -493,11 +529,53 @@ async fn a_download_that_breaks_off_resumes_from_its_bytes_or_starts_again_when_
     assert_eq!(requests.len(), 2, "{requests:#?}");
     assert!(requests[1]["range"].is_string(), "{requests:#?}");
     assert_eq!(requests[1]["status"], 200, "{requests:#?}");
-    assert_eq!(
-        requests[1]["sent"],
-        std::fs::metadata(&file).unwrap().len()
-    );
+    assert_eq!(requests[1]["sent"], std::fs::metadata(&file).unwrap().len());
     stop(running).await;
+
+    // `teal fetch`, as a Kubernetes colour's init container runs it: the file whole at its
+    // output, resumed the same way, and its provenance for scripts.
+    let out = dir.join("fetched");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = repo_root().join("models/digits/variants/v2-permuted/model.onnx");
+    let digest = sha256_of(&file);
+    let fetched = std::process::Command::new(common::teal_bin())
+        .arg("fetch")
+        .arg(format!("{base}/digits/variants/v2-permuted/model.onnx"))
+        .args(["--sha256", &digest, "--json", "--output"])
+        .arg(out.join("model.onnx"))
+        .output()
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&fetched.stdout).unwrap();
+    assert_eq!(shown["sha256"], digest);
+    assert_eq!(
+        std::fs::read(out.join("model.onnx")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    let requests = served(&log, "/digits/variants/v2-permuted/model.onnx");
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert_eq!(requests[1]["status"], 206, "{requests:#?}");
+    // A wrong pin: exit 1 with both digests, and nothing at the output or beside it.
+    let wrong = std::process::Command::new(common::teal_bin())
+        .arg("fetch")
+        .arg(format!("{base}/digits/v1/model.onnx"))
+        .args(["--sha256", &digest, "--output"])
+        .arg(out.join("wrong.onnx"))
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains(&format!("not the pinned {digest}")), "{said}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("model.onnx")]);
 }
 
 #[test]
@@ -537,6 +615,31 @@ fn sources_that_cannot_work_are_refused_at_config_load_with_the_field_named() {
         assert!(
             error.contains(field) && error.contains(says),
             "{slot}: {error}"
+        );
+    }
+    // The cache's bounds.
+    for (server, field, says) in [
+        (
+            "artifact_cache_files = 1",
+            "server.artifact_cache_files",
+            "at least 2",
+        ),
+        (
+            "artifact_cache_bytes = 0",
+            "server.artifact_cache_bytes",
+            "more than 0",
+        ),
+    ] {
+        let text = format!(
+            "[server]\n{server}\n[[model]]\nname = \"m\"\n[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"m.onnx\"\n"
+        );
+        let error = match teal::core::config::Config::parse(&text) {
+            Err(e) => e.to_string(),
+            Ok(config) => config.validate().unwrap_err().to_string(),
+        };
+        assert!(
+            error.contains(field) && error.contains(says),
+            "{server}: {error}"
         );
     }
 }

@@ -187,6 +187,12 @@ impl Config {
                 "must be at least 2: a live version's file and a candidate's",
             ));
         }
+        if self.server.artifact_cache_bytes == 0 {
+            return Err(ConfigError::new(
+                "server.artifact_cache_bytes",
+                "must be more than 0 (files a loaded version uses are kept whatever their size)",
+            ));
+        }
         if let Some(url) = &self.server.prometheus_url
             && !crate::rollout::http_url(url)
         {

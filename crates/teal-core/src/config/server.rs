@@ -120,6 +120,10 @@ pub struct ServerConfig {
     /// fetched again if a version needs it later).
     #[serde(default = "default_artifact_cache_files")]
     pub artifact_cache_files: usize,
+    /// ... and at most this many bytes of them, with the same rule (files a loaded version
+    /// uses stay, whatever their size).
+    #[serde(default = "default_artifact_cache_bytes")]
+    pub artifact_cache_bytes: u64,
     /// The Prometheus server `[[model.rollout.analysis]]` queries are sent to, like
     /// `http://127.0.0.1:9090` (its HTTP API, `/api/v1/query`).
     #[serde(default)]
@@ -128,6 +132,10 @@ pub struct ServerConfig {
 
 fn default_artifact_cache_files() -> usize {
     16
+}
+
+fn default_artifact_cache_bytes() -> u64 {
+    10 << 30
 }
 
 fn default_max_download_bytes() -> u64 {
@@ -159,6 +167,7 @@ impl Default for ServerConfig {
             mlflow_uri: None,
             max_download_bytes: default_max_download_bytes(),
             artifact_cache_files: default_artifact_cache_files(),
+            artifact_cache_bytes: default_artifact_cache_bytes(),
             prometheus_url: None,
         }
     }

@@ -2,7 +2,8 @@
 //! flavour, through the tracking server's REST API and artifact proxy) or a URL. Each download
 //! is streamed to a temporary file, hashed as it arrives, checked against its size limit and
 //! its pin, and kept in the state folder under its digest; a failed attempt is retried with
-//! backoff. What was fetched is recorded as the version's provenance.
+//! backoff, resuming from the bytes it has when the source still has the same file. What was
+//! fetched is recorded as the version's provenance.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,8 +39,10 @@ pub struct Fetcher {
     cache: PathBuf,
     mlflow: Option<String>,
     max_bytes: u64,
-    /// Files kept in the cache (`server.artifact_cache_files`).
+    /// Files kept in the cache (`server.artifact_cache_files`), and their bytes
+    /// (`server.artifact_cache_bytes`).
     keep: usize,
+    keep_bytes: u64,
 }
 
 /// Attempts at one download, and the wait before the first retry (doubled each time).
@@ -106,7 +109,8 @@ impl Partial {
     /// Empties the download, to fetch the file from its start.
     async fn restart(&mut self) -> Result<(), (String, bool)> {
         use tokio::io::AsyncSeekExt;
-        let failed = |e: std::io::Error| (format!("cannot write {}: {e}", self.path.display()), false);
+        let failed =
+            |e: std::io::Error| (format!("cannot write {}: {e}", self.path.display()), false);
         self.file.set_len(0).await.map_err(failed)?;
         self.file.rewind().await.map_err(failed)?;
         self.hasher = Sha256::new();
@@ -132,7 +136,13 @@ struct ModelVersion {
 
 impl Fetcher {
     /// `mlflow` is the configured tracking server; unset, `MLFLOW_TRACKING_URI` is read.
-    pub fn new(state_dir: &Path, mlflow: Option<&str>, max_bytes: u64, keep: usize) -> Fetcher {
+    pub fn new(
+        state_dir: &Path,
+        mlflow: Option<&str>,
+        max_bytes: u64,
+        keep: usize,
+        keep_bytes: u64,
+    ) -> Fetcher {
         // reqwest is built without a crypto provider of its own: it uses rustls's process
         // default, ring, which the Kubernetes client uses too. Installing it twice is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -162,6 +172,7 @@ impl Fetcher {
         Fetcher {
             client,
             keep,
+            keep_bytes,
             cache: state_dir.join("artifacts"),
             mlflow,
             max_bytes,
@@ -281,15 +292,16 @@ impl Fetcher {
     }
 
     /// Deletes files, the least recently used first and none of `in_use` (the loaded
-    /// versions' digests), until at most `server.artifact_cache_files` are left, and the
-    /// notes that named them; returns how many files went.
+    /// versions' digests), until at most `server.artifact_cache_files` are left holding at
+    /// most `server.artifact_cache_bytes`, and the notes that named them; returns how many
+    /// files went.
     pub async fn prune(&self, in_use: Vec<String>) -> usize {
-        let (cache, keep) = (self.cache.clone(), self.keep);
+        let (cache, keep, keep_bytes) = (self.cache.clone(), self.keep, self.keep_bytes);
         let removed = tokio::task::spawn_blocking(move || {
             let Ok(entries) = std::fs::read_dir(&cache) else {
                 return 0;
             };
-            let mut files: Vec<(std::time::SystemTime, String, PathBuf)> = entries
+            let mut files: Vec<(std::time::SystemTime, String, PathBuf, u64)> = entries
                 .flatten()
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().into_owned();
@@ -297,22 +309,26 @@ impl Fetcher {
                         .strip_prefix("sha256-")?
                         .strip_suffix(".onnx")?
                         .to_string();
-                    let at = e.metadata().and_then(|m| m.modified()).ok()?;
-                    Some((at, digest, e.path()))
+                    let metadata = e.metadata().ok()?;
+                    let at = metadata.modified().ok()?;
+                    Some((at, digest, e.path(), metadata.len()))
                 })
                 .collect();
-            // Oldest first, until no more than `keep` are left; a file in use stays.
+            // Oldest first, until no more than `keep` are left holding no more than
+            // `keep_bytes`; a file in use stays.
             files.sort_by_key(|f| f.0);
             let mut left = files.len();
+            let mut bytes: u64 = files.iter().map(|f| f.3).sum();
             let mut removed = 0;
             let mut gone = std::collections::HashSet::new();
-            for (_, digest, path) in files {
-                if left <= keep {
+            for (_, digest, path, size) in files {
+                if left <= keep && bytes <= keep_bytes {
                     break;
                 }
                 if !in_use.contains(&digest) && std::fs::remove_file(&path).is_ok() {
                     removed += 1;
                     left -= 1;
+                    bytes -= size;
                     gone.insert(digest);
                 }
             }
@@ -337,7 +353,8 @@ impl Fetcher {
         if removed > 0 {
             tracing::info!(
                 removed,
-                kept = self.keep,
+                files = self.keep,
+                bytes = self.keep_bytes,
                 "artifact cache: removed the least recently used model files no loaded version uses"
             );
         }

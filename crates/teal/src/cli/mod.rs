@@ -6,6 +6,7 @@ mod completions;
 mod connect;
 pub mod demo;
 mod demo_registry;
+mod fetch;
 mod init;
 mod render;
 mod rollout;
@@ -203,6 +204,10 @@ pub enum Command {
     /// Make a model of yours ready to serve: inspect an ONNX file, check its export, write
     /// the reference outputs each version must reproduce, and a commented config.
     Init(InitArgs),
+    /// Fetch one model file from a registry, an S3 store or a URL, check it (size, SHA-256
+    /// pin) and write it to a path: what a slot's `source` does, and, on Kubernetes, the init
+    /// container that brings a colour's `source` into its pods.
+    Fetch(fetch::FetchArgs),
     /// Start teal on the bundled example models, send traffic, switch to green and back,
     /// and print what happened.
     Demo(crate::cli::demo::DemoArgs),
@@ -280,6 +285,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_switch(&answer, admin.json, "rolled back")
         }
         Command::Deploy(args) => deploy(args).await,
+        Command::Fetch(args) => fetch::fetch(args).await,
         Command::History {
             model,
             limit,

@@ -111,6 +111,14 @@ pub struct ModelDeploymentSpec {
     pub validation: ValidationSpec,
     #[serde(default)]
     pub rollback: RollbackSpec,
+    /// The MLflow tracking server that colours' `models:/` sources name, as the pods reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_uri: Option<String>,
+    /// A Secret whose keys the fetching init container gets as environment variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`,
+    /// `MLFLOW_TRACKING_TOKEN`, ...). The model server's containers do not get it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_secret: Option<String>,
     /// The Prometheus server the analyses query (its HTTP API), like
     /// `http://prometheus.monitoring:9090`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,6 +298,16 @@ pub struct ColourSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object")]
     pub template: Option<PodTemplateSpec>,
+    /// Where this version's model file comes from: `models:/NAME/VERSION` (a registry
+    /// version by number: every pod must get the same file), `s3://BUCKET/KEY` or an
+    /// http(s) URL. An init container (`teal fetch`, in the operator's image) downloads and
+    /// checks it into `/mnt/models/model.onnx` before the model server starts; every
+    /// container sees it there, read-only, and in `TEAL_MODEL_FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The SHA-256 (hex) the source's file must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -577,6 +595,37 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+impl ColourSpec {
+    /// What is wrong with the colour's `source` and `sha256`, as a sentence naming the field.
+    fn source_problem(&self, c: Colour) -> Option<String> {
+        let field = format!("spec.{}", c.name());
+        let Some(source) = &self.source else {
+            return self
+                .sha256
+                .as_ref()
+                .map(|_| format!("{field}.sha256 pins a source's file: set {field}.source too"));
+        };
+        match teal_core::source::Source::parse(source) {
+            Err(reason) => return Some(format!("{field}.source: {reason}")),
+            Ok(teal_core::source::Source::Registry {
+                at: teal_core::source::RegistryRef::Alias(_),
+                ..
+            }) => {
+                return Some(format!(
+                    "{field}.source: '{source}' names an alias, which each pod would resolve for itself (and the alias may move between two): name the version, models:/NAME/VERSION"
+                ));
+            }
+            Ok(_) => {}
+        }
+        match &self.sha256 {
+            Some(pin) if !(pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_hexdigit())) => {
+                Some(format!("{field}.sha256: must be 64 hexadecimal digits"))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl ModelDeploymentSpec {
     /// The spec's colour `c`.
     pub fn colour(&self, c: Colour) -> Option<&ColourSpec> {
@@ -609,6 +658,18 @@ impl ModelDeploymentSpec {
                 "spec.blue and spec.green are both absent: give at least one colour a version"
                     .into(),
             );
+        }
+        for c in [Colour::Blue, Colour::Green] {
+            if let Some(problem) = self.colour(c).and_then(|colour| colour.source_problem(c)) {
+                return Some(problem);
+            }
+        }
+        if let Some(uri) = &self.mlflow_uri
+            && !teal_core::rollout::http_url(uri)
+        {
+            return Some(format!(
+                "spec.mlflowUri: '{uri}' is not an http:// or https:// URL"
+            ));
         }
         for c in [Colour::Blue, Colour::Green] {
             if let Some(colour) = self.colour(c)

@@ -120,6 +120,11 @@ pub fn deployment(md: &ModelDeployment, colour: Colour, replicas: i32) -> serde_
             }
         }
     }
+    if let Some(colour_spec) = spec
+        && let Some(source) = &colour_spec.source
+    {
+        fetch_into_pods(&mut template, md, colour_spec, source);
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -136,6 +141,81 @@ pub fn deployment(md: &ModelDeployment, colour: Colour, replicas: i32) -> serde_
             "template": template,
         }
     })
+}
+
+/// Where a colour's fetched model file is, in each of its pods.
+pub const MODEL_DIR: &str = "/mnt/models";
+pub const MODEL_FILE: &str = "/mnt/models/model.onnx";
+
+/// The image of the init container that fetches a colour's `source`: `TEAL_FETCH_IMAGE` in
+/// the operator's environment (its manifest sets it to the operator's own image), else the
+/// image of this teal's version.
+pub fn fetch_image() -> String {
+    std::env::var("TEAL_FETCH_IMAGE")
+        .ok()
+        .filter(|image| !image.is_empty())
+        .unwrap_or_else(|| concat!("teal:", env!("CARGO_PKG_VERSION")).to_string())
+}
+
+/// Gives a colour's pods its `source`'s file, as KServe's storage initializer does: an
+/// init container runs `teal fetch` (checking the pin) into an emptyDir that every container
+/// mounts read-only at [`MODEL_DIR`], with the file's path in `TEAL_MODEL_FILE`. The
+/// spec's `sourceSecret` goes to the init container alone; the source is an annotation of
+/// the pods, so that another source starts new pods even under the same version name.
+fn fetch_into_pods(
+    template: &mut serde_json::Value,
+    md: &ModelDeployment,
+    colour: &crate::kubernetes::crd::ColourSpec,
+    source: &str,
+) {
+    const VOLUME: &str = "teal-model";
+    let mut args = vec![
+        json!("fetch"),
+        json!(source),
+        json!("--output"),
+        json!(MODEL_FILE),
+    ];
+    if let Some(pin) = &colour.sha256 {
+        args.extend([json!("--sha256"), json!(pin)]);
+    }
+    let mut fetch = json!({
+        "name": "teal-fetch",
+        "image": fetch_image(),
+        "args": args,
+        "volumeMounts": [{ "name": VOLUME, "mountPath": MODEL_DIR }],
+        "securityContext": restricted_security_context(),
+    });
+    if let Some(uri) = &md.spec.mlflow_uri {
+        fetch["env"] = json!([{ "name": "MLFLOW_TRACKING_URI", "value": uri }]);
+    }
+    if let Some(secret) = &md.spec.source_secret {
+        fetch["envFrom"] = json!([{ "secretRef": { "name": secret } }]);
+    }
+    let pod = &mut template["spec"];
+    if let Some(containers) = pod["containers"].as_array_mut() {
+        for container in containers {
+            let mount = json!({ "name": VOLUME, "mountPath": MODEL_DIR, "readOnly": true });
+            match container["volumeMounts"].as_array_mut() {
+                Some(mounts) => mounts.push(mount),
+                None => container["volumeMounts"] = json!([mount]),
+            }
+            let env = json!({ "name": "TEAL_MODEL_FILE", "value": MODEL_FILE });
+            match container["env"].as_array_mut() {
+                Some(vars) => vars.push(env),
+                None => container["env"] = json!([env]),
+            }
+        }
+    }
+    match pod["initContainers"].as_array_mut() {
+        Some(init) => init.push(fetch),
+        None => pod["initContainers"] = json!([fetch]),
+    }
+    let volume = json!({ "name": VOLUME, "emptyDir": {} });
+    match pod["volumes"].as_array_mut() {
+        Some(volumes) => volumes.push(volume),
+        None => pod["volumes"] = json!([volume]),
+    }
+    template["metadata"]["annotations"]["teal.dev/source"] = json!(source);
 }
 
 /// A Service selecting one colour's pods, as the operator applies it; public for the same
