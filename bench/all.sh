@@ -26,10 +26,13 @@ runs=(
   "bench/request_log.sh $seconds 32 3"
   "bench/rollback.sh"
   "bench/overload.sh 5"
+  "bench/overload.sh 5 deep"
   "bench/batching.sh $seconds"
 )
+# A run's name: its script's, with any word after it that is not a number (overload-deep).
+run_name() { awk '{n = $1; sub(".*/", "", n); sub("[.]sh$", "", n); for (i = 2; i <= NF; i++) if ($i !~ /^[0-9]+$/) n = n "-" $i; print n}' <<<"$1"; }
 for run in "${runs[@]}"; do
-  name=$(basename "${run%% *}" .sh)
+  name=$(run_name "$run")
   echo "== $run" >&2
   $run | tee "$out/$name.txt"
 done
@@ -45,12 +48,12 @@ done
   echo
   echo '```'
   for run in "${runs[@]}"; do
-    name=$(basename "${run%% *}" .sh)
+    name=$(run_name "$run")
     grep -hE "^(ratio|added|switching|10,000|fault appears|rollback decided|requests v3 failed|overload:)" "$out/$name.txt" | sed "s/^/$name: /"
   done
   echo '```'
   for run in "${runs[@]}"; do
-    name=$(basename "${run%% *}" .sh)
+    name=$(run_name "$run")
     echo
     echo "## $name: \`$run\`"
     echo

@@ -13,11 +13,13 @@
 #                    session options, one session per core, batches of BATCH rows back to
 #                    back (and of 1 row, for the unbatched case): no protocol, no queue
 # each server under wrk -t1 at 1 and at 64 connections (a 1 s warm-up at 64 first, not
-# counted). Before timing, each server answers one request, which must be 200 with the
+# counted); teal also with the row as a binary-tensor request (the V2 binary data extension,
+# which tritonclient and perf_analyzer use; rows "-bin"), where no JSON numbers are parsed.
+# Before timing, each server answers one request, which must be 200 with the
 # label ONNX Runtime gives for that row directly. At 64 connections every request is one
 # row, so a server's req/s is comparable with the ceiling's rows/s.
 #
-#   bench/batching.sh [SECONDS]          (default 10; about 100 s in all at 10)
+#   bench/batching.sh [SECONDS]          (default 10; about 140 s in all at 10)
 #   BATCH=32 DELAY_US=1000 bench/batching.sh 10   (the defaults: 64 clients on 2 workers)
 #
 # DELAY_US = 0 leaves MLServer unbatched (its batching needs max_batch_time > 0).
@@ -67,6 +69,14 @@ import numpy as np, onnxruntime as ort
 model, body, reference = sys.argv[1:4]
 row = np.round(np.random.RandomState(1).rand(784), 4)
 json.dump({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": row.tolist()}]}, open(body, "w"))
+# The same row as a binary-tensor request (the V2 binary data extension, as tritonclient and
+# perf_analyzer send it): a JSON header, then the row's 784 float32 bytes; outputs as JSON.
+header = json.dumps({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                                 "parameters": {"binary_data_size": 784 * 4}}],
+                     "outputs": [{"name": "label", "parameters": {"binary_data": False}},
+                                 {"name": "probabilities", "parameters": {"binary_data": False}}]}).encode()
+open(body.replace(".json", ".bin"), "wb").write(header + row.astype("<f4").tobytes())
+open(body.replace(".json", ".bin.len"), "w").write(str(len(header)))
 options = ort.SessionOptions()
 options.intra_op_num_threads = options.inter_op_num_threads = 1
 label, probabilities = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(
@@ -83,11 +93,18 @@ wait_ready() {
   done
   return 1
 }
-# check NAME URL: one request, which must be answered 200 with the reference label.
+# check NAME URL [bin]: one request (JSON, or with "bin" the binary-tensor one), which must
+# be answered 200 with the reference label.
 check() {
   local code
-  code=$(curl -s -o "$work/answer-$1.json" -w '%{http_code}' -H 'Content-Type: application/json' \
-    --data-binary @"$work/body.json" "$2") || code=000
+  if [ "${3:-}" = bin ]; then
+    code=$(curl -s -o "$work/answer-$1.json" -w '%{http_code}' -H 'Content-Type: application/octet-stream' \
+      -H "Inference-Header-Content-Length: $(cat "$work/body.bin.len")" \
+      --data-binary @"$work/body.bin" "$2") || code=000
+  else
+    code=$(curl -s -o "$work/answer-$1.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+      --data-binary @"$work/body.json" "$2") || code=000
+  fi
   if [ "$code" != 200 ]; then
     echo "$1: the check request was answered $code: $(head -c 600 "$work/answer-$1.json" 2>/dev/null)" >&2
     exit 1
@@ -110,6 +127,11 @@ PY
 # load NAME URL CONNECTIONS: a timed wrk run, noted in results.
 load() {
   echo "$1 $3 $(BODY_FILE=$work/body.json wrk -t1 -c"$3" -d"${seconds}s" -s bench/v2_post.lua "$2" | grep '^RESULT')" >>"$work/results"
+}
+# load_binary NAME URL CONNECTIONS: the same with the binary-tensor request.
+load_binary() {
+  echo "$1 $3 $(BODY_FILE=$work/body.bin INFERENCE_HEADER_LENGTH=$(cat "$work/body.bin.len") \
+    wrk -t1 -c"$3" -d"${seconds}s" -s bench/v2_post.lua "$2" | grep '^RESULT')" >>"$work/results"
 }
 warm_up() { BODY_FILE=$work/body.json wrk -t1 -c64 -d1s -s bench/v2_post.lua "$1" >/dev/null; }
 : >"$work/results"
@@ -153,9 +175,12 @@ teal_measure() {
     notes+=("$1: teal loaded the model unbatched: $(grep -o 'batching is off.*' "$work/$1.log" | head -1)")
   fi
   check "$1" "$url"
+  check "$1-bin" "$url" bin
   warm_up "$url"
   load "$1" "$url" 1
   load "$1" "$url" 64
+  load_binary "$1-bin" "$url" 1
+  load_binary "$1-bin" "$url" 64
   stop_server
 }
 
@@ -248,7 +273,8 @@ for line in open(results_file):
     r["ok_rps"] = (r["requests"] - r["non2xx"]) / r["seconds"]
     runs[name, int(conc)] = r
 print(f"machine: {cores} cores; settings: BATCH={batch} DELAY_US={delay_us} W={workers} (workers, MLServer parallel_workers, ceiling threads)")
-print(f"load: wrk -t1 -d{seconds}s, one V2 row per request (FP32 [1, 784]) on models/heavy (MLP 784-1024-1024-10)")
+print(f"load: wrk -t1 -d{seconds}s, one V2 row per request (FP32 [1, 784]) on models/heavy (MLP 784-1024-1024-10);"
+      " -bin: the same row as a binary-tensor request (3,136 bytes after a JSON header)")
 print(f"{'':18}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}{'2xx/s':>9}{'of ceiling':>11}")
 for (name, conc), r in runs.items():
     print(f"{name:18}{conc:>5}{r['rps']:>9.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['non2xx']:>9.0f}{r['errors']:>9.0f}{r['ok_rps']:>9.0f}{r['ok_rps'] / ceiling_batch:>10.0%}")
@@ -261,6 +287,11 @@ print("c=64, 2xx answers per second (each one row):")
 ratio("  teal batched / ceiling", b64, ceiling_batch)
 ratio("  teal batched / teal unbatched", b64, u64)
 ratio("  teal batched / MLServer (batched)", b64, m64)
+bb64, ub64 = runs.get(("teal-batched-bin", 64)), runs.get(("teal-unbatched-bin", 64))
+print("c=64, binary-tensor requests (as tritonclient and perf_analyzer send them):")
+ratio("  teal batched / ceiling", bb64, ceiling_batch)
+ratio("  teal batched / teal unbatched", bb64, ub64)
+ratio("  teal batched / MLServer (batched, JSON)", bb64, m64)
 if u64 and m64:
     print(f"  teal unbatched / ceiling one row a call: {u64['ok_rps'] / ceiling_one:.2f}x; MLServer / ceiling: {m64['ok_rps'] / ceiling_batch:.2f}x")
 b1, u1, m1 = runs.get(("teal-batched", 1)), runs.get(("teal-unbatched", 1)), runs.get(("mlserver", 1))
