@@ -260,6 +260,30 @@ async fn registry_versions_are_fetched_by_alias_and_number_with_their_provenance
     stop(running).await;
 }
 
+/// The digests of the model files in a state folder's artifact cache, sorted.
+fn cached_digests(state: &Path) -> Vec<String> {
+    let mut kept: Vec<String> = std::fs::read_dir(state.join("artifacts"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            Some(
+                name.strip_prefix("sha256-")?
+                    .strip_suffix(".onnx")?
+                    .to_string(),
+            )
+        })
+        .collect();
+    kept.sort();
+    kept
+}
+
+fn sorted<const N: usize>(digests: [String; N]) -> Vec<String> {
+    let mut digests = digests.to_vec();
+    digests.sort();
+    digests
+}
+
 fn admin_of(running: &teal::server::Running) -> teal::cli::client::HttpClient {
     admin(running)
 }
@@ -337,12 +361,7 @@ async fn a_file_over_http_is_pinned_by_its_digest_and_kept_once() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.error_message());
-    let kept: Vec<_> = std::fs::read_dir(state.join("artifacts"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("sha256-"))
-        .collect();
+    let kept = cached_digests(&state);
     assert_eq!(
         kept.len(),
         2,
@@ -363,16 +382,7 @@ async fn a_file_over_http_is_pinned_by_its_digest_and_kept_once() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.error_message());
-    let mut kept: Vec<String> = std::fs::read_dir(state.join("artifacts"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("sha256-"))
-        .collect();
-    kept.sort();
-    let mut want = vec![format!("sha256-{v1}.onnx"), format!("sha256-{reseed}.onnx")];
-    want.sort();
-    assert_eq!(kept, want);
+    assert_eq!(cached_digests(&state), sorted([v1.clone(), reseed.clone()]));
     let notes: Vec<String> = std::fs::read_dir(state.join("artifacts"))
         .unwrap()
         .flatten()
@@ -404,17 +414,9 @@ async fn a_file_over_http_is_pinned_by_its_digest_and_kept_once() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.error_message());
-    let mut kept: Vec<String> = std::fs::read_dir(state.join("artifacts"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("sha256-"))
-        .collect();
-    kept.sort();
-    let mut want = vec![format!("sha256-{v1}.onnx"), format!("sha256-{v2}.onnx")];
-    want.sort();
     assert_eq!(
-        kept, want,
+        cached_digests(&state),
+        sorted([v1.clone(), v2.clone()]),
         "the byte bound deleted v2-reseed's file ({reseed})"
     );
     stop(running).await;
