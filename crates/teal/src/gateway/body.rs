@@ -31,7 +31,12 @@ pub(super) fn body_headers(
     };
     if let Some(content_type) = headers.get(&header::CONTENT_TYPE) {
         let text = header_text(content_type).unwrap_or("?");
-        let media = text.split(';').next().unwrap_or("").trim();
+        // The common case first, without splitting off parameters.
+        let media = if text.eq_ignore_ascii_case("application/json") {
+            text
+        } else {
+            text.split(';').next().unwrap_or("").trim()
+        };
         let suffix = media.len().checked_sub(5).map(|at| &media.as_bytes()[at..]);
         let accepted = media.eq_ignore_ascii_case("application/json")
             || suffix.is_some_and(|s| s.eq_ignore_ascii_case(b"+json"))
