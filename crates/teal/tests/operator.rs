@@ -1524,6 +1524,42 @@ fn a_resource_s_bad_analysis_or_webhook_is_reported_with_its_field() {
         problem(json!({"mlflowUri": "mlflow:5000"}))
             .starts_with("spec.mlflowUri: 'mlflow:5000' is not an http")
     );
+    // A watched alias: an alias on a tracking server, with colours that fetch their file.
+    let watched = |watch: &str, extra: Value| {
+        let mut fields = json!({
+            "watch": watch,
+            "mlflowUri": "http://mlflow:5000",
+            "blue": {"version": "d-1", "image": "x", "source": "models:/d/1"},
+            "green": {"version": "d-2", "image": "x", "source": "models:/d/2"},
+        });
+        merge(&mut fields, &extra);
+        problem(fields)
+    };
+    assert_eq!(watched("models:/d@champion", json!({})), "");
+    assert!(
+        watched("models:/d/3", json!({}))
+            .starts_with("spec.watch: 'models:/d/3' is not a registry alias")
+    );
+    assert!(
+        watched("models:/d@champion", json!({"mlflowUri": null})).starts_with(
+            "spec.watch: the alias is read from the tracking server: set spec.mlflowUri"
+        )
+    );
+    assert!(
+        watched("models:/d@champion", json!({"green": {"source": null}}))
+            .starts_with("spec.green.source is absent: with spec.watch")
+    );
+    assert_eq!(
+        watched("models:/d@champion", json!({"watchIntervalSeconds": 0})),
+        "spec.watchIntervalSeconds is 0: at least 1"
+    );
+    assert_eq!(
+        watched(
+            "models:/d@champion",
+            json!({"watchIntervalSeconds": 2_592_001})
+        ),
+        "spec.watchIntervalSeconds is 2592001: at most 2592000 (30 days)"
+    );
     let hook = json!({"webhooks": [{"name": "h", "url": "ftp://x/y", "on": ["rollback"]}]});
     assert!(problem(hook).starts_with("spec.webhooks[0].url: 'ftp://x/y' is not an http"),);
     let unknown = json!({"webhooks": [{"name": "h", "url": "http://x/", "on": ["later"]}]});
@@ -1576,4 +1612,167 @@ async fn a_resource_s_bake_analysis_rolls_back_after_its_failures_in_a_row() {
     h.service_apply("digits").await;
     h.api.expect_event("Warning", "RolledBack").await;
     finished(task).await;
+}
+
+/// A resource that follows a registry alias on a real MLflow tracking server: blue live with
+/// version 1 of digits, the alias at 1.
+async fn watching(dir: &std::path::Path) -> (common::mlflow::Mlflow, Harness) {
+    use common::mlflow::{registry, start_mlflow};
+    let mlflow = start_mlflow(dir).await;
+    for file in ["models/digits/v1/model.onnx", "models/digits/v2/model.onnx"] {
+        registry(&mlflow, &["onnx", "digits", file]);
+    }
+    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    let mut spec = spec("service");
+    spec["blue"] = json!({"version": "digits-1", "image": "registry.example/onnx-server:1", "source": "models:/digits/1"});
+    spec.as_object_mut().unwrap().remove("green");
+    spec["watch"] = json!("models:/digits@champion");
+    spec["mlflowUri"] = json!(mlflow.uri);
+    let mut status = stable();
+    status["activeVersion"] = json!("digits-1");
+    status["versions"] = json!({"blue": "digits-1"});
+    let h = Harness::new(spec, Some(status), None);
+    (mlflow, h)
+}
+
+/// A reconcile between rollouts: the live colour's Deployment is applied as the spec says,
+/// and the reconcile asks to come back after `requeue`.
+async fn between_rollouts(h: &mut Harness, requeue: u64) {
+    let task = h.reconcile();
+    h.deployment_apply("blue").await;
+    assert_eq!(
+        finished(task).await,
+        Action::requeue(Duration::from_secs(requeue))
+    );
+    h.api.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_watched_alias_rolls_the_version_out_through_the_idle_colour_and_moving_it_back_aborts()
+ {
+    let (mlflow, mut h) = watching(&common::temp_dir("mlflow")).await;
+
+    // The alias names the live version: it is noted, nothing is rolled out, and the
+    // resource is looked at again after the watch interval (30 s by default).
+    let task = h.reconcile();
+    h.deployment_apply("blue").await;
+    let status = h.status_write().await;
+    assert_eq!(status["aliasVersion"], "digits-1", "{status}");
+    assert_eq!(status["phase"], "stable");
+    assert_eq!(
+        finished(task).await,
+        Action::requeue(Duration::from_secs(30))
+    );
+
+    // The alias moves to 2. It is read again only when the interval has passed.
+    common::mlflow::registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    between_rollouts(&mut h, 30).await;
+    h.advance(30);
+    let task = h.reconcile();
+    // The idle colour is written whole: the live colour's pods with version 2's file,
+    // guarded by the resource version read.
+    let seen = h.api.expect("PATCH", RESOURCE).await;
+    assert_eq!(seen.content_type, "application/json-patch+json");
+    assert_eq!(
+        seen.body,
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": h.resource_version.to_string()},
+            {"op": "add", "path": "/spec/green", "value": {"version": "digits-2", "image": "registry.example/onnx-server:1", "source": "models:/digits/2"}},
+        ])
+    );
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["spec"]["green"] = seen.body[1]["value"].clone();
+    h.resource_version += 1;
+    object["metadata"]["resourceVersion"] = json!(h.resource_version.to_string());
+    object["metadata"]["generation"] = json!(2);
+    h.md = serde_json::from_value(object.clone()).unwrap();
+    seen.answer(200, &object);
+    h.api.expect_event("Normal", "AliasMoved").await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "deploying", "{status}");
+    assert_eq!(status["candidateColour"], "green");
+    assert_eq!(status["candidateVersion"], "digits-2");
+    assert_eq!(status["aliasVersion"], "digits-2");
+    assert_eq!(status["versions"]["green"], "digits-2");
+    h.api.expect_event("Normal", "Deploying").await;
+    finished(task).await;
+
+    // The candidate's pods fetch version 2 by its number.
+    let task = h.reconcile();
+    let applied = h.deployment_apply("green").await;
+    let init = &applied["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "teal-fetch");
+    assert_eq!(init["args"][1], "models:/digits/2", "{init}");
+    assert_eq!(
+        applied["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/onnx-server:1"
+    );
+    assert_eq!(h.status_write().await["phase"], "warming_up");
+    h.api.expect_event("Normal", "WarmingUp").await;
+    finished(task).await;
+
+    // The alias moves back to the live version before the switch: the rollout is aborted by
+    // the watch, blue stays live.
+    common::mlflow::registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    h.advance(30);
+    let task = h.reconcile();
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "aborted", "{status}");
+    assert_eq!(
+        status["lastTransition"]["actor"],
+        "watch models:/digits@champion"
+    );
+    assert_eq!(status["route"]["active"], "blue");
+    h.service_apply("digits").await;
+    h.api.expect_event("Warning", "Aborted").await;
+    finished(task).await;
+
+    // Back on the live version, the alias is noted again and nothing starts; moved to 2
+    // again, 2 is rolled out again.
+    h.advance(30);
+    let task = h.reconcile();
+    h.deployment_apply("blue").await;
+    assert_eq!(h.status_write().await["aliasVersion"], "digits-1");
+    finished(task).await;
+    common::mlflow::registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    h.advance(30);
+    let task = h.reconcile();
+    let seen = h.api.expect("PATCH", RESOURCE).await;
+    assert_eq!(seen.body[1]["value"]["version"], "digits-2");
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    h.resource_version += 1;
+    object["metadata"]["resourceVersion"] = json!(h.resource_version.to_string());
+    object["metadata"]["generation"] = json!(3);
+    h.md = serde_json::from_value(object.clone()).unwrap();
+    seen.answer(200, &object);
+    h.api.expect_event("Normal", "AliasMoved").await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "deploying", "{status}");
+    assert_eq!(status["candidateVersion"], "digits-2");
+    h.api.expect_event("Normal", "Deploying").await;
+    finished(task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_alias_is_said_once_and_the_live_version_keeps_serving() {
+    let (_mlflow, mut h) = watching(&common::temp_dir("mlflow")).await;
+    let mut object = serde_json::to_value(&h.md).unwrap();
+    object["spec"]["watch"] = json!("models:/digits@nobody");
+    h.md = serde_json::from_value(object).unwrap();
+    let task = h.reconcile();
+    let seen = h.api.expect_event("Warning", "AliasUnreadable").await;
+    let note = seen["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("models:/digits@nobody cannot be read")
+            && note.contains("digits-1 keeps serving"),
+        "{note}"
+    );
+    h.deployment_apply("blue").await;
+    let status = h.status_write().await;
+    assert_eq!(status["phase"], "stable");
+    assert!(status.get("aliasVersion").is_none(), "{status}");
+    finished(task).await;
+    // Read again after the interval, with the same reason: not said again.
+    h.advance(30);
+    between_rollouts(&mut h, 30).await;
 }

@@ -5,88 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::mlflow::*;
 use common::*;
-
-/// The Python of `.deps/mlflow`, with MLflow installed by `scripts/setup dev`.
-fn mlflow_python() -> PathBuf {
-    let python = repo_root().join(".deps/mlflow/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup dev, which installs MLflow there",
-        python.display()
-    );
-    python
-}
-
-/// An MLflow tracking server on a free port, stopped (with its workers) when dropped.
-struct Mlflow {
-    uri: String,
-    _server: Proc,
-}
-
-async fn start_mlflow(dir: &Path) -> Mlflow {
-    let port = free_port();
-    let server = spawn_group(
-        std::process::Command::new(repo_root().join(".deps/mlflow/bin/mlflow"))
-            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
-            // No telemetry: tests reach only 127.0.0.1.
-            .env("MLFLOW_DISABLE_TELEMETRY", "true")
-            .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
-            .arg("--artifacts-destination")
-            .arg(dir.join("artifacts"))
-            .args(["--workers", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("mlflow.log")).unwrap()),
-    );
-    let uri = format!("http://127.0.0.1:{port}");
-    let health = teal::cli::client::HttpClient::new(&uri);
-    let ready = eventually(
-        Duration::from_secs(120),
-        async || matches!(health.get("/health").await, Ok(a) if a.status == 200),
-    )
-    .await;
-    assert!(
-        ready,
-        "MLflow did not start: {}",
-        std::fs::read_to_string(dir.join("mlflow.log")).unwrap_or_default()
-    );
-    Mlflow {
-        uri,
-        _server: server,
-    }
-}
-
-/// Runs `tests/python/mlflow_registry.py` against the server; returns what it printed.
-fn registry(mlflow: &Mlflow, args: &[&str]) -> String {
-    let output = std::process::Command::new(mlflow_python())
-        .current_dir(repo_root())
-        // No telemetry: tests reach only 127.0.0.1, and MLflow 3's telemetry thread sets and
-        // unsets a variable while the client's requests read the environment (a KeyError
-        // seen in this test).
-        .env("MLFLOW_DISABLE_TELEMETRY", "true")
-        .arg(repo_root().join("tests/python/mlflow_registry.py"))
-        .arg(&mlflow.uri)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "mlflow_registry.py {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // MLflow prints links to the run first; the script's answer is the last line.
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
 
 fn sha256_of(path: &Path) -> String {
     use sha2::Digest;

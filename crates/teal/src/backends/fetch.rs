@@ -39,6 +39,10 @@ pub struct Fetcher {
     cache: PathBuf,
     mlflow: Option<String>,
     max_bytes: u64,
+    /// The tracking server's credentials, as MLflow's own clients take them from the
+    /// environment (`MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and
+    /// `MLFLOW_TRACKING_PASSWORD`): sent to the tracking server's own address only.
+    mlflow_auth: Option<MlflowAuth>,
     /// Files kept in the cache (`server.artifact_cache_files`), and their bytes
     /// (`server.artifact_cache_bytes`).
     keep: usize,
@@ -171,12 +175,19 @@ impl Fetcher {
             .map(|uri| uri.trim_end_matches('/').to_string());
         Fetcher {
             client,
+            mlflow_auth: mlflow_auth(|name| std::env::var(name).ok()),
             keep,
             keep_bytes,
             cache: state_dir.join("artifacts"),
             mlflow,
             max_bytes,
         }
+    }
+
+    /// A fetcher that only reads the registry (`resolve`), as the Kubernetes operator does
+    /// for a resource's watched alias: it keeps no files.
+    pub fn resolver(mlflow: &str) -> Fetcher {
+        Fetcher::new(Path::new(""), Some(mlflow), 0, 0, 0)
     }
 
     /// Fetches `source` (checked against `pin` when given) into the cache and returns its
@@ -385,6 +396,25 @@ impl Fetcher {
         self.cache.join(format!("sha256-{sha256}.onnx"))
     }
 
+    /// `request` with the tracking server's credentials when `url` is on the tracking
+    /// server (its REST API, its artifact proxy), and as it is anywhere else.
+    fn with_auth(&self, request: reqwest::RequestBuilder, url: &str) -> reqwest::RequestBuilder {
+        let origin = |url: &str| reqwest::Url::parse(url).ok().map(|u| u.origin());
+        let on_tracking = self
+            .mlflow
+            .as_deref()
+            .and_then(origin)
+            .is_some_and(|base| origin(url) == Some(base));
+        // reqwest marks both headers sensitive: they are never logged.
+        match &self.mlflow_auth {
+            Some(MlflowAuth::Bearer(token)) if on_tracking => request.bearer_auth(token),
+            Some(MlflowAuth::Basic(user, password)) if on_tracking => {
+                request.basic_auth(user, password.as_ref())
+            }
+            _ => request,
+        }
+    }
+
     fn tracking(&self) -> Result<&str, String> {
         self.mlflow.as_deref().ok_or_else(|| {
             "a models:/ source needs the MLflow tracking server: set server.mlflow_uri in the config or MLFLOW_TRACKING_URI".to_string()
@@ -396,13 +426,17 @@ impl Fetcher {
         let base = self.tracking()?;
         let url = reqwest::Url::parse_with_params(&format!("{base}{path}"), query)
             .map_err(|e| format!("the MLflow tracking URI {base} is not a URL: {e}"))?;
-        let answer = self.client.get(url).send().await.map_err(|e| {
-            format!(
-                "the MLflow tracking server at {} cannot be reached: {}",
-                redacted(base),
-                error_chain(&e.without_url())
-            )
-        })?;
+        let answer = self
+            .with_auth(self.client.get(url.clone()), url.as_str())
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "the MLflow tracking server at {} cannot be reached: {}",
+                    redacted(base),
+                    error_chain(&e.without_url())
+                )
+            })?;
         let status = answer.status();
         let body: serde_json::Value = answer
             .bytes()
@@ -700,7 +734,7 @@ impl Fetcher {
     ) -> Result<Opened, (String, bool)> {
         match location {
             Location::Http(url) => {
-                let mut request = self.client.get(url);
+                let mut request = self.with_auth(self.client.get(url.clone()), url);
                 if let Some((from, validator)) = &resume {
                     request = request
                         .header(reqwest::header::RANGE, format!("bytes={from}-"))
@@ -842,6 +876,34 @@ impl Fetcher {
     }
 }
 
+/// The tracking server's credentials, from MLflow's own variables.
+#[derive(Clone, PartialEq, Eq)]
+enum MlflowAuth {
+    Bearer(String),
+    Basic(String, Option<String>),
+}
+
+impl std::fmt::Debug for MlflowAuth {
+    /// Never the secret itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MlflowAuth::Bearer(_) => "Bearer (hidden)",
+            MlflowAuth::Basic(..) => "Basic (hidden)",
+        })
+    }
+}
+
+/// A bearer token (`MLFLOW_TRACKING_TOKEN`), or a user name and password
+/// (`MLFLOW_TRACKING_USERNAME`, `MLFLOW_TRACKING_PASSWORD`), as MLflow's clients read them.
+fn mlflow_auth(var: impl Fn(&str) -> Option<String>) -> Option<MlflowAuth> {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty());
+    match set("MLFLOW_TRACKING_TOKEN") {
+        Some(token) => Some(MlflowAuth::Bearer(token)),
+        None => set("MLFLOW_TRACKING_USERNAME")
+            .map(|user| MlflowAuth::Basic(user, set("MLFLOW_TRACKING_PASSWORD"))),
+    }
+}
+
 fn at_text(at: &RegistryRef) -> String {
     match at {
         RegistryRef::Alias(alias) => format!("@{alias}"),
@@ -941,6 +1003,56 @@ fn onnx_flavour_file(mlmodel: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mlflow_credentials_go_to_the_tracking_server_only() {
+        let mut fetcher = Fetcher::resolver("http://mlflow.example:5000/");
+        let header = |fetcher: &Fetcher, url: &str| {
+            let request = fetcher
+                .with_auth(fetcher.client.get(url), url)
+                .build()
+                .unwrap();
+            request
+                .headers()
+                .get(reqwest::header::AUTHORIZATION)
+                .map(|v| (v.to_str().unwrap().to_string(), v.is_sensitive()))
+        };
+        let token = |name: &str| (name == "MLFLOW_TRACKING_TOKEN").then(|| "t0k".to_string());
+        fetcher.mlflow_auth = mlflow_auth(token);
+        assert_eq!(
+            header(
+                &fetcher,
+                "http://mlflow.example:5000/api/2.0/mlflow/registered-models/alias"
+            ),
+            Some(("Bearer t0k".into(), true))
+        );
+        assert_eq!(
+            header(
+                &fetcher,
+                "http://mlflow.example:5000/api/2.0/mlflow-artifacts/artifacts/1/model.onnx"
+            ),
+            Some(("Bearer t0k".into(), true))
+        );
+        // Another store, another port, another scheme: not the tracking server.
+        assert_eq!(header(&fetcher, "http://store.example/model.onnx"), None);
+        assert_eq!(header(&fetcher, "http://mlflow.example:5001/x"), None);
+        assert_eq!(header(&fetcher, "https://mlflow.example:5000/x"), None);
+        // A user and a password, as MLflow's basic-auth app takes them.
+        let basic = |name: &str| match name {
+            "MLFLOW_TRACKING_USERNAME" => Some("ana".to_string()),
+            "MLFLOW_TRACKING_PASSWORD" => Some("pw".to_string()),
+            _ => None,
+        };
+        fetcher.mlflow_auth = mlflow_auth(basic);
+        assert_eq!(
+            header(&fetcher, "http://mlflow.example:5000/api/2.0/x"),
+            Some(("Basic YW5hOnB3".into(), true))
+        );
+        assert_eq!(format!("{:?}", fetcher.mlflow_auth), "Some(Basic (hidden))");
+        // Nothing set, or set empty: no header.
+        assert_eq!(mlflow_auth(|_| Some(String::new())), None);
+        assert_eq!(mlflow_auth(|_| None), None);
+    }
 
     #[test]
     fn urls_are_shown_without_credentials_or_queries() {

@@ -114,6 +114,18 @@ pub struct ModelDeploymentSpec {
     /// The MLflow tracking server that colours' `models:/` sources name, as the pods reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow_uri: Option<String>,
+    /// A registry alias to follow, `models:/NAME@ALIAS` on `mlflowUri`: when it moves to
+    /// another version than the live one, the operator writes that version into the idle
+    /// colour (the live colour's image and template, `source: models:/NAME/N`, version
+    /// `NAME-N`) and rolls it out; when it moves back to the version being replaced during
+    /// that rollout, the rollout is stopped. The operator itself reads the alias, with
+    /// `MLFLOW_TRACKING_TOKEN` from its own environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
+    /// Seconds between two readings of the watched alias.
+    #[serde(default = "thirty")]
+    #[schemars(range(min = 1, max = 2_592_000))]
+    pub watch_interval_seconds: u64,
     /// A Secret whose keys the fetching init container gets as environment variables
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`,
     /// `MLFLOW_TRACKING_TOKEN`, ...). The model server's containers do not get it.
@@ -457,6 +469,9 @@ pub struct ModelDeploymentStatus {
     /// another; a version that failed or was rolled back is not tried again until then.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub versions: BTreeMap<String, String>,
+    /// The version the watched alias named when the operator last read it (`NAME-N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_version: Option<String>,
     /// Why the resource is `invalid`, or what the operator waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -577,6 +592,10 @@ fn yes() -> bool {
     true
 }
 
+fn thirty() -> u64 {
+    30
+}
+
 fn five_minutes() -> u64 {
     300
 }
@@ -635,6 +654,44 @@ impl ModelDeploymentSpec {
         }
     }
 
+    /// The registered model and alias `spec.watch` follows, when it names one.
+    pub fn watched(&self) -> Option<(String, String)> {
+        match teal_core::source::Source::parse(self.watch.as_deref()?) {
+            Ok(teal_core::source::Source::Registry {
+                name,
+                at: teal_core::source::RegistryRef::Alias(alias),
+            }) => Some((name, alias)),
+            _ => None,
+        }
+    }
+
+    /// What is wrong with `spec.watch`, as a sentence naming the field.
+    fn watch_problem(&self) -> Option<String> {
+        let watch = self.watch.as_ref()?;
+        if self.watched().is_none() {
+            return Some(format!(
+                "spec.watch: '{watch}' is not a registry alias: name one as models:/NAME@ALIAS"
+            ));
+        }
+        if self.watch_interval_seconds == 0 {
+            return Some("spec.watchIntervalSeconds is 0: at least 1".into());
+        }
+        if self.mlflow_uri.is_none() {
+            return Some("spec.watch: the alias is read from the tracking server: set spec.mlflowUri, like http://mlflow.mlops:5000".into());
+        }
+        for c in [Colour::Blue, Colour::Green] {
+            if let Some(colour) = self.colour(c)
+                && colour.source.is_none()
+            {
+                return Some(format!(
+                    "spec.{}.source is absent: with spec.watch each colour's model file comes from the registry, so its pods can run the version the alias names; give it one, like models:/NAME/VERSION",
+                    c.name()
+                ));
+            }
+        }
+        None
+    }
+
     /// What is wrong with the spec, if anything, as a sentence naming the field.
     pub fn problem(&self) -> Option<String> {
         if self.model.is_empty() {
@@ -670,6 +727,9 @@ impl ModelDeploymentSpec {
             return Some(format!(
                 "spec.mlflowUri: '{uri}' is not an http:// or https:// URL"
             ));
+        }
+        if let Some(problem) = self.watch_problem() {
+            return Some(problem);
         }
         for c in [Colour::Blue, Colour::Green] {
             if let Some(colour) = self.colour(c)
@@ -735,6 +795,10 @@ impl ModelDeploymentSpec {
                 self.observation_seconds,
             ),
             ("spec.teardownSeconds".to_string(), self.teardown_seconds),
+            (
+                "spec.watchIntervalSeconds".to_string(),
+                self.watch_interval_seconds,
+            ),
             (
                 "spec.readyTimeoutSeconds".to_string(),
                 self.ready_timeout_seconds,

@@ -4,6 +4,7 @@
 #[cfg(feature = "kubernetes")]
 pub mod apiserver;
 pub mod checks;
+pub mod mlflow;
 pub mod rollouts;
 
 use std::path::PathBuf;

@@ -22,6 +22,7 @@
 //! reconcile, and a reconcile that waits on a timer (a phase deadline, the next rollback
 //! check) asks the controller to requeue it then.
 
+mod alias;
 mod commands;
 mod events;
 mod objects;
@@ -70,6 +71,8 @@ pub enum Error {
     Api(#[from] kube::Error),
     #[error("someone else changed {0} first; reading it again")]
     Conflict(String),
+    #[error("a patch could not be encoded: {0}")]
+    Encode(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
     /// An object the resource names exists, and teal did not make it: nothing was written
@@ -118,6 +121,10 @@ struct Memory {
     pre_rollout_done: Option<(i64, String)>,
     /// When each analysis of the watched phase is next due.
     analysis_next_ms: HashMap<String, i64>,
+    /// When the watched alias is next read.
+    alias_next_ms: i64,
+    /// Why the watched alias could not be read, last time, so it is said once.
+    alias_error: Option<String>,
     /// Gates passed, waiting for the `pre_switch` webhooks' 200.
     confirm: Option<observe::Confirm>,
 }

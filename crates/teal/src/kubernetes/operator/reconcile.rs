@@ -13,6 +13,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use teal_core::rollout::{Effect, Rollout};
 
+use super::alias;
 use super::commands::{consume, operator_command, superseded};
 use super::events::{publish, record};
 use super::objects::{apply_deployment, apply_services, uid};
@@ -174,11 +175,33 @@ async fn first_deploy(
 async fn idle(
     md: &ModelDeployment,
     ctx: &Context,
-    status: ModelDeploymentStatus,
+    mut status: ModelDeploymentStatus,
     active: Colour,
 ) -> Result<Action, Error> {
     let live_version = status.active_version.clone().unwrap_or_default();
     let idle = active.other();
+    // The watched alias names a version it did not name before, and not the live one: that
+    // version goes into the idle colour and is rolled out. (Back on the live version, it is
+    // only noted, so that naming the other again rolls it out again.)
+    let noted = status.alias_version.clone();
+    if let Some(named) = alias::read(md, ctx).await {
+        if named.version == live_version {
+            status.alias_version = Some(named.version);
+        } else if noted.as_ref() != Some(&named.version)
+            && let Some(live) = md.spec.colour(active)
+        {
+            let written = alias::write_idle_colour(md, ctx, active, live, &named).await?;
+            let note = format!(
+                "{} names {}: written into spec.{}, rolling it out",
+                md.spec.watch.as_deref().unwrap_or_default(),
+                named.version,
+                idle.name()
+            );
+            publish(ctx, &written, EventType::Normal, "AliasMoved", &note).await;
+            status.alias_version = Some(named.version.clone());
+            return start(&written, ctx, status, active, live_version, named.version).await;
+        }
+    }
     let candidate = md.spec.colour(idle).map(|c| c.version.clone());
     let changed_live = md
         .spec
@@ -201,6 +224,7 @@ async fn idle(
             )
         });
         if status.message != message
+            || status.alias_version != noted
             || status.observed_generation != md.metadata.generation
             || status.phase.is_empty()
             || status.phase == "invalid"
@@ -216,8 +240,24 @@ async fn idle(
                 publish(ctx, md, EventType::Warning, "LiveColourChanged", &message).await;
             }
         }
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        return Ok(Action::requeue(alias::requeue(
+            md,
+            Duration::from_secs(300),
+        )));
     };
+    start(md, ctx, status, active, live_version, version).await
+}
+
+/// Starts the rollout of `version` into the idle colour.
+async fn start(
+    md: &ModelDeployment,
+    ctx: &Context,
+    status: ModelDeploymentStatus,
+    active: Colour,
+    live_version: String,
+    version: String,
+) -> Result<Action, Error> {
+    let idle = active.other();
     let now = (ctx.clock)();
     let id = md.metadata.generation.unwrap_or(1);
     let (rollout, effects) = Rollout::start(
@@ -267,7 +307,10 @@ async fn drive(
     let observed = match (superseding, &command) {
         (Some(event), _) => Some(event),
         (None, Some((_, event))) => Some(event.clone()),
-        (None, None) => observe(md, ctx, &rollout, now, &mut report).await?,
+        (None, None) => match alias::moved_back(md, ctx, &status, &rollout).await {
+            Some(event) => Some(event),
+            None => observe(md, ctx, &rollout, now, &mut report).await?,
+        },
     };
     let Some(event) = observed else {
         return Ok(Action::requeue(poll_interval(&rollout, now)));
