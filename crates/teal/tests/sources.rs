@@ -543,6 +543,44 @@ fn sources_that_cannot_work_are_refused_at_config_load_with_the_field_named() {
             "{slot}: {error}"
         );
     }
+    // A command that serves a registry version: the version named once, and used.
+    for (slot, field, says) in [
+        (
+            "kind = \"process\"\ncommand = \"serve {port}\"\nsource = \"models:/fraud/1\"",
+            "command",
+            "names no {source}",
+        ),
+        (
+            "kind = \"process\"\ncommand = \"serve {port} {source}\"",
+            "command",
+            "the slot has no source",
+        ),
+        (
+            "kind = \"process\"\ncommand = \"serve {port} {source}\"\nsource = \"https://h/m.onnx\"",
+            "source",
+            "a process slot's source is a registry version",
+        ),
+        (
+            "kind = \"upstream\"\nurls = [\"http://127.0.0.1:9\"]\nsource = \"models:/fraud/1\"",
+            "source",
+            "an upstream slot fronts running servers",
+        ),
+    ] {
+        let text = format!("[[model]]\nname = \"m\"\n[model.blue]\nversion = \"v1\"\n{slot}\n");
+        let error = match teal::core::config::Config::parse(&text) {
+            Err(e) => e.to_string(),
+            Ok(config) => config.validate().unwrap_err().to_string(),
+        };
+        assert!(
+            error.contains(field) && error.contains(says),
+            "{slot}: {error}"
+        );
+    }
+    let fine = "[[model]]\nname = \"m\"\n[model.blue]\nversion = \"v1\"\nkind = \"process\"\ncommand = \"serve {port}\"\nsource = \"models:/fraud@champion\"\nenv = { MODEL_URI = \"{source}\" }\n";
+    teal::core::config::Config::parse(fine)
+        .unwrap()
+        .validate()
+        .unwrap();
     // The cache's bounds.
     for (server, field, says) in [
         (
@@ -915,4 +953,120 @@ async fn the_registry_demo_rolls_out_by_alias_and_the_gates_stop_the_bad_version
         phases.starts_with(&["deploying", "warming_up", "validating", "switching"]),
         "{phases:?}"
     );
+}
+
+/// A registry version with no ONNX flavour (a scikit-learn model logged with its signature)
+/// is served by a command: MLServer's MLflow runtime, given the version as `{source}`. teal
+/// resolves the alias when the slot loads, gives the command the version's number and the
+/// tracking URI, records where it came from, and follows the alias with the same command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_version_of_another_flavour_is_served_by_a_command_and_followed_by_the_watch() {
+    let dir = temp_dir("mlflow-flavour");
+    let mlflow = start_mlflow(&dir).await;
+    assert_eq!(registry(&mlflow, &["sklearn", "iris", "1.0"]), "1");
+    assert_eq!(registry(&mlflow, &["sklearn", "iris", "0.5"]), "2");
+    registry(&mlflow, &["alias", "iris", "champion", "1"]);
+    let holdout = dir.join("holdout.jsonl");
+    registry(&mlflow, &["iris-holdout", holdout.to_str().unwrap()]);
+    let mlserver = repo_root().join(".deps/mlflow/bin/mlserver");
+    let folder = dir.join("mlserver");
+    std::fs::create_dir_all(&folder).unwrap();
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+mlflow_uri = "{uri}"
+allow_commands = true
+[[model]]
+name = "iris"
+[model.source]
+watch = "models:/iris@champion"
+poll_ms = 200
+[model.rollout]
+strategy = {{ kind = "blue_green" }}
+evidence = {{ holdout = "{holdout}" }}
+observe_ms = 1000
+keep_warm_ms = 0
+on_inconclusive = "promote"
+[model.blue]
+version = "iris-1"
+kind = "process"
+source = "models:/iris@champion"
+command = "{mlserver} start {folder}"
+ready_timeout_ms = 120000
+env = {{ MLSERVER_MODEL_NAME = "{{model}}", MLSERVER_MODEL_IMPLEMENTATION = "mlserver_mlflow.MLflowRuntime", MLSERVER_MODEL_URI = "{{source}}", MLSERVER_HTTP_PORT = "{{port}}", MLSERVER_GRPC_PORT = "0", MLSERVER_METRICS_PORT = "0", MLSERVER_METRICS_DIR = "{folder}" }}
+"#,
+        uri = mlflow.uri,
+        mlserver = mlserver.display(),
+        folder = folder.display(),
+        holdout = holdout.display(),
+    );
+    let mut config = teal::core::config::Config::parse(&text).unwrap();
+    config.server.state_dir = temp_dir("state");
+    config.validate().unwrap();
+    let running = start(&config).await;
+    let admin = admin_of(&running);
+    let status = async || admin.get("/api/v1/models/iris").await.unwrap().json();
+    let slot_of = |status: &serde_json::Value, version: &str| {
+        status["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["version"] == version)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The alias was resolved when the slot loaded: the command serves version 1, and the
+    // slot keeps it by number, with the run that logged it.
+    let first = status().await;
+    assert_eq!(first["live_version"], "iris-1", "{first:#}");
+    let blue = slot_of(&first, "iris-1");
+    assert_eq!(blue["provenance"]["source"], "models:/iris@champion");
+    assert_eq!(blue["provenance"]["resolved"], "models:/iris/1");
+    assert!(blue["provenance"]["run_id"].is_string(), "{blue:#}");
+    assert!(blue["provenance"].get("sha256").is_none(), "{blue:#}");
+    let ask = async || {
+        let body = serde_json::json!({"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]});
+        data(&running)
+            .send(
+                "POST",
+                "/v2/models/iris/infer",
+                &[],
+                Bytes::from(body.to_string()),
+            )
+            .await
+            .unwrap()
+    };
+    let answer = ask().await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    assert_eq!(answer.header("x-teal-version"), Some("iris-1"));
+    assert_eq!(
+        answer.json()["outputs"][0]["data"],
+        serde_json::json!([0, 2])
+    );
+
+    // The alias moves: the same command is started with version 2, rolled out, and serves.
+    registry(&mlflow, &["alias", "iris", "champion", "2"]);
+    assert!(
+        eventually(
+            Duration::from_secs(180),
+            async || status().await["live_version"] == "iris-2"
+        )
+        .await,
+        "iris-2 never went live: {:#}",
+        admin
+            .get("/api/v1/models/iris/rollout")
+            .await
+            .unwrap()
+            .json()
+    );
+    let green = slot_of(&status().await, "iris-2");
+    assert_eq!(
+        green["provenance"]["resolved"], "models:/iris/2",
+        "{green:#}"
+    );
+    let answer = ask().await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    assert_eq!(answer.header("x-teal-version"), Some("iris-2"));
+    stop(running).await;
 }

@@ -43,6 +43,13 @@ pub struct RemoteConfig {
     /// port teal picked; the server must listen on it), `{model}`, `{version}`.
     #[serde(default)]
     pub command: Option<String>,
+    /// `process`: a version in an MLflow model registry that the command serves, of any
+    /// flavour (`models:/NAME@ALIAS` or `models:/NAME/VERSION`): `{source}` in the command and
+    /// in `env` is that version (an alias resolved to its number when the slot loads, and
+    /// kept so), and the command gets `MLFLOW_TRACKING_URI`. Like
+    /// `MLSERVER_MODEL_URI={source}` with MLServer's MLflow runtime.
+    #[serde(default)]
+    pub source: Option<String>,
     /// `process`: the folder the command runs in (default: the config file's folder).
     #[serde(default)]
     pub workdir: Option<PathBuf>,

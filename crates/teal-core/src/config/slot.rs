@@ -96,6 +96,12 @@ impl SlotConfig {
                         "an upstream slot fronts running servers; use kind = \"process\" for teal to start one",
                     );
                 }
+                if remote.source.is_some() {
+                    return err(
+                        "source",
+                        "an upstream slot fronts running servers; a source is for an onnx slot (its file) or a process slot (its command serves it)",
+                    );
+                }
                 for url in &remote.urls {
                     if !(url.starts_with("http://") && url.len() > 7) {
                         return Err(("urls".into(), format!("'{url}' is not an http:// URL")));
@@ -119,6 +125,39 @@ impl SlotConfig {
                         "urls",
                         "a process slot serves on the port teal gives it ({port}); leave urls out",
                     );
+                }
+                let names_source = remote
+                    .command
+                    .iter()
+                    .chain(remote.env.values())
+                    .any(|t| t.contains("{source}"));
+                match &remote.source {
+                    Some(source) => {
+                        match crate::source::Source::parse(source)
+                            .map_err(|e| ("source".to_string(), e))?
+                        {
+                            crate::source::Source::Registry { .. } => {}
+                            _ => {
+                                return err(
+                                    "source",
+                                    "a process slot's source is a registry version (models:/NAME@ALIAS or models:/NAME/VERSION) that its command serves as {source}; a file from s3:// or a URL goes to an onnx slot",
+                                );
+                            }
+                        }
+                        if !names_source {
+                            return err(
+                                "command",
+                                "names no {source}: put it where the server takes the model, like MLSERVER_MODEL_URI = \"{source}\" in env",
+                            );
+                        }
+                    }
+                    None if names_source => {
+                        return err(
+                            "command",
+                            "uses {source}, but the slot has no source: set source = \"models:/NAME/VERSION\"",
+                        );
+                    }
+                    None => {}
                 }
                 remote.validate_common()
             }

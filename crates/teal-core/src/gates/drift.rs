@@ -61,7 +61,13 @@ pub fn drift(observations: &[Observation], config: &GateConfig) -> GateResult {
     };
     let (live_labels, candidate_labels) = (labels(|o| o.live.label), labels(|o| o.candidate.label));
     let mut evidence = json!({ "per_output": per_output, "live_labels": live_labels, "candidate_labels": candidate_labels });
-    if width == 0 {
+    let classified = pairs
+        .iter()
+        .filter(|o| o.live.label.is_some() && o.candidate.label.is_some())
+        .count();
+    // A classifier that answers labels alone (MLServer's scikit-learn and MLflow runtimes
+    // do) is judged on its predicted classes below; without labels either, nothing is left.
+    if width == 0 && classified < config.min_samples {
         return result(
             Gate::Drift,
             Verdict::Inconclusive,
@@ -72,10 +78,14 @@ pub fn drift(observations: &[Observation], config: &GateConfig) -> GateResult {
             evidence,
         );
     }
-    let score_drift = format!(
-        "largest normed Wasserstein distance {:.4}, on output {}",
-        worst.0, worst.1
-    );
+    let score_drift = if width == 0 {
+        "the answers carry no scores".to_string()
+    } else {
+        format!(
+            "largest normed Wasserstein distance {:.4}, on output {}",
+            worst.0, worst.1
+        )
+    };
 
     // With labels and class probabilities: are the moved scores worse, row by row?
     let scored: Vec<Paired<f64>> = pairs
@@ -145,10 +155,6 @@ pub fn drift(observations: &[Observation], config: &GateConfig) -> GateResult {
     }
 
     // Without labels, a classifier is judged on what users receive: the predicted classes.
-    let classified = pairs
-        .iter()
-        .filter(|o| o.live.label.is_some() && o.candidate.label.is_some())
-        .count();
     if classified >= config.min_samples {
         let distance = total_variation(&live_labels, &candidate_labels);
         evidence["class_drift"] = json!({ "total_variation": distance });
@@ -295,6 +301,49 @@ mod tests {
             with_scores(((i + 1) % 3) as i64, scores)
         });
         assert_eq!(drift(&broken, &config).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_classifier_that_answers_labels_alone_is_judged_on_its_classes() {
+        let config = GateConfig::default();
+        // Labels and no scores on both sides, with or without the truth.
+        let labels_only = |shift: usize, truth: bool| {
+            let mut obs = observations(300, |i| Answer {
+                scores: Vec::new(),
+                ..answer(((i + shift) % 3) as i64, 1.0)
+            });
+            for o in &mut obs {
+                o.live.scores.clear();
+                if !truth {
+                    o.truth = None;
+                }
+            }
+            obs
+        };
+        for truth in [true, false] {
+            let gate = drift(&labels_only(0, truth), &config);
+            assert_eq!(gate.verdict, Verdict::Pass, "{gate:?}");
+            assert!(
+                gate.reason
+                    .contains("predicted classes moved by 0.0000 (total variation); the answers carry no scores"),
+                "{}",
+                gate.reason
+            );
+        }
+        // A candidate that answers one class for everything: its classes moved.
+        let mut one_class = labels_only(0, false);
+        for o in &mut one_class {
+            o.candidate.label = Some(0);
+        }
+        let gate = drift(&one_class, &config);
+        assert_eq!(gate.verdict, Verdict::Fail, "{gate:?}");
+        // No labels and no scores: nothing to judge.
+        let mut nothing = labels_only(0, false);
+        for o in &mut nothing {
+            o.live.label = None;
+            o.candidate.label = None;
+        }
+        assert_eq!(drift(&nothing, &config).verdict, Verdict::Inconclusive);
     }
 
     #[test]

@@ -27,8 +27,11 @@ pub struct Provenance {
     /// The MLflow run that logged the model, when the registry knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
-    /// The file's SHA-256, hex.
+    /// The file's SHA-256, hex; empty for a registry version a command serves (teal fetched
+    /// no file).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+    #[serde(default)]
     pub bytes: u64,
 }
 
@@ -383,6 +386,28 @@ impl Fetcher {
     }
 
     /// The version a registry source names now (for an alias, the one it points at).
+    /// The tracking server models:/ sources are read from, if one is set.
+    pub fn tracking_uri(&self) -> Option<&str> {
+        self.mlflow.as_deref()
+    }
+
+    /// A registry version a command serves (a process slot's `source`): the alias resolved
+    /// to its number, with the run that logged it. No file is fetched.
+    pub async fn registry_provenance(&self, source: &str) -> Result<Provenance, String> {
+        let Source::Registry { name, at } = Source::parse(source)? else {
+            return Err(format!("{source} is not a registry version"));
+        };
+        let found = self.registry_version(&name, &at).await?;
+        Ok(Provenance {
+            source: source.to_string(),
+            resolved: format!("models:/{name}/{}", found.version),
+            registry_version: Some(found.version),
+            run_id: found.run_id,
+            sha256: String::new(),
+            bytes: 0,
+        })
+    }
+
     pub async fn resolve(&self, source: &str) -> Result<String, String> {
         match Source::parse(source)? {
             Source::Registry { name, at } => Ok(self.registry_version(&name, &at).await?.version),

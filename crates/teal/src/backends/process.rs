@@ -65,21 +65,41 @@ fn signal_group(pid: u32, signal: Signal) {
     }
 }
 
+/// The registry version a command serves (a process slot's `source`).
+pub struct Serves {
+    /// `models:/NAME/N`, what `{source}` becomes.
+    pub source: String,
+    /// The tracking server, given to the command as `MLFLOW_TRACKING_URI`.
+    pub tracking_uri: Option<String>,
+}
+
 impl ProcessModel {
     /// Starts the command and waits until the server is ready, or fails with its last output.
     pub async fn start(
         model: &str,
         version: &str,
         settings: &RemoteConfig,
+        serves: Option<Serves>,
     ) -> Result<ProcessModel, LoadError> {
         let template = settings.command.clone().unwrap_or_default();
         let port =
             free_port().map_err(|e| LoadError::Runtime(format!("cannot find a free port: {e}")))?;
+        let source = serves
+            .as_ref()
+            .map(|s| s.source.as_str())
+            .unwrap_or_default();
         let fill = |text: &str| {
             text.replace("{port}", &port.to_string())
                 .replace("{model}", model)
                 .replace("{version}", version)
+                .replace("{source}", source)
         };
+        // Where the command reads the registry: the tracking URI only, never a credential
+        // (a token reaches a command only when the slot's env names it).
+        let tracking = serves
+            .as_ref()
+            .and_then(|s| s.tracking_uri.clone())
+            .map(|uri| ("MLFLOW_TRACKING_URI", uri));
         let command = fill(&template);
         let mut builder = tokio::process::Command::new("sh");
         builder
@@ -91,6 +111,7 @@ impl ProcessModel {
                     .iter()
                     .filter_map(|name| std::env::var_os(name).map(|value| (name, value))),
             )
+            .envs(tracking)
             .envs(settings.env.iter().map(|(k, v)| (k, fill(v))))
             .env("TEAL_PORT", port.to_string())
             .stdin(Stdio::null())

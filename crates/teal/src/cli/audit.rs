@@ -48,10 +48,13 @@ pub(crate) async fn audit(
             );
             if let Some(p) = r["provenance"].as_object() {
                 println!(
-                    "  its model file: {} ({}), sha256 {}{}",
+                    "  its model: {} ({}){}{}",
                     p["source"].as_str().unwrap_or("?"),
                     p["resolved"].as_str().unwrap_or("?"),
-                    p["sha256"].as_str().unwrap_or("?"),
+                    p["sha256"]
+                        .as_str()
+                        .map(|d| format!(", sha256 {d}"))
+                        .unwrap_or_default(),
                     p.get("run_id")
                         .and_then(|r| r.as_str())
                         .map(|r| format!(", MLflow run {r}"))

@@ -215,9 +215,14 @@ pub(crate) fn render_status(m: &ModelStatus) -> String {
             } else {
                 format!(" ({})", p.resolved)
             };
+            let digest = if p.sha256.is_empty() {
+                String::new()
+            } else {
+                format!(", sha256 {}", p.sha256)
+            };
             out.push_str(&format!(
-                "         from {}{resolved}{run}, sha256 {}\n",
-                p.source, p.sha256
+                "         from {}{resolved}{run}{digest}\n",
+                p.source
             ));
         }
         if let Some(p) = &s.process {

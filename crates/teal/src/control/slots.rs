@@ -77,7 +77,25 @@ pub async fn load(
             Backend::Upstream(UpstreamModel::connect(model, &remote.urls, remote, wait).await?)
         }
         BackendConfig::Process(remote) => {
-            Backend::Process(ProcessModel::start(model, &slot.version, remote).await?)
+            // A registry version the command serves: the alias read now, and the command
+            // given the version's number, so it serves what the slot records.
+            let serves = match &remote.source {
+                Some(source) => {
+                    let found = fetcher
+                        .registry_provenance(source)
+                        .await
+                        .map_err(LoadError::Source)?;
+                    tracing::info!(model, version = %slot.version, source, resolved = %found.resolved, "registry version resolved for the command");
+                    let serves = crate::backends::process::Serves {
+                        source: found.resolved.clone(),
+                        tracking_uri: fetcher.tracking_uri().map(str::to_string),
+                    };
+                    provenance = Some(found);
+                    Some(serves)
+                }
+                None => None,
+            };
+            Backend::Process(ProcessModel::start(model, &slot.version, remote, serves).await?)
         }
     };
     tracing::info!(model, slot = %color, version = %slot.version, kind = backend.kind(), "slot loaded");
@@ -89,13 +107,17 @@ pub async fn load(
     // file, and an alias that moved meanwhile reaches traffic only through a rollout (the
     // watch's), never by a restart. A URL or an object is kept with its digest.
     let mut kept = slot.clone();
-    if let (Some(fetched), BackendConfig::Onnx { source, sha256, .. }) =
-        (&provenance, &mut kept.backend)
-    {
-        if fetched.registry_version.is_some() {
-            *source = Some(fetched.resolved.clone());
+    match (&provenance, &mut kept.backend) {
+        (Some(fetched), BackendConfig::Onnx { source, sha256, .. }) => {
+            if fetched.registry_version.is_some() {
+                *source = Some(fetched.resolved.clone());
+            }
+            *sha256 = Some(fetched.sha256.clone());
         }
-        *sha256 = Some(fetched.sha256.clone());
+        (Some(found), BackendConfig::Process(remote)) => {
+            remote.source = Some(found.resolved.clone());
+        }
+        _ => {}
     }
     let mut loaded = Slot::new(color, kept, backend, cache);
     loaded.provenance = provenance;

@@ -168,8 +168,14 @@ impl Follower {
                 inter_op_threads,
                 optimization,
             },
+            // A command that serves a registry version (its `{source}`): the same command,
+            // given the new version. It starts only where the config file allows commands.
+            BackendConfig::Process(mut remote) if remote.source.is_some() => {
+                remote.source = Some(format!("models:/{}/{number}", self.registered));
+                BackendConfig::Process(remote)
+            }
             _ => {
-                tracing::warn!(model = %self.model, "the live slot is not an in-process model; a registry version can only replace one");
+                tracing::warn!(model = %self.model, "the live slot neither runs in process nor serves a registry source ({{source}} in a process slot's command); a registry version cannot replace it");
                 self.attempted = Some(wanted);
                 return;
             }
