@@ -176,6 +176,25 @@ impl Harness {
         task
     }
 
+    /// Answers the operator's JSON patch of a colour (a guard on the resource version, then
+    /// the colour written whole) as the API server would: the colour replaced, a new
+    /// resource version and `generation`.
+    fn colour_written(&mut self, seen: common::apiserver::Seen, generation: i64) {
+        assert_eq!(seen.content_type, "application/json-patch+json");
+        assert_eq!(seen.body[0]["op"], "test");
+        let mut object = serde_json::to_value(&self.md).unwrap();
+        let colour = seen.body[1]["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/spec/");
+        object["spec"][colour] = seen.body[1]["value"].clone();
+        self.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
+        object["metadata"]["generation"] = json!(generation);
+        self.md = serde_json::from_value(object.clone()).unwrap();
+        seen.answer(200, &object);
+    }
+
     fn phase(&self) -> String {
         self.md
             .status
@@ -1680,13 +1699,7 @@ async fn moving_a_watched_alias_rolls_the_version_out_through_the_idle_colour_an
             {"op": "add", "path": "/spec/green", "value": {"version": "digits-2", "image": "registry.example/onnx-server:1", "source": "models:/digits/2"}},
         ])
     );
-    let mut object = serde_json::to_value(&h.md).unwrap();
-    object["spec"]["green"] = seen.body[1]["value"].clone();
-    h.resource_version += 1;
-    object["metadata"]["resourceVersion"] = json!(h.resource_version.to_string());
-    object["metadata"]["generation"] = json!(2);
-    h.md = serde_json::from_value(object.clone()).unwrap();
-    seen.answer(200, &object);
+    h.colour_written(seen, 2);
     h.api.expect_event("Normal", "AliasMoved").await;
     let status = h.status_write().await;
     assert_eq!(status["phase"], "deploying", "{status}");
@@ -1739,12 +1752,7 @@ async fn moving_a_watched_alias_rolls_the_version_out_through_the_idle_colour_an
     let task = h.reconcile();
     let seen = h.api.expect("PATCH", RESOURCE).await;
     assert_eq!(seen.body[1]["value"]["version"], "digits-2");
-    let mut object = serde_json::to_value(&h.md).unwrap();
-    h.resource_version += 1;
-    object["metadata"]["resourceVersion"] = json!(h.resource_version.to_string());
-    object["metadata"]["generation"] = json!(3);
-    h.md = serde_json::from_value(object.clone()).unwrap();
-    seen.answer(200, &object);
+    h.colour_written(seen, 3);
     h.api.expect_event("Normal", "AliasMoved").await;
     let status = h.status_write().await;
     assert_eq!(status["phase"], "deploying", "{status}");

@@ -208,6 +208,18 @@ fn sorted<const N: usize>(digests: [String; N]) -> Vec<String> {
     digests
 }
 
+/// Waits (bounded) until the file server at `base` serves the bundled models' files.
+async fn serving_files(base: &str) {
+    let probe = teal::cli::client::HttpClient::new(base);
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            matches!(probe.get("/digits/v1/reference.json").await, Ok(a) if a.status == 200)
+        })
+        .await,
+        "the file server at {base} did not start"
+    );
+}
+
 fn admin_of(running: &teal::server::Running) -> teal::cli::client::HttpClient {
     admin(running)
 }
@@ -230,13 +242,7 @@ async fn a_file_over_http_is_pinned_by_its_digest_and_kept_once() {
             .stderr(std::process::Stdio::null()),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let probe = teal::cli::client::HttpClient::new(&base);
-    assert!(
-        eventually(Duration::from_secs(30), async || {
-            matches!(probe.get("/digits/v1/reference.json").await, Ok(a) if a.status == 200)
-        })
-        .await
-    );
+    serving_files(&base).await;
     let v1 = sha256_of(&repo_root().join("models/digits/v1/model.onnx"));
     let v2 = sha256_of(&repo_root().join("models/digits/v2/model.onnx"));
     let mut settings = config(
@@ -393,13 +399,7 @@ async fn a_download_that_breaks_off_resumes_from_its_bytes_or_starts_again_when_
             .stderr(std::process::Stdio::null()),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let probe = teal::cli::client::HttpClient::new(&base);
-    assert!(
-        eventually(Duration::from_secs(30), async || {
-            matches!(probe.get("/digits/v1/reference.json").await, Ok(a) if a.status == 200)
-        })
-        .await
-    );
+    serving_files(&base).await;
     let running = start(&config(
         "[model.blue]\nversion = \"v1\"\nkind = \"onnx\"\npath = \"models/digits/v1/model.onnx\"\n",
         None,
