@@ -1636,12 +1636,17 @@ async fn a_resource_s_bake_analysis_rolls_back_after_its_failures_in_a_row() {
 /// A resource that follows a registry alias on a real MLflow tracking server: blue live with
 /// version 1 of digits, the alias at 1.
 async fn watching(dir: &std::path::Path) -> (common::mlflow::Mlflow, Harness) {
-    use common::mlflow::{registry, start_mlflow};
+    use common::mlflow::{registry, set_alias, start_mlflow};
     let mlflow = start_mlflow(dir).await;
-    for file in ["models/digits/v1/model.onnx", "models/digits/v2/model.onnx"] {
-        registry(&mlflow, &["onnx", "digits", file]);
-    }
-    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    let versions = registry(
+        &mlflow,
+        &[
+            &["onnx", "digits", "models/digits/v1/model.onnx"],
+            &["onnx", "digits", "models/digits/v2/model.onnx"],
+        ],
+    );
+    assert_eq!(versions, "1 2");
+    set_alias(&mlflow, "digits", "champion", 1).await;
     let mut spec = spec("service");
     spec["blue"] = json!({"version": "digits-1", "image": "registry.example/onnx-server:1", "source": "models:/digits/1"});
     spec.as_object_mut().unwrap().remove("green");
@@ -1684,7 +1689,7 @@ async fn moving_a_watched_alias_rolls_the_version_out_through_the_idle_colour_an
     );
 
     // The alias moves to 2. It is read again only when the interval has passed.
-    common::mlflow::registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    common::mlflow::set_alias(&mlflow, "digits", "champion", 2).await;
     between_rollouts(&mut h, 30).await;
     h.advance(30);
     let task = h.reconcile();
@@ -1726,7 +1731,7 @@ async fn moving_a_watched_alias_rolls_the_version_out_through_the_idle_colour_an
 
     // The alias moves back to the live version before the switch: the rollout is aborted by
     // the watch, blue stays live.
-    common::mlflow::registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    common::mlflow::set_alias(&mlflow, "digits", "champion", 1).await;
     h.advance(30);
     let task = h.reconcile();
     let status = h.status_write().await;
@@ -1747,7 +1752,7 @@ async fn moving_a_watched_alias_rolls_the_version_out_through_the_idle_colour_an
     h.deployment_apply("blue").await;
     assert_eq!(h.status_write().await["aliasVersion"], "digits-1");
     finished(task).await;
-    common::mlflow::registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    common::mlflow::set_alias(&mlflow, "digits", "champion", 2).await;
     h.advance(30);
     let task = h.reconcile();
     let seen = h.api.expect("PATCH", RESOURCE).await;

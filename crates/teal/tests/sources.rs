@@ -62,16 +62,16 @@ async fn first_label(running: &teal::server::Running, path: &str) -> i64 {
 async fn registry_versions_are_fetched_by_alias_and_number_with_their_provenance() {
     let dir = temp_dir("mlflow");
     let mlflow = start_mlflow(&dir).await;
-    assert_eq!(
-        registry(&mlflow, &["onnx", "digits", "models/digits/v1/model.onnx"]),
-        "1"
+    let versions = registry(
+        &mlflow,
+        &[
+            &["onnx", "digits", "models/digits/v1/model.onnx"],
+            &["onnx", "digits", "models/digits/v2/model.onnx"],
+            &["sklearn", "iris-sklearn"],
+        ],
     );
-    assert_eq!(
-        registry(&mlflow, &["onnx", "digits", "models/digits/v2/model.onnx"]),
-        "2"
-    );
-    assert_eq!(registry(&mlflow, &["sklearn", "iris-sklearn"]), "1");
-    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    assert_eq!(versions, "1 2 1");
+    set_alias(&mlflow, "digits", "champion", 1).await;
 
     let configured = config(
         "[model.blue]\nversion = \"champion\"\nkind = \"onnx\"\nsource = \"models:/digits@champion\"\nreference = \"models/digits/v1/reference.json\"\n",
@@ -159,7 +159,7 @@ async fn registry_versions_are_fetched_by_alias_and_number_with_their_provenance
     // The alias moves while teal is down: the restart loads the version the slot was
     // serving (remembered by number and digest), not the alias's new one, which only a
     // rollout may bring.
-    registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    set_alias(&mlflow, "digits", "champion", 2).await;
     let running = start(&configured).await;
     let status = admin_of(&running)
         .get("/api/v1/models/digits")
@@ -612,15 +612,21 @@ fn sources_that_cannot_work_are_refused_at_config_load_with_the_field_named() {
 async fn moving_the_alias_rolls_the_version_out_and_a_bad_one_is_stopped_by_the_gates() {
     let dir = temp_dir("mlflow-watch");
     let mlflow = start_mlflow(&dir).await;
-    for file in [
-        "models/digits/v1/model.onnx",
-        "models/digits/v2/model.onnx",
-        // Labels shifted by one: the gates fail it.
-        "models/digits/variants/v2-permuted/model.onnx",
-    ] {
-        registry(&mlflow, &["onnx", "digits", file]);
-    }
-    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    let versions = registry(
+        &mlflow,
+        &[
+            &["onnx", "digits", "models/digits/v1/model.onnx"],
+            &["onnx", "digits", "models/digits/v2/model.onnx"],
+            // Labels shifted by one: the gates fail it.
+            &[
+                "onnx",
+                "digits",
+                "models/digits/variants/v2-permuted/model.onnx",
+            ],
+        ],
+    );
+    assert_eq!(versions, "1 2 3");
+    set_alias(&mlflow, "digits", "champion", 1).await;
     let running = start(&config(
         "[model.source]\nwatch = \"models:/digits@champion\"\npoll_ms = 200\n\
          [model.rollout]\nstrategy = { kind = \"blue_green\" }\nevidence = { holdout = \"models/digits/holdout.jsonl\" }\n\
@@ -642,7 +648,7 @@ async fn moving_the_alias_rolls_the_version_out_and_a_bad_one_is_stopped_by_the_
     // The alias moves to version 2: teal rolls it out, and it serves.
     let moved = std::time::Instant::now();
     let moved_ms = now_ms();
-    registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    set_alias(&mlflow, "digits", "champion", 2).await;
     assert!(
         eventually(Duration::from_secs(120), async || live().await
             == "digits-2")
@@ -716,7 +722,7 @@ async fn moving_the_alias_rolls_the_version_out_and_a_bad_one_is_stopped_by_the_
     );
 
     // Then to version 3, a bad one: the gates stop it and version 2 keeps serving.
-    registry(&mlflow, &["alias", "digits", "champion", "3"]);
+    set_alias(&mlflow, "digits", "champion", 3).await;
     let failed = common::rollouts::wait_phase(&admin, "failed", Duration::from_secs(120)).await;
     assert_eq!(failed["version"], "digits-3", "{failed:#}");
     assert!(
@@ -875,10 +881,15 @@ fn now_ms() -> i64 {
 async fn moving_the_alias_back_during_a_rollout_aborts_it() {
     let dir = temp_dir("mlflow-back");
     let mlflow = start_mlflow(&dir).await;
-    for file in ["models/digits/v1/model.onnx", "models/digits/v2/model.onnx"] {
-        registry(&mlflow, &["onnx", "digits", file]);
-    }
-    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    let versions = registry(
+        &mlflow,
+        &[
+            &["onnx", "digits", "models/digits/v1/model.onnx"],
+            &["onnx", "digits", "models/digits/v2/model.onnx"],
+        ],
+    );
+    assert_eq!(versions, "1 2");
+    set_alias(&mlflow, "digits", "champion", 1).await;
     // The switch waits for an operator's approval, so the rollout is still before it when
     // the alias moves back.
     let running = start(&config(
@@ -890,11 +901,11 @@ async fn moving_the_alias_back_during_a_rollout_aborts_it() {
     ))
     .await;
     let admin = admin(&running);
-    registry(&mlflow, &["alias", "digits", "champion", "2"]);
+    set_alias(&mlflow, "digits", "champion", 2).await;
     let waiting =
         common::rollouts::wait_phase(&admin, "awaiting_approval", Duration::from_secs(120)).await;
     assert_eq!(waiting["version"], "digits-2", "{waiting:#}");
-    registry(&mlflow, &["alias", "digits", "champion", "1"]);
+    set_alias(&mlflow, "digits", "champion", 1).await;
     let aborted = common::rollouts::wait_phase(&admin, "aborted", Duration::from_secs(60)).await;
     assert_eq!(aborted["version"], "digits-2", "{aborted:#}");
     let status = admin.get("/api/v1/models/digits").await.unwrap().json();
@@ -963,11 +974,17 @@ async fn the_registry_demo_rolls_out_by_alias_and_the_gates_stop_the_bad_version
 async fn a_registry_version_of_another_flavour_is_served_by_a_command_and_followed_by_the_watch() {
     let dir = temp_dir("mlflow-flavour");
     let mlflow = start_mlflow(&dir).await;
-    assert_eq!(registry(&mlflow, &["sklearn", "iris", "1.0"]), "1");
-    assert_eq!(registry(&mlflow, &["sklearn", "iris", "0.5"]), "2");
-    registry(&mlflow, &["alias", "iris", "champion", "1"]);
     let holdout = dir.join("holdout.jsonl");
-    registry(&mlflow, &["iris-holdout", holdout.to_str().unwrap()]);
+    let versions = registry(
+        &mlflow,
+        &[
+            &["sklearn", "iris", "1.0"],
+            &["sklearn", "iris", "0.5"],
+            &["iris-holdout", holdout.to_str().unwrap()],
+        ],
+    );
+    assert_eq!(versions, "1 2 ok");
+    set_alias(&mlflow, "iris", "champion", 1).await;
     let mlserver = repo_root().join(".deps/mlflow/bin/mlserver");
     let folder = dir.join("mlserver");
     std::fs::create_dir_all(&folder).unwrap();
@@ -1046,7 +1063,7 @@ env = {{ MLSERVER_MODEL_NAME = "{{model}}", MLSERVER_MODEL_IMPLEMENTATION = "mls
     );
 
     // The alias moves: the same command is started with version 2, rolled out, and serves.
-    registry(&mlflow, &["alias", "iris", "champion", "2"]);
+    set_alias(&mlflow, "iris", "champion", 2).await;
     assert!(
         eventually(
             Duration::from_secs(180),

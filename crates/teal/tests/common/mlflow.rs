@@ -58,8 +58,11 @@ pub async fn start_mlflow(dir: &Path) -> Mlflow {
     }
 }
 
-/// Runs `tests/python/mlflow_registry.py` against the server; returns what it printed.
-pub fn registry(mlflow: &Mlflow, args: &[&str]) -> String {
+/// Runs `tests/python/mlflow_registry.py` against the server with one or more commands, in
+/// one Python process (it takes seconds to import MLflow); returns each command's answer,
+/// separated by a space (`"1 2"` for two versions registered).
+pub fn registry(mlflow: &Mlflow, commands: &[&[&str]]) -> String {
+    let args = commands.join(&"+");
     let output = std::process::Command::new(mlflow_python())
         .current_dir(repo_root())
         // No telemetry: tests reach only 127.0.0.1, and MLflow 3's telemetry thread sets and
@@ -68,7 +71,7 @@ pub fn registry(mlflow: &Mlflow, args: &[&str]) -> String {
         .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .arg(repo_root().join("tests/python/mlflow_registry.py"))
         .arg(&mlflow.uri)
-        .args(args)
+        .args(&args)
         .output()
         .unwrap();
     assert!(
@@ -76,11 +79,29 @@ pub fn registry(mlflow: &Mlflow, args: &[&str]) -> String {
         "mlflow_registry.py {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // MLflow prints links to the run first; the script's answer is the last line.
+    // MLflow prints links to its runs on lines of their own; the answers start with "= ".
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+        .filter_map(|line| line.strip_prefix("= "))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Points a registered model's alias at a version through MLflow's REST API, as its client's
+/// `set_registered_model_alias` does (no Python process to start).
+pub async fn set_alias(mlflow: &Mlflow, name: &str, alias: &str, version: u32) {
+    let client = teal::cli::client::HttpClient::new(&mlflow.uri);
+    let answer = client
+        .post_json(
+            "/api/2.0/mlflow/registered-models/alias",
+            &serde_json::json!({"name": name, "alias": alias, "version": version.to_string()}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status,
+        200,
+        "setting {name}@{alias} to {version}: {}",
+        answer.error_message()
+    );
 }
